@@ -1,0 +1,120 @@
+"""Writing a Dif-fuse result to disk: PNG views, a NIfTI counterfactual and a JSON summary.
+
+Images are (C, H, W) in [-1, 1]; views show the first channel (FLAIR in a multi-modal stack). Heat maps use the
+perceptually uniform "inferno" colour map. Every file is written to a temporary name and renamed, so an interrupted
+run never leaves a half-written file under the final name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .pipeline import CounterfactualResult
+
+LESION_OUTLINE_RGB = (60, 220, 60)   # ground truth: green
+MASK_OUTLINE_RGB = (0, 200, 255)     # Dif-fuse mask: cyan
+
+
+def to_uint8(image2d: np.ndarray) -> np.ndarray:
+    """[-1, 1] -> 0..255 grey."""
+    return np.clip((np.asarray(image2d, np.float32) + 1.0) * 127.5, 0, 255).round().astype(np.uint8)
+
+
+def heat_map(values: np.ndarray, vmax: float | None = None, brain_mask: np.ndarray | None = None) -> np.ndarray:
+    """A (H, W) map of non-negative values as an RGB heat map (uint8); zero stays black, ``vmax`` is white-hot."""
+    v = np.asarray(values, np.float32)
+    top = float(vmax if vmax is not None else (v.max() if v.size and v.max() > 0 else 1.0))
+    u8 = np.clip(v / max(top, 1e-8) * 255, 0, 255).astype(np.uint8)
+    rgb = cv2.cvtColor(cv2.applyColorMap(u8, cv2.COLORMAP_INFERNO), cv2.COLOR_BGR2RGB)
+    if brain_mask is not None:
+        rgb[~np.asarray(brain_mask).astype(bool)] = 0
+    return rgb
+
+
+def outline(rgb: np.ndarray, mask: np.ndarray, color_rgb: tuple[int, int, int], thickness: int = 1) -> np.ndarray:
+    """Draw the contour of a binary mask onto an RGB image (in place, returned)."""
+    contours, _ = cv2.findContours(np.asarray(mask, np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    cv2.drawContours(rgb, contours, -1, color_rgb, thickness)
+    return rgb
+
+
+def overlay(image2d: np.ndarray, anomaly: np.ndarray, alpha: float = 0.6, mask: np.ndarray | None = None,
+            ground_truth: np.ndarray | None = None, vmax: float | None = None) -> np.ndarray:
+    """The slice in grey with the anomaly heat map blended on top (weight ``alpha`` where the map is non-zero),
+    the Dif-fuse mask outlined in cyan and the ground truth, if any, in green."""
+    grey = np.repeat(to_uint8(image2d)[..., None], 3, axis=2).astype(np.float32)
+    heat = heat_map(anomaly, vmax).astype(np.float32)
+    weight = alpha * np.clip(np.asarray(anomaly, np.float32) / max(float(vmax or anomaly.max() or 1.0), 1e-8), 0, 1)
+    out = (grey * (1 - weight[..., None]) + heat * weight[..., None]).astype(np.uint8)
+    if mask is not None:
+        outline(out, mask, MASK_OUTLINE_RGB)
+    if ground_truth is not None:
+        outline(out, ground_truth, LESION_OUTLINE_RGB)
+    return out
+
+
+def _write_png(path: Path, array: np.ndarray) -> None:
+    tmp = path.with_name(path.name + ".tmp.png")
+    a = np.asarray(array)
+    ok = cv2.imwrite(str(tmp), cv2.cvtColor(a, cv2.COLOR_RGB2BGR) if a.ndim == 3 else a)
+    if not ok:
+        raise OSError(f"could not write {path}")
+    os.replace(tmp, path)
+
+
+def _write_nifti(path: Path, array_chw: np.ndarray, spacing: tuple[float, float] = (1.0, 1.0)) -> None:
+    import nibabel as nib
+
+    a = np.asarray(array_chw, np.float32)
+    # (C, H, W) display orientation -> (W, H, C): x runs left-right, y posterior->anterior as in the loaders
+    vol = np.flip(np.transpose(a, (2, 1, 0)), axis=1)
+    if vol.shape[2] == 1:
+        vol = vol[:, :, 0]
+    affine = np.diag([spacing[1], spacing[0], 1.0, 1.0])
+    img = nib.Nifti1Image(np.ascontiguousarray(vol), affine)
+    tmp = path.with_name(path.name.replace(".nii.gz", ".tmp.nii.gz"))
+    nib.save(img, str(tmp))
+    os.replace(tmp, path)
+
+
+def write_result(result: CounterfactualResult, out_dir: str | Path, extra: dict | None = None,
+                 ground_truth: np.ndarray | None = None, original_counterfactual: np.ndarray | None = None,
+                 spacing: tuple[float, float] = (1.0, 1.0)) -> dict:
+    """Write counterfactual.png, saliency.png, mask.png, anomaly.png, overlay.png, counterfactual.nii.gz and
+    result.json into ``out_dir``; return the JSON summary.
+
+    ``original_counterfactual`` is the counterfactual mapped back to the input's grid (for the NIfTI); without it
+    the model-grid counterfactual is written.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    vmax = max(float(result.anomaly.max()), 1e-3)
+    _write_png(out / "counterfactual.png", to_uint8(result.counterfactual[0]))
+    sal = result.saliency if result.saliency is not None else result.mask.astype(np.float32)
+    _write_png(out / "saliency.png", heat_map(sal, brain_mask=result.brain_mask))
+    _write_png(out / "mask.png", (result.mask > 0).astype(np.uint8) * 255)
+    _write_png(out / "anomaly.png", heat_map(result.anomaly, vmax))
+    _write_png(out / "overlay.png", overlay(result.image[0], result.anomaly, mask=result.mask,
+                                            ground_truth=ground_truth, vmax=vmax))
+    nifti = original_counterfactual if original_counterfactual is not None else result.counterfactual
+    _write_nifti(out / "counterfactual.nii.gz", nifti, spacing)
+    summary = {**result.summary(), **(extra or {})}
+    tmp = out / "result.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2, default=_json_default))
+    os.replace(tmp, out / "result.json")
+    return summary
+
+
+def _json_default(o):
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON-serialisable: {type(o)}")

@@ -1,0 +1,323 @@
+"""DDIM inversion, DDIM / DDPM sampling and the Dif-fuse sampler (paper Sec. III-A/B, eqs. 7-9, Algorithm 1).
+
+All samplers walk a respaced list of timesteps (see :meth:`NoiseSchedule.respaced_timesteps`) and are generators:
+each step yields a :class:`SamplerStep` with the step index, the current image x_t and the predicted clean image, so a
+UI can show the denoising live. The plain functions (:func:`ddim_invert`, :func:`dif_fuse`, ...) run a generator to
+its end and return the final image.
+
+Notation (0-based timestep indices as in diffusers): ``ab`` is alpha_bar_t, ``ab_prev`` is alpha_bar of the next
+level down the walk (1 for the clean image). With an epsilon prediction ``eps`` at x_t:
+
+    x0_hat  = (x_t - sqrt(1 - ab) eps) / sqrt(ab)                                     (eq. 7, first term)
+    x_{t-1} = sqrt(ab_prev) x0_hat + sqrt(1 - ab_prev - sigma^2) eps + sigma z         (eq. 7)
+    sigma   = sqrt((1 - ab_prev) / (1 - ab)) sqrt(1 - ab / ab_prev)   for DDPM, 0 for DDIM
+    x_{t+1} = sqrt(ab_next) x0_hat + sqrt(1 - ab_next) eps                             (eq. 8, DDIM inversion)
+    x_{t-1} = m * x^{DDPM}_{t-1} + (1 - m) * x^{DDIM}_{t-1}                             (eq. 9, Dif-fuse)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+
+from .schedule import NoiseSchedule
+
+EpsModel = Callable[[torch.Tensor, int], torch.Tensor]
+"""A noise predictor: eps = model(x_t, t) for a batch x_t (B, C, H, W) at the integer timestep t."""
+
+VARIANTS = ("paper", "two-chain")
+
+
+@dataclass
+class SamplerStep:
+    """One step of a sampler, as yielded to a progress callback or a live view.
+
+    ``index`` counts from 0 to ``total - 1`` within the ``phase`` ("invert" or "sample"); ``timestep`` is the level the
+    step started from. ``x_t`` is the image after the step; ``x0_pred`` the clean image predicted at this step. Both are
+    (B, C, H, W) tensors in the model's intensity range ([-1, 1] for images).
+    """
+
+    phase: str
+    index: int
+    total: int
+    timestep: int
+    x_t: torch.Tensor
+    x0_pred: torch.Tensor
+
+
+class CallCounter:
+    """Wraps an epsilon model and counts its calls, so reports state measured, not computed, network calls."""
+
+    def __init__(self, model: EpsModel):
+        self.model = model
+        self.calls = 0
+
+    def __call__(self, x: torch.Tensor, t: int) -> torch.Tensor:
+        self.calls += 1
+        return self.model(x, t)
+
+
+def unet_eps_model(unet: torch.nn.Module, autocast_dtype: torch.dtype | None = None) -> EpsModel:
+    """An :data:`EpsModel` over a diffusers ``UNet2DModel``; optional autocast (bf16 is fast on AMX CPUs)."""
+
+    @torch.no_grad()
+    def eps(x: torch.Tensor, t: int) -> torch.Tensor:
+        tt = torch.full((x.shape[0],), int(t), device=x.device, dtype=torch.long)
+        if autocast_dtype is not None:
+            with torch.autocast(device_type=x.device.type, dtype=autocast_dtype):
+                out = unet(x, tt).sample
+        else:
+            out = unet(x, tt).sample
+        return out.to(x.dtype)
+
+    return eps
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Single steps: the formulas, shared by every sampler and tested against diffusers' schedulers.
+# ---------------------------------------------------------------------------------------------------------------
+
+def predict_x0(x_t: torch.Tensor, eps: torch.Tensor, ab: float, clip: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """x0_hat from x_t and eps (eq. 7, first term); with ``clip`` x0_hat is clamped to [-1, 1] and eps re-derived
+    from it so that both stay consistent (diffusers' ``clip_sample=True, use_clipped_model_output=True``)."""
+    x0 = (x_t - math.sqrt(1.0 - ab) * eps) / math.sqrt(ab)
+    if clip:
+        x0 = x0.clamp(-1.0, 1.0)
+        if ab < 1.0:
+            eps = (x_t - math.sqrt(ab) * x0) / math.sqrt(1.0 - ab)
+    return x0, eps
+
+
+def ddpm_posterior_std(ab: float, ab_prev: float) -> float:
+    """sigma_t of eq. 7 with eta = 1: the DDPM posterior standard deviation for the jump ab -> ab_prev."""
+    if ab_prev >= 1.0 or ab >= 1.0:
+        return 0.0
+    return math.sqrt((1.0 - ab_prev) / (1.0 - ab)) * math.sqrt(1.0 - ab / ab_prev)
+
+
+def generalized_step(x0: torch.Tensor, eps: torch.Tensor, ab_prev: float, sigma: float,
+                     noise: torch.Tensor | None) -> torch.Tensor:
+    """x_{t-1} = sqrt(ab_prev) x0 + sqrt(1 - ab_prev - sigma^2) eps + sigma z (eq. 7); sigma = 0 is DDIM."""
+    direction = math.sqrt(max(1.0 - ab_prev - sigma ** 2, 0.0)) * eps
+    x_prev = math.sqrt(ab_prev) * x0 + direction
+    if sigma > 0.0:
+        if noise is None:
+            raise ValueError("a stochastic (DDPM) step needs a noise tensor")
+        x_prev = x_prev + sigma * noise
+    return x_prev
+
+
+def ddim_inversion_step(x_t: torch.Tensor, eps: torch.Tensor, ab: float, ab_next: float) -> torch.Tensor:
+    """x_{t+1} = sqrt(ab_next) x0_hat + sqrt(1 - ab_next) eps (eq. 8), no clipping (inversion must stay invertible)."""
+    x0 = (x_t - math.sqrt(1.0 - ab) * eps) / math.sqrt(ab)
+    return math.sqrt(ab_next) * x0 + math.sqrt(1.0 - ab_next) * eps
+
+
+def _noise_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    # Drawn on the CPU, then moved: the same seed gives the same noise on every device.
+    return torch.randn(x.shape, generator=generator, dtype=torch.float32).to(device=x.device, dtype=x.dtype)
+
+
+def _levels_down(schedule: NoiseSchedule, timesteps: list[int]) -> list[tuple[int, float, float]]:
+    """(t, ab_t, ab_prev) for a walk down a respaced list, from its last entry to the clean image."""
+    ts = sorted(timesteps)
+    out = []
+    for i in range(len(ts) - 1, -1, -1):
+        prev = ts[i - 1] if i > 0 else -1
+        out.append((ts[i], schedule.alpha_bar(ts[i]), schedule.alpha_bar(prev)))
+    return out
+
+
+def _check_inputs(x: torch.Tensor, mask: torch.Tensor | None = None) -> None:
+    if x.dim() != 4:
+        raise ValueError(f"expected a batch of images (B, C, H, W), got shape {tuple(x.shape)}")
+    if not torch.isfinite(x).all():
+        raise ValueError(f"the image holds {int((~torch.isfinite(x)).sum())} NaN/inf values: clean the input first")
+    if mask is not None:
+        if mask.dim() != 4 or mask.shape[-2:] != x.shape[-2:] or mask.shape[0] not in (1, x.shape[0]) \
+                or mask.shape[1] not in (1, x.shape[1]):
+            raise ValueError(f"mask of shape {tuple(mask.shape)} does not match the image {tuple(x.shape)}: "
+                             f"expected (B or 1, 1 or C, {x.shape[-2]}, {x.shape[-1]})")
+        if not torch.isfinite(mask).all() or mask.min() < 0 or mask.max() > 1:
+            raise ValueError("the mask must hold values in [0, 1] (1 = region to redraw)")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Walks
+# ---------------------------------------------------------------------------------------------------------------
+
+def iter_ddim_inversion(model: EpsModel, schedule: NoiseSchedule, x0: torch.Tensor,
+                        timesteps: list[int]) -> Iterator[SamplerStep]:
+    """Map a clean image to the noise level of ``timesteps[-1]`` by DDIM inversion (eq. 8), one call per step.
+
+    The network is evaluated at the level the step starts from; the first step, from the clean image, uses t = 0.
+    """
+    _check_inputs(x0)
+    ts = sorted(timesteps)
+    x, ab, t_from = x0, 1.0, 0
+    for i, t in enumerate(ts):
+        eps = model(x, t_from)
+        ab_next = schedule.alpha_bar(t)
+        x0_pred = (x - math.sqrt(1.0 - ab) * eps) / math.sqrt(ab)
+        x = ddim_inversion_step(x, eps, ab, ab_next)
+        yield SamplerStep("invert", i, len(ts), t_from, x, x0_pred)
+        ab, t_from = ab_next, t
+
+
+def iter_dif_fuse(model: EpsModel, schedule: NoiseSchedule, x_k: torch.Tensor, mask: torch.Tensor,
+                  timesteps: list[int], generator: torch.Generator | None = None,
+                  clip_x0: bool = True) -> Iterator[SamplerStep]:
+    """The Dif-fuse walk back from x_K (Algorithm 1, second loop; eq. 9), paper variant.
+
+    At each step: 1. one network call on the current fused image; 2. x0_hat and eps from it; 3. the DDPM proposal
+    (sigma = DDPM posterior std, fresh noise) and the DDIM proposal (sigma = 0) from that same prediction; 4. fuse them
+    with the mask, m * DDPM + (1 - m) * DDIM. An all-zero mask gives pure DDIM, an all-one mask pure DDPM.
+    """
+    _check_inputs(x_k, mask)
+    mask = mask.to(x_k)
+    levels = _levels_down(schedule, timesteps)
+    x = x_k
+    for i, (t, ab, ab_prev) in enumerate(levels):
+        eps = model(x, t)                                                  # 1. one network call
+        x0, eps = predict_x0(x, eps, ab, clip_x0)                          # 2. eq. 7, predicted x0
+        sigma = ddpm_posterior_std(ab, ab_prev)
+        noise = _noise_like(x, generator)                                  # drawn every step: same seed, same bytes
+        x_ddpm = generalized_step(x0, eps, ab_prev, sigma, noise)          # 3a. DDPM proposal
+        x_ddim = generalized_step(x0, eps, ab_prev, 0.0, None)             # 3b. DDIM proposal
+        x = mask * x_ddpm + (1.0 - mask) * x_ddim                          # 4. eq. 9
+        yield SamplerStep("sample", i, len(levels), t, x, x0)
+
+
+def iter_two_chain(model: EpsModel, schedule: NoiseSchedule, x_k: torch.Tensor, mask: torch.Tensor,
+                   timesteps: list[int], generator: torch.Generator | None = None,
+                   clip_x0: bool = True) -> Iterator[SamplerStep]:
+    """Dif-fuse as in the authors' public code: a separate DDIM chain reconstructs the outside region.
+
+    Two network calls per step: one on the fused image (its DDPM step fills the mask) and one on the pure DDIM chain
+    started from the same x_K (which supplies the outside).
+    """
+    _check_inputs(x_k, mask)
+    mask = mask.to(x_k)
+    levels = _levels_down(schedule, timesteps)
+    x, x_rec = x_k, x_k
+    for i, (t, ab, ab_prev) in enumerate(levels):
+        x0, eps = predict_x0(x, model(x, t), ab, clip_x0)
+        x0_rec, eps_rec = predict_x0(x_rec, model(x_rec, t), ab, clip_x0)
+        noise = _noise_like(x, generator)
+        x_ddpm = generalized_step(x0, eps, ab_prev, ddpm_posterior_std(ab, ab_prev), noise)
+        x_rec = generalized_step(x0_rec, eps_rec, ab_prev, 0.0, None)
+        x = mask * x_ddpm + (1.0 - mask) * x_rec
+        yield SamplerStep("sample", i, len(levels), t, x, mask * x0 + (1.0 - mask) * x0_rec)
+
+
+def iter_ddim_sampling(model: EpsModel, schedule: NoiseSchedule, x_k: torch.Tensor, timesteps: list[int],
+                       clip_x0: bool = True) -> Iterator[SamplerStep]:
+    """Deterministic DDIM walk back (eq. 7 with sigma = 0)."""
+    _check_inputs(x_k)
+    levels = _levels_down(schedule, timesteps)
+    x = x_k
+    for i, (t, ab, ab_prev) in enumerate(levels):
+        x0, eps = predict_x0(x, model(x, t), ab, clip_x0)
+        x = generalized_step(x0, eps, ab_prev, 0.0, None)
+        yield SamplerStep("sample", i, len(levels), t, x, x0)
+
+
+def iter_ddpm_sampling(model: EpsModel, schedule: NoiseSchedule, x_k: torch.Tensor, timesteps: list[int],
+                       generator: torch.Generator | None = None, clip_x0: bool = True) -> Iterator[SamplerStep]:
+    """Stochastic DDPM walk back (eq. 7 with the DDPM posterior std), one fresh noise draw per step."""
+    _check_inputs(x_k)
+    levels = _levels_down(schedule, timesteps)
+    x = x_k
+    for i, (t, ab, ab_prev) in enumerate(levels):
+        x0, eps = predict_x0(x, model(x, t), ab, clip_x0)
+        noise = _noise_like(x, generator)
+        x = generalized_step(x0, eps, ab_prev, ddpm_posterior_std(ab, ab_prev), noise)
+        yield SamplerStep("sample", i, len(levels), t, x, x0)
+
+
+def iter_repaint(model: EpsModel, schedule: NoiseSchedule, x0_known: torch.Tensor, mask: torch.Tensor,
+                 timesteps: list[int], generator: torch.Generator | None = None, jump_length: int = 5,
+                 resamplings: int = 5, clip_x0: bool = True) -> Iterator[SamplerStep]:
+    """RePaint (Lugmayr et al. 2022): inpaint the mask from noise, the outside forward-noised from the known image,
+    with resampling (every ``jump_length`` steps go back up ``jump_length`` levels, ``resamplings`` times)."""
+    _check_inputs(x0_known, mask)
+    mask = mask.to(x0_known)
+    ts = sorted(timesteps)
+    n = len(ts)
+    ab_of = [schedule.alpha_bar(t) for t in ts]
+    path = repaint_path(n, jump_length, resamplings)
+    # start at the top level from the forward-noised known image (pure noise when the top level is T - 1)
+    x = math.sqrt(ab_of[-1]) * x0_known + math.sqrt(1.0 - ab_of[-1]) * _noise_like(x0_known, generator)
+    prev_pos = path[0]
+    total = len(path)
+    for i, pos in enumerate(path):
+        if pos > prev_pos:  # jump back up: re-noise from level prev_pos to level pos with the forward process
+            ratio = ab_of[pos] / ab_of[prev_pos]
+            x = math.sqrt(ratio) * x + math.sqrt(1 - ratio) * _noise_like(x, generator)
+        t, ab = ts[pos], ab_of[pos]
+        ab_prev = ab_of[pos - 1] if pos > 0 else 1.0
+        x0, eps = predict_x0(x, model(x, t), ab, clip_x0)
+        x_unknown = generalized_step(x0, eps, ab_prev, ddpm_posterior_std(ab, ab_prev), _noise_like(x, generator))
+        if ab_prev < 1.0:
+            x_known = math.sqrt(ab_prev) * x0_known + math.sqrt(1 - ab_prev) * _noise_like(x, generator)
+        else:
+            x_known = x0_known
+        x = mask * x_unknown + (1.0 - mask) * x_known
+        prev_pos = pos - 1
+        yield SamplerStep("sample", i, total, t, x, x0)
+
+
+def repaint_path(n: int, jump_length: int, resamplings: int) -> list[int]:
+    """Positions in a respaced list visited by RePaint: down from n-1; after every ``jump_length`` steps the walk goes
+    back up ``jump_length`` levels, ``resamplings - 1`` times, before carrying on down."""
+    if jump_length < 1 or resamplings < 1:
+        raise ValueError("jump_length and resamplings must be >= 1")
+    path: list[int] = []
+    jumps: dict[int, int] = {}
+    pos = n - 1
+    while pos >= 0:
+        path.append(pos)
+        done = n - pos  # steps taken down since the top, counting this one
+        if pos > 0 and done % jump_length == 0 and jumps.get(pos, 0) < resamplings - 1:
+            jumps[pos] = jumps.get(pos, 0) + 1
+            pos = min(pos - 1 + jump_length, n - 1)
+        else:
+            pos -= 1
+    return path
+
+
+def run_to_end(steps: Iterator[SamplerStep], callback: Callable[[SamplerStep], None] | None = None) -> torch.Tensor:
+    """Exhaust a sampler generator (calling ``callback`` at each step) and return its final image."""
+    last = None
+    for step in steps:
+        if callback is not None:
+            callback(step)
+        last = step
+    if last is None:
+        raise ValueError("the sampler made no step: check the timesteps")
+    return last.x_t
+
+
+def ddim_invert(model: EpsModel, schedule: NoiseSchedule, x0: torch.Tensor, timesteps: list[int]) -> torch.Tensor:
+    """x_K from x_0 by DDIM inversion (eq. 8)."""
+    return run_to_end(iter_ddim_inversion(model, schedule, x0, timesteps))
+
+
+def dif_fuse(model: EpsModel, schedule: NoiseSchedule, x_k: torch.Tensor, mask: torch.Tensor, timesteps: list[int],
+             generator: torch.Generator | None = None, variant: str = "paper", clip_x0: bool = True) -> torch.Tensor:
+    """The healthy counterfactual x0_hat from x_K (Algorithm 1), ``variant`` "paper" or "two-chain"."""
+    return run_to_end(iter_sampler(variant, model, schedule, x_k, mask, timesteps, generator, clip_x0))
+
+
+def iter_sampler(variant: str, model: EpsModel, schedule: NoiseSchedule, x_k: torch.Tensor, mask: torch.Tensor,
+                 timesteps: list[int], generator: torch.Generator | None = None,
+                 clip_x0: bool = True) -> Iterator[SamplerStep]:
+    """The Dif-fuse walk of the named variant (see :data:`VARIANTS`)."""
+    if variant == "paper":
+        return iter_dif_fuse(model, schedule, x_k, mask, timesteps, generator, clip_x0)
+    if variant == "two-chain":
+        return iter_two_chain(model, schedule, x_k, mask, timesteps, generator, clip_x0)
+    raise ValueError(f"unknown variant {variant!r}: choose one of {', '.join(VARIANTS)}")
