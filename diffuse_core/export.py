@@ -70,9 +70,10 @@ def _write_png(path: Path, array: np.ndarray) -> None:
 def _write_nifti(path: Path, array_chw: np.ndarray, spacing: tuple[float, float] = (1.0, 1.0)) -> None:
     import nibabel as nib
 
-    a = np.asarray(array_chw, np.float32)
-    # (C, H, W) display orientation -> (W, H, C): x runs left-right, y posterior->anterior as in the loaders
-    vol = np.flip(np.transpose(a, (2, 1, 0)), axis=1)
+    from .loaders import display_to_canonical
+
+    # display orientation (anterior up, patient's right on the left) -> canonical RAS (X, Y, C)
+    vol = display_to_canonical(np.asarray(array_chw, np.float32))
     if vol.shape[2] == 1:
         vol = vol[:, :, 0]
     affine = np.diag([spacing[1], spacing[0], 1.0, 1.0])

@@ -44,7 +44,6 @@ alpha channel is dropped; fully transparent pixels become 0. ``channel_names`` i
 from __future__ import annotations
 
 import gzip
-import io
 import os
 import re
 import struct
@@ -54,7 +53,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["LoadedImage", "BratsCase", "load_image", "load_mask", "load_brats_case", "MIN_SIDE",
+__all__ = ["LoadedImage", "BratsCase", "load_image", "load_mask", "load_brats_case", "display_to_canonical",
+           "MIN_SIDE",
            "DEFAULT_MAX_BYTES", "SUPPORTED_FORMATS"]
 
 DEFAULT_MAX_BYTES = 512 * 2**20
@@ -118,7 +118,7 @@ def _pick_slice(n: int, slice_index: int | None, source: str) -> int:
     return z
 
 
-def _check_values(data: np.ndarray, source: str, *, allow_constant: bool = False) -> None:
+def _check_values(data: np.ndarray, source: str, *, allow_constant: bool = False, hint: str = "") -> None:
     """Shape, size, finiteness and non-constancy of a (C, H, W) slice."""
     if data.ndim != 3:
         raise ValueError(f"{_name(source)}: expected one 2-D slice, got shape {data.shape}")
@@ -136,7 +136,7 @@ def _check_values(data: np.ndarray, source: str, *, allow_constant: bool = False
     if not allow_constant:
         lo, hi = float(data.min()), float(data.max())
         if lo == hi:
-            raise ValueError(f"image is constant (value {lo}): nothing to analyse ({_name(source)})")
+            raise ValueError(f"image is constant (value {lo}): nothing to analyse ({_name(source)}{hint})")
 
 
 def _to_float32(arr: np.ndarray, source: str) -> np.ndarray:
@@ -227,7 +227,7 @@ def _sniff(path: Path) -> str:
 _NIFTI_ERRORS = (OSError, EOFError, ValueError, zlib.error, struct.error, MemoryError, IndexError, TypeError)
 
 
-def _open_nifti(path: Path, max_bytes: int):
+def _open_nifti(path: Path, max_bytes: int, check_complete: bool = True):
     import nibabel as nib
 
     try:
@@ -241,7 +241,41 @@ def _open_nifti(path: Path, max_bytes: int):
     if declared > GZIP_EXPANSION_LIMIT * max_bytes:
         raise ValueError(f"{path} declares {declared / 2**20:.0f} MiB of voxel data, over the limit of "
                          f"{GZIP_EXPANSION_LIMIT * max_bytes / 2**20:.0f} MiB: crop the volume first")
+    if check_complete:
+        try:
+            offset = int(getattr(img.dataobj, "offset", None) or img.header["vox_offset"])
+        except (TypeError, ValueError, KeyError):
+            offset = 352
+        needed = offset + declared
+        if _is_gzip(path):
+            have = _gzip_length(path)
+        else:
+            have = path.stat().st_size
+        if have < needed:
+            raise ValueError(f"{path} is a truncated or corrupted NIfTI file (it holds {have} of the {needed} "
+                             f"bytes its header declares): download or export it again")
     return img
+
+
+def _is_gzip(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(2) == b"\x1f\x8b"
+
+
+def _gzip_length(path: Path) -> int:
+    """Uncompressed length of a gzip file, streamed (nothing kept); ValueError when truncated or corrupted."""
+    total = 0
+    try:
+        with gzip.open(path, "rb") as g:
+            while True:
+                chunk = g.read(4 * 2**20)
+                if not chunk:
+                    break
+                total += len(chunk)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise ValueError(f"{path} is a truncated or corrupted gzip/NIfTI file ({type(exc).__name__}: {exc}): "
+                         f"download or export it again") from None
+    return total
 
 
 def _nifti_layout(img, source: str):
@@ -273,24 +307,52 @@ def _nifti_layout(img, source: str):
 
 
 def _canonical_to_display(sl: np.ndarray) -> np.ndarray:
-    """Canonical (X, Y[, C]) axial slice -> (C, H, W) radiological display (anterior top, patient right left)."""
+    """Canonical (X, Y[, C]) axial slice -> (C, H, W) radiological display (anterior top, patient right left).
+
+    The same transpose-and-flip shows a single coronal (X, Z) slice superior-up with the patient's right on the
+    left, and a sagittal (Y, Z) slice superior-up with anterior on the left.
+    """
     if sl.ndim == 2:
         sl = sl[:, :, None]
     return np.ascontiguousarray(np.transpose(sl, (2, 1, 0))[:, ::-1, ::-1])
 
 
-def _nifti_read_slice(img, shape, spatial, ornt, z_canonical: int, source: str) -> np.ndarray:
-    """Read one canonical axial slice (X, Y, C) straight from the proxy (only that slice is read)."""
+def display_to_canonical(array) -> np.ndarray:
+    """Inverse of the NIfTI display convention: (C, H, W) or (H, W) display slice -> canonical RAS (X, Y, C).
+
+    Write it with an affine whose first two columns point to +x (Right) and +y (Anterior), e.g.
+    ``np.diag([col_spacing, row_spacing, 1, 1])``, and viewers show the slice as :func:`load_image` returned it.
+    """
+    a = np.asarray(array)
+    if a.ndim == 2:
+        a = a[None]
+    if a.ndim != 3:
+        raise ValueError(f"expected a display slice (H, W) or (C, H, W), got shape {a.shape}")
+    return np.ascontiguousarray(np.transpose(a, (2, 1, 0))[::-1, ::-1, :])
+
+
+def _slice_axis(spatial: tuple[int, int, int], ornt: np.ndarray) -> int:
+    """Input axis to slice: the one closest to superior-inferior, unless the file holds a single non-axial slice
+    (exactly one spatial axis of size 1), which is then the slice axis."""
+    kz = int(np.where(ornt[:, 0] == 2)[0][0])
+    singles = [k for k in range(3) if spatial[k] == 1]
+    if spatial[kz] > 1 and len(singles) == 1:
+        return singles[0]
+    return kz
+
+
+def _nifti_read_slice(img, shape, spatial, ornt, ks: int, z_canonical: int, source: str) -> np.ndarray:
+    """Read one canonical slice (A, B, C) along input axis ``ks`` straight from the proxy (only it is read);
+    A and B are the two remaining axes in canonical order (x before y before z)."""
     import nibabel as nib
 
-    kz = int(np.where(ornt[:, 0] == 2)[0][0])
-    nz = spatial[kz]
-    z_in = nz - 1 - z_canonical if ornt[kz, 1] < 0 else z_canonical
-    index: list = [slice(None)] * len(shape)
+    n = spatial[ks]
+    z_in = n - 1 - z_canonical if ornt[ks, 1] < 0 else z_canonical
     if len(shape) == 2:
-        index = [slice(None), slice(None)]
+        index: list = [slice(None), slice(None)]
     else:
-        index[kz] = z_in
+        index = [slice(None)] * len(shape)
+        index[ks] = z_in
         for ax in range(3, len(shape)):
             if shape[ax] == 1:
                 index[ax] = 0
@@ -299,17 +361,23 @@ def _nifti_read_slice(img, shape, spatial, ornt, z_canonical: int, source: str) 
     except Exception as exc:
         raise ValueError(f"{source} is a truncated or corrupted NIfTI file (reading its voxels failed: "
                          f"{type(exc).__name__}: {exc}): download or export it again") from None
-    if len(shape) == 2:
-        sl = sl[:, :]
-        rest = [0, 1]
-    else:
-        rest = [a for a in range(3) if a != kz]
     if sl.ndim == 2:
         sl = sl[:, :, None]
+    rest = [a for a in range(3) if a != ks]
     sub = ornt[rest].copy()
-    # the two remaining spatial axes map to canonical x (0) and y (1); keep their relative labels
-    sub[:, 0] = np.argsort(np.argsort(sub[:, 0]))
+    sub[:, 0] = np.argsort(np.argsort(sub[:, 0]))  # relabel the two remaining canonical axes as 0, 1
     return nib.orientations.apply_orientation(sl, sub)
+
+
+def _nifti_spacing(img, ornt, ks: int) -> tuple[float, float]:
+    """(row, col) spacing of the displayed slice: rows run along the later canonical axis, columns the earlier."""
+    try:
+        zooms = [float(v) for v in img.header.get_zooms()[:3]] + [1.0, 1.0, 1.0]
+    except Exception:
+        zooms = [1.0, 1.0, 1.0]
+    rest = sorted((a for a in range(3) if a != ks), key=lambda a: ornt[a, 0])
+    col, row = zooms[rest[0]], zooms[rest[1]]
+    return tuple(v if np.isfinite(v) and v > 0 else 1.0 for v in (row, col))  # type: ignore[return-value]
 
 
 def _load_nifti(path: Path, slice_index, max_bytes: int) -> LoadedImage:
@@ -318,25 +386,23 @@ def _load_nifti(path: Path, slice_index, max_bytes: int) -> LoadedImage:
     img = _open_nifti(path, max_bytes)
     source = str(path)
     shape, spatial, channels, ornt = _nifti_layout(img, source)
-    kz = int(np.where(ornt[:, 0] == 2)[0][0])
-    n = spatial[kz] if len(shape) >= 3 else 1
+    ks = _slice_axis(spatial, ornt) if len(shape) >= 3 else 2
+    if len(shape) == 2:
+        ornt = np.array([[0, 1], [1, 1], [2, 1]], dtype=float) if int(ornt[2, 0]) != 2 else ornt
+    n = spatial[ks]
     z = _pick_slice(n, slice_index, source)
-    sl = _nifti_read_slice(img, shape, spatial, ornt, z, source)
+    sl = _nifti_read_slice(img, shape, spatial, ornt, ks, z, source)
     data = _canonical_to_display(_to_float32(sl, source))
-    try:
-        zooms = [float(v) for v in img.header.get_zooms()[:3]] + [1.0] * 3
-    except Exception:
-        zooms = [1.0, 1.0, 1.0]
-    kx = int(np.where(ornt[:, 0] == 0)[0][0])
-    ky = int(np.where(ornt[:, 0] == 1)[0][0])
-    spacing = tuple(v if np.isfinite(v) and v > 0 else 1.0 for v in (zooms[ky], zooms[kx]))
     try:
         affine = img.affine @ nib.orientations.inv_ornt_aff(ornt, spatial)
     except Exception:
         affine = None
     names = ("intensity",) if channels == 1 else tuple(f"ch{i}" for i in range(channels))
-    return LoadedImage(data=data, kind="nifti", spacing=spacing, modality=None, num_slices=n, slice_index=z,
-                       channel_names=names, source=source, affine=affine)
+    notes = ()
+    if ks != int(np.where(ornt[:, 0] == 2)[0][0]):
+        notes = ("single non-axial slice: shown as stored in canonical orientation (superior at the top)",)
+    return LoadedImage(data=data, kind="nifti", spacing=_nifti_spacing(img, ornt, ks), modality=None,
+                       num_slices=n, slice_index=z, channel_names=names, source=source, affine=affine, notes=notes)
 
 
 def _nifti_canonical_volume(path: Path, max_bytes: int) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
@@ -345,7 +411,7 @@ def _nifti_canonical_volume(path: Path, max_bytes: int) -> tuple[np.ndarray, np.
 
     _check_size(path, max_bytes)
     _sniff(path)
-    img = _open_nifti(path, max_bytes)
+    img = _open_nifti(path, max_bytes, check_complete=False)  # reading every voxel below finds truncation
     shape, spatial, channels, ornt = _nifti_layout(img, str(path))
     if channels != 1 or len(shape) < 3:
         raise ValueError(f"{path}: expected a 3-D volume, got shape {shape}")
@@ -651,79 +717,84 @@ def _png_header(path: Path) -> tuple[int, int]:
     return head[24], head[25]  # bit depth, colour type
 
 
+def _read_with_pillow(path: Path, kind: str, slice_index) -> tuple[np.ndarray, int, int]:
+    """Pixels (H, W[, S]) of one frame, the number of frames and the frame taken."""
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as im:
+        n_frames = int(getattr(im, "n_frames", 1) or 1) if kind == "tiff" else 1
+        z = _pick_slice(n_frames, slice_index, str(path))
+        if n_frames > 1:
+            im.seek(z)
+        if kind == "jpeg":
+            im = ImageOps.exif_transpose(im)
+        mode = im.mode
+        if mode in ("P", "PA"):
+            im = im.convert("RGBA" if ("transparency" in im.info or mode == "PA") else "RGB")
+        elif mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+            im = im.convert("RGB")
+        elif mode == "1":
+            im = im.convert("L")
+        arr = np.array(im)
+    return arr, n_frames, z
+
+
+def _read_with_tifffile(path: Path, slice_index) -> tuple[np.ndarray, int, int]:
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(str(path)) as tif:
+            series = tif.series[0]
+            arr = series.asarray()
+            axes = series.axes
+    except Exception as exc:
+        raise ValueError(f"{path} is a damaged or unsupported TIFF image ({type(exc).__name__}: {exc}): "
+                         f"export it again") from None
+    arr = np.squeeze(arr) if arr.ndim > 2 and 1 in arr.shape[:-2] else arr
+    has_samples = "S" in axes and arr.ndim >= 3 and arr.shape[-1] in (1, 2, 3, 4)
+    plane_dims = 3 if has_samples else 2
+    if arr.ndim == plane_dims:
+        return arr, 1, _pick_slice(1, slice_index, str(path))
+    if arr.ndim == plane_dims + 1:
+        n = int(arr.shape[0])
+        z = _pick_slice(n, slice_index, str(path))
+        return arr[z], n, z
+    raise ValueError(f"{path}: TIFF with axes {axes} and shape {arr.shape} is not a 2-D picture or a stack of "
+                     f"pages")
+
+
 def _load_picture(path: Path, kind: str, slice_index, max_bytes: int) -> LoadedImage:
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError
 
     source = str(path)
     notes: list[str] = []
-    frames: list[np.ndarray] | None = None
+    arr = None
     if kind == "png":
         depth, ctype = _png_header(path)
         if depth == 16 and ctype in (2, 6):  # Pillow truncates 16-bit colour PNG to 8 bits: use OpenCV
             import cv2
 
+            n, z = 1, _pick_slice(1, slice_index, source)
             arr = cv2.imread(source, cv2.IMREAD_UNCHANGED)
             if arr is None:
                 raise ValueError(f"{path} is a damaged PNG image: export it again")
-            arr = arr[..., [2, 1, 0, 3]] if arr.shape[-1] == 4 else arr[..., ::-1]
-            frames = [np.ascontiguousarray(arr)]
-    if frames is None:
+            arr = np.ascontiguousarray(arr[..., [2, 1, 0, 3]] if arr.shape[-1] == 4 else arr[..., ::-1])
+    if arr is None:
         try:
-            Image.MAX_IMAGE_PIXELS = max(int(max_bytes), 1)
-            with Image.open(path) as im:
-                n_frames = int(getattr(im, "n_frames", 1) or 1) if kind == "tiff" else 1
-                z = _pick_slice(n_frames, slice_index, source)
-                if n_frames > 1:
-                    im.seek(z)
-                if kind == "jpeg":
-                    im = ImageOps.exif_transpose(im)
-                mode = im.mode
-                if mode in ("P", "PA"):
-                    im = im.convert("RGBA" if "transparency" in im.info or mode == "PA" else "RGB")
-                elif mode in ("CMYK", "YCbCr", "LAB", "HSV"):
-                    im = im.convert("RGB")
-                elif mode == "1":
-                    im = im.convert("L")
-                arr = np.array(im)
-            frames = [arr]
-            slice_n = n_frames
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-            if isinstance(exc, ValueError) and str(exc).startswith(("slice index", source)):
+            arr, n, z = _read_with_pillow(path, kind, slice_index)
+        except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError, EOFError,
+                struct.error, ValueError) as exc:
+            if isinstance(exc, ValueError) and "slice index" in str(exc):
                 raise
             if kind != "tiff":
                 raise ValueError(f"{path} is a damaged or unsupported {kind.upper()} image "
                                  f"({type(exc).__name__}: {exc}): export it again") from None
-            frames = None
-    else:
-        slice_n = 1
-        z = _pick_slice(1, slice_index, source)
-    if frames is None:  # TIFF that Pillow cannot read (float64, compressed, odd layouts): tifffile
-        import tifffile
-
-        try:
-            with tifffile.TiffFile(source) as tif:
-                series = tif.series[0]
-                arr = series.asarray()
-                axes = series.axes
-        except Exception as exc:
-            raise ValueError(f"{path} is a damaged or unsupported TIFF image ({type(exc).__name__}: {exc}): "
-                             f"export it again") from None
-        if "S" not in axes and arr.ndim == 3:
-            slice_n = arr.shape[0]
-            z = _pick_slice(slice_n, slice_index, source)
-            arr = arr[z]
-        elif arr.ndim == 4:
-            slice_n = arr.shape[0]
-            z = _pick_slice(slice_n, slice_index, source)
-            arr = arr[z]
-        else:
-            slice_n = 1
-            z = _pick_slice(1, slice_index, source)
-        frames = [arr]
-    data = _picture_to_slice(np.asarray(frames[0]), source, notes)
+            arr = None
+        if arr is None or (kind == "tiff" and arr.dtype == object):  # TIFF Pillow cannot read: tifffile
+            arr, n, z = _read_with_tifffile(path, slice_index)
+    data = _picture_to_slice(np.asarray(arr), source, notes)
     return LoadedImage(data=np.ascontiguousarray(data), kind=kind, spacing=(1.0, 1.0), modality=None,
-                       num_slices=slice_n, slice_index=z, channel_names=("grey",), source=source,
-                       notes=tuple(notes))
+                       num_slices=n, slice_index=z, channel_names=("grey",), source=source, notes=tuple(notes))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -810,7 +881,9 @@ def load_image(path_or_array, slice_index: int | None = None, max_bytes: int = D
     wrong dimensions or a slice smaller than 16 pixels a side. See the module docstring for orientations.
     """
     loaded = _load_raw(path_or_array, slice_index, max_bytes)
-    _check_values(loaded.data, loaded.source)
+    hint = (f", slice {loaded.slice_index} of {loaded.num_slices}: pick a slice through the brain"
+            if loaded.num_slices > 1 else "")
+    _check_values(loaded.data, loaded.source, hint=hint)
     return loaded
 
 

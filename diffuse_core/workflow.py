@@ -1,0 +1,216 @@
+"""From a file on disk to a written Dif-fuse result: load, prepare, mask, sample, score, export.
+
+This is what ``diffuse-studio run`` and the app's upload path do, as plain functions over the engine:
+:func:`prepare_case` (any supported file -> a slice on the model's grid, with its brain mask and ground truth),
+:func:`mask_for_case` (saliency method or mask file -> binary mask m), :func:`run_file` (all of it, writing the
+outputs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .masks import DEFAULT_PERCENTILE, mask_from_saliency
+
+SALIENCY_CHOICES = ("acat", "gradcam", "gradient")
+DEFAULT_ANOMALY_THRESHOLD = 0.15  # used only when a model card carries none (intensity units of [-1, 1] images)
+
+
+@dataclass
+class CaseInput:
+    """One slice ready for the model. ``image`` (C, R, R) in [-1, 1] (background -1); masks (R, R) uint8."""
+
+    image: np.ndarray
+    brain_mask: np.ndarray
+    ground_truth: np.ndarray | None
+    geometry: object | None          # preprocess.Geometry: the way back to the input's grid
+    source: str
+    slice_index: int
+    num_slices: int
+    modality: str                    # "mri" | "ct"
+    spacing: tuple[float, float]
+    channel_names: tuple[str, ...]
+    notes: tuple[str, ...] = ()
+
+
+def _is_brats_folder(path: Path) -> bool:
+    if not path.is_dir():
+        return False
+    names = [p.name.lower() for p in path.iterdir() if p.is_file()]
+    return any(".nii" in n for n in names) and any(("flair" in n) for n in names)
+
+
+def prepare_case(source, slice_index: int | None = None, size: int = 128, channels: int = 1, gt=None,
+                 window: str | None = None, modality: str | None = None) -> CaseInput:
+    """Load ``source`` (path or array) and put one slice on the model's ``size`` x ``size`` grid.
+
+    A BraTS-layout case folder gives FLAIR (1 channel) or FLAIR/T1/T1c/T2 (4 channels) with its whole-tumour label
+    as ground truth; without ``slice_index`` the slice with the largest tumour is taken. ``gt`` is an optional
+    ground-truth mask file or array on the input's grid.
+    """
+    from .loaders import load_brats_case, load_image, load_mask
+    from .preprocess import prepare_slice, to_model_grid
+
+    notes: list[str] = []
+    path = Path(source) if isinstance(source, (str, Path)) else None
+    if path is not None and _is_brats_folder(path):
+        mods = ("flair",) if channels == 1 else ("flair", "t1", "t1c", "t2")
+        case = load_brats_case(path, modalities=mods)
+        if slice_index is None:
+            tumour = case.tumour_slices()
+            if tumour:
+                areas = [int(case.label_slice(z).sum()) for z in tumour]
+                slice_index = tumour[int(np.argmax(areas))]
+                notes.append(f"slice {slice_index} chosen: the largest tumour cross-section")
+            else:
+                slice_index = case.num_slices // 2
+        raw, label, brain = case.slice(slice_index)
+        prepared = prepare_slice(raw, size=size, modality="mri", brain_mask=brain)
+        truth = to_model_grid(label, size=size, order=0)[0] if label is not None else None
+        if gt is not None:
+            truth = to_model_grid(load_mask(gt, slice_index=slice_index), size=size, order=0)[0]
+        return CaseInput(prepared.image, prepared.brain_mask, None if truth is None else (truth > 0).astype(np.uint8),
+                         prepared.geometry, str(path), int(slice_index), case.num_slices, "mri", (1.0, 1.0),
+                         tuple(mods), tuple(notes))
+
+    loaded = load_image(source, slice_index=slice_index)
+    if loaded.data.shape[0] != channels:
+        if channels == 1:
+            notes.append(f"the input has {loaded.data.shape[0]} channels: the first ({loaded.channel_names[0]}) is used")
+            loaded.data = loaded.data[:1]
+            loaded.channel_names = loaded.channel_names[:1]
+        else:
+            raise ValueError(f"the model expects {channels} channels (FLAIR, T1, T1c, T2), the input has "
+                             f"{loaded.data.shape[0]}")
+    prepared = prepare_slice(loaded, size=size, modality=modality, window=window)
+    truth = None
+    if gt is not None:
+        truth = to_model_grid(load_mask(gt, slice_index=loaded.slice_index, like=loaded), size=size, order=0)[0]
+        truth = (truth > 0).astype(np.uint8)
+    return CaseInput(prepared.image, prepared.brain_mask, truth, prepared.geometry, loaded.source,
+                     loaded.slice_index, loaded.num_slices, prepared.modality, loaded.spacing,
+                     tuple(loaded.channel_names), tuple(notes))
+
+
+def mask_for_case(case: CaseInput, mask_from="acat", percentile: float = DEFAULT_PERCENTILE,
+                  saliency_models=None, device="cpu", seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The Dif-fuse mask m (R, R) uint8 and the saliency map it came from (R, R) float32 in [0, 1].
+
+    ``mask_from`` is a saliency method (:data:`SALIENCY_CHOICES`, needing ``saliency_models``), a file, or an array.
+    A binary file/array is used as the mask itself; any other map is treated as a saliency map and thresholded.
+    """
+    if isinstance(mask_from, str) and mask_from in SALIENCY_CHOICES:
+        from .saliency import compute_saliency
+
+        if saliency_models is None:
+            raise ValueError(f"--mask-from {mask_from} needs the ACAT autoencoder and classifier")
+        saliency = compute_saliency(mask_from, case.image, saliency_models, brain_mask=case.brain_mask,
+                                    device=device, seed=seed)
+    else:
+        if isinstance(mask_from, (str, Path)):
+            from .loaders import load_image
+
+            p = Path(mask_from)
+            if not p.exists():
+                raise FileNotFoundError(f"--mask-from {mask_from}: no such file; use acat, gradcam, gradient or a "
+                                        f"mask file")
+            z = case.slice_index if case.num_slices > 1 else None
+            try:
+                raw = load_image(p, slice_index=z).data[0]
+            except ValueError as err:
+                if "constant" not in str(err):
+                    raise
+                from .loaders import load_mask
+
+                raw = load_mask(p, slice_index=z).astype(np.float32)  # an all-empty mask file
+        else:
+            raw = np.asarray(mask_from, np.float32)
+            if raw.ndim == 3:
+                raw = raw[0]
+        from .preprocess import to_model_grid
+
+        size = case.image.shape[-1]
+        if raw.shape != (size, size):
+            if case.geometry is None or raw.shape != tuple(case.geometry.original_shape):
+                raise ValueError(f"the mask file is {raw.shape[0]}x{raw.shape[1]} but the image is "
+                                 f"{'x'.join(map(str, case.geometry.original_shape)) if case.geometry else size}")
+        values = np.unique(raw)
+        binary = len(values) <= 2
+        if raw.shape != (size, size):
+            raw = to_model_grid(raw, size=size, order=0 if binary else 1)[0]
+        if binary:
+            m = (raw > raw.min()).astype(np.uint8) if len(values) == 2 else np.zeros_like(raw, np.uint8)
+            return (m & case.brain_mask.astype(np.uint8)).astype(np.uint8), m.astype(np.float32)
+        saliency = np.clip(raw - raw.min(), 0, None)
+        saliency = saliency / max(float(saliency.max()), 1e-8)
+    saliency = np.asarray(saliency, np.float32) * case.brain_mask
+    return mask_from_saliency(saliency, case.brain_mask, percentile), saliency
+
+
+def load_default_models(model_dir=None, saliency_dir=None, device="cpu", need_saliency: bool = True):
+    """The denoiser and (optionally) the ACAT models, from the shipped assets unless folders are given."""
+    from .assets import default_model_dir
+    from .denoiser import load_denoiser
+
+    denoiser = load_denoiser(model_dir or default_model_dir("ddpm"), device=device)
+    saliency_models = None
+    if need_saliency:
+        from .saliency import load_saliency_models
+
+        if saliency_dir:
+            ae, clf = Path(saliency_dir) / "autoencoder", Path(saliency_dir) / "classifier"
+        else:
+            ae, clf = default_model_dir("autoencoder"), default_model_dir("classifier")
+        saliency_models = load_saliency_models(ae, clf, device)
+    return denoiser, saliency_models
+
+
+def anomaly_threshold_of(denoiser) -> float:
+    """The binarisation threshold stored in the model card (chosen on validation data), or the fallback."""
+    t = (denoiser.card or {}).get("anomaly_threshold")
+    return float(t) if t is not None else DEFAULT_ANOMALY_THRESHOLD
+
+
+def run_file(source, out_dir, *, slice_index=None, gt=None, mask_from="acat", k: int = 500,
+             percentile: float = DEFAULT_PERCENTILE, steps: int = 50, seed: int = 0, variant: str = "paper",
+             device="auto", precision: str = "auto", window=None, threshold: float | None = None,
+             model_dir=None, saliency_dir=None, callback: Callable | None = None) -> dict:
+    """Dif-fuse on one file, written to ``out_dir`` (see :func:`diffuse_core.export.write_result`)."""
+    from .anomaly import binarize
+    from .device import pick_device
+    from .export import write_result
+    from .metrics import dice, iou
+    from .pipeline import run_counterfactual
+    from .preprocess import from_model_grid
+
+    from .schedule import validate_noise_level
+
+    if not 0.0 < float(percentile) < 100.0:
+        raise ValueError(f"percentile must lie strictly between 0 and 100 (the paper uses 90), got {percentile}")
+    validate_noise_level(k, steps, 1000)
+    dev = pick_device(device)
+    need_saliency = isinstance(mask_from, str) and mask_from in SALIENCY_CHOICES
+    denoiser, sal_models = load_default_models(model_dir, saliency_dir, dev, need_saliency)
+    case = prepare_case(source, slice_index, size=denoiser.config.resolution, channels=denoiser.config.channels,
+                        gt=gt, window=window)
+    mask, saliency = mask_for_case(case, mask_from, percentile, sal_models, dev, seed)
+    result = run_counterfactual(denoiser, case.image, mask, callback=callback, brain_mask=case.brain_mask, k=k,
+                                steps=steps, seed=seed, variant=variant, precision=precision, saliency=saliency)
+    thr = anomaly_threshold_of(denoiser) if threshold is None else float(threshold)
+    predicted = binarize(result.anomaly, thr)
+    extra = {
+        "input": case.source, "slice": case.slice_index, "num_slices": case.num_slices, "modality": case.modality,
+        "channels": list(case.channel_names), "mask_from": str(mask_from), "percentile": percentile,
+        "threshold": thr, "anomaly_pixels": int(predicted.sum()),
+        "dice": None if case.ground_truth is None else dice(predicted, case.ground_truth),
+        "iou": None if case.ground_truth is None else iou(predicted, case.ground_truth),
+        "model": str(model_dir or "assets/ddpm"), "model_steps": (denoiser.card.get("training") or {}).get("steps_done"),
+        "notes": list(case.notes),
+    }
+    original = from_model_grid(result.counterfactual, case.geometry) if case.geometry is not None else None
+    return write_result(result, out_dir, extra=extra, ground_truth=case.ground_truth,
+                        original_counterfactual=original, spacing=case.spacing)
