@@ -142,6 +142,77 @@ def _cmd_train(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------------------- evaluate
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", help="Dif-fuse against its ablations and peers: tables, sweeps, figures",
+                       description="Run every method on SynthBrain validation/test slices (and optionally real BraTS "
+                                   "cases) and write results.md, results_per_slice.csv and Plotly figures into --docs.")
+    p.add_argument("--quick", action="store_true", help="a few slices and steps: tests the code path (CI)")
+    p.add_argument("--n-val", type=_positive_int, default=24, help="validation slices (threshold choice)")
+    p.add_argument("--n-test", type=_positive_int, default=48, help="test slices (a quarter healthy)")
+    p.add_argument("--seeds", default="0,1,2", help="sampling seeds (comma-separated)")
+    p.add_argument("--k", type=int, default=500)
+    p.add_argument("--steps", type=_positive_int, default=50)
+    p.add_argument("--percentile", type=float, default=90.0)
+    p.add_argument("--methods", default=None, help="comma-separated subset of the methods (default: all)")
+    p.add_argument("--no-sweeps", action="store_true", help="skip the K x percentile and steps sweeps")
+    p.add_argument("--brats", default=None, metavar="DIR", help="folder of BraTS-layout cases for a real-data check")
+    p.add_argument("--docs", default="docs", metavar="DIR", help="where results.md and the figures go")
+    p.add_argument("--model", default=None, metavar="DIR")
+    p.add_argument("--saliency-models", default=None, metavar="DIR")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto")
+    p.set_defaults(func=_cmd_evaluate)
+
+
+def _cmd_evaluate(args) -> int:
+    from .device import pick_device
+    from .methods import METHODS
+    from .report import EvalSettings, command_line, run_evaluation
+    from .workflow import load_default_models
+
+    device = pick_device(args.device)
+    denoiser, sal = load_default_models(args.model, args.saliency_models, device, need_saliency=True)
+    methods = tuple(m.strip() for m in args.methods.split(",")) if args.methods else METHODS
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise UserError(f"unknown method(s) {', '.join(unknown)}: choose from {', '.join(METHODS)}")
+    s = EvalSettings(n_val=args.n_val, n_test=args.n_test, seeds=tuple(int(x) for x in args.seeds.split(",")),
+                     k=args.k, steps=args.steps, percentile=args.percentile, methods=methods, brats_dir=args.brats,
+                     precision=args.precision, command=command_line())
+    if args.quick:
+        s.n_val, s.n_test, s.steps, s.seeds = 4, 4, 3, (0,)
+        s.sweep_k, s.sweep_percentiles, s.sweep_steps, s.brats_per_case = (250, 500), (90.0,), (2, 3), 1
+    if args.no_sweeps:
+        s.sweep_k, s.sweep_steps = (), ()
+    result = run_evaluation(denoiser, sal, s, args.docs, progress=lambda t: print(t, file=sys.stderr))
+    best = max(result["methods"], key=lambda m: result["methods"][m]["dice"])
+    print(f"wrote {args.docs}/results.md; best Dice {result['methods'][best]['dice']:.3f} ({best})")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------------- app
+def _add_app(sub) -> None:
+    p = sub.add_parser("app", help="start the Gradio teaching app")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--share", action="store_true", help="ask Gradio for a public link (needs network)")
+    p.set_defaults(func=_cmd_app)
+
+
+def _cmd_app(args) -> int:
+    import importlib.util
+
+    root = Path(__file__).resolve().parent.parent / "app.py"
+    if not root.is_file():
+        raise UserError(f"app.py not found next to the package ({root}); run from a clone of the repository")
+    spec = importlib.util.spec_from_file_location("diffuse_studio_app", root)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.launch(host=args.host, port=args.port, share=args.share)
+    return 0
+
+
 # -------------------------------------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
@@ -156,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_SUBCOMMANDS = [_add_run, _add_synth, _add_train]
+_SUBCOMMANDS = [_add_run, _add_synth, _add_train, _add_evaluate, _add_app]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -37,7 +37,8 @@ def synthbrain_pool(n: int, split: str = "train", base_seed: int = 0, size: int 
     """``n`` SynthBrain slices as arrays: images (N, C, H, W) float16, labels (N,), lesion masks (N, H, W)."""
     from .synthbrain import SYNTHBRAIN_VERSION, sample_seed
 
-    key = f"{SYNTHBRAIN_VERSION}|{split}|{base_seed}|{n}|{size}|{','.join(modalities)}|{healthy}"
+    source = hashlib.sha1((Path(__file__).parent / "synthbrain.py").read_bytes()).hexdigest()[:12]
+    key = f"{SYNTHBRAIN_VERSION}|{source}|{split}|{base_seed}|{n}|{size}|{','.join(modalities)}|{healthy}"
     path = cache_dir() / f"pool_{hashlib.sha1(key.encode()).hexdigest()[:16]}.npz"
     if path.exists():
         with np.load(path) as z:

@@ -108,8 +108,7 @@ def mask_for_case(case: CaseInput, mask_from="acat", percentile: float = DEFAULT
 
         if saliency_models is None:
             raise ValueError(f"--mask-from {mask_from} needs the ACAT autoencoder and classifier")
-        saliency = compute_saliency(mask_from, case.image, saliency_models, brain_mask=case.brain_mask,
-                                    device=device, seed=seed)
+        saliency = compute_saliency(mask_from, case.image, saliency_models, brain_mask=case.brain_mask)
     else:
         if isinstance(mask_from, (str, Path)):
             from .loaders import load_image

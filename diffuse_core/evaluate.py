@@ -1,0 +1,184 @@
+"""Measuring Dif-fuse against its ablations and peers on data with ground truth (paper Table I, Fig. 3, 5, 6).
+
+Protocol:
+1. Slices: a SynthBrain validation split (threshold choice) and test split (reporting), diseased and healthy; or real
+   BraTS cases (FLAIR, whole tumour) as an out-of-domain check.
+2. Saliency (ACAT, Grad-CAM, input gradient) once per slice; masks at the chosen percentile inside the brain.
+3. Each method (:data:`diffuse_core.methods.METHODS`) makes counterfactuals and anomaly maps for every slice, with
+   three sampling seeds.
+4. Each method's binarisation threshold is the one that maximises mean Dice on the validation split, then applied
+   unchanged to the test split (never tuned on test).
+5. Reported: mean Dice / IoU over diseased test slices, the standard error over seeds, per lesion type and size; the
+   mean absolute change inside the brain on healthy slices (identity, Fig. 6); network calls and seconds per slice;
+   KID between counterfactuals and real healthy slices on features of the project's own classifier.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .masks import mask_from_saliency
+from .methods import MASK_SOURCE, METHODS, run_method
+from .metrics import dice, iou
+
+THRESHOLD_GRID = tuple(np.round(np.arange(0.02, 0.62, 0.02), 3))
+
+
+@dataclass
+class EvalSet:
+    """Slices for evaluation: images (N, C, H, W) in [-1, 1]; lesion and brain masks (N, H, W) uint8."""
+
+    images: np.ndarray
+    lesions: np.ndarray
+    brains: np.ndarray
+    lesion_types: list[str]
+    lesion_sizes: list[str]
+    ids: list[str]
+    name: str = ""
+    saliency: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def diseased(self) -> np.ndarray:
+        return self.lesions.reshape(len(self), -1).any(axis=1)
+
+    def subset(self, idx) -> "EvalSet":
+        idx = np.asarray(idx)
+        return EvalSet(self.images[idx], self.lesions[idx], self.brains[idx],
+                       [self.lesion_types[i] for i in idx], [self.lesion_sizes[i] for i in idx],
+                       [self.ids[i] for i in idx], self.name, {k: v[idx] for k, v in self.saliency.items()})
+
+
+def synthbrain_set(split: str, n: int, base_seed: int = 0, size: int = 128, modalities=("flair",),
+                   healthy_fraction: float = 0.25) -> EvalSet:
+    """``n`` SynthBrain slices of a split; the first ``healthy_fraction`` of them healthy, the rest diseased."""
+    from .synthbrain import generate_slice, sample_seed
+
+    n_healthy = int(round(n * healthy_fraction))
+    items = [generate_slice(sample_seed(split, base_seed, i), modalities=tuple(modalities), size=size,
+                            healthy=i < n_healthy) for i in range(n)]
+    return EvalSet(np.stack([s.image for s in items]).astype(np.float32),
+                   np.stack([s.lesion_mask for s in items]).astype(np.uint8),
+                   np.stack([s.brain_mask for s in items]).astype(np.uint8),
+                   [s.lesion_type for s in items], [s.lesion_size for s in items],
+                   [f"{split}-{s.seed}" for s in items], f"SynthBrain {split}")
+
+
+def brats_set(folder, size: int = 128, per_case: int = 6, healthy_per_case: int = 0) -> EvalSet:
+    """Real BraTS cases (FLAIR, whole tumour = label > 0): ``per_case`` tumour slices spread over each case."""
+    from pathlib import Path
+
+    from .loaders import load_brats_case
+    from .preprocess import prepare_slice, to_model_grid
+
+    images, lesions, brains, types, sizes, ids = [], [], [], [], [], []
+    cases = sorted(p for p in Path(folder).iterdir() if p.is_dir())
+    if not cases:
+        raise FileNotFoundError(f"no case folders in {folder}")
+    for case_dir in cases:
+        case = load_brats_case(case_dir, modalities=("flair",))
+        tumour = case.tumour_slices()
+        picks = [tumour[int(i)] for i in np.linspace(0, len(tumour) - 1, per_case + 2)[1:-1].round()]
+        for z in picks:
+            raw, label, brain = case.slice(z)
+            prep = prepare_slice(raw, size=size, modality="mri", brain_mask=brain)
+            lab = (to_model_grid(label, size=size, order=0)[0] > 0).astype(np.uint8) * prep.brain_mask
+            images.append(prep.image)
+            lesions.append(lab)
+            brains.append(prep.brain_mask)
+            types.append("glioma")
+            area = int(lab.sum())
+            sizes.append("small" if area < 150 else "medium" if area < 600 else "large")
+            ids.append(f"{case_dir.name}-z{z}")
+    return EvalSet(np.stack(images).astype(np.float32), np.stack(lesions), np.stack(brains), types, sizes, ids,
+                   "BraTS 2015 (FLAIR)")
+
+
+def compute_saliency_maps(data: EvalSet, models, sources=("acat", "gradcam", "gradient"), device="cpu") -> None:
+    """Fill ``data.saliency[source]`` (N, H, W) for each saliency source."""
+    from .saliency import compute_saliency
+
+    for src in sources:
+        if src in data.saliency:
+            continue
+        data.saliency[src] = np.stack([np.asarray(compute_saliency(src, data.images[i], models,
+                                                                   brain_mask=data.brains[i]), np.float32)
+                                       for i in range(len(data))])
+
+
+def masks_at(data: EvalSet, percentile: float) -> dict[str, np.ndarray]:
+    """Binary masks from each saliency source at a percentile (inside the brain)."""
+    return {src: np.stack([mask_from_saliency(s[i], data.brains[i], percentile) for i in range(len(data))])
+            for src, s in data.saliency.items()}
+
+
+def run_on_set(method: str, denoiser, data: EvalSet, masks: dict[str, np.ndarray], k: int, steps: int, seed: int,
+               batch_size: int = 8, precision: str = "auto"):
+    """A method over a whole set in batches: counterfactuals (N, C, H, W), anomalies (N, H, W), calls, seconds."""
+    cfs, anos, secs, calls = [], [], 0.0, 0.0
+    for start in range(0, len(data), batch_size):
+        sl = slice(start, start + batch_size)
+        out = run_method(method, denoiser, data.images[sl], data.brains[sl], {k_: v[sl] for k_, v in masks.items()},
+                         k=k, steps=steps, seed=seed * 100003 + start, precision=precision)
+        cfs.append(out.counterfactuals)
+        anos.append(out.anomalies)
+        secs += out.seconds_per_slice * (min(len(data), start + batch_size) - start)
+        calls = out.calls_per_slice
+    return np.concatenate(cfs), np.concatenate(anos), calls, secs / max(len(data), 1)
+
+
+def choose_threshold(anomalies: np.ndarray, lesions: np.ndarray, grid=THRESHOLD_GRID) -> float:
+    """The threshold of ``grid`` that maximises mean Dice over the diseased slices given."""
+    best, best_d = float(grid[0]), -1.0
+    for t in grid:
+        d = np.mean([dice(a > t, l) for a, l in zip(anomalies, lesions)])
+        if d > best_d:
+            best, best_d = float(t), d
+    return best
+
+
+def identity_change(images: np.ndarray, counterfactuals: np.ndarray, brains: np.ndarray) -> float:
+    """Mean absolute change inside the brain (intensity units of [-1, 1] images) - Fig. 6's identity check."""
+    vals = [np.abs(images[i] - counterfactuals[i]).mean(axis=0)[brains[i].astype(bool)].mean()
+            for i in range(len(images))]
+    return float(np.mean(vals))
+
+
+def classifier_features(classifier, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    """Pooled last-layer features of the project's classifier (stand-in for Inception, which cannot be downloaded)."""
+    feats = []
+    device = next(classifier.parameters()).device
+    with torch.no_grad():
+        for s in range(0, len(images), batch_size):
+            x = torch.from_numpy(images[s:s + batch_size]).float().to(device)
+            _, f = classifier(x, return_features=True)
+            feats.append(f.float().mean(dim=(2, 3)).cpu().numpy() if f.dim() == 4 else f.float().cpu().numpy())
+    return np.concatenate(feats)
+
+
+def kid(features_a: np.ndarray, features_b: np.ndarray) -> float:
+    """Kernel Inception Distance (Binkowski et al. 2018): unbiased MMD^2 with the cubic polynomial kernel
+    k(x, y) = (x.y / d + 1)^3, on whatever features are given."""
+    a, b = np.asarray(features_a, np.float64), np.asarray(features_b, np.float64)
+    m, n, d = len(a), len(b), a.shape[1]
+    if m < 2 or n < 2:
+        raise ValueError("KID needs at least two samples on each side")
+    kaa, kbb, kab = (a @ a.T / d + 1) ** 3, (b @ b.T / d + 1) ** 3, (a @ b.T / d + 1) ** 3
+    return float((kaa.sum() - np.trace(kaa)) / (m * (m - 1)) + (kbb.sum() - np.trace(kbb)) / (n * (n - 1))
+                 - 2 * kab.mean())
+
+
+def scores(anomalies: np.ndarray, lesions: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per-slice Dice and IoU of the binarised anomaly maps."""
+    d = np.array([dice(a > threshold, l) for a, l in zip(anomalies, lesions)])
+    j = np.array([iou(a > threshold, l) for a, l in zip(anomalies, lesions)])
+    return d, j
+
+
+__all__ = ["EvalSet", "synthbrain_set", "brats_set", "compute_saliency_maps", "masks_at", "run_on_set",
+           "choose_threshold", "identity_change", "classifier_features", "kid", "scores", "METHODS", "MASK_SOURCE"]

@@ -1,0 +1,105 @@
+"""Teaching sets: the committed default set is complete and reproducible; names cannot escape the root."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from diffuse_core import synthbrain as sb
+from diffuse_core import teaching
+
+
+def test_default_set_listed():
+    assert "default" in teaching.list_sets()
+    assert teaching.default_root().name == "teaching_sets"
+
+
+def test_default_manifest_complete():
+    m = teaching.load_manifest("default")
+    assert m["name"] == "default" and m["description"]
+    root = teaching.default_root() / "default"
+    cases = m["cases"]
+    for c in cases:
+        for key in teaching.REQUIRED_CASE_FIELDS:
+            assert key in c, (c.get("id"), key)
+        for key in ("image", "mask", "preview"):
+            assert (root / c[key]).is_file(), c[key]
+        assert c["difficulty"] in teaching.DIFFICULTIES and c["note"].strip() and c["location"].strip()
+        assert c["healthy"] == (c["lesion_type"] == "none")
+        assert sb.seed_split(c["seed"]) == "teaching"
+    diseased = [c for c in cases if not c["healthy"]]
+    assert len(diseased) >= 12 and len(cases) - len(diseased) >= 6
+    assert {c["lesion_type"] for c in diseased} == set(sb.LESION_TYPES)
+    assert 2 <= sum(c["modality"] == "ct" and c["lesion_type"] == "stroke" for c in cases) <= 3
+    assert {c["difficulty"] for c in diseased} == set(teaching.DIFFICULTIES)
+    assert len({c["id"] for c in cases}) == len(cases)
+    assert len({c["note"] for c in cases}) >= len(cases) - 6   # notes are case-specific, not one template
+
+
+def test_cases_load_and_match_the_generator():
+    cases = teaching.list_cases("default")
+    for c in cases:
+        case = teaching.load_case("default", c.id)
+        img, mask = case.image, case.mask
+        assert img.ndim == 3 and img.dtype == np.float32 and img.min() >= -1 and img.max() <= 1
+        assert mask.dtype == np.uint8 and mask.shape == img.shape[1:]
+        assert (mask.sum() == 0) == case.healthy
+    for c in cases[:: max(1, len(cases) // 5)]:               # a few are regenerated bit for bit from the manifest
+        g = c.extra["generate"]
+        if c.healthy:
+            s = sb.generate_slice(c.seed, tuple(g["modalities"]), g["size"], healthy=True)
+        else:
+            s = sb.generate_slice(c.seed, tuple(g["modalities"]), g["size"], healthy=False,
+                                  lesion_type=g["lesion_type"], lesion_scale=g["lesion_scale"],
+                                  contrast=g["contrast"])
+        assert np.array_equal(s.image, c.image) and np.array_equal(s.lesion_mask, c.mask), c.id
+
+
+@pytest.mark.parametrize("bad", ["../default", "a/b", "", "..", "default\x00", "default\n", "déjà", "x" * 200, None, 3])
+def test_set_names_are_sanitised(bad):
+    with pytest.raises(ValueError):
+        teaching.load_manifest(bad)
+    with pytest.raises(ValueError):
+        teaching.list_cases(bad)
+
+
+@pytest.mark.parametrize("bad", ["../../etc/passwd", "case01/..", "a b", ""])
+def test_case_ids_are_sanitised(bad):
+    with pytest.raises(ValueError):
+        teaching.load_case("default", bad)
+
+
+def test_missing_set_and_case():
+    with pytest.raises(FileNotFoundError, match="available"):
+        teaching.load_manifest("no_such_set")
+    with pytest.raises(KeyError, match="no case"):
+        teaching.load_case("default", "no_such_case")
+
+
+def _mini_set(root, name="mini", image_rel=None):
+    folder = root / name
+    s = sb.generate_slice(sb.sample_seed("teaching", 9, 0), size=64, healthy=False, lesion_type="wmh")
+    names = sb.save_case(s, folder, "c1")
+    case = {"id": "c1", "modality": "flair", "lesion_type": s.lesion_type, "location": s.location,
+            "difficulty": "easy", "note": "n", "seed": s.seed, "healthy": False,
+            "image": image_rel or names["image"], "mask": names["mask"], "preview": names["preview"]}
+    (folder / "manifest.json").write_text(json.dumps({"name": name, "description": "d", "cases": [case]}))
+    return s
+
+
+def test_env_root_override_and_path_escape(tmp_path, monkeypatch):
+    s = _mini_set(tmp_path)
+    monkeypatch.setenv("DIFFUSE_TEACHING_ROOT", str(tmp_path))
+    assert teaching.default_root() == tmp_path and teaching.list_sets() == ["mini"]
+    case = teaching.load_case("mini", "c1")
+    assert np.array_equal(case.image, s.image) and np.array_equal(case.mask, s.lesion_mask)
+    _mini_set(tmp_path, "evil", image_rel="../mini/c1_image.nii.gz")
+    with pytest.raises(ValueError, match="outside"):
+        teaching.load_manifest("evil")
+    bad = tmp_path / "broken"
+    bad.mkdir()
+    (bad / "manifest.json").write_text("{not json")
+    with pytest.raises(ValueError, match="JSON"):
+        teaching.load_manifest("broken")
