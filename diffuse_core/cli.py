@@ -130,6 +130,9 @@ def _add_train(sub) -> None:
     p.add_argument("--checkpoint-every", type=_positive_int, default=250)
     p.add_argument("--channels", default=None, help="DDPM UNet widths per level, e.g. 32,64,128,128")
     p.add_argument("--no-resume", action="store_true", help="start from scratch even if a checkpoint exists")
+    p.add_argument("--init-from", default=None, metavar="DIR",
+                   help="ddpm only: without a checkpoint in --out, start from these saved weights (e.g. assets/ddpm) "
+                        "and continue their step count")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
     p.set_defaults(func=_cmd_train)
 

@@ -74,10 +74,12 @@ def _atomic_torch_save(obj, path: Path) -> None:
 
 def train_ddpm(out_dir: str | Path, data: Dataset, config: DDPMTrainConfig | None = None, resume: bool = True,
                progress: bool = True, card: dict | None = None,
-               on_checkpoint: Callable[[int, float], None] | None = None) -> Path:
+               on_checkpoint: Callable[[int, float], None] | None = None, init_from: str | Path | None = None) -> Path:
     """Train (or resume training) a healthy DDPM on ``data`` (items: (C, H, W) tensors in [-1, 1]).
 
     Returns ``out_dir``, holding the EMA denoiser. ``card`` is merged into the model card (data description).
+    Without a checkpoint in ``out_dir``, ``init_from`` (a saved denoiser folder, e.g. the shipped ``assets/ddpm``)
+    starts both the model and its EMA from those weights and continues its step count (the optimiser starts afresh).
     """
     from accelerate import Accelerator
     from tqdm.auto import tqdm
@@ -91,7 +93,9 @@ def train_ddpm(out_dir: str | Path, data: Dataset, config: DDPMTrainConfig | Non
         mixed = "bf16" if (torch.cuda.is_available() or cpu_has_fast_bf16()) else "no"
     else:
         mixed = {"bf16": "bf16", "fp32": "no"}[cfg.precision]
-    accelerator = Accelerator(mixed_precision=mixed, cpu=not torch.cuda.is_available())
+    # Autocast is applied here rather than through Accelerator(mixed_precision=...): accelerate keeps that setting in a
+    # process-wide singleton, so a second run with another precision in the same process (a notebook) would fail.
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
 
@@ -109,6 +113,17 @@ def train_ddpm(out_dir: str | Path, data: Dataset, config: DDPMTrainConfig | Non
         step, seconds_before = state["step"], state.get("seconds", 0.0)
         torch.set_rng_state(state["torch_rng"])
         np.random.set_state(state["numpy_rng"])
+    elif init_from is not None:
+        from .denoiser import load_denoiser
+
+        start_from = load_denoiser(init_from)
+        if start_from.config.to_dict() != cfg.unet.to_dict():
+            raise ValueError(f"--init-from {init_from}: its architecture {start_from.config.to_dict()} differs from "
+                             f"this run's {cfg.unet.to_dict()}")
+        unet.load_state_dict(start_from.unet.state_dict())
+        ema.load_state_dict(start_from.unet.state_dict())
+        done = start_from.card.get("training", {})
+        step, seconds_before = int(done.get("steps_done", 0)), float(done.get("wall_seconds", 0.0))
     if step >= cfg.steps:
         return out
 
@@ -139,7 +154,7 @@ def train_ddpm(out_dir: str | Path, data: Dataset, config: DDPMTrainConfig | Non
                             "step": step_now, "seconds": seconds, "torch_rng": torch.get_rng_state(),
                             "numpy_rng": np.random.get_state(), "config": _config_dict(cfg)}, ckpt_path)
         den = Denoiser(unet=ema, config=cfg.unet, schedule=schedule)
-        save_denoiser(den, out, card=_card(cfg, step_now, seconds, running, accelerator, card))
+        save_denoiser(den, out, card=_card(cfg, step_now, seconds, running, accelerator, card, mixed))
         if on_checkpoint is not None:
             on_checkpoint(step_now, running if running is not None else float("nan"))
 
@@ -151,7 +166,7 @@ def train_ddpm(out_dir: str | Path, data: Dataset, config: DDPMTrainConfig | Non
             t = torch.randint(0, schedule.num_train_timesteps, (x0.shape[0],), device=x0.device)
             ab = alphas_cumprod[t].view(-1, 1, 1, 1)
             x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * noise                       # eq. 5
-            with accelerator.autocast():
+            with torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=mixed == "bf16"):
                 pred = unet(x_t, t).sample
             loss = torch.nn.functional.mse_loss(pred.float(), noise)              # eq. 6, L_simple
             opt.zero_grad(set_to_none=True)
@@ -183,14 +198,15 @@ def _config_dict(cfg: DDPMTrainConfig) -> dict:
             "precision": cfg.precision, "unet": cfg.unet.to_dict(), "schedule": cfg.schedule.to_dict()}
 
 
-def _card(cfg: DDPMTrainConfig, step: int, seconds: float, loss: float | None, accelerator, extra: dict | None) -> dict:
+def _card(cfg: DDPMTrainConfig, step: int, seconds: float, loss: float | None, accelerator, extra: dict | None,
+          mixed: str) -> dict:
     card = {
         "model": "healthy DDPM (diffusers UNet2DModel, epsilon prediction)",
         "training": {**_config_dict(cfg), "steps_done": step, "wall_seconds": round(seconds, 1),
                      "final_loss_ema": None if loss is None else round(loss, 5),
                      "hardware": f"{accelerator.device.type}: {platform.processor() or platform.machine()}, "
                                  f"{accelerator.num_processes} process(es), {torch.get_num_threads()} threads",
-                     "mixed_precision": accelerator.mixed_precision},
+                     "mixed_precision": mixed},
         "parameters": sum(p.numel() for p in build_unet(cfg.unet).parameters()),
     }
     card.update(extra or {})

@@ -120,4 +120,5 @@ def _train_ddpm(args, modalities: tuple[str, ...], out: Path) -> Path:
         images = synthbrain_pool(args.pool, "train", args.seed, args.size, modalities, healthy=True)["images"]
     if len(images) < cfg.batch_size:
         raise ValueError(f"only {len(images)} training slices: need at least one batch ({cfg.batch_size})")
-    return train_ddpm(out, TensorPool(images), cfg, resume=not args.no_resume, card=_data_card(args))
+    return train_ddpm(out, TensorPool(images), cfg, resume=not args.no_resume, card=_data_card(args),
+                      init_from=getattr(args, "init_from", None))
