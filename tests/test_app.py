@@ -1,0 +1,445 @@
+"""The Gradio app, driven the way a user and a script drive it: every control, every input type, errors as messages,
+and the programmatic API over HTTP with gradio_client. Tiny untrained models in temporary folders keep it fast."""
+
+import json
+import os
+import socket
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import torch  # noqa: E402
+
+gr = pytest.importorskip("gradio")
+from PIL import Image  # noqa: E402
+
+from diffuse_core import curation  # noqa: E402
+from diffuse_core.denoiser import DenoiserConfig, new_denoiser, save_denoiser  # noqa: E402
+
+R = 32
+TINY = DenoiserConfig(channels=1, resolution=R, block_channels=(16, 32), attention_levels=(False, True),
+                      norm_num_groups=8, attention_head_dim=8)
+FAST = dict(k=100, percentile=90, steps=3, seed=0)
+
+
+# ---------------------------------------------------------------------------------------------------------- fixtures
+
+
+def _brain(h, w, lesion=True, value=110, lesion_value=250):
+    yy, xx = np.mgrid[:h, :w]
+    img = np.where(np.hypot((yy - h / 2) / (0.42 * h), (xx - w / 2) / (0.42 * w)) < 1, value, 0).astype(np.float32)
+    truth = np.zeros((h, w), np.uint8)
+    if lesion:
+        r0, c0 = int(0.3 * h), int(0.3 * w)
+        img[r0:r0 + h // 6, c0:c0 + w // 6] = lesion_value
+        truth[r0:r0 + h // 6, c0:c0 + w // 6] = 1
+    return img, truth
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread (and the CPU is shared); the previous setting is restored."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """Assets with a tiny DDPM and tiny ACAT models, an assets folder with the DDPM only, a teaching set."""
+    from diffuse_core.autoencoder import AutoencoderConfig, new_autoencoder
+    from diffuse_core.classifier import ClassifierConfig, new_classifier
+    from diffuse_core.saliency_models import save
+
+    base = tmp_path_factory.mktemp("app")
+    full, ddpm_only, empty = base / "assets_full", base / "assets_ddpm", base / "assets_empty"
+    empty.mkdir()
+    for folder in (full, ddpm_only):
+        save_denoiser(new_denoiser(TINY, seed=0), folder / "ddpm", card={"anomaly_threshold": 0.1})
+    save(new_autoencoder(AutoencoderConfig(resolution=R, widths=(8, 16), latent_channels=4)), full / "autoencoder")
+    save(new_classifier(ClassifierConfig(resolution=R, widths=(8, 16))), full / "classifier")
+
+    teach = base / "teaching"
+    (teach / "demo").mkdir(parents=True)
+    cases = []
+    for cid, lesion in (("glioma1", True), ("healthy1", False)):
+        img, truth = _brain(40, 40, lesion)
+        norm = np.where(img > 0, img / 125.0 - 1.0, -1.0).astype(np.float32)
+        curation._nifti(teach / "demo" / f"{cid}_image.nii.gz", norm, (1.0, 1.0))
+        curation._nifti(teach / "demo" / f"{cid}_mask.nii.gz", truth, (1.0, 1.0))
+        Image.fromarray(((norm + 1) * 127.5).astype(np.uint8)).save(teach / "demo" / f"{cid}.png")
+        cases.append({"id": cid, "modality": "flair", "lesion_type": "glioma" if lesion else "none",
+                      "location": "frontal", "difficulty": "easy", "note": "test case", "seed": 1,
+                      "healthy": not lesion, "image": f"{cid}_image.nii.gz", "mask": f"{cid}_mask.nii.gz",
+                      "preview": f"{cid}.png"})
+    (teach / "demo" / "manifest.json").write_text(json.dumps({"name": "demo", "cases": cases}))
+
+    files = base / "files"
+    files.mkdir()
+    img, truth = _brain(48, 40)
+    Image.fromarray(img.astype(np.uint8)).save(files / "slice.png")
+    Image.fromarray(truth * 255).save(files / "truth.png")
+    mask = np.zeros_like(truth)
+    mask[10:26, 8:24] = 255
+    Image.fromarray(mask).save(files / "mask.png")
+    Image.fromarray(img.astype(np.uint8)).save(files / "slice.jpg", quality=95)
+    Image.fromarray(img.astype(np.uint8)).save(files / "slice.tif")
+    (files / "notes.txt").write_text("not an image")
+    return {"full": full, "ddpm_only": ddpm_only, "empty": empty, "teaching": teach, "files": files,
+            "curated": base / "curated"}
+
+
+@pytest.fixture()
+def app(env, monkeypatch):
+    monkeypatch.setenv("DIFFUSE_ASSETS", str(env["full"]))
+    monkeypatch.setenv("DIFFUSE_TEACHING_ROOT", str(env["teaching"]))
+    monkeypatch.setenv("DIFFUSE_CURATED_ROOT", str(env["curated"]))
+    monkeypatch.setenv("DIFFUSE_DEVICE", "cpu")
+    import app as app_module
+
+    return app_module
+
+
+def explore(app, source="gallery", key=None, files=None, slice_index=0, channel=None, window=None, gt=None,
+            mask_from="acat", mask_file=None, drawing=None, opacity=0.6, **settings):
+    s = {**FAST, **settings}
+    return list(app.explore_run(source, key, files, slice_index, channel, window, gt, mask_from, mask_file, drawing,
+                                s["k"], s["percentile"], s["steps"], s["seed"], opacity))
+
+
+def out(app, frame, name):
+    return frame[app.EXPLORE_OUTPUTS.index(name)]
+
+
+def is_skip(v):
+    return isinstance(v, dict) and v.get("__type__") == "update" and len(v) == 1
+
+
+def box(h, w, r0, r1, c0, c1):
+    layer = np.zeros((h, w, 4), np.uint8)
+    layer[r0:r1, c0:c1] = (255, 0, 0, 255)
+    return {"background": None, "layers": [layer], "composite": None}
+
+
+# ---------------------------------------------------------------------------------------------------------- tests
+
+
+def test_defaults_live_in_one_dict(app):
+    assert app.DEFAULTS["k"] == 500 and app.DEFAULTS["percentile"] == 90 and app.DEFAULTS["steps"] == 50
+    assert isinstance(app.demo, gr.Blocks) and callable(app.main) and callable(app.launch)
+
+
+def test_app_file_loads_the_way_the_cli_loads_it(app):
+    """`diffuse-studio app` executes app.py with importlib, without registering it in sys.modules."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("diffuse_studio_app_test", Path(app.__file__))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert isinstance(module.demo, gr.Blocks) and callable(module.launch)
+
+
+def test_gallery_lists_teaching_cases_with_modality_and_lesion_captions(app):
+    entries = app.list_library()
+    assert [e.key for e in entries] == ["teaching/demo/glioma1", "teaching/demo/healthy1"]
+    assert "FLAIR" in entries[0].caption and "glioma" in entries[0].caption and "healthy" in entries[1].caption
+    assert entries[0].thumbnail.dtype == np.uint8 and entries[0].thumbnail.shape[2] == 3
+    picture, info, quiz_canvas, mask_canvas = app.preview_case("gallery", "teaching/demo/glioma1", None, 0, None,
+                                                               None, None)
+    assert picture.shape == (256, 256, 3) and "glioma" in info and quiz_canvas["background"].shape == (256, 256, 3)
+
+
+def test_gallery_case_streams_every_step_then_all_results(app):
+    frames = explore(app, key="teaching/demo/glioma1")
+    steps = [f for f in frames if not is_skip(out(app, f, "live_noisy")) and out(app, f, "live_noisy") is not None
+             and out(app, f, "run_state") is not None and is_skip(out(app, f, "run_state"))]
+    assert len(steps) == 2 * FAST["steps"]                          # inversion + sampling, one frame each
+    assert all(out(app, f, "live_clean").shape == (256, 256, 3) for f in steps)
+    assert "step 3/3" in out(app, steps[-1], "progress")
+    final = frames[-1]
+    for name in ("out_input", "out_saliency", "out_mask", "out_cf", "out_overlay"):
+        assert out(app, final, name).shape == (256, 256, 3), name
+    before, after = out(app, final, "out_slider")
+    assert before.shape == after.shape == (256, 256, 3)
+    summary = out(app, final, "out_summary")
+    assert summary["mask_from"] == "acat" and summary["k"] == 100 and summary["steps"] == 3
+    assert 0 <= summary["dice"] <= 1 and 0 <= summary["iou"] <= 1 and summary["threshold"] == 0.1
+    assert "Dice vs ground truth" in out(app, final, "out_metrics")
+    chart = out(app, final, "out_chart")
+    assert [t.name for t in chart.data] == ["inside the mask", "outside the mask (brain)"]
+    assert len(chart.data[0].y) == 2 * FAST["steps"] and all(v >= 0 for v in chart.data[0].y)
+
+
+def test_opacity_slider_redraws_the_overlay_without_a_run(app):
+    state = out(app, explore(app, key="teaching/demo/glioma1", mask_from="gradcam")[-1], "run_state")
+    clear, opaque = app.render_overlay(state, 0.0), app.render_overlay(state, 1.0)
+    assert clear.shape == opaque.shape == (256, 256, 3)
+    assert np.abs(clear.astype(int) - opaque.astype(int)).sum() > 0 or state["anomaly"].max() == 0
+    assert is_skip(app.render_overlay(None, 0.5))
+
+
+def test_png_upload_with_mask_file_ground_truth_and_settings(app, env):
+    f = env["files"]
+    frames = explore(app, "upload", files=[str(f / "slice.png")], gt=str(f / "truth.png"), mask_from="file",
+                     mask_file=str(f / "mask.png"), k=50, steps=2, seed=7, percentile=80)
+    s = out(app, frames[-1], "out_summary")
+    assert (s["k"], s["steps"], s["seed"], s["percentile"], s["mask_from"]) == (50, 2, 7, 80.0, "file")
+    assert "dice" in s and s["network_calls"] == 4
+    state = out(app, frames[-1], "run_state")
+    assert state["geometry"].original_shape == (48, 40)
+
+
+@pytest.mark.parametrize("name", ["slice.jpg", "slice.tif"])
+def test_jpeg_and_tiff_uploads_with_a_drawn_mask(app, env, name):
+    frames = explore(app, "upload", files=[str(env["files"] / name)], mask_from="draw",
+                     drawing=box(256, 256, 60, 140, 60, 140))
+    s = out(app, frames[-1], "out_summary")
+    assert s["mask_from"] == "draw" and 0 < s["mask_fraction_of_brain"] < 1 and "dice" not in s
+
+
+def test_nifti_volume_upload_offers_a_slice_slider(app, tmp_path):
+    import nibabel as nib
+
+    vol = np.zeros((40, 40, 5), np.float32)
+    for z in range(5):
+        img, _ = _brain(40, 40, lesion=z == 4)
+        vol[:, :, z] = img.T * (1 + 0.1 * z)
+    path = tmp_path / "vol.nii.gz"
+    nib.save(nib.Nifti1Image(vol, np.eye(4)), str(path))
+    info = app.inspect_upload([str(path)])
+    assert info["num_slices"] == 5 and info["slice"] == 2 and info["ct"] is False
+    a = app.load_upload_case([str(path)], 0)
+    b = app.load_upload_case([str(path)], 4)
+    assert a.case.slice_index == 0 and b.case.slice_index == 4 and "slice 4 of 5" in b.title
+    assert not np.allclose(a.case.image, b.case.image)
+    frames = explore(app, "upload", files=[str(path)], slice_index=4, mask_from="gradient")
+    assert out(app, frames[-1], "run_state")["slice"] == 4
+    with pytest.raises(gr.Error, match="out of range"):
+        explore(app, "upload", files=[str(path)], slice_index=9, mask_from="gradient")
+
+
+def test_multichannel_nifti_lets_the_trainee_pick_the_channel(app, tmp_path):
+    import nibabel as nib
+
+    img, _ = _brain(40, 40)
+    vol = np.stack([img.T[:, :, None], (img.T * 0 + (img.T > 0) * 50)[:, :, None]], axis=-1)   # (X, Y, 1, 2)
+    path = tmp_path / "two.nii.gz"
+    nib.save(nib.Nifti1Image(vol.astype(np.float32), np.eye(4)), str(path))
+    info = app.inspect_upload([str(path)])
+    assert info["channels"] == ["ch0", "ch1"]
+    first, second = app.load_upload_case([str(path)], 0, "ch0"), app.load_upload_case([str(path)], 0, "ch1")
+    assert not np.allclose(first.case.image, second.case.image)
+    with pytest.raises(ValueError, match="not in this file"):
+        app.load_upload_case([str(path)], 0, "t2")
+
+
+def _ct_dicom(path, hu, z=0.0, instance=1):
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CTImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.Modality = "1.2.3", "1.2.3.4", "CT"
+    ds.InstanceNumber, ds.ImagePositionPatient = instance, [0.0, 0.0, float(z)]
+    ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    ds.PixelSpacing = [0.5, 0.5]
+    ds.Rows, ds.Columns = hu.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.RescaleSlope, ds.RescaleIntercept = 1.0, -1024.0
+    ds.PixelData = np.ascontiguousarray((hu + 1024).astype(np.uint16)).tobytes()
+    ds.save_as(str(path), enforce_file_format=True)
+
+
+def _head_hu(n=48):
+    yy, xx = np.mgrid[:n, :n]
+    r = np.hypot(yy - n / 2, xx - n / 2)
+    hu = np.full((n, n), -1000.0)
+    hu[r < 0.45 * n] = 1000.0                       # skull
+    hu[r < 0.38 * n] = 35.0                         # brain
+    hu[(r < 0.38 * n) & (yy < n / 2) & (xx < n / 2)] = 70.0   # a bleed
+    return hu
+
+
+def test_ct_dicom_upload_uses_the_window_preset(app, tmp_path):
+    path = tmp_path / "ct.dcm"
+    _ct_dicom(path, _head_hu())
+    info = app.inspect_upload([str(path)])
+    assert info["ct"] is True and info["num_slices"] == 1
+    brain = app.load_upload_case([str(path)], 0, None, "brain")
+    subdural = app.load_upload_case([str(path)], 0, None, "subdural")
+    assert brain.case.modality == "ct" and not np.allclose(brain.case.image, subdural.case.image)
+    frames = explore(app, "upload", files=[str(path)], window="stroke", mask_from="acat")
+    assert out(app, frames[-1], "out_summary")["modality"] == "ct"
+    with pytest.raises(gr.Error, match="Unknown CT window"):
+        explore(app, "upload", files=[str(path)], window="bone")
+
+
+def test_dicom_series_as_several_files_becomes_a_volume(app, tmp_path):
+    paths = []
+    for i in range(3):
+        p = tmp_path / f"im{i}.dcm"
+        _ct_dicom(p, _head_hu(), z=float(i), instance=i + 1)
+        paths.append(str(p))
+    info = app.inspect_upload(paths)
+    assert info["num_slices"] == 3 and info["ct"] is True
+    assert app.load_upload_case(paths, 2).case.slice_index == 2
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(source="upload", files=None), "No file uploaded"),
+    (dict(source="gallery", key=None), "No case selected"),
+    (dict(source="gallery", key="teaching/demo/nope"), "no case"),
+    (dict(source="gallery", key="teaching/demo/glioma1", k=0), "K must lie"),
+    (dict(source="gallery", key="teaching/demo/glioma1", k=2000), "K must lie"),
+    (dict(source="gallery", key="teaching/demo/glioma1", steps=0), "steps"),
+    (dict(source="gallery", key="teaching/demo/glioma1", percentile=100), "percentile"),
+    (dict(source="gallery", key="teaching/demo/glioma1", seed=1.5), "seed"),
+    (dict(source="gallery", key="teaching/demo/glioma1", mask_from="draw"), "drawn mask is empty"),
+    (dict(source="gallery", key="teaching/demo/glioma1", mask_from="file"), "no mask file"),
+    (dict(source="gallery", key="teaching/demo/glioma1", mask_from="magic"), "Unknown mask source"),
+])
+def test_bad_settings_become_a_clear_message(app, kwargs, message):
+    with pytest.raises(gr.Error, match=message):
+        explore(app, **kwargs)
+
+
+def test_bad_files_become_a_clear_message(app, env, monkeypatch):
+    with pytest.raises(gr.Error, match="not an image"):
+        explore(app, "upload", files=[str(env["files"] / "notes.txt")], mask_from="gradient")
+    monkeypatch.setitem(app.DEFAULTS, "max_upload_mb", 1e-5)
+    with pytest.raises(gr.Error, match="upload limit"):
+        explore(app, "upload", files=[str(env["files"] / "slice.png")], mask_from="gradient")
+    picture, info, _, _ = app.preview_case("upload", None, [str(env["files"] / "slice.png")], 0, None, None, None)
+    assert picture is None and "upload limit" in info
+
+
+def test_missing_weights_say_what_to_do(app, env, monkeypatch):
+    monkeypatch.setenv("DIFFUSE_ASSETS", str(env["empty"]))
+    assert "No healthy diffusion model" in app.status_markdown()
+    with pytest.raises(gr.Error, match="not installed.*diffuse-studio train ddpm"):
+        explore(app, key="teaching/demo/glioma1", mask_from="draw", drawing=box(256, 256, 60, 140, 60, 140))
+    monkeypatch.setenv("DIFFUSE_ASSETS", str(env["ddpm_only"]))
+    assert "ACAT is unavailable" in app.status_markdown()
+    with pytest.raises(gr.Error, match="ACAT is unavailable"):
+        explore(app, key="teaching/demo/glioma1", mask_from="acat")
+    frames = explore(app, key="teaching/demo/glioma1", mask_from="draw", drawing=box(256, 256, 60, 140, 60, 140))
+    assert out(app, frames[-1], "out_summary")["mask_from"] == "draw"
+    _, md = app.healthy_check("teaching/demo/healthy1", "gallery", None, None, 0, None, None, None, 100, 90, 2, 0)
+    assert "whole brain (ACAT is unavailable)" in md
+
+
+def test_healthy_check_shows_the_mean_change_inside_the_brain(app):
+    pair, md = app.healthy_check("teaching/demo/healthy1", "gallery", None, None, 0, None, None, None,
+                                 FAST["k"], FAST["percentile"], FAST["steps"], FAST["seed"])
+    assert pair[0].shape == pair[1].shape == (256, 256, 3)
+    assert "Mean absolute change inside the brain" in md and "healthy case" in md
+    _, md2 = app.healthy_check(app.CURRENT_CASE, "gallery", "teaching/demo/glioma1", None, 0, None, None, None,
+                               FAST["k"], FAST["percentile"], FAST["steps"], FAST["seed"])
+    assert "not marked healthy" in md2
+
+
+def test_quiz_scores_the_drawing_against_truth_and_model(app):
+    key = "teaching/demo/glioma1"
+    lc = app.load_library_case(key)
+    rows, cols = np.nonzero(lc.case.ground_truth)
+    s = 256 / R
+    drawing = box(256, 256, int(rows.min() * s), int((rows.max() + 1) * s), int(cols.min() * s),
+                  int((cols.max() + 1) * s))
+    picture, md = app.quiz_check(drawing, None, "gallery", key, None, 0, None, None, None)
+    assert picture.shape == (256, 256, 3) and "ground truth" in md and "Run the model" in md
+    dice = float(md.split("**")[1])
+    assert dice > 0.8
+    state = out(app, explore(app, key=key)[-1], "run_state")
+    _, md = app.quiz_check(drawing, state, "gallery", key, None, 0, None, None, None)
+    assert "model's anomaly map" in md
+    with pytest.raises(gr.Error, match="Draw where"):
+        app.quiz_check(None, state, "gallery", key, None, 0, None, None, None)
+
+
+def test_curate_batch_review_save_and_zip(app, env):
+    gen = list(app.curate_generate(["teaching/demo/glioma1", "teaching/demo/healthy1"],
+                                   [str(env["files"] / "slice.png")], FAST["k"], FAST["steps"], FAST["percentile"],
+                                   FAST["seed"], []))
+    status, gallery, items = gen[-1]
+    assert "3 generated" in status and len(items) == len(gallery) == 3
+    decide_accept, decide_reject = app.review_decide("accepted"), app.review_decide("rejected")
+    gallery, items, _, _, counts = decide_accept(items, 0, "classic glioma")
+    gallery, items, _, _, counts = decide_reject(items, 1, "")
+    assert "1 accepted, 1 rejected, 1 pending" in counts
+    gallery, items, pair, md, _ = app.review_rerun(items, 2, 60, 2, 85, 3)
+    assert items[2].runs == 2 and items[2].status == "pending" and "K=60" in md
+    gallery, items, _, _, _ = decide_accept(items, 2, "uploaded")
+    with pytest.raises(gr.Error, match="contains"):
+        app.curate_save(items, "../escape")
+    msg, archive, sets, gallery, items = app.curate_save(items, "Week 1")
+    assert "Saved 2 case(s)" in msg and sets["value"] == "Week 1"
+    manifest = curation.load_manifest("Week 1", env["curated"])
+    assert [e["note"] for e in manifest["cases"]] == ["classic glioma", "uploaded"]
+    assert manifest["cases"][1]["settings"]["k"] == 60 and manifest["cases"][0]["model_version"].startswith("ddpm")
+    from PIL import Image as PILImage
+    assert PILImage.open(env["curated"] / "Week 1" / manifest["cases"][1]["files"]["original_png"]).size == (40, 48)
+    with zipfile.ZipFile(archive) as z:
+        assert "Week 1/manifest.json" in z.namelist() and len(z.namelist()) > 10
+    with pytest.raises(gr.Error, match="No accepted, unsaved"):
+        app.curate_save(items, "Week 1")                                    # nothing saved twice
+    assert Path(app.curate_zip("Week 1")).is_file()
+    keys = [e.key for e in app.list_library()]                             # saved cases join the gallery
+    assert "curated/Week 1/glioma1" in keys
+    lc = app.load_library_case("curated/Week 1/glioma1")
+    assert lc.case.ground_truth is not None and lc.note == "classic glioma"
+
+
+def test_send_to_curate_adds_the_explore_result(app):
+    state = out(app, explore(app, key="teaching/demo/glioma1", mask_from="gradcam")[-1], "run_state")
+    gallery, items = app.send_to_curate(state, [])
+    assert len(items) == 1 and items[0].status == "pending" and "○" in gallery[0][1]
+    with pytest.raises(gr.Error, match="Run the model"):
+        app.send_to_curate(None, [])
+
+
+# ---------------------------------------------------------------------------------------------------------- HTTP
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_gradio_client_streams_frames_and_returns_the_results(app, env):
+    from gradio_client import Client, handle_file
+
+    port = _free_port()
+    app.launch("127.0.0.1", port, prevent_thread_lock=True, quiet=True)
+    try:
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        status = client.predict(api_name="/status")
+        assert status["ddpm"]["available"] and status["defaults"]["k"] == 500
+        cases = client.predict(api_name="/cases")
+        assert [c["key"] for c in cases][:2] == ["teaching/demo/glioma1", "teaching/demo/healthy1"]
+        job = client.submit(handle_file(str(env["files"] / "slice.png")), "", 100, 3, 90, 0, -1, "",
+                            handle_file(str(env["files"] / "mask.png")), api_name="/counterfactual")
+        final = job.result(timeout=120)
+        outputs = job.outputs()
+        frames = [o for o in outputs if o[0] is not None]
+        assert len(frames) == 6 and all(Path(o[0]).is_file() for o in frames)       # 3 inversion + 3 sampling
+        cf, overlay, mask, summary = final[2:]
+        assert Path(cf).is_file() and Path(overlay).is_file() and Path(mask).is_file()
+        assert summary["k"] == 100 and summary["steps"] == 3 and summary["mask_from"] == "file"
+        by_key = client.predict(None, "teaching/demo/glioma1", 100, 2, 90, 0, -1, "", None, api_name="/counterfactual")
+        assert by_key[5]["mask_from"] == "acat" and "dice" in by_key[5]
+        with pytest.raises(Exception, match="K must lie"):
+            client.predict(None, "teaching/demo/glioma1", 0, 2, 90, 0, -1, "", None, api_name="/counterfactual")
+    finally:
+        app.demo.close()

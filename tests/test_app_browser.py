@@ -1,0 +1,133 @@
+"""The app in a real browser (headless Chromium through Playwright): pick a case, move sliders, run, see the
+counterfactual; the screenshot goes to docs/app_screenshot.png. Tiny untrained models keep it fast, so the
+counterfactual itself is noise inside the mask: this checks the page, not the model."""
+
+import json
+import os
+import socket
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run"]
+ROOT = Path(__file__).resolve().parent.parent
+R = 64
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(),
+                       reason=f"no Chromium at {CHROMIUM} (apt-get install chromium); the test never downloads one"),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _teaching_root(tmp: Path) -> Path:
+    """The project's teaching sets when they exist, else a small synthetic one."""
+    try:
+        from diffuse_core import teaching
+
+        if teaching.list_sets(ROOT / "teaching_sets"):
+            return ROOT / "teaching_sets"
+    except Exception:
+        pass
+    from diffuse_core import curation
+
+    root = tmp / "teaching"
+    (root / "demo").mkdir(parents=True)
+    yy, xx = np.mgrid[:96, :96]
+    cases = []
+    for i, lesion in enumerate([True, True, False]):
+        img = np.where(np.hypot((yy - 48) / 40, (xx - 48) / 34) < 1, 0.0, -1.0).astype(np.float32)
+        img[(np.hypot(yy - 48, xx - 48) < 8)] = -0.6                         # ventricles
+        truth = np.zeros((96, 96), np.uint8)
+        if lesion:
+            r = np.hypot(yy - 30 - 8 * i, xx - 32 - 10 * i) < 9
+            img[r], truth[r] = 0.8, 1
+        curation._nifti(root / "demo" / f"c{i}_image.nii.gz", img, (1.0, 1.0))
+        curation._nifti(root / "demo" / f"c{i}_mask.nii.gz", truth, (1.0, 1.0))
+        cases.append({"id": f"c{i}", "modality": "flair", "lesion_type": "glioma" if lesion else "none",
+                      "location": "frontal", "difficulty": "easy", "note": "synthetic", "seed": i,
+                      "healthy": not lesion, "image": f"c{i}_image.nii.gz", "mask": f"c{i}_mask.nii.gz",
+                      "preview": f"c{i}_image.nii.gz"})
+    (root / "demo" / "manifest.json").write_text(json.dumps({"name": "demo", "cases": cases}))
+    return root
+
+
+@pytest.fixture()
+def server(tmp_path, monkeypatch):
+    import torch
+
+    from diffuse_core.autoencoder import AutoencoderConfig, new_autoencoder
+    from diffuse_core.classifier import ClassifierConfig, new_classifier
+    from diffuse_core.denoiser import DenoiserConfig, new_denoiser, save_denoiser
+    from diffuse_core.saliency_models import save
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)    # tiny models run fastest on one thread; restored below
+    assets = tmp_path / "assets"
+    save_denoiser(new_denoiser(DenoiserConfig(resolution=R, block_channels=(16, 32), attention_levels=(False, True),
+                                              norm_num_groups=8, attention_head_dim=8)),
+                  assets / "ddpm", card={"anomaly_threshold": 0.15})
+    save(new_autoencoder(AutoencoderConfig(resolution=R, widths=(8, 16), latent_channels=4)), assets / "autoencoder")
+    save(new_classifier(ClassifierConfig(resolution=R, widths=(8, 16))), assets / "classifier")
+    monkeypatch.setenv("DIFFUSE_ASSETS", str(assets))
+    monkeypatch.setenv("DIFFUSE_TEACHING_ROOT", str(_teaching_root(tmp_path)))
+    monkeypatch.setenv("DIFFUSE_CURATED_ROOT", str(tmp_path / "curated"))
+    monkeypatch.setenv("DIFFUSE_DEVICE", "cpu")
+    import app
+
+    port = _free_port()
+    app.launch("127.0.0.1", port, prevent_thread_lock=True, quiet=True)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        app.demo.close()
+        torch.set_num_threads(threads)
+
+
+def test_pick_a_case_move_sliders_run_and_see_the_counterfactual(server, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    start = time.monotonic()
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto(server)
+            page.wait_for_selector("#df-gallery img", timeout=30_000)
+            assert "Healthy diffusion model" in page.content()
+            page.locator("#df-gallery img").first.click()                            # pick a case
+            page.wait_for_function("document.querySelectorAll('img').length > 8 || "
+                                   "document.body.innerText.includes('ground-truth')", timeout=20_000)
+            for slider, value in (("#df-steps", "4"), ("#df-k", "200")):              # move sliders
+                box = page.locator(f"{slider} input[type=number]")
+                box.fill(value)
+                box.press("Enter")
+            assert page.locator("#df-k input[type=range]").input_value() == "200"
+            page.locator("#df-run").click()
+            page.wait_for_selector("#df-counterfactual img", timeout=60_000)         # the counterfactual
+            page.wait_for_function("document.body.innerText.includes('Done in')", timeout=20_000)
+            page.locator("#df-opacity input[type=range]").fill("0.8")               # a result slider
+            page.wait_for_timeout(1_000)
+            text = page.inner_text("body")
+            assert "Mean absolute change inside the brain" in text and "K=200, 4 steps" in text
+            shot = tmp_path / "app_screenshot.png"
+            page.screenshot(path=str(shot), full_page=True)
+        finally:
+            browser.close()
+    assert shot.stat().st_size > 10_000
+    docs = ROOT / "docs"
+    docs.mkdir(exist_ok=True)
+    (docs / "app_screenshot.png").write_bytes(shot.read_bytes())
+    assert time.monotonic() - start < 90
