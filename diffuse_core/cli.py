@@ -165,6 +165,10 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--saliency-models", default=None, metavar="DIR")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto")
+    p.add_argument("--write-cards", action="store_true",
+                   help="also measure the classifier and saliency on held-out slices, draw DDPM samples from noise, "
+                        "and write these and Dif-fuse's numbers (with its validation threshold) into the model cards")
+    p.add_argument("--n-cards", type=_positive_int, default=200, help="held-out slices for the classifier/ACAT card")
     p.set_defaults(func=_cmd_evaluate)
 
 
@@ -188,10 +192,47 @@ def _cmd_evaluate(args) -> int:
         s.sweep_k, s.sweep_percentiles, s.sweep_steps, s.brats_per_case = (250, 500), (90.0,), (2, 3), 1
     if args.no_sweeps:
         s.sweep_k, s.sweep_steps = (), ()
+    if args.write_cards and args.quick:
+        raise UserError("--write-cards needs a full run: drop --quick (quick numbers must not go into model cards)")
     result = run_evaluation(denoiser, sal, s, args.docs, progress=lambda t: print(t, file=sys.stderr))
     best = max(result["methods"], key=lambda m: result["methods"][m]["dice"])
     print(f"wrote {args.docs}/results.md; best Dice {result['methods'][best]['dice']:.3f} ({best})")
+    if args.write_cards:
+        _write_cards(args, denoiser, sal, result)
     return 0
+
+
+def _write_cards(args, denoiser, sal, result: dict) -> None:
+    """Measured quality into the three model cards (see :mod:`diffuse_core.model_quality`)."""
+    from .assets import default_model_dir
+    from .model_quality import measure_saliency_models, sample_grid, stamp, update_card
+
+    ddpm_dir = Path(args.model) if args.model else default_model_dir("ddpm")
+    sal_root = Path(args.saliency_models) if args.saliency_models else None
+    ae_dir = sal_root / "autoencoder" if sal_root else default_model_dir("autoencoder")
+    clf_dir = sal_root / "classifier" if sal_root else default_model_dir("classifier")
+    print("measuring the classifier and the saliency methods on held-out slices", file=sys.stderr)
+    q = measure_saliency_models(sal, n=args.n_cards, percentile=args.percentile)
+    update_card(clf_dir, {"quality": {"measured_on": stamp(), "data": q["data"], **q["classifier"]}})
+    update_card(ae_dir, {"quality": {"measured_on": stamp(), "data": q["data"],
+                                     "saliency": {m: q[m] for m in ("acat", "gradcam", "gradient")}}})
+    grid = sample_grid(denoiser, Path(args.docs) / "ddpm_samples.png", n=16, steps=50, seed=0)
+    ours = result["methods"].get("dif-fuse")
+    quality = {"measured_on": stamp(), "samples_from_noise": {"png": str(grid), "sampler": "DDIM, 50 steps from T"},
+               "evaluation": f"{args.docs}/results.md"}
+    if ours:
+        s = result["settings"]
+        quality["dif_fuse"] = {"k": s["k"], "percentile": s["percentile"], "steps": s["steps"],
+                               "dice": ours["dice"], "dice_se": ours["dice_se"], "iou": ours["iou"],
+                               "iou_se": ours["iou_se"], "threshold_from_validation": ours["threshold"],
+                               "identity_mean_abs_change_in_brain": ours["identity_change"],
+                               "n_test_diseased": result["n_test_diseased"],
+                               "n_test_healthy": result["n_test_healthy"], "seeds": list(s["seeds"])}
+    updates = {"quality": quality}
+    if ours:
+        updates["anomaly_threshold"] = ours["threshold"]
+    update_card(ddpm_dir, updates)
+    print(f"wrote quality into {clf_dir}, {ae_dir} and {ddpm_dir} model cards; samples in {grid}")
 
 
 # --------------------------------------------------------------------------------------------------------- app

@@ -66,3 +66,33 @@ def test_quick_report_writes_tables_and_figures(models, tmp_path):
     assert (tmp_path / "results_per_slice.csv").read_text().count("\n") == 1 + len(METHODS) * 4
     assert (tmp_path / "fig_k_percentile.html").exists() and (tmp_path / "fig_steps.html").exists()
     assert np.array(result["sweeps"]["k_percentile"]).shape == (2, 1)
+
+
+def test_write_cards_puts_measured_quality_into_all_three_cards(models, tmp_path):
+    import json
+
+    from diffuse_core import saliency_models
+    from diffuse_core.cli import main
+    from diffuse_core.denoiser import load_denoiser, save_denoiser
+    from diffuse_core.workflow import anomaly_threshold_of
+
+    den, sal = models
+    save_denoiser(den, tmp_path / "ddpm", card={"model": "tiny"})
+    saliency_models.save(sal.autoencoder, tmp_path / "sal" / "autoencoder")
+    saliency_models.save(sal.classifier, tmp_path / "sal" / "classifier")
+    args = ["evaluate", "--n-val", "4", "--n-test", "4", "--seeds", "0", "--steps", "2", "--k", "200", "--no-sweeps",
+            "--methods", "dif-fuse,acat", "--precision", "fp32", "--device", "cpu", "--model", str(tmp_path / "ddpm"),
+            "--saliency-models", str(tmp_path / "sal"), "--docs", str(tmp_path / "docs")]
+    assert main(args + ["--quick", "--write-cards"]) == 2  # quick numbers never go into a card
+    assert "quality" not in json.loads((tmp_path / "ddpm" / "config.json").read_text())["card"]
+    assert main(args + ["--write-cards", "--n-cards", "8"]) == 0
+    ddpm = load_denoiser(tmp_path / "ddpm")
+    q = ddpm.card["quality"]
+    assert 0.0 <= q["dif_fuse"]["dice"] <= 1.0 and q["dif_fuse"]["k"] == 200
+    assert anomaly_threshold_of(ddpm) == q["dif_fuse"]["threshold_from_validation"]
+    assert (tmp_path / "docs" / "ddpm_samples.png").stat().st_size > 0
+    clf = json.loads((tmp_path / "sal" / "classifier" / "config.json").read_text())["card"]["quality"]
+    assert clf["n"] == 8 and 0.0 <= clf["accuracy"] <= 1.0 and "per_lesion_type" in clf
+    ae = json.loads((tmp_path / "sal" / "autoencoder" / "config.json").read_text())["card"]["quality"]
+    assert set(ae["saliency"]) == {"acat", "gradcam", "gradient"}
+    assert 0.0 <= ae["saliency"]["acat"]["lesion_share"] <= 1.0

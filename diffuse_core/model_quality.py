@@ -1,0 +1,113 @@
+"""Measured quality of the shipped models, written into their model cards (``config.json`` -> ``card.quality``).
+
+What is measured (issue: trained models), always on a held-out SynthBrain split the models never saw in training:
+
+- classifier: accuracy and AUROC, overall, per lesion type and per lesion size (:func:`evaluate_classifier`);
+- ACAT (and, for the ablations, Grad-CAM and input gradient): the share of lesion pixels inside the mask binarised at
+  the 90th percentile inside the brain, and the Dice of that mask alone (:func:`evaluate_acat`);
+- DDPM: a grid of samples generated from pure noise (:func:`sample_grid`); the identity check of paper Fig. 6 and the
+  end-to-end Dice/IoU come from ``diffuse-studio evaluate`` (:mod:`diffuse_core.report`), which writes them into the
+  DDPM card with the binarisation threshold it chose on the validation split.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .denoiser import CONFIG_NAME, Denoiser
+from .device import default_autocast
+
+
+def synthbrain_labelled(split: str, n: int, size: int = 128, modalities=("flair",), healthy_fraction: float = 0.5,
+                        base_seed: int = 0) -> dict:
+    """``n`` SynthBrain slices of ``split`` as the arrays :func:`evaluate_classifier` / :func:`evaluate_acat` take."""
+    from .evaluate import synthbrain_set
+
+    s = synthbrain_set(split, n, base_seed=base_seed, size=size, modalities=modalities,
+                       healthy_fraction=healthy_fraction)
+    labels = s.lesions.reshape(len(s), -1).any(axis=1).astype(np.int64)
+    return {"images": s.images, "labels": labels, "masks": s.lesions, "brain_masks": s.brains,
+            "lesion_types": np.asarray(s.lesion_types)}
+
+
+def measure_saliency_models(models, n: int = 200, split: str = "test", percentile: float = 90.0,
+                            methods=("acat", "gradcam", "gradient")) -> dict:
+    """Classifier accuracy/AUROC and each saliency method's localisation on ``n`` held-out slices (half healthy)."""
+    from .train_saliency import evaluate_acat, evaluate_classifier
+
+    size = models.classifier.config.resolution if hasattr(models.classifier, "config") else 128
+    data = synthbrain_labelled(split, n, size=size)
+    out = {"data": {"generator": "SynthBrain", "split": split, "n": n, "healthy_fraction": 0.5},
+           "classifier": evaluate_classifier(models.classifier, data)}
+    for method in methods:
+        out[method] = evaluate_acat(models, data, percentile=percentile, method=method)
+    return out
+
+
+@torch.no_grad()
+def sample_from_noise(denoiser: Denoiser, n: int = 16, steps: int = 50, seed: int = 0) -> np.ndarray:
+    """``n`` images generated from pure noise by DDIM over ``steps`` respaced steps from T (N, C, H, W), [-1, 1]."""
+    from .sampler import iter_ddim_sampling, run_to_end, unet_eps_model
+
+    cfg = denoiser.config
+    dev = next(denoiser.unet.parameters()).device
+    g = torch.Generator().manual_seed(seed)
+    x_t = torch.randn(n, cfg.channels, cfg.resolution, cfg.resolution, generator=g).to(dev)
+    t_max = denoiser.schedule.num_train_timesteps
+    timesteps = denoiser.schedule.respaced_timesteps(t_max, steps)
+    eps = unet_eps_model(denoiser.unet, default_autocast(dev))
+    x0 = run_to_end(iter_ddim_sampling(eps, denoiser.schedule, x_t, timesteps))
+    return x0.clamp(-1, 1).float().cpu().numpy()
+
+
+def sample_grid(denoiser: Denoiser, path: str | Path, n: int = 16, steps: int = 50, seed: int = 0,
+                columns: int = 8) -> Path:
+    """Write a PNG grid of ``n`` samples from pure noise (first channel), 2 px black gutters."""
+    import cv2
+
+    from .export import to_uint8
+
+    x = sample_from_noise(denoiser, n, steps, seed)[:, 0]
+    h, w = x.shape[-2:]
+    rows = -(-n // columns)
+    grid = np.zeros((rows * (h + 2) - 2, columns * (w + 2) - 2), np.uint8)
+    for i, img in enumerate(x):
+        r, c = divmod(i, columns)
+        grid[r * (h + 2):r * (h + 2) + h, c * (w + 2):c * (w + 2) + w] = to_uint8(img)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), grid)
+    return path
+
+
+def update_card(model_dir: str | Path, updates: dict) -> dict:
+    """Merge ``updates`` into ``model_dir/config.json``'s ``card`` block, atomically (write a temp file, rename)."""
+    path = Path(model_dir) / CONFIG_NAME
+    if not path.exists():
+        raise FileNotFoundError(f"no {CONFIG_NAME} in {model_dir}: is this a saved model folder?")
+    cfg = json.loads(path.read_text())
+    card = cfg.setdefault("card", {})
+    card.update(updates)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(cfg, indent=2, default=_json_default) + "\n")
+    os.replace(tmp, path)
+    return card
+
+
+def stamp() -> str:
+    """Today's date (UTC) for a card's ``measured_on``."""
+    return _dt.datetime.now(_dt.timezone.utc).date().isoformat()
+
+
+def _json_default(o):
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"cannot write {type(o).__name__} to a model card")
