@@ -189,7 +189,9 @@ class ModelStore:
             meta = json.loads((folder / "config.json").read_text())
             info["resolution"] = int(meta["unet"]["resolution"])
             info["channels"] = int(meta["unet"].get("channels", 1))
-            info["steps_done"] = ((meta.get("card") or {}).get("training") or {}).get("steps_done")
+            card = meta.get("card") or {}
+            info["steps_done"] = (card.get("training") or {}).get("steps_done")
+            info["modalities"] = [str(m).lower() for m in ((card.get("data") or {}).get("modalities") or [])]
         except (ValueError, KeyError, TypeError) as err:
             info["reason"] = f"{folder / 'config.json'} is unreadable ({err}): retrain with `diffuse-studio train ddpm`"
             return info
@@ -260,6 +262,7 @@ def _model_version(folder: Path, card: dict) -> str:
 
 
 MODELS = ModelStore()
+MODALITY_NAMES = ("flair", "t1", "t1c", "t2", "ct")   # the modalities a model card can name (SynthBrain presets)
 
 
 def model_grid() -> tuple[int, int]:
@@ -901,6 +904,11 @@ def metrics_markdown(lc: LoadedCase, summary: dict) -> str:
                  f"({'✓ it did' if ok else '⚠ it changed more than expected'}).")
     elif lc.case.ground_truth is None:
         head += " — no ground-truth lesion mask, so no Dice/IoU."
+    trained_on = MODELS.ddpm_info().get("modalities") or []
+    modality = str(summary.get("modality") or "").lower()
+    if trained_on and modality in MODALITY_NAMES and modality not in trained_on:
+        head += (f"\n\n⚠ **Out of domain:** the healthy model was trained on {', '.join(m.upper() for m in trained_on)} "
+                 f"slices only, and this is {modality.upper()}: read the counterfactual with caution.")
     return f"{head}\n\n| Measure | Value |\n|---|---|\n{table}"
 
 
