@@ -192,6 +192,7 @@ class ModelStore:
             card = meta.get("card") or {}
             info["steps_done"] = (card.get("training") or {}).get("steps_done")
             info["modalities"] = [str(m).lower() for m in ((card.get("data") or {}).get("modalities") or [])]
+            info["recommended"] = card.get("recommended_settings") or {}
         except (ValueError, KeyError, TypeError) as err:
             info["reason"] = f"{folder / 'config.json'} is unreadable ({err}): retrain with `diffuse-studio train ddpm`"
             return info
@@ -263,6 +264,25 @@ def _model_version(folder: Path, card: dict) -> str:
 
 MODELS = ModelStore()
 MODALITY_NAMES = ("flair", "t1", "t1c", "t2", "ct")   # the modalities a model card can name (SynthBrain presets)
+
+
+def apply_recommended_defaults(defaults: dict = DEFAULTS) -> dict:
+    """K, percentile and steps from the installed model card's ``recommended_settings`` (chosen by
+    ``diffuse-studio evaluate --write-cards`` on validation data), where present and in range."""
+    rec = MODELS.ddpm_info().get("recommended") or {}
+    checks = {"k": lambda v: K_RANGE[0] <= v <= K_RANGE[1], "percentile": lambda v: 50 <= v <= 99,
+              "steps": lambda v: STEPS_RANGE[0] <= v <= STEPS_RANGE[1]}
+    for key, ok in checks.items():
+        try:
+            value = float(rec[key])
+        except (KeyError, TypeError, ValueError):
+            continue
+        if ok(value):
+            defaults[key] = value if key == "percentile" else int(value)
+    return defaults
+
+
+apply_recommended_defaults()
 
 
 def model_grid() -> tuple[int, int]:

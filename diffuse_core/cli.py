@@ -205,7 +205,7 @@ def _cmd_evaluate(args) -> int:
 def _write_cards(args, denoiser, sal, result: dict) -> None:
     """Measured quality into the three model cards (see :mod:`diffuse_core.model_quality`)."""
     from .assets import default_model_dir
-    from .model_quality import measure_saliency_models, sample_grid, stamp, update_card
+    from .model_quality import measure_saliency_models, recommended_settings, sample_grid, stamp, update_card
 
     ddpm_dir = Path(args.model) if args.model else default_model_dir("ddpm")
     sal_root = Path(args.saliency_models) if args.saliency_models else None
@@ -229,6 +229,9 @@ def _write_cards(args, denoiser, sal, result: dict) -> None:
                                "n_test_diseased": result["n_test_diseased"],
                                "n_test_healthy": result["n_test_healthy"], "seeds": list(s["seeds"])}
     updates = {"quality": quality}
+    recommended = recommended_settings(result)
+    if recommended:
+        updates["recommended_settings"] = recommended
     if ours:
         updates["anomaly_threshold"] = ours["threshold"]
     update_card(ddpm_dir, updates)

@@ -86,6 +86,24 @@ def sample_grid(denoiser: Denoiser, path: str | Path, n: int = 16, steps: int = 
     return path
 
 
+def recommended_settings(result: dict, tolerance: float = 0.01) -> dict | None:
+    """The app's defaults from ``diffuse-studio evaluate``'s validation sweeps (never the test split).
+
+    K and the percentile: the best cell of the K x percentile Dice grid (paper Fig. 5). Steps: the fewest sampling
+    steps whose validation Dice is within ``tolerance`` of the best, since every step costs a network call.
+    """
+    sweeps, s = result.get("sweeps") or {}, result["settings"]
+    if "k_percentile" not in sweeps or "steps" not in sweeps:
+        return None
+    grid = np.asarray(sweeps["k_percentile"], float)
+    a, b = np.unravel_index(int(np.nanargmax(grid)), grid.shape)
+    dice_steps = np.asarray(sweeps["steps"]["dice"], float)
+    ok = [n for n, d in zip(sweeps["steps"]["steps"], dice_steps) if d >= np.nanmax(dice_steps) - tolerance]
+    return {"k": int(s["sweep_k"][a]), "percentile": float(s["sweep_percentiles"][b]), "steps": int(min(ok)),
+            "validation_dice": float(grid[a, b]),
+            "rule": f"best K x percentile on validation; fewest steps within {tolerance} Dice of the best"}
+
+
 def update_card(model_dir: str | Path, updates: dict) -> dict:
     """Merge ``updates`` into ``model_dir/config.json``'s ``card`` block, atomically (write a temp file, rename)."""
     path = Path(model_dir) / CONFIG_NAME

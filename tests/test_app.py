@@ -135,6 +135,19 @@ def test_defaults_live_in_one_dict(app):
     assert isinstance(app.demo, gr.Blocks) and callable(app.main) and callable(app.launch)
 
 
+def test_recommended_settings_from_the_model_card_become_the_defaults(app, env, tmp_path, monkeypatch):
+    import shutil
+
+    from diffuse_core.model_quality import update_card
+
+    assets = tmp_path / "assets"
+    shutil.copytree(env["full"], assets)
+    update_card(assets / "ddpm", {"recommended_settings": {"k": 250, "percentile": 85.0, "steps": 2000}})
+    monkeypatch.setenv("DIFFUSE_ASSETS", str(assets))
+    d = app.apply_recommended_defaults({"k": 500, "percentile": 90.0, "steps": 50})
+    assert d == {"k": 250, "percentile": 85.0, "steps": 50}   # 2000 steps is out of range: the default stays
+
+
 def test_app_file_loads_the_way_the_cli_loads_it(app):
     """`diffuse-studio app` executes app.py with importlib, without registering it in sys.modules."""
     import importlib.util

@@ -96,3 +96,14 @@ def test_write_cards_puts_measured_quality_into_all_three_cards(models, tmp_path
     ae = json.loads((tmp_path / "sal" / "autoencoder" / "config.json").read_text())["card"]["quality"]
     assert set(ae["saliency"]) == {"acat", "gradcam", "gradient"}
     assert 0.0 <= ae["saliency"]["acat"]["lesion_share"] <= 1.0
+
+
+def test_recommended_settings_come_from_the_validation_sweeps():
+    from diffuse_core.model_quality import recommended_settings
+
+    result = {"settings": {"sweep_k": (250, 500), "sweep_percentiles": (85.0, 90.0)},
+              "sweeps": {"k_percentile": [[0.2, 0.3], [0.4, 0.35]],
+                         "steps": {"steps": [10, 25, 50], "dice": [0.30, 0.395, 0.40]}}}
+    rec = recommended_settings(result)
+    assert (rec["k"], rec["percentile"], rec["steps"]) == (500, 85.0, 25)
+    assert recommended_settings({"settings": {}, "sweeps": {}}) is None
