@@ -191,7 +191,8 @@ class ModelStore:
             info["channels"] = int(meta["unet"].get("channels", 1))
             card = meta.get("card") or {}
             info["steps_done"] = (card.get("training") or {}).get("steps_done")
-            info["modalities"] = [str(m).lower() for m in ((card.get("data") or {}).get("modalities") or [])]
+            mods = (card.get("data") or {}).get("modalities") or []
+            info["modalities"] = [str(m).strip().lower() for m in (mods.split(",") if isinstance(mods, str) else mods)]
             info["recommended"] = card.get("recommended_settings") or {}
         except (ValueError, KeyError, TypeError) as err:
             info["reason"] = f"{folder / 'config.json'} is unreadable ({err}): retrain with `diffuse-studio train ddpm`"

@@ -62,7 +62,7 @@ def _data_card(args, split: str = "train", healthy: bool | None = True) -> dict:
     if args.data:
         return {"data": {"source": "folder", "path": str(args.data)}}
     return {"data": {"generator": "SynthBrain", "version": SYNTHBRAIN_VERSION, "split": split,
-                     "modalities": args.modalities, "size": args.size, "healthy_only": healthy is True,
+                     "modalities": [m.strip() for m in args.modalities.split(",") if m.strip()], "size": args.size, "healthy_only": healthy is True,
                      "n_slices": args.pool,
                      "seed_range": [sample_seed(split, args.seed, 0), sample_seed(split, args.seed, args.pool - 1)]}}
 
