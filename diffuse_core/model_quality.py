@@ -23,6 +23,8 @@ import torch
 from .denoiser import CONFIG_NAME, Denoiser
 from .device import default_autocast
 
+CARD_NAME = "model_card.json"
+
 
 def synthbrain_labelled(split: str, n: int, size: int = 128, modalities=("flair",), healthy_fraction: float = 0.5,
                         base_seed: int = 0) -> dict:
@@ -112,10 +114,16 @@ def update_card(model_dir: str | Path, updates: dict) -> dict:
     cfg = json.loads(path.read_text())
     card = cfg.setdefault("card", {})
     card.update(updates)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(cfg, indent=2, default=_json_default) + "\n")
-    os.replace(tmp, path)
+    _atomic_write_json(path, cfg)
+    # the human-facing card beside the weights (the same block; config.json stays what the loaders read)
+    _atomic_write_json(path.with_name(CARD_NAME), {"kind": cfg.get("kind"), **card})
     return card
+
+
+def _atomic_write_json(path: Path, obj) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=_json_default) + "\n")
+    os.replace(tmp, path)
 
 
 def stamp() -> str:

@@ -95,6 +95,8 @@ def test_write_cards_puts_measured_quality_into_all_three_cards(models, tmp_path
     assert clf["n"] == 8 and 0.0 <= clf["accuracy"] <= 1.0 and "per_lesion_type" in clf
     ae = json.loads((tmp_path / "sal" / "autoencoder" / "config.json").read_text())["card"]["quality"]
     assert set(ae["saliency"]) == {"acat", "gradcam", "gradient"}
+    card = json.loads((tmp_path / "ddpm" / "model_card.json").read_text())     # the card beside the weights
+    assert card["quality"] == q and card["kind"] == "ddpm"
     assert 0.0 <= ae["saliency"]["acat"]["lesion_share"] <= 1.0
 
 
