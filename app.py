@@ -33,6 +33,7 @@ import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 import cv2
 import numpy as np
@@ -965,13 +966,21 @@ def preview_case(source, gallery_key, files, slice_index, channel, window, gt_fi
 
 @user_errors
 def explore_run(source, gallery_key, files, slice_index, channel, window, gt_file, mask_from, mask_file, drawing,
-                k, percentile, steps, seed, opacity):
-    """The Run button: streams (live noisy, live clean, progress, ...skips) per step, then every result."""
+                k, percentile, steps, seed, opacity, request: Optional[gr.Request] = None):
+    """The Run button: streams (live noisy, live clean, progress, ...skips) per step, then every result.
+
+    Ends early, with the "Stopped." message, once :func:`request_stop` flags this session."""
     n = len(EXPLORE_OUTPUTS)
+    sid = _session_of(request)
+    _stop_requested(sid, clear=True)
     lc = load_selected(source, gallery_key, files, slice_index, channel, window, gt_file)
     yield [None, None, progress_html(0, 1, "Computing the saliency map and the mask…"), *_skip_all(n - 3)]
     mask = None
     for item in run_case(lc, mask_from, mask_file, drawing, k, steps, seed, percentile):
+        if _stop_requested(sid):
+            _stop_requested(sid, clear=True)
+            yield [gr.skip(), gr.skip(), progress_html(0, 1, STOPPED_TEXT), *_skip_all(n - 3)]
+            return
         if item["kind"] == "mask":
             mask = item["mask"]
             out = _skip_all(n)
@@ -1030,8 +1039,35 @@ def render_overlay(state, opacity):
     return overlay_picture(state["image"][0], state["anomaly"], opacity, state["mask"], state["truth"], state["vmax"])
 
 
-def stopped_message():
-    return progress_html(0, 1, "Stopped. Change the settings and press Run again.")
+STOPPED_TEXT = "Stopped. Change the settings and press Run again."
+# Sessions whose Stop was pressed during a run. Gradio's own cancel (a separate HTTP request) can land after the Stop
+# handler has already written "Stopped.", letting one more step overwrite it; the run therefore also checks this set
+# before every update and ends itself with the same message, so the page always ends on "Stopped.".
+_STOP_REQUESTED: set[str] = set()
+_STOP_LOCK = threading.Lock()
+
+
+def _session_of(request) -> str | None:
+    return getattr(request, "session_hash", None) if request is not None else None
+
+
+def request_stop(request: Optional[gr.Request] = None):
+    """The Stop button: flag this session's running Explore run to end, and say so."""
+    sid = _session_of(request)
+    if sid is not None:
+        with _STOP_LOCK:
+            _STOP_REQUESTED.add(sid)
+    return progress_html(0, 1, STOPPED_TEXT)
+
+
+def _stop_requested(sid: str | None, clear: bool = False) -> bool:
+    if sid is None:
+        return False
+    with _STOP_LOCK:
+        if clear:
+            _STOP_REQUESTED.discard(sid)
+            return False
+        return sid in _STOP_REQUESTED
 
 
 @user_errors
@@ -1655,7 +1691,7 @@ def build_demo(title: str = "Dif-fuse Studio") -> gr.Blocks:
                         out_slider, out_metrics, out_chart, out_summary, run_state]
         run_event = run_btn.click(explore_run, explore_inputs, explore_outs, api_name="explore",
                                   show_progress="hidden", **heavy)
-        stop_btn.click(stopped_message, None, progress, cancels=[run_event], **light)
+        stop_btn.click(request_stop, None, progress, cancels=[run_event], **light)
         opacity.change(render_overlay, [run_state, opacity], out_overlay, trigger_mode="always_last", **light)
         to_curate.click(send_to_curate, [run_state, review_items], [review, review_items], **light)
 

@@ -189,6 +189,26 @@ def test_gallery_case_streams_every_step_then_all_results(app):
     assert len(chart.data[0].y) == 2 * FAST["steps"] and all(v >= 0 for v in chart.data[0].y)
 
 
+def test_stop_ends_the_run_with_the_stopped_message_even_if_gradios_cancel_is_late(app):
+    class Request:                       # what gradio passes: only the session hash matters here
+        session_hash = "trainee-1"
+
+    other = type("Other", (), {"session_hash": "trainee-2"})()
+    s = dict(FAST, steps=6)
+    run = app.explore_run("gallery", "teaching/demo/glioma1", None, 0, None, None, None, "acat", None, None,
+                          s["k"], s["percentile"], s["steps"], s["seed"], 0.6, Request())
+    frames = [next(run), next(run), next(run)]                   # "computing the mask", mask ready, first step
+    app.request_stop(other)                                      # another user's Stop leaves this run alone
+    frames.append(next(run))
+    assert "Stopped" not in out(app, frames[-1], "progress")
+    assert "Stopped" in app.request_stop(Request())
+    rest = list(run)
+    assert len(rest) == 1 and "Stopped." in out(app, rest[0], "progress")   # ended itself, before the result
+    assert all(is_skip(out(app, f, "run_state")) for f in frames[1:] + rest)
+    final = explore(app, key="teaching/demo/glioma1")[-1]        # the flag does not stick to later runs
+    assert out(app, final, "run_state") is not None and not is_skip(out(app, final, "run_state"))
+    app._STOP_REQUESTED.clear()
+
 def test_opacity_slider_redraws_the_overlay_without_a_run(app):
     state = out(app, explore(app, key="teaching/demo/glioma1", mask_from="gradcam")[-1], "run_state")
     clear, opaque = app.render_overlay(state, 0.0), app.render_overlay(state, 1.0)
