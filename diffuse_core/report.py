@@ -9,6 +9,7 @@ Outputs (in ``--docs``, default ``docs/``): ``results.md`` (tables, with the com
 from __future__ import annotations
 
 import csv
+import logging
 import os
 import platform
 import sys
@@ -22,6 +23,8 @@ import numpy as np
 from .evaluate import (EvalSet, brats_set, choose_threshold, classifier_features, compute_saliency_maps,
                        identity_change, kid, masks_at, run_on_set, scores, synthbrain_set)
 from .methods import METHODS
+
+log = logging.getLogger(__name__)
 
 METHOD_LABELS = {
     "dif-fuse": "Dif-fuse (paper variant, 1 call/step)", "dif-fuse-two-chain": "Dif-fuse (authors' code, 2 chains)",
@@ -49,6 +52,7 @@ class EvalSettings:
     batch_size: int = 8
     precision: str = "auto"
     command: str = ""
+    png_figures: bool = True      # PNG copies of the figures (kaleido drives a local Chromium; off for --quick)
     extra: dict = field(default_factory=dict)
 
 
@@ -189,15 +193,16 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
     os.replace(tmp, path)
 
 
-def _save_figure(fig, docs: Path, name: str) -> list[str]:
+def _save_figure(fig, docs: Path, name: str, png: bool = True) -> list[str]:
     written = []
     fig.write_html(docs / f"{name}.html", include_plotlyjs="cdn")
     written.append(f"{name}.html")
-    try:
-        fig.write_image(docs / f"{name}.png", width=900, height=520)
-        written.append(f"{name}.png")
-    except Exception:  # kaleido needs a Chromium; the HTML is always there
-        pass
+    if png:
+        try:
+            fig.write_image(docs / f"{name}.png", width=900, height=520)
+            written.append(f"{name}.png")
+        except Exception as err:  # kaleido needs a Chrome/Chromium; the HTML is always there
+            log.warning("no PNG for %s (%s); the HTML figure is written", name, err)
     return written
 
 
@@ -206,12 +211,13 @@ def _write_figures(docs: Path, result: dict) -> dict[str, list[str]]:
 
     figs: dict[str, list[str]] = {}
     methods = result["methods"]
+    png = bool(result["settings"].get("png_figures", True))
     names = list(methods)
     fig = go.Figure(go.Bar(x=[METHOD_LABELS.get(m, m) for m in names], y=[methods[m]["dice"] for m in names],
                            error_y={"type": "data", "array": [methods[m]["dice_se"] for m in names]}))
     fig.update_layout(title="Dice of the anomaly maps on the SynthBrain test split (mean over seeds, SE bars)",
                       yaxis_title="Dice", template="plotly_white")
-    figs["methods"] = _save_figure(fig, docs, "fig_methods")
+    figs["methods"] = _save_figure(fig, docs, "fig_methods", png)
     sw = result["sweeps"]
     s = result["settings"]
     if "k_percentile" in sw:
@@ -219,12 +225,12 @@ def _write_figures(docs: Path, result: dict) -> dict[str, list[str]]:
                                    y=[f"K={k}" for k in s["sweep_k"]], colorscale="Viridis", texttemplate="%{z:.3f}"))
         fig.update_layout(title="Dif-fuse Dice on validation: noise level K x saliency percentile (cf. paper Fig. 5)",
                           template="plotly_white")
-        figs["k_percentile"] = _save_figure(fig, docs, "fig_k_percentile")
+        figs["k_percentile"] = _save_figure(fig, docs, "fig_k_percentile", png)
     if "steps" in sw:
         fig = go.Figure(go.Scatter(x=sw["steps"]["steps"], y=sw["steps"]["dice"], mode="lines+markers"))
         fig.update_layout(title="Dif-fuse Dice on validation against the number of sampling steps",
                           xaxis_title="steps over [0, K]", yaxis_title="Dice", template="plotly_white")
-        figs["steps"] = _save_figure(fig, docs, "fig_steps")
+        figs["steps"] = _save_figure(fig, docs, "fig_steps", png)
     return figs
 
 

@@ -109,3 +109,17 @@ def test_recommended_settings_come_from_the_validation_sweeps():
     rec = recommended_settings(result)
     assert (rec["k"], rec["percentile"], rec["steps"]) == (500, 85.0, 25)
     assert recommended_settings({"settings": {}, "sweeps": {}}) is None
+
+
+@pytest.mark.skipif(not __import__("shutil").which("chromium") and not __import__("shutil").which("google-chrome"),
+                    reason="kaleido needs a local Chrome/Chromium")
+def test_figures_are_written_as_html_and_png(tmp_path):
+    import plotly.graph_objects as go
+
+    from diffuse_core.report import _save_figure
+
+    fig = go.Figure(go.Bar(x=["dif-fuse", "ddpm"], y=[0.6, 0.3]))
+    assert _save_figure(fig, tmp_path, "fig_test") == ["fig_test.html", "fig_test.png"]
+    assert (tmp_path / "fig_test.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert _save_figure(fig, tmp_path, "fig_html_only", png=False) == ["fig_html_only.html"]
+    assert not (tmp_path / "fig_html_only.png").exists()
