@@ -206,17 +206,26 @@ def _cmd_evaluate(args) -> int:
 def _write_cards(args, denoiser, sal, result: dict) -> None:
     """Measured quality into the three model cards (see :mod:`diffuse_core.model_quality`)."""
     from .assets import default_model_dir
-    from .model_quality import measure_saliency_models, recommended_settings, sample_grid, stamp, update_card
+    from .model_quality import (measure_saliency_models, recommended_settings, sample_grid, stamp, update_card,
+                                weights_digest)
 
     ddpm_dir = Path(args.model) if args.model else default_model_dir("ddpm")
     sal_root = Path(args.saliency_models) if args.saliency_models else None
     ae_dir = sal_root / "autoencoder" if sal_root else default_model_dir("autoencoder")
     clf_dir = sal_root / "classifier" if sal_root else default_model_dir("classifier")
-    print("measuring the classifier and the saliency methods on held-out slices", file=sys.stderr)
-    q = measure_saliency_models(sal, n=args.n_cards, percentile=args.percentile)
-    update_card(clf_dir, {"quality": {"measured_on": stamp(), "data": q["data"], **q["classifier"]}})
-    update_card(ae_dir, {"quality": {"measured_on": stamp(), "data": q["data"],
-                                     "saliency": {m: q[m] for m in ("acat", "gradcam", "gradient")}}})
+    # The classifier/ACAT numbers depend only on those two models: measured again only when their weights, the
+    # number of slices or the percentile changed since the cards were written (retraining the DDPM alone is common).
+    measured_for = {"weights_sha256": {"classifier": weights_digest(clf_dir), "autoencoder": weights_digest(ae_dir)},
+                    "n": args.n_cards, "percentile": args.percentile}
+    if all(_card_quality(d).get("measured_for") == measured_for for d in (clf_dir, ae_dir)):
+        print("classifier and saliency cards already hold numbers for these weights; kept", file=sys.stderr)
+    else:
+        print("measuring the classifier and the saliency methods on held-out slices", file=sys.stderr)
+        q = measure_saliency_models(sal, n=args.n_cards, percentile=args.percentile)
+        update_card(clf_dir, {"quality": {"measured_on": stamp(), "measured_for": measured_for, "data": q["data"],
+                                          **q["classifier"]}})
+        update_card(ae_dir, {"quality": {"measured_on": stamp(), "measured_for": measured_for, "data": q["data"],
+                                         "saliency": {m: q[m] for m in ("acat", "gradcam", "gradient")}}})
     grid = sample_grid(denoiser, Path(args.docs) / "ddpm_samples.png", n=16, steps=50, seed=0)
     ours = result["methods"].get("dif-fuse")
     quality = {"measured_on": stamp(), "samples_from_noise": {"png": str(grid), "sampler": "DDIM, 50 steps from T"},
@@ -237,6 +246,15 @@ def _write_cards(args, denoiser, sal, result: dict) -> None:
         updates["anomaly_threshold"] = ours["threshold"]
     update_card(ddpm_dir, updates)
     print(f"wrote quality into {clf_dir}, {ae_dir} and {ddpm_dir} model cards; samples in {grid}")
+
+
+def _card_quality(model_dir: Path) -> dict:
+    import json
+
+    try:
+        return json.loads((Path(model_dir) / "config.json").read_text()).get("card", {}).get("quality", {}) or {}
+    except (OSError, ValueError):
+        return {}
 
 
 # --------------------------------------------------------------------------------------------------------- app

@@ -13,6 +13,7 @@ What is measured (issue: trained models), always on a held-out SynthBrain split 
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -118,6 +119,18 @@ def update_card(model_dir: str | Path, updates: dict) -> dict:
     # the human-facing card beside the weights (the same block; config.json stays what the loaders read)
     _atomic_write_json(path.with_name(CARD_NAME), {"kind": cfg.get("kind"), **card})
     return card
+
+
+def weights_digest(model_dir: str | Path) -> str | None:
+    """SHA-256 of a model folder's ``model.safetensors`` (None if absent): ties measured numbers to the weights."""
+    path = Path(model_dir) / "model.safetensors"
+    if not path.is_file():
+        return None
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _atomic_write_json(path: Path, obj) -> None:

@@ -98,6 +98,18 @@ def test_write_cards_puts_measured_quality_into_all_three_cards(models, tmp_path
     card = json.loads((tmp_path / "ddpm" / "model_card.json").read_text())     # the card beside the weights
     assert card["quality"] == q and card["kind"] == "ddpm"
     assert 0.0 <= ae["saliency"]["acat"]["lesion_share"] <= 1.0
+    assert clf["measured_for"]["weights_sha256"]["classifier"] is not None
+
+    # same classifier/autoencoder weights: their numbers are kept (not re-measured) when only the DDPM is measured
+    (tmp_path / "sal" / "classifier" / "config.json").write_text(json.dumps(
+        {**json.loads((tmp_path / "sal" / "classifier" / "config.json").read_text()),
+         "card": {"quality": {**clf, "accuracy": 0.123}}}))
+    assert main(args + ["--write-cards", "--n-cards", "8"]) == 0
+    kept = json.loads((tmp_path / "sal" / "classifier" / "config.json").read_text())["card"]["quality"]
+    assert kept["accuracy"] == 0.123
+    assert main(args + ["--write-cards", "--n-cards", "6"]) == 0          # another measurement: measured again
+    again = json.loads((tmp_path / "sal" / "classifier" / "config.json").read_text())["card"]["quality"]
+    assert again["n"] == 6 and again["accuracy"] != 0.123
 
 
 def test_recommended_settings_come_from_the_validation_sweeps():
