@@ -13,16 +13,13 @@ background at exactly -1, and an L1-trained linear head reaches the flat backgro
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-
-def _groups(ch: int, max_groups: int = 8) -> int:
-    return math.gcd(ch, max_groups)
+from .small_net import SmallNet, build_seeded, norm_groups
 
 
 class ResBlock(nn.Module):
@@ -30,9 +27,9 @@ class ResBlock(nn.Module):
 
     def __init__(self, cin: int, cout: int):
         super().__init__()
-        self.norm1 = nn.GroupNorm(_groups(cin), cin)
+        self.norm1 = nn.GroupNorm(norm_groups(cin), cin)
         self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
-        self.norm2 = nn.GroupNorm(_groups(cout), cout)
+        self.norm2 = nn.GroupNorm(norm_groups(cout), cout)
         self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
         self.skip = nn.Identity() if cin == cout else nn.Conv2d(cin, cout, 1)
 
@@ -83,7 +80,7 @@ class AutoencoderConfig:
         return d
 
 
-class Autoencoder(nn.Module):
+class Autoencoder(SmallNet):
     """``encode`` (B, C, H, W) -> (B, latent_channels, H/f, W/f); ``decode`` back; ``forward`` = decode(encode(x))."""
 
     def __init__(self, config: AutoencoderConfig | None = None):
@@ -98,7 +95,7 @@ class Autoencoder(nn.Module):
             if i < len(w) - 1:
                 enc.append(nn.Conv2d(wi, wi, 3, stride=2, padding=1))
         self.enc = nn.Sequential(*enc)
-        self.enc_out = nn.Sequential(nn.GroupNorm(_groups(w[-1]), w[-1]), nn.SiLU(),
+        self.enc_out = nn.Sequential(nn.GroupNorm(norm_groups(w[-1]), w[-1]), nn.SiLU(),
                                      nn.Conv2d(w[-1], config.latent_channels, 3, padding=1))
         # decoder
         self.dec_in = nn.Conv2d(config.latent_channels, w[-1], 3, padding=1)
@@ -109,7 +106,7 @@ class Autoencoder(nn.Module):
                 dec.append(nn.Upsample(scale_factor=2, mode="nearest"))
                 dec.append(nn.Conv2d(w[i], w[i], 3, padding=1))
         self.dec = nn.Sequential(*dec)
-        self.dec_out = nn.Sequential(nn.GroupNorm(_groups(w[0]), w[0]), nn.SiLU(),
+        self.dec_out = nn.Sequential(nn.GroupNorm(norm_groups(w[0]), w[0]), nn.SiLU(),
                                      nn.Conv2d(w[0], config.channels, 3, padding=1))
 
     def _check(self, x: torch.Tensor) -> None:
@@ -132,20 +129,10 @@ class Autoencoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x))
 
-    @property
-    def device(self) -> torch.device:
-        return next(self.parameters()).device
-
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
 
 def new_autoencoder(config: AutoencoderConfig | None = None, seed: int = 0) -> Autoencoder:
     """A freshly initialised autoencoder (weights fixed by ``seed``, global RNG untouched), in eval mode."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = Autoencoder(config)
-    return model.eval()
+    return build_seeded(lambda: Autoencoder(config), seed)
 
 
 def encode(model: Autoencoder, x: torch.Tensor) -> torch.Tensor:

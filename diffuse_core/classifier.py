@@ -7,21 +7,18 @@ conv feature map (B, widths[-1], H / 2 ** (len(widths) - 1), W / ...), the layer
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 
+from .small_net import SmallNet, build_seeded, norm_groups
+
 HEALTHY, DISEASED = 0, 1
 
 
-def _groups(ch: int, max_groups: int = 8) -> int:
-    return math.gcd(ch, max_groups)
-
-
 def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=stride, padding=1), nn.GroupNorm(_groups(cout), cout),
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=stride, padding=1), nn.GroupNorm(norm_groups(cout), cout),
                          nn.SiLU())
 
 
@@ -51,7 +48,7 @@ class ClassifierConfig:
         return d
 
 
-class Classifier(nn.Module):
+class Classifier(SmallNet):
     def __init__(self, config: ClassifierConfig | None = None):
         super().__init__()
         self.config = config = config or ClassifierConfig()
@@ -75,17 +72,7 @@ class Classifier(nn.Module):
         with torch.no_grad():
             return torch.softmax(self.forward(x).float(), dim=1)[:, DISEASED]
 
-    @property
-    def device(self) -> torch.device:
-        return next(self.parameters()).device
-
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
 
 def new_classifier(config: ClassifierConfig | None = None, seed: int = 0) -> Classifier:
     """A freshly initialised classifier (weights fixed by ``seed``, global RNG untouched), in eval mode."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = Classifier(config)
-    return model.eval()
+    return build_seeded(lambda: Classifier(config), seed)
