@@ -972,13 +972,12 @@ def explore_run(source, gallery_key, files, slice_index, channel, window, gt_fil
     Ends early, with the "Stopped." message, once :func:`request_stop` flags this session."""
     n = len(EXPLORE_OUTPUTS)
     sid = _session_of(request)
-    _stop_requested(sid, clear=True)
+    _take_stop(sid)   # a Stop pressed before this run started is not for it
     lc = load_selected(source, gallery_key, files, slice_index, channel, window, gt_file)
     yield [None, None, progress_html(0, 1, "Computing the saliency map and the mask…"), *_skip_all(n - 3)]
     mask = None
     for item in run_case(lc, mask_from, mask_file, drawing, k, steps, seed, percentile):
-        if _stop_requested(sid):
-            _stop_requested(sid, clear=True)
+        if _take_stop(sid):
             yield [gr.skip(), gr.skip(), progress_html(0, 1, STOPPED_TEXT), *_skip_all(n - 3)]
             return
         if item["kind"] == "mask":
@@ -1060,14 +1059,14 @@ def request_stop(request: Optional[gr.Request] = None):
     return progress_html(0, 1, STOPPED_TEXT)
 
 
-def _stop_requested(sid: str | None, clear: bool = False) -> bool:
+def _take_stop(sid: str | None) -> bool:
+    """Whether Stop was pressed for this session since the last call; the flag is consumed."""
     if sid is None:
         return False
     with _STOP_LOCK:
-        if clear:
-            _STOP_REQUESTED.discard(sid)
-            return False
-        return sid in _STOP_REQUESTED
+        pressed = sid in _STOP_REQUESTED
+        _STOP_REQUESTED.discard(sid)
+        return pressed
 
 
 @user_errors
