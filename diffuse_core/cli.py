@@ -168,7 +168,12 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--write-cards", action="store_true",
                    help="also measure the classifier and saliency on held-out slices, draw DDPM samples from noise, "
                         "and write these and Dif-fuse's numbers (with its validation threshold) into the model cards")
-    p.add_argument("--n-cards", type=_positive_int, default=200, help="held-out slices for the classifier/ACAT card")
+    p.add_argument("--n-cards", type=_positive_int, default=200,
+                   help="held-out slices for the classifier/ACAT card and for judging the DDPM's samples")
+    p.add_argument("--n-samples", type=_positive_int, default=16, help="DDPM samples drawn from pure noise per sampler")
+    p.add_argument("--samples-only", action="store_true",
+                   help="only draw the DDPM's samples from pure noise (DDPM and DDIM grids in --docs, judged against "
+                        "held-out slices); with --write-cards, store just that block in the DDPM card")
     p.set_defaults(func=_cmd_evaluate)
 
 
@@ -179,7 +184,7 @@ def _cmd_evaluate(args) -> int:
     from .workflow import load_default_models
 
     device = pick_device(args.device)
-    denoiser, sal = load_default_models(args.model, args.saliency_models, device, need_saliency=True)
+    denoiser, sal = load_default_models(args.model, args.saliency_models, device, need_saliency=not args.samples_only)
     methods = tuple(m.strip() for m in args.methods.split(",")) if args.methods else METHODS
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
@@ -195,6 +200,11 @@ def _cmd_evaluate(args) -> int:
         s.sweep_k, s.sweep_steps = (), ()
     if args.write_cards and args.quick:
         raise UserError("--write-cards needs a full run: drop --quick (quick numbers must not go into model cards)")
+    if args.samples_only:
+        from .assets import default_model_dir
+
+        _write_sample_quality(args, denoiser, Path(args.model) if args.model else default_model_dir("ddpm"))
+        return 0
     result = run_evaluation(denoiser, sal, s, args.docs, progress=lambda t: print(t, file=sys.stderr))
     best = max(result["methods"], key=lambda m: result["methods"][m]["dice"])
     print(f"wrote {args.docs}/results.md; best Dice {result['methods'][best]['dice']:.3f} ({best})")
@@ -206,8 +216,7 @@ def _cmd_evaluate(args) -> int:
 def _write_cards(args, denoiser, sal, result: dict) -> None:
     """Measured quality into the three model cards (see :mod:`diffuse_core.model_quality`)."""
     from .assets import default_model_dir
-    from .model_quality import (measure_saliency_models, recommended_settings, sample_grid, stamp, update_card,
-                                weights_digest)
+    from .model_quality import measure_saliency_models, recommended_settings, stamp, update_card, weights_digest
 
     ddpm_dir = Path(args.model) if args.model else default_model_dir("ddpm")
     sal_root = Path(args.saliency_models) if args.saliency_models else None
@@ -226,10 +235,9 @@ def _write_cards(args, denoiser, sal, result: dict) -> None:
                                           **q["classifier"]}})
         update_card(ae_dir, {"quality": {"measured_on": stamp(), "measured_for": measured_for, "data": q["data"],
                                          "saliency": {m: q[m] for m in ("acat", "gradcam", "gradient")}}})
-    grid = sample_grid(denoiser, Path(args.docs) / "ddpm_samples.png", n=16, steps=50, seed=0)
+    samples = _write_sample_quality(args, denoiser, ddpm_dir)
     ours = result["methods"].get("dif-fuse")
-    quality = {"measured_on": stamp(), "samples_from_noise": {"png": str(grid), "sampler": "DDIM, 50 steps from T"},
-               "evaluation": f"{args.docs}/results.md"}
+    quality = {"measured_on": stamp(), "samples_from_noise": samples, "evaluation": f"{args.docs}/results.md"}
     if ours:
         s = result["settings"]
         quality["dif_fuse"] = {"k": s["k"], "percentile": s["percentile"], "steps": s["steps"],
@@ -245,7 +253,28 @@ def _write_cards(args, denoiser, sal, result: dict) -> None:
     if ours:
         updates["anomaly_threshold"] = ours["threshold"]
     update_card(ddpm_dir, updates)
-    print(f"wrote quality into {clf_dir}, {ae_dir} and {ddpm_dir} model cards; samples in {grid}")
+    print(f"wrote quality into {clf_dir}, {ae_dir} and {ddpm_dir} model cards; samples in {samples['png']}")
+
+
+def _write_sample_quality(args, denoiser, ddpm_dir: Path) -> dict:
+    """Draw and judge samples from pure noise (:func:`~diffuse_core.model_quality.measure_samples`); print a line
+    per sampler; with --samples-only --write-cards also store them in the DDPM card (the rest of it stays)."""
+    from .model_quality import measure_samples, stamp, update_card
+
+    samples = measure_samples(denoiser, args.docs, n=args.n_samples, n_reference=args.n_cards)
+    for sampler in ("ddpm", "ddim"):
+        q = samples[sampler]
+        print(f"{q['sampler']}: {q['clean']}/{q['n']} clean, {q['grainy']} grainy, {q['grey_background']} grey "
+              f"background -> {q['png']}")
+    if args.samples_only and args.write_cards:
+        import json
+
+        card = json.loads((ddpm_dir / "config.json").read_text()).get("card", {})
+        quality = dict(card.get("quality") or {})
+        quality["samples_from_noise"] = {"measured_on": stamp(), **samples}
+        update_card(ddpm_dir, {"quality": quality})
+        print(f"wrote the samples from noise into the {ddpm_dir} model card")
+    return samples
 
 
 def _card_quality(model_dir: Path) -> dict:

@@ -5,7 +5,8 @@ What is measured (issue: trained models), always on a held-out SynthBrain split 
 - classifier: accuracy and AUROC, overall, per lesion type and per lesion size (:func:`evaluate_classifier`);
 - ACAT (and, for the ablations, Grad-CAM and input gradient): the share of lesion pixels inside the mask binarised at
   the 90th percentile inside the brain, and the Dice of that mask alone (:func:`evaluate_acat`);
-- DDPM: a grid of samples generated from pure noise (:func:`sample_grid`); the identity check of paper Fig. 6 and the
+- DDPM: grids of samples generated from pure noise, ancestral (DDPM) and deterministic (DDIM), each counted against
+  held-out real slices for grain and grey backgrounds (:func:`measure_samples`); the identity check of paper Fig. 6 and the
   end-to-end Dice/IoU come from ``diffuse-studio evaluate`` (:mod:`diffuse_core.report`), which writes them into the
   DDPM card with the binarisation threshold it chose on the validation split.
 """
@@ -53,11 +54,26 @@ def measure_saliency_models(models, n: int = 200, split: str = "test", percentil
     return out
 
 
-@torch.no_grad()
-def sample_from_noise(denoiser: Denoiser, n: int = 16, steps: int = 50, seed: int = 0) -> np.ndarray:
-    """``n`` images generated from pure noise by DDIM over ``steps`` respaced steps from T (N, C, H, W), [-1, 1]."""
-    from .sampler import iter_ddim_sampling, run_to_end, unet_eps_model
+SAMPLERS_FROM_NOISE = {
+    "ddpm": "DDPM ancestral sampling (eq. 7, sigma = DDPM posterior std), {steps} respaced steps from T",
+    "ddim": "DDIM (eq. 7, sigma = 0, deterministic), {steps} respaced steps from T",
+}
 
+
+@torch.no_grad()
+def sample_from_noise(denoiser: Denoiser, n: int = 16, steps: int = 100, seed: int = 0,
+                      sampler: str = "ddpm") -> np.ndarray:
+    """``n`` images generated from pure noise x_T ~ N(0, I) over ``steps`` respaced steps (N, C, H, W), [-1, 1].
+
+    ``ddpm`` is the model's own generative process (Ho et al. 2020; the walk Dif-fuse takes inside the mask): the
+    fresh noise of every step lets later steps correct what earlier ones got wrong. ``ddim`` is deterministic: every
+    error of the first, nearly signal-free steps (the slice's brightness, speckle read as texture) is carried to the
+    end, so an imperfect model shows its faults there first.
+    """
+    from .sampler import iter_ddim_sampling, iter_ddpm_sampling, run_to_end, unet_eps_model
+
+    if sampler not in SAMPLERS_FROM_NOISE:
+        raise ValueError(f"sampler must be one of {', '.join(SAMPLERS_FROM_NOISE)}, got {sampler!r}")
     cfg = denoiser.config
     dev = next(denoiser.unet.parameters()).device
     g = torch.Generator().manual_seed(seed)
@@ -65,28 +81,90 @@ def sample_from_noise(denoiser: Denoiser, n: int = 16, steps: int = 50, seed: in
     t_max = denoiser.schedule.num_train_timesteps
     timesteps = denoiser.schedule.respaced_timesteps(t_max, steps)
     eps = unet_eps_model(denoiser.unet, default_autocast(dev))
-    x0 = run_to_end(iter_ddim_sampling(eps, denoiser.schedule, x_t, timesteps))
-    return x0.clamp(-1, 1).float().cpu().numpy()
+    if sampler == "ddpm":
+        walk = iter_ddpm_sampling(eps, denoiser.schedule, x_t, timesteps, generator=g)
+    else:
+        walk = iter_ddim_sampling(eps, denoiser.schedule, x_t, timesteps)
+    return run_to_end(walk).clamp(-1, 1).float().cpu().numpy()
 
 
-def sample_grid(denoiser: Denoiser, path: str | Path, n: int = 16, steps: int = 50, seed: int = 0,
-                columns: int = 8) -> Path:
-    """Write a PNG grid of ``n`` samples from pure noise (first channel), 2 px black gutters."""
+def write_grid(images: np.ndarray, path: str | Path, columns: int = 8) -> Path:
+    """Write a PNG grid of images (N, H, W) in [-1, 1] with 2 px black gutters."""
     import cv2
 
     from .export import to_uint8
 
-    x = sample_from_noise(denoiser, n, steps, seed)[:, 0]
-    h, w = x.shape[-2:]
+    n, h, w = images.shape
     rows = -(-n // columns)
     grid = np.zeros((rows * (h + 2) - 2, columns * (w + 2) - 2), np.uint8)
-    for i, img in enumerate(x):
+    for i, img in enumerate(images):
         r, c = divmod(i, columns)
         grid[r * (h + 2):r * (h + 2) + h, c * (w + 2):c * (w + 2) + w] = to_uint8(img)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(path), grid)
     return path
+
+
+def sample_grid(denoiser: Denoiser, path: str | Path, n: int = 16, steps: int = 100, seed: int = 0,
+                columns: int = 8, sampler: str = "ddpm") -> Path:
+    """Write a PNG grid of ``n`` samples from pure noise (first channel)."""
+    return write_grid(sample_from_noise(denoiser, n, steps, seed, sampler)[:, 0], path, columns)
+
+
+def graininess(image: np.ndarray) -> float:
+    """Mean absolute Laplacian of a 2-D image in [-1, 1]: pixel-scale speckle (left-over noise) drives it up."""
+    import cv2
+
+    return float(np.abs(cv2.Laplacian(np.ascontiguousarray(image, np.float32), cv2.CV_32F)).mean())
+
+
+def border_level(image: np.ndarray) -> float:
+    """Median intensity of the image's outer frame (1/16 of its side; 8 px at 128): the air around the head, -1
+    (black) on every real slice."""
+    width = max(1, image.shape[0] // 16)
+    frame = np.concatenate([image[:width].ravel(), image[-width:].ravel(), image[:, :width].ravel(),
+                            image[:, -width:].ravel()])
+    return float(np.median(frame))
+
+
+GREY_BACKGROUND = -0.9      # border median above this: visibly grey instead of black
+
+
+def realism_reference(n: int = 200, split: str = "test", size: int = 128) -> dict:
+    """Graininess and border level of ``n`` held-out healthy SynthBrain slices: what a real slice looks like."""
+    x = synthbrain_labelled(split, n, size=size, healthy_fraction=1.0)["images"][:, 0].astype(np.float32)
+    grain = np.array([graininess(im) for im in x])
+    border = np.array([border_level(im) for im in x])
+    return {"n": n, "split": split, "graininess_p99": float(np.percentile(grain, 99)),
+            "graininess_max": float(grain.max()), "grey_background": int((border > GREY_BACKGROUND).sum())}
+
+
+def judge_samples(samples: np.ndarray, reference: dict) -> dict:
+    """Count samples (N, H, W) that a real slice would not produce: grainy (graininess above twice the reference's
+    99th percentile) or with a grey background (border median above ``GREY_BACKGROUND``; real slices: -1)."""
+    limit = 2.0 * reference["graininess_p99"]
+    grain = np.array([graininess(im) for im in samples])
+    grey = np.array([border_level(im) > GREY_BACKGROUND for im in samples])
+    grainy = grain > limit
+    return {"n": len(samples), "grainy": int(grainy.sum()), "grey_background": int(grey.sum()),
+            "clean": int((~grainy & ~grey).sum()), "graininess_limit": round(limit, 4),
+            "graininess": [round(float(v), 4) for v in grain]}
+
+
+def measure_samples(denoiser: Denoiser, docs_dir: str | Path, n: int = 16, seed: int = 0, ddpm_steps: int = 100,
+                    ddim_steps: int = 50, n_reference: int = 200) -> dict:
+    """Samples from pure noise with both samplers, as PNG grids in ``docs_dir`` and judged against held-out real
+    slices (:func:`judge_samples`); returns the ``samples_from_noise`` block of the DDPM card."""
+    docs = Path(docs_dir)
+    reference = realism_reference(n_reference, size=denoiser.config.resolution)
+    out = {"reference": reference}
+    for sampler, steps, name in (("ddpm", ddpm_steps, "ddpm_samples.png"), ("ddim", ddim_steps, "ddpm_samples_ddim.png")):
+        x = sample_from_noise(denoiser, n, steps, seed, sampler)[:, 0]
+        out[sampler] = {"png": str(write_grid(x, docs / name)), "sampler": SAMPLERS_FROM_NOISE[sampler].format(steps=steps),
+                        "seed": seed, **judge_samples(x, reference)}
+    out["png"], out["sampler"] = out["ddpm"]["png"], out["ddpm"]["sampler"]
+    return out
 
 
 def recommended_settings(result: dict, tolerance: float = 0.01) -> dict | None:

@@ -135,3 +135,49 @@ def test_figures_are_written_as_html_and_png(tmp_path):
     assert (tmp_path / "fig_test.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert _save_figure(fig, tmp_path, "fig_html_only", png=False) == ["fig_html_only.html"]
     assert not (tmp_path / "fig_html_only.png").exists()
+
+
+def test_sample_judging_counts_grain_and_grey_backgrounds_against_real_slices():
+    from diffuse_core.model_quality import judge_samples, realism_reference
+
+    ref = realism_reference(6, size=32)
+    assert ref["n"] == 6 and ref["grey_background"] == 0 and ref["graininess_p99"] > 0
+    real = __import__("diffuse_core.model_quality", fromlist=["x"]).synthbrain_labelled(
+        "val", 3, size=32, healthy_fraction=1.0)["images"][:, 0].astype(np.float32)
+    speckled = np.clip(real + np.random.default_rng(0).normal(0, 0.5, real.shape), -1, 1).astype(np.float32)
+    grey = np.where(real <= -0.99, -0.6, real).astype(np.float32)
+    verdict = judge_samples(np.concatenate([real, speckled, grey]), ref)
+    assert (verdict["n"], verdict["grainy"], verdict["grey_background"], verdict["clean"]) == (9, 3, 3, 3)
+
+
+def test_samples_only_writes_both_grids_and_only_that_block_of_the_card(models, tmp_path):
+    import json
+
+    from diffuse_core.cli import main
+    from diffuse_core.denoiser import load_denoiser, save_denoiser
+    from diffuse_core.model_quality import sample_from_noise
+
+    den, _ = models
+    save_denoiser(den, tmp_path / "ddpm", card={"model": "tiny", "quality": {"dif_fuse": {"dice": 0.5}}})
+    args = ["evaluate", "--samples-only", "--n-samples", "3", "--n-cards", "4", "--device", "cpu",
+            "--model", str(tmp_path / "ddpm"), "--docs", str(tmp_path / "docs")]
+    assert main(args) == 0                                   # without --write-cards the card is left alone
+    assert "samples_from_noise" not in load_denoiser(tmp_path / "ddpm").card["quality"]
+    assert main(args + ["--write-cards"]) == 0
+    q = load_denoiser(tmp_path / "ddpm").card["quality"]
+    assert q["dif_fuse"] == {"dice": 0.5}                    # the evaluation's numbers are kept
+    s = q["samples_from_noise"]
+    assert s["ddpm"]["n"] == 3 and s["ddim"]["n"] == 3 and s["reference"]["n"] == 4
+    assert s["ddpm"]["clean"] + max(s["ddpm"]["grainy"], s["ddpm"]["grey_background"]) <= 3
+    assert (tmp_path / "docs" / "ddpm_samples.png").exists() and (tmp_path / "docs" / "ddpm_samples_ddim.png").exists()
+    assert json.loads((tmp_path / "ddpm" / "model_card.json").read_text())["quality"] == q
+    # the two samplers start from the same noise and differ: the stochastic one adds fresh noise on the way
+    a = sample_from_noise(den, 2, 4, seed=1, sampler="ddpm")
+    b = sample_from_noise(den, 2, 4, seed=1, sampler="ddim")
+    assert a.shape == b.shape == (2, 1, den.config.resolution, den.config.resolution) and not np.allclose(a, b)
+    assert np.array_equal(a, sample_from_noise(den, 2, 4, seed=1, sampler="ddpm"))   # seeded: repeatable
+    try:
+        sample_from_noise(den, 1, 2, sampler="euler")
+        raise AssertionError("an unknown sampler must be refused")
+    except ValueError as err:
+        assert "ddpm" in str(err)
