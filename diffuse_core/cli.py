@@ -171,6 +171,9 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--n-cards", type=_positive_int, default=200,
                    help="held-out slices for the classifier/ACAT card and for judging the DDPM's samples")
     p.add_argument("--n-samples", type=_positive_int, default=16, help="DDPM samples drawn from pure noise per sampler")
+    p.add_argument("--sweeps-only", action="store_true",
+                   help="only the validation sweeps (K x percentile, steps) and the app defaults they recommend; with "
+                        "--write-cards, store just recommended_settings in the DDPM card")
     p.add_argument("--samples-only", action="store_true",
                    help="only draw the DDPM's samples from pure noise (DDPM and DDIM grids in --docs, judged against "
                         "held-out slices); with --write-cards, store just that block in the DDPM card")
@@ -185,6 +188,8 @@ def _cmd_evaluate(args) -> int:
 
     device = pick_device(args.device)
     denoiser, sal = load_default_models(args.model, args.saliency_models, device, need_saliency=not args.samples_only)
+    if args.sweeps_only and args.samples_only:
+        raise UserError("--sweeps-only and --samples-only are separate runs: choose one")
     methods = tuple(m.strip() for m in args.methods.split(",")) if args.methods else METHODS
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
@@ -198,6 +203,8 @@ def _cmd_evaluate(args) -> int:
         s.png_figures = False
     if args.no_sweeps:
         s.sweep_k, s.sweep_steps = (), ()
+    if args.sweeps_only:
+        return _sweeps_only(args, denoiser, sal, s)
     if args.write_cards and args.quick:
         raise UserError("--write-cards needs a full run: drop --quick (quick numbers must not go into model cards)")
     if args.samples_only:
@@ -254,6 +261,36 @@ def _write_cards(args, denoiser, sal, result: dict) -> None:
         updates["anomaly_threshold"] = ours["threshold"]
     update_card(ddpm_dir, updates)
     print(f"wrote quality into {clf_dir}, {ae_dir} and {ddpm_dir} model cards; samples in {samples['png']}")
+
+
+def _sweeps_only(args, denoiser, sal, s) -> int:
+    """Validation sweeps and the settings they recommend (:func:`~diffuse_core.model_quality.recommended_settings`)."""
+    import json
+
+    from .assets import default_model_dir
+    from .model_quality import recommended_settings, update_card
+    from .report import run_validation_sweeps, validation_set
+
+    if args.write_cards and args.quick:
+        raise UserError("--write-cards needs a full run: drop --quick (quick numbers must not go into model cards)")
+    if s.k not in s.sweep_k or float(s.percentile) not in s.sweep_percentiles:
+        raise UserError(f"--k {s.k} and --percentile {s.percentile:g} must be on the sweep's grid (K "
+                        f"{', '.join(map(str, s.sweep_k))}; percentiles {', '.join(f'{p:g}' for p in s.sweep_percentiles)})"
+                        ": the sweep compares every cell with that setting")
+    val = validation_set(denoiser, sal, s, progress=lambda t: print(t, file=sys.stderr))
+    sweeps = run_validation_sweeps(denoiser, val, s, progress=lambda t: print(t, file=sys.stderr))
+    for k, row in zip(s.sweep_k, sweeps.get("k_percentile", [])):
+        print(f"K={k}: " + "  ".join(f"{p:g}th {d:.3f}" for p, d in zip(s.sweep_percentiles, row)))
+    if "steps" in sweeps:
+        print("steps: " + "  ".join(f"{n} {d:.3f}" for n, d in zip(sweeps["steps"]["steps"], sweeps["steps"]["dice"])))
+    rec = recommended_settings({"settings": {k: v for k, v in s.__dict__.items() if k != "extra"}, "sweeps": sweeps})
+    print("recommended: " + (json.dumps(rec) if rec else "none (the sweeps do not hold the evaluation's K and percentile)"))
+    if args.write_cards and rec:
+        ddpm_dir = Path(args.model) if args.model else default_model_dir("ddpm")
+        update_card(ddpm_dir, {"recommended_settings": {**rec, "command": s.command,
+                                                        "n_validation_diseased": int(val.diseased.sum())}})
+        print(f"wrote recommended_settings into the {ddpm_dir} model card")
+    return 0
 
 
 def _write_sample_quality(args, denoiser, ddpm_dir: Path) -> dict:

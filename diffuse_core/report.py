@@ -70,6 +70,48 @@ def _emit(progress: Callable[[str], None] | None, text: str) -> None:
         progress(text)
 
 
+def validation_set(denoiser, saliency_models, s: EvalSettings, progress: Callable[[str], None] | None = None):
+    """The SynthBrain validation split of an evaluation (a quarter healthy), with its saliency maps."""
+    mods = ("flair",) if denoiser.config.channels == 1 else ("flair", "t1", "t1c", "t2")
+    _emit(progress, "generating SynthBrain validation slices")
+    val = synthbrain_set("val", s.n_val, size=denoiser.config.resolution, modalities=mods, healthy_fraction=0.25)
+    compute_saliency_maps(val, saliency_models)
+    return val
+
+
+def run_validation_sweeps(denoiser, val, s: EvalSettings, progress: Callable[[str], None] | None = None) -> dict:
+    """Dif-fuse's validation Dice over K x percentile (paper Fig. 5) and over sampling steps, per slice as well.
+
+    The per-slice Dice (diseased validation slices, in ``val``'s order) lets :func:`recommended_settings` compare
+    two settings on the same slices rather than by their means alone.
+    """
+    val_d = val.subset(np.where(val.diseased)[0])
+    sweeps: dict = {}
+    if s.sweep_k and s.sweep_percentiles:
+        _emit(progress, "sweep: K x percentile on validation (Fig. 5)")
+        per_slice = np.zeros((len(s.sweep_k), len(s.sweep_percentiles), len(val_d)))
+        for a, k in enumerate(s.sweep_k):
+            for b, p in enumerate(s.sweep_percentiles):
+                m = {kk: v[val.diseased] for kk, v in masks_at(val, p).items()}
+                _, ano, _, _ = run_on_set("dif-fuse", denoiser, val_d, m, k, s.steps, 0, s.batch_size, s.precision)
+                per_slice[a, b] = scores(ano, val_d.lesions, choose_threshold(ano, val_d.lesions))[0]
+        sweeps["k_percentile"] = per_slice.mean(axis=2).tolist()
+        sweeps["k_percentile_per_slice"] = per_slice.round(4).tolist()
+    if s.sweep_steps:
+        _emit(progress, "sweep: sampling steps on validation")
+        masks = {k: v[val.diseased] for k, v in masks_at(val, s.percentile).items()}
+        dice_steps, sec_steps, per_slice_steps = [], [], []
+        for n in s.sweep_steps:
+            _, ano, _, sec = run_on_set("dif-fuse", denoiser, val_d, masks, s.k, n, 0, s.batch_size, s.precision)
+            d = scores(ano, val_d.lesions, choose_threshold(ano, val_d.lesions))[0]
+            dice_steps.append(float(d.mean()))
+            per_slice_steps.append(d.round(4).tolist())
+            sec_steps.append(sec)
+        sweeps["steps"] = {"steps": list(s.sweep_steps), "dice": dice_steps, "seconds_per_slice": sec_steps,
+                           "dice_per_slice": per_slice_steps}
+    return sweeps
+
+
 def run_evaluation(denoiser, saliency_models, settings: EvalSettings, docs_dir: str | Path = "docs",
                    progress: Callable[[str], None] | None = None) -> dict:
     """Run the whole protocol and write the report; returns the numbers as a dict."""
@@ -141,25 +183,7 @@ def run_evaluation(denoiser, saliency_models, settings: EvalSettings, docs_dir: 
             "by_type": by_type, "by_size": by_size,
         }
 
-    sweeps = {}
-    if s.sweep_k and s.sweep_percentiles and "dif-fuse" in s.methods:
-        _emit(progress, "sweep: K x percentile on validation (Fig. 5)")
-        grid = np.zeros((len(s.sweep_k), len(s.sweep_percentiles)))
-        for a, k in enumerate(s.sweep_k):
-            for b, p in enumerate(s.sweep_percentiles):
-                m = {kk: v[val.diseased] for kk, v in masks_at(val, p).items()}
-                _, ano, _, _ = run_on_set("dif-fuse", denoiser, val_d, m, k, s.steps, 0, s.batch_size, s.precision)
-                grid[a, b] = scores(ano, val_d.lesions, choose_threshold(ano, val_d.lesions))[0].mean()
-        sweeps["k_percentile"] = grid.tolist()
-    if s.sweep_steps and "dif-fuse" in s.methods:
-        _emit(progress, "sweep: sampling steps on validation")
-        dice_steps, sec_steps = [], []
-        for n in s.sweep_steps:
-            _, ano, _, sec = run_on_set("dif-fuse", denoiser, val_d, val_d_masks, s.k, n, 0, s.batch_size,
-                                        s.precision)
-            dice_steps.append(float(scores(ano, val_d.lesions, choose_threshold(ano, val_d.lesions))[0].mean()))
-            sec_steps.append(sec)
-        sweeps["steps"] = {"steps": list(s.sweep_steps), "dice": dice_steps, "seconds_per_slice": sec_steps}
+    sweeps = run_validation_sweeps(denoiser, val, s, progress) if "dif-fuse" in s.methods else {}
 
     real = {}
     if s.brats_dir and Path(s.brats_dir).is_dir():

@@ -112,29 +112,50 @@ def test_write_cards_puts_measured_quality_into_all_three_cards(models, tmp_path
     assert again["n"] == 6 and again["accuracy"] != 0.123
 
 
-def test_recommended_settings_come_from_the_validation_sweeps():
+def test_recommended_settings_move_off_the_paper_setting_only_on_paired_evidence():
     from diffuse_core.model_quality import recommended_settings
 
-    result = {"settings": {"sweep_k": (250, 500), "sweep_percentiles": (85.0, 90.0)},
-              "sweeps": {"k_percentile": [[0.2, 0.3], [0.4, 0.35]],
-                         "steps": {"steps": [10, 25, 50], "dice": [0.30, 0.395, 0.40]}}}
-    rec = recommended_settings(result)
-    assert (rec["k"], rec["percentile"], rec["steps"]) == (500, 85.0, 25)
+    settings = {"sweep_k": (250, 500), "sweep_percentiles": (85.0, 90.0), "k": 500, "percentile": 90.0}
+    steps = {"steps": [10, 25, 50], "dice": [0.30, 0.395, 0.40]}
+    base = np.array([0.30, 0.50, 0.40, 0.60, 0.45, 0.55])
+    noisy = base + np.array([0.30, -0.20, 0.25, -0.15, 0.30, -0.10])      # higher mean, but not on every slice
+    steady = base + 0.05                                                 # a little higher on every slice
+
+    def grid(best):
+        per = np.stack([np.stack([base - 0.1, best]), np.stack([base - 0.2, base])])  # [K][percentile][slice]
+        return {"settings": settings, "sweeps": {"k_percentile": per.mean(axis=2).tolist(),
+                                                 "k_percentile_per_slice": per.tolist(), "steps": steps}}
+
+    rec = recommended_settings(grid(noisy))                              # K=250/90 has the best mean only
+    assert (rec["k"], rec["percentile"], rec["steps"]) == (500, 90.0, 25)
+    assert rec["best_mean_cell"]["k"] == 250 and rec["best_mean_cell"]["paired_gain"] > 0
+    rec = recommended_settings(grid(steady))                             # better on every slice: taken
+    assert (rec["k"], rec["percentile"]) == (250, 90.0)
     assert recommended_settings({"settings": {}, "sweeps": {}}) is None
+    old = grid(steady)
+    del old["sweeps"]["k_percentile_per_slice"]                          # means alone: no evidence, no default
+    assert recommended_settings(old) is None
 
 
-@pytest.mark.skipif(not __import__("shutil").which("chromium") and not __import__("shutil").which("google-chrome"),
-                    reason="kaleido needs a local Chrome/Chromium")
-def test_figures_are_written_as_html_and_png(tmp_path):
-    import plotly.graph_objects as go
+def test_sweeps_only_writes_just_the_recommended_settings(models, tmp_path):
+    from diffuse_core import saliency_models
+    from diffuse_core.cli import main
+    from diffuse_core.denoiser import load_denoiser, save_denoiser
 
-    from diffuse_core.report import _save_figure
-
-    fig = go.Figure(go.Bar(x=["dif-fuse", "ddpm"], y=[0.6, 0.3]))
-    assert _save_figure(fig, tmp_path, "fig_test") == ["fig_test.html", "fig_test.png"]
-    assert (tmp_path / "fig_test.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert _save_figure(fig, tmp_path, "fig_html_only", png=False) == ["fig_html_only.html"]
-    assert not (tmp_path / "fig_html_only.png").exists()
+    den, sal = models
+    save_denoiser(den, tmp_path / "ddpm", card={"model": "tiny", "quality": {"dif_fuse": {"dice": 0.5}}})
+    saliency_models.save(sal.autoencoder, tmp_path / "sal" / "autoencoder")
+    saliency_models.save(sal.classifier, tmp_path / "sal" / "classifier")
+    assert main(["evaluate", "--sweeps-only", "--write-cards", "--n-val", "4", "--k", "200", "--steps", "2",
+                 "--precision", "fp32", "--device", "cpu", "--model", str(tmp_path / "ddpm"),
+                 "--saliency-models", str(tmp_path / "sal")]) == 2          # K=200 is not on the sweep's grid
+    assert main(["evaluate", "--sweeps-only", "--write-cards", "--n-val", "4", "--k", "250", "--steps", "2",
+                 "--precision", "fp32", "--device", "cpu", "--model", str(tmp_path / "ddpm"),
+                 "--saliency-models", str(tmp_path / "sal")]) == 0
+    card = load_denoiser(tmp_path / "ddpm").card
+    assert card["quality"] == {"dif_fuse": {"dice": 0.5}}
+    rec = card["recommended_settings"]
+    assert rec["k"] in (250, 500, 750) and rec["n_validation_diseased"] == 3 and "command" in rec
 
 
 def test_sample_judging_counts_grain_and_grey_backgrounds_against_real_slices():
