@@ -254,9 +254,8 @@ def _write_cards(args, denoiser, sal, result: dict) -> None:
                                "n_test_diseased": result["n_test_diseased"],
                                "n_test_healthy": result["n_test_healthy"], "seeds": list(s["seeds"])}
     updates = {"quality": quality}
-    recommended = recommended_settings(result)
-    if recommended:
-        updates["recommended_settings"] = recommended
+    # None clears an older recommendation that these sweeps could not confirm (the app then uses the paper's settings)
+    updates["recommended_settings"] = recommended_settings(result)
     if ours:
         updates["anomaly_threshold"] = ours["threshold"]
     update_card(ddpm_dir, updates)
