@@ -82,6 +82,7 @@ def test_write_cards_puts_measured_quality_into_all_three_cards(models, tmp_path
     saliency_models.save(sal.classifier, tmp_path / "sal" / "classifier")
     args = ["evaluate", "--n-val", "4", "--n-test", "4", "--seeds", "0", "--steps", "2", "--k", "200", "--no-sweeps",
             "--methods", "dif-fuse,acat", "--precision", "fp32", "--device", "cpu", "--model", str(tmp_path / "ddpm"),
+            "--n-samples", "2",
             "--saliency-models", str(tmp_path / "sal"), "--docs", str(tmp_path / "docs")]
     assert main(args + ["--quick", "--write-cards"]) == 2  # quick numbers never go into a card
     assert "quality" not in json.loads((tmp_path / "ddpm" / "config.json").read_text())["card"]
@@ -91,6 +92,8 @@ def test_write_cards_puts_measured_quality_into_all_three_cards(models, tmp_path
     assert 0.0 <= q["dif_fuse"]["dice"] <= 1.0 and q["dif_fuse"]["k"] == 200
     assert anomaly_threshold_of(ddpm) == q["dif_fuse"]["threshold_from_validation"]
     assert (tmp_path / "docs" / "ddpm_samples.png").stat().st_size > 0
+    assert q["samples_from_noise"]["ddpm"]["n"] == 2 and q["samples_from_noise"]["ddim"]["n"] == 2
+    assert ddpm.card["recommended_settings"] is None        # no sweeps: no evidence to move the app off the paper
     clf = json.loads((tmp_path / "sal" / "classifier" / "config.json").read_text())["card"]["quality"]
     assert clf["n"] == 8 and 0.0 <= clf["accuracy"] <= 1.0 and "per_lesion_type" in clf
     ae = json.loads((tmp_path / "sal" / "autoencoder" / "config.json").read_text())["card"]["quality"]
