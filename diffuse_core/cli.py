@@ -303,10 +303,7 @@ def _write_sample_quality(args, denoiser, ddpm_dir: Path) -> dict:
         print(f"{q['sampler']}: {q['clean']}/{q['n']} clean, {q['grainy']} grainy, {q['grey_background']} grey "
               f"background -> {q['png']}")
     if args.samples_only and args.write_cards:
-        import json
-
-        card = json.loads((ddpm_dir / "config.json").read_text()).get("card", {})
-        quality = dict(card.get("quality") or {})
+        quality = dict(_card_quality(ddpm_dir))
         quality["samples_from_noise"] = {"measured_on": stamp(), **samples}
         update_card(ddpm_dir, {"quality": quality})
         print(f"wrote the samples from noise into the {ddpm_dir} model card")
