@@ -270,7 +270,8 @@ MODALITY_NAMES = ("flair", "t1", "t1c", "t2", "ct")   # the modalities a model c
 
 def apply_recommended_defaults(defaults: dict = DEFAULTS) -> dict:
     """K, percentile and steps from the installed model card's ``recommended_settings`` (chosen by
-    ``diffuse-studio evaluate --write-cards`` on validation data), where present and in range."""
+    ``diffuse-studio evaluate --write-cards`` or ``--sweeps-only --write-cards`` on validation data), where present
+    and in range."""
     rec = MODELS.ddpm_info().get("recommended") or {}
     checks = {"k": lambda v: K_RANGE[0] <= v <= K_RANGE[1], "percentile": lambda v: 50 <= v <= 99,
               "steps": lambda v: STEPS_RANGE[0] <= v <= STEPS_RANGE[1]}
