@@ -203,10 +203,10 @@ def _cmd_evaluate(args) -> int:
         s.png_figures = False
     if args.no_sweeps:
         s.sweep_k, s.sweep_steps = (), ()
-    if args.sweeps_only:
-        return _sweeps_only(args, denoiser, sal, s)
     if args.write_cards and args.quick:
         raise UserError("--write-cards needs a full run: drop --quick (quick numbers must not go into model cards)")
+    if args.sweeps_only:
+        return _sweeps_only(args, denoiser, sal, s)
     if args.samples_only:
         from .assets import default_model_dir
 
@@ -270,8 +270,6 @@ def _sweeps_only(args, denoiser, sal, s) -> int:
     from .model_quality import recommended_settings, update_card
     from .report import run_validation_sweeps, validation_set
 
-    if args.write_cards and args.quick:
-        raise UserError("--write-cards needs a full run: drop --quick (quick numbers must not go into model cards)")
     if s.k not in s.sweep_k or float(s.percentile) not in s.sweep_percentiles:
         raise UserError(f"--k {s.k} and --percentile {s.percentile:g} must be on the sweep's grid (K "
                         f"{', '.join(map(str, s.sweep_k))}; percentiles {', '.join(f'{p:g}' for p in s.sweep_percentiles)})"
