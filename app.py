@@ -44,8 +44,8 @@ if str(ROOT) not in sys.path:  # importable as a module from the repo root witho
 
 import gradio as gr  # noqa: E402
 
-from diffuse_core import curation  # noqa: E402
-from diffuse_core.export import heat_map, outline, to_uint8  # noqa: E402
+from diffuse_core.data import curation  # noqa: E402
+from diffuse_core.io.export import heat_map, outline, to_uint8  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------------------------
 # settings: every default a user sees, in one place
@@ -79,8 +79,8 @@ CURRENT_CASE = "__current__"
 
 USER_COLOR = (255, 70, 60)        # the trainee's drawing: red
 MODEL_COLOR = (230, 60, 230)      # the model's binarised anomaly map: magenta
-GT_COLOR = (60, 220, 60)          # ground truth: green (as diffuse_core.export)
-MASK_COLOR = (0, 200, 255)        # Dif-fuse mask: cyan (as diffuse_core.export)
+GT_COLOR = (60, 220, 60)          # ground truth: green (as diffuse_core.io.export)
+MASK_COLOR = (0, 200, 255)        # Dif-fuse mask: cyan (as diffuse_core.io.export)
 
 log = logging.getLogger("diffuse_studio.app")
 
@@ -142,7 +142,7 @@ def user_errors(fn):
 
 
 def _device():
-    from diffuse_core.device import pick_device
+    from diffuse_core.models.device import pick_device
 
     return pick_device(os.environ.get("DIFFUSE_DEVICE", "auto"))
 
@@ -156,14 +156,14 @@ class ModelStore:
 
     @staticmethod
     def ddpm_dir() -> Path:
-        from diffuse_core.assets import default_model_dir
+        from diffuse_core.models.registry import default_model_dir
 
         override = os.environ.get("DIFFUSE_MODEL_DIR")
         return Path(override) if override else default_model_dir("ddpm")
 
     @staticmethod
     def saliency_dirs() -> tuple[Path, Path]:
-        from diffuse_core.assets import default_model_dir
+        from diffuse_core.models.registry import default_model_dir
 
         if os.environ.get("DIFFUSE_SALIENCY_DIR"):
             base = Path(os.environ["DIFFUSE_SALIENCY_DIR"])
@@ -221,7 +221,7 @@ class ModelStore:
             hit = self._cache.get(key)
             if hit is not None and hit[0] == stamp:
                 return hit[1]
-            from diffuse_core.denoiser import load_denoiser
+            from diffuse_core.models.denoiser import load_denoiser
 
             try:
                 model = load_denoiser(folder, device=device)
@@ -243,7 +243,7 @@ class ModelStore:
             hit = self._cache.get(key)
             if hit is not None and hit[0] == stamps:
                 return hit[1]
-            from diffuse_core.saliency import load_saliency_models
+            from diffuse_core.saliency.dispatch import load_saliency_models
 
             try:
                 models = load_saliency_models(ae, clf, device)
@@ -310,7 +310,7 @@ def status_markdown() -> str:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# the case library: teaching sets (diffuse_core.teaching) and curated sets (diffuse_core.curation)
+# the case library: teaching sets (diffuse_core.data.teaching) and curated sets (diffuse_core.data.curation)
 
 
 @dataclass
@@ -360,7 +360,7 @@ def reload_case(origin: dict) -> LoadedCase:
 
 def _teaching_module():
     try:
-        from diffuse_core import teaching
+        from diffuse_core.data import teaching
     except ImportError:
         return None
     return teaching
@@ -459,7 +459,7 @@ def _read_library() -> list[LibraryEntry]:
 
 def _fit_to_grid(image: np.ndarray, truth, size: int, channels: int):
     """A library image (C, H, W) in [-1, 1] -> the model's grid and channel count."""
-    from diffuse_core.preprocess import to_model_grid
+    from diffuse_core.io.preprocess import to_model_grid
 
     img = np.asarray(image, np.float32)
     img = img[None] if img.ndim == 2 else img
@@ -479,7 +479,7 @@ def _fit_to_grid(image: np.ndarray, truth, size: int, channels: int):
 def load_library_case(key: str) -> LoadedCase:
     """The gallery case ``key`` on the installed model's grid."""
     from diffuse_core.pipeline import brain_mask_from_image
-    from diffuse_core.workflow import CaseInput
+    from diffuse_core.cases import CaseInput
 
     if not key or not isinstance(key, str):
         raise ValueError("no case selected: pick one in the gallery or upload a file")
@@ -562,7 +562,7 @@ def upload_source(files) -> str:
 
 
 def _is_ct(loaded) -> bool:
-    from diffuse_core.preprocess import HU_AIR_THRESHOLD
+    from diffuse_core.io.preprocess import HU_AIR_THRESHOLD
 
     return (loaded.modality or "").upper() == "CT" or float(loaded.data.min()) < HU_AIR_THRESHOLD
 
@@ -570,7 +570,7 @@ def _is_ct(loaded) -> bool:
 def _probe(src):
     """Slice 0 of an upload, read for its slice count: the first slice of a volume is often empty (constant), which
     load_image refuses, so then it is read without the value checks."""
-    from diffuse_core import loaders
+    from diffuse_core.io import loaders
 
     try:
         return loaders.load_image(src, slice_index=0)
@@ -592,7 +592,7 @@ def _short_paths(err: Exception, files) -> Exception:
 
 def inspect_upload(files) -> dict:
     """What the controls need to know about an upload: {"num_slices", "slice", "channels", "ct", "kind"}."""
-    from diffuse_core.loaders import load_image
+    from diffuse_core.io.loaders import load_image
 
     try:
         src = upload_source(files)
@@ -616,8 +616,8 @@ def load_upload_case(files, slice_index=None, channel=None, window=None, gt_file
 
 
 def _load_upload_case(files, slice_index, channel, window, gt_file) -> LoadedCase:
-    from diffuse_core.loaders import load_image
-    from diffuse_core.workflow import prepare_case
+    from diffuse_core.io.loaders import load_image
+    from diffuse_core.cases import prepare_case
 
     src = upload_source(files)
     size, channels = model_grid()
@@ -801,7 +801,7 @@ def resolve_mask(lc: LoadedCase, mask_from: str, mask_file=None, drawing=None, p
         if not paths:
             raise ValueError("mask source is 'Mask file' but no mask file was uploaded")
         curation.check_upload_size(paths[0], int(DEFAULTS["max_upload_mb"] * 2**20))
-        from diffuse_core.workflow import mask_for_case
+        from diffuse_core.cases import mask_for_case
 
         mask, saliency = mask_for_case(case, paths[0], percentile)
         return ("array", mask, saliency)
@@ -815,7 +815,7 @@ def resolve_mask(lc: LoadedCase, mask_from: str, mask_file=None, drawing=None, p
 
 
 def check_settings(k, steps, seed) -> tuple[int, int, int]:
-    from diffuse_core.schedule import validate_noise_level
+    from diffuse_core.core.schedule import validate_noise_level
 
     k, steps, seed = _int(k, "K"), _int(steps, "the number of steps"), _int(seed, "the seed")
     validate_noise_level(k, steps, K_RANGE[1])
@@ -830,10 +830,10 @@ def check_settings(k, steps, seed) -> tuple[int, int, int]:
 def dif_fuse_stream(image, brain, mask_spec, k: int, steps: int, seed: int, percentile: float):
     """The model work, on the GPU where there is one. Yields plain-numpy dicts (picklable for ZeroGPU):
     {"kind": "mask"}, then one {"kind": "step"} per sampler step, then {"kind": "result"}."""
-    from diffuse_core.masks import mask_from_saliency
+    from diffuse_core.core.masks import mask_from_saliency
     from diffuse_core.pipeline import CounterfactualResult, iter_counterfactual
-    from diffuse_core.saliency import compute_saliency
-    from diffuse_core.workflow import anomaly_threshold_of
+    from diffuse_core.saliency.dispatch import compute_saliency
+    from diffuse_core.cases import anomaly_threshold_of
 
     device = _device()
     denoiser = MODELS.denoiser(device)
@@ -887,8 +887,8 @@ def run_case(lc: LoadedCase, mask_from="acat", mask_file=None, drawing=None, k=N
 
 
 def scores(result, truth, threshold: float) -> dict:
-    from diffuse_core.anomaly import binarize
-    from diffuse_core.metrics import dice, iou
+    from diffuse_core.core.anomaly import binarize
+    from diffuse_core.core.metrics import dice, iou
 
     predicted = binarize(result.anomaly, threshold)
     brain = result.brain_mask.astype(bool)
@@ -1110,8 +1110,8 @@ def healthy_check(choice, source, gallery_key, files, slice_index, channel, wind
 @user_errors
 def quiz_check(drawing, state, source, gallery_key, files, slice_index, channel, window, gt_file):
     """The trainee's drawing vs the ground truth and vs the model's anomaly map. -> (picture, markdown)."""
-    from diffuse_core.anomaly import binarize
-    from diffuse_core.metrics import dice, iou
+    from diffuse_core.core.anomaly import binarize
+    from diffuse_core.core.metrics import dice, iou
 
     lc = load_selected(source, gallery_key, files, slice_index, channel, window, gt_file)
     size = lc.case.image.shape[-1]

@@ -17,8 +17,8 @@ import time
 import numpy as np
 import torch
 
-from diffuse_core.denoiser import DenoiserConfig, load_denoiser, new_denoiser
-from diffuse_core.device import pick_device, resolve_precision
+from diffuse_core.models.denoiser import DenoiserConfig, load_denoiser, new_denoiser
+from diffuse_core.models.device import pick_device, resolve_precision
 from diffuse_core.pipeline import run_counterfactual
 
 

@@ -63,7 +63,7 @@ def _add_run(sub) -> None:
 def _cmd_run(args) -> int:
     from tqdm.auto import tqdm
 
-    from .workflow import run_file
+    from diffuse_core.cases import run_file
 
     bar = None
 
@@ -101,7 +101,7 @@ def _add_synth(sub) -> None:
 
 
 def _cmd_synth(args) -> int:
-    from .synthbrain import write_split
+    from diffuse_core.data.synthbrain import write_split
 
     index = write_split(args.out, preset=args.preset, n=args.n, seed=args.seed, split=args.split, size=args.size,
                         healthy_fraction=args.healthy_fraction)
@@ -138,7 +138,7 @@ def _add_train(sub) -> None:
 
 
 def _cmd_train(args) -> int:
-    from .training import train_model
+    from diffuse_core.train.commands import train_model
 
     out = train_model(args)
     print(f"model saved in {out}")
@@ -181,10 +181,10 @@ def _add_evaluate(sub) -> None:
 
 
 def _cmd_evaluate(args) -> int:
-    from .device import pick_device
-    from .methods import METHODS
-    from .report import EvalSettings, command_line, run_evaluation
-    from .workflow import load_default_models
+    from diffuse_core.models.device import pick_device
+    from diffuse_core.evaluation.methods import METHODS
+    from diffuse_core.evaluation.report import EvalSettings, command_line, run_evaluation
+    from diffuse_core.cases import load_default_models
 
     device = pick_device(args.device)
     denoiser, sal = load_default_models(args.model, args.saliency_models, device, need_saliency=not args.samples_only)
@@ -208,7 +208,7 @@ def _cmd_evaluate(args) -> int:
     if args.sweeps_only:
         return _sweeps_only(args, denoiser, sal, s)
     if args.samples_only:
-        from .assets import default_model_dir
+        from diffuse_core.models.registry import default_model_dir
 
         _write_sample_quality(args, denoiser, Path(args.model) if args.model else default_model_dir("ddpm"))
         return 0
@@ -221,9 +221,9 @@ def _cmd_evaluate(args) -> int:
 
 
 def _write_cards(args, denoiser, sal, result: dict) -> None:
-    """Measured quality into the three model cards (see :mod:`diffuse_core.model_quality`)."""
-    from .assets import default_model_dir
-    from .model_quality import measure_saliency_models, recommended_settings, stamp, update_card, weights_digest
+    """Measured quality into the three model cards (see :mod:`diffuse_core.evaluation.cards`)."""
+    from diffuse_core.models.registry import default_model_dir
+    from diffuse_core.evaluation.cards import measure_saliency_models, recommended_settings, stamp, update_card, weights_digest
 
     ddpm_dir = Path(args.model) if args.model else default_model_dir("ddpm")
     sal_root = Path(args.saliency_models) if args.saliency_models else None
@@ -263,12 +263,12 @@ def _write_cards(args, denoiser, sal, result: dict) -> None:
 
 
 def _sweeps_only(args, denoiser, sal, s) -> int:
-    """Validation sweeps and the settings they recommend (:func:`~diffuse_core.model_quality.recommended_settings`)."""
+    """Validation sweeps and the settings they recommend (:func:`~diffuse_core.evaluation.cards.recommended_settings`)."""
     import json
 
-    from .assets import default_model_dir
-    from .model_quality import recommended_settings, update_card
-    from .report import run_validation_sweeps, validation_set
+    from diffuse_core.models.registry import default_model_dir
+    from diffuse_core.evaluation.cards import recommended_settings, update_card
+    from diffuse_core.evaluation.report import run_validation_sweeps, validation_set
 
     if s.k not in s.sweep_k or float(s.percentile) not in s.sweep_percentiles:
         raise UserError(f"--k {s.k} and --percentile {s.percentile:g} must be on the sweep's grid (K "
@@ -291,9 +291,9 @@ def _sweeps_only(args, denoiser, sal, s) -> int:
 
 
 def _write_sample_quality(args, denoiser, ddpm_dir: Path) -> dict:
-    """Draw and judge samples from pure noise (:func:`~diffuse_core.model_quality.measure_samples`); print a line
+    """Draw and judge samples from pure noise (:func:`~diffuse_core.evaluation.cards.measure_samples`); print a line
     per sampler; with --samples-only --write-cards also store them in the DDPM card (the rest of it stays)."""
-    from .model_quality import measure_samples, stamp, update_card
+    from diffuse_core.evaluation.cards import measure_samples, stamp, update_card
 
     samples = measure_samples(denoiser, args.docs, n=args.n_samples, n_reference=args.n_cards)
     for sampler in ("ddpm", "ddim"):
@@ -341,7 +341,7 @@ def _cmd_app(args) -> int:
 
 # -------------------------------------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from diffuse_core import __version__
 
     parser = argparse.ArgumentParser(
         prog="diffuse-studio",

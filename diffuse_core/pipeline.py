@@ -1,7 +1,7 @@
 """Dif-fuse end to end on one prepared slice: invert, walk back with the mask, take the difference (Algorithm 1).
 
 This is the plain Python API that the CLI and the app format. It takes an image already on the model's grid
-((C, H, W) in [-1, 1], background -1; see :mod:`diffuse_core.preprocess` for files) and a binary mask, and returns a
+((C, H, W) in [-1, 1], background -1; see :mod:`diffuse_core.io.preprocess` for files) and a binary mask, and returns a
 :class:`CounterfactualResult`. :func:`iter_counterfactual` yields every sampler step first, for live views.
 """
 
@@ -15,11 +15,11 @@ import cv2
 import numpy as np
 import torch
 
-from .anomaly import anomaly_map
-from .denoiser import Denoiser
-from .device import resolve_precision
-from .sampler import (VARIANTS, CallCounter, SamplerStep, iter_ddim_inversion, iter_sampler, unet_eps_model)
-from .schedule import validate_noise_level
+from diffuse_core.core.anomaly import anomaly_map
+from diffuse_core.models.denoiser import Denoiser
+from diffuse_core.models.device import resolve_precision
+from diffuse_core.core.sampler import (VARIANTS, CallCounter, SamplerStep, iter_ddim_inversion, iter_sampler, unet_eps_model)
+from diffuse_core.core.schedule import validate_noise_level
 
 BRAIN_THRESHOLD = 0.02  # a pixel is brain when some channel rises this far above the background value -1
 
@@ -84,13 +84,13 @@ def _validate(denoiser: Denoiser, image: np.ndarray, mask: np.ndarray, variant: 
         raise ValueError(f"the model expects {c} channel(s), the image has {img.shape[0]}")
     if img.shape[1:] != (r, r):
         raise ValueError(f"the model works on {r}x{r} slices, got {img.shape[1]}x{img.shape[2]}: "
-                         f"resize with diffuse_core.preprocess.prepare_slice")
+                         f"resize with diffuse_core.io.preprocess.prepare_slice")
     n_bad = int((~np.isfinite(img)).sum())
     if n_bad:
         raise ValueError(f"the image holds {n_bad} NaN/inf values")
     if img.min() < -1.05 or img.max() > 1.05:
         raise ValueError(f"intensities must lie in [-1, 1] (got {img.min():.3g}..{img.max():.3g}): "
-                         f"normalise with diffuse_core.preprocess.prepare_slice")
+                         f"normalise with diffuse_core.io.preprocess.prepare_slice")
     m = np.asarray(mask, dtype=np.float32)
     if m.ndim == 3 and m.shape[0] == 1:
         m = m[0]

@@ -17,7 +17,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from diffuse_core import synthbrain as sb  # noqa: E402
+from diffuse_core.data import synthbrain as sb  # noqa: E402
 
 SIZE = 128
 NAME = "default"

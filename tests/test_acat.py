@@ -11,13 +11,13 @@ import pytest
 import torch
 from scipy import ndimage
 
-from diffuse_core.acat import SaliencyResult, acat_saliency, brain_mask_from_image
-from diffuse_core.autoencoder import AutoencoderConfig, new_autoencoder
-from diffuse_core.classifier import ClassifierConfig, new_classifier
-from diffuse_core.saliency import (SALIENCY_METHODS, SaliencyModels, compute_saliency, gradcam_saliency,
+from diffuse_core.saliency.acat import SaliencyResult, acat_saliency, brain_mask_from_image
+from diffuse_core.models.autoencoder import AutoencoderConfig, new_autoencoder
+from diffuse_core.models.classifier import ClassifierConfig, new_classifier
+from diffuse_core.saliency.dispatch import (SALIENCY_METHODS, SaliencyModels, compute_saliency, gradcam_saliency,
                                    gradient_saliency, load_saliency_models)
-from diffuse_core.saliency_models import load, load_autoencoder, load_classifier, save
-from diffuse_core.train_saliency import (CHECKPOINT_NAME, auroc, evaluate_acat, evaluate_classifier,
+from diffuse_core.models.checkpoint import load, load_autoencoder, load_classifier, save
+from diffuse_core.train.saliency import (CHECKPOINT_NAME, auroc, evaluate_acat, evaluate_classifier,
                                          train_autoencoder, train_classifier)
 
 SIZE = 32
@@ -130,7 +130,7 @@ def test_shift_towards_healthy_lowers_p_diseased_and_finds_the_square(trained, t
     mass_in = (r.saliency_healthy * rim).sum((1, 2)) / r.saliency_healthy.sum((1, 2))
     assert mass_in.mean() > 0.5, mass_in
     # the paper's mask (90th percentile of the smoothed two-direction map) lands on the square
-    from diffuse_core.masks import mask_from_saliency
+    from diffuse_core.core.masks import mask_from_saliency
 
     hits = [(mask_from_saliency(s, brain_mask_from_image(xi)[0]).astype(bool) & (m > 0)).sum() / m.sum()
             for s, xi, m in zip(r.saliency, x, lesions)]

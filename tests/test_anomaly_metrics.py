@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from diffuse_core.anomaly import anomaly_map, binarize, clean_anomaly_map
-from diffuse_core.masks import mask_from_saliency
-from diffuse_core.metrics import dice, iou
+from diffuse_core.core.anomaly import anomaly_map, binarize, clean_anomaly_map
+from diffuse_core.core.masks import mask_from_saliency
+from diffuse_core.core.metrics import dice, iou
 
 
 def test_opening_removes_isolated_pixels():

@@ -17,8 +17,8 @@ import torch  # noqa: E402
 gr = pytest.importorskip("gradio")
 from PIL import Image  # noqa: E402
 
-from diffuse_core import curation  # noqa: E402
-from diffuse_core.denoiser import DenoiserConfig, new_denoiser, save_denoiser  # noqa: E402
+from diffuse_core.data import curation  # noqa: E402
+from diffuse_core.models.denoiser import DenoiserConfig, new_denoiser, save_denoiser  # noqa: E402
 
 R = 32
 TINY = DenoiserConfig(channels=1, resolution=R, block_channels=(16, 32), attention_levels=(False, True),
@@ -52,9 +52,9 @@ def one_thread():
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     """Assets with a tiny DDPM and tiny ACAT models, an assets folder with the DDPM only, a teaching set."""
-    from diffuse_core.autoencoder import AutoencoderConfig, new_autoencoder
-    from diffuse_core.classifier import ClassifierConfig, new_classifier
-    from diffuse_core.saliency_models import save
+    from diffuse_core.models.autoencoder import AutoencoderConfig, new_autoencoder
+    from diffuse_core.models.classifier import ClassifierConfig, new_classifier
+    from diffuse_core.models.checkpoint import save
 
     base = tmp_path_factory.mktemp("app")
     full, ddpm_only, empty = base / "assets_full", base / "assets_ddpm", base / "assets_empty"
@@ -138,7 +138,7 @@ def test_defaults_live_in_one_dict(app):
 def test_recommended_settings_from_the_model_card_become_the_defaults(app, env, tmp_path, monkeypatch):
     import shutil
 
-    from diffuse_core.model_quality import update_card
+    from diffuse_core.evaluation.cards import update_card
 
     assets = tmp_path / "assets"
     shutil.copytree(env["full"], assets)

@@ -36,13 +36,13 @@ def _free_port() -> int:
 def _teaching_root(tmp: Path) -> Path:
     """The project's teaching sets when they exist, else a small synthetic one."""
     try:
-        from diffuse_core import teaching
+        from diffuse_core.data import teaching
 
         if teaching.list_sets(ROOT / "teaching_sets"):
             return ROOT / "teaching_sets"
     except Exception:
         pass
-    from diffuse_core import curation
+    from diffuse_core.data import curation
 
     root = tmp / "teaching"
     (root / "demo").mkdir(parents=True)
@@ -69,10 +69,10 @@ def _teaching_root(tmp: Path) -> Path:
 def server(tmp_path, monkeypatch):
     import torch
 
-    from diffuse_core.autoencoder import AutoencoderConfig, new_autoencoder
-    from diffuse_core.classifier import ClassifierConfig, new_classifier
-    from diffuse_core.denoiser import DenoiserConfig, new_denoiser, save_denoiser
-    from diffuse_core.saliency_models import save
+    from diffuse_core.models.autoencoder import AutoencoderConfig, new_autoencoder
+    from diffuse_core.models.classifier import ClassifierConfig, new_classifier
+    from diffuse_core.models.denoiser import DenoiserConfig, new_denoiser, save_denoiser
+    from diffuse_core.models.checkpoint import save
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)    # tiny models run fastest on one thread; restored below

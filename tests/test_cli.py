@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from diffuse_core.cli import main
-from diffuse_core.denoiser import DenoiserConfig, new_denoiser, save_denoiser
+from diffuse_core.models.denoiser import DenoiserConfig, new_denoiser, save_denoiser
 
 TINY = DenoiserConfig(channels=1, resolution=32, block_channels=(16, 32), attention_levels=(False, True),
                       norm_num_groups=8, attention_head_dim=8)

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from diffuse_core import curation
-from diffuse_core.preprocess import Geometry
+from diffuse_core.data import curation
+from diffuse_core.io.preprocess import Geometry
 
 R = 32
 FILES = ["original", "counterfactual", "anomaly", "mask", "ground_truth"]
@@ -179,7 +179,7 @@ def test_zip_holds_the_manifest_and_every_case_file(tmp_path):
 
 
 def test_nifti_exports_load_back_in_the_orientation_of_the_pngs(tmp_path):
-    from diffuse_core.loaders import load_image
+    from diffuse_core.io.loaders import load_image
 
     case = make_case(geometry=False)
     case.image[0, 2:6, 20:28] = 0.7          # an asymmetric mark: top right
@@ -193,7 +193,7 @@ def test_nifti_exports_load_back_in_the_orientation_of_the_pngs(tmp_path):
 
 
 def test_a_curated_set_is_also_a_valid_teaching_set(tmp_path):
-    teaching = pytest.importorskip("diffuse_core.teaching")
+    teaching = pytest.importorskip("diffuse_core.data.teaching")
     curation.save_case("curated_set", make_case("c1"), tmp_path)
     cases = teaching.list_cases("curated_set", tmp_path)
     assert [c.id for c in cases] == ["c1"]

@@ -3,13 +3,13 @@
 import numpy as np
 import pytest
 
-from diffuse_core.autoencoder import AutoencoderConfig, new_autoencoder
-from diffuse_core.classifier import ClassifierConfig, new_classifier
-from diffuse_core.denoiser import DenoiserConfig, new_denoiser
-from diffuse_core.evaluate import choose_threshold, kid, synthbrain_set
-from diffuse_core.methods import METHODS, run_method
-from diffuse_core.report import EvalSettings, run_evaluation
-from diffuse_core.saliency import SaliencyModels
+from diffuse_core.models.autoencoder import AutoencoderConfig, new_autoencoder
+from diffuse_core.models.classifier import ClassifierConfig, new_classifier
+from diffuse_core.models.denoiser import DenoiserConfig, new_denoiser
+from diffuse_core.evaluation.protocol import choose_threshold, kid, synthbrain_set
+from diffuse_core.evaluation.methods import METHODS, run_method
+from diffuse_core.evaluation.report import EvalSettings, run_evaluation
+from diffuse_core.saliency.dispatch import SaliencyModels
 
 SIZE = 32
 
@@ -71,10 +71,10 @@ def test_quick_report_writes_tables_and_figures(models, tmp_path):
 def test_write_cards_puts_measured_quality_into_all_three_cards(models, tmp_path):
     import json
 
-    from diffuse_core import saliency_models
+    from diffuse_core.models import checkpoint as saliency_models
     from diffuse_core.cli import main
-    from diffuse_core.denoiser import load_denoiser, save_denoiser
-    from diffuse_core.workflow import anomaly_threshold_of
+    from diffuse_core.models.denoiser import load_denoiser, save_denoiser
+    from diffuse_core.cases import anomaly_threshold_of
 
     den, sal = models
     save_denoiser(den, tmp_path / "ddpm", card={"model": "tiny"})
@@ -116,7 +116,7 @@ def test_write_cards_puts_measured_quality_into_all_three_cards(models, tmp_path
 
 
 def test_recommended_settings_move_off_the_paper_setting_only_on_paired_evidence():
-    from diffuse_core.model_quality import recommended_settings
+    from diffuse_core.evaluation.cards import recommended_settings
 
     settings = {"sweep_k": (250, 500), "sweep_percentiles": (85.0, 90.0), "k": 500, "percentile": 90.0}
     steps = {"steps": [10, 25, 50], "dice": [0.30, 0.395, 0.40]}
@@ -141,9 +141,9 @@ def test_recommended_settings_move_off_the_paper_setting_only_on_paired_evidence
 
 
 def test_sweeps_only_writes_just_the_recommended_settings(models, tmp_path):
-    from diffuse_core import saliency_models
+    from diffuse_core.models import checkpoint as saliency_models
     from diffuse_core.cli import main
-    from diffuse_core.denoiser import load_denoiser, save_denoiser
+    from diffuse_core.models.denoiser import load_denoiser, save_denoiser
 
     den, sal = models
     save_denoiser(den, tmp_path / "ddpm", card={"model": "tiny", "quality": {"dif_fuse": {"dice": 0.5}}})
@@ -162,11 +162,11 @@ def test_sweeps_only_writes_just_the_recommended_settings(models, tmp_path):
 
 
 def test_sample_judging_counts_grain_and_grey_backgrounds_against_real_slices():
-    from diffuse_core.model_quality import judge_samples, realism_reference
+    from diffuse_core.evaluation.cards import judge_samples, realism_reference
 
     ref = realism_reference(6, size=32)
     assert ref["n"] == 6 and ref["grey_background"] == 0 and ref["graininess_p99"] > 0
-    real = __import__("diffuse_core.model_quality", fromlist=["x"]).synthbrain_labelled(
+    real = __import__("diffuse_core.evaluation.cards", fromlist=["x"]).synthbrain_labelled(
         "val", 3, size=32, healthy_fraction=1.0)["images"][:, 0].astype(np.float32)
     speckled = np.clip(real + np.random.default_rng(0).normal(0, 0.5, real.shape), -1, 1).astype(np.float32)
     grey = np.where(real <= -0.99, -0.6, real).astype(np.float32)
@@ -178,8 +178,8 @@ def test_samples_only_writes_both_grids_and_only_that_block_of_the_card(models, 
     import json
 
     from diffuse_core.cli import main
-    from diffuse_core.denoiser import load_denoiser, save_denoiser
-    from diffuse_core.model_quality import sample_from_noise
+    from diffuse_core.models.denoiser import load_denoiser, save_denoiser
+    from diffuse_core.evaluation.cards import sample_from_noise
 
     den, _ = models
     save_denoiser(den, tmp_path / "ddpm", card={"model": "tiny", "quality": {"dif_fuse": {"dice": 0.5}}})

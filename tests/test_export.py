@@ -5,8 +5,8 @@ import json
 import numpy as np
 from PIL import Image
 
-from diffuse_core.export import write_result
-from diffuse_core.loaders import load_image
+from diffuse_core.io.export import write_result
+from diffuse_core.io.loaders import load_image
 from diffuse_core.pipeline import CounterfactualResult
 
 

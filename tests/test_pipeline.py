@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from diffuse_core.denoiser import DenoiserConfig, load_denoiser, new_denoiser, save_denoiser
+from diffuse_core.models.denoiser import DenoiserConfig, load_denoiser, new_denoiser, save_denoiser
 from diffuse_core.pipeline import CounterfactualResult, brain_mask_from_image, iter_counterfactual, run_counterfactual
-from diffuse_core.sampler import SamplerStep
+from diffuse_core.core.sampler import SamplerStep
 
 TINY = DenoiserConfig(channels=1, resolution=32, block_channels=(16, 32), attention_levels=(False, True),
                       norm_num_groups=8, attention_head_dim=8)

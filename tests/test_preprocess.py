@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from diffuse_core.loaders import LoadedImage, load_brats_case
-from diffuse_core.preprocess import (CT_WINDOWS, Geometry, estimate_brain_mask, from_model_grid, normalize_ct,
+from diffuse_core.io.loaders import LoadedImage, load_brats_case
+from diffuse_core.io.preprocess import (CT_WINDOWS, Geometry, estimate_brain_mask, from_model_grid, normalize_ct,
                                      normalize_mri, prepare_slice, resolve_window, to_model_grid)
 
 BRATS = Path(__file__).resolve().parents[2] / "shared" / "real_cases" / "brats2015"

@@ -7,10 +7,10 @@ import pytest
 import torch
 from diffusers import DDIMInverseScheduler, DDIMScheduler, DDPMScheduler
 
-from diffuse_core.sampler import (CallCounter, ddim_invert, ddim_inversion_step, ddpm_posterior_std, dif_fuse,
+from diffuse_core.core.sampler import (CallCounter, ddim_invert, ddim_inversion_step, ddpm_posterior_std, dif_fuse,
                                   generalized_step, iter_ddim_sampling, iter_ddpm_sampling, iter_dif_fuse,
                                   iter_repaint, iter_two_chain, predict_x0, repaint_path, run_to_end)
-from diffuse_core.schedule import NoiseSchedule
+from diffuse_core.core.schedule import NoiseSchedule
 
 SCHED = NoiseSchedule()
 

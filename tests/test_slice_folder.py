@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from diffuse_core.slice_folder import load_slice_folder
-from diffuse_core.synthbrain import write_split
+from diffuse_core.data.slice_folder import load_slice_folder
+from diffuse_core.data.synthbrain import write_split
 
 BRATS = Path(__file__).resolve().parents[2] / "shared" / "real_cases" / "brats2015"
 

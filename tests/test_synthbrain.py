@@ -8,7 +8,7 @@ import hashlib
 import numpy as np
 import pytest
 
-from diffuse_core import synthbrain as sb
+from diffuse_core.data import synthbrain as sb
 
 SEEDS = (11, 12, 13)
 

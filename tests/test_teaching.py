@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from diffuse_core import synthbrain as sb
-from diffuse_core import teaching
+from diffuse_core.data import synthbrain as sb
+from diffuse_core.data import teaching
 
 
 def test_default_set_listed():

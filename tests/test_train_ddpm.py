@@ -6,8 +6,8 @@ import numpy as np
 import torch
 
 from diffuse_core.cli import main
-from diffuse_core.denoiser import DenoiserConfig, load_denoiser
-from diffuse_core.train_ddpm import DDPMTrainConfig, TensorPool, train_ddpm
+from diffuse_core.models.denoiser import DenoiserConfig, load_denoiser
+from diffuse_core.train.ddpm import DDPMTrainConfig, TensorPool, train_ddpm
 
 TINY = DenoiserConfig(resolution=16, block_channels=(16, 32), attention_levels=(False, True), norm_num_groups=8,
                       attention_head_dim=8)

@@ -37,7 +37,7 @@ def default_root() -> Path:
     env = os.environ.get(ENV_ROOT)
     if env:
         return Path(env)
-    return Path(__file__).resolve().parent.parent / "teaching_sets"
+    return Path(__file__).resolve().parents[2] / "teaching_sets"
 
 
 def _check_name(name, what: str) -> str:
@@ -85,7 +85,7 @@ class TeachingCase:
     @property
     def image(self) -> np.ndarray:
         if self._image is None:
-            from .synthbrain import read_nifti_slice
+            from diffuse_core.data.synthbrain import read_nifti_slice
 
             a = np.asarray(read_nifti_slice(self.image_path), dtype=np.float32)
             self._image = a[None] if a.ndim == 2 else a
@@ -94,7 +94,7 @@ class TeachingCase:
     @property
     def mask(self) -> np.ndarray:
         if self._mask is None:
-            from .synthbrain import read_nifti_slice
+            from diffuse_core.data.synthbrain import read_nifti_slice
 
             m = np.asarray(read_nifti_slice(self.mask_path))
             if m.ndim == 3:

@@ -1,4 +1,4 @@
-"""``diffuse-studio evaluate``: run the evaluation protocol of :mod:`diffuse_core.evaluate` and write the report.
+"""``diffuse-studio evaluate``: run the evaluation protocol of :mod:`diffuse_core.evaluation.protocol` and write the report.
 
 Outputs (in ``--docs``, default ``docs/``): ``results.md`` (tables, with the command and hardware at the top),
 ``results_per_slice.csv``, and Plotly figures as HTML (and PNG where a browser for kaleido is available):
@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .evaluate import (EvalSet, brats_set, choose_threshold, classifier_features, compute_saliency_maps,
+from diffuse_core.evaluation.protocol import (EvalSet, brats_set, choose_threshold, classifier_features, compute_saliency_maps,
                        identity_change, kid, masks_at, run_on_set, scores, synthbrain_set)
-from .methods import METHODS
+from diffuse_core.evaluation.methods import METHODS
 
 log = logging.getLogger(__name__)
 

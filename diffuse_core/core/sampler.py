@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .schedule import NoiseSchedule
+from diffuse_core.core.schedule import NoiseSchedule
 
 EpsModel = Callable[[torch.Tensor, int], torch.Tensor]
 """A noise predictor: eps = model(x_t, t) for a batch x_t (B, C, H, W) at the integer timestep t."""

@@ -14,9 +14,9 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from .acat import _as_batch, _brain_batch, acat_saliency, normalise_maps
-from .autoencoder import Autoencoder
-from .classifier import DISEASED, Classifier
+from diffuse_core.saliency.acat import _as_batch, _brain_batch, acat_saliency, normalise_maps
+from diffuse_core.models.autoencoder import Autoencoder
+from diffuse_core.models.classifier import DISEASED, Classifier
 
 
 @dataclass
@@ -34,8 +34,8 @@ class SaliencyModels:
 def load_saliency_models(folder_autoencoder: str | Path | None = None, folder_classifier: str | Path | None = None,
                          device: torch.device | str = "cpu") -> SaliencyModels:
     """Load both models (default folders: the shipped ``assets/autoencoder`` and ``assets/classifier``)."""
-    from .assets import default_model_dir
-    from .saliency_models import load_autoencoder, load_classifier
+    from diffuse_core.models.registry import default_model_dir
+    from diffuse_core.models.checkpoint import load_autoencoder, load_classifier
 
     ae = load_autoencoder(folder_autoencoder or default_model_dir("autoencoder"), device)
     clf = load_classifier(folder_classifier or default_model_dir("classifier"), device)
@@ -105,7 +105,7 @@ SALIENCY_METHODS = {
 
 def compute_saliency(method: str, image, models: SaliencyModels, brain_mask=None, **kwargs) -> np.ndarray:
     """Saliency of ``image`` ((C, H, W) -> (H, W); (B, C, H, W) -> (B, H, W)) float32 in [0, 1] by ``method``
-    (``acat`` | ``gradcam`` | ``gradient``). ``kwargs`` go to :func:`diffuse_core.acat.acat_saliency` (steps,
+    (``acat`` | ``gradcam`` | ``gradient``). ``kwargs`` go to :func:`diffuse_core.saliency.acat.acat_saliency` (steps,
     step_size, l1_weight, both_directions, ...); Grad-CAM and the gradient method take none."""
     key = str(method).lower()
     if key not in SALIENCY_METHODS:

@@ -13,7 +13,7 @@ MODEL_KINDS = ("ddpm", "autoencoder", "classifier")
 
 def assets_root() -> Path:
     env = os.environ.get("DIFFUSE_ASSETS")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "assets"
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "assets"
 
 
 def default_model_dir(kind: str) -> Path:

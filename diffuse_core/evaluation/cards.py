@@ -7,7 +7,7 @@ What is measured (issue: trained models), always on a held-out SynthBrain split 
   the 90th percentile inside the brain, and the Dice of that mask alone (:func:`evaluate_acat`);
 - DDPM: grids of samples generated from pure noise, ancestral (DDPM) and deterministic (DDIM), each counted against
   held-out real slices for grain and grey backgrounds (:func:`measure_samples`); the identity check of paper Fig. 6 and the
-  end-to-end Dice/IoU come from ``diffuse-studio evaluate`` (:mod:`diffuse_core.report`), which writes them into the
+  end-to-end Dice/IoU come from ``diffuse-studio evaluate`` (:mod:`diffuse_core.evaluation.report`), which writes them into the
   DDPM card with the binarisation threshold it chose on the validation split.
 """
 
@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .denoiser import CONFIG_NAME, Denoiser
-from .device import default_autocast
+from diffuse_core.models.denoiser import CONFIG_NAME, Denoiser
+from diffuse_core.models.device import default_autocast
 
 CARD_NAME = "model_card.json"
 
@@ -31,7 +31,7 @@ CARD_NAME = "model_card.json"
 def synthbrain_labelled(split: str, n: int, size: int = 128, modalities=("flair",), healthy_fraction: float = 0.5,
                         base_seed: int = 0) -> dict:
     """``n`` SynthBrain slices of ``split`` as the arrays :func:`evaluate_classifier` / :func:`evaluate_acat` take."""
-    from .evaluate import synthbrain_set
+    from diffuse_core.evaluation.protocol import synthbrain_set
 
     s = synthbrain_set(split, n, base_seed=base_seed, size=size, modalities=modalities,
                        healthy_fraction=healthy_fraction)
@@ -43,7 +43,7 @@ def synthbrain_labelled(split: str, n: int, size: int = 128, modalities=("flair"
 def measure_saliency_models(models, n: int = 200, split: str = "test", percentile: float = 90.0,
                             methods=("acat", "gradcam", "gradient")) -> dict:
     """Classifier accuracy/AUROC and each saliency method's localisation on ``n`` held-out slices (half healthy)."""
-    from .train_saliency import evaluate_acat, evaluate_classifier
+    from diffuse_core.train.saliency import evaluate_acat, evaluate_classifier
 
     size = models.classifier.config.resolution if hasattr(models.classifier, "config") else 128
     data = synthbrain_labelled(split, n, size=size)
@@ -70,7 +70,7 @@ def sample_from_noise(denoiser: Denoiser, n: int = 16, steps: int = 100, seed: i
     error of the first, nearly signal-free steps (the slice's brightness, speckle read as texture) is carried to the
     end, so an imperfect model shows its faults there first.
     """
-    from .sampler import iter_ddim_sampling, iter_ddpm_sampling, run_to_end, unet_eps_model
+    from diffuse_core.core.sampler import iter_ddim_sampling, iter_ddpm_sampling, run_to_end, unet_eps_model
 
     if sampler not in SAMPLERS_FROM_NOISE:
         raise ValueError(f"sampler must be one of {', '.join(SAMPLERS_FROM_NOISE)}, got {sampler!r}")
@@ -92,7 +92,7 @@ def write_grid(images: np.ndarray, path: str | Path, columns: int = 8) -> Path:
     """Write a PNG grid of images (N, H, W) in [-1, 1] with 2 px black gutters."""
     import cv2
 
-    from .export import to_uint8
+    from diffuse_core.io.export import to_uint8
 
     n, h, w = images.shape
     rows = -(-n // columns)

@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .denoiser import Denoiser, DenoiserConfig, build_unet, save_denoiser
-from .schedule import NoiseSchedule, ScheduleConfig
+from diffuse_core.models.denoiser import Denoiser, DenoiserConfig, build_unet, save_denoiser
+from diffuse_core.core.schedule import NoiseSchedule, ScheduleConfig
 
 
 @dataclass
@@ -84,7 +84,7 @@ def train_ddpm(out_dir: str | Path, data: Dataset, config: DDPMTrainConfig | Non
     from accelerate import Accelerator
     from tqdm.auto import tqdm
 
-    from .device import cpu_has_fast_bf16
+    from diffuse_core.models.device import cpu_has_fast_bf16
 
     cfg = config or DDPMTrainConfig()
     out = Path(out_dir)
@@ -114,7 +114,7 @@ def train_ddpm(out_dir: str | Path, data: Dataset, config: DDPMTrainConfig | Non
         torch.set_rng_state(state["torch_rng"])
         np.random.set_state(state["numpy_rng"])
     elif init_from is not None:
-        from .denoiser import load_denoiser
+        from diffuse_core.models.denoiser import load_denoiser
 
         start_from = load_denoiser(init_from)
         if start_from.config.to_dict() != cfg.unet.to_dict():

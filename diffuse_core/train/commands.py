@@ -2,7 +2,7 @@
 
 Data is SynthBrain by default: a pool of slices generated once (in parallel) into memory and cached on disk under
 ``~/.cache/diffuse-studio`` keyed by generator version, split, seeds, size and modalities, so that a resumed run does
-not regenerate it. ``--data DIR`` takes real data instead (see :mod:`diffuse_core.slice_folder`).
+not regenerate it. ``--data DIR`` takes real data instead (see :mod:`diffuse_core.data.slice_folder`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .assets import default_model_dir
+from diffuse_core.models.registry import default_model_dir
 
 
 def cache_dir() -> Path:
@@ -24,7 +24,7 @@ def cache_dir() -> Path:
 
 
 def _make_one(task: tuple) -> tuple[np.ndarray, int, np.ndarray]:
-    from .synthbrain import generate_slice
+    from diffuse_core.data.synthbrain import generate_slice
 
     seed, modalities, size, healthy = task
     s = generate_slice(seed, modalities=modalities, size=size, healthy=healthy)
@@ -35,9 +35,9 @@ def synthbrain_pool(n: int, split: str = "train", base_seed: int = 0, size: int 
                     modalities: tuple[str, ...] = ("flair",), healthy: bool | None = True,
                     workers: int | None = None) -> dict[str, np.ndarray]:
     """``n`` SynthBrain slices as arrays: images (N, C, H, W) float16, labels (N,), lesion masks (N, H, W)."""
-    from .synthbrain import SYNTHBRAIN_VERSION, sample_seed
+    from diffuse_core.data.synthbrain import SYNTHBRAIN_VERSION, sample_seed
 
-    source = hashlib.sha1((Path(__file__).parent / "synthbrain.py").read_bytes()).hexdigest()[:12]
+    source = hashlib.sha1((Path(__file__).resolve().parents[1] / "data" / "synthbrain.py").read_bytes()).hexdigest()[:12]
     key = f"{SYNTHBRAIN_VERSION}|{source}|{split}|{base_seed}|{n}|{size}|{','.join(modalities)}|{healthy}"
     path = cache_dir() / f"pool_{hashlib.sha1(key.encode()).hexdigest()[:16]}.npz"
     if path.exists():
@@ -57,7 +57,7 @@ def synthbrain_pool(n: int, split: str = "train", base_seed: int = 0, size: int 
 
 
 def _data_card(args, split: str = "train", healthy: bool | None = True) -> dict:
-    from .synthbrain import SYNTHBRAIN_VERSION, sample_seed
+    from diffuse_core.data.synthbrain import SYNTHBRAIN_VERSION, sample_seed
 
     if args.data:
         return {"data": {"source": "folder", "path": str(args.data)}}
@@ -77,7 +77,7 @@ def train_model(args) -> Path:
     out = Path(args.out) if args.out else default_model_dir(args.model)
     if args.model == "ddpm":
         return _train_ddpm(args, modalities, out)
-    from . import train_saliency
+    from diffuse_core.train import saliency as train_saliency
 
     fn = train_saliency.train_autoencoder if args.model == "autoencoder" else train_saliency.train_classifier
     kwargs = {"seed": args.seed, "size": args.size, "modalities": modalities, "resume": not args.no_resume,
@@ -89,15 +89,15 @@ def train_model(args) -> Path:
     if args.lr:
         kwargs["lr"] = args.lr
     if args.data:
-        from .slice_folder import load_slice_folder
+        from diffuse_core.data.slice_folder import load_slice_folder
 
         kwargs["data"] = load_slice_folder(args.data, size=args.size, modalities=modalities, healthy_only=False)
     return Path(fn(out, **kwargs))
 
 
 def _train_ddpm(args, modalities: tuple[str, ...], out: Path) -> Path:
-    from .denoiser import DenoiserConfig
-    from .train_ddpm import DDPMTrainConfig, TensorPool, train_ddpm
+    from diffuse_core.models.denoiser import DenoiserConfig
+    from diffuse_core.train.ddpm import DDPMTrainConfig, TensorPool, train_ddpm
 
     unet = DenoiserConfig(channels=len(modalities), resolution=args.size)
     if args.channels:
@@ -112,7 +112,7 @@ def _train_ddpm(args, modalities: tuple[str, ...], out: Path) -> Path:
     if args.lr:
         cfg.lr = args.lr
     if args.data:
-        from .slice_folder import load_slice_folder
+        from diffuse_core.data.slice_folder import load_slice_folder
 
         data = load_slice_folder(args.data, size=args.size, modalities=modalities, healthy_only=True)
         images = data["images"]

@@ -20,7 +20,7 @@ split so that ``generate_slice(seed, healthy=True)`` is the *paired healthy coun
 a glioma, its mass effect). That gives a ground-truth healthy counterfactual for every diseased sample.
 
 Display convention: row 0 is anterior, the image's right is the patient's left (radiological), as
-:func:`diffuse_core.loaders.load_image` shows slices.
+:func:`diffuse_core.io.loaders.load_image` shows slices.
 """
 
 from __future__ import annotations
@@ -782,7 +782,7 @@ def render_grid(slices: list[SynthSlice], path, ncols: int = 6, labels: bool = T
 def _nifti_bytes(arr_display: np.ndarray) -> bytes:
     """Deterministic .nii.gz bytes of a displayed (H, W) or (C, H, W) array, stored in canonical RAS orientation.
 
-    The loaders (:func:`diffuse_core.loaders.load_image`) show it exactly as displayed: anterior at the top, patient's
+    The loaders (:func:`diffuse_core.io.loaders.load_image`) show it exactly as displayed: anterior at the top, patient's
     left on the image right. Several channels go on the 4th axis: (X, Y, 1, C).
     """
     import nibabel as nib

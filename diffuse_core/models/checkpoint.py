@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from .autoencoder import Autoencoder, AutoencoderConfig
-from .classifier import Classifier, ClassifierConfig
+from diffuse_core.models.autoencoder import Autoencoder, AutoencoderConfig
+from diffuse_core.models.classifier import Classifier, ClassifierConfig
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"

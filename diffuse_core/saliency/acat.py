@@ -34,7 +34,7 @@ import torch
 from scipy import ndimage
 from torch.nn import functional as F
 
-from .classifier import DISEASED, HEALTHY
+from diffuse_core.models.classifier import DISEASED, HEALTHY
 
 BRAIN_EPS = 1e-3  # a pixel belongs to the brain where any channel exceeds -1 + BRAIN_EPS
 

@@ -25,10 +25,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .anomaly import anomaly_map
-from .denoiser import Denoiser
-from .device import resolve_precision
-from .sampler import (CallCounter, iter_ddim_inversion, iter_ddim_sampling, iter_ddpm_sampling, iter_dif_fuse,
+from diffuse_core.core.anomaly import anomaly_map
+from diffuse_core.models.denoiser import Denoiser
+from diffuse_core.models.device import resolve_precision
+from diffuse_core.core.sampler import (CallCounter, iter_ddim_inversion, iter_ddim_sampling, iter_ddpm_sampling, iter_dif_fuse,
                       iter_repaint, iter_two_chain, run_to_end, unet_eps_model)
 
 METHODS = ("dif-fuse", "dif-fuse-two-chain", "acat", "ddpm", "ddim-ddpm", "ddpm-ddim", "ddim", "mask-at-end",

@@ -15,7 +15,7 @@ import torch
 from diffusers import UNet2DModel
 from safetensors.torch import load_file, save_file
 
-from .schedule import NoiseSchedule, ScheduleConfig
+from diffuse_core.core.schedule import NoiseSchedule, ScheduleConfig
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"

@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .pipeline import CounterfactualResult
+from diffuse_core.pipeline import CounterfactualResult
 
 LESION_OUTLINE_RGB = (60, 220, 60)   # ground truth: green
 MASK_OUTLINE_RGB = (0, 200, 255)     # Dif-fuse mask: cyan
@@ -70,7 +70,7 @@ def _write_png(path: Path, array: np.ndarray) -> None:
 def _write_nifti(path: Path, array_chw: np.ndarray, spacing: tuple[float, float] = (1.0, 1.0)) -> None:
     import nibabel as nib
 
-    from .loaders import display_to_canonical
+    from diffuse_core.io.loaders import display_to_canonical
 
     # display orientation (anterior up, patient's right on the left) -> canonical RAS (X, Y, C)
     vol = display_to_canonical(np.asarray(array_chw, np.float32))

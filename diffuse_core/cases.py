@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .masks import DEFAULT_PERCENTILE, mask_from_saliency
+from diffuse_core.core.masks import DEFAULT_PERCENTILE, mask_from_saliency
 
 SALIENCY_CHOICES = ("acat", "gradcam", "gradient")
 DEFAULT_ANOMALY_THRESHOLD = 0.15  # used only when a model card carries none (intensity units of [-1, 1] images)
@@ -52,8 +52,8 @@ def prepare_case(source, slice_index: int | None = None, size: int = 128, channe
     as ground truth; without ``slice_index`` the slice with the largest tumour is taken. ``gt`` is an optional
     ground-truth mask file or array on the input's grid.
     """
-    from .loaders import load_brats_case, load_image, load_mask
-    from .preprocess import prepare_slice, to_model_grid
+    from diffuse_core.io.loaders import load_brats_case, load_image, load_mask
+    from diffuse_core.io.preprocess import prepare_slice, to_model_grid
 
     notes: list[str] = []
     path = Path(source) if isinstance(source, (str, Path)) else None
@@ -104,14 +104,14 @@ def mask_for_case(case: CaseInput, mask_from="acat", percentile: float = DEFAULT
     A binary file/array is used as the mask itself; any other map is treated as a saliency map and thresholded.
     """
     if isinstance(mask_from, str) and mask_from in SALIENCY_CHOICES:
-        from .saliency import compute_saliency
+        from diffuse_core.saliency.dispatch import compute_saliency
 
         if saliency_models is None:
             raise ValueError(f"--mask-from {mask_from} needs the ACAT autoencoder and classifier")
         saliency = compute_saliency(mask_from, case.image, saliency_models, brain_mask=case.brain_mask)
     else:
         if isinstance(mask_from, (str, Path)):
-            from .loaders import load_image
+            from diffuse_core.io.loaders import load_image
 
             p = Path(mask_from)
             if not p.exists():
@@ -123,14 +123,14 @@ def mask_for_case(case: CaseInput, mask_from="acat", percentile: float = DEFAULT
             except ValueError as err:
                 if "constant" not in str(err):
                     raise
-                from .loaders import load_mask
+                from diffuse_core.io.loaders import load_mask
 
                 raw = load_mask(p, slice_index=z).astype(np.float32)  # an all-empty mask file
         else:
             raw = np.asarray(mask_from, np.float32)
             if raw.ndim == 3:
                 raw = raw[0]
-        from .preprocess import to_model_grid
+        from diffuse_core.io.preprocess import to_model_grid
 
         size = case.image.shape[-1]
         if raw.shape != (size, size):
@@ -152,13 +152,13 @@ def mask_for_case(case: CaseInput, mask_from="acat", percentile: float = DEFAULT
 
 def load_default_models(model_dir=None, saliency_dir=None, device="cpu", need_saliency: bool = True):
     """The denoiser and (optionally) the ACAT models, from the shipped assets unless folders are given."""
-    from .assets import default_model_dir
-    from .denoiser import load_denoiser
+    from diffuse_core.models.registry import default_model_dir
+    from diffuse_core.models.denoiser import load_denoiser
 
     denoiser = load_denoiser(model_dir or default_model_dir("ddpm"), device=device)
     saliency_models = None
     if need_saliency:
-        from .saliency import load_saliency_models
+        from diffuse_core.saliency.dispatch import load_saliency_models
 
         if saliency_dir:
             ae, clf = Path(saliency_dir) / "autoencoder", Path(saliency_dir) / "classifier"
@@ -178,15 +178,15 @@ def run_file(source, out_dir, *, slice_index=None, gt=None, mask_from="acat", k:
              percentile: float = DEFAULT_PERCENTILE, steps: int = 50, seed: int = 0, variant: str = "paper",
              device="auto", precision: str = "auto", window=None, threshold: float | None = None,
              model_dir=None, saliency_dir=None, callback: Callable | None = None) -> dict:
-    """Dif-fuse on one file, written to ``out_dir`` (see :func:`diffuse_core.export.write_result`)."""
-    from .anomaly import binarize
-    from .device import pick_device
-    from .export import write_result
-    from .metrics import dice, iou
-    from .pipeline import run_counterfactual
-    from .preprocess import from_model_grid
+    """Dif-fuse on one file, written to ``out_dir`` (see :func:`diffuse_core.io.export.write_result`)."""
+    from diffuse_core.core.anomaly import binarize
+    from diffuse_core.models.device import pick_device
+    from diffuse_core.io.export import write_result
+    from diffuse_core.core.metrics import dice, iou
+    from diffuse_core.pipeline import run_counterfactual
+    from diffuse_core.io.preprocess import from_model_grid
 
-    from .schedule import validate_noise_level
+    from diffuse_core.core.schedule import validate_noise_level
 
     if not 0.0 < float(percentile) < 100.0:
         raise ValueError(f"percentile must lie strictly between 0 and 100 (the paper uses 90), got {percentile}")

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from .small_net import SmallNet, build_seeded, norm_groups
+from diffuse_core.models.small_net import SmallNet, build_seeded, norm_groups
 
 HEALTHY, DISEASED = 0, 1
 

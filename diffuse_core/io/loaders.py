@@ -3,7 +3,7 @@
 :func:`load_image` reads NIfTI, DICOM (file, multi-frame file or series folder), PNG, JPEG, TIFF and NumPy
 (``.npy`` or an in-memory array) and returns a :class:`LoadedImage` holding ONE axial slice of raw values (Hounsfield
 units for CT DICOM, after Rescale Slope/Intercept). Intensity normalisation and resizing live in
-:mod:`diffuse_core.preprocess`. :func:`load_mask` reads ground-truth / mask files the same way and binarises them;
+:mod:`diffuse_core.io.preprocess`. :func:`load_mask` reads ground-truth / mask files the same way and binarises them;
 :func:`load_brats_case` reads a BraTS-layout case folder (one NIfTI per modality, a label file, optionally a brain
 mask).
 

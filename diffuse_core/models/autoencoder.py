@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .small_net import SmallNet, build_seeded, norm_groups
+from diffuse_core.models.small_net import SmallNet, build_seeded, norm_groups
 
 
 class ResBlock(nn.Module):

@@ -26,9 +26,9 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from .autoencoder import Autoencoder, AutoencoderConfig, new_autoencoder
-from .classifier import DISEASED, Classifier, ClassifierConfig, new_classifier
-from .saliency_models import save as save_model
+from diffuse_core.models.autoencoder import Autoencoder, AutoencoderConfig, new_autoencoder
+from diffuse_core.models.classifier import DISEASED, Classifier, ClassifierConfig, new_classifier
+from diffuse_core.models.checkpoint import save as save_model
 
 CHECKPOINT_NAME = "checkpoint.pt"
 DEFAULT_POOL = 4000
@@ -101,13 +101,13 @@ def _synthbrain_arrays(n: int, seed: int, size: int, modalities: tuple[str, ...]
                        ) -> tuple[dict, dict]:
     """``n`` SynthBrain slices of ``split`` (healthy and diseased) and the card's data block.
 
-    Uses the cached, parallel pool of :mod:`diffuse_core.training` when it is there, else the Dataset class.
+    Uses the cached, parallel pool of :mod:`diffuse_core.train.commands` when it is there, else the Dataset class.
     """
-    from . import synthbrain
+    from diffuse_core.data import synthbrain
 
     version = getattr(synthbrain, "SYNTHBRAIN_VERSION", None)
     try:
-        from .training import synthbrain_pool
+        from diffuse_core.train.commands import synthbrain_pool
 
         data = synthbrain_pool(n, split, seed, size, tuple(modalities), healthy=None)
     except (ImportError, AttributeError):
@@ -135,7 +135,7 @@ def _load_training_data(data, pool_size: int, seed: int, size: int, modalities) 
 
 # ------------------------------------------------------------------------------------------------------ helpers
 def _autocast(device: torch.device):
-    from .device import default_autocast
+    from diffuse_core.models.device import default_autocast
 
     dtype = default_autocast(device)
     if dtype is None:
@@ -395,13 +395,13 @@ def evaluate_acat(models, dataset, percentile: float = 90.0, method: str = "acat
     """Localisation quality of a saliency method on the diseased slices of ``dataset``.
 
     For each slice the map is smoothed (5x5 Gaussian) and binarised at its ``percentile`` inside the brain, exactly
-    as Dif-fuse builds its mask (:func:`diffuse_core.masks.mask_from_saliency`). Reported (means over slices):
+    as Dif-fuse builds its mask (:func:`diffuse_core.core.masks.mask_from_saliency`). Reported (means over slices):
     ``lesion_share`` = |mask & lesion| / |lesion| (share of lesion pixels inside the mask), ``dice`` of the mask
     alone against the lesion, ``mass_in_lesion`` = share of the saliency mass on lesion pixels, ``pointing`` =
     share of slices whose smoothed saliency peaks on the lesion; overall, per lesion type and per lesion size.
     """
-    from .masks import mask_from_saliency, smooth_saliency
-    from .saliency import compute_saliency
+    from diffuse_core.core.masks import mask_from_saliency, smooth_saliency
+    from diffuse_core.saliency.dispatch import compute_saliency
 
     arrays = as_arrays(dataset)
     if "masks" not in arrays:

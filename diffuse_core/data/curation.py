@@ -12,9 +12,9 @@ A set is a folder ``<root>/<set name>/`` holding ``manifest.json`` and one folde
                            model_grid.npz                               (the same arrays on the model's grid)
 
 PNG and NIfTI files are at the input's size (the model-grid results mapped back with
-:func:`diffuse_core.preprocess.from_model_grid` and the case's geometry). NIfTI files carry the pixel spacing in mm
+:func:`diffuse_core.io.preprocess.from_model_grid` and the case's geometry). NIfTI files carry the pixel spacing in mm
 and follow the loaders' radiological convention (``load_image`` shows them exactly as the PNGs). Each manifest entry
-also has the fields of :mod:`diffuse_core.teaching` (``image``, ``mask``, ``preview``, ``difficulty``, ...), so a
+also has the fields of :mod:`diffuse_core.data.teaching` (``image``, ``mask``, ``preview``, ``difficulty``, ...), so a
 curated set whose name has no spaces is also a valid teaching set.
 
 Saving never leaves a half-written or corrupted set, whatever happens (a crash, a full disk, a second educator saving
@@ -55,7 +55,7 @@ MAX_NAME_LENGTH = 64                      # characters of a set or case name
 MAX_UPLOAD_BYTES = 50 * 2**20             # uploads larger than this are refused (the app also tells gradio)
 NAME_PATTERN = re.compile(r"[A-Za-z0-9 _-]+")
 CASE_FILES = ("original", "counterfactual", "anomaly", "mask", "ground_truth")
-DIFFICULTIES = ("easy", "moderate", "subtle")   # as diffuse_core.teaching
+DIFFICULTIES = ("easy", "moderate", "subtle")   # as diffuse_core.data.teaching
 
 
 class CaseExistsError(ValueError):
@@ -95,7 +95,7 @@ def default_root() -> Path:
     for env in ("DIFFUSE_CURATED_ROOT", "DIFFUSE_TEACHING_ROOT"):
         if os.environ.get(env):
             return Path(os.environ[env])
-    return Path(__file__).resolve().parent.parent / "teaching_sets"
+    return Path(__file__).resolve().parents[2] / "teaching_sets"
 
 
 def check_upload_size(path, limit_bytes: int = MAX_UPLOAD_BYTES) -> int:
@@ -151,7 +151,7 @@ def _png(path: Path, array: np.ndarray) -> None:
 
 def _nifti(path: Path, array: np.ndarray, spacing: tuple[float, float]) -> None:
     """(H, W) or (C, H, W) display-oriented array -> a canonical (RAS+) NIfTI slice, (X, Y) or (X, Y, 1, C), that
-    :func:`diffuse_core.loaders.load_image` displays exactly as given: ``canonical[X-1-c, Y-1-r] = display[r, c]``
+    :func:`diffuse_core.io.loaders.load_image` displays exactly as given: ``canonical[X-1-c, Y-1-r] = display[r, c]``
     (radiological: anterior at the top, the patient's right on the left). Spacing (row, col) in mm."""
     import nibabel as nib
 
@@ -169,8 +169,8 @@ def _nifti(path: Path, array: np.ndarray, spacing: tuple[float, float]) -> None:
 
 def _write_case_files(folder: Path, case: CuratedCase) -> dict[str, str]:
     """Every file of ``case`` into ``folder``; returns {role: file name}."""
-    from .export import heat_map, to_uint8
-    from .preprocess import from_model_grid
+    from diffuse_core.io.export import heat_map, to_uint8
+    from diffuse_core.io.preprocess import from_model_grid
 
     def back(a, order=1):
         return from_model_grid(a, case.geometry, order=order) if case.geometry is not None else np.asarray(a)
@@ -333,7 +333,7 @@ def save_case(set_name: str, case: CuratedCase, root=None) -> dict:
             "source": case.source, "slice": int(case.slice_index), "shape": [int(h0), int(w0)],
             "spacing_mm": [float(s) for s in case.spacing], "has_ground_truth": case.ground_truth is not None,
             "files": {k: f"{case_id}/{v}" for k, v in files.items()},
-            # the fields diffuse_core.teaching reads
+            # the fields diffuse_core.data.teaching reads
             "image": f"{case_id}/original.nii.gz", "mask": f"{case_id}/ground_truth.nii.gz",
             "preview": f"{case_id}/preview.png", **case.extras,
         }

@@ -4,7 +4,7 @@ Protocol:
 1. Slices: a SynthBrain validation split (threshold choice) and test split (reporting), diseased and healthy; or real
    BraTS cases (FLAIR, whole tumour) as an out-of-domain check.
 2. Saliency (ACAT, Grad-CAM, input gradient) once per slice; masks at the chosen percentile inside the brain.
-3. Each method (:data:`diffuse_core.methods.METHODS`) makes counterfactuals and anomaly maps for every slice, with
+3. Each method (:data:`diffuse_core.evaluation.methods.METHODS`) makes counterfactuals and anomaly maps for every slice, with
    three sampling seeds.
 4. Each method's binarisation threshold is the one that maximises mean Dice on the validation split, then applied
    unchanged to the test split (never tuned on test).
@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .masks import mask_from_saliency
-from .methods import MASK_SOURCE, METHODS, run_method
-from .metrics import dice, iou
+from diffuse_core.core.masks import mask_from_saliency
+from diffuse_core.evaluation.methods import MASK_SOURCE, METHODS, run_method
+from diffuse_core.core.metrics import dice, iou
 
 THRESHOLD_GRID = tuple(np.round(np.arange(0.02, 0.62, 0.02), 3))
 
@@ -57,7 +57,7 @@ class EvalSet:
 def synthbrain_set(split: str, n: int, base_seed: int = 0, size: int = 128, modalities=("flair",),
                    healthy_fraction: float = 0.25) -> EvalSet:
     """``n`` SynthBrain slices of a split; the first ``healthy_fraction`` of them healthy, the rest diseased."""
-    from .synthbrain import generate_slice, sample_seed
+    from diffuse_core.data.synthbrain import generate_slice, sample_seed
 
     n_healthy = int(round(n * healthy_fraction))
     items = [generate_slice(sample_seed(split, base_seed, i), modalities=tuple(modalities), size=size,
@@ -73,8 +73,8 @@ def brats_set(folder, size: int = 128, per_case: int = 6, healthy_per_case: int 
     """Real BraTS cases (FLAIR, whole tumour = label > 0): ``per_case`` tumour slices spread over each case."""
     from pathlib import Path
 
-    from .loaders import load_brats_case
-    from .preprocess import prepare_slice, to_model_grid
+    from diffuse_core.io.loaders import load_brats_case
+    from diffuse_core.io.preprocess import prepare_slice, to_model_grid
 
     images, lesions, brains, types, sizes, ids = [], [], [], [], [], []
     cases = sorted(p for p in Path(folder).iterdir() if p.is_dir())
@@ -101,7 +101,7 @@ def brats_set(folder, size: int = 128, per_case: int = 6, healthy_per_case: int 
 
 def compute_saliency_maps(data: EvalSet, models, sources=("acat", "gradcam", "gradient"), device="cpu") -> None:
     """Fill ``data.saliency[source]`` (N, H, W) for each saliency source."""
-    from .saliency import compute_saliency
+    from diffuse_core.saliency.dispatch import compute_saliency
 
     for src in sources:
         if src in data.saliency:
