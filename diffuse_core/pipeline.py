@@ -1,8 +1,12 @@
-"""Dif-fuse end to end on one prepared slice: invert, walk back with the mask, take the difference (Algorithm 1).
+"""Dif-fuse end to end: invert, walk back with the mask, take the difference (Algorithm 1). The ONE assembly.
 
-This is the plain Python API that the CLI and the app format. It takes an image already on the model's grid
-((C, H, W) in [-1, 1], background -1; see :mod:`diffuse_core.io.preprocess` for files) and a binary mask, and returns a
-:class:`CounterfactualResult`. :func:`iter_counterfactual` yields every sampler step first, for live views.
+The app, the CLI and the evaluation all run :func:`iter_batch`: it validates the inputs, seeds the sampler, runs the
+named walk (:data:`WALKS`: the paper's Algorithm 1, the authors' two-chain code and the ablations of Sec. IV-B/F),
+clamps the result to [-1, 1], keeps the input outside the brain and makes the anomaly maps. For one slice,
+:func:`iter_counterfactual` / :func:`run_counterfactual` wrap it into a :class:`CounterfactualResult`.
+
+Images are on the model's grid: (C, H, W) (or (B, C, H, W)) in [-1, 1], background -1 (see
+:mod:`diffuse_core.io.preprocess` for files); masks are {0, 1} with 1 = region to redraw.
 """
 
 from __future__ import annotations
@@ -11,18 +15,19 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
 import torch
 
 from diffuse_core.core.anomaly import anomaly_map
+from diffuse_core.core.brain import BRAIN_THRESHOLD, brain_mask_from_image, brain_masks
+from diffuse_core.core.walks import WALKS, WalkInputs
+from diffuse_core.core.sampler import CallCounter, SamplerStep, unet_eps_model
+from diffuse_core.core.schedule import validate_noise_level
 from diffuse_core.models.denoiser import Denoiser
 from diffuse_core.models.device import resolve_precision
-from diffuse_core.core.sampler import (VARIANTS, CallCounter, SamplerStep, iter_ddim_inversion, iter_sampler, unet_eps_model)
-from diffuse_core.core.schedule import validate_noise_level
 
-BRAIN_THRESHOLD = 0.02  # a pixel is brain when some channel rises this far above the background value -1
-
+__all__ = ["BRAIN_THRESHOLD", "BatchResult", "CounterfactualResult", "WALKS", "brain_mask_from_image", "iter_batch",
+           "iter_counterfactual", "run_batch", "run_counterfactual"]
 
 @dataclass
 class CounterfactualResult:
@@ -56,34 +61,35 @@ class CounterfactualResult:
         }
 
 
-def brain_mask_from_image(image: np.ndarray) -> np.ndarray:
-    """Brain = pixels above the background in any channel, holes filled (images in [-1, 1], background -1)."""
-    img = np.asarray(image, dtype=np.float32)
-    if img.ndim == 2:
-        img = img[None]
-    fg = (img > -1.0 + BRAIN_THRESHOLD).any(axis=0).astype(np.uint8)
-    # fill interior holes (dark CSF in a ventricle is still brain): flood the background from the border
-    filled = fg.copy()
-    h, w = fg.shape
-    flood = np.zeros((h + 2, w + 2), np.uint8)
-    inv = (1 - fg).astype(np.uint8)
-    cv2.floodFill(inv, flood, (0, 0), 0)
-    filled[inv.astype(bool)] = 1
-    return filled
+@dataclass
+class BatchResult:
+    """Counterfactuals (B, C, H, W) in [-1, 1] and anomaly maps (B, H, W) of one batch, with the measured cost."""
+
+    images: np.ndarray
+    counterfactuals: np.ndarray
+    anomalies: np.ndarray
+    masks: np.ndarray | None
+    brain_masks: np.ndarray
+    k: int
+    steps: int
+    variant: str
+    seed: int
+    network_calls: int
+    seconds: float
+    device: str
 
 
-def _validate(denoiser: Denoiser, image: np.ndarray, mask: np.ndarray, variant: str, k: int, steps: int) -> tuple:
-    img = np.asarray(image, dtype=np.float32)
-    if img.ndim == 2:
-        img = img[None]
-    if img.ndim != 3:
-        raise ValueError(f"expected a 2-D slice (H, W) or (C, H, W), got shape {np.shape(image)}: "
+def _validate(denoiser: Denoiser, images, masks, brains, variant: str, k: int, steps: int):
+    """(B, C, R, R) float32 images, (B, R, R) float32 masks or None, (B, R, R) bool brains; ValueError otherwise."""
+    img = np.asarray(images, dtype=np.float32)
+    if img.ndim != 4:
+        raise ValueError(f"expected a 2-D slice (H, W) or (C, H, W), got shape {np.shape(images)[1:]}: "
                          f"pick an axial slice of a volume first (--slice Z)")
     c, r = denoiser.config.channels, denoiser.config.resolution
-    if img.shape[0] != c:
-        raise ValueError(f"the model expects {c} channel(s), the image has {img.shape[0]}")
-    if img.shape[1:] != (r, r):
-        raise ValueError(f"the model works on {r}x{r} slices, got {img.shape[1]}x{img.shape[2]}: "
+    if img.shape[1] != c:
+        raise ValueError(f"the model expects {c} channel(s), the image has {img.shape[1]}")
+    if img.shape[2:] != (r, r):
+        raise ValueError(f"the model works on {r}x{r} slices, got {img.shape[2]}x{img.shape[3]}: "
                          f"resize with diffuse_core.io.preprocess.prepare_slice")
     n_bad = int((~np.isfinite(img)).sum())
     if n_bad:
@@ -91,17 +97,72 @@ def _validate(denoiser: Denoiser, image: np.ndarray, mask: np.ndarray, variant: 
     if img.min() < -1.05 or img.max() > 1.05:
         raise ValueError(f"intensities must lie in [-1, 1] (got {img.min():.3g}..{img.max():.3g}): "
                          f"normalise with diffuse_core.io.preprocess.prepare_slice")
-    m = np.asarray(mask, dtype=np.float32)
-    if m.ndim == 3 and m.shape[0] == 1:
-        m = m[0]
-    if m.shape != img.shape[1:]:
-        raise ValueError(f"mask {m.shape} and image {img.shape[1:]} differ in size")
-    if not np.isfinite(m).all() or m.min() < 0 or m.max() > 1:
-        raise ValueError("the mask must hold values in {0, 1} (1 = region to redraw)")
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}: choose one of {', '.join(VARIANTS)}")
+    if variant not in WALKS:
+        raise ValueError(f"unknown variant {variant!r}: choose one of {', '.join(WALKS)}")
+    m = None
+    if masks is not None:
+        m = np.asarray(masks, dtype=np.float32)
+        if m.ndim == 4 and m.shape[1] == 1:
+            m = m[:, 0]
+        if m.shape != (img.shape[0],) + img.shape[2:]:
+            raise ValueError(f"mask {m.shape[1:] if m.ndim == 3 else m.shape} and image {img.shape[2:]} differ in size")
+        if not np.isfinite(m).all() or m.min() < 0 or m.max() > 1:
+            raise ValueError("the mask must hold values in {0, 1} (1 = region to redraw)")
+    elif WALKS[variant].needs_mask:
+        raise ValueError(f"the {variant!r} walk needs a mask (1 = region to redraw)")
+    if brains is None:
+        brain = brain_masks(img)
+    else:
+        brain = np.asarray(brains).astype(bool)
+        if brain.shape != (img.shape[0],) + img.shape[2:]:
+            raise ValueError(f"brain mask {brain.shape[1:]} and image {img.shape[2:]} differ in size")
     validate_noise_level(k, steps, denoiser.schedule.num_train_timesteps)
-    return img, m
+    return img, m, brain
+
+
+def iter_batch(denoiser: Denoiser, images: np.ndarray, masks: np.ndarray | None, brains: np.ndarray | None = None, *,
+               k: int = 500, steps: int = 50, seed: int = 0, variant: str = "paper", precision: str = "auto",
+               paste_background: bool = True) -> Iterator[SamplerStep | BatchResult]:
+    """Run the walk ``variant`` on a batch, yielding every :class:`SamplerStep` and finally a :class:`BatchResult`.
+
+    1. validate: images (B, C, R, R) in [-1, 1], masks (B, R, R) in {0, 1} (None for the unmasked ablations),
+       brain masks (B, R, R) (computed from the images when None);
+    2. one ``torch.Generator`` seeded with ``seed`` makes every random draw (same seed, same bytes);
+    3. the walk (Algorithm 1 for "paper") over ``steps`` respaced timesteps spanning [0, K], network calls counted;
+    4. the counterfactual clamped to [-1, 1]; with ``paste_background`` the input is kept outside the brain, which
+       the method never edits (only reconstruction noise lives there);
+    5. the anomaly map |x0 - x0_hat|, opened and closed, inside the brain (:func:`diffuse_core.core.anomaly.anomaly_map`).
+    The device is the denoiser's; ``precision`` "auto" | "fp32" | "bf16" | "fp16".
+    """
+    img, m, brain = _validate(denoiser, images, masks, brains, variant, k, steps)
+    device = denoiser.device
+    counter = CallCounter(unet_eps_model(denoiser.unet, resolve_precision(precision, device)))
+    generator = torch.Generator().manual_seed(int(seed))                          # 2.
+    timesteps = denoiser.schedule.respaced_timesteps(k, steps)
+    start = time.perf_counter()
+    inputs = WalkInputs(model=counter, schedule=denoiser.schedule, x0=torch.from_numpy(img).to(device),
+                        mask=None if m is None else torch.from_numpy(m)[:, None].to(device),
+                        timesteps=timesteps, generator=generator, k=int(k), steps=int(steps))
+    out = yield from WALKS[variant].run(inputs)                                    # 3.
+    cf = out.float().clamp(-1, 1).cpu().numpy()                                    # 4.
+    if paste_background:
+        cf = np.where(brain[:, None], cf, img)
+    anomalies = np.stack([anomaly_map(img[i], cf[i], brain[i]) for i in range(img.shape[0])])  # 5.
+    yield BatchResult(images=img, counterfactuals=cf.astype(np.float32), anomalies=anomalies,
+                      masks=None if m is None else m.astype(np.uint8), brain_masks=brain.astype(np.uint8), k=int(k),
+                      steps=len(timesteps), variant=variant, seed=int(seed), network_calls=counter.calls,
+                      seconds=time.perf_counter() - start, device=str(device))
+
+
+def run_batch(denoiser: Denoiser, images: np.ndarray, masks: np.ndarray | None, brains: np.ndarray | None = None,
+              callback: Callable[[SamplerStep], None] | None = None, **kwargs) -> BatchResult:
+    """:func:`iter_batch` run to the end; ``callback`` sees every sampler step."""
+    for item in iter_batch(denoiser, images, masks, brains, **kwargs):
+        if isinstance(item, BatchResult):
+            return item
+        if callback is not None:
+            callback(item)
+    raise RuntimeError("the sampler ended without a result")  # pragma: no cover
 
 
 def iter_counterfactual(denoiser: Denoiser, image: np.ndarray, mask: np.ndarray, *, brain_mask=None,
@@ -109,42 +170,32 @@ def iter_counterfactual(denoiser: Denoiser, image: np.ndarray, mask: np.ndarray,
                         precision: str = "auto", paste_background: bool = True,
                         saliency: np.ndarray | None = None) -> Iterator[SamplerStep | CounterfactualResult]:
     """Run Dif-fuse on one slice, yielding each :class:`SamplerStep` (inversion, then sampling) and finally the
-    :class:`CounterfactualResult`.
+    :class:`CounterfactualResult`: :func:`iter_batch` with a batch of one.
 
-    ``k`` is the noise level K in [1, T] (paper: 500); ``steps`` the number of respaced steps spanning [0, K] (one
-    network call each way per step in the paper variant). ``seed`` fixes every random draw. With
-    ``paste_background`` the counterfactual keeps the input outside the brain, which the method never edits (only
-    reconstruction noise lives there). The device is the denoiser's.
+    ``image`` (C, H, W) or (H, W) in [-1, 1]; ``mask`` (H, W) in {0, 1}. ``k`` is the noise level K in [1, T]
+    (paper: 500); ``steps`` the number of respaced steps spanning [0, K] (one network call each way per step in the
+    paper variant). ``seed`` fixes every random draw.
     """
-    img, m = _validate(denoiser, image, mask, variant, k, steps)
-    brain = brain_mask_from_image(img) if brain_mask is None else np.asarray(brain_mask).astype(np.uint8)
-    if brain.shape != img.shape[1:]:
-        raise ValueError(f"brain mask {brain.shape} and image {img.shape[1:]} differ in size")
-    device = denoiser.device
-    counter = CallCounter(unet_eps_model(denoiser.unet, resolve_precision(precision, device)))
-    generator = torch.Generator().manual_seed(int(seed))
-    timesteps = denoiser.schedule.respaced_timesteps(k, steps)
-
-    start = time.perf_counter()
-    x0 = torch.from_numpy(img)[None].to(device)
-    mt = torch.from_numpy(m)[None, None].to(device)
-    x = x0
-    for step in iter_ddim_inversion(counter, denoiser.schedule, x0, timesteps):   # Algorithm 1, first loop
-        x = step.x_t
-        yield step
-    x_k = x
-    for step in iter_sampler(variant, counter, denoiser.schedule, x_k, mt, timesteps, generator):  # second loop
-        x = step.x_t
-        yield step
-    counterfactual = x[0].float().clamp(-1, 1).cpu().numpy()
-    if paste_background:
-        counterfactual = np.where(brain[None].astype(bool), counterfactual, img)
-    seconds = time.perf_counter() - start
-    yield CounterfactualResult(
-        image=img, counterfactual=counterfactual.astype(np.float32), mask=m.astype(np.uint8),
-        anomaly=anomaly_map(img, counterfactual, brain), brain_mask=brain, k=k, steps=len(timesteps),
-        variant=variant, seed=int(seed), network_calls=counter.calls, seconds=seconds, device=str(device),
-        saliency=saliency)
+    img = np.asarray(image, dtype=np.float32)
+    img = img[None] if img.ndim == 2 else img
+    if img.ndim != 3:
+        raise ValueError(f"expected a 2-D slice (H, W) or (C, H, W), got shape {np.shape(image)}: "
+                         f"pick an axial slice of a volume first (--slice Z)")
+    m = np.asarray(mask, dtype=np.float32)
+    m = m[0] if m.ndim == 3 and m.shape[0] == 1 else m
+    if m.ndim != 2:
+        raise ValueError(f"mask {m.shape} and image {img.shape[1:]} differ in size")
+    brain = None if brain_mask is None else np.asarray(brain_mask)[None]
+    for item in iter_batch(denoiser, img[None], m[None], brain, k=k, steps=steps, seed=seed, variant=variant,
+                           precision=precision, paste_background=paste_background):
+        if isinstance(item, BatchResult):
+            yield CounterfactualResult(
+                image=item.images[0], counterfactual=item.counterfactuals[0], mask=item.masks[0],
+                anomaly=item.anomalies[0], brain_mask=item.brain_masks[0], k=item.k, steps=item.steps,
+                variant=variant, seed=item.seed, network_calls=item.network_calls, seconds=item.seconds,
+                device=item.device, saliency=saliency)
+        else:
+            yield item
 
 
 def run_counterfactual(denoiser: Denoiser, image: np.ndarray, mask: np.ndarray,

@@ -11,7 +11,8 @@ import pytest
 import torch
 from scipy import ndimage
 
-from diffuse_core.saliency.acat import SaliencyResult, acat_saliency, brain_mask_from_image
+from diffuse_core.core.brain import brain_masks
+from diffuse_core.saliency.acat import SaliencyResult, acat_saliency
 from diffuse_core.models.autoencoder import AutoencoderConfig, new_autoencoder
 from diffuse_core.models.classifier import ClassifierConfig, new_classifier
 from diffuse_core.saliency.dispatch import (SALIENCY_METHODS, SaliencyModels, compute_saliency, gradcam_saliency,
@@ -104,7 +105,7 @@ def test_acat_is_deterministic(trained, test_set):
 def test_saliency_is_zero_outside_the_brain(trained, test_set):
     _, models = trained
     x = torch.from_numpy(test_set["images"][:4])
-    auto = brain_mask_from_image(x)
+    auto = brain_masks(x)
     np.testing.assert_array_equal(auto, test_set["brain_masks"][:4].astype(bool))
     for method in SALIENCY_METHODS:
         kw = {"steps": 3} if method == "acat" else {}
@@ -132,7 +133,7 @@ def test_shift_towards_healthy_lowers_p_diseased_and_finds_the_square(trained, t
     # the paper's mask (90th percentile of the smoothed two-direction map) lands on the square
     from diffuse_core.core.masks import mask_from_saliency
 
-    hits = [(mask_from_saliency(s, brain_mask_from_image(xi)[0]).astype(bool) & (m > 0)).sum() / m.sum()
+    hits = [(mask_from_saliency(s, brain_masks(xi[None])[0]).astype(bool) & (m > 0)).sum() / m.sum()
             for s, xi, m in zip(r.saliency, x, lesions)]
     assert np.mean(hits) > 0.5, hits
 

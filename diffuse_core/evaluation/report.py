@@ -20,19 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
-from diffuse_core.evaluation.protocol import (EvalSet, brats_set, choose_threshold, classifier_features, compute_saliency_maps,
+from diffuse_core.evaluation.protocol import (brats_set, choose_threshold, classifier_features, compute_saliency_maps,
                        identity_change, kid, masks_at, run_on_set, scores, synthbrain_set)
-from diffuse_core.evaluation.methods import METHODS
+from diffuse_core.evaluation.methods import METHODS, REGISTRY
 
 log = logging.getLogger(__name__)
 
-METHOD_LABELS = {
-    "dif-fuse": "Dif-fuse (paper variant, 1 call/step)", "dif-fuse-two-chain": "Dif-fuse (authors' code, 2 chains)",
-    "acat": "ACAT saliency alone", "ddpm": "DDPM (ablation)", "ddim-ddpm": "DDIM-DDPM (ablation)",
-    "ddpm-ddim": "DDPM-DDIM (ablation)", "ddim": "DDIM (ablation)", "mask-at-end": "Mask at the end (Fig. 3)",
-    "anoddpm": "AnoDDPM-style (Gaussian, L=100)", "repaint": "RePaint + ACAT mask",
-    "dif-fuse-gradcam": "Dif-fuse + Grad-CAM mask", "dif-fuse-gradient": "Dif-fuse + gradient mask",
-}
+METHOD_LABELS = {name: method.label for name, method in REGISTRY.items()}
 
 
 @dataclass

@@ -31,12 +31,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from scipy import ndimage
 from torch.nn import functional as F
 
+from diffuse_core.core.brain import brain_masks
 from diffuse_core.models.classifier import DISEASED, HEALTHY
 
-BRAIN_EPS = 1e-3  # a pixel belongs to the brain where any channel exceeds -1 + BRAIN_EPS
 
 DEFAULT_STEPS = 20
 DEFAULT_STEP_SIZE = 0.05
@@ -69,16 +68,6 @@ class SaliencyResult:
     params: dict = field(default_factory=dict)
 
 
-def brain_mask_from_image(image: torch.Tensor | np.ndarray, eps: float = BRAIN_EPS) -> np.ndarray:
-    """(B, H, W) bool: pixels where any channel exceeds -1 + eps, with holes filled (dark structures inside the
-    brain, e.g. CSF, stay brain). ``image`` is (B, C, H, W) or (C, H, W) (then the result is (1, H, W))."""
-    x = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
-    if x.ndim == 3:
-        x = x[None]
-    inside = (x > -1.0 + eps).any(axis=1)
-    return np.stack([ndimage.binary_fill_holes(m) for m in inside])
-
-
 def _as_batch(image) -> tuple[torch.Tensor, bool]:
     x = torch.as_tensor(np.asarray(image) if not isinstance(image, torch.Tensor) else image)
     if x.ndim == 3:
@@ -91,7 +80,7 @@ def _as_batch(image) -> tuple[torch.Tensor, bool]:
 def _brain_batch(brain_mask, x: torch.Tensor) -> np.ndarray:
     b, _, h, w = x.shape
     if brain_mask is None:
-        return brain_mask_from_image(x)
+        return brain_masks(x)
     m = brain_mask.detach().cpu().numpy() if isinstance(brain_mask, torch.Tensor) else np.asarray(brain_mask)
     m = m.astype(bool)
     if m.ndim == 2:
