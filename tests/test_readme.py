@@ -19,5 +19,21 @@ def test_python_api_example_runs_and_writes_its_outputs(tmp_path, monkeypatch):
 def test_readme_names_the_two_commands_ci_runs():
     text = README.read_text()
     ci = (README.parent / ".ci" / "run").read_text()
-    assert 'pip install -e ".[test]"' in text and 'pip install -q -e ".[test]"' in ci
+    assert 'pip install -c constraints.txt -e ".[test]"' in text and 'pip install -q -c constraints.txt -e ".[test]"' in ci
     assert "python -m pytest -q" in text and "python -m pytest -q" in ci
+
+
+def test_constraints_pin_every_dependency_the_project_names():
+    """A fresh install gets the versions CI tested: constraints.txt pins each direct dependency (torch in pyproject)."""
+    import tomllib
+
+    root = README.parent
+    deps = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    names = [re.split(r"[<>=!~ \[]", d)[0].lower().replace("_", "-") for d in
+             deps["dependencies"] + deps["optional-dependencies"]["test"]]
+    pinned = {line.split("==")[0].lower().replace("_", "-") for line in (root / "constraints.txt").read_text().split()
+              if "==" in line}
+    assert "-c constraints.txt" in (root / "requirements.txt").read_text()
+    missing = [n for n in names if n != "torch" and n not in pinned]
+    assert not missing, f"constraints.txt does not pin {missing}: regenerate it (see its header)"
+    assert [d for d in deps["dependencies"] if d.startswith("torch")] == ["torch==2.13.0"]
