@@ -68,7 +68,7 @@ class SaliencyResult:
     params: dict = field(default_factory=dict)
 
 
-def _as_batch(image) -> tuple[torch.Tensor, bool]:
+def as_batch(image) -> tuple[torch.Tensor, bool]:
     x = torch.as_tensor(np.asarray(image) if not isinstance(image, torch.Tensor) else image)
     if x.ndim == 3:
         return x[None].float(), True
@@ -77,7 +77,7 @@ def _as_batch(image) -> tuple[torch.Tensor, bool]:
     raise ValueError(f"expected an image (C, H, W) or a batch (B, C, H, W), got shape {tuple(x.shape)}")
 
 
-def _brain_batch(brain_mask, x: torch.Tensor) -> np.ndarray:
+def brain_batch(brain_mask, x: torch.Tensor) -> np.ndarray:
     b, _, h, w = x.shape
     if brain_mask is None:
         return brain_masks(x)
@@ -140,13 +140,13 @@ def acat_saliency(image, autoencoder, classifier, steps: int = DEFAULT_STEPS, st
     """
     if steps < 0 or step_size < 0 or l1_weight < 0:
         raise ValueError("steps, step_size and l1_weight must be non-negative")
-    x, single = _as_batch(image)
+    x, single = as_batch(image)
     if x.shape[1] != autoencoder.config.channels or x.shape[1] != classifier.config.channels:
         raise ValueError(f"image has {x.shape[1]} channels; the autoencoder expects {autoencoder.config.channels} "
                          f"and the classifier {classifier.config.channels}")
     device = next(autoencoder.parameters()).device
     x = x.to(device)
-    brain = _brain_batch(brain_mask, x)
+    brain = brain_batch(brain_mask, x)
     b = x.shape[0]
     was_training = (autoencoder.training, classifier.training)
     autoencoder.eval()

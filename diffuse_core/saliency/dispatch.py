@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from diffuse_core.saliency.acat import _as_batch, _brain_batch, acat_saliency, normalise_maps
+from diffuse_core.saliency.acat import as_batch, brain_batch, acat_saliency, normalise_maps
 from diffuse_core.models.autoencoder import Autoencoder
 from diffuse_core.models.classifier import DISEASED, Classifier
 
@@ -49,11 +49,11 @@ def _finish(maps: torch.Tensor, brain: np.ndarray, single: bool) -> np.ndarray:
 
 
 def _prepare(image, classifier: Classifier, brain_mask):
-    x, single = _as_batch(image)
+    x, single = as_batch(image)
     if x.shape[1] != classifier.config.channels:
         raise ValueError(f"image has {x.shape[1]} channels; the classifier expects {classifier.config.channels}")
     x = x.to(next(classifier.parameters()).device)
-    return x, single, _brain_batch(brain_mask, x)
+    return x, single, brain_batch(brain_mask, x)
 
 
 def gradient_saliency(image, classifier: Classifier, brain_mask=None) -> np.ndarray:
