@@ -32,9 +32,10 @@ class CaseInput:
     slice_index: int
     num_slices: int
     modality: str                    # "mri" | "ct"
-    spacing: tuple[float, float]
+    spacing: tuple[float, float]     # (row, col) pixel spacing of the input slice in mm
     channel_names: tuple[str, ...]
     notes: tuple[str, ...] = ()
+    affine: np.ndarray | None = None  # 4x4 canonical RAS affine (mm) of the input slice (NIfTI / BraTS), else None
 
 
 def _is_brats_folder(path: Path) -> bool:
@@ -52,7 +53,8 @@ def prepare_case(source, slice_index: int | None = None, size: int = 128, channe
     as ground truth; without ``slice_index`` the slice with the largest tumour is taken. ``gt`` is an optional
     ground-truth mask file or array on the input's grid.
     """
-    from diffuse_core.io.loaders import load_brats_case, load_image, load_mask
+    from diffuse_core.io.brats import load_brats_case
+    from diffuse_core.io.image import load_image, load_mask
     from diffuse_core.io.preprocess import prepare_slice, to_model_grid
 
     notes: list[str] = []
@@ -74,8 +76,8 @@ def prepare_case(source, slice_index: int | None = None, size: int = 128, channe
         if gt is not None:
             truth = to_model_grid(load_mask(gt, slice_index=slice_index), size=size, order=0)[0]
         return CaseInput(prepared.image, prepared.brain_mask, None if truth is None else (truth > 0).astype(np.uint8),
-                         prepared.geometry, str(path), int(slice_index), case.num_slices, "mri", (1.0, 1.0),
-                         tuple(mods), tuple(notes))
+                         prepared.geometry, str(path), int(slice_index), case.num_slices, "mri", case.spacing,
+                         tuple(mods), tuple(notes), case.slice_affine(slice_index))
 
     loaded = load_image(source, slice_index=slice_index)
     if loaded.data.shape[0] != channels:
@@ -93,7 +95,7 @@ def prepare_case(source, slice_index: int | None = None, size: int = 128, channe
         truth = (truth > 0).astype(np.uint8)
     return CaseInput(prepared.image, prepared.brain_mask, truth, prepared.geometry, loaded.source,
                      loaded.slice_index, loaded.num_slices, prepared.modality, loaded.spacing,
-                     tuple(loaded.channel_names), tuple(notes))
+                     tuple(loaded.channel_names), tuple(notes), loaded.slice_affine())
 
 
 def mask_for_case(case: CaseInput, mask_from="acat", percentile: float = DEFAULT_PERCENTILE,
@@ -111,7 +113,7 @@ def mask_for_case(case: CaseInput, mask_from="acat", percentile: float = DEFAULT
         saliency = compute_saliency(mask_from, case.image, saliency_models, brain_mask=case.brain_mask)
     else:
         if isinstance(mask_from, (str, Path)):
-            from diffuse_core.io.loaders import load_image
+            from diffuse_core.io.image import load_image
 
             p = Path(mask_from)
             if not p.exists():
@@ -123,7 +125,7 @@ def mask_for_case(case: CaseInput, mask_from="acat", percentile: float = DEFAULT
             except ValueError as err:
                 if "constant" not in str(err):
                     raise
-                from diffuse_core.io.loaders import load_mask
+                from diffuse_core.io.image import load_mask
 
                 raw = load_mask(p, slice_index=z).astype(np.float32)  # an all-empty mask file
         else:
@@ -150,6 +152,46 @@ def mask_for_case(case: CaseInput, mask_from="acat", percentile: float = DEFAULT
     return mask_from_saliency(saliency, case.brain_mask, percentile), saliency
 
 
+def case_from_normalized(image, ground_truth=None, size: int = 128, channels: int = 1, source: str = "<array>",
+                         modality: str = "mri", spacing=(1.0, 1.0)) -> CaseInput:
+    """A slice that is already normalised (a teaching or curated case: (C, H, W) or (H, W) in [-1, 1], background
+    -1) on the model's ``size`` x ``size`` grid, intensities unchanged. ``ground_truth`` (H, W) is binarised (> 0)
+    and resampled alike (an empty one becomes None); the brain mask is
+    :func:`diffuse_core.core.brain.brain_mask_from_image` of the result. A multi-channel slice gives its first channel
+    to a 1-channel model. ``spacing`` is the slice's (row, col) pixel size in mm as stored."""
+    from diffuse_core.core.brain import brain_mask_from_image
+    from diffuse_core.io.orientation import check_spacing
+    from diffuse_core.io.preprocess import to_model_grid
+
+    img = np.asarray(image, np.float32)
+    img = img[None] if img.ndim == 2 else img
+    if img.shape[0] != channels:
+        if channels != 1:
+            raise ValueError(f"this case has {img.shape[0]} channel(s) but the model expects {channels}")
+        img = img[:1]
+    truth = None if ground_truth is None else (np.asarray(ground_truth) > 0).astype(np.uint8)
+    truth = truth if truth is not None and truth.any() else None
+    geometry = None
+    if img.shape[1:] != (size, size):
+        img, geometry = to_model_grid(img, size=size, order=1, pad_value=-1.0)
+        if truth is not None:
+            truth = to_model_grid(truth, size=size, order=0, pad_value=0)[0]
+    img = np.clip(img, -1, 1).astype(np.float32)
+    return CaseInput(image=img, brain_mask=brain_mask_from_image(img), ground_truth=truth, geometry=geometry,
+                     source=str(source), slice_index=0, num_slices=1, modality="ct" if modality == "ct" else "mri",
+                     spacing=check_spacing(spacing), channel_names=("image",))
+
+
+def saliency_model_dirs(saliency_dir=None) -> tuple[Path, Path]:
+    """(autoencoder, classifier) folders: ``saliency_dir/autoencoder`` and ``saliency_dir/classifier`` when given,
+    else the shipped assets (:func:`diffuse_core.models.registry.default_model_dir`)."""
+    from diffuse_core.models.registry import default_model_dir
+
+    if saliency_dir:
+        return Path(saliency_dir) / "autoencoder", Path(saliency_dir) / "classifier"
+    return default_model_dir("autoencoder"), default_model_dir("classifier")
+
+
 def load_default_models(model_dir=None, saliency_dir=None, device="cpu", need_saliency: bool = True):
     """The denoiser and (optionally) the ACAT models, from the shipped assets unless folders are given."""
     from diffuse_core.models.registry import default_model_dir
@@ -160,10 +202,7 @@ def load_default_models(model_dir=None, saliency_dir=None, device="cpu", need_sa
     if need_saliency:
         from diffuse_core.saliency.dispatch import load_saliency_models
 
-        if saliency_dir:
-            ae, clf = Path(saliency_dir) / "autoencoder", Path(saliency_dir) / "classifier"
-        else:
-            ae, clf = default_model_dir("autoencoder"), default_model_dir("classifier")
+        ae, clf = saliency_model_dirs(saliency_dir)
         saliency_models = load_saliency_models(ae, clf, device)
     return denoiser, saliency_models
 
@@ -203,7 +242,8 @@ def run_file(source, out_dir, *, slice_index=None, gt=None, mask_from="acat", k:
     predicted = binarize(result.anomaly, thr)
     extra = {
         "input": case.source, "slice": case.slice_index, "num_slices": case.num_slices, "modality": case.modality,
-        "channels": list(case.channel_names), "mask_from": str(mask_from), "percentile": percentile,
+        "channels": list(case.channel_names), "spacing_mm": list(case.spacing), "mask_from": str(mask_from),
+        "percentile": percentile,
         "threshold": thr, "anomaly_pixels": int(predicted.sum()),
         "dice": None if case.ground_truth is None else dice(predicted, case.ground_truth),
         "iou": None if case.ground_truth is None else iou(predicted, case.ground_truth),
@@ -212,4 +252,4 @@ def run_file(source, out_dir, *, slice_index=None, gt=None, mask_from="acat", k:
     }
     original = from_model_grid(result.counterfactual, case.geometry) if case.geometry is not None else None
     return write_result(result, out_dir, extra=extra, ground_truth=case.ground_truth,
-                        original_counterfactual=original, spacing=case.spacing)
+                        original_counterfactual=original, spacing=case.spacing, affine=case.affine)

@@ -65,14 +65,16 @@ def _cmd_run(args) -> int:
 
     from diffuse_core.cases import run_file
 
-    bar = None
+    bar, phase = None, None
 
     def progress(step):
-        nonlocal bar
-        if bar is None or bar.desc != step.phase:
+        # the phase is tracked here, not read back from the bar: a disabled tqdm (TQDM_DISABLE=1, no terminal)
+        # keeps no attributes
+        nonlocal bar, phase
+        if bar is None or phase != step.phase:
             if bar is not None:
                 bar.close()
-            bar = tqdm(total=step.total, desc=step.phase, leave=False)
+            bar, phase = tqdm(total=step.total, desc=step.phase, leave=False), step.phase
         bar.update(1)
 
     summary = run_file(args.input, out_dir=args.out, slice_index=args.slice, gt=args.gt, mask_from=args.mask_from,
@@ -125,22 +127,33 @@ def _add_train(sub) -> None:
     p.add_argument("--modalities", default="flair", help="comma-separated SynthBrain modalities (channels)")
     p.add_argument("--data", default=None, metavar="DIR",
                    help="train on a folder of real slices or BraTS-layout cases instead of SynthBrain")
-    p.add_argument("--pool", type=_positive_int, default=6000,
-                   help="SynthBrain slices generated once into memory (default 6000)")
+    p.add_argument("--pool", type=_positive_int, default=None,
+                   help="SynthBrain slices generated once into memory (default 6000 for ddpm, 4000 for the "
+                        "autoencoder and the classifier)")
     p.add_argument("--checkpoint-every", type=_positive_int, default=250)
     p.add_argument("--channels", default=None, help="DDPM UNet widths per level, e.g. 32,64,128,128")
     p.add_argument("--no-resume", action="store_true", help="start from scratch even if a checkpoint exists")
     p.add_argument("--init-from", default=None, metavar="DIR",
-                   help="ddpm only: without a checkpoint in --out, start from these saved weights (e.g. assets/ddpm) "
-                        "and continue their step count")
+                   help="without a checkpoint in --out, start from these saved weights of the same model and "
+                        "architecture (e.g. assets/ddpm) and continue their step count; the optimiser restarts")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
     p.set_defaults(func=_cmd_train)
 
 
 def _cmd_train(args) -> int:
-    from diffuse_core.train.commands import train_model
+    from diffuse_core.train.commands import TrainCommand, train_model
 
-    out = train_model(args)
+    try:
+        channels = tuple(int(c) for c in args.channels.split(",")) if args.channels else None
+    except ValueError:
+        raise UserError(f"--channels expects comma-separated integers such as 32,64,128,128, "
+                        f"got {args.channels!r}") from None
+    cmd = TrainCommand(model=args.model, out=args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                       seed=args.seed, size=args.size,
+                       modalities=tuple(m.strip() for m in args.modalities.split(",") if m.strip()),
+                       data=args.data, pool=args.pool, checkpoint_every=args.checkpoint_every, channels=channels,
+                       resume=not args.no_resume, init_from=args.init_from, threads=args.threads)
+    out = train_model(cmd)
     print(f"model saved in {out}")
     return 0
 
@@ -327,15 +340,14 @@ def _add_app(sub) -> None:
 
 
 def _cmd_app(args) -> int:
-    import importlib.util
-
-    root = Path(__file__).resolve().parent.parent / "app.py"
-    if not root.is_file():
-        raise UserError(f"app.py not found next to the package ({root}); run from a clone of the repository")
-    spec = importlib.util.spec_from_file_location("diffuse_studio_app", root)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.launch(host=args.host, port=args.port, share=args.share)
+    try:
+        from diffuse_core.ui.launch import launch
+    except ModuleNotFoundError as err:
+        if (err.name or "").split(".")[0] != "gradio":
+            raise
+        raise UserError("the app needs gradio, which is not installed: pip install -e . (or pip install gradio)") \
+            from None
+    launch(host=args.host, port=args.port, share=args.share)
     return 0
 
 

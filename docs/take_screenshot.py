@@ -29,13 +29,14 @@ def main() -> int:
         return 2
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     sys.path.insert(0, str(ROOT))
-    import app
     from playwright.sync_api import sync_playwright
+
+    from diffuse_core.ui.launch import get_demo, launch
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    app.launch("127.0.0.1", port, prevent_thread_lock=True, quiet=True)
+    launch("127.0.0.1", port, prevent_thread_lock=True, quiet=True)
     start = time.monotonic()
     try:
         with sync_playwright() as p:
@@ -52,7 +53,7 @@ def main() -> int:
             page.screenshot(path=args.out, full_page=True)
             browser.close()
     finally:
-        app.demo.close()
+        get_demo().close()
     print(f"wrote {args.out} ({time.monotonic() - start:.0f} s)")
     return 0
 

@@ -179,6 +179,7 @@ def build(out: Path) -> Path:
         cases.append(_entry(out, f"case{j:02d}_{mod}_healthy", s, mod, note))
     manifest = {"name": NAME, "description": DESCRIPTION,
                 "generator": {"name": "SynthBrain", "version": sb.SYNTHBRAIN_VERSION, "size": SIZE,
+                              "fov_mm": sb.FOV_MM, "spacing_mm": sb.pixel_mm(SIZE),     # spacing also in headers
                               "seed_range": "teaching", "script": "teaching_sets/build_default.py"},
                 "cases": cases}
     path = out / "manifest.json"

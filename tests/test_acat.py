@@ -18,8 +18,9 @@ from diffuse_core.models.classifier import ClassifierConfig, new_classifier
 from diffuse_core.saliency.dispatch import (SALIENCY_METHODS, SaliencyModels, compute_saliency, gradcam_saliency,
                                    gradient_saliency, load_saliency_models)
 from diffuse_core.models.checkpoint import load, load_autoencoder, load_classifier, save
-from diffuse_core.train.saliency import (CHECKPOINT_NAME, auroc, evaluate_acat, evaluate_classifier,
-                                         train_autoencoder, train_classifier)
+from diffuse_core.evaluation.saliency_quality import auroc, evaluate_acat, evaluate_classifier
+from diffuse_core.train.saliency import train_autoencoder, train_classifier
+from diffuse_core.train.trainer import CHECKPOINT_NAME
 
 SIZE = 32
 AE_CFG = AutoencoderConfig(channels=1, resolution=SIZE, widths=(8, 16), latent_channels=4)

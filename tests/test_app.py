@@ -1,9 +1,14 @@
 """The Gradio app, driven the way a user and a script drive it: every control, every input type, errors as messages,
-and the programmatic API over HTTP with gradio_client. Tiny untrained models in temporary folders keep it fast."""
+and the programmatic API over HTTP with gradio_client. Tiny untrained models in temporary folders keep it fast.
+
+The callbacks are called where they live: the tabs in :mod:`diffuse_core.ui`, the services in
+:mod:`diffuse_core.studio`; ``app.py`` is only the Space's entry point."""
 
 import json
 import os
 import socket
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -19,6 +24,10 @@ from PIL import Image  # noqa: E402
 
 from diffuse_core.data import curation  # noqa: E402
 from diffuse_core.models.denoiser import DenoiserConfig, new_denoiser, save_denoiser  # noqa: E402
+from diffuse_core.studio import library, model_store, session, settings, uploads  # noqa: E402
+from diffuse_core.ui import curate, explore, healthy, launch, layout, pictures, quiz  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
 
 R = 32
 TINY = DenoiserConfig(channels=1, resolution=R, block_channels=(16, 32), attention_levels=(False, True),
@@ -96,25 +105,24 @@ def env(tmp_path_factory):
 
 
 @pytest.fixture()
-def app(env, monkeypatch):
+def studio(env, monkeypatch):
+    """The app's environment: the tiny models, the test teaching set, a curated root, the CPU."""
     monkeypatch.setenv("DIFFUSE_ASSETS", str(env["full"]))
     monkeypatch.setenv("DIFFUSE_TEACHING_ROOT", str(env["teaching"]))
     monkeypatch.setenv("DIFFUSE_CURATED_ROOT", str(env["curated"]))
     monkeypatch.setenv("DIFFUSE_DEVICE", "cpu")
-    import app as app_module
-
-    return app_module
+    return env
 
 
-def explore(app, source="gallery", key=None, files=None, slice_index=0, channel=None, window=None, gt=None,
-            mask_from="acat", mask_file=None, drawing=None, opacity=0.6, **settings):
-    s = {**FAST, **settings}
-    return list(app.explore_run(source, key, files, slice_index, channel, window, gt, mask_from, mask_file, drawing,
-                                s["k"], s["percentile"], s["steps"], s["seed"], opacity))
+def run_explore(source="gallery", key=None, files=None, slice_index=0, channel=None, window=None, gt=None,
+                mask_from="acat", mask_file=None, drawing=None, opacity=0.6, **overrides):
+    s = {**FAST, **overrides}
+    return list(explore.explore_run(source, key, files, slice_index, channel, window, gt, mask_from, mask_file,
+                                    drawing, s["k"], s["percentile"], s["steps"], s["seed"], opacity))
 
 
-def out(app, frame, name):
-    return frame[app.EXPLORE_OUTPUTS.index(name)]
+def out(frame, name):
+    return frame[explore.EXPLORE_OUTPUTS.index(name)]
 
 
 def is_skip(v):
@@ -130,12 +138,16 @@ def box(h, w, r0, r1, c0, c1):
 # ---------------------------------------------------------------------------------------------------------- tests
 
 
-def test_defaults_live_in_one_dict(app):
-    assert app.DEFAULTS["k"] == 500 and app.DEFAULTS["percentile"] == 90 and app.DEFAULTS["steps"] == 50
+def test_defaults_live_in_one_dict(studio):
+    import app
+
+    defaults = settings.DEFAULTS
+    assert defaults["k"] == 500 and defaults["percentile"] == 90 and defaults["steps"] == 50
     assert isinstance(app.demo, gr.Blocks) and callable(app.main) and callable(app.launch)
+    assert app.demo is launch.get_demo()                                  # one demo per process
 
 
-def test_recommended_settings_from_the_model_card_become_the_defaults(app, env, tmp_path, monkeypatch):
+def test_recommended_settings_from_the_model_card_become_the_defaults(studio, env, tmp_path, monkeypatch):
     import shutil
 
     from diffuse_core.evaluation.cards import update_card
@@ -144,99 +156,135 @@ def test_recommended_settings_from_the_model_card_become_the_defaults(app, env, 
     shutil.copytree(env["full"], assets)
     update_card(assets / "ddpm", {"recommended_settings": {"k": 250, "percentile": 85.0, "steps": 2000}})
     monkeypatch.setenv("DIFFUSE_ASSETS", str(assets))
-    d = app.apply_recommended_defaults({"k": 500, "percentile": 90.0, "steps": 50})
+    d = model_store.apply_recommended_defaults({"k": 500, "percentile": 90.0, "steps": 50})
     assert d == {"k": 250, "percentile": 85.0, "steps": 50}   # 2000 steps is out of range: the default stays
 
 
-def test_app_file_loads_the_way_the_cli_loads_it(app):
-    """`diffuse-studio app` executes app.py with importlib, without registering it in sys.modules."""
+def test_app_file_loads_by_path_the_way_a_space_runs_it(studio):
+    """A Space runs app.py as a file: it loads with importlib, without being registered in sys.modules."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("diffuse_studio_app_test", Path(app.__file__))
+    spec = importlib.util.spec_from_file_location("diffuse_studio_app_test", ROOT / "app.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert isinstance(module.demo, gr.Blocks) and callable(module.launch)
 
 
-def test_gallery_lists_teaching_cases_with_modality_and_lesion_captions(app):
-    entries = app.list_library()
+def test_cli_app_command_launches_the_ui_module(monkeypatch):
+    """`diffuse-studio app --host H --port P` imports diffuse_core.ui.launch (not app.py) and launches with them."""
+    from diffuse_core import cli
+
+    calls = []
+    monkeypatch.setattr(launch, "launch", lambda **kwargs: calls.append(kwargs))
+    assert cli.main(["app", "--host", "0.0.0.0", "--port", "8123"]) == 0
+    assert calls == [{"host": "0.0.0.0", "port": 8123, "share": False}]
+
+
+def test_only_the_ui_package_imports_gradio():
+    """Every module of diffuse_core outside diffuse_core/ui/ imports without gradio (in a fresh interpreter)."""
+    code = """
+import importlib, pkgutil, sys
+import diffuse_core
+
+def walk(package):
+    for info in pkgutil.iter_modules(package.__path__, package.__name__ + "."):
+        if info.name in ("diffuse_core.ui", "diffuse_core.__main__"):
+            continue
+        module = importlib.import_module(info.name)
+        yield info.name
+        if info.ispkg:
+            yield from walk(module)
+
+names = list(walk(diffuse_core))
+assert "diffuse_core.studio.runs" in names and "diffuse_core.cli" in names, names
+print(sorted(m for m in sys.modules if m == "gradio" or m.startswith("gradio.")))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]", done.stdout
+
+
+def test_gallery_lists_teaching_cases_with_modality_and_lesion_captions(studio):
+    entries = library.list_library()
     assert [e.key for e in entries] == ["teaching/demo/glioma1", "teaching/demo/healthy1"]
     assert "FLAIR" in entries[0].caption and "glioma" in entries[0].caption and "healthy" in entries[1].caption
-    assert entries[0].thumbnail.dtype == np.uint8 and entries[0].thumbnail.shape[2] == 3
-    picture, info, quiz_canvas, mask_canvas = app.preview_case("gallery", "teaching/demo/glioma1", None, 0, None,
+    thumbnail = pictures.thumbnail(entries[0].image, entries[0].truth)
+    assert thumbnail.dtype == np.uint8 and thumbnail.shape[2] == 3
+    picture, info, quiz_canvas, mask_canvas = explore.preview_case("gallery", "teaching/demo/glioma1", None, 0, None,
                                                                None, None)
     assert picture.shape == (256, 256, 3) and "glioma" in info and quiz_canvas["background"].shape == (256, 256, 3)
 
 
-def test_gallery_case_streams_every_step_then_all_results(app):
-    frames = explore(app, key="teaching/demo/glioma1")
-    steps = [f for f in frames if not is_skip(out(app, f, "live_noisy")) and out(app, f, "live_noisy") is not None
-             and out(app, f, "run_state") is not None and is_skip(out(app, f, "run_state"))]
+def test_gallery_case_streams_every_step_then_all_results(studio):
+    frames = run_explore(key="teaching/demo/glioma1")
+    steps = [f for f in frames if not is_skip(out(f, "live_noisy")) and out(f, "live_noisy") is not None
+             and out(f, "run_state") is not None and is_skip(out(f, "run_state"))]
     assert len(steps) == 2 * FAST["steps"]                          # inversion + sampling, one frame each
-    assert all(out(app, f, "live_clean").shape == (256, 256, 3) for f in steps)
-    assert "step 3/3" in out(app, steps[-1], "progress")
+    assert all(out(f, "live_clean").shape == (256, 256, 3) for f in steps)
+    assert "step 3/3" in out(steps[-1], "progress")
     final = frames[-1]
     for name in ("out_input", "out_saliency", "out_mask", "out_cf", "out_overlay"):
-        assert out(app, final, name).shape == (256, 256, 3), name
-    before, after = out(app, final, "out_slider")
+        assert out(final, name).shape == (256, 256, 3), name
+    before, after = out(final, "out_slider")
     assert before.shape == after.shape == (256, 256, 3)
-    summary = out(app, final, "out_summary")
+    summary = out(final, "out_summary")
     assert summary["mask_from"] == "acat" and summary["k"] == 100 and summary["steps"] == 3
     assert 0 <= summary["dice"] <= 1 and 0 <= summary["iou"] <= 1 and summary["threshold"] == 0.1
-    assert "Dice vs ground truth" in out(app, final, "out_metrics")
-    chart = out(app, final, "out_chart")
+    assert "Dice vs ground truth" in out(final, "out_metrics")
+    chart = out(final, "out_chart")
     assert [t.name for t in chart.data] == ["inside the mask", "outside the mask (brain)"]
     assert len(chart.data[0].y) == 2 * FAST["steps"] and all(v >= 0 for v in chart.data[0].y)
 
 
-def test_stop_ends_the_run_with_the_stopped_message_even_if_gradios_cancel_is_late(app):
+def test_stop_ends_the_run_with_the_stopped_message_even_if_gradios_cancel_is_late(studio):
     class Request:                       # what gradio passes: only the session hash matters here
         session_hash = "trainee-1"
 
     other = type("Other", (), {"session_hash": "trainee-2"})()
     s = dict(FAST, steps=6)
-    run = app.explore_run("gallery", "teaching/demo/glioma1", None, 0, None, None, None, "acat", None, None,
+    run = explore.explore_run("gallery", "teaching/demo/glioma1", None, 0, None, None, None, "acat", None, None,
                           s["k"], s["percentile"], s["steps"], s["seed"], 0.6, Request())
     frames = [next(run), next(run), next(run)]                   # "computing the mask", mask ready, first step
-    app.request_stop(other)                                      # another user's Stop leaves this run alone
+    explore.request_stop(other)                                      # another user's Stop leaves this run alone
     frames.append(next(run))
-    assert "Stopped" not in out(app, frames[-1], "progress")
-    assert "Stopped" in app.request_stop(Request())
+    assert "Stopped" not in out(frames[-1], "progress")
+    assert "Stopped" in explore.request_stop(Request())
     rest = list(run)
-    assert len(rest) == 1 and "Stopped." in out(app, rest[0], "progress")   # ended itself, before the result
-    assert all(is_skip(out(app, f, "run_state")) for f in frames[1:] + rest)
-    final = explore(app, key="teaching/demo/glioma1")[-1]        # the flag does not stick to later runs
-    assert out(app, final, "run_state") is not None and not is_skip(out(app, final, "run_state"))
-    app._STOP_REQUESTED.clear()
+    assert len(rest) == 1 and "Stopped." in out(rest[0], "progress")   # ended itself, before the result
+    assert all(is_skip(out(f, "run_state")) for f in frames[1:] + rest)
+    final = run_explore(key="teaching/demo/glioma1")[-1]        # the flag does not stick to later runs
+    assert out(final, "run_state") is not None and not is_skip(out(final, "run_state"))
+    session.STOP_FLAGS.clear()
 
-def test_opacity_slider_redraws_the_overlay_without_a_run(app):
-    state = out(app, explore(app, key="teaching/demo/glioma1", mask_from="gradcam")[-1], "run_state")
-    clear, opaque = app.render_overlay(state, 0.0), app.render_overlay(state, 1.0)
+
+def test_opacity_slider_redraws_the_overlay_without_a_run(studio):
+    state = out(run_explore(key="teaching/demo/glioma1", mask_from="gradcam")[-1], "run_state")
+    clear, opaque = explore.render_overlay(state, 0.0), explore.render_overlay(state, 1.0)
     assert clear.shape == opaque.shape == (256, 256, 3)
     assert np.abs(clear.astype(int) - opaque.astype(int)).sum() > 0 or state["anomaly"].max() == 0
-    assert is_skip(app.render_overlay(None, 0.5))
+    assert is_skip(explore.render_overlay(None, 0.5))
 
 
-def test_png_upload_with_mask_file_ground_truth_and_settings(app, env):
+def test_png_upload_with_mask_file_ground_truth_and_settings(studio, env):
     f = env["files"]
-    frames = explore(app, "upload", files=[str(f / "slice.png")], gt=str(f / "truth.png"), mask_from="file",
+    frames = run_explore("upload", files=[str(f / "slice.png")], gt=str(f / "truth.png"), mask_from="file",
                      mask_file=str(f / "mask.png"), k=50, steps=2, seed=7, percentile=80)
-    s = out(app, frames[-1], "out_summary")
+    s = out(frames[-1], "out_summary")
     assert (s["k"], s["steps"], s["seed"], s["percentile"], s["mask_from"]) == (50, 2, 7, 80.0, "file")
     assert "dice" in s and s["network_calls"] == 4
-    state = out(app, frames[-1], "run_state")
+    state = out(frames[-1], "run_state")
     assert state["geometry"].original_shape == (48, 40)
 
 
 @pytest.mark.parametrize("name", ["slice.jpg", "slice.tif"])
-def test_jpeg_and_tiff_uploads_with_a_drawn_mask(app, env, name):
-    frames = explore(app, "upload", files=[str(env["files"] / name)], mask_from="draw",
+def test_jpeg_and_tiff_uploads_with_a_drawn_mask(studio, env, name):
+    frames = run_explore("upload", files=[str(env["files"] / name)], mask_from="draw",
                      drawing=box(256, 256, 60, 140, 60, 140))
-    s = out(app, frames[-1], "out_summary")
+    s = out(frames[-1], "out_summary")
     assert s["mask_from"] == "draw" and 0 < s["mask_fraction_of_brain"] < 1 and "dice" not in s
 
 
-def test_nifti_volume_upload_offers_a_slice_slider(app, tmp_path):
+def test_nifti_volume_upload_offers_a_slice_slider(studio, tmp_path):
     import nibabel as nib
 
     vol = np.zeros((40, 40, 5), np.float32)
@@ -245,31 +293,31 @@ def test_nifti_volume_upload_offers_a_slice_slider(app, tmp_path):
         vol[:, :, z] = img.T * (1 + 0.1 * z)
     path = tmp_path / "vol.nii.gz"
     nib.save(nib.Nifti1Image(vol, np.eye(4)), str(path))
-    info = app.inspect_upload([str(path)])
+    info = uploads.inspect_upload([str(path)])
     assert info["num_slices"] == 5 and info["slice"] == 2 and info["ct"] is False
-    a = app.load_upload_case([str(path)], 0)
-    b = app.load_upload_case([str(path)], 4)
+    a = uploads.load_upload_case([str(path)], 0)
+    b = uploads.load_upload_case([str(path)], 4)
     assert a.case.slice_index == 0 and b.case.slice_index == 4 and "slice 4 of 5" in b.title
     assert not np.allclose(a.case.image, b.case.image)
-    frames = explore(app, "upload", files=[str(path)], slice_index=4, mask_from="gradient")
-    assert out(app, frames[-1], "run_state")["slice"] == 4
+    frames = run_explore("upload", files=[str(path)], slice_index=4, mask_from="gradient")
+    assert out(frames[-1], "run_state")["slice"] == 4
     with pytest.raises(gr.Error, match="out of range"):
-        explore(app, "upload", files=[str(path)], slice_index=9, mask_from="gradient")
+        run_explore("upload", files=[str(path)], slice_index=9, mask_from="gradient")
 
 
-def test_multichannel_nifti_lets_the_trainee_pick_the_channel(app, tmp_path):
+def test_multichannel_nifti_lets_the_trainee_pick_the_channel(studio, tmp_path):
     import nibabel as nib
 
     img, _ = _brain(40, 40)
     vol = np.stack([img.T[:, :, None], (img.T * 0 + (img.T > 0) * 50)[:, :, None]], axis=-1)   # (X, Y, 1, 2)
     path = tmp_path / "two.nii.gz"
     nib.save(nib.Nifti1Image(vol.astype(np.float32), np.eye(4)), str(path))
-    info = app.inspect_upload([str(path)])
+    info = uploads.inspect_upload([str(path)])
     assert info["channels"] == ["ch0", "ch1"]
-    first, second = app.load_upload_case([str(path)], 0, "ch0"), app.load_upload_case([str(path)], 0, "ch1")
+    first, second = uploads.load_upload_case([str(path)], 0, "ch0"), uploads.load_upload_case([str(path)], 0, "ch1")
     assert not np.allclose(first.case.image, second.case.image)
     with pytest.raises(ValueError, match="not in this file"):
-        app.load_upload_case([str(path)], 0, "t2")
+        uploads.load_upload_case([str(path)], 0, "t2")
 
 
 def _ct_dicom(path, hu, z=0.0, instance=1):
@@ -305,31 +353,31 @@ def _head_hu(n=48):
     return hu
 
 
-def test_ct_dicom_upload_uses_the_window_preset(app, tmp_path):
+def test_ct_dicom_upload_uses_the_window_preset(studio, tmp_path):
     path = tmp_path / "ct.dcm"
     _ct_dicom(path, _head_hu())
-    info = app.inspect_upload([str(path)])
+    info = uploads.inspect_upload([str(path)])
     assert info["ct"] is True and info["num_slices"] == 1
-    brain = app.load_upload_case([str(path)], 0, None, "brain")
-    subdural = app.load_upload_case([str(path)], 0, None, "subdural")
+    brain = uploads.load_upload_case([str(path)], 0, None, "brain")
+    subdural = uploads.load_upload_case([str(path)], 0, None, "subdural")
     assert brain.case.modality == "ct" and not np.allclose(brain.case.image, subdural.case.image)
-    frames = explore(app, "upload", files=[str(path)], window="stroke", mask_from="acat")
-    assert out(app, frames[-1], "out_summary")["modality"] == "ct"
-    assert "trained on FLAIR slices only" in str(out(app, frames[-1], "out_metrics"))   # a FLAIR model on CT says so
-    assert "Out of domain" not in str(out(app, explore(app, key="teaching/demo/glioma1")[-1], "out_metrics"))
+    frames = run_explore("upload", files=[str(path)], window="stroke", mask_from="acat")
+    assert out(frames[-1], "out_summary")["modality"] == "ct"
+    assert "trained on FLAIR slices only" in str(out(frames[-1], "out_metrics"))   # a FLAIR model on CT says so
+    assert "Out of domain" not in str(out(run_explore(key="teaching/demo/glioma1")[-1], "out_metrics"))
     with pytest.raises(gr.Error, match="Unknown CT window"):
-        explore(app, "upload", files=[str(path)], window="bone")
+        run_explore("upload", files=[str(path)], window="bone")
 
 
-def test_dicom_series_as_several_files_becomes_a_volume(app, tmp_path):
+def test_dicom_series_as_several_files_becomes_a_volume(studio, tmp_path):
     paths = []
     for i in range(3):
         p = tmp_path / f"im{i}.dcm"
         _ct_dicom(p, _head_hu(), z=float(i), instance=i + 1)
         paths.append(str(p))
-    info = app.inspect_upload(paths)
+    info = uploads.inspect_upload(paths)
     assert info["num_slices"] == 3 and info["ct"] is True
-    assert app.load_upload_case(paths, 2).case.slice_index == 2
+    assert uploads.load_upload_case(paths, 2).case.slice_index == 2
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -345,80 +393,80 @@ def test_dicom_series_as_several_files_becomes_a_volume(app, tmp_path):
     (dict(source="gallery", key="teaching/demo/glioma1", mask_from="file"), "no mask file"),
     (dict(source="gallery", key="teaching/demo/glioma1", mask_from="magic"), "Unknown mask source"),
 ])
-def test_bad_settings_become_a_clear_message(app, kwargs, message):
+def test_bad_settings_become_a_clear_message(studio, kwargs, message):
     with pytest.raises(gr.Error, match=message):
-        explore(app, **kwargs)
+        run_explore(**kwargs)
 
 
-def test_bad_files_become_a_clear_message(app, env, monkeypatch):
+def test_bad_files_become_a_clear_message(studio, env, monkeypatch):
     with pytest.raises(gr.Error, match="not an image"):
-        explore(app, "upload", files=[str(env["files"] / "notes.txt")], mask_from="gradient")
-    monkeypatch.setitem(app.DEFAULTS, "max_upload_mb", 1e-5)
+        run_explore("upload", files=[str(env["files"] / "notes.txt")], mask_from="gradient")
+    monkeypatch.setitem(settings.DEFAULTS, "max_upload_mb", 1e-5)
     with pytest.raises(gr.Error, match="upload limit"):
-        explore(app, "upload", files=[str(env["files"] / "slice.png")], mask_from="gradient")
-    picture, info, _, _ = app.preview_case("upload", None, [str(env["files"] / "slice.png")], 0, None, None, None)
+        run_explore("upload", files=[str(env["files"] / "slice.png")], mask_from="gradient")
+    picture, info, _, _ = explore.preview_case("upload", None, [str(env["files"] / "slice.png")], 0, None, None, None)
     assert picture is None and "upload limit" in info
 
 
-def test_missing_weights_say_what_to_do(app, env, monkeypatch):
+def test_missing_weights_say_what_to_do(studio, env, monkeypatch):
     monkeypatch.setenv("DIFFUSE_ASSETS", str(env["empty"]))
-    assert "No healthy diffusion model" in app.status_markdown()
+    assert "No healthy diffusion model" in layout.status_markdown()
     with pytest.raises(gr.Error, match="not installed.*diffuse-studio train ddpm"):
-        explore(app, key="teaching/demo/glioma1", mask_from="draw", drawing=box(256, 256, 60, 140, 60, 140))
+        run_explore(key="teaching/demo/glioma1", mask_from="draw", drawing=box(256, 256, 60, 140, 60, 140))
     monkeypatch.setenv("DIFFUSE_ASSETS", str(env["ddpm_only"]))
-    assert "ACAT is unavailable" in app.status_markdown()
+    assert "ACAT is unavailable" in layout.status_markdown()
     with pytest.raises(gr.Error, match="ACAT is unavailable"):
-        explore(app, key="teaching/demo/glioma1", mask_from="acat")
-    frames = explore(app, key="teaching/demo/glioma1", mask_from="draw", drawing=box(256, 256, 60, 140, 60, 140))
-    assert out(app, frames[-1], "out_summary")["mask_from"] == "draw"
-    _, md = app.healthy_check("teaching/demo/healthy1", "gallery", None, None, 0, None, None, None, 100, 90, 2, 0)
+        run_explore(key="teaching/demo/glioma1", mask_from="acat")
+    frames = run_explore(key="teaching/demo/glioma1", mask_from="draw", drawing=box(256, 256, 60, 140, 60, 140))
+    assert out(frames[-1], "out_summary")["mask_from"] == "draw"
+    _, md = healthy.healthy_check("teaching/demo/healthy1", "gallery", None, None, 0, None, None, None, 100, 90, 2, 0)
     assert "whole brain (ACAT is unavailable)" in md
 
 
-def test_healthy_check_shows_the_mean_change_inside_the_brain(app):
-    pair, md = app.healthy_check("teaching/demo/healthy1", "gallery", None, None, 0, None, None, None,
+def test_healthy_check_shows_the_mean_change_inside_the_brain(studio):
+    pair, md = healthy.healthy_check("teaching/demo/healthy1", "gallery", None, None, 0, None, None, None,
                                  FAST["k"], FAST["percentile"], FAST["steps"], FAST["seed"])
     assert pair[0].shape == pair[1].shape == (256, 256, 3)
     assert "Mean absolute change inside the brain" in md and "healthy case" in md
-    _, md2 = app.healthy_check(app.CURRENT_CASE, "gallery", "teaching/demo/glioma1", None, 0, None, None, None,
+    _, md2 = healthy.healthy_check(healthy.CURRENT_CASE, "gallery", "teaching/demo/glioma1", None, 0, None, None, None,
                                FAST["k"], FAST["percentile"], FAST["steps"], FAST["seed"])
     assert "not marked healthy" in md2
 
 
-def test_quiz_scores_the_drawing_against_truth_and_model(app):
+def test_quiz_scores_the_drawing_against_truth_and_model(studio):
     key = "teaching/demo/glioma1"
-    lc = app.load_library_case(key)
+    lc = library.load_library_case(key)
     rows, cols = np.nonzero(lc.case.ground_truth)
     s = 256 / R
     drawing = box(256, 256, int(rows.min() * s), int((rows.max() + 1) * s), int(cols.min() * s),
                   int((cols.max() + 1) * s))
-    picture, md = app.quiz_check(drawing, None, "gallery", key, None, 0, None, None, None)
+    picture, md = quiz.quiz_check(drawing, None, "gallery", key, None, 0, None, None, None)
     assert picture.shape == (256, 256, 3) and "ground truth" in md and "Run the model" in md
     dice = float(md.split("**")[1])
     assert dice > 0.8
-    state = out(app, explore(app, key=key)[-1], "run_state")
-    _, md = app.quiz_check(drawing, state, "gallery", key, None, 0, None, None, None)
+    state = out(run_explore(key=key)[-1], "run_state")
+    _, md = quiz.quiz_check(drawing, state, "gallery", key, None, 0, None, None, None)
     assert "model's anomaly map" in md
     with pytest.raises(gr.Error, match="Draw where"):
-        app.quiz_check(None, state, "gallery", key, None, 0, None, None, None)
+        quiz.quiz_check(None, state, "gallery", key, None, 0, None, None, None)
 
 
-def test_curate_batch_review_save_and_zip(app, env):
-    gen = list(app.curate_generate(["teaching/demo/glioma1", "teaching/demo/healthy1"],
+def test_curate_batch_review_save_and_zip(studio, env):
+    gen = list(curate.curate_generate(["teaching/demo/glioma1", "teaching/demo/healthy1"],
                                    [str(env["files"] / "slice.png")], FAST["k"], FAST["steps"], FAST["percentile"],
                                    FAST["seed"], []))
     status, gallery, items = gen[-1]
     assert "3 generated" in status and len(items) == len(gallery) == 3
-    decide_accept, decide_reject = app.review_decide("accepted"), app.review_decide("rejected")
+    decide_accept, decide_reject = curate.review_decide("accepted"), curate.review_decide("rejected")
     gallery, items, _, _, counts = decide_accept(items, 0, "classic glioma")
     gallery, items, _, _, counts = decide_reject(items, 1, "")
     assert "1 accepted, 1 rejected, 1 pending" in counts
-    gallery, items, pair, md, _ = app.review_rerun(items, 2, 60, 2, 85, 3)
+    gallery, items, pair, md, _ = curate.review_rerun(items, 2, 60, 2, 85, 3)
     assert items[2].runs == 2 and items[2].status == "pending" and "K=60" in md
     gallery, items, _, _, _ = decide_accept(items, 2, "uploaded")
     with pytest.raises(gr.Error, match="contains"):
-        app.curate_save(items, "../escape")
-    msg, archive, sets, gallery, items = app.curate_save(items, "Week 1")
+        curate.curate_save(items, "../escape")
+    msg, archive, sets, gallery, items = curate.curate_save(items, "Week 1")
     assert "Saved 2 case(s)" in msg and sets["value"] == "Week 1"
     manifest = curation.load_manifest("Week 1", env["curated"])
     assert [e["note"] for e in manifest["cases"]] == ["classic glioma", "uploaded"]
@@ -428,20 +476,20 @@ def test_curate_batch_review_save_and_zip(app, env):
     with zipfile.ZipFile(archive) as z:
         assert "Week 1/manifest.json" in z.namelist() and len(z.namelist()) > 10
     with pytest.raises(gr.Error, match="No accepted, unsaved"):
-        app.curate_save(items, "Week 1")                                    # nothing saved twice
-    assert Path(app.curate_zip("Week 1")).is_file()
-    keys = [e.key for e in app.list_library()]                             # saved cases join the gallery
+        curate.curate_save(items, "Week 1")                                    # nothing saved twice
+    assert Path(curate.curate_zip("Week 1")).is_file()
+    keys = [e.key for e in library.list_library()]                             # saved cases join the gallery
     assert "curated/Week 1/glioma1" in keys
-    lc = app.load_library_case("curated/Week 1/glioma1")
+    lc = library.load_library_case("curated/Week 1/glioma1")
     assert lc.case.ground_truth is not None and lc.note == "classic glioma"
 
 
-def test_send_to_curate_adds_the_explore_result(app):
-    state = out(app, explore(app, key="teaching/demo/glioma1", mask_from="gradcam")[-1], "run_state")
-    gallery, items = app.send_to_curate(state, [])
+def test_send_to_curate_adds_the_explore_result(studio):
+    state = out(run_explore(key="teaching/demo/glioma1", mask_from="gradcam")[-1], "run_state")
+    gallery, items = curate.send_to_curate(state, [])
     assert len(items) == 1 and items[0].status == "pending" and "○" in gallery[0][1]
     with pytest.raises(gr.Error, match="Run the model"):
-        app.send_to_curate(None, [])
+        curate.send_to_curate(None, [])
 
 
 # ---------------------------------------------------------------------------------------------------------- HTTP
@@ -453,13 +501,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_gradio_client_streams_frames_and_returns_the_results(app, env):
+def test_gradio_client_streams_frames_and_returns_the_results(studio, env):
     from gradio_client import Client, handle_file
 
     port = _free_port()
-    app.launch("127.0.0.1", port, prevent_thread_lock=True, quiet=True)
+    launch.launch("127.0.0.1", port, prevent_thread_lock=True, quiet=True)
     try:
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        endpoints = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
+        assert [p["parameter_name"] for p in endpoints["/counterfactual"]["parameters"]] == [
+            "file", "case_key", "k", "steps", "percentile", "seed", "slice_index", "window", "mask_file"]
+        assert [r["label"] for r in endpoints["/counterfactual"]["returns"]] == [
+            "frame", "status", "counterfactual", "overlay", "mask", "summary"]
+        assert not endpoints["/status"]["parameters"] and not endpoints["/cases"]["parameters"]
         status = client.predict(api_name="/status")
         assert status["ddpm"]["available"] and status["defaults"]["k"] == 500
         cases = client.predict(api_name="/cases")
@@ -478,4 +532,4 @@ def test_gradio_client_streams_frames_and_returns_the_results(app, env):
         with pytest.raises(Exception, match="K must lie"):
             client.predict(None, "teaching/demo/glioma1", 0, 2, 90, 0, -1, "", None, api_name="/counterfactual")
     finally:
-        app.demo.close()
+        launch.get_demo().close()

@@ -86,14 +86,14 @@ def server(tmp_path, monkeypatch):
     monkeypatch.setenv("DIFFUSE_TEACHING_ROOT", str(_teaching_root(tmp_path)))
     monkeypatch.setenv("DIFFUSE_CURATED_ROOT", str(tmp_path / "curated"))
     monkeypatch.setenv("DIFFUSE_DEVICE", "cpu")
-    import app
+    from diffuse_core.ui.launch import get_demo, launch
 
     port = _free_port()
-    app.launch("127.0.0.1", port, prevent_thread_lock=True, quiet=True)
+    launch("127.0.0.1", port, prevent_thread_lock=True, quiet=True)
     try:
         yield f"http://127.0.0.1:{port}/"
     finally:
-        app.demo.close()
+        get_demo().close()
         torch.set_num_threads(threads)
 
 

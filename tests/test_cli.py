@@ -3,7 +3,6 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -87,3 +86,18 @@ def test_run_rejects_a_text_file(tiny_model, tmp_path, capsys):
     bad.write_text("this is not an image")
     code = main(["run", str(bad), "--mask-from", str(bad), "--model", str(tiny_model), "--out", str(tmp_path / "o")])
     assert code == 2 and "Traceback" not in capsys.readouterr().err
+
+
+def test_run_works_with_tqdm_disabled_and_no_terminal(tiny_model, slice_png, tmp_path):
+    """TQDM_DISABLE=1 (common in CI and batch jobs) used to crash the progress callback (a disabled bar has no desc)."""
+    import os
+
+    out = tmp_path / "quiet"
+    env = {**os.environ, "TQDM_DISABLE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "diffuse_core", "run", str(slice_png / "slice.png"), "--mask-from",
+                           str(slice_png / "mask.png"), "--k", "50", "--steps", "2", "--model", str(tiny_model),
+                           "--device", "cpu", "--out", str(out)], capture_output=True, text=True, env=env,
+                          stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert json.loads((out / "result.json").read_text())["network_calls"] == 4

@@ -179,7 +179,7 @@ def test_zip_holds_the_manifest_and_every_case_file(tmp_path):
 
 
 def test_nifti_exports_load_back_in_the_orientation_of_the_pngs(tmp_path):
-    from diffuse_core.io.loaders import load_image
+    from diffuse_core.io.image import load_image
 
     case = make_case(geometry=False)
     case.image[0, 2:6, 20:28] = 0.7          # an asymmetric mark: top right

@@ -3,10 +3,11 @@
 import json
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from diffuse_core.io.export import write_result
-from diffuse_core.io.loaders import load_image
+from diffuse_core.io.image import load_image
 from diffuse_core.pipeline import CounterfactualResult
 
 
@@ -39,3 +40,21 @@ def test_pngs_and_json(tmp_path):
     m = np.asarray(Image.open(tmp_path / "mask.png"))
     assert set(np.unique(m)) == {0, 255} and m[6, 8] == 255
     assert not list(tmp_path.glob("*.tmp*"))  # no temporary file left behind
+
+
+def test_multichannel_counterfactual_reads_back_as_one_slice_with_its_channels(tmp_path):
+    res = _result()
+    cf = np.concatenate([res.counterfactual, -res.counterfactual, res.counterfactual * 0.5], axis=0)
+    write_result(res, tmp_path, original_counterfactual=cf, spacing=(0.6, 0.9))
+    back = load_image(tmp_path / "counterfactual.nii.gz")
+    assert back.num_slices == 1 and back.data.shape == (3, 32, 32)
+    np.testing.assert_allclose(back.data, cf)
+    assert back.spacing == pytest.approx((0.6, 0.9))
+
+
+def test_nifti_export_is_byte_for_byte_reproducible(tmp_path):
+    res = _result()
+    write_result(res, tmp_path / "a")
+    write_result(res, tmp_path / "b")
+    a, b = (tmp_path / run / "counterfactual.nii.gz" for run in ("a", "b"))
+    assert a.read_bytes() == b.read_bytes()

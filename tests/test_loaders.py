@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from diffuse_core.io.loaders import LoadedImage, display_to_canonical, load_brats_case, load_image, load_mask
+from diffuse_core.io.brats import load_brats_case
+from diffuse_core.io.image import LoadedImage, load_image, load_mask
+from diffuse_core.io.orientation import display_to_canonical
 
 BRATS = Path(__file__).resolve().parents[2] / "shared" / "real_cases" / "brats2015"
 RNG = np.random.default_rng(0)

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from diffuse_core.io.loaders import LoadedImage, load_brats_case
+from diffuse_core.io.brats import load_brats_case
+from diffuse_core.io.loaded import LoadedImage
 from diffuse_core.io.preprocess import (CT_WINDOWS, Geometry, estimate_brain_mask, from_model_grid, normalize_ct,
                                      normalize_mri, prepare_slice, resolve_window, to_model_grid)
 

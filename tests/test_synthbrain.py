@@ -184,7 +184,7 @@ def test_write_split_index_files_and_byte_identical(tmp_path):
     assert index == a / "index.csv"
     with open(index, newline="") as f:
         reader = csv.DictReader(f)
-        assert reader.fieldnames == ["id", "image", "mask", "modality", "lesion_type", "healthy", "seed"]
+        assert reader.fieldnames == ["id", "image", "mask", "modality", "lesion_type", "healthy", "seed", "spacing_mm"]
         rows = list(reader)
     assert len(rows) == 4 and {r["healthy"] for r in rows} == {"0", "1"}
     for r in rows:
@@ -194,7 +194,7 @@ def test_write_split_index_files_and_byte_identical(tmp_path):
         s = sb.generate_slice(int(r["seed"]), sb.MRI4, 64, healthy=r["healthy"] == "1")
         assert np.array_equal(img, s.image) and np.array_equal(mask, s.lesion_mask)
         assert (r["lesion_type"] == "none") == (r["healthy"] == "1") and r["modality"] == "flair+t1+t1c+t2"
-        assert sb.seed_split(int(r["seed"])) == "val"
+        assert sb.seed_split(int(r["seed"])) == "val" and float(r["spacing_mm"]) == 220 / 64
     assert _digest(a) == _digest(b)                             # same arguments, same bytes (gzip mtime fixed)
     c = tmp_path / "c"
     sb.write_split(c, preset="ct", n=2, seed=3, split="val", size=64)
@@ -225,3 +225,45 @@ def test_render_grid_and_to_uint8(tmp_path):
     path = sb.render_grid(slices, tmp_path / "grid.png", ncols=2)
     im = Image.open(path)
     assert im.size == (2 * 64 + 2, 2 * 64 + 2) and im.mode == "RGB"
+
+
+@pytest.mark.parametrize("size", [64, 96])
+def test_spacing_is_the_field_of_view_over_the_pixel_count(size):
+    s = sb.generate_slice(7, ("flair",), size=size)
+    assert sb.FOV_MM == 220 and s.spacing == (220 / size, 220 / size) == (sb.pixel_mm(size),) * 2
+    assert sb.pixel_mm(128) == pytest.approx(1.72, abs=0.01)
+
+
+@pytest.mark.parametrize("preset,size", [("mri4", 64), ("ct", 96)])
+def test_written_slices_load_back_with_the_same_pixels_and_true_spacing(tmp_path, preset, size):
+    from diffuse_core.io.image import load_image, load_mask
+
+    index = sb.write_split(tmp_path, preset=preset, n=2, seed=5, split="test", size=size)
+    with open(index, newline="") as f:
+        rows = list(csv.DictReader(f))
+    mm = sb.FOV_MM / size
+    for r in rows:
+        s = sb.generate_slice(int(r["seed"]), sb.preset_modalities(preset), size, healthy=r["healthy"] == "1")
+        loaded = load_image(tmp_path / r["image"])
+        assert loaded.kind == "nifti" and np.array_equal(loaded.data, s.image)
+        assert np.array_equal(load_mask(tmp_path / r["mask"], like=loaded), s.lesion_mask)
+        assert loaded.spacing == pytest.approx((mm, mm), rel=1e-6)
+        assert float(r["spacing_mm"]) == pytest.approx(mm, rel=1e-5)
+        assert np.allclose(loaded.affine, np.diag([mm, mm, 1.0, 1.0]), rtol=1e-6)   # RAS, no rotation, z = 1 mm
+
+
+def test_save_case_headers_carry_the_spacing(tmp_path):
+    import nibabel as nib
+
+    from diffuse_core.io.image import load_image
+
+    s = sb.generate_slice(sb.sample_seed("test", 0, 3), ("t2",), size=128, lesion_type="glioma")
+    names = sb.save_case(s, tmp_path, "c")
+    for key in ("image", "mask"):
+        img = nib.load(str(tmp_path / names[key]))
+        assert img.header.get_xyzt_units()[0] == "mm" and int(img.header["sform_code"]) == 1
+        assert tuple(float(z) for z in img.header.get_zooms()[:2]) == (1.71875, 1.71875)
+        assert np.allclose(img.affine, img.get_qform()) and np.allclose(np.diag(img.affine), [1.71875, 1.71875, 1, 1])
+    assert load_image(tmp_path / names["image"]).spacing == s.spacing
+    assert np.array_equal(sb.read_nifti_slice(tmp_path / names["image"]), s.image[0])
+    assert np.array_equal(sb.read_nifti_slice(tmp_path / names["mask"]), s.lesion_mask)

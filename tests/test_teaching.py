@@ -46,7 +46,11 @@ def test_cases_load_and_match_the_generator():
         assert img.ndim == 3 and img.dtype == np.float32 and img.min() >= -1 and img.max() <= 1
         assert mask.dtype == np.uint8 and mask.shape == img.shape[1:]
         assert (mask.sum() == 0) == case.healthy
-    for c in cases[:: max(1, len(cases) // 5)]:               # a few are regenerated bit for bit from the manifest
+        size = case.extra["generate"]["size"]                  # SynthBrain's 220 mm field of view over the pixels
+        assert case.spacing == pytest.approx((sb.FOV_MM / size, sb.FOV_MM / size), rel=1e-6) and size == img.shape[-1]
+    # a few are regenerated from the manifest: masks exactly, images to float noise (newer numpy/scipy/opencv wheels
+    # on other machines differ by up to ~1.4e-6)
+    for c in cases[:: max(1, len(cases) // 5)]:
         g = c.extra["generate"]
         if c.healthy:
             s = sb.generate_slice(c.seed, tuple(g["modalities"]), g["size"], healthy=True)
@@ -54,7 +58,9 @@ def test_cases_load_and_match_the_generator():
             s = sb.generate_slice(c.seed, tuple(g["modalities"]), g["size"], healthy=False,
                                   lesion_type=g["lesion_type"], lesion_scale=g["lesion_scale"],
                                   contrast=g["contrast"])
-        assert np.array_equal(s.image, c.image) and np.array_equal(s.lesion_mask, c.mask), c.id
+        assert np.array_equal(s.lesion_mask, c.mask), c.id
+        np.testing.assert_allclose(c.image, s.image, rtol=0, atol=1e-5, err_msg=c.id)
+        assert c.spacing == s.spacing == (1.71875, 1.71875)
 
 
 @pytest.mark.parametrize("bad", ["../default", "a/b", "", "..", "default\x00", "default\n", "déjà", "x" * 200, None, 3])
@@ -95,6 +101,7 @@ def test_env_root_override_and_path_escape(tmp_path, monkeypatch):
     assert teaching.default_root() == tmp_path and teaching.list_sets() == ["mini"]
     case = teaching.load_case("mini", "c1")
     assert np.array_equal(case.image, s.image) and np.array_equal(case.mask, s.lesion_mask)
+    assert case.spacing == s.spacing == (220 / 64, 220 / 64)
     _mini_set(tmp_path, "evil", image_rel="../mini/c1_image.nii.gz")
     with pytest.raises(ValueError, match="outside"):
         teaching.load_manifest("evil")

@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from diffuse_core.cli import main
@@ -13,37 +14,78 @@ TINY = DenoiserConfig(resolution=16, block_channels=(16, 32), attention_levels=(
                       attention_head_dim=8)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _pool(n=32):
     g = torch.Generator().manual_seed(0)
     base = torch.linspace(-1, 1, 16).view(1, 1, 16).expand(n, 1, 16, 16)
     return TensorPool(base + 0.05 * torch.randn(n, 1, 16, 16, generator=g))
 
 
+def _weights(folder):
+    return load_denoiser(folder).unet.state_dict()
+
+
+def _same(a, b):
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_checkpoint_resume_continues_the_step_count(tmp_path):
-    cfg = DDPMTrainConfig(steps=4, batch_size=4, checkpoint_every=2, unet=TINY)
-    train_ddpm(tmp_path, _pool(), cfg, progress=False)
-    assert (tmp_path / "checkpoint.pt").exists() and (tmp_path / "model.safetensors").exists()
-    assert load_denoiser(tmp_path).card["training"]["steps_done"] == 4
+    cfg = DDPMTrainConfig(steps=4, batch_size=4, checkpoint_every=2, unet=TINY, precision="fp32")
+    train_ddpm(tmp_path / "run", _pool(), cfg, progress=False)
+    assert (tmp_path / "run" / "checkpoint.pt").exists() and (tmp_path / "run" / "model.safetensors").exists()
+    assert load_denoiser(tmp_path / "run").card["training"]["steps_done"] == 4
+    after_4 = _weights(tmp_path / "run")
     cfg.steps = 6
-    train_ddpm(tmp_path, _pool(), cfg, progress=False)
-    state = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
-    assert state["step"] == 6 and load_denoiser(tmp_path).card["training"]["steps_done"] == 6
+    saved_at = []
+    train_ddpm(tmp_path / "run", _pool(), cfg, progress=False, on_checkpoint=lambda step, loss: saved_at.append(step))
+    assert saved_at == [6]                       # only the two missing steps were trained
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    assert state["step"] == 6 and load_denoiser(tmp_path / "run").card["training"]["steps_done"] == 6
+    # the resumed run ends where one uninterrupted run of 6 steps ends (EMA and raw weights), not where it was
+    train_ddpm(tmp_path / "straight", _pool(), cfg, progress=False)
+    resumed = _weights(tmp_path / "run")
+    assert _same(resumed, _weights(tmp_path / "straight")) and not _same(resumed, after_4)
+    straight = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=False)
+    assert _same(state["model"], straight["model"])
 
 
 def test_loss_decreases(tmp_path):
-    cfg = DDPMTrainConfig(steps=60, batch_size=8, checkpoint_every=60, unet=TINY, lr=2e-3, precision="fp32")
+    cfg = DDPMTrainConfig(steps=40, batch_size=8, checkpoint_every=40, unet=TINY, lr=2e-3, precision="fp32")
     train_ddpm(tmp_path, _pool(), cfg, progress=False)
-    rows = (tmp_path / "log.csv").read_text().splitlines()[1:]
-    losses = [float(r.split(",")[1]) for r in rows]
-    assert np.mean(losses[-2:]) < 0.5 * losses[0]
+    rows = [r.split(",") for r in (tmp_path / "log.csv").read_text().splitlines()[1:]]
+    assert [int(r[0]) for r in rows] == [1, 10, 20, 30, 40]
+    losses = [float(r[1]) for r in rows]
+    assert np.mean(losses[-2:]) < 0.5 * losses[0]     # the untrained step-1 loss is about Var(eps) = 1
 
 
 def test_init_from_continues_from_saved_weights(tmp_path):
-    cfg = DDPMTrainConfig(steps=3, batch_size=4, checkpoint_every=3, unet=TINY)
+    cfg = DDPMTrainConfig(steps=3, batch_size=4, checkpoint_every=3, unet=TINY, precision="fp32")
     train_ddpm(tmp_path / "a", _pool(), cfg, progress=False)
+    saved = _weights(tmp_path / "a")
+    # a run asked for no more steps than the saved weights have: its weights are the saved ones
+    train_ddpm(tmp_path / "same", _pool(), cfg, progress=False, init_from=tmp_path / "a")
+    assert _same(_weights(tmp_path / "same"), saved)
+    assert load_denoiser(tmp_path / "same").card["training"]["steps_done"] == 3
+    # two more steps from the saved weights: not what a fresh run of 5 steps gives
     cfg.steps = 5
     train_ddpm(tmp_path / "b", _pool(), cfg, progress=False, init_from=tmp_path / "a")
+    train_ddpm(tmp_path / "fresh", _pool(), cfg, progress=False)
+    continued = _weights(tmp_path / "b")
     assert load_denoiser(tmp_path / "b").card["training"]["steps_done"] == 5
+    assert not _same(continued, saved) and not _same(continued, _weights(tmp_path / "fresh"))
+    # another architecture is refused with the reason
+    other = DDPMTrainConfig(steps=5, batch_size=4, unet=DenoiserConfig(resolution=16, block_channels=(8, 16),
+                                                                       attention_levels=(False, True),
+                                                                       norm_num_groups=8, attention_head_dim=8))
+    with pytest.raises(ValueError, match="architecture"):
+        train_ddpm(tmp_path / "c", _pool(), other, progress=False, init_from=tmp_path / "a")
 
 
 def test_cli_trains_ddpm_on_synthbrain(tmp_path, monkeypatch):
@@ -51,6 +93,17 @@ def test_cli_trains_ddpm_on_synthbrain(tmp_path, monkeypatch):
     code = main(["train", "ddpm", "--out", str(tmp_path / "m"), "--steps", "2", "--batch-size", "2", "--pool", "4",
                  "--size", "32", "--channels", "16,32", "--checkpoint-every", "1"])
     assert code == 0
-    card = json.loads((tmp_path / "m" / "config.json").read_text())["card"]
+    meta = json.loads((tmp_path / "m" / "config.json").read_text())
+    card = meta["card"]
     assert card["training"]["steps_done"] == 2 and card["data"]["generator"] == "SynthBrain"
-    assert card["data"]["healthy_only"] is True
+    assert card["data"]["healthy_only"] is True and card["data"]["n_slices"] == 4
+    assert meta["unet"]["block_channels"] == [16, 32]
+    # the card for people says the same as the one the loader reads
+    assert json.loads((tmp_path / "m" / "model_card.json").read_text()) == {"kind": "ddpm", **card}
+
+
+def test_cli_train_refuses_bad_options(tmp_path, capsys):
+    assert main(["train", "ddpm", "--out", str(tmp_path / "x"), "--channels", "16,wide"]) == 2
+    assert "--channels" in capsys.readouterr().err
+    assert main(["train", "classifier", "--out", str(tmp_path / "y"), "--channels", "16,32"]) == 2
+    assert "DDPM" in capsys.readouterr().err

@@ -151,20 +151,15 @@ def _png(path: Path, array: np.ndarray) -> None:
 
 def _nifti(path: Path, array: np.ndarray, spacing: tuple[float, float]) -> None:
     """(H, W) or (C, H, W) display-oriented array -> a canonical (RAS+) NIfTI slice, (X, Y) or (X, Y, 1, C), that
-    :func:`diffuse_core.io.loaders.load_image` displays exactly as given: ``canonical[X-1-c, Y-1-r] = display[r, c]``
-    (radiological: anterior at the top, the patient's right on the left). Spacing (row, col) in mm."""
-    import nibabel as nib
+    :func:`diffuse_core.io.image.load_image` displays exactly as given (radiological: anterior at the top, the
+    patient's right on the left; :func:`diffuse_core.io.orientation.display_nifti`). Spacing (row, col) in mm."""
+    from diffuse_core.io.orientation import display_nifti, nifti_gz_bytes
 
-    a = np.asarray(array)
-    a = a[0] if a.ndim == 3 and a.shape[0] == 1 else a
-    if a.ndim == 2:
-        vol = a[::-1, ::-1].T
+    img = display_nifti(array, spacing)
+    if path.name.endswith(".gz"):
+        path.write_bytes(nifti_gz_bytes(img))
     else:
-        vol = a[:, ::-1, ::-1].transpose(2, 1, 0)[:, :, None, :]
-    affine = np.diag([float(spacing[1]), float(spacing[0]), 1.0, 1.0])
-    img = nib.Nifti1Image(np.ascontiguousarray(vol), affine)
-    img.header.set_xyzt_units("mm")
-    nib.save(img, str(path))
+        img.to_filename(str(path))
 
 
 def _write_case_files(folder: Path, case: CuratedCase) -> dict[str, str]:

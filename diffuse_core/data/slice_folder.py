@@ -32,7 +32,8 @@ def load_slice_folder(folder, size: int = 128, modalities: tuple[str, ...] = ("f
                       max_slices: int | None = None) -> dict:
     """Arrays for training: ``images`` (N, C, size, size) float32 in [-1, 1], ``labels`` (N,) 1 = diseased,
     ``masks`` (N, size, size) uint8 lesion masks, ``source``. ``healthy_only`` keeps label-0 slices only."""
-    from diffuse_core.io.loaders import load_brats_case, load_image, load_mask
+    from diffuse_core.io.brats import load_brats_case
+    from diffuse_core.io.image import load_image, load_mask
     from diffuse_core.io.preprocess import prepare_slice, to_model_grid
 
     root = Path(folder)

@@ -7,7 +7,9 @@ A set is a folder ``<root>/<name>/`` holding ``manifest.json`` and, per case, ``
      "cases": [{"id", "modality", "lesion_type", "location", "difficulty", "note", "seed", "healthy",
                 "image", "mask", "preview", ...}, ...]}
 
-``image``/``mask``/``preview`` are paths relative to the set folder. The default root is the ``teaching_sets``
+``image``/``mask``/``preview`` are paths relative to the set folder. A case's pixel spacing is read from its image's
+NIfTI header (:attr:`TeachingCase.spacing`, ``(row, col)`` mm; SynthBrain cases at 128 pixels are 1.72 mm). The
+default root is the ``teaching_sets``
 folder next to the package, or ``$DIFFUSE_TEACHING_ROOT`` when set. Set names and case ids are restricted to
 ``[A-Za-z0-9_-]`` so that no name can reach outside the root.
 """
@@ -21,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from diffuse_core.io.orientation import read_display_slice
 
 __all__ = ["TeachingCase", "default_root", "list_sets", "load_manifest", "list_cases", "load_case", "DIFFICULTIES",
            "REQUIRED_CASE_FIELDS"]
@@ -63,7 +67,8 @@ def _set_dir(name: str, root) -> Path:
 
 @dataclass
 class TeachingCase:
-    """One case of a teaching set. ``image`` (C, H, W) float32 in [-1, 1] and ``mask`` (H, W) uint8 load lazily."""
+    """One case of a teaching set. ``image`` (C, H, W) float32 in [-1, 1], ``mask`` (H, W) uint8 and ``spacing``
+    (``(row, col)`` mm, from the image's NIfTI header) load lazily."""
 
     id: str
     modality: str
@@ -81,22 +86,27 @@ class TeachingCase:
     extra: dict = field(default_factory=dict)
     _image: np.ndarray | None = field(default=None, repr=False, compare=False)
     _mask: np.ndarray | None = field(default=None, repr=False, compare=False)
+    _spacing: tuple[float, float] | None = field(default=None, repr=False, compare=False)
 
     @property
     def image(self) -> np.ndarray:
         if self._image is None:
-            from diffuse_core.data.synthbrain import read_nifti_slice
-
-            a = np.asarray(read_nifti_slice(self.image_path), dtype=np.float32)
+            a, self._spacing = _read_slice(self.image_path)
+            a = np.asarray(a, dtype=np.float32)
             self._image = a[None] if a.ndim == 2 else a
         return self._image
 
     @property
+    def spacing(self) -> tuple[float, float]:
+        """``(row, col)`` pixel spacing in mm, as stored in the image's NIfTI header."""
+        if self._spacing is None:
+            self.image  # noqa: B018 - reads the header with the pixels
+        return self._spacing
+
+    @property
     def mask(self) -> np.ndarray:
         if self._mask is None:
-            from diffuse_core.data.synthbrain import read_nifti_slice
-
-            m = np.asarray(read_nifti_slice(self.mask_path))
+            m = np.asarray(_read_slice(self.mask_path)[0])
             if m.ndim == 3:
                 m = m.max(axis=0)
             self._mask = (m > 0).astype(np.uint8)
@@ -105,6 +115,16 @@ class TeachingCase:
     @property
     def channels(self) -> tuple[str, ...]:
         return tuple(self.modality.split("+"))
+
+
+def _read_slice(path: Path) -> tuple[np.ndarray, tuple[float, float]]:
+    """A single-slice NIfTI in display orientation, (H, W) or (C, H, W), and its ``(row, col)`` spacing in mm."""
+    import nibabel as nib
+
+    try:
+        return read_display_slice(nib.load(str(path)))
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
 
 
 def list_sets(root=None) -> list[str]:

@@ -14,18 +14,14 @@ What is measured (issue: trained models), always on a held-out SynthBrain split 
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
-import json
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from diffuse_core.models.denoiser import CONFIG_NAME, Denoiser
+from diffuse_core.models.checkpoint import update_card, weights_digest  # noqa: F401  (re-exported: the CLI uses them)
+from diffuse_core.models.denoiser import Denoiser
 from diffuse_core.models.device import default_autocast
-
-CARD_NAME = "model_card.json"
 
 
 def synthbrain_labelled(split: str, n: int, size: int = 128, modalities=("flair",), healthy_fraction: float = 0.5,
@@ -43,7 +39,7 @@ def synthbrain_labelled(split: str, n: int, size: int = 128, modalities=("flair"
 def measure_saliency_models(models, n: int = 200, split: str = "test", percentile: float = 90.0,
                             methods=("acat", "gradcam", "gradient")) -> dict:
     """Classifier accuracy/AUROC and each saliency method's localisation on ``n`` held-out slices (half healthy)."""
-    from diffuse_core.train.saliency import evaluate_acat, evaluate_classifier
+    from diffuse_core.evaluation.saliency_quality import evaluate_acat, evaluate_classifier
 
     size = models.classifier.config.resolution if hasattr(models.classifier, "config") else 128
     data = synthbrain_labelled(split, n, size=size)
@@ -206,46 +202,6 @@ def recommended_settings(result: dict, tolerance: float = 0.01, z: float = 2.0) 
                     f"{tolerance} Dice of the best"}
 
 
-def update_card(model_dir: str | Path, updates: dict) -> dict:
-    """Merge ``updates`` into ``model_dir/config.json``'s ``card`` block, atomically (write a temp file, rename)."""
-    path = Path(model_dir) / CONFIG_NAME
-    if not path.exists():
-        raise FileNotFoundError(f"no {CONFIG_NAME} in {model_dir}: is this a saved model folder?")
-    cfg = json.loads(path.read_text())
-    card = cfg.setdefault("card", {})
-    card.update(updates)
-    _atomic_write_json(path, cfg)
-    # the human-facing card beside the weights (the same block; config.json stays what the loaders read)
-    _atomic_write_json(path.with_name(CARD_NAME), {"kind": cfg.get("kind"), **card})
-    return card
-
-
-def weights_digest(model_dir: str | Path) -> str | None:
-    """SHA-256 of a model folder's ``model.safetensors`` (None if absent): ties measured numbers to the weights."""
-    path = Path(model_dir) / "model.safetensors"
-    if not path.is_file():
-        return None
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _atomic_write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=_json_default) + "\n")
-    os.replace(tmp, path)
-
-
 def stamp() -> str:
     """Today's date (UTC) for a card's ``measured_on``."""
     return _dt.datetime.now(_dt.timezone.utc).date().isoformat()
-
-
-def _json_default(o):
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(f"cannot write {type(o).__name__} to a model card")

@@ -73,7 +73,7 @@ def brats_set(folder, size: int = 128, per_case: int = 6, healthy_per_case: int 
     """Real BraTS cases (FLAIR, whole tumour = label > 0): ``per_case`` tumour slices spread over each case."""
     from pathlib import Path
 
-    from diffuse_core.io.loaders import load_brats_case
+    from diffuse_core.io.brats import load_brats_case
     from diffuse_core.io.preprocess import prepare_slice, to_model_grid
 
     images, lesions, brains, types, sizes, ids = [], [], [], [], [], []

@@ -10,11 +10,15 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
-from diffuse_core.pipeline import CounterfactualResult
+from diffuse_core.io.orientation import display_nifti, nifti_gz_bytes
+
+if TYPE_CHECKING:  # the writer reads a result's fields; it does not run the pipeline
+    from diffuse_core.pipeline import CounterfactualResult
 
 LESION_OUTLINE_RGB = (60, 220, 60)   # ground truth: green
 MASK_OUTLINE_RGB = (0, 200, 255)     # Dif-fuse mask: cyan
@@ -67,30 +71,26 @@ def _write_png(path: Path, array: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
-def _write_nifti(path: Path, array_chw: np.ndarray, spacing: tuple[float, float] = (1.0, 1.0)) -> None:
-    import nibabel as nib
-
-    from diffuse_core.io.loaders import display_to_canonical
-
-    # display orientation (anterior up, patient's right on the left) -> canonical RAS (X, Y, C)
-    vol = display_to_canonical(np.asarray(array_chw, np.float32))
-    if vol.shape[2] == 1:
-        vol = vol[:, :, 0]
-    affine = np.diag([spacing[1], spacing[0], 1.0, 1.0])
-    img = nib.Nifti1Image(np.ascontiguousarray(vol), affine)
+def _write_nifti(path: Path, array_chw: np.ndarray, spacing: tuple[float, float] = (1.0, 1.0),
+                 affine: np.ndarray | None = None) -> None:
+    """A display-oriented (C, H, W) slice as a canonical NIfTI (see :func:`~diffuse_core.io.orientation.display_nifti`)
+    with ``affine`` (the input's slice affine) when given, else a ``(row, col)`` spacing in mm."""
+    img = display_nifti(np.asarray(array_chw, np.float32), spacing, affine)
     tmp = path.with_name(path.name.replace(".nii.gz", ".tmp.nii.gz"))
-    nib.save(img, str(tmp))
+    tmp.write_bytes(nifti_gz_bytes(img))
     os.replace(tmp, path)
 
 
 def write_result(result: CounterfactualResult, out_dir: str | Path, extra: dict | None = None,
                  ground_truth: np.ndarray | None = None, original_counterfactual: np.ndarray | None = None,
-                 spacing: tuple[float, float] = (1.0, 1.0)) -> dict:
+                 spacing: tuple[float, float] = (1.0, 1.0), affine: np.ndarray | None = None) -> dict:
     """Write counterfactual.png, saliency.png, mask.png, anomaly.png, overlay.png, counterfactual.nii.gz and
     result.json into ``out_dir``; return the JSON summary.
 
     ``original_counterfactual`` is the counterfactual mapped back to the input's grid (for the NIfTI); without it
-    the model-grid counterfactual is written.
+    the model-grid counterfactual is written. The NIfTI carries ``affine`` (the input's 4x4 canonical slice affine
+    in mm, e.g. :meth:`LoadedImage.slice_affine <diffuse_core.io.loaded.LoadedImage.slice_affine>`) when it is at
+    the input's size, else the input's ``(row, col)`` pixel ``spacing`` in mm.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -103,7 +103,8 @@ def write_result(result: CounterfactualResult, out_dir: str | Path, extra: dict 
     _write_png(out / "overlay.png", overlay(result.image[0], result.anomaly, mask=result.mask,
                                             ground_truth=ground_truth, vmax=vmax))
     nifti = original_counterfactual if original_counterfactual is not None else result.counterfactual
-    _write_nifti(out / "counterfactual.nii.gz", nifti, spacing)
+    _write_nifti(out / "counterfactual.nii.gz", nifti, spacing,
+                 affine if original_counterfactual is not None else None)
     summary = {**result.summary(), **(extra or {})}
     tmp = out / "result.json.tmp"
     tmp.write_text(json.dumps(summary, indent=2, default=_json_default))

@@ -69,11 +69,20 @@ def spacing_of_affine(affine: np.ndarray) -> tuple[float, float]:
     return check_spacing((row, col))
 
 
-def affine_of_slice(volume_affine: np.ndarray, z: int) -> np.ndarray:
-    """The affine of canonical slice ``z`` of a canonical volume whose affine is ``volume_affine``."""
-    shift = np.eye(4)
-    shift[2, 3] = float(z)
-    return np.asarray(volume_affine, dtype=float) @ shift
+def affine_of_slice(volume_affine: np.ndarray, z: int, axis: int = 2) -> np.ndarray:
+    """The affine of canonical slice ``z`` of a canonical volume whose affine is ``volume_affine``.
+
+    ``axis`` is the canonical axis the slice is cut across (2: axial). For a single coronal (``axis=1``) or sagittal
+    (``axis=0``) slice the remaining two axes, in canonical order, become the slice's first two columns, as the
+    NIfTI reader lays them out.
+    """
+    a = np.asarray(volume_affine, dtype=float)
+    if axis not in (0, 1, 2):
+        raise ValueError(f"axis must be 0, 1 or 2 (a canonical RAS axis), got {axis!r}")
+    in_plane = [k for k in range(3) if k != axis]
+    out = a[:, in_plane + [axis, 3]].copy()
+    out[:, 3] = a[:, 3] + float(z) * a[:, axis]
+    return out
 
 
 def display_nifti(array, spacing=(1.0, 1.0), affine: np.ndarray | None = None):

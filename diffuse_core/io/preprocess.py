@@ -1,7 +1,7 @@
 """Raw slices -> the model's input: intensities in [-1, 1] with background exactly -1, on a square grid.
 
 The diffusion model is trained on square slices (128 x 128, 256 supported) whose brain is scaled to [-1, 1] and
-whose background is -1. :func:`prepare_slice` takes a :class:`~diffuse_core.io.loaders.LoadedImage` (or a raw array)
+whose background is -1. :func:`prepare_slice` takes a :class:`~diffuse_core.io.loaded.LoadedImage` (or a raw array)
 and
 
 1. decides CT or MRI (DICOM Modality, else Hounsfield-like values below -500 HU mean CT),
@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
-from diffuse_core.io.loaders import LoadedImage, load_image
+from diffuse_core.io.image import LoadedImage, load_image
 
 __all__ = ["Geometry", "PreparedSlice", "CT_WINDOWS", "to_model_grid", "from_model_grid", "estimate_brain_mask",
            "normalize_mri", "normalize_ct", "prepare_slice", "resolve_window", "resolve_modality"]

@@ -1,17 +1,27 @@
-"""Save and load ACAT's two models (autoencoder, classifier).
+"""The one on-disk format of a trained model, and the ACAT models' save/load on top of it.
 
-A saved model is a folder with ``model.safetensors`` (float32 weights) and ``config.json``:
-``{"kind": "autoencoder" | "classifier", "config": {...architecture...}, "card": {...data, training, metrics...}}``.
-Each file is written to a temporary name and then renamed over the old one, so that an interrupted save never
-leaves a half-written file under the real name.
+A saved model is a folder holding
+
+- ``model.safetensors``: the weights, float32, contiguous, with ``{"format": "pt", "kind": KIND}`` as metadata;
+- ``config.json``: ``{"kind": KIND, <architecture entries>, "card": {...}}``, what the loaders read. The architecture
+  entries are ``"config"`` for the autoencoder and the classifier, ``"unet"`` and ``"schedule"`` for the DDPM
+  (:data:`ARCHITECTURE_KEY`; the DDPM's names predate the others and the shipped weights carry them);
+- ``model_card.json``: ``{"kind": KIND, **card}``, the same card for people, kept in step with ``config.json`` by
+  every write (:func:`write_model`, :func:`update_card`).
+
+Every file is written to a temporary name and renamed over the old one, so an interrupted save never leaves a
+half-written file under the real name. The denoiser's save/load (:mod:`diffuse_core.models.denoiser`) and the trainer
+(:mod:`diffuse_core.train.trainer`) use the same functions.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -20,9 +30,154 @@ from diffuse_core.models.classifier import Classifier, ClassifierConfig
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
+CARD_NAME = "model_card.json"
 KINDS = {"autoencoder": (Autoencoder, AutoencoderConfig), "classifier": (Classifier, ClassifierConfig)}
+ARCHITECTURE_KEY = {"ddpm": "unet", "autoencoder": "config", "classifier": "config"}
 
 
+# --------------------------------------------------------------------------------------------- atomic writes
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write(path: str | Path, write) -> Path:
+    """Call ``write(tmp_path)``, then rename the temporary file over ``path`` (usual permissions, no half files)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # safetensors and torch.save may create 0600 files
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def json_default(obj):
+    """JSON for what cards hold besides plain types: numpy scalars and arrays, tensors, paths, tuples."""
+    if isinstance(obj, (np.floating, np.integer, np.bool_)):
+        return obj.item()
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"cannot write {type(obj).__name__} to a model's config or card")
+
+
+def atomic_write_json(path: str | Path, obj) -> Path:
+    text = json.dumps(obj, indent=2, default=json_default) + "\n"
+    return atomic_write(path, lambda p: p.write_text(text))
+
+
+# ----------------------------------------------------------------------------------------------- the format
+def retrain_hint(kind: str | None) -> str:
+    if kind in ARCHITECTURE_KEY:
+        return f"retrain it with `diffuse-studio train {kind}`"
+    return "retrain it with `diffuse-studio train ddpm|autoencoder|classifier`"
+
+
+def write_model(folder: str | Path, kind: str, state_dict: dict, architecture: dict, card: dict | None) -> Path:
+    """Write ``model.safetensors``, ``config.json`` and ``model_card.json`` into ``folder`` (created), each atomically.
+
+    ``architecture`` is what ``config.json`` holds beside ``kind`` and ``card`` (e.g. ``{"config": {...}}``).
+    """
+    if kind not in ARCHITECTURE_KEY:
+        raise ValueError(f"unknown model kind {kind!r}: choose one of {', '.join(ARCHITECTURE_KEY)}")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    sd = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in state_dict.items()}
+    atomic_write(folder / WEIGHTS_NAME, lambda p: save_file(sd, str(p), metadata={"format": "pt", "kind": kind}))
+    meta = {"kind": kind, **architecture, "card": card or {}}
+    atomic_write_json(folder / CONFIG_NAME, meta)
+    atomic_write_json(folder / CARD_NAME, {"kind": kind, **meta["card"]})
+    return folder
+
+
+def read_config(folder: str | Path, expected_kind: str | None = None) -> dict:
+    """The parsed ``config.json`` of a saved model; clear errors where it is missing, broken or of another kind."""
+    folder = Path(folder)
+    hint = retrain_hint(expected_kind)
+    if not folder.is_dir():
+        what = f"model folder ({expected_kind})" if expected_kind else "model folder"
+        raise FileNotFoundError(f"no {what} at {folder}: point at a folder holding {CONFIG_NAME} and {WEIGHTS_NAME} "
+                                f"(--model DIR for the DDPM), or {hint}")
+    cfg_path = folder / CONFIG_NAME
+    if not cfg_path.is_file():
+        raise FileNotFoundError(f"{folder} lacks {CONFIG_NAME}; {hint}")
+    try:
+        meta = json.loads(cfg_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{cfg_path} is not valid JSON ({err}); {hint}") from err
+    kind = meta.get("kind") if isinstance(meta, dict) else None
+    if kind not in ARCHITECTURE_KEY:
+        raise ValueError(f"{cfg_path} holds no model of a known kind (got {kind!r}, expected one of "
+                         f"{', '.join(ARCHITECTURE_KEY)}); {hint}")
+    if expected_kind is not None and kind != expected_kind:
+        raise ValueError(f"{folder} holds a {kind}, but a {expected_kind} was expected; {hint}")
+    if ARCHITECTURE_KEY[kind] not in meta:
+        raise ValueError(f"{cfg_path} lacks the {ARCHITECTURE_KEY[kind]!r} entry of a saved {kind}; {hint}")
+    return meta
+
+
+def read_weights(folder: str | Path, kind: str) -> dict[str, torch.Tensor]:
+    """The state dict in ``folder/model.safetensors``, with a clear error where it is missing or unreadable."""
+    w_path = Path(folder) / WEIGHTS_NAME
+    if not w_path.is_file():
+        raise FileNotFoundError(f"{folder} lacks {WEIGHTS_NAME}; {retrain_hint(kind)}")
+    try:
+        return load_file(str(w_path))
+    except Exception as err:  # safetensors raises several types for truncated / foreign files
+        raise ValueError(f"could not read {kind} weights from {w_path} ({type(err).__name__}: {err}); the file may "
+                         f"be truncated; {retrain_hint(kind)}") from err
+
+
+def load_weights_into(module: torch.nn.Module, state: dict, folder: str | Path, kind: str) -> None:
+    """``module.load_state_dict(state)`` with an error that names the folder and the fix."""
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as err:
+        raise ValueError(f"the {kind} weights in {Path(folder) / WEIGHTS_NAME} do not fit its architecture ({err}); "
+                         f"{retrain_hint(kind)}") from err
+
+
+def update_card(folder: str | Path, updates: dict | None = None, **entries) -> dict:
+    """Merge ``updates`` (and keyword ``entries``) into the card of the saved model in ``folder``: ``config.json``'s
+    ``card`` block and ``model_card.json`` are both rewritten atomically. Returns the new card."""
+    folder = Path(folder)
+    meta = read_config(folder)
+    card = dict(meta.get("card") or {})
+    card.update(updates or {})
+    card.update(entries)
+    meta["card"] = card
+    atomic_write_json(folder / CONFIG_NAME, meta)
+    atomic_write_json(folder / CARD_NAME, {"kind": meta["kind"], **card})
+    return card
+
+
+def weights_digest(folder: str | Path) -> str | None:
+    """SHA-256 of a model folder's ``model.safetensors`` (None if absent): ties measured numbers to the weights."""
+    path = Path(folder) / WEIGHTS_NAME
+    if not path.is_file():
+        return None
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def steps_done(card: dict) -> tuple[int, float]:
+    """(optimiser steps, wall seconds) a card records: DDPM cards under ``training``, ACAT cards at the top."""
+    training = card.get("training") or {}
+    if "steps_done" in training:
+        return int(training["steps_done"]), float(training.get("wall_seconds", 0.0))
+    return int(card.get("steps", 0)), float(card.get("wall_time_s", 0.0))
+
+
+# -------------------------------------------------------------------------------------- autoencoder, classifier
 def _kind_of(model) -> str:
     if isinstance(model, Autoencoder):
         return "autoencoder"
@@ -31,77 +186,14 @@ def _kind_of(model) -> str:
     raise TypeError(f"can only save an Autoencoder or a Classifier, got {type(model).__name__}")
 
 
-def _retrain_hint(kind: str | None) -> str:
-    if kind in KINDS:
-        return f"retrain it with `diffuse-studio train {kind}`"
-    return "retrain it with `diffuse-studio train autoencoder` or `diffuse-studio train classifier`"
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _atomic_write_bytes(path: Path, write) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # safetensors creates 0600 files; give the usual permissions
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def save(model: Autoencoder | Classifier, folder: str | Path, card: dict | None = None) -> Path:
-    """Write ``model.safetensors`` and ``config.json`` into ``folder`` (created if needed), each atomically.
+    """Save an autoencoder or classifier into ``folder`` (:func:`write_model`).
 
     ``card`` defaults to the card the model was loaded with (``model.card``), if any.
     """
-    kind = _kind_of(model)
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    sd = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()}
-    _atomic_write_bytes(folder / WEIGHTS_NAME, lambda p: save_file(sd, str(p), metadata={"format": "pt", "kind": kind}))
     if card is None:
         card = getattr(model, "card", None) or {}
-    meta = {"kind": kind, "config": model.config.to_dict(), "card": card}
-    text = json.dumps(meta, indent=2, default=_json_default)
-    _atomic_write_bytes(folder / CONFIG_NAME, lambda p: p.write_text(text))
-    return folder
-
-
-def _json_default(obj):
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
-
-
-def read_config(folder: str | Path, expected_kind: str | None = None) -> dict:
-    """The parsed ``config.json`` of a saved model; clear errors where it is missing, broken or of another kind."""
-    folder = Path(folder)
-    hint = _retrain_hint(expected_kind)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"no {expected_kind or 'model'} folder at {folder}: point at a folder holding "
-                                f"{CONFIG_NAME} and {WEIGHTS_NAME}, or {hint}")
-    cfg_path = folder / CONFIG_NAME
-    if not cfg_path.is_file():
-        raise FileNotFoundError(f"{folder} lacks {CONFIG_NAME}; {hint}")
-    try:
-        meta = json.loads(cfg_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{cfg_path} is not valid JSON ({err}); {hint}") from err
-    if not isinstance(meta, dict) or "kind" not in meta or "config" not in meta:
-        raise ValueError(f"{cfg_path} lacks the 'kind'/'config' entries of a saved ACAT model; {hint}")
-    kind = meta["kind"]
-    if kind not in KINDS:
-        raise ValueError(f"{cfg_path} holds a model of kind {kind!r}, not an autoencoder or classifier; {hint}")
-    if expected_kind is not None and kind != expected_kind:
-        raise ValueError(f"{folder} holds a {kind}, but a {expected_kind} was expected; {hint}")
-    return meta
+    return write_model(folder, _kind_of(model), model.state_dict(), {"config": model.config.to_dict()}, card)
 
 
 def load(folder: str | Path, expected_kind: str | None = None, device: torch.device | str = "cpu"):
@@ -113,22 +205,16 @@ def load(folder: str | Path, expected_kind: str | None = None, device: torch.dev
     folder = Path(folder)
     meta = read_config(folder, expected_kind)
     kind = meta["kind"]
-    hint = _retrain_hint(kind)
+    if kind not in KINDS:
+        raise ValueError(f"{folder} holds a {kind}, not an autoencoder or classifier; {retrain_hint(expected_kind)}")
     model_cls, config_cls = KINDS[kind]
     try:
         config = config_cls(**meta["config"])
     except (TypeError, ValueError) as err:
-        raise ValueError(f"{folder / CONFIG_NAME} holds an invalid {kind} config ({err}); {hint}") from err
-    w_path = folder / WEIGHTS_NAME
-    if not w_path.is_file():
-        raise FileNotFoundError(f"{folder} lacks {WEIGHTS_NAME}; {hint}")
+        raise ValueError(f"{folder / CONFIG_NAME} holds an invalid {kind} config ({err}); "
+                         f"{retrain_hint(kind)}") from err
     model = model_cls(config)
-    try:
-        state = load_file(str(w_path))
-        model.load_state_dict(state)
-    except Exception as err:  # safetensors raises several types for truncated / foreign files
-        raise ValueError(f"could not load {kind} weights from {w_path} ({type(err).__name__}: {err}); the file may "
-                         f"be truncated or belong to another architecture; {hint}") from err
+    load_weights_into(model, read_weights(folder, kind), folder, kind)
     model.card = meta.get("card", {}) or {}
     return model.eval().to(device)
 
@@ -139,15 +225,3 @@ def load_autoencoder(folder: str | Path, device: torch.device | str = "cpu") -> 
 
 def load_classifier(folder: str | Path, device: torch.device | str = "cpu") -> Classifier:
     return load(folder, "classifier", device)
-
-
-def update_card(folder: str | Path, **entries) -> dict:
-    """Merge ``entries`` into the card of the saved model in ``folder`` (atomic rewrite of config.json)."""
-    folder = Path(folder)
-    meta = read_config(folder)
-    card = meta.get("card") or {}
-    card.update(entries)
-    meta["card"] = card
-    text = json.dumps(meta, indent=2, default=_json_default)
-    _atomic_write_bytes(folder / CONFIG_NAME, lambda p: p.write_text(text))
-    return card

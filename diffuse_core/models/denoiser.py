@@ -1,24 +1,26 @@
 """The healthy denoiser: a diffusers ``UNet2DModel`` that predicts the noise epsilon (paper Sec. III-A, eq. 6).
 
-A saved denoiser is a folder with ``model.safetensors`` (weights) and ``config.json`` (the UNet's architecture, the
-noise schedule, and a ``card`` block describing data, training and measured quality). ``load_denoiser`` restores
-both; the schedule travels with the weights so that a sampler can never be run with the wrong one.
+A saved denoiser is a model folder in the one format of :mod:`diffuse_core.models.checkpoint`: ``model.safetensors``,
+``config.json`` (kind ``ddpm``, the UNet's architecture under ``unet``, the noise schedule under ``schedule``, and the
+``card``) and ``model_card.json``. ``load_denoiser`` restores both; the schedule travels with the weights so that a
+sampler can never be run with the wrong one.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 from diffusers import UNet2DModel
-from safetensors.torch import load_file, save_file
 
 from diffuse_core.core.schedule import NoiseSchedule, ScheduleConfig
+from diffuse_core.models.checkpoint import (CONFIG_NAME, WEIGHTS_NAME, load_weights_into, read_config, read_weights,
+                                            retrain_hint, write_model)
 
-WEIGHTS_NAME = "model.safetensors"
-CONFIG_NAME = "config.json"
+KIND = "ddpm"
+__all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "Denoiser", "DenoiserConfig", "build_unet", "load_denoiser", "new_denoiser",
+           "save_denoiser"]
 
 
 @dataclass
@@ -106,47 +108,27 @@ def new_denoiser(config: DenoiserConfig | None = None, schedule: ScheduleConfig 
 
 def save_denoiser(denoiser: Denoiser, folder: str | Path, card: dict | None = None,
                   state_dict: dict | None = None) -> Path:
-    """Write ``model.safetensors`` and ``config.json`` into ``folder`` (created if needed), atomically per file.
+    """Write the denoiser into ``folder`` in the one model format (:func:`diffuse_core.models.checkpoint.write_model`:
+    ``model.safetensors``, ``config.json`` with the architecture and schedule, ``model_card.json``).
 
-    ``state_dict`` overrides the UNet's own weights (used to save the EMA copy).
+    ``card`` defaults to ``denoiser.card``; ``state_dict`` overrides the UNet's own weights (e.g. an EMA copy).
     """
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     sd = state_dict if state_dict is not None else denoiser.unet.state_dict()
-    sd = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in sd.items()}
-    tmp = folder / (WEIGHTS_NAME + ".tmp")
-    save_file(sd, str(tmp), metadata={"format": "pt"})
-    tmp.replace(folder / WEIGHTS_NAME)
-    meta = {"kind": "ddpm", "unet": denoiser.config.to_dict(), "schedule": denoiser.schedule.to_dict(),
-            "card": card if card is not None else denoiser.card}
-    tmpc = folder / (CONFIG_NAME + ".tmp")
-    tmpc.write_text(json.dumps(meta, indent=2))
-    tmpc.replace(folder / CONFIG_NAME)
-    return folder
+    architecture = {"unet": denoiser.config.to_dict(), "schedule": denoiser.schedule.to_dict()}
+    return write_model(folder, KIND, sd, architecture, card if card is not None else denoiser.card)
 
 
 def load_denoiser(folder: str | Path, device: torch.device | str = "cpu") -> Denoiser:
     """Load a denoiser saved by :func:`save_denoiser`; raise a clear error where files are missing or broken."""
     folder = Path(folder)
-    cfg_path, w_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
-    if not folder.is_dir():
-        raise FileNotFoundError(f"no model folder at {folder}: pass --model DIR pointing at a folder with "
-                                f"{CONFIG_NAME} and {WEIGHTS_NAME}, or retrain with `diffuse-studio train ddpm`")
-    for p in (cfg_path, w_path):
-        if not p.is_file():
-            raise FileNotFoundError(f"model folder {folder} lacks {p.name}; retrain with `diffuse-studio train ddpm`")
+    meta = read_config(folder, KIND)
     try:
-        meta = json.loads(cfg_path.read_text())
         config = DenoiserConfig(**meta["unet"])
         schedule = NoiseSchedule(ScheduleConfig(**meta.get("schedule", {})))
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise ValueError(f"{cfg_path} is not a valid denoiser config: {err}") from err
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{folder / CONFIG_NAME} is not a valid denoiser config ({err}); "
+                         f"{retrain_hint(KIND)}") from err
     unet = build_unet(config)
-    try:
-        state = load_file(str(w_path))
-        unet.load_state_dict(state)
-    except Exception as err:  # safetensors raises several types for truncated / mismatched files
-        raise ValueError(f"could not load weights from {w_path} ({err}); the file may be truncated or belong to "
-                         f"another architecture") from err
+    load_weights_into(unet, read_weights(folder, KIND), folder, KIND)
     unet.eval().to(device)
-    return Denoiser(unet=unet, config=config, schedule=schedule, card=meta.get("card", {}))
+    return Denoiser(unet=unet, config=config, schedule=schedule, card=meta.get("card", {}) or {})

@@ -1,124 +1,100 @@
-"""``diffuse-studio train``: assembles data and settings for each model and calls its trainer.
+"""``diffuse-studio train``: assembles the data and settings of one model and hands them to its trainer.
 
-Data is SynthBrain by default: a pool of slices generated once (in parallel) into memory and cached on disk under
-``~/.cache/diffuse-studio`` keyed by generator version, split, seeds, size and modalities, so that a resumed run does
-not regenerate it. ``--data DIR`` takes real data instead (see :mod:`diffuse_core.data.slice_folder`).
+Data is SynthBrain by default: a pool of slices generated once (in parallel) into memory and cached on disk (see
+:mod:`diffuse_core.train.data`), so that a resumed run does not regenerate it. ``data`` (a folder) takes real data
+instead (see :mod:`diffuse_core.data.slice_folder`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
-from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
+from diffuse_core.models.registry import MODEL_KINDS, default_model_dir
 
-from diffuse_core.models.registry import default_model_dir
-
-
-def cache_dir() -> Path:
-    root = Path(os.environ.get("DIFFUSE_CACHE", Path.home() / ".cache" / "diffuse-studio"))
-    root.mkdir(parents=True, exist_ok=True)
-    return root
+DDPM_POOL = 6000        # SynthBrain slices held in memory for the DDPM (healthy only)
 
 
-def _make_one(task: tuple) -> tuple[np.ndarray, int, np.ndarray]:
-    from diffuse_core.data.synthbrain import generate_slice
+@dataclass
+class TrainCommand:
+    """One ``diffuse-studio train MODEL`` request. None means "the model's default"."""
 
-    seed, modalities, size, healthy = task
-    s = generate_slice(seed, modalities=modalities, size=size, healthy=healthy)
-    return s.image.astype(np.float16), int(s.lesion_type != "none"), s.lesion_mask.astype(np.uint8)
+    model: str                                  # ddpm | autoencoder | classifier
+    out: str | Path | None = None               # run folder (default: the shipped assets/<model>)
+    steps: int | None = None                    # total optimiser steps
+    batch_size: int | None = None
+    lr: float | None = None
+    seed: int = 0
+    size: int = 128                             # image side in pixels
+    modalities: tuple[str, ...] = ("flair",)    # SynthBrain modalities, one channel each
+    data: str | Path | None = None              # a folder of real slices / BraTS cases instead of SynthBrain
+    pool: int | None = None                     # SynthBrain slices in memory (default: 6000 DDPM, 4000 ACAT models)
+    checkpoint_every: int = 250
+    channels: tuple[int, ...] | None = None     # DDPM UNet widths per level (attention on the last)
+    resume: bool = True                         # continue from out/checkpoint.pt where there is one
+    init_from: str | Path | None = None         # without a checkpoint: start from these saved weights
+    threads: int | None = None                  # CPU threads (None: torch's choice)
 
+    def __post_init__(self):
+        if self.model not in MODEL_KINDS:
+            raise ValueError(f"unknown model {self.model!r}: choose one of {', '.join(MODEL_KINDS)}")
+        self.modalities = tuple(self.modalities)
+        if not self.modalities:
+            raise ValueError("no modalities given: pass e.g. --modalities flair or flair,t1")
+        if self.channels is not None and self.model != "ddpm":
+            raise ValueError("--channels sets the DDPM's UNet widths; the autoencoder and classifier have fixed ones")
 
-def synthbrain_pool(n: int, split: str = "train", base_seed: int = 0, size: int = 128,
-                    modalities: tuple[str, ...] = ("flair",), healthy: bool | None = True,
-                    workers: int | None = None) -> dict[str, np.ndarray]:
-    """``n`` SynthBrain slices as arrays: images (N, C, H, W) float16, labels (N,), lesion masks (N, H, W)."""
-    from diffuse_core.data.synthbrain import SYNTHBRAIN_VERSION, sample_seed
-
-    source = hashlib.sha1((Path(__file__).resolve().parents[1] / "data" / "synthbrain.py").read_bytes()).hexdigest()[:12]
-    key = f"{SYNTHBRAIN_VERSION}|{source}|{split}|{base_seed}|{n}|{size}|{','.join(modalities)}|{healthy}"
-    path = cache_dir() / f"pool_{hashlib.sha1(key.encode()).hexdigest()[:16]}.npz"
-    if path.exists():
-        with np.load(path) as z:
-            return {k: z[k] for k in z.files}
-    seeds = [sample_seed(split, base_seed, i) for i in range(n)]
-    tasks = [(s, tuple(modalities), size, healthy) for s in seeds]
-    workers = workers or max(1, min(4, os.cpu_count() or 1))
-    with ProcessPoolExecutor(workers) as ex:
-        results = list(ex.map(_make_one, tasks, chunksize=64))
-    pool = {"images": np.stack([r[0] for r in results]), "labels": np.array([r[1] for r in results], np.int64),
-            "masks": np.stack([r[2] for r in results]), "seeds": np.array(seeds, np.int64)}
-    tmp = path.with_name(path.stem + ".tmp.npz")
-    np.savez(tmp, **pool)
-    os.replace(tmp, path)
-    return pool
-
-
-def _data_card(args, split: str = "train", healthy: bool | None = True) -> dict:
-    from diffuse_core.data.synthbrain import SYNTHBRAIN_VERSION, sample_seed
-
-    if args.data:
-        return {"data": {"source": "folder", "path": str(args.data)}}
-    return {"data": {"generator": "SynthBrain", "version": SYNTHBRAIN_VERSION, "split": split,
-                     "modalities": [m.strip() for m in args.modalities.split(",") if m.strip()], "size": args.size, "healthy_only": healthy is True,
-                     "n_slices": args.pool,
-                     "seed_range": [sample_seed(split, args.seed, 0), sample_seed(split, args.seed, args.pool - 1)]}}
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.out) if self.out else default_model_dir(self.model)
 
 
-def train_model(args) -> Path:
-    """Dispatch ``diffuse-studio train MODEL`` (argparse namespace from :mod:`diffuse_core.cli`)."""
+def train_model(cmd: TrainCommand) -> Path:
+    """Train the model ``cmd`` names; return the folder holding its weights."""
     import torch
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    modalities = tuple(m.strip() for m in args.modalities.split(",") if m.strip())
-    out = Path(args.out) if args.out else default_model_dir(args.model)
-    if args.model == "ddpm":
-        return _train_ddpm(args, modalities, out)
+    if cmd.threads:
+        torch.set_num_threads(cmd.threads)
+    if cmd.model == "ddpm":
+        return _train_ddpm(cmd)
     from diffuse_core.train import saliency as train_saliency
 
-    fn = train_saliency.train_autoencoder if args.model == "autoencoder" else train_saliency.train_classifier
-    kwargs = {"seed": args.seed, "size": args.size, "modalities": modalities, "resume": not args.no_resume,
-              "checkpoint_every": args.checkpoint_every, "progress": True}
-    if args.steps:
-        kwargs["steps"] = args.steps
-    if args.batch_size:
-        kwargs["batch_size"] = args.batch_size
-    if args.lr:
-        kwargs["lr"] = args.lr
-    if args.data:
+    fn = train_saliency.train_autoencoder if cmd.model == "autoencoder" else train_saliency.train_classifier
+    kwargs = {"seed": cmd.seed, "size": cmd.size, "modalities": cmd.modalities, "resume": cmd.resume,
+              "checkpoint_every": cmd.checkpoint_every, "progress": True, "init_from": cmd.init_from,
+              "pool_size": cmd.pool or train_saliency.DEFAULT_POOL}
+    for name in ("steps", "batch_size", "lr"):
+        if getattr(cmd, name):
+            kwargs[name] = getattr(cmd, name)
+    if cmd.data:
         from diffuse_core.data.slice_folder import load_slice_folder
 
-        kwargs["data"] = load_slice_folder(args.data, size=args.size, modalities=modalities, healthy_only=False)
-    return Path(fn(out, **kwargs))
+        kwargs["data"] = load_slice_folder(cmd.data, size=cmd.size, modalities=cmd.modalities, healthy_only=False)
+    return Path(fn(cmd.out_dir, **kwargs))
 
 
-def _train_ddpm(args, modalities: tuple[str, ...], out: Path) -> Path:
+def _train_ddpm(cmd: TrainCommand) -> Path:
     from diffuse_core.models.denoiser import DenoiserConfig
+    from diffuse_core.train.data import synthbrain_card, synthbrain_pool
     from diffuse_core.train.ddpm import DDPMTrainConfig, TensorPool, train_ddpm
 
-    unet = DenoiserConfig(channels=len(modalities), resolution=args.size)
-    if args.channels:
-        widths = tuple(int(c) for c in args.channels.split(","))
-        unet = DenoiserConfig(channels=len(modalities), resolution=args.size, block_channels=widths,
-                              attention_levels=tuple([False] * (len(widths) - 1) + [True]))
-    cfg = DDPMTrainConfig(unet=unet, seed=args.seed, checkpoint_every=args.checkpoint_every)
-    if args.steps:
-        cfg.steps = args.steps
-    if args.batch_size:
-        cfg.batch_size = args.batch_size
-    if args.lr:
-        cfg.lr = args.lr
-    if args.data:
+    unet = DenoiserConfig(channels=len(cmd.modalities), resolution=cmd.size)
+    if cmd.channels:
+        unet = DenoiserConfig(channels=len(cmd.modalities), resolution=cmd.size, block_channels=cmd.channels,
+                              attention_levels=tuple([False] * (len(cmd.channels) - 1) + [True]))
+    cfg = DDPMTrainConfig(unet=unet, seed=cmd.seed, checkpoint_every=cmd.checkpoint_every)
+    for name in ("steps", "batch_size", "lr"):
+        if getattr(cmd, name):
+            setattr(cfg, name, getattr(cmd, name))
+    pool = cmd.pool or DDPM_POOL
+    if cmd.data:
         from diffuse_core.data.slice_folder import load_slice_folder
 
-        data = load_slice_folder(args.data, size=args.size, modalities=modalities, healthy_only=True)
-        images = data["images"]
+        images = load_slice_folder(cmd.data, size=cmd.size, modalities=cmd.modalities, healthy_only=True)["images"]
+        card = {"data": {"source": "folder", "path": str(cmd.data)}}
     else:
-        images = synthbrain_pool(args.pool, "train", args.seed, args.size, modalities, healthy=True)["images"]
+        images = synthbrain_pool(pool, "train", cmd.seed, cmd.size, cmd.modalities, healthy=True)["images"]
+        card = {"data": synthbrain_card(pool, "train", cmd.seed, cmd.size, cmd.modalities, healthy_only=True)}
     if len(images) < cfg.batch_size:
         raise ValueError(f"only {len(images)} training slices: need at least one batch ({cfg.batch_size})")
-    return train_ddpm(out, TensorPool(images), cfg, resume=not args.no_resume, card=_data_card(args),
-                      init_from=getattr(args, "init_from", None))
+    return train_ddpm(cmd.out_dir, TensorPool(images), cfg, resume=cmd.resume, card=card, init_from=cmd.init_from)

@@ -1,0 +1,166 @@
+"""What every reader returns: :class:`LoadedImage`, one 2-D slice of raw values, and the checks all readers share.
+
+The readers (:mod:`~diffuse_core.io.nifti`, :mod:`~diffuse_core.io.dicom`, :mod:`~diffuse_core.io.raster`,
+:mod:`~diffuse_core.io.numpy_file`) build a :class:`LoadedImage`; :func:`diffuse_core.io.image.load_image` picks the
+reader from the file's content and runs :func:`check_values` on what it returns. Every failure here is a
+``ValueError`` whose message says what went wrong and what to do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from diffuse_core.io.orientation import affine_of_slice
+
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "GREY_TOLERANCE",
+    "MIN_SIDE",
+    "SUPPORTED_FORMATS",
+    "LoadedImage",
+    "check_size",
+    "check_values",
+    "colour_to_grey",
+    "describe_source",
+    "pick_slice",
+    "to_float32",
+]
+
+DEFAULT_MAX_BYTES = 512 * 2**20
+MIN_SIDE = 16                 # smallest accepted slice side in pixels
+SUPPORTED_FORMATS = ("NIfTI (.nii, .nii.gz)", "DICOM (file or series folder)", "PNG", "JPEG", "TIFF",
+                     "NumPy (.npy)")
+GREY_TOLERANCE = 2.0 / 255.0  # RGB channels this close (fraction of full scale) count as grey
+
+
+@dataclass
+class LoadedImage:
+    """One 2-D slice of raw values, as read from a file or array."""
+
+    data: np.ndarray                 # (C, H, W) float32 raw values (HU for CT DICOM after rescale)
+    kind: str                        # "nifti" | "dicom" | "png" | "jpeg" | "tiff" | "numpy"
+    spacing: tuple[float, float]     # pixel spacing in mm (row, col); (1.0, 1.0) when unknown
+    modality: str | None             # "CT" / "MR" (DICOM Modality), None when unknown
+    num_slices: int                  # slices along the axial axis of the source (1 for 2-D images)
+    slice_index: int                 # the axial slice taken (0 for 2-D)
+    channel_names: tuple[str, ...]
+    source: str                      # file path or "<array>"
+    affine: np.ndarray | None = None  # 4x4 of the source NIfTI after canonical reorientation, else None
+    notes: tuple[str, ...] = ()      # what the loader did that a user may want to know (colour -> grey, ...)
+    slice_axis: int = 2              # canonical axis the slice was cut across (2 = axial; NIfTI only)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(H, W) of the slice."""
+        return int(self.data.shape[1]), int(self.data.shape[2])
+
+    def slice_affine(self) -> np.ndarray | None:
+        """4x4 canonical RAS affine (mm) of the slice as returned, for writing it back with
+        :func:`diffuse_core.io.orientation.display_nifti`; None when the source had no affine (not NIfTI)."""
+        if self.affine is None:
+            return None
+        return affine_of_slice(self.affine, self.slice_index, axis=self.slice_axis)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# errors, validation, slice picking
+
+
+def describe_source(source: str) -> str:
+    """How an error message names a source: the path, or "the array"."""
+    return "the array" if source == "<array>" else f"{source}"
+
+
+def pick_slice(n: int, slice_index: int | None, source: str) -> int:
+    """Validate ``slice_index`` against a volume with ``n`` axial slices; 2-D sources (n == 1) accept None/0."""
+    if slice_index is None:
+        if n == 1:
+            return 0
+        raise ValueError(f"{describe_source(source)} is a 3-D volume with {n} axial slices: pass a slice index "
+                         f"(--slice Z, 0..{n - 1})")
+    if isinstance(slice_index, (bool, np.bool_)):
+        raise ValueError(f"slice index must be an integer, got {slice_index!r}")
+    if isinstance(slice_index, (int, np.integer)):
+        z = int(slice_index)
+    elif isinstance(slice_index, (float, np.floating)) and float(slice_index).is_integer():
+        z = int(slice_index)
+    else:
+        raise ValueError(f"slice index must be an integer, got {slice_index!r}")
+    if not 0 <= z < n:
+        if n == 1:
+            raise ValueError(f"slice index {z} is out of range: {describe_source(source)} is a 2-D image (only "
+                             f"slice 0); leave the slice index out")
+        raise ValueError(f"slice index {z} is out of range: {describe_source(source)} has {n} axial slices "
+                         f"(0..{n - 1})")
+    return z
+
+
+def check_values(data: np.ndarray, source: str, *, allow_constant: bool = False, hint: str = "") -> None:
+    """Shape, size, finiteness and non-constancy of a (C, H, W) slice."""
+    if data.ndim != 3:
+        raise ValueError(f"{describe_source(source)}: expected one 2-D slice, got shape {data.shape}")
+    h, w = data.shape[1:]
+    if h < MIN_SIDE or w < MIN_SIDE:
+        raise ValueError(f"{describe_source(source)} is too small ({h}x{w} pixels): each side needs at least "
+                         f"{MIN_SIDE} pixels")
+    finite = np.isfinite(data)
+    if not finite.all():
+        n_nan = int(np.isnan(data).sum())
+        n_inf = int(data.size - finite.sum() - n_nan)
+        parts = [f"{n_nan} NaN" if n_nan else "", f"{n_inf} infinite" if n_inf else ""]
+        raise ValueError(f"{describe_source(source)} holds {' and '.join(p for p in parts if p)} value(s) out of "
+                         f"{data.size}: fix or mask them (e.g. replace with the background value) and retry")
+    if not allow_constant:
+        lo, hi = float(data.min()), float(data.max())
+        if lo == hi:
+            raise ValueError(f"image is constant (value {lo}): nothing to analyse ({describe_source(source)}{hint})")
+
+
+def to_float32(arr: np.ndarray, source: str) -> np.ndarray:
+    """Numbers (bool, int, float) as float32; ValueError for objects, strings, complex values."""
+    arr = np.asarray(arr)
+    if arr.dtype == object or arr.dtype.kind not in "biuf":
+        raise ValueError(f"{describe_source(source)} holds {arr.dtype} values: expected numbers (integers, floats "
+                         f"or booleans)")
+    return np.asarray(arr, dtype=np.float32)
+
+
+def check_size(path: Path, max_bytes: int) -> int:
+    """The file's size in bytes; ValueError when it is empty or over ``max_bytes``."""
+    size = path.stat().st_size
+    if size == 0:
+        raise ValueError(f"{path} is empty (0 bytes): the file was not written completely; export it again")
+    if size > max_bytes:
+        raise ValueError(f"{path} is {size / 2**20:.1f} MiB, over the {max_bytes / 2**20:.1f} MiB limit: crop or "
+                         f"export a smaller file (one series / a few slices), or raise max_bytes")
+    return size
+
+
+def colour_to_grey(arr: np.ndarray, full_scale: float) -> tuple[np.ndarray, str | None]:
+    """(H, W, 2|3|4) -> (H, W) grey float32 and a note when colour was converted; alpha is dropped (transparent
+    pixels -> 0). Channels within :data:`GREY_TOLERANCE` of ``full_scale`` average; true colour becomes ITU-R BT.601
+    luminance 0.299 R + 0.587 G + 0.114 B."""
+    alpha = None
+    if arr.shape[-1] == 4:
+        alpha = arr[..., 3]
+        arr = arr[..., :3]
+    elif arr.shape[-1] == 2:  # grey + alpha
+        alpha = arr[..., 1]
+        arr = arr[..., :1]
+    note = None
+    if arr.shape[-1] == 1:
+        grey = arr[..., 0]
+    else:
+        spread = float(np.max(arr.max(axis=-1) - arr.min(axis=-1))) if arr.size else 0.0
+        if spread <= GREY_TOLERANCE * full_scale:
+            grey = arr.mean(axis=-1)
+        else:
+            grey = arr[..., 0] * 0.299 + arr[..., 1] * 0.587 + arr[..., 2] * 0.114
+            note = "true-colour image converted to grey luminance (0.299 R + 0.587 G + 0.114 B)"
+    grey = grey.astype(np.float32)
+    if alpha is not None:
+        grey = np.where(alpha > 0, grey, np.float32(0))
+    return grey, note

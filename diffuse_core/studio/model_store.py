@@ -1,0 +1,192 @@
+"""The installed models: found through the environment, loaded lazily, cached per device, and reloaded when the
+weights on disk change (a model may still be training).
+
+:data:`MODELS` is the app's one store. ``ddpm_info`` / ``acat_info`` read the folders and model cards without loading
+any weights, so the page can say what is missing and what to do before anyone presses Run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from pathlib import Path
+
+from diffuse_core.studio.settings import DEFAULTS, K_RANGE, PERCENTILE_RANGE, STEPS_RANGE
+
+MODALITY_NAMES = ("flair", "t1", "t1c", "t2", "ct")   # the modalities a model card can name (SynthBrain presets)
+WEIGHT_FILES = ("config.json", "model.safetensors")   # what a model folder must hold to count as installed
+
+
+class ModelUnavailable(RuntimeError):
+    """Weights are missing or unreadable; the message says what to do."""
+
+
+def model_device():
+    """The device the app runs the models on: ``$DIFFUSE_DEVICE`` (``auto``: the GPU when there is one)."""
+    from diffuse_core.models.device import pick_device
+
+    return pick_device(os.environ.get("DIFFUSE_DEVICE", "auto"))
+
+
+def _stamp(folder: Path) -> tuple | None:
+    """(mtime, size) of the weight files, None when one is missing: a changed stamp means reload."""
+    files = [folder / name for name in WEIGHT_FILES]
+    if not all(f.is_file() for f in files):
+        return None
+    return tuple((f.stat().st_mtime_ns, f.stat().st_size) for f in files)
+
+
+def model_version(folder: Path, card: dict) -> str:
+    """A short identifier of the denoiser: its card's version (or training steps) and a hash of the weights."""
+    h = hashlib.sha256()
+    with open(folder / "model.safetensors", "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    steps = ((card.get("training") or {}).get("steps_done"))
+    name = card.get("version") or card.get("name") or "ddpm"
+    return f"{name}{f'@{steps}steps' if steps is not None else ''}-sha256:{h.hexdigest()[:12]}"
+
+
+class ModelStore:
+    """The denoiser and the ACAT models, found through the environment variables of :mod:`diffuse_core.studio`."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._cache: dict = {}
+
+    @staticmethod
+    def ddpm_dir() -> Path:
+        from diffuse_core.models.registry import default_model_dir
+
+        override = os.environ.get("DIFFUSE_MODEL_DIR")
+        return Path(override) if override else default_model_dir("ddpm")
+
+    @staticmethod
+    def saliency_dirs() -> tuple[Path, Path]:
+        from diffuse_core.cases import saliency_model_dirs
+
+        return saliency_model_dirs(os.environ.get("DIFFUSE_SALIENCY_DIR"))
+
+    def ddpm_info(self) -> dict:
+        """{"available", "folder", "resolution", "channels", "steps_done", "modalities", "recommended"} or, when
+        unavailable, "reason" saying what to do; reads the card, never the weights."""
+        folder = self.ddpm_dir()
+        info = {"available": False, "folder": str(folder), "resolution": 128, "channels": 1, "steps_done": None}
+        if _stamp(folder) is None:
+            info["reason"] = (f"the healthy diffusion model is not installed (no config.json + model.safetensors in "
+                              f"{folder}): train it with `diffuse-studio train ddpm`, or set DIFFUSE_ASSETS / "
+                              f"DIFFUSE_MODEL_DIR to a folder holding it")
+            return info
+        try:
+            meta = json.loads((folder / "config.json").read_text())
+            info["resolution"] = int(meta["unet"]["resolution"])
+            info["channels"] = int(meta["unet"].get("channels", 1))
+            card = meta.get("card") or {}
+            info["steps_done"] = (card.get("training") or {}).get("steps_done")
+            mods = (card.get("data") or {}).get("modalities") or []
+            info["modalities"] = [str(m).strip().lower() for m in (mods.split(",") if isinstance(mods, str) else mods)]
+            info["recommended"] = card.get("recommended_settings") or {}
+        except (ValueError, KeyError, TypeError) as err:
+            info["reason"] = f"{folder / 'config.json'} is unreadable ({err}): retrain with `diffuse-studio train ddpm`"
+            return info
+        info["available"] = True
+        return info
+
+    def acat_info(self) -> dict:
+        """{"available", "folders"} and, when unavailable, "reason"."""
+        ae, clf = self.saliency_dirs()
+        missing = [str(p) for p in (ae, clf) if _stamp(p) is None]
+        if missing:
+            return {"available": False, "folders": [str(ae), str(clf)],
+                    "reason": f"ACAT is unavailable: no trained weights in {' and '.join(missing)} (train them with "
+                              f"`diffuse-studio train autoencoder` / `classifier`). Use a mask file or draw the "
+                              f"mask instead."}
+        return {"available": True, "folders": [str(ae), str(clf)]}
+
+    def require_ddpm(self) -> None:
+        """ModelUnavailable with the reason when the denoiser is not installed."""
+        info = self.ddpm_info()
+        if not info["available"]:
+            raise ModelUnavailable(info["reason"])
+
+    def require_acat(self) -> None:
+        """ModelUnavailable with the reason when the ACAT models are not installed."""
+        info = self.acat_info()
+        if not info["available"]:
+            raise ModelUnavailable(info["reason"])
+
+    def grid(self) -> tuple[int, int]:
+        """(resolution, channels) of the installed denoiser (128, 1 when none is installed yet)."""
+        info = self.ddpm_info()
+        return info["resolution"], info["channels"]
+
+    def out_of_domain(self, modality: str) -> list[str]:
+        """The modalities the denoiser was trained on when ``modality`` is a known one outside them, else []."""
+        trained_on = self.ddpm_info().get("modalities") or []
+        modality = str(modality or "").lower()
+        return list(trained_on) if trained_on and modality in MODALITY_NAMES and modality not in trained_on else []
+
+    def denoiser(self, device):
+        """The denoiser on ``device`` (cached until its weights change), its card holding ``_version``."""
+        from diffuse_core.cases import load_default_models
+
+        folder = self.ddpm_dir()
+        stamp = _stamp(folder)
+        if stamp is None:
+            raise ModelUnavailable(self.ddpm_info()["reason"])
+        key = ("ddpm", str(folder), str(device))
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None and hit[0] == stamp:
+                return hit[1]
+            try:
+                model = load_default_models(folder, device=device, need_saliency=False)[0]
+            except (ValueError, FileNotFoundError) as err:
+                raise ModelUnavailable(f"the healthy diffusion model could not be loaded: {err}") from None
+            model.card = dict(model.card or {})
+            model.card.setdefault("_version", model_version(folder, model.card))
+            self._cache[key] = (stamp, model)
+            return model
+
+    def saliency(self, device):
+        """The ACAT models on ``device`` (cached until their weights change), or ModelUnavailable with the reason."""
+        from diffuse_core.saliency.dispatch import load_saliency_models
+
+        ae, clf = self.saliency_dirs()
+        stamps = (_stamp(ae), _stamp(clf))
+        if None in stamps:
+            raise ModelUnavailable(self.acat_info()["reason"])
+        key = ("acat", str(ae), str(clf), str(device))
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None and hit[0] == stamps:
+                return hit[1]
+            try:
+                models = load_saliency_models(ae, clf, device)
+            except (ValueError, FileNotFoundError) as err:
+                raise ModelUnavailable(f"ACAT is unavailable: {err}. Use a mask file or draw the mask.") from None
+            self._cache[key] = (stamps, models)
+            return models
+
+
+MODELS = ModelStore()
+
+
+def apply_recommended_defaults(defaults: dict = DEFAULTS) -> dict:
+    """K, percentile and steps from the installed model card's ``recommended_settings`` (chosen by
+    ``diffuse-studio evaluate --write-cards`` or ``--sweeps-only --write-cards`` on validation data), where present
+    and in range; ``defaults`` is updated in place and returned."""
+    rec = MODELS.ddpm_info().get("recommended") or {}
+    checks = {"k": lambda v: K_RANGE[0] <= v <= K_RANGE[1],
+              "percentile": lambda v: PERCENTILE_RANGE[0] <= v <= PERCENTILE_RANGE[1],
+              "steps": lambda v: STEPS_RANGE[0] <= v <= STEPS_RANGE[1]}
+    for key, ok in checks.items():
+        try:
+            value = float(rec[key])
+        except (KeyError, TypeError, ValueError):
+            continue
+        if ok(value):
+            defaults[key] = value if key == "percentile" else int(value)
+    return defaults

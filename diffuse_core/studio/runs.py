@@ -1,0 +1,146 @@
+"""One run of the app: choose the mask, then Dif-fuse, streamed step by step.
+
+:func:`run_case` checks everything a user can get wrong before any model time is spent, then streams
+:func:`dif_fuse_stream` (the model work: :func:`diffuse_core.cases.mask_for_case` and
+:func:`diffuse_core.pipeline.iter_counterfactual`). Items are plain-numpy dicts (picklable, as ZeroGPU needs):
+``{"kind": "mask"}``, one ``{"kind": "step"}`` per sampler step, then ``{"kind": "result"}``.
+
+On a Hugging Face Space with ZeroGPU the host wraps the model work with :func:`run_model_work_under` (the UI does,
+with ``spaces.GPU``); elsewhere it runs as is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from diffuse_core.cases import CaseInput
+from diffuse_core.data import curation
+from diffuse_core.studio.library import LoadedCase
+from diffuse_core.studio.model_store import MODELS, model_device
+from diffuse_core.studio.scoring import result_summary
+from diffuse_core.studio.settings import (DEFAULTS, MASK_SOURCES, SALIENCY_METHODS, check_percentile, check_settings,
+                                          max_upload_bytes)
+from diffuse_core.studio.uploads import upload_paths
+
+# what a finished run keeps for review and saving (Curate), taken from the Explore run's state too
+RECORD_FIELDS = ("image", "counterfactual", "anomaly", "mask", "brain", "truth", "vmax", "geometry", "spacing",
+                 "modality", "healthy", "lesion_type", "location", "difficulty", "source", "slice", "settings",
+                 "model_version", "summary", "title", "origin")
+
+
+@dataclass
+class MaskChoice:
+    """Where the mask comes from: a saliency method (computed with the models), or a ready mask (R, R) {0, 1} with
+    the map shown as its saliency."""
+
+    saliency_method: str | None = None
+    mask: np.ndarray | None = None
+    saliency: np.ndarray | None = None
+
+
+def resolve_mask(lc: LoadedCase, mask_from: str, mask_file=None, drawn=None, percentile: float = 90.0) -> MaskChoice:
+    """What the mask comes from, checked before any GPU time is spent. ``drawn`` (R, R) is the painted region of
+    ``mask_from="draw"`` on the model's grid (:func:`diffuse_core.ui.pictures.drawing_to_mask`)."""
+    check_percentile(percentile)
+    mask_from = mask_from or DEFAULTS["mask_from"]
+    case = lc.case
+    if mask_from in SALIENCY_METHODS:
+        MODELS.require_acat()
+        return MaskChoice(saliency_method=mask_from)
+    if mask_from == "file":
+        paths = upload_paths(mask_file)
+        if not paths:
+            raise ValueError("mask source is 'Mask file' but no mask file was uploaded")
+        curation.check_upload_size(paths[0], max_upload_bytes())
+        from diffuse_core.cases import mask_for_case
+
+        mask, saliency = mask_for_case(case, paths[0], percentile)
+        return MaskChoice(mask=mask, saliency=saliency)
+    if mask_from == "draw":
+        size = case.image.shape[-1]
+        drawn = np.zeros((size, size), np.uint8) if drawn is None else (np.asarray(drawn) > 0).astype(np.uint8)
+        mask = drawn & case.brain_mask.astype(np.uint8)
+        if not mask.any():
+            raise ValueError("the drawn mask is empty (or outside the brain): paint the region to redraw in "
+                             "'Draw the mask'")
+        return MaskChoice(mask=mask, saliency=mask.astype(np.float32))
+    raise ValueError(f"unknown mask source {mask_from!r}: choose one of {', '.join(v for _, v in MASK_SOURCES)}")
+
+
+def dif_fuse_stream(case: CaseInput, choice: MaskChoice, k: int, steps: int, seed: int, percentile: float):
+    """The model work, on the GPU where there is one: the mask, then every sampler step, then the result."""
+    from diffuse_core.cases import anomaly_threshold_of, mask_for_case
+    from diffuse_core.pipeline import CounterfactualResult, iter_counterfactual
+
+    device = model_device()
+    denoiser = MODELS.denoiser(device)
+    if choice.saliency_method is not None:
+        mask, saliency = mask_for_case(case, choice.saliency_method, percentile, MODELS.saliency(device), device, seed)
+    else:
+        mask, saliency = choice.mask, choice.saliency
+    mask = np.asarray(mask, np.uint8)
+    yield {"kind": "mask", "mask": mask, "saliency": np.asarray(saliency, np.float32)}
+    brain = case.brain_mask
+    inside = mask.astype(bool)
+    outside = brain.astype(bool) & ~inside
+    prev = np.asarray(case.image, np.float32)
+    for item in iter_counterfactual(denoiser, case.image, mask, brain_mask=brain, k=k, steps=steps, seed=seed,
+                                    variant=DEFAULTS["variant"], saliency=saliency):
+        if isinstance(item, CounterfactualResult):
+            yield {"kind": "result", "result": item, "threshold": anomaly_threshold_of(denoiser),
+                   "model_version": denoiser.card.get("_version", "unknown")}
+            return
+        x_t = item.x_t[0].detach().float().cpu().numpy()
+        diff = np.abs(x_t - prev).mean(axis=0)
+        prev = x_t
+        yield {"kind": "step", "phase": item.phase, "index": item.index, "total": item.total,
+               "timestep": int(item.timestep), "x_t": x_t[0], "x0": item.x0_pred[0, 0].detach().float().cpu().numpy(),
+               "inside": float(diff[inside].mean()) if inside.any() else 0.0,
+               "outside": float(diff[outside].mean()) if outside.any() else 0.0}
+
+
+_model_work = dif_fuse_stream    # what run_case calls: dif_fuse_stream, or it wrapped by the host
+
+
+def run_model_work_under(wrapper) -> None:
+    """Run the model work as ``wrapper(dif_fuse_stream)`` (e.g. ``spaces.GPU(duration=...)`` on ZeroGPU); None
+    restores the plain function. Calling it again replaces the wrapper, never stacks it."""
+    global _model_work
+    _model_work = dif_fuse_stream if wrapper is None else wrapper(dif_fuse_stream)
+
+
+def run_case(lc: LoadedCase, mask_from="acat", mask_file=None, drawn=None, k=None, steps=None, seed=None,
+             percentile=None):
+    """Validate, then stream :func:`dif_fuse_stream` for a loaded case (same items; the result also carries
+    "changes", the per-step mean change inside/outside the mask, and "settings")."""
+    k = DEFAULTS["k"] if k is None else k
+    steps = DEFAULTS["steps"] if steps is None else steps
+    seed = DEFAULTS["seed"] if seed is None else seed
+    percentile = DEFAULTS["percentile"] if percentile is None else float(percentile)
+    k, steps, seed = check_settings(k, steps, seed)
+    MODELS.require_ddpm()
+    choice = resolve_mask(lc, mask_from, mask_file, drawn, percentile)
+    changes = []
+    for item in _model_work(lc.case, choice, k, steps, seed, percentile):
+        if item["kind"] == "step":
+            changes.append({c: item[c] for c in ("phase", "index", "total", "timestep", "inside", "outside")})
+        elif item["kind"] == "result":
+            item["changes"] = changes
+            item["settings"] = {"k": k, "steps": steps, "seed": seed, "percentile": percentile,
+                                "mask_from": mask_from, "variant": DEFAULTS["variant"]}
+        yield item
+
+
+def result_record(lc: LoadedCase, item: dict, summary: dict | None = None) -> dict:
+    """A finished run (a "result" item) as the record of :data:`RECORD_FIELDS` that review and saving use."""
+    r = item["result"]
+    return {"image": r.image, "counterfactual": r.counterfactual, "anomaly": r.anomaly, "mask": r.mask,
+            "brain": r.brain_mask, "truth": lc.case.ground_truth, "vmax": max(float(r.anomaly.max()), 1e-3),
+            "geometry": lc.case.geometry, "spacing": tuple(lc.case.spacing), "modality": lc.case.modality,
+            "healthy": lc.healthy, "lesion_type": lc.lesion_type, "location": lc.location,
+            "difficulty": lc.difficulty, "source": lc.case.source, "slice": lc.case.slice_index,
+            "settings": item["settings"], "model_version": item["model_version"],
+            "summary": summary if summary is not None else result_summary(lc, item), "title": lc.title,
+            "origin": lc.origin}

@@ -1,0 +1,147 @@
+"""Uploaded files: PNG, JPEG, TIFF, DICOM (one file, or every file of a series), NIfTI, NumPy.
+
+:func:`upload_source` stages an upload (size-checked; a series becomes one folder), :func:`inspect_upload` says what
+the controls need (slice count, channels, CT or not) and :func:`load_upload_case` puts the chosen slice on the
+model's grid with :func:`diffuse_core.cases.prepare_case`. Error messages name the files the user knows, never the
+server's temporary paths.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from diffuse_core.data import curation
+from diffuse_core.studio.library import LoadedCase
+from diffuse_core.studio.model_store import MODELS
+from diffuse_core.studio.settings import CT_WINDOW_CHOICES, DEFAULTS, max_upload_bytes, whole_number
+
+SERIES_PREFIX = "diffuse-series-"     # staged DICOM series: <tmp>/diffuse-series-<hash of the file paths>
+
+
+def upload_paths(files) -> list[str]:
+    """The local paths of an upload: None, one path, or a list of paths / gradio file objects."""
+    if files is None:
+        return []
+    if isinstance(files, (str, Path)):
+        return [str(files)]
+    return [str(getattr(f, "name", None) or getattr(f, "path", None) or f) for f in files]
+
+
+def upload_source(files) -> str:
+    """One uploaded file -> its path; several (a DICOM series) -> a folder holding copies. Size-checked."""
+    paths = upload_paths(files)
+    if not paths:
+        raise ValueError("no file uploaded: upload a PNG, JPEG, TIFF, DICOM or NIfTI slice or volume")
+    limit = max_upload_bytes()
+    total = sum(curation.check_upload_size(p, limit) for p in paths)
+    if total > limit:
+        raise ValueError(f"the uploaded files total {total / 2**20:.1f} MB, over the {limit / 2**20:.0f} MB limit")
+    if len(paths) == 1:
+        return paths[0]
+    digest = hashlib.sha256("\n".join(sorted(paths)).encode()).hexdigest()[:16]
+    folder = Path(tempfile.gettempdir()) / f"{SERIES_PREFIX}{digest}"
+    if not folder.is_dir():
+        tmp = Path(tempfile.mkdtemp(prefix=".series-", dir=folder.parent))
+        for i, p in enumerate(paths):
+            shutil.copy(p, tmp / f"{i:04d}_{Path(p).name}")
+        try:
+            os.rename(tmp, folder)
+        except OSError:  # another request made it first
+            shutil.rmtree(tmp, ignore_errors=True)
+    return str(folder)
+
+
+def is_ct(loaded) -> bool:
+    """Whether a loaded slice is CT: so tagged (DICOM), or holding air in Hounsfield units."""
+    from diffuse_core.io.preprocess import HU_AIR_THRESHOLD
+
+    return (loaded.modality or "").upper() == "CT" or float(loaded.data.min()) < HU_AIR_THRESHOLD
+
+
+def probe(src):
+    """Slice 0 of an upload, read for its slice count: the first slice of a volume is often empty (constant), which
+    load_image refuses, so then it is read without the value checks."""
+    from diffuse_core.io.image import load_image, load_raw
+
+    try:
+        return load_image(src, slice_index=0)
+    except ValueError:
+        return load_raw(src, 0)   # raises the same clear error if the file is unreadable
+
+
+def short_paths(err: Exception, files) -> Exception:
+    """The error with the server's temporary upload paths replaced by the file names the user knows."""
+    msg = str(err)
+    for p in sorted(upload_paths(files), key=len, reverse=True):
+        msg = msg.replace(p, Path(p).name)
+    msg = msg.replace(str(Path(tempfile.gettempdir()) / SERIES_PREFIX), "series-")
+    return type(err)(msg) if isinstance(err, (ValueError, FileNotFoundError)) else err
+
+
+def inspect_upload(files) -> dict:
+    """What the controls need to know about an upload: {"num_slices", "slice", "channels", "ct", "kind", "shape",
+    "notes"}; "slice" is the middle one."""
+    from diffuse_core.io.image import load_image
+
+    try:
+        src = upload_source(files)
+        first = probe(src)
+        n = int(first.num_slices)
+        middle = n // 2
+        loaded = first if middle == 0 else load_image(src, slice_index=middle)
+    except (ValueError, FileNotFoundError) as err:
+        raise short_paths(err, files) from None
+    return {"num_slices": n, "slice": middle, "channels": list(loaded.channel_names), "ct": is_ct(loaded),
+            "kind": loaded.kind, "shape": list(loaded.shape), "notes": list(loaded.notes)}
+
+
+def load_upload_case(files, slice_index=None, channel=None, window=None, gt_file=None) -> LoadedCase:
+    """The uploaded slice on the model's grid; ``channel`` picks which of several channels a 1-channel model sees;
+    ``window`` is the CT preset (ignored for MRI); ``gt_file`` an optional lesion mask of the same slice grid."""
+    try:
+        return _load_upload_case(files, slice_index, channel, window, gt_file)
+    except (ValueError, FileNotFoundError) as err:
+        raise short_paths(err, upload_paths(files) + upload_paths(gt_file)) from None
+
+
+def _load_upload_case(files, slice_index, channel, window, gt_file) -> LoadedCase:
+    from diffuse_core.cases import prepare_case
+    from diffuse_core.io.image import load_image
+
+    src = upload_source(files)
+    size, channels = MODELS.grid()
+    z = whole_number(slice_index, "slice index") if slice_index not in (None, "") else None
+    if z is None:
+        z = probe(src).num_slices // 2
+    loaded = load_image(src, slice_index=z)
+    notes = []
+    if loaded.data.shape[0] > 1 and channels == 1:
+        names = list(loaded.channel_names)
+        pick = names.index(channel) if channel in names else 0
+        if channel not in (None, "") and channel not in names:
+            raise ValueError(f"channel {channel!r} is not in this file (it has {', '.join(names)})")
+        loaded.data = loaded.data[pick:pick + 1]
+        loaded.channel_names = (names[pick],)
+        notes.append(f"channel {names[pick]} used")
+    ct = is_ct(loaded)
+    if window not in (None, "") and ct and window not in CT_WINDOW_CHOICES + ["stroke_narrow"]:
+        raise ValueError(f"unknown CT window {window!r}: choose one of {', '.join(CT_WINDOW_CHOICES)}")
+    gt_paths = upload_paths(gt_file)
+    gt = gt_paths[0] if gt_paths else None
+    if gt is not None:
+        curation.check_upload_size(gt, max_upload_bytes())
+    case = prepare_case(loaded, slice_index=loaded.slice_index, size=size, channels=channels, gt=gt,
+                        window=(window or DEFAULTS["window"]) if ct else None)
+    case.source = src
+    paths = upload_paths(files)
+    name = Path(paths[0]).name if len(paths) == 1 else f"DICOM series ({len(paths)} files)"
+    where = f", slice {case.slice_index} of {case.num_slices}" if case.num_slices > 1 else ""
+    key = f"upload:{src}:{case.slice_index}:{loaded.channel_names[0]}:{window if ct else ''}:{gt or ''}"
+    origin = {"kind": "upload", "files": paths, "slice": case.slice_index, "channel": loaded.channel_names[0],
+              "window": window if ct else None, "gt": gt}
+    return LoadedCase(case=case, key=key, title=f"{name}{where} — {case.modality.upper()}",
+                      notes=tuple(notes) + tuple(case.notes), origin=origin)

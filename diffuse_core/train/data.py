@@ -1,0 +1,163 @@
+"""Training data as arrays in memory: SynthBrain pools (generated once, cached on disk), the data forms the trainers
+accept, and the one augmentation (random left-right flips) drawn from the trainer's generator.
+
+A pool is generated once (in parallel) and cached under ``~/.cache/diffuse-studio`` (``DIFFUSE_CACHE`` overrides it)
+keyed by generator version and source, split, seeds, size and modalities, so that a resumed run does not regenerate
+it. Images are (N, C, H, W) in [-1, 1]; labels 0 healthy, 1 diseased; masks (N, H, W) in {0, 1}.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def cache_dir() -> Path:
+    root = Path(os.environ.get("DIFFUSE_CACHE", Path.home() / ".cache" / "diffuse-studio"))
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def _make_one(task: tuple) -> tuple[np.ndarray, int, np.ndarray]:
+    from diffuse_core.data.synthbrain import generate_slice
+
+    seed, modalities, size, healthy = task
+    s = generate_slice(seed, modalities=modalities, size=size, healthy=healthy)
+    return s.image.astype(np.float16), int(s.lesion_type != "none"), s.lesion_mask.astype(np.uint8)
+
+
+def synthbrain_pool(n: int, split: str = "train", base_seed: int = 0, size: int = 128,
+                    modalities: tuple[str, ...] = ("flair",), healthy: bool | None = True,
+                    workers: int | None = None) -> dict[str, np.ndarray]:
+    """``n`` SynthBrain slices as arrays: images (N, C, H, W) float16, labels (N,), lesion masks (N, H, W), seeds.
+
+    ``healthy``: True healthy slices only, None SynthBrain's own mix of healthy and diseased.
+    """
+    from diffuse_core.data.synthbrain import SYNTHBRAIN_VERSION, sample_seed
+
+    pkg = Path(__file__).resolve().parents[1] / "data" / "synthbrain"          # every module of the generator
+    source = hashlib.sha1(b"".join(f.name.encode() + f.read_bytes() for f in sorted(pkg.glob("*.py")))).hexdigest()[:12]
+    key = f"{SYNTHBRAIN_VERSION}|{source}|{split}|{base_seed}|{n}|{size}|{','.join(modalities)}|{healthy}"
+    path = cache_dir() / f"pool_{hashlib.sha1(key.encode()).hexdigest()[:16]}.npz"
+    if path.exists():
+        with np.load(path) as z:
+            return {k: z[k] for k in z.files}
+    seeds = [sample_seed(split, base_seed, i) for i in range(n)]
+    tasks = [(s, tuple(modalities), size, healthy) for s in seeds]
+    workers = workers or max(1, min(4, os.cpu_count() or 1))
+    with ProcessPoolExecutor(workers) as ex:
+        results = list(ex.map(_make_one, tasks, chunksize=64))
+    pool = {"images": np.stack([r[0] for r in results]), "labels": np.array([r[1] for r in results], np.int64),
+            "masks": np.stack([r[2] for r in results]), "seeds": np.array(seeds, np.int64)}
+    tmp = path.with_name(path.stem + f".tmp{os.getpid()}.npz")
+    np.savez(tmp, **pool)
+    os.replace(tmp, path)
+    return pool
+
+
+def synthbrain_card(n: int, split: str, base_seed: int, size: int, modalities: tuple[str, ...],
+                    healthy_only: bool) -> dict:
+    """The ``data`` block of a model card for a SynthBrain pool."""
+    from diffuse_core.data.synthbrain import SYNTHBRAIN_VERSION, sample_seed
+
+    return {"generator": "SynthBrain", "version": SYNTHBRAIN_VERSION, "split": split, "modalities": list(modalities),
+            "size": size, "healthy_only": healthy_only, "n_slices": n,
+            "seed_range": [sample_seed(split, base_seed, 0), sample_seed(split, base_seed, n - 1)]}
+
+
+# ---------------------------------------------------------------------------------------------- data forms
+def _stack_dataset(ds) -> dict:
+    """A torch Dataset of dict items (image, label, [lesion_mask, brain_mask, lesion_type, seed]) -> arrays."""
+    images, labels, masks, brains, types, seeds = [], [], [], [], [], []
+    for i in range(len(ds)):
+        it = ds[i]
+        images.append(np.asarray(it["image"], dtype=np.float32))
+        labels.append(int(it["label"]))
+        if "lesion_mask" in it:
+            masks.append(np.asarray(it["lesion_mask"]).reshape(images[-1].shape[-2:]).astype(np.uint8))
+        if "brain_mask" in it:
+            brains.append(np.asarray(it["brain_mask"]).reshape(images[-1].shape[-2:]).astype(np.uint8))
+        types.append(str(it.get("lesion_type", "diseased" if labels[-1] else "none")))
+        if "seed" in it:
+            seeds.append(int(it["seed"]))
+    out = {"images": np.stack(images), "labels": np.asarray(labels, np.int64), "lesion_types": np.asarray(types)}
+    if len(masks) == len(images):
+        out["masks"] = np.stack(masks)
+    if len(brains) == len(images):
+        out["brain_masks"] = np.stack(brains)
+    if len(seeds) == len(images):
+        out["seeds"] = np.asarray(seeds, np.int64)
+    return out
+
+
+def as_arrays(data) -> dict:
+    """Normalise the accepted data forms to a dict of arrays with at least ``images`` (N, C, H, W) and ``labels``.
+
+    Accepted: a dict with ``images`` and ``labels`` (optionally ``masks`` (N, H, W) lesion masks, ``brain_masks``,
+    ``lesion_types``, ``seeds``), e.g. from :func:`synthbrain_pool` or ``slice_folder.load_slice_folder``; a
+    tuple/list ``(images, labels)``; or any torch Dataset whose items are SynthBrain-style dicts.
+    """
+    if isinstance(data, dict):
+        if "images" not in data:
+            raise ValueError("a data dict needs an 'images' array (N, C, H, W) and a 'labels' array (N,)")
+        out = dict(data)
+    elif isinstance(data, (tuple, list)) and len(data) == 2 and not isinstance(data[0], dict):
+        out = {"images": data[0], "labels": data[1]}
+    elif hasattr(data, "__getitem__") and hasattr(data, "__len__"):
+        out = _stack_dataset(data)
+    else:
+        raise TypeError(f"cannot use {type(data).__name__} as training data: pass a dict of arrays, "
+                        f"(images, labels) or a Dataset of dicts")
+    images = out["images"]
+    images = images.detach().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
+    if images.ndim == 3:
+        images = images[:, None]
+    if images.ndim != 4:
+        raise ValueError(f"images must be (N, C, H, W), got shape {images.shape}")
+    out["images"] = images
+    if "labels" in out and out["labels"] is not None:
+        lab = out["labels"]
+        out["labels"] = np.asarray(lab.cpu().numpy() if isinstance(lab, torch.Tensor) else lab, np.int64)
+        if len(out["labels"]) != len(images):
+            raise ValueError(f"{len(images)} images but {len(out['labels'])} labels")
+    return out
+
+
+def labelled_training_data(data, pool_size: int, seed: int, size: int, modalities) -> tuple[dict, dict]:
+    """Arrays (:func:`as_arrays`) and the card's ``data`` block for the ACAT trainers: ``data`` as given, or, where it
+    is None, ``pool_size`` SynthBrain train slices (healthy and diseased)."""
+    if data is None:
+        from diffuse_core.data.synthbrain import SYNTHBRAIN_VERSION
+
+        arrays = as_arrays(synthbrain_pool(pool_size, "train", seed, size, tuple(modalities), healthy=None))
+        seeds = arrays.get("seeds")
+        card = {"generator": "SynthBrain", "version": SYNTHBRAIN_VERSION, "split": "train", "base_seed": seed,
+                "n_slices": int(pool_size), "size": size, "modalities": list(modalities),
+                "seed_range": [int(np.min(seeds)), int(np.max(seeds))] if seeds is not None and len(seeds) else None,
+                "diseased_fraction": float(np.mean(arrays["labels"] > 0))}
+        return arrays, card
+    arrays = as_arrays(data)
+    card = {"source": str(data.get("source", "caller")) if isinstance(data, dict) else "caller",
+            "n_slices": int(len(arrays["images"]))}
+    if "labels" in arrays:
+        card["diseased_fraction"] = float(np.mean(arrays["labels"] > 0))
+    return arrays, card
+
+
+# -------------------------------------------------------------------------------------------- augmentation
+def random_flips(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Flip each image of a batch (N, C, H, W) left-right with probability 1/2, drawn from ``generator``.
+
+    A fair augmentation for brain slices only because the left-right asymmetry of normal anatomy is small next to
+    what the models have to learn here.
+    """
+    flip = torch.rand(x.shape[0], generator=generator) < 0.5
+    if flip.any():
+        x = x.clone()
+        x[flip] = x[flip].flip(-1)
+    return x

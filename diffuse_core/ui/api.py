@@ -1,0 +1,60 @@
+"""The app's HTTP API for ``gradio_client`` (README, "The app's HTTP API"): ``/status``, ``/cases`` and
+``/counterfactual``. Their parameters and outputs are a contract: keep their order."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from diffuse_core.studio.library import list_library, load_library_case
+from diffuse_core.studio.model_store import MODELS, model_device
+from diffuse_core.studio.runs import run_case
+from diffuse_core.studio.scoring import result_summary
+from diffuse_core.studio.settings import DEFAULTS
+from diffuse_core.studio.uploads import load_upload_case, upload_paths
+from diffuse_core.ui.errors import user_errors
+from diffuse_core.ui.pictures import grey_rgb, mask_picture, overlay_picture, with_outlines
+
+COUNTERFACTUAL_INPUTS = ["file", "case_key", "k", "steps", "percentile", "seed", "slice_index", "window", "mask_file"]
+COUNTERFACTUAL_OUTPUTS = ["frame", "status", "counterfactual", "overlay", "mask", "summary"]
+STATUS_DEFAULTS = ("k", "percentile", "steps", "seed", "window")
+
+
+@user_errors
+def api_counterfactual(file, case_key, k, steps, percentile, seed, slice_index, window, mask_file):
+    """``/counterfactual``: a file (or a gallery case key) + settings -> streamed frames, then the counterfactual,
+    the anomaly overlay, the mask and a JSON summary. The mask comes from ACAT, or from ``mask_file`` if given."""
+    if upload_paths(file):
+        z = None if slice_index in (None, "") or float(slice_index) < 0 else slice_index
+        lc = load_upload_case(file, z, None, window or None, None)
+    elif case_key:
+        lc = load_library_case(case_key)
+    else:
+        raise ValueError("give a file or a case key (see /cases)")
+    mask_from = "file" if upload_paths(mask_file) else "acat"
+    mask = None
+    for item in run_case(lc, mask_from, mask_file, None, k, steps, seed, percentile):
+        if item["kind"] == "mask":
+            mask = item["mask"]
+        elif item["kind"] == "step":
+            frame = np.concatenate([with_outlines(grey_rgb(item["x_t"]), mask),
+                                    with_outlines(grey_rgb(item["x0"]), mask)], axis=1)
+            yield frame, f"{item['phase']} {item['index'] + 1}/{item['total']} t={item['timestep']}", None, None, \
+                None, None
+        else:
+            r = item["result"]
+            summary = result_summary(lc, item)
+            yield (None, "done", grey_rgb(r.counterfactual[0]),
+                   overlay_picture(r.image[0], r.anomaly, DEFAULTS["opacity"], r.mask, lc.case.ground_truth),
+                   mask_picture(r.image[0], r.mask), summary)
+
+
+def api_cases() -> list[dict]:
+    """``/cases``: the gallery's cases (key, caption, modality, lesion type, healthy, has ground truth)."""
+    return [{"key": e.key, "caption": e.caption, "modality": e.modality, "lesion_type": e.lesion_type,
+             "healthy": e.healthy, "has_ground_truth": bool(e.has_truth)} for e in list_library()]
+
+
+def api_status() -> dict:
+    """``/status``: which models are installed, the device and the defaults."""
+    return {"ddpm": MODELS.ddpm_info(), "acat": MODELS.acat_info(), "device": str(model_device()),
+            "defaults": {k: DEFAULTS[k] for k in STATUS_DEFAULTS}}

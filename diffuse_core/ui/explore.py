@@ -1,0 +1,149 @@
+"""The Explore tab's callbacks: preview the chosen case, run it with the steps shown live, show every result, redraw
+the overlay when the opacity moves, and Stop."""
+
+from __future__ import annotations
+
+import html
+from typing import Optional
+
+import gradio as gr
+
+from diffuse_core.studio.library import LoadedCase
+from diffuse_core.studio.model_store import MODELS
+from diffuse_core.studio.runs import result_record, run_case
+from diffuse_core.studio.scoring import looks_healthy, result_summary
+from diffuse_core.studio.selection import load_selected
+from diffuse_core.studio.session import STOP_FLAGS, session_id
+from diffuse_core.ui.errors import USER_ERRORS, user_errors
+from diffuse_core.ui.pictures import (drawing_to_mask, grey_rgb, mask_picture, overlay_picture, saliency_picture,
+                                      with_outlines)
+from diffuse_core.ui.progress import change_chart, progress_html, step_fraction
+
+EXPLORE_OUTPUTS = ["live_noisy", "live_clean", "progress", "out_input", "out_saliency", "out_mask", "out_cf",
+                   "out_overlay", "out_slider", "out_metrics", "out_chart", "out_summary", "run_state"]
+STOPPED_TEXT = "Stopped. Change the settings and press Run again."
+
+
+def skip_all(n: int) -> list:
+    """``n`` outputs left as they are."""
+    return [gr.skip() for _ in range(n)]
+
+
+def preview_case(source, gallery_key, files, slice_index, channel, window, gt_file):
+    """Case selected -> (preview picture, case description, quiz canvas, mask-drawing canvas)."""
+    try:
+        lc = load_selected(source, gallery_key, files, slice_index, channel, window, gt_file)
+    except USER_ERRORS as err:
+        gr.Warning(str(err))
+        return None, f"⚠ {html.escape(str(err))}", None, None
+    rgb = with_outlines(grey_rgb(lc.case.image[0]), truth=lc.case.ground_truth)
+    canvas = {"background": grey_rgb(lc.case.image[0]), "layers": [], "composite": None}
+    info = f"**{html.escape(lc.title)}**"
+    if lc.case.ground_truth is not None:
+        info += " · ground-truth lesion outlined in green"
+    extra = [lc.note] + list(lc.notes) if lc.note else list(lc.notes)
+    if extra:
+        info += "\n\n" + "\n".join(f"- {html.escape(str(n))}" for n in extra if n)
+    return rgb, info, canvas, canvas
+
+
+@user_errors
+def explore_run(source, gallery_key, files, slice_index, channel, window, gt_file, mask_from, mask_file, drawing,
+                k, percentile, steps, seed, opacity, request: Optional[gr.Request] = None):
+    """The Run button: streams (live noisy, live clean, progress, ...skips) per step, then every result.
+
+    Ends early, with the "Stopped." message, once :func:`request_stop` flags this session."""
+    n = len(EXPLORE_OUTPUTS)
+    sid = session_id(request)
+    STOP_FLAGS.take(sid)   # a Stop pressed before this run started is not for it
+    lc = load_selected(source, gallery_key, files, slice_index, channel, window, gt_file)
+    drawn = drawing_to_mask(drawing, lc.case.image.shape[-1]) if mask_from == "draw" else None
+    yield [None, None, progress_html(0, 1, "Computing the saliency map and the mask…"), *skip_all(n - 3)]
+    mask = None
+    for item in run_case(lc, mask_from, mask_file, drawn, k, steps, seed, percentile):
+        if STOP_FLAGS.take(sid):
+            yield [gr.skip(), gr.skip(), progress_html(0, 1, STOPPED_TEXT), *skip_all(n - 3)]
+            return
+        out = skip_all(n)
+        if item["kind"] == "mask":
+            mask = item["mask"]
+            out[EXPLORE_OUTPUTS.index("out_saliency")] = saliency_picture(item["saliency"], lc.case.brain_mask)
+            out[EXPLORE_OUTPUTS.index("out_mask")] = mask_picture(lc.case.image[0], mask)
+            out[EXPLORE_OUTPUTS.index("out_input")] = with_outlines(grey_rgb(lc.case.image[0]), mask,
+                                                                    lc.case.ground_truth)
+            out[EXPLORE_OUTPUTS.index("progress")] = progress_html(0, 1, "Mask ready; inverting the image to noise…")
+            yield out
+        elif item["kind"] == "step":
+            done, total = step_fraction(item)
+            what = "Inverting (DDIM) towards noise" if item["phase"] == "invert" else "Sampling back (Dif-fuse)"
+            out[0] = with_outlines(grey_rgb(item["x_t"]), mask)
+            out[1] = with_outlines(grey_rgb(item["x0"]), mask)
+            out[2] = progress_html(done, total, f"{what}: step {item['index'] + 1}/{item['total']}, "
+                                                f"t = {item['timestep']}")
+            yield out
+        else:
+            yield explore_outputs(lc, item, opacity)
+
+
+def explore_outputs(lc: LoadedCase, item: dict, opacity: float) -> list:
+    """Every Explore output for a finished run (a "result" item), in :data:`EXPLORE_OUTPUTS` order; "run_state" is
+    the run's record plus what the quiz and the overlay need."""
+    r = item["result"]
+    summary = result_summary(lc, item)
+    truth = lc.case.ground_truth
+    state = {**result_record(lc, item, summary), "key": lc.key, "saliency": r.saliency,
+             "threshold": item["threshold"]}
+    before = with_outlines(grey_rgb(r.image[0]), truth=truth)
+    after = with_outlines(grey_rgb(r.counterfactual[0]), truth=truth)
+    values = {
+        "live_noisy": gr.skip(), "live_clean": with_outlines(grey_rgb(r.counterfactual[0]), r.mask),
+        "progress": progress_html(1, 1, f"Done in {r.seconds:.1f} s ({r.network_calls} network calls)."),
+        "out_input": with_outlines(grey_rgb(r.image[0]), r.mask, truth),
+        "out_saliency": saliency_picture(r.saliency if r.saliency is not None else r.mask, r.brain_mask),
+        "out_mask": mask_picture(r.image[0], r.mask),
+        "out_cf": with_outlines(grey_rgb(r.counterfactual[0]), r.mask),
+        "out_overlay": overlay_picture(r.image[0], r.anomaly, opacity, r.mask, truth, state["vmax"]),
+        "out_slider": (before, after), "out_metrics": metrics_markdown(lc, summary),
+        "out_chart": change_chart(item["changes"]), "out_summary": summary, "run_state": state,
+    }
+    return [values[name] for name in EXPLORE_OUTPUTS]
+
+
+def metrics_markdown(lc: LoadedCase, summary: dict) -> str:
+    """The results table of a run, with a word on healthy, truthless and out-of-domain cases."""
+    rows = [("Mean absolute change inside the brain", f"{summary['mean_abs_change_in_brain']:.4f} (of a 0–2 range)"),
+            ("Mask (redrawn region)", f"{100 * summary['mask_fraction_of_brain']:.1f} % of the brain"),
+            (f"Flagged as anomalous (anomaly > {summary['threshold']:.3g})",
+             f"{100 * summary['flagged_fraction_of_brain']:.1f} % of the brain")]
+    if "dice" in summary:
+        rows.insert(0, ("Dice vs ground truth", f"**{summary['dice']:.3f}**"))
+        rows.insert(1, ("IoU vs ground truth", f"{summary['iou']:.3f}"))
+    rows.append(("Run", f"K={summary['k']}, {summary['steps']} steps, seed {summary['seed']}, "
+                        f"{summary['network_calls']} network calls, {summary['seconds']:.1f} s on {summary['device']}"))
+    table = "\n".join(f"| {a} | {b} |" for a, b in rows)
+    head = f"**{html.escape(lc.title)}**"
+    if lc.healthy:
+        ok = looks_healthy(summary["flagged_fraction_of_brain"])
+        head += (" — a **healthy** case: the model should leave it nearly unchanged "
+                 f"({'✓ it did' if ok else '⚠ it changed more than expected'}).")
+    elif lc.case.ground_truth is None:
+        head += " — no ground-truth lesion mask, so no Dice/IoU."
+    trained_on = MODELS.out_of_domain(summary.get("modality"))
+    if trained_on:
+        head += (f"\n\n⚠ **Out of domain:** the healthy model was trained on "
+                 f"{', '.join(m.upper() for m in trained_on)} slices only, and this is "
+                 f"{str(summary['modality']).upper()}: read the counterfactual with caution.")
+    return f"{head}\n\n| Measure | Value |\n|---|---|\n{table}"
+
+
+def render_overlay(state, opacity):
+    """Opacity slider moved: redraw the overlay from the last run (no model call)."""
+    if not state:
+        return gr.skip()
+    return overlay_picture(state["image"][0], state["anomaly"], opacity, state["mask"], state["truth"], state["vmax"])
+
+
+def request_stop(request: Optional[gr.Request] = None):
+    """The Stop button: flag this session's running Explore run to end, and say so."""
+    STOP_FLAGS.request(session_id(request))
+    return progress_html(0, 1, STOPPED_TEXT)

@@ -1,0 +1,349 @@
+"""The page: every tab's components and the wiring of their events to the callbacks of
+:mod:`~diffuse_core.ui.explore`, :mod:`~diffuse_core.ui.quiz`, :mod:`~diffuse_core.ui.healthy`,
+:mod:`~diffuse_core.ui.curate` and :mod:`~diffuse_core.ui.api`. :func:`build_demo` returns it unlaunched."""
+
+from __future__ import annotations
+
+import logging
+
+import gradio as gr
+
+from diffuse_core.data import curation
+from diffuse_core.studio.library import list_library, teaching_root
+from diffuse_core.studio.model_store import MODELS, apply_recommended_defaults, model_device
+from diffuse_core.studio.settings import (CT_WINDOW_CHOICES, DEFAULTS, K_RANGE, MASK_SOURCES, PERCENTILE_RANGE,
+                                          STEPS_RANGE)
+from diffuse_core.studio.uploads import inspect_upload, upload_paths
+from diffuse_core.ui import api, curate, explore, healthy, quiz
+from diffuse_core.ui.notes import METHOD, NOTES
+from diffuse_core.ui.pictures import thumbnail
+from diffuse_core.ui.progress import progress_html
+
+log = logging.getLogger(__name__)
+GALLERY_HINT = "Pick a case in the gallery or upload one."
+
+
+def status_markdown() -> str:
+    """One line on what is installed and where the models run, with what to do about anything missing."""
+    d, a = MODELS.ddpm_info(), MODELS.acat_info()
+    parts = []
+    if d["available"]:
+        trained = f", {d['steps_done']} training steps" if d.get("steps_done") else ""
+        parts.append(f"✓ Healthy diffusion model: {d['resolution']}×{d['resolution']}, {d['channels']} channel(s)"
+                     f"{trained}.")
+    else:
+        parts.append(f"⚠ **No healthy diffusion model** — {d['reason']}. You can browse cases, but not run.")
+    parts.append("✓ ACAT saliency models installed." if a["available"] else f"⚠ {a['reason']}")
+    device = "GPU" if model_device().type == "cuda" else "CPU"
+    parts.append(f"Running on the {device}.")
+    return " &nbsp;·&nbsp; ".join(parts)
+
+
+def explore_controls(prefix: str) -> dict:
+    """The K, percentile, steps and seed controls (Explore and Curate each have a set)."""
+    c = {}
+    c["k"] = gr.Slider(*K_RANGE, value=DEFAULTS["k"], step=1, label="Noise level K", elem_id=f"{prefix}-k",
+                       info="how far towards noise before redrawing (paper: 500)")
+    c["percentile"] = gr.Slider(*PERCENTILE_RANGE, value=DEFAULTS["percentile"], step=1, label="Saliency percentile",
+                                elem_id=f"{prefix}-percentile",
+                                info="the mask is the saliency above this percentile (paper: 90)")
+    c["steps"] = gr.Slider(*STEPS_RANGE, value=DEFAULTS["steps"], step=1, label="Sampling steps",
+                           elem_id=f"{prefix}-steps", info="fewer = faster, more = finer")
+    c["seed"] = gr.Number(value=DEFAULTS["seed"], precision=0, label="Seed", minimum=0, elem_id=f"{prefix}-seed")
+    return c
+
+
+# ---- small event handlers of the page itself ------------------------------------------------------------------
+
+
+def refresh_library():
+    """Page load / refresh -> gallery, its keys, hint, healthy-case choices, batch choices, status, mask source,
+    saved sets."""
+    entries = list_library()
+    items = [(thumbnail(e.image, e.truth), e.caption) for e in entries]
+    keys = [e.key for e in entries]
+    healthy_cases = [(e.long_caption, e.key) for e in entries if e.healthy]
+    choices = [(e.long_caption, e.key) for e in entries]
+    mask_default = DEFAULTS["mask_from"] if MODELS.acat_info()["available"] else "draw"
+    info = (GALLERY_HINT if entries else
+            f"No teaching sets found in {teaching_root()}: build the default one with "
+            f"`python teaching_sets/build_default.py`, or upload a file.")
+    current = [("The case selected in Explore", healthy.CURRENT_CASE)]
+    return (items, keys, info, gr.update(choices=current + healthy_cases,
+                                         value=healthy_cases[0][1] if healthy_cases else healthy.CURRENT_CASE),
+            gr.update(choices=choices), status_markdown(), gr.update(value=mask_default),
+            gr.update(choices=curation.list_sets()))
+
+
+def on_source(src):
+    return gr.update(visible=src == "gallery"), gr.update(visible=src == "upload")
+
+
+def on_mask_from(choice):
+    return gr.update(visible=choice == "file"), gr.update(visible=choice == "draw")
+
+
+def on_gallery_select(evt: gr.SelectData, keys):
+    i = evt.index if isinstance(evt.index, int) else evt.index[0]
+    return (keys[i] if keys and 0 <= i < len(keys) else None), "gallery"
+
+
+def on_upload(fs):
+    """Files uploaded -> (slice slider, channel choice, CT window, source) fitted to them."""
+    if not upload_paths(fs):
+        return gr.update(visible=False), gr.update(visible=False), gr.update(visible=False), gr.skip()
+    try:
+        info = inspect_upload(fs)
+    except (ValueError, FileNotFoundError) as err:   # preview_case, next, shows the message
+        log.info("upload refused: %s", err)
+        return gr.update(visible=False), gr.update(visible=False), gr.update(visible=False), "upload"
+    n = info["num_slices"]
+    _, model_channels = MODELS.grid()
+    return (gr.update(visible=n > 1, minimum=0, maximum=max(n - 1, 1), value=info["slice"]),
+            gr.update(visible=len(info["channels"]) > 1 and model_channels == 1, choices=info["channels"],
+                      value=info["channels"][0]),
+            gr.update(visible=info["ct"]), "upload")
+
+
+# ---- the page -------------------------------------------------------------------------------------------------
+
+
+def build_demo(title: str = "Dif-fuse Studio") -> gr.Blocks:
+    """The whole app as a gr.Blocks (not launched); the installed model card's recommended settings become the
+    defaults first (:func:`~diffuse_core.studio.model_store.apply_recommended_defaults`)."""
+    apply_recommended_defaults()
+    d = DEFAULTS["display_size"]
+    img_kw = dict(height=d, width=d, interactive=False, buttons=["download", "fullscreen"], format="png")
+    # delete_cache: every 30 min, drop cached pictures older than 2 h (streamed frames would pile up on a host)
+    with gr.Blocks(title=title, analytics_enabled=False, delete_cache=(1800, 7200)) as demo:
+        gr.Markdown(f"# {title}\nHealthy counterfactuals of brain slices with **Dif-fuse**: a diffusion model "
+                    "trained only on healthy brains redraws the suspicious region; the difference is the anomaly map.")
+        status = gr.Markdown(status_markdown(), elem_classes="df-status")
+
+        gallery_keys = gr.State([])
+        selected_key = gr.State(None)
+        run_state = gr.State(None)
+        review_items = gr.State([])
+        review_index = gr.State(None)
+
+        with gr.Tabs():
+            # ===================================================================================== Explore
+            with gr.Tab("Explore", id="explore"):
+                with gr.Row(equal_height=False):
+                    with gr.Column(scale=4, min_width=340):
+                        gr.Markdown("### 1 · Choose a case")
+                        source = gr.Radio([("Teaching set", "gallery"), ("Upload", "upload")], value="gallery",
+                                          label="Case from", elem_id="df-source")
+                        with gr.Group(visible=True) as gallery_group:
+                            gallery = gr.Gallery(label="Teaching cases (green = lesion outline)", columns=3,
+                                                 height=300, allow_preview=False, object_fit="contain",
+                                                 elem_id="df-gallery", interactive=False)
+                            refresh = gr.Button("↻ Refresh the case list", size="sm")
+                        with gr.Group(visible=False) as upload_group:
+                            files = gr.File(label="Slice or volume", file_count="multiple", elem_id="df-upload")
+                            gr.Markdown("PNG, JPEG, TIFF, NIfTI, or DICOM (one file, or all files of a series); "
+                                        f"up to {DEFAULTS['max_upload_mb']:g} MB.", elem_classes="df-hint")
+                            slice_slider = gr.Slider(0, 1, value=0, step=1, label="Axial slice", visible=False)
+                            channel = gr.Dropdown([], label="Channel to use", visible=False, allow_custom_value=True)
+                            window = gr.Dropdown(CT_WINDOW_CHOICES, value=DEFAULTS["window"],
+                                                 label="CT window preset", visible=False)
+                            gt_file = gr.File(label="Lesion mask (optional)", file_count="single")
+                        case_info = gr.Markdown(GALLERY_HINT)
+                        gr.Markdown("### 2 · Settings")
+                        ctl = explore_controls("df")
+                        with gr.Row():
+                            run_btn = gr.Button("▶ Run", variant="primary", elem_id="df-run")
+                            stop_btn = gr.Button("■ Stop", variant="stop", elem_id="df-stop")
+                        with gr.Accordion("Mask source", open=False, elem_id="df-mask-source"):
+                            mask_from = gr.Radio(MASK_SOURCES, value=DEFAULTS["mask_from"], label="Mask from",
+                                                 info="ACAT as in the paper, or your own region")
+                            mask_file = gr.File(label="Mask file (binary mask or saliency map)", file_count="single",
+                                                visible=False)
+                            mask_draw = gr.ImageEditor(label="Paint the region to redraw", type="numpy",
+                                                       elem_id="df-mask-draw", image_mode="RGBA", sources=[],
+                                                       transforms=[], layers=False, visible=False,
+                                                       brush=gr.Brush(colors=["#00c8ff"], color_mode="fixed",
+                                                                      default_size=10),
+                                                       canvas_size=(d, d), fixed_canvas=True, height=d + 90)
+                    with gr.Column(scale=7):
+                        gr.Markdown("### 3 · Watch it work")
+                        with gr.Row():
+                            preview = gr.Image(label="Selected slice", **img_kw)
+                            live_noisy = gr.Image(label="Noisy image x_t", **{**img_kw, "format": "webp"})
+                            live_clean = gr.Image(label="Predicted clean", **{**img_kw, "format": "webp"})
+                        progress = gr.HTML(progress_html(0, 1, "Ready."))
+                        gr.Markdown("### 4 · Results")
+                        with gr.Row():
+                            out_input = gr.Image(label="Input", **img_kw)
+                            out_saliency = gr.Image(label="Saliency", **img_kw)
+                            out_mask = gr.Image(label="Mask", **img_kw)
+                        with gr.Row():
+                            out_cf = gr.Image(label="Counterfactual", elem_id="df-counterfactual", **img_kw)
+                            out_overlay = gr.Image(label="Anomaly map", **img_kw)
+                            out_slider = gr.ImageSlider(label="Before / after", type="numpy", height=d,
+                                                        interactive=False, max_height=d)
+                        gr.Markdown("Outlines: <span style='color:#00c8ff'>**cyan**</span> = the mask (region "
+                                    "redrawn), <span style='color:#3cdc3c'>**green**</span> = the expert's lesion "
+                                    "outline. Heat maps: black = nothing, bright yellow = strongest.",
+                                    elem_classes="df-legend")
+                        opacity = gr.Slider(0, 1, value=DEFAULTS["opacity"], step=0.05, label="Anomaly map opacity",
+                                            elem_id="df-opacity")
+                        out_metrics = gr.Markdown()
+                        out_chart = gr.Plot(show_label=False)
+                        with gr.Row():
+                            to_curate = gr.Button("Send this result to Curate", size="sm")
+                        with gr.Accordion("Run summary (JSON)", open=False):
+                            out_summary = gr.JSON()
+                        with gr.Accordion("What am I looking at?", open=False):
+                            for note in NOTES:
+                                gr.Markdown(note)
+
+            # ===================================================================================== Quiz
+            with gr.Tab("Quiz", id="quiz"):
+                gr.Markdown("Draw where you think the lesion is on the case chosen in **Explore**, then check. You "
+                            "are scored (Dice, 0–1) against the expert's outline and against the model's anomaly map "
+                            "(run the model in Explore first).")
+                with gr.Row():
+                    quiz_editor = gr.ImageEditor(label="Paint the lesion", type="numpy", image_mode="RGBA",
+                                                 elem_id="df-quiz",
+                                                 sources=[], transforms=[], layers=False,
+                                                 brush=gr.Brush(colors=["#ff463c"], color_mode="fixed",
+                                                                default_size=10),
+                                                 canvas_size=(d, d), fixed_canvas=True, height=d + 120)
+                    with gr.Column():
+                        quiz_btn = gr.Button("Check my drawing", variant="primary")
+                        quiz_image = gr.Image(label="Your drawing vs the answers", **img_kw)
+                        quiz_md = gr.Markdown()
+
+            # ===================================================================================== Healthy check
+            with gr.Tab("Healthy check", id="healthy"):
+                gr.Markdown("A model trained on healthy brains should leave a **healthy** slice nearly unchanged. "
+                            "Run one and read the number: the mean absolute change inside the brain. The run uses "
+                            "the settings of **Explore** (K, steps, percentile, seed).")
+                with gr.Row():
+                    with gr.Column(scale=1):
+                        healthy_choice = gr.Dropdown([("The case selected in Explore", healthy.CURRENT_CASE)],
+                                                     value=healthy.CURRENT_CASE, label="Healthy case")
+                        healthy_btn = gr.Button("Run the healthy check", variant="primary")
+                        healthy_md = gr.Markdown()
+                    with gr.Column(scale=1):
+                        healthy_slider = gr.ImageSlider(label="Before / after", type="numpy", height=d,
+                                                        interactive=False, max_height=d)
+
+            # ===================================================================================== Curate
+            with gr.Tab("Curate", id="curate"):
+                gr.Markdown("For educators: generate counterfactuals for a batch, review each (accept, reject, rerun "
+                            "with other settings), then save the accepted ones into a named teaching set "
+                            "(PNG + NIfTI at the input's size, with a manifest) and download it as a zip.")
+                with gr.Row(equal_height=False):
+                    with gr.Column(scale=4, min_width=320):
+                        batch_cases = gr.Dropdown([], multiselect=True, label="Cases from the teaching sets",
+                                                  elem_id="df-batch-cases", info="type to filter; pick several")
+                        batch_files = gr.File(label="…or upload slices", file_count="multiple")
+                        cctl = explore_controls("df-curate")
+                        gen_btn = gr.Button("Generate counterfactuals", variant="primary", elem_id="df-generate")
+                        curate_status = gr.Markdown()
+                    with gr.Column(scale=7):
+                        review = gr.Gallery(label="Review: input, counterfactual / anomaly, mask", columns=3,
+                                            height=360,
+                                            elem_id="df-review",
+                                            allow_preview=False, object_fit="contain", interactive=False)
+                        with gr.Row():
+                            review_slider = gr.ImageSlider(label="Selected: before / after", type="numpy",
+                                                           height=d, interactive=False, max_height=d)
+                            with gr.Column():
+                                review_md = gr.Markdown("Select a result above.")
+                                review_note = gr.Textbox(label="Note for this case (saved in the manifest)",
+                                                         lines=2, max_length=500)
+                                with gr.Row():
+                                    accept_btn = gr.Button("✓ Accept", size="sm")
+                                    reject_btn = gr.Button("✗ Reject", size="sm")
+                                    rerun_btn = gr.Button("↻ Rerun with the settings", size="sm")
+                                review_status = gr.Markdown()
+                        with gr.Row():
+                            set_name = gr.Textbox(label="Teaching set name", placeholder="e.g. Gliomas week 3",
+                                                  max_length=curation.MAX_NAME_LENGTH,
+                                                  info="letters, digits, space, _ and -")
+                            save_btn = gr.Button("Save accepted cases", variant="primary")
+                        with gr.Row():
+                            saved_sets = gr.Dropdown(curation.list_sets(), label="Saved sets", allow_custom_value=False)
+                            zip_btn = gr.Button("Download the set as a zip")
+                        set_zip = gr.File(label="Set archive", interactive=False)
+
+            with gr.Tab("About", id="about"):
+                gr.Markdown("\n\n".join(NOTES) + "\n\n" + METHOD)
+
+        # ------------------------------------------------------------------------------------------- wiring
+        light = dict(concurrency_limit=None, api_visibility="undocumented")
+        heavy = dict(concurrency_id="model", concurrency_limit="default")
+        case_inputs = [source, selected_key, files, slice_slider, channel, window, gt_file]
+
+        lib_outputs = [gallery, gallery_keys, case_info, healthy_choice, batch_cases, status, mask_from, saved_sets]
+        demo.load(refresh_library, None, lib_outputs, **light)
+        refresh.click(refresh_library, None, lib_outputs, **light)
+        source.change(on_source, source, [gallery_group, upload_group], **light)
+        mask_from.change(on_mask_from, mask_from, [mask_file, mask_draw], **light)
+
+        preview_outputs = [preview, case_info, quiz_editor, mask_draw]
+        gallery.select(on_gallery_select, gallery_keys, [selected_key, source], **light).then(
+            explore.preview_case, case_inputs, preview_outputs, **light)
+        files.upload(on_upload, files, [slice_slider, channel, window, source], **light).then(
+            explore.preview_case, case_inputs, preview_outputs, **light)
+        for comp in (slice_slider, channel, window, gt_file):
+            comp.change(explore.preview_case, case_inputs, preview_outputs, trigger_mode="always_last", **light)
+
+        explore_inputs = case_inputs + [mask_from, mask_file, mask_draw, ctl["k"], ctl["percentile"], ctl["steps"],
+                                        ctl["seed"], opacity]
+        explore_outs = [live_noisy, live_clean, progress, out_input, out_saliency, out_mask, out_cf, out_overlay,
+                        out_slider, out_metrics, out_chart, out_summary, run_state]
+        run_event = run_btn.click(explore.explore_run, explore_inputs, explore_outs, api_name="explore",
+                                  show_progress="hidden", **heavy)
+        stop_btn.click(explore.request_stop, None, progress, cancels=[run_event], **light)
+        opacity.change(explore.render_overlay, [run_state, opacity], out_overlay, trigger_mode="always_last", **light)
+        to_curate.click(curate.send_to_curate, [run_state, review_items], [review, review_items], **light)
+
+        quiz_btn.click(quiz.quiz_check, [quiz_editor, run_state] + case_inputs, [quiz_image, quiz_md],
+                       api_visibility="undocumented")
+        healthy_btn.click(healthy.healthy_check, [healthy_choice] + case_inputs + [ctl["k"], ctl["percentile"],
+                                                                                    ctl["steps"], ctl["seed"]],
+                          [healthy_slider, healthy_md], api_name="healthy_check", **heavy)
+
+        gen_btn.click(curate.curate_generate, [batch_cases, batch_files, cctl["k"], cctl["steps"], cctl["percentile"],
+                                               cctl["seed"], review_items], [curate_status, review, review_items],
+                      api_visibility="undocumented", **heavy)
+        review.select(curate.review_select, review_items, [review_index, review_slider, review_md, review_note],
+                      **light)
+        decide_ins = [review_items, review_index, review_note]
+        decide_outs = [review, review_items, review_slider, review_md, review_status]
+        accept_btn.click(curate.review_decide("accepted"), decide_ins, decide_outs, **light)
+        reject_btn.click(curate.review_decide("rejected"), decide_ins, decide_outs, **light)
+        rerun_btn.click(curate.review_rerun, [review_items, review_index, cctl["k"], cctl["steps"], cctl["percentile"],
+                                              cctl["seed"]], decide_outs, api_visibility="undocumented", **heavy)
+        save_btn.click(curate.curate_save, [review_items, set_name], [review_status, set_zip, saved_sets, review,
+                                                                      review_items], api_visibility="undocumented")
+        zip_btn.click(curate.curate_zip, saved_sets, set_zip, api_visibility="undocumented")
+
+        _add_api(heavy)
+    return demo
+
+
+def _add_api(heavy: dict) -> None:
+    """The hidden components and events of the HTTP API (inside the Blocks being built); the labels are the
+    parameter names of :data:`~diffuse_core.ui.api.COUNTERFACTUAL_INPUTS` and the outputs of
+    :data:`~diffuse_core.ui.api.COUNTERFACTUAL_OUTPUTS`, in that order."""
+    with gr.Column(visible=False):
+        api_in = [gr.File(label="file"), gr.Textbox(value="", label="case_key"),
+                  gr.Number(value=DEFAULTS["k"], label="k", precision=0),
+                  gr.Number(value=DEFAULTS["steps"], label="steps", precision=0),
+                  gr.Number(value=DEFAULTS["percentile"], label="percentile"),
+                  gr.Number(value=DEFAULTS["seed"], label="seed", precision=0),
+                  gr.Number(value=-1, label="slice_index", precision=0), gr.Textbox(value="", label="window"),
+                  gr.File(label="mask_file")]
+        api_out = [gr.Image(label="frame", format="png"), gr.Textbox(label="status"),
+                   gr.Image(label="counterfactual", format="png"), gr.Image(label="overlay", format="png"),
+                   gr.Image(label="mask", format="png"), gr.JSON(label="summary")]
+        cases_json, status_json = gr.JSON(label="cases"), gr.JSON(label="status")
+        api_btn, cases_btn, status_btn = gr.Button("api"), gr.Button("cases"), gr.Button("status")
+    api_btn.click(api.api_counterfactual, api_in, api_out, api_name="counterfactual", **heavy)
+    cases_btn.click(api.api_cases, None, cases_json, api_name="cases", concurrency_limit=None)
+    status_btn.click(api.api_status, None, status_json, api_name="status", concurrency_limit=None)

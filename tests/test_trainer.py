@@ -1,0 +1,141 @@
+"""The one trainer and the one model format: resume, init_from, learning-rate schedule, legacy checkpoints, cards.
+
+Tiny autoencoder / classifier / UNet on a toy set, a few steps on the CPU.
+"""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from diffuse_core.models.autoencoder import AutoencoderConfig, new_autoencoder
+from diffuse_core.models.checkpoint import (CARD_NAME, load_autoencoder, load_classifier, save, update_card,
+                                            weights_digest)
+from diffuse_core.models.classifier import ClassifierConfig
+from diffuse_core.models.denoiser import DenoiserConfig, load_denoiser, new_denoiser, save_denoiser
+from diffuse_core.models.registry import installed_models
+from diffuse_core.train.ddpm import DDPMTrainConfig, TensorPool, train_ddpm
+from diffuse_core.train.saliency import train_autoencoder, train_classifier
+from diffuse_core.train.trainer import CHECKPOINT_NAME, TrainSettings
+
+SIZE = 16
+AE_CFG = AutoencoderConfig(channels=1, resolution=SIZE, widths=(4, 8), latent_channels=2)
+CLF_CFG = ClassifierConfig(channels=1, resolution=SIZE, widths=(4, 8), dropout=0.5)   # dropout: global RNG in play
+UNET = DenoiserConfig(resolution=SIZE, block_channels=(8, 16), attention_levels=(False, True), norm_num_groups=4,
+                      attention_head_dim=4)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def toy(n: int = 24) -> dict:
+    rng = np.random.default_rng(0)
+    images = rng.uniform(-1, 1, (n, 1, SIZE, SIZE)).astype(np.float32)
+    labels = np.arange(n) % 2
+    images[labels == 1, :, 4:8, 4:8] = 1.0
+    return {"images": images, "labels": labels}
+
+
+def same(a: dict, b: dict) -> bool:
+    return set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("train, load, cfg", [(train_autoencoder, load_autoencoder, AE_CFG),
+                                              (train_classifier, load_classifier, CLF_CFG)])
+def test_resumed_run_equals_an_uninterrupted_one(tmp_path, train, load, cfg):
+    kw = dict(batch_size=4, data=toy(), progress=False, config=cfg, checkpoint_every=3, lr=1e-2)
+    train(tmp_path / "run", steps=3, **kw)
+    first = load(tmp_path / "run").state_dict()
+    train(tmp_path / "run", steps=5, **kw)
+    train(tmp_path / "straight", steps=5, **kw)
+    resumed = load(tmp_path / "run").state_dict()
+    assert same(resumed, load(tmp_path / "straight").state_dict()) and not same(resumed, first)
+    run_log, straight_log = ([r.split(",") for r in (tmp_path / d / "log.csv").read_text().splitlines()[1:]]
+                             for d in ("run", "straight"))
+    assert [int(r[0]) for r in run_log] == [1, 3, 5]          # one log for both calls, no step twice
+    assert run_log[-1][1] == straight_log[-1][1]              # the same last loss
+    assert torch.load(tmp_path / "run" / CHECKPOINT_NAME, weights_only=False)["step"] == 5
+    assert load(tmp_path / "run").card["steps"] == 5
+
+
+def test_resume_refuses_a_checkpoint_of_another_architecture(tmp_path):
+    data = toy()
+    train_autoencoder(tmp_path, steps=2, batch_size=4, data=data, progress=False, config=AE_CFG)
+    wider = AutoencoderConfig(channels=1, resolution=SIZE, widths=(8, 8), latent_channels=2)
+    with pytest.raises(ValueError, match="another autoencoder run.*--no-resume"):
+        train_autoencoder(tmp_path, steps=4, batch_size=4, data=data, progress=False, config=wider)
+    train_autoencoder(tmp_path, steps=1, batch_size=4, data=data, progress=False, config=wider, resume=False)
+    assert load_autoencoder(tmp_path).config == wider
+
+
+def test_init_from_starts_at_the_saved_weights_and_step_count(tmp_path):
+    kw = dict(batch_size=4, data=toy(), progress=False, config=AE_CFG)
+    train_autoencoder(tmp_path / "a", steps=3, **kw)
+    saved = load_autoencoder(tmp_path / "a").state_dict()
+    train_autoencoder(tmp_path / "same", steps=3, init_from=tmp_path / "a", **kw)     # nothing left to train
+    assert same(load_autoencoder(tmp_path / "same").state_dict(), saved)
+    train_autoencoder(tmp_path / "b", steps=4, init_from=tmp_path / "a", **kw)
+    train_autoencoder(tmp_path / "fresh", steps=4, **kw)
+    b = load_autoencoder(tmp_path / "b")
+    assert b.card["steps"] == 4 and not same(b.state_dict(), saved)
+    assert not same(b.state_dict(), load_autoencoder(tmp_path / "fresh").state_dict())
+    with pytest.raises(ValueError, match="but a classifier was expected"):
+        train_classifier(tmp_path / "c", steps=4, batch_size=4, data=toy(), progress=False, config=CLF_CFG,
+                         init_from=tmp_path / "a")
+
+
+def test_cosine_schedule_warms_up_then_decays_to_the_floor():
+    s = TrainSettings(steps=200, lr=1.0, lr_schedule="cosine", warmup_steps=50, lr_floor=0.05)
+    assert s.lr_at(0) == pytest.approx(1 / 50) and s.lr_at(49) == pytest.approx(1.0)
+    assert s.lr_at(125) == pytest.approx(0.05 + 0.95 * 0.5) and s.lr_at(200) == pytest.approx(0.05)
+    assert TrainSettings(lr=0.3).lr_at(999) == 0.3
+    with pytest.raises(ValueError, match="lr_schedule"):
+        TrainSettings(lr_schedule="step")
+
+
+def test_a_checkpoint_of_the_earlier_ddpm_trainer_resumes(tmp_path):
+    """runs/ddpm checkpoints written before the one trainer (no kind, training config, no batch generator state)."""
+    pool = TensorPool(torch.rand(16, 1, SIZE, SIZE) * 2 - 1)
+    cfg = DDPMTrainConfig(steps=2, batch_size=4, checkpoint_every=2, unet=UNET, precision="fp32")
+    train_ddpm(tmp_path, pool, cfg, progress=False)
+    ck = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=False)
+    legacy = {"model": ck["model"], "ema": ck["ema"], "optimizer": ck["optimizer"], "step": ck["step"],
+              "seconds": ck["seconds"], "torch_rng": ck["torch_rng"], "numpy_rng": ck["numpy_rng"],
+              "config": cfg.to_dict()}
+    torch.save(legacy, tmp_path / CHECKPOINT_NAME)
+    cfg.steps = 3
+    train_ddpm(tmp_path, pool, cfg, progress=False)
+    assert torch.load(tmp_path / CHECKPOINT_NAME, weights_only=False)["step"] == 3
+    assert load_denoiser(tmp_path).card["training"]["steps_done"] == 3
+
+
+def test_every_save_keeps_model_card_json_in_step_with_config_json(tmp_path):
+    save(new_autoencoder(AE_CFG), tmp_path / "ae", card={"note": "x"})
+    save_denoiser(new_denoiser(UNET), tmp_path / "ddpm", card={"note": "y"})
+    for folder, kind in ((tmp_path / "ae", "autoencoder"), (tmp_path / "ddpm", "ddpm")):
+        meta = json.loads((folder / "config.json").read_text())
+        assert json.loads((folder / CARD_NAME).read_text()) == {"kind": kind, **meta["card"]}
+        card = update_card(folder, {"quality": {"dice": np.float32(0.5)}}, measured_on="today")
+        meta = json.loads((folder / "config.json").read_text())
+        assert meta["card"] == card and card["quality"] == {"dice": 0.5} and card["measured_on"] == "today"
+        assert json.loads((folder / CARD_NAME).read_text()) == {"kind": kind, **card}
+        assert not list(folder.glob("*.tmp*"))
+    digest = weights_digest(tmp_path / "ae")
+    save(new_autoencoder(AE_CFG, seed=1), tmp_path / "ae")
+    assert len(digest) == 64 and weights_digest(tmp_path / "ae") != digest
+    assert weights_digest(tmp_path / "nowhere") is None
+
+
+def test_installed_models_lists_kind_folder_and_modality(tmp_path):
+    save_denoiser(new_denoiser(UNET), tmp_path / "ddpm", card={"data": {"modalities": ["flair"]}})
+    save(new_autoencoder(AE_CFG), tmp_path / "autoencoder", card={"data": {"source": "folder"}})
+    (tmp_path / "classifier").mkdir()                        # no weights: not installed
+    found = installed_models(tmp_path)
+    assert [(m.kind, m.folder, m.modality) for m in found] == [("ddpm", tmp_path / "ddpm", "flair"),
+                                                               ("autoencoder", tmp_path / "autoencoder", None)]
