@@ -48,6 +48,8 @@ from pathlib import Path
 
 import numpy as np
 
+from diffuse_core.io.export import json_default
+
 MANIFEST_NAME = "manifest.json"
 LOCK_NAME = ".lock"
 MANIFEST_FORMAT = "diffuse-studio-curated-set/1"
@@ -236,23 +238,13 @@ def _write_manifest(set_dir: Path, manifest: dict) -> None:
     fd, tmp = tempfile.mkstemp(prefix=".manifest-", suffix=".tmp", dir=set_dir)
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(manifest, f, indent=2, default=_json_default)
+            json.dump(manifest, f, indent=2, default=json_default)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, set_dir / MANIFEST_NAME)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-
-
-def _json_default(o):
-    if isinstance(o, (np.floating, np.integer, np.bool_)):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
 
 
 def _now() -> str:

@@ -107,16 +107,17 @@ def write_result(result: CounterfactualResult, out_dir: str | Path, extra: dict 
                  affine if original_counterfactual is not None else None)
     summary = {**result.summary(), **(extra or {})}
     tmp = out / "result.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2, default=_json_default))
+    tmp.write_text(json.dumps(summary, indent=2, default=json_default))
     os.replace(tmp, out / "result.json")
     return summary
 
 
-def _json_default(o):
-    if isinstance(o, (np.floating, np.integer)):
+def json_default(o):
+    """``json.dump(..., default=json_default)``: numpy scalars and arrays, and paths, as plain JSON values."""
+    if isinstance(o, (np.floating, np.integer, np.bool_)):
         return o.item()
     if isinstance(o, np.ndarray):
         return o.tolist()
     if isinstance(o, Path):
         return str(o)
-    raise TypeError(f"not JSON-serialisable: {type(o)}")
+    raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
