@@ -213,31 +213,65 @@ def anomaly_threshold_of(denoiser) -> float:
     return float(t) if t is not None else DEFAULT_ANOMALY_THRESHOLD
 
 
-def run_file(source, out_dir, *, slice_index=None, gt=None, mask_from="acat", k: int = 500,
-             percentile: float = DEFAULT_PERCENTILE, steps: int = 50, seed: int = 0, variant: str = "paper",
+PAPER_SETTINGS = {"k": 500, "percentile": DEFAULT_PERCENTILE, "steps": 50}   # paper Sec. IV-D; steps: ours
+SETTING_RANGES = {"k": (1, 1000), "percentile": (1.0, 99.0), "steps": (1, 1000)}
+
+
+def default_settings(denoiser) -> dict:
+    """K, percentile and steps to run with when none are given: the model card's ``recommended_settings`` (chosen on
+    validation data by ``diffuse-studio evaluate --write-cards``; what the app starts from), else the paper's."""
+    out = dict(PAPER_SETTINGS)
+    rec = (getattr(denoiser, "card", None) or {}).get("recommended_settings") or {}
+    for key, (low, high) in SETTING_RANGES.items():
+        try:
+            value = float(rec[key])
+        except (KeyError, TypeError, ValueError):
+            continue
+        if low <= value <= high:
+            out[key] = value if key == "percentile" else int(value)
+    return out
+
+
+def run_file(source, out_dir, *, slice_index=None, gt=None, mask_from="acat", k: int | None = None,
+             percentile: float | None = None, steps: int | None = None, seed: int = 0, variant: str = "paper",
              device="auto", precision: str = "auto", window=None, threshold: float | None = None,
              model_dir=None, saliency_dir=None, callback: Callable | None = None) -> dict:
-    """Dif-fuse on one file, written to ``out_dir`` (see :func:`diffuse_core.io.export.write_result`)."""
+    """Dif-fuse on one file, written to ``out_dir`` (see :func:`diffuse_core.io.export.write_result`).
+
+    The summary's ``timings`` split the run in seconds: ``saliency`` (the mask), ``inversion`` and ``sampling`` (the
+    walk), ``post`` (anomaly map, scores, writing the files) and ``total``, from the loaded slice to the written result
+    (loading the models and the file excluded). ``k``, ``percentile`` and ``steps`` left None come from
+    :func:`default_settings` (the model card's, as in the app)."""
+    import time
+
     from diffuse_core.core.anomaly import binarize
     from diffuse_core.models.device import pick_device
-    from diffuse_core.io.export import write_result
+    from diffuse_core.io.export import write_result, write_summary
     from diffuse_core.core.metrics import dice, iou
     from diffuse_core.pipeline import run_counterfactual
     from diffuse_core.io.preprocess import from_model_grid
 
     from diffuse_core.core.schedule import validate_noise_level
 
-    if not 0.0 < float(percentile) < 100.0:
+    if percentile is not None and not 0.0 < float(percentile) < 100.0:
         raise ValueError(f"percentile must lie strictly between 0 and 100 (the paper uses 90), got {percentile}")
-    validate_noise_level(k, steps, 1000)
+    validate_noise_level(500 if k is None else k, 50 if steps is None else steps, 1000)
     dev = pick_device(device)
     need_saliency = isinstance(mask_from, str) and mask_from in SALIENCY_CHOICES
     denoiser, sal_models = load_default_models(model_dir, saliency_dir, dev, need_saliency)
+    chosen = default_settings(denoiser)
+    k = chosen["k"] if k is None else k
+    percentile = chosen["percentile"] if percentile is None else percentile
+    steps = chosen["steps"] if steps is None else steps
+    validate_noise_level(k, steps, denoiser.schedule.num_train_timesteps)
     case = prepare_case(source, slice_index, size=denoiser.config.resolution, channels=denoiser.config.channels,
                         gt=gt, window=window)
+    start = time.perf_counter()
     mask, saliency = mask_for_case(case, mask_from, percentile, sal_models, dev, seed)
+    saliency_seconds = time.perf_counter() - start
     result = run_counterfactual(denoiser, case.image, mask, callback=callback, brain_mask=case.brain_mask, k=k,
                                 steps=steps, seed=seed, variant=variant, precision=precision, saliency=saliency)
+    walked = time.perf_counter()
     thr = anomaly_threshold_of(denoiser) if threshold is None else float(threshold)
     predicted = binarize(result.anomaly, thr)
     extra = {
@@ -251,5 +285,14 @@ def run_file(source, out_dir, *, slice_index=None, gt=None, mask_from="acat", k:
         "notes": list(case.notes),
     }
     original = from_model_grid(result.counterfactual, case.geometry) if case.geometry is not None else None
-    return write_result(result, out_dir, extra=extra, ground_truth=case.ground_truth,
-                        original_counterfactual=original, spacing=case.spacing, affine=case.affine)
+    out = Path(out_dir)
+    summary = write_result(result, out, extra=extra, ground_truth=case.ground_truth,
+                           original_counterfactual=original, spacing=case.spacing, affine=case.affine)
+    end = time.perf_counter()
+    # the pipeline's own post-processing plus scoring and writing; the file is rewritten with the final split
+    timings = {"saliency": saliency_seconds, "inversion": result.timings.get("inversion", 0.0),
+               "sampling": result.timings.get("sampling", 0.0),
+               "post": result.timings.get("post", 0.0) + (end - walked), "total": end - start}
+    summary["timings"] = {name: round(float(s), 4) for name, s in timings.items()}
+    write_summary(summary, out)
+    return summary

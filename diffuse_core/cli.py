@@ -40,9 +40,12 @@ def _add_run(sub) -> None:
     p.add_argument("--mask-from", default="acat", metavar="acat|gradcam|gradient|MASKFILE",
                    help="saliency method for the mask, or a file holding a binary mask or a saliency map "
                         "(default: acat)")
-    p.add_argument("--k", type=int, default=500, help="noise level K in [1, 1000] (paper: 500)")
-    p.add_argument("--percentile", type=float, default=90.0, help="saliency percentile for the mask (paper: 90)")
-    p.add_argument("--steps", type=_positive_int, default=50, help="sampling steps spanning [0, K] (default 50)")
+    p.add_argument("--k", type=int, default=None,
+                   help="noise level K in [1, 1000] (default: the model card's recommended K, as in the app; paper: 500)")
+    p.add_argument("--percentile", type=float, default=None,
+                   help="saliency percentile for the mask (default: the model card's, as in the app; paper: 90)")
+    p.add_argument("--steps", type=_positive_int, default=None,
+                   help="sampling steps spanning [0, K] (default: the model card's, as in the app; else 50)")
     p.add_argument("--seed", type=int, default=0, help="seed for every random draw")
     p.add_argument("--variant", choices=["paper", "two-chain"], default="paper",
                    help="paper: one network call per step; two-chain: the authors' code, separate DDIM chain")

@@ -47,6 +47,7 @@ class CounterfactualResult:
     device: str
     saliency: np.ndarray | None = None
     extras: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)   # seconds: inversion, sampling, post (see BatchResult)
 
     def summary(self) -> dict:
         """The run's settings and measurements as plain JSON-able values."""
@@ -57,6 +58,7 @@ class CounterfactualResult:
             "network_calls": self.network_calls, "seconds": round(self.seconds, 3), "device": self.device,
             "mask_fraction_of_brain": float(self.mask[inside].mean()) if inside.any() else 0.0,
             "mean_abs_change_in_brain": float(change[inside].mean()) if inside.any() else 0.0,
+            "timings": {name: round(float(s), 4) for name, s in self.timings.items()},
             **self.extras,
         }
 
@@ -77,6 +79,22 @@ class BatchResult:
     network_calls: int
     seconds: float
     device: str
+    timings: dict = field(default_factory=dict)   # seconds: "inversion", "sampling", "post" (clamp, anomaly maps)
+
+
+def _timed(walk, marks: dict):
+    """Pass a walk's steps through and note when its inversion ended (``marks["inverted"]``) and when the walk ended
+    (``marks["walked"]``): the split of :attr:`BatchResult.timings`."""
+    steps = iter(walk)
+    while True:
+        try:
+            step = next(steps)
+        except StopIteration as stop:
+            marks["walked"] = time.perf_counter()
+            return stop.value
+        yield step
+        if step.phase == "invert":
+            marks["inverted"] = time.perf_counter()
 
 
 def _validate(denoiser: Denoiser, images, masks, brains, variant: str, k: int, steps: int):
@@ -143,15 +161,19 @@ def iter_batch(denoiser: Denoiser, images: np.ndarray, masks: np.ndarray | None,
     inputs = WalkInputs(model=counter, schedule=denoiser.schedule, x0=torch.from_numpy(img).to(device),
                         mask=None if m is None else torch.from_numpy(m)[:, None].to(device),
                         timesteps=timesteps, generator=generator, k=int(k), steps=int(steps))
-    out = yield from WALKS[variant].run(inputs)                                    # 3.
+    marks: dict = {}
+    out = yield from _timed(WALKS[variant].run(inputs), marks)                     # 3.
     cf = out.float().clamp(-1, 1).cpu().numpy()                                    # 4.
     if paste_background:
         cf = np.where(brain[:, None], cf, img)
     anomalies = np.stack([anomaly_map(img[i], cf[i], brain[i]) for i in range(img.shape[0])])  # 5.
+    end = time.perf_counter()
+    inverted = marks.get("inverted", start)
+    timings = {"inversion": inverted - start, "sampling": marks["walked"] - inverted, "post": end - marks["walked"]}
     yield BatchResult(images=img, counterfactuals=cf.astype(np.float32), anomalies=anomalies,
                       masks=None if m is None else m.astype(np.uint8), brain_masks=brain.astype(np.uint8), k=int(k),
                       steps=len(timesteps), variant=variant, seed=int(seed), network_calls=counter.calls,
-                      seconds=time.perf_counter() - start, device=str(device))
+                      seconds=end - start, device=str(device), timings=timings)
 
 
 def run_batch(denoiser: Denoiser, images: np.ndarray, masks: np.ndarray | None, brains: np.ndarray | None = None,
@@ -193,7 +215,7 @@ def iter_counterfactual(denoiser: Denoiser, image: np.ndarray, mask: np.ndarray,
                 image=item.images[0], counterfactual=item.counterfactuals[0], mask=item.masks[0],
                 anomaly=item.anomalies[0], brain_mask=item.brain_masks[0], k=item.k, steps=item.steps,
                 variant=variant, seed=item.seed, network_calls=item.network_calls, seconds=item.seconds,
-                device=item.device, saliency=saliency)
+                device=item.device, saliency=saliency, timings=dict(item.timings))
         else:
             yield item
 

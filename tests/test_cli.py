@@ -55,6 +55,11 @@ def test_run_with_mask_file_writes_every_output(tiny_model, slice_png, tmp_path)
         assert key in r, key
     assert r["k"] == 100 and r["steps"] == 3 and r["network_calls"] == 6 and r["variant"] == "paper"
     assert 0.0 <= r["dice"] <= 1.0 and 0.0 <= r["iou"] <= 1.0
+    # where the time went: every part measured, none negative, the parts within the total
+    t = r["timings"]
+    assert set(t) == {"saliency", "inversion", "sampling", "post", "total"}
+    assert min(t.values()) >= 0 and t["inversion"] > 0 and t["sampling"] > 0
+    assert sum(t[p] for p in ("saliency", "inversion", "sampling", "post")) <= t["total"] + 0.01
     import nibabel as nib
     assert nib.load(out / "counterfactual.nii.gz").shape[:2] in [(40, 48), (48, 40)]  # the input's size
 
@@ -100,4 +105,20 @@ def test_run_works_with_tqdm_disabled_and_no_terminal(tiny_model, slice_png, tmp
                           stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
+    assert json.loads((out / "result.json").read_text())["network_calls"] == 4
+
+
+def test_run_without_settings_uses_the_model_cards_like_the_app(tmp_path, slice_png):
+    """One set of defaults: `run` without --k/--percentile/--steps takes the card's recommended_settings."""
+    folder = tmp_path / "carded"
+    save_denoiser(new_denoiser(TINY, seed=0), folder,
+                  card={"anomaly_threshold": 0.1, "recommended_settings": {"k": 40, "percentile": 80.0, "steps": 3}})
+    out = tmp_path / "o"
+    assert main(["run", str(slice_png / "slice.png"), "--mask-from", str(slice_png / "mask.png"), "--model",
+                 str(folder), "--device", "cpu", "--out", str(out)]) == 0
+    r = json.loads((out / "result.json").read_text())
+    assert (r["k"], r["steps"], r["percentile"], r["network_calls"]) == (40, 3, 80.0, 6)
+    # an explicit option still wins
+    assert main(["run", str(slice_png / "slice.png"), "--mask-from", str(slice_png / "mask.png"), "--model",
+                 str(folder), "--device", "cpu", "--steps", "2", "--out", str(out)]) == 0
     assert json.loads((out / "result.json").read_text())["network_calls"] == 4

@@ -106,10 +106,17 @@ def write_result(result: CounterfactualResult, out_dir: str | Path, extra: dict 
     _write_nifti(out / "counterfactual.nii.gz", nifti, spacing,
                  affine if original_counterfactual is not None else None)
     summary = {**result.summary(), **(extra or {})}
-    tmp = out / "result.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2, default=json_default))
-    os.replace(tmp, out / "result.json")
+    write_summary(summary, out)
     return summary
+
+
+def write_summary(summary: dict, out_dir: str | Path) -> Path:
+    """``result.json`` in ``out_dir``, written atomically (a temporary name, then renamed)."""
+    path = Path(out_dir) / "result.json"
+    tmp = path.with_name("result.json.tmp")
+    tmp.write_text(json.dumps(summary, indent=2, default=json_default))
+    os.replace(tmp, path)
+    return path
 
 
 def json_default(o):
