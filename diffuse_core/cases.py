@@ -244,6 +244,10 @@ def run_file(source, out_dir, *, slice_index=None, gt=None, mask_from="acat", k:
     :func:`default_settings` (the model card's, as in the app)."""
     import time
 
+    from diffuse_core.io.image import load_image
+
+    if isinstance(source, (str, Path)) and not _is_brats_folder(Path(source)):
+        source = load_image(source, slice_index=slice_index)  # refuse a bad or oversized file before loading models
     from diffuse_core.core.anomaly import binarize
     from diffuse_core.models.device import pick_device
     from diffuse_core.io.export import write_result, write_summary

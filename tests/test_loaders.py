@@ -376,6 +376,66 @@ def test_bad_inputs_raise_clear_errors(tmp_path):
         load_image(smooth(20, 20), slice_index=3)
 
 
+def test_pixel_limit_is_read_from_every_format_header(tmp_path, monkeypatch):
+    """The per-slice limit applies to every format, from the header: with the limit lowered below 64 x 64, each
+    64 x 64 file is refused naming its size, before any decoding."""
+    from diffuse_core.io import loaded
+
+    plane = smooth(64, 64, 0, 255)
+    Image.fromarray(plane.astype(np.uint8)).save(tmp_path / "a.png")
+    Image.fromarray(plane.astype(np.uint8)).save(tmp_path / "a.jpg", quality=95)
+    Image.fromarray(plane.astype(np.uint8)).save(tmp_path / "a.tif", compression="tiff_deflate")
+    nib.save(nib.Nifti1Image(np.stack([plane] * 3, -1), np.eye(4)), str(tmp_path / "a.nii.gz"))
+    write_dicom(tmp_path / "a.dcm", plane.astype(np.uint16) + 1000)
+    np.save(tmp_path / "a.npy", plane)
+    monkeypatch.setattr(loaded, "MAX_SLICE_PIXELS", 64 * 64 - 1)
+    for name in ("a.png", "a.jpg", "a.tif", "a.nii.gz", "a.dcm", "a.npy"):
+        with pytest.raises(loaded.TooLargeError, match="64 x 64 pixels .*: the limit is 0.0 MP per slice"):
+            load_image(tmp_path / name, slice_index=1 if name.endswith(".nii.gz") else None)
+    monkeypatch.setattr(loaded, "MAX_SLICE_PIXELS", 64 * 64)
+    monkeypatch.setattr(loaded, "MAX_VOLUME_VOXELS", 64 * 64 * 2)
+    with pytest.raises(loaded.TooLargeError, match="64 x 64 x 3 voxels"):
+        load_image(tmp_path / "a.nii.gz", slice_index=1)
+    assert load_image(tmp_path / "a.png").shape == (64, 64)
+
+
+def test_dicom_values_outside_any_scanner_range_are_refused(tmp_path):
+    stored = (smooth(32, 32, 0, 2000)).astype(np.uint16)
+    write_dicom(tmp_path / "slope.dcm", stored, slope=1e30)
+    with pytest.raises(ValueError, match="far outside any scanner's range .*Rescale Slope"):
+        load_image(tmp_path / "slope.dcm")
+    write_dicom(tmp_path / "mr.dcm", stored, modality="MR", slope=1e4, intercept=0.0)
+    with pytest.raises(ValueError, match="far outside"):
+        load_image(tmp_path / "mr.dcm")
+    write_dicom(tmp_path / "ok.dcm", stored, modality="MR", slope=100.0, intercept=0.0)  # 2e5: an MR range
+    assert float(load_image(tmp_path / "ok.dcm").data.max()) == pytest.approx(2000 * 100.0)
+
+
+def test_nifti_with_a_wrong_name_is_read_by_content(tmp_path):
+    vol = ras_volume_with_marker()
+    nib.save(nib.Nifti1Image(vol, np.eye(4)), str(tmp_path / "scan.nii.gz"))
+    nib.save(nib.Nifti1Image(vol, np.eye(4)), str(tmp_path / "scan.nii"))
+    (tmp_path / "upload.png").write_bytes((tmp_path / "scan.nii.gz").read_bytes())
+    (tmp_path / "upload").write_bytes((tmp_path / "scan.nii").read_bytes())
+    want = load_image(tmp_path / "scan.nii.gz", slice_index=3)
+    for name in ("upload.png", "upload"):
+        got = load_image(tmp_path / name, slice_index=3)
+        assert got.kind == "nifti" and got.num_slices == Z
+        np.testing.assert_array_equal(got.data, want.data)
+        np.testing.assert_allclose(got.affine, want.affine)
+
+
+def test_npy_is_read_from_its_header_and_one_slice(tmp_path):
+    vol = np.stack([smooth(20, 22) + k for k in range(5)], axis=-1)
+    np.save(tmp_path / "v.npy", vol)
+    img = load_image(tmp_path / "v.npy", slice_index=2)
+    assert img.data.flags.writeable and img.data.flags.owndata  # not a view on the memory map
+    np.testing.assert_allclose(img.data[0], vol[:, :, 2])
+    (tmp_path / "cut.npy").write_bytes((tmp_path / "v.npy").read_bytes()[:-100])
+    with pytest.raises(ValueError, match="truncated .npy file"):
+        load_image(tmp_path / "cut.npy", slice_index=2)
+
+
 # ---------------------------------------------------------------------------------------------------------- masks
 
 

@@ -124,6 +124,30 @@ def test_brain_mask_ct_inside_skull():
 # -------------------------------------------------------------------------------------------- normalisation
 
 
+def test_brain_mask_of_a_large_slice_is_estimated_at_bounded_resolution(monkeypatch):
+    """Above MASK_MAX_SIDE the mask comes from a shrunk copy (fast) and still covers the head; at and below 512
+    pixels nothing changes (the same mask as with no bound at all)."""
+    import time
+
+    from diffuse_core.io import preprocess
+
+    def head(side):
+        yy, xx = np.mgrid[:side, :side]
+        img = np.where(np.hypot(yy - side / 2, xx - side / 2) < 0.4 * side, 100.0, 0.0).astype(np.float32)
+        return img + np.random.default_rng(0).normal(0, 1, img.shape).astype(np.float32) * (img > 0)
+
+    big = head(4096)
+    start = time.perf_counter()
+    mask = estimate_brain_mask(big)
+    assert time.perf_counter() - start < 5.0
+    truth = big > 50
+    assert mask.shape == big.shape and (mask.astype(bool) & truth).sum() / (mask.astype(bool) | truth).sum() > 0.99
+    small = head(512)
+    reference = estimate_brain_mask(small)
+    monkeypatch.setattr(preprocess, "MASK_MAX_SIDE", 10**6)
+    np.testing.assert_array_equal(estimate_brain_mask(small), reference)
+
+
 def test_normalize_mri_percentiles_inside_brain():
     rng = np.random.default_rng(1)
     brain = ellipse(64, 64, 32, 32, 25, 20).astype(np.uint8)

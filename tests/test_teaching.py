@@ -16,6 +16,15 @@ def test_default_set_listed():
     assert teaching.default_root().name == "teaching_sets"
 
 
+def test_the_shipped_set_holds_only_what_its_manifest_lists():
+    """Nothing (a curated case, a lock, a scratch folder) was ever written into the shipped set."""
+    root = teaching.PACKAGE_ROOT / "default"
+    listed = {c[key] for c in teaching.load_manifest("default", teaching.PACKAGE_ROOT)["cases"]
+              for key in ("image", "mask", "preview")}
+    assert sorted(p.name for p in root.iterdir()) == sorted(listed | {"manifest.json"})
+    assert "format" not in json.loads((root / "manifest.json").read_text())   # not a curated set's manifest
+
+
 def test_default_manifest_complete():
     m = teaching.load_manifest("default")
     assert m["name"] == "default" and m["description"]

@@ -1,63 +1,90 @@
 """Curated teaching sets: reviewed Dif-fuse results saved as files an educator can hand out, safely.
 
-A set is a folder ``<root>/<set name>/`` holding ``manifest.json`` and one folder per case::
+Where sets live
+---------------
+Curated sets live in a writable data folder of their own (:func:`default_root`), never among the shipped teaching
+sets: ``$DIFFUSE_CURATED_ROOT`` if set, else ``<data dir>/curated`` with the data dir (:func:`data_dir`)
+``$DIFFUSE_DATA_DIR``, else a Hugging Face Space's persistent storage ``/data/diffuse-studio`` (on a Space, when
+``/data`` is writable), else ``$XDG_DATA_HOME/diffuse-studio`` (``~/.local/share/diffuse-studio``). The shipped teaching
+root (:func:`diffuse_core.data.teaching.default_root`, ``teaching_sets/``) is read-only to this module: a root or set
+folder inside it is refused, and so is a set name (any case) of a set there. Sets saved there by older versions
+stay where they are, untouched; the app lists them read-only (:mod:`diffuse_core.studio.library`); move such a folder
+into the curated root to keep adding to it.
 
-    <root>/<set>/manifest.json
-    <root>/<set>/<case id>/original.png        original.nii.gz          (the input slice, normalised to [-1, 1])
-                           counterfactual.png  counterfactual.nii.gz    (the healthy counterfactual, [-1, 1])
-                           anomaly.png         anomaly.nii.gz           (heat map / |x0 - x0_hat| in [0, 2])
-                           mask.png            mask.nii.gz              (the Dif-fuse mask m, {0, 1})
-                           ground_truth.png    ground_truth.nii.gz      (the lesion mask; all zero when unknown)
-                           preview.png                                  (input | counterfactual | anomaly)
-                           model_grid.npz                               (the same arrays on the model's grid)
+A set is a folder ``<root>/<set name>/`` holding ``manifest.json``, ``.lock`` and one folder per case, with the files
+of :mod:`diffuse_core.data.curated_case` (the folder's locks, manifest and scratch folders:
+:mod:`diffuse_core.data.set_folder`). Each manifest entry also has the fields of :mod:`diffuse_core.data.teaching`
+(``image``, ``mask``, ``preview``, ``difficulty``, ...), so a curated set whose name has no spaces is also a valid
+teaching set.
 
-PNG and NIfTI files are at the input's size (the model-grid results mapped back with
-:func:`diffuse_core.io.preprocess.from_model_grid` and the case's geometry). NIfTI files carry the pixel spacing in mm
-and follow the loaders' radiological convention (``load_image`` shows them exactly as the PNGs). Each manifest entry
-also has the fields of :mod:`diffuse_core.data.teaching` (``image``, ``mask``, ``preview``, ``difficulty``, ...), so a
-curated set whose name has no spaces is also a valid teaching set.
+Saving
+------
+Saving never leaves a half-written or corrupted set, whatever happens (a crash, ``kill -9``, a full disk, a second
+educator saving into the same set at the same moment):
 
-Saving never leaves a half-written or corrupted set, whatever happens (a crash, a full disk, a second educator saving
-into the same set at the same moment):
+1. every file of a case is written (and flushed) into a hidden scratch folder ``<set>/.tmp-*`` on the same
+   filesystem, while the saver holds an ``fcntl`` lock on ``<set>/.tmp-*.lock`` (released by the kernel when the
+   saver dies, so a scratch folder whose lock is free belongs to nobody);
+2. under an exclusive lock on ``<set>/.lock`` the case folder is renamed into place (atomic) and the manifest is
+   rewritten through a temporary ``.manifest-*.tmp`` and ``os.replace`` (atomic); two savers take turns;
+3. an existing case is never overwritten (:class:`CaseExistsError`) and no existing file is ever deleted.
 
-1. every file of a case is written into a hidden temporary folder ``<set>/.tmp-*`` on the same filesystem;
-2. under an exclusive ``fcntl`` lock on ``<set>/.lock`` the case folder is renamed into place (atomic) and the
-   manifest is rewritten through a temporary file and ``os.replace`` (atomic); two savers take turns;
-3. an existing case is never overwritten (:class:`CaseExistsError`) and no existing file is ever deleted: the only
-   things removed are this module's own temporary folders.
+Recovery
+--------
+A killed save can leave a scratch folder, a temporary manifest or a case folder renamed into place but not yet in the
+manifest. :func:`recover` removes exactly these (see there) and nothing of a complete set; :func:`open_root` runs it the
+first time a process opens a root (the app's library, every save). Readers ignore hidden entries meanwhile.
 
-Readers ignore hidden entries, so a crash between steps leaves at worst an ignored ``.tmp-*`` folder. Set and case
-names are restricted to letters, digits, space, ``_`` and ``-`` (:func:`sanitize_name`), so no name can escape the
-root folder. The engine never imports gradio; the app formats what this module returns.
+Set and case names are restricted to letters, digits, space, ``_`` and ``-`` (:func:`sanitize_name`), so no name can
+escape the root folder. The engine never imports gradio; the app formats what this module returns.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import datetime as _dt
-import fcntl
 import json
 import os
 import re
 import shutil
 import tempfile
+import threading
+import time
 import zipfile
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from diffuse_core.io.export import json_default
+from diffuse_core.data import teaching
+from diffuse_core.data.curated_case import CASE_FILES, CuratedCase, write_case_files
+from diffuse_core.data.curated_case import write_nifti as _nifti  # noqa: F401 - tests build NIfTI fixtures with it
+from diffuse_core.data.set_folder import (
+    LOCK_NAME,
+    MANIFEST_NAME,
+    Recovery,
+    read_manifest,
+    recover_set,
+    scratch_folder,
+    set_lock,
+    write_manifest,
+)
 
-MANIFEST_NAME = "manifest.json"
-LOCK_NAME = ".lock"
+__all__ = ["CASE_FILES", "CaseExistsError", "CuratedCase", "Recovery", "ReviewItem", "check_upload_size", "data_dir",
+           "default_root", "is_curated_set", "list_sets", "load_manifest", "open_root", "read_case", "recover",
+           "review_counts", "sanitize_name", "save_case", "slug", "unique_case_id", "zip_set"]
+
 MANIFEST_FORMAT = "diffuse-studio-curated-set/1"
 MAX_NAME_LENGTH = 64                      # characters of a set or case name
 MAX_UPLOAD_BYTES = 50 * 2**20             # uploads larger than this are refused (the app also tells gradio)
 NAME_PATTERN = re.compile(r"[A-Za-z0-9 _-]+")
-CASE_FILES = ("original", "counterfactual", "anomaly", "mask", "ground_truth")
-DIFFICULTIES = ("easy", "moderate", "subtle")   # as diffuse_core.data.teaching
+DIFFICULTIES = teaching.DIFFICULTIES
+ENV_CURATED_ROOT = "DIFFUSE_CURATED_ROOT"       # the curated root itself
+ENV_DATA_DIR = "DIFFUSE_DATA_DIR"               # the app's writable data folder; curated sets in <it>/curated
+SPACE_STORAGE = Path("/data")                   # a Hugging Face Space's persistent storage, when enabled
+APP_FOLDER = "diffuse-studio"
+DOWNLOAD_TTL_S = 15 * 60                  # seconds an archive made for a download is kept (the app copies it at once)
 
 
 class CaseExistsError(ValueError):
@@ -65,7 +92,7 @@ class CaseExistsError(ValueError):
 
 
 # --------------------------------------------------------------------------------------------------------------
-# names, roots, limits
+# names
 
 
 def sanitize_name(name, what: str = "set name", max_length: int = MAX_NAME_LENGTH) -> str:
@@ -91,13 +118,87 @@ def slug(text: str, max_length: int = MAX_NAME_LENGTH) -> str:
     return (s[:max_length].strip("-_ ") or "case")
 
 
+# --------------------------------------------------------------------------------------------------------------
+# roots: a writable folder of our own, never the shipped teaching sets
+
+
+def data_dir() -> Path:
+    """The app's writable data folder: ``$DIFFUSE_DATA_DIR``; else, on a Hugging Face Space (``$SPACE_ID`` set) with
+    persistent storage, ``/data/diffuse-studio``; else ``$XDG_DATA_HOME/diffuse-studio`` (default
+    ``~/.local/share/diffuse-studio``)."""
+    if os.environ.get(ENV_DATA_DIR):
+        return Path(os.environ[ENV_DATA_DIR]).expanduser()
+    if os.environ.get("SPACE_ID") and SPACE_STORAGE.is_dir() and os.access(SPACE_STORAGE, os.W_OK):
+        return SPACE_STORAGE / APP_FOLDER
+    xdg = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(xdg).expanduser() / APP_FOLDER
+
+
 def default_root() -> Path:
-    """Where curated sets are saved: ``$DIFFUSE_CURATED_ROOT``, else ``$DIFFUSE_TEACHING_ROOT``, else the project's
-    ``teaching_sets/`` folder."""
-    for env in ("DIFFUSE_CURATED_ROOT", "DIFFUSE_TEACHING_ROOT"):
-        if os.environ.get(env):
-            return Path(os.environ[env])
-    return Path(__file__).resolve().parents[2] / "teaching_sets"
+    """Where curated sets are saved: ``$DIFFUSE_CURATED_ROOT``, else ``<data_dir()>/curated``."""
+    if os.environ.get(ENV_CURATED_ROOT):
+        return Path(os.environ[ENV_CURATED_ROOT]).expanduser()
+    return data_dir() / "curated"
+
+
+def _shipped_roots() -> list[Path]:
+    """The teaching root the app shows and the project's own ``teaching_sets/`` (both read-only here), resolved."""
+    return list({Path(teaching.default_root()).resolve(), teaching.PACKAGE_ROOT.resolve()})
+
+
+def _overlaps(path: Path, roots: list[Path]) -> Path | None:
+    p = path.resolve()
+    return next((r for r in roots if p == r or p.is_relative_to(r) or r.is_relative_to(p)), None)
+
+
+def _refuse_shipped_root(base: Path) -> None:
+    p = base.resolve()
+    shipped = next((r for r in _shipped_roots() if p == r or p.is_relative_to(r)), None)
+    if shipped is not None:
+        raise ValueError(f"curated sets cannot be saved in {base}: it is inside the shipped teaching sets "
+                         f"({shipped}), which are read-only; set ${ENV_DATA_DIR} to a writable folder of its own")
+
+
+def _refuse_shipped_name(set_name: str, base: Path) -> None:
+    """``ValueError`` when ``set_name`` is (in any case) the name of a set in the teaching root, or its folder would
+    overlap a shipped root."""
+    troot = Path(teaching.default_root())
+    taken = {p.name.lower(): p for p in (troot.iterdir() if troot.is_dir() else [])
+             if p.is_dir() and not p.name.startswith(".") and (p / MANIFEST_NAME).is_file()}
+    other = taken.get(set_name.lower())
+    if other is not None and is_curated_set(other):
+        raise ValueError(f"{set_name!r} is an older curated set kept read-only among the shipped teaching sets "
+                         f"({other}): choose another set name, or move that folder into {base} to add to it")
+    if other is not None:
+        raise ValueError(f"{set_name!r} is the name of a shipped teaching set, which is read-only: choose another "
+                         f"set name")
+    shipped = _overlaps(base / set_name, _shipped_roots())
+    if shipped is not None:
+        raise ValueError(f"the set folder {base / set_name} would overlap the shipped teaching sets ({shipped}): "
+                         f"choose another set name or set ${ENV_DATA_DIR}")
+
+
+_OPENED: set[Path] = set()
+_OPENED_LOCK = threading.Lock()
+
+
+def open_root(root=None, create: bool = True) -> Path:
+    """The curated root (``root``, default :func:`default_root`), refused when it lies among the shipped teaching
+    sets, created when ``create``, and cleaned by :func:`recover` the first time this process opens it."""
+    base = Path(root) if root is not None else default_root()
+    _refuse_shipped_root(base)
+    if create:
+        base.mkdir(parents=True, exist_ok=True)
+    if not base.is_dir():
+        return base
+    key = base.resolve()
+    with _OPENED_LOCK:
+        first = key not in _OPENED
+        _OPENED.add(key)
+    if first:
+        recover(base)
+        prune_downloads()
+    return base
 
 
 def check_upload_size(path, limit_bytes: int = MAX_UPLOAD_BYTES) -> int:
@@ -113,138 +214,7 @@ def check_upload_size(path, limit_bytes: int = MAX_UPLOAD_BYTES) -> int:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# the case to save
-
-
-@dataclass
-class CuratedCase:
-    """One reviewed result. Model-grid arrays: images (C, R, R) in [-1, 1]; maps (R, R)."""
-
-    case_id: str
-    image: np.ndarray
-    counterfactual: np.ndarray
-    anomaly: np.ndarray                     # |x0 - x0_hat| cleaned, [0, 2]
-    mask: np.ndarray                        # Dif-fuse mask m, {0, 1}
-    settings: dict                          # k, steps, percentile, mask_from, variant, window, ...
-    seed: int = 0
-    model_version: str = "unknown"
-    note: str = ""
-    geometry: object | None = None          # preprocess.Geometry of the input; None = model grid is the input
-    spacing: tuple[float, float] = (1.0, 1.0)
-    ground_truth: np.ndarray | None = None
-    brain_mask: np.ndarray | None = None
-    modality: str = "mri"
-    lesion_type: str = ""
-    location: str = ""
-    difficulty: str = ""
-    healthy: bool = False
-    source: str = ""
-    slice_index: int = 0
-    extras: dict = field(default_factory=dict)
-
-
-def _png(path: Path, array: np.ndarray) -> None:
-    import cv2
-
-    a = np.ascontiguousarray(array)
-    if not cv2.imwrite(str(path), cv2.cvtColor(a, cv2.COLOR_RGB2BGR) if a.ndim == 3 else a):
-        raise OSError(f"could not write {path}")
-
-
-def _nifti(path: Path, array: np.ndarray, spacing: tuple[float, float]) -> None:
-    """(H, W) or (C, H, W) display-oriented array -> a canonical (RAS+) NIfTI slice, (X, Y) or (X, Y, 1, C), that
-    :func:`diffuse_core.io.image.load_image` displays exactly as given (radiological: anterior at the top, the
-    patient's right on the left; :func:`diffuse_core.io.orientation.display_nifti`). Spacing (row, col) in mm."""
-    from diffuse_core.io.orientation import display_nifti, nifti_gz_bytes
-
-    img = display_nifti(array, spacing)
-    if path.name.endswith(".gz"):
-        path.write_bytes(nifti_gz_bytes(img))
-    else:
-        img.to_filename(str(path))
-
-
-def _write_case_files(folder: Path, case: CuratedCase) -> dict[str, str]:
-    """Every file of ``case`` into ``folder``; returns {role: file name}."""
-    from diffuse_core.io.export import heat_map, to_uint8
-    from diffuse_core.io.preprocess import from_model_grid
-
-    def back(a, order=1):
-        return from_model_grid(a, case.geometry, order=order) if case.geometry is not None else np.asarray(a)
-
-    image = back(np.asarray(case.image, np.float32)).astype(np.float32)
-    counterfactual = back(np.asarray(case.counterfactual, np.float32)).astype(np.float32)
-    anomaly = np.clip(back(np.asarray(case.anomaly, np.float32)), 0, None).astype(np.float32)
-    mask = back(np.asarray(case.mask, np.uint8), order=0).astype(np.uint8)
-    vmax = max(float(np.asarray(case.anomaly).max()), 1e-3)
-    files: dict[str, str] = {}
-    if case.ground_truth is not None:
-        gt = (back(np.asarray(case.ground_truth, np.uint8), order=0) > 0).astype(np.uint8)
-    else:
-        gt = np.zeros_like(mask)
-    views = {"original": to_uint8(image[0]), "counterfactual": to_uint8(counterfactual[0]),
-             "anomaly": heat_map(anomaly, vmax), "mask": (mask > 0).astype(np.uint8) * 255, "ground_truth": gt * 255}
-    volumes = {"original": image, "counterfactual": counterfactual, "anomaly": anomaly, "mask": mask,
-               "ground_truth": gt}
-    for role, view in views.items():
-        _png(folder / f"{role}.png", view)
-        _nifti(folder / f"{role}.nii.gz", volumes[role], case.spacing)
-        files[f"{role}_png"], files[f"{role}_nifti"] = f"{role}.png", f"{role}.nii.gz"
-    grey = [np.repeat(views[k][..., None], 3, axis=2) for k in ("original", "counterfactual")]
-    _png(folder / "preview.png", np.concatenate(grey + [views["anomaly"]], axis=1))
-    files["preview"] = "preview.png"
-    grid = {"image": np.asarray(case.image, np.float32), "counterfactual": np.asarray(case.counterfactual, np.float32),
-            "anomaly": np.asarray(case.anomaly, np.float32), "mask": np.asarray(case.mask, np.uint8)}
-    if case.ground_truth is not None:
-        grid["ground_truth"] = np.asarray(case.ground_truth, np.uint8)
-    if case.brain_mask is not None:
-        grid["brain_mask"] = np.asarray(case.brain_mask, np.uint8)
-    np.savez_compressed(folder / "model_grid.npz", **grid)
-    files["model_grid"] = "model_grid.npz"
-    return files
-
-
-# --------------------------------------------------------------------------------------------------------------
-# manifest
-
-
-@contextlib.contextmanager
-def _locked(set_dir: Path) -> Iterator[None]:
-    """An exclusive advisory lock on ``<set>/.lock`` (fcntl.flock: other processes AND other threads wait)."""
-    fd = os.open(set_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
-
-
-def _read_manifest(set_dir: Path) -> dict | None:
-    path = set_dir / MANIFEST_NAME
-    if not path.exists():
-        return None
-    try:
-        manifest = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path} is not valid JSON ({err}): the set was damaged outside this tool; fix or move "
-                         f"the file, or save into another set") from err
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("cases"), list):
-        raise ValueError(f"{path} is not a curated-set manifest (no 'cases' list): save into another set name")
-    return manifest
-
-
-def _write_manifest(set_dir: Path, manifest: dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".manifest-", suffix=".tmp", dir=set_dir)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(manifest, f, indent=2, default=json_default)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, set_dir / MANIFEST_NAME)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+# the sets
 
 
 def _now() -> str:
@@ -258,7 +228,7 @@ def _set_dir(set_name: str, root) -> Path:
 def load_manifest(set_name: str, root=None) -> dict:
     """The manifest of a curated set (``{"name", "format", "created", "updated", "cases": [...]}``)."""
     set_dir = _set_dir(set_name, root)
-    manifest = _read_manifest(set_dir)
+    manifest = read_manifest(set_dir)
     if manifest is None:
         raise FileNotFoundError(f"no curated set {set_name!r} in {set_dir.parent}")
     return manifest
@@ -274,7 +244,7 @@ def is_curated_set(folder) -> bool:
 
 
 def list_sets(root=None) -> list[str]:
-    """Names of the curated sets under ``root`` (folders holding a manifest of this module), sorted."""
+    """Names of the curated sets under ``root`` (folders holding a manifest of this module), sorted. Reads only."""
     base = Path(root if root is not None else default_root())
     if not base.is_dir():
         return []
@@ -288,7 +258,7 @@ def unique_case_id(set_name: str, base: str, root=None) -> str:
     base = slug(base, MAX_NAME_LENGTH - 4)
     set_dir = _set_dir(set_name, root)
     try:
-        taken = {e.get("id") for e in (_read_manifest(set_dir) or {"cases": []})["cases"]}
+        taken = {e.get("id") for e in (read_manifest(set_dir) or {"cases": []})["cases"]}
     except ValueError:
         taken = set()
     taken |= {p.name for p in set_dir.iterdir()} if set_dir.is_dir() else set()
@@ -303,15 +273,18 @@ def save_case(set_name: str, case: CuratedCase, root=None) -> dict:
     """Add ``case`` to the set ``set_name`` (created if needed) atomically; returns its manifest entry.
 
     Raises :class:`CaseExistsError` (nothing written) when the set already holds ``case.case_id``, and
-    ``ValueError`` for a bad name or a manifest this module did not write. See the module docstring.
+    ``ValueError`` for a bad name, a name or root among the shipped teaching sets, or a manifest this module did not
+    write. See the module docstring.
     """
     set_name = sanitize_name(set_name, "set name")
     case_id = sanitize_name(case.case_id, "case id")
-    set_dir = _set_dir(set_name, root)
-    set_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{slug(case_id, 20)}-", dir=set_dir))
-    try:
-        files = _write_case_files(tmp, case)          # the slow part, outside the lock
+    base = open_root(root)
+    _refuse_shipped_name(set_name, base)
+    set_dir = base / set_name
+    set_dir.mkdir(exist_ok=True)
+    os.close(os.open(set_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644))   # marks the folder as one of ours
+    with scratch_folder(set_dir, slug(case_id, 20)) as tmp:
+        files = write_case_files(tmp, case)          # the slow part, outside the set's lock
         h0, w0 = (case.geometry.original_shape if case.geometry is not None else np.shape(case.image)[-2:])
         entry = {
             "id": case_id, "modality": case.modality, "lesion_type": case.lesion_type, "location": case.location,
@@ -326,8 +299,8 @@ def save_case(set_name: str, case: CuratedCase, root=None) -> dict:
         }
         if entry["difficulty"] not in DIFFICULTIES:
             entry["difficulty"] = "moderate"
-        with _locked(set_dir):
-            manifest = _read_manifest(set_dir)
+        with set_lock(set_dir):
+            manifest = read_manifest(set_dir)
             if manifest is None:
                 manifest = {"name": set_name, "format": MANIFEST_FORMAT, "created": _now(), "cases": []}
             final = set_dir / case_id
@@ -338,14 +311,11 @@ def save_case(set_name: str, case: CuratedCase, root=None) -> dict:
             try:
                 manifest["cases"].append(entry)
                 manifest["updated"] = entry["date"]
-                _write_manifest(set_dir, manifest)
+                write_manifest(set_dir, manifest)
             except BaseException:
-                os.rename(final, tmp)   # our own folder goes back to the temporary name and is removed below
+                os.rename(final, tmp)   # our own folder goes back to the scratch name and is removed
                 raise
-        return entry
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    return entry
 
 
 def read_case(set_name: str, case_id: str, root=None) -> tuple[dict, dict[str, np.ndarray]]:
@@ -361,13 +331,99 @@ def read_case(set_name: str, case_id: str, root=None) -> tuple[dict, dict[str, n
     return entry, arrays
 
 
+# --------------------------------------------------------------------------------------------------------------
+# recovery after a killed save
+
+
+def recover(root=None) -> Recovery:
+    """Clean the debris of killed saves under the curated ``root`` (default :func:`default_root`); returns what was
+    removed and kept.
+
+    In each set folder a save wrote into (one holding ``.lock``; no other folder is looked into): scratch folders
+    ``.tmp-*`` and their ``.tmp-*.lock`` files whose saver is gone (a live saver holds its lock, so it is never
+    disturbed); under the set's lock, temporary manifests ``.manifest-*.tmp`` and orphan case folders (a complete
+    case folder of ours, renamed into place, whose id the manifest does not list: the save died before it was
+    reported). A complete set is never modified: no manifest is rewritten, no case the manifest lists is touched,
+    and a folder holding anything this module does not write (an educator's own files) or a set with an unreadable
+    manifest is left as it is (listed in ``kept``). Refuses a shipped root.
+    """
+    base = Path(root) if root is not None else default_root()
+    _refuse_shipped_root(base)
+    report = Recovery()
+    if not base.is_dir():
+        return report
+    for set_dir in sorted(p for p in base.iterdir() if p.is_dir() and not p.is_symlink()
+                          and not p.name.startswith(".") and NAME_PATTERN.fullmatch(p.name)):
+        recover_set(set_dir, report)
+    return report
+
+
+# --------------------------------------------------------------------------------------------------------------
+# zip archives
+
+
+_MADE_DOWNLOADS: list[Path] = []
+
+
+def downloads_dir() -> Path:
+    """Where :func:`zip_set` puts archives made for a download: ``<system temp>/diffuse-set-downloads-<uid>`` (the
+    app hands them to gradio, which copies them into its own cache at once and may serve only from the temp
+    folder). Each archive is removed :data:`DOWNLOAD_TTL_S` after it was made, or when the process exits."""
+    return Path(tempfile.gettempdir()) / f"diffuse-set-downloads-{os.getuid()}"
+
+
+def _older_versions_zip_folders() -> list[Path]:
+    """``<system temp>/diffuse-set-XXXXXXXX/<set>.zip`` folders that older versions left after every download."""
+    out = []
+    for p in Path(tempfile.gettempdir()).glob("diffuse-set-*"):
+        with contextlib.suppress(OSError):
+            if (p != downloads_dir() and p.is_dir() and not p.is_symlink() and p.stat().st_uid == os.getuid()
+                    and all(f.is_file() and f.suffix == ".zip" for f in p.iterdir())):
+                out.append(p)
+    return out
+
+
+def prune_downloads(max_age_s: float | None = None) -> list[Path]:
+    """Remove the archives of :func:`downloads_dir` (and older versions' ``diffuse-set-*`` zip folders) older than
+    ``max_age_s`` seconds (default :data:`DOWNLOAD_TTL_S`); returns their folders."""
+    base, removed = downloads_dir(), []
+    cutoff = time.time() - (DOWNLOAD_TTL_S if max_age_s is None else max_age_s)
+    for p in (list(base.iterdir()) if base.is_dir() else []) + _older_versions_zip_folders():
+        with contextlib.suppress(OSError):
+            if p.lstat().st_mtime < cutoff:
+                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+                removed.append(p)
+    return removed
+
+
+@atexit.register
+def _remove_made_downloads() -> None:
+    for p in _MADE_DOWNLOADS:
+        shutil.rmtree(p, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        downloads_dir().rmdir()                 # when no other process has archives there
+
+
+def _download_folder() -> Path:
+    base = downloads_dir()
+    with contextlib.suppress(FileExistsError):
+        base.mkdir(mode=0o700, parents=True)
+    if base.is_symlink() or not base.is_dir() or base.stat().st_uid != os.getuid():
+        raise OSError(f"{base} is not a folder of this user: remove it, or point $TMPDIR elsewhere")
+    prune_downloads()
+    folder = Path(tempfile.mkdtemp(dir=base))
+    _MADE_DOWNLOADS[:] = [p for p in _MADE_DOWNLOADS if p.exists()] + [folder]
+    return folder
+
+
 def zip_set(set_name: str, root=None, out_dir=None) -> Path:
-    """``<set name>.zip`` of the set's manifest and case files (hidden temporary entries left out), written to
-    ``out_dir`` (default: a new temporary folder) through a temporary name."""
+    """``<set name>.zip`` of the set's manifest and case files (hidden entries left out), written through a
+    temporary name into ``out_dir`` (the caller's), or by default into a new folder of :func:`downloads_dir` that
+    is removed :data:`DOWNLOAD_TTL_S` seconds later (no folder is left behind per download)."""
     set_dir = _set_dir(set_name, root)
-    with _locked(set_dir) if set_dir.is_dir() else contextlib.nullcontext():
+    with set_lock(set_dir) if (set_dir / LOCK_NAME).is_file() else contextlib.nullcontext():
         manifest = load_manifest(set_name, root)
-        out = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="diffuse-set-"))
+        out = Path(out_dir) if out_dir is not None else _download_folder()
         out.mkdir(parents=True, exist_ok=True)
         target = out / f"{set_dir.name.replace(' ', '_')}.zip"
         fd, tmp = tempfile.mkstemp(prefix=".zip-", suffix=".tmp", dir=out)

@@ -9,9 +9,12 @@ A set is a folder ``<root>/<name>/`` holding ``manifest.json`` and, per case, ``
 
 ``image``/``mask``/``preview`` are paths relative to the set folder. A case's pixel spacing is read from its image's
 NIfTI header (:attr:`TeachingCase.spacing`, ``(row, col)`` mm; SynthBrain cases at 128 pixels are 1.72 mm). The
-default root is the ``teaching_sets``
-folder next to the package, or ``$DIFFUSE_TEACHING_ROOT`` when set. Set names and case ids are restricted to
-``[A-Za-z0-9_-]`` so that no name can reach outside the root.
+default root is the ``teaching_sets`` folder next to the package (:data:`PACKAGE_ROOT`), or
+``$DIFFUSE_TEACHING_ROOT`` when set. Set names and case ids are restricted to ``[A-Za-z0-9_-]`` so that no name can
+reach outside the root.
+
+This module only reads: the shipped sets are read-only to the app. The Curate tab saves educators' sets into a data
+folder of their own (:func:`diffuse_core.data.curation.default_root`), never here.
 """
 
 from __future__ import annotations
@@ -26,14 +29,15 @@ import numpy as np
 
 from diffuse_core.io.orientation import read_display_slice
 
-__all__ = ["TeachingCase", "default_root", "list_sets", "load_manifest", "list_cases", "load_case", "DIFFICULTIES",
-           "REQUIRED_CASE_FIELDS"]
+__all__ = ["PACKAGE_ROOT", "TeachingCase", "default_root", "list_sets", "load_manifest", "list_cases", "load_case",
+           "DIFFICULTIES", "REQUIRED_CASE_FIELDS"]
 
 DIFFICULTIES = ("easy", "moderate", "subtle")
 REQUIRED_CASE_FIELDS = ("id", "modality", "lesion_type", "location", "difficulty", "note", "seed", "healthy",
                         "image", "mask", "preview")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
 ENV_ROOT = "DIFFUSE_TEACHING_ROOT"
+PACKAGE_ROOT = Path(__file__).resolve().parents[2] / "teaching_sets"   # the project's shipped sets (committed)
 
 
 def default_root() -> Path:
@@ -41,7 +45,7 @@ def default_root() -> Path:
     env = os.environ.get(ENV_ROOT)
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[2] / "teaching_sets"
+    return PACKAGE_ROOT
 
 
 def _check_name(name, what: str) -> str:

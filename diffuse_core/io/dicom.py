@@ -6,6 +6,10 @@ the NIfTI display. A series folder is sorted along the slice normal (Image Posit
 Orientation's normal; else Image Position z; else Instance Number), so ``z = 0`` is the most inferior slice for
 axial series, as for NIfTI. Rescale Slope/Intercept are applied, MONOCHROME1 is inverted, colour becomes grey.
 Spacing is Pixel Spacing (row, col) in mm, else Imager Pixel Spacing, else (1.0, 1.0).
+
+Rows x Columns x frames are checked from the header (:func:`~diffuse_core.io.loaded.check_pixels`) before the pixel
+data is read or decoded, and values no scanner produces (|HU| > :data:`MAX_ABS_HU` for CT, |value| >
+:data:`MAX_ABS_VALUE` otherwise: a wrong Rescale Slope) are refused.
 """
 
 from __future__ import annotations
@@ -14,11 +18,16 @@ from pathlib import Path
 
 import numpy as np
 
-from diffuse_core.io.loaded import LoadedImage, colour_to_grey, pick_slice, to_float32
+from diffuse_core.io.loaded import LoadedImage, check_pixels, colour_to_grey, pick_slice, to_float32
 
-__all__ = ["dicom_spacing", "is_dicom_candidate", "load_dicom_file", "load_dicom_folder"]
+__all__ = ["MAX_ABS_HU", "MAX_ABS_VALUE", "dicom_spacing", "is_dicom_candidate", "load_dicom_file",
+           "load_dicom_folder"]
 
 _DICOM_EXTENSIONS = ("", ".dcm", ".ima", ".dicom")
+# Plausible value ranges after Rescale Slope/Intercept. CT stores 12-16 bits: -1024 HU (air) to ~ +30,000 HU with
+# extended-range metal reconstructions; MR and other modalities stay within 32-bit detector counts far below 1e7.
+MAX_ABS_HU = 1e5
+MAX_ABS_VALUE = 1e7
 
 
 def _read(path: Path, *, header_only: bool, force: bool = False):
@@ -65,7 +74,39 @@ def _rescale(ds, frame: int | None) -> tuple[float, float]:
         inter = float(inter) if inter is not None else 0.0
     except (TypeError, ValueError):
         slope, inter = 1.0, 0.0
-    return (slope if np.isfinite(slope) and slope != 0 else 1.0), (inter if np.isfinite(inter) else 0.0)
+    if not (np.isfinite(slope) and np.isfinite(inter)):
+        raise ValueError(f"Rescale Slope {slope} / Intercept {inter} are not finite numbers: fix the header (slope "
+                         f"1, intercept 0 for raw values) and export it again")
+    return (slope if slope != 0 else 1.0), inter
+
+
+def _check_range(arr: np.ndarray, ds, source: str) -> None:
+    """Refuse values outside any scanner's range (a corrupt Rescale Slope / Intercept, or garbage pixels)."""
+    if arr.size == 0 or np.isnan(arr).all():
+        return  # empty or NaN slices get their own message from check_values
+    ct = str(ds.get("Modality", "")).upper() == "CT"
+    limit, unit = (MAX_ABS_HU, " HU") if ct else (MAX_ABS_VALUE, "")
+    peak = float(np.nanmax(np.abs(arr)))
+    if peak > limit:
+        slope, inter = ds.get("RescaleSlope", 1), ds.get("RescaleIntercept", 0)
+        raise ValueError(f"{source} holds values up to {peak:.3g}{unit}, far outside any scanner's range "
+                         f"(|value| <= {limit:.0e}{unit}): check its Rescale Slope ({slope}) and Intercept "
+                         f"({inter}) and export it again")
+
+
+def _check_header_size(ds, source: str) -> None:
+    """Rows x Columns x frames (x samples) as the header declares them, before the pixel data is read."""
+    try:
+        rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    except (TypeError, ValueError):
+        raise ValueError(f"{source} has an unreadable Rows / Columns / Number of Frames header: export it "
+                         f"again") from None
+    if ("Rows" in ds or "Columns" in ds) and (rows < 1 or cols < 1 or frames < 1):
+        raise ValueError(f"{source} declares {rows} rows x {cols} columns x {frames} frames: an empty image; "
+                         f"export it again")
+    check_pixels(source, rows, cols, frames, samples)
 
 
 def dicom_spacing(ds) -> tuple[float, float]:
@@ -107,6 +148,9 @@ def _pixels(ds, source: str) -> np.ndarray:
     try:
         arr = ds.pixel_array
     except Exception as exc:
+        if "less than expected" in str(exc) or "shorter than" in str(exc):
+            raise ValueError(f"{source} is a truncated DICOM file (its pixel data is shorter than Rows x Columns x "
+                             f"frames declare): export it again") from None
         ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
         ts_name = getattr(ts, "name", str(ts)) if ts is not None else "unknown"
         raise ValueError(f"cannot decode the pixel data of {source} (transfer syntax {ts_name}: "
@@ -144,7 +188,9 @@ def _to_slice(ds, frame_pixels: np.ndarray, frame: int | None, source: str,
         return grey[None], ("grey",)
     slope, inter = _rescale(ds, frame)
     if slope != 1.0 or inter != 0.0:
-        arr = arr * np.float32(slope) + np.float32(inter)
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow to inf is refused just below
+            arr = arr * np.float32(slope) + np.float32(inter)
+    _check_range(arr, ds, source)
     if photometric == "MONOCHROME1":
         # MONOCHROME1: the minimum value displays white; invert within the stored range so that bright = dense
         bits = int(ds.get("BitsStored", 0) or 0)
@@ -180,8 +226,9 @@ def is_dicom_candidate(path: Path) -> bool:
 def load_dicom_file(path: Path, slice_index, max_bytes: int) -> LoadedImage:
     """One slice (one frame of a multi-frame file, sorted along the slice normal) of a DICOM file; values
     unchecked."""
-    ds = _read(path, header_only=False)
     source = str(path)
+    _check_header_size(_read(path, header_only=True), source)
+    ds = _read(path, header_only=False)
     arr, order = _frames(ds, source)
     n = len(order)
     z = pick_slice(n, slice_index, source)
@@ -208,6 +255,7 @@ def load_dicom_folder(folder: Path, slice_index, max_bytes: int) -> LoadedImage:
             continue  # junk that happened to look like DICOM
         if "Rows" not in ds or "Columns" not in ds:
             continue  # DICOMDIR, structured reports, ...
+        _check_header_size(ds, str(p))
         headers.append((p, ds))
     if not headers:
         raise ValueError(f"no DICOM images found in folder {folder} ({len(files)} file(s) looked at; "
@@ -229,6 +277,7 @@ def load_dicom_folder(folder: Path, slice_index, max_bytes: int) -> LoadedImage:
     sizes = {(int(ds.Rows), int(ds.Columns)) for _, ds in items}
     if len(sizes) > 1:
         raise ValueError(f"the DICOM files in {folder} have different sizes {sorted(sizes)}: not one series")
+    check_pixels(str(folder), *next(iter(sizes)), len(items))
     positions = [_position(ds) for _, ds in items]
     if all(p is not None for p in positions) and len(set(positions)) == len(items):
         keys = positions

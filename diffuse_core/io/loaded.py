@@ -18,9 +18,13 @@ from diffuse_core.io.orientation import affine_of_slice
 __all__ = [
     "DEFAULT_MAX_BYTES",
     "GREY_TOLERANCE",
+    "MAX_SLICE_PIXELS",
+    "MAX_VOLUME_VOXELS",
     "MIN_SIDE",
     "SUPPORTED_FORMATS",
     "LoadedImage",
+    "TooLargeError",
+    "check_pixels",
     "check_size",
     "check_values",
     "colour_to_grey",
@@ -31,6 +35,11 @@ __all__ = [
 
 DEFAULT_MAX_BYTES = 512 * 2**20
 MIN_SIDE = 16                 # smallest accepted slice side in pixels
+# Decompression-bomb guards, checked from each format's HEADER before any pixel is decoded (the CLI and the app
+# read through the same loaders). A brain slice is at most a few thousand pixels a side (CT 512, MRI <= 1024,
+# a scanned film ~ 4000); a volume at most ~1000 such slices.
+MAX_SLICE_PIXELS = 4096 * 4096          # pixels in one 2-D slice (16.8 MP)
+MAX_VOLUME_VOXELS = 512 * 512 * 1024    # voxels in a whole volume or stack, channels included (268 M)
 SUPPORTED_FORMATS = ("NIfTI (.nii, .nii.gz)", "DICOM (file or series folder)", "PNG", "JPEG", "TIFF",
                      "NumPy (.npy)")
 GREY_TOLERANCE = 2.0 / 255.0  # RGB channels this close (fraction of full scale) count as grey
@@ -125,7 +134,28 @@ def to_float32(arr: np.ndarray, source: str) -> np.ndarray:
     if arr.dtype == object or arr.dtype.kind not in "biuf":
         raise ValueError(f"{describe_source(source)} holds {arr.dtype} values: expected numbers (integers, floats "
                          f"or booleans)")
-    return np.asarray(arr, dtype=np.float32)
+    with np.errstate(over="ignore"):  # beyond float32 becomes inf, which check_values reports
+        return np.asarray(arr, dtype=np.float32)
+
+
+class TooLargeError(ValueError):
+    """A file declares more pixels than :data:`MAX_SLICE_PIXELS` / :data:`MAX_VOLUME_VOXELS` allow."""
+
+
+def check_pixels(source: str, height: int, width: int, slices: int = 1, channels: int = 1) -> None:
+    """Refuse a slice over :data:`MAX_SLICE_PIXELS` or a volume over :data:`MAX_VOLUME_VOXELS` (sizes as declared
+    by a file's header, before decoding): one line naming the file, its size and what to do."""
+    height, width, slices, channels = (max(0, int(v)) for v in (height, width, slices, channels))
+    pixels = height * width
+    if pixels > MAX_SLICE_PIXELS:
+        raise TooLargeError(f"{describe_source(source)} is {height} x {width} pixels ({pixels / 1e6:.0f} MP): the "
+                            f"limit is {MAX_SLICE_PIXELS / 1e6:.1f} MP per slice; crop or downsample it first")
+    voxels = pixels * slices * channels
+    if voxels > MAX_VOLUME_VOXELS:
+        extra = f" x {channels} channels" if channels > 1 else ""
+        raise TooLargeError(f"{describe_source(source)} holds {height} x {width} x {slices}{extra} voxels "
+                            f"({voxels / 1e6:.0f} M): the limit is {MAX_VOLUME_VOXELS / 1e6:.0f} M voxels per "
+                            f"volume; crop it or keep fewer slices first")
 
 
 def check_size(path: Path, max_bytes: int) -> int:

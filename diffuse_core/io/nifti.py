@@ -5,7 +5,9 @@ Right, Anterior and Superior; as ``nibabel.as_closest_canonical``) and the axial
 ``z = 0`` is the most inferior slice. :func:`diffuse_core.io.orientation.canonical_to_display` then shows it in the
 radiological convention (anterior at the top, the patient's right on the image's left). Spacing is (row, col) =
 (y, x) in mm. Only the requested slice is read from disk. A file holding a single coronal or sagittal slice is shown
-as stored in canonical orientation (superior at the top).
+as stored in canonical orientation (superior at the top). The dimensions are checked from the header
+(:func:`~diffuse_core.io.loaded.check_pixels`) before any voxel is read, and a NIfTI file with another name
+(``scan.png`` holding a ``.nii.gz``) is read by its content.
 """
 
 from __future__ import annotations
@@ -16,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from diffuse_core.io.loaded import LoadedImage, check_size, pick_slice, to_float32
+from diffuse_core.io.loaded import LoadedImage, check_pixels, check_size, pick_slice, to_float32
 from diffuse_core.io.orientation import canonical_to_display
-from diffuse_core.io.sniff import is_gzip, sniff
+from diffuse_core.io.sniff import NIFTI2_HEADER_BYTES, is_gzip, sniff
 
 __all__ = ["GZIP_EXPANSION_LIMIT", "MAX_CHANNELS", "load_nifti", "open_nifti", "read_canonical_volume"]
 
@@ -28,16 +30,44 @@ NIFTI1_VOX_OFFSET = 352       # where a single-file NIfTI-1's voxels start when 
 _IDENTITY_ORNT = ((0, 1), (1, 1), (2, 1))
 
 
+def _load_by_content(path: Path):
+    """A single-file NIfTI-1/-2 whose name does not say so (nibabel picks the format and gzip by the name)."""
+    import nibabel as nib
+
+    fileobj = gzip.open(path, "rb") if is_gzip(path) else open(path, "rb")  # noqa: SIM115 - the proxy reads later
+    head = fileobj.read(4)
+    fileobj.seek(0)
+    cls = nib.Nifti2Image if int.from_bytes(head, "little") == NIFTI2_HEADER_BYTES or \
+        int.from_bytes(head, "big") == NIFTI2_HEADER_BYTES else nib.Nifti1Image
+    holder = nib.FileHolder(filename=str(path), fileobj=fileobj)  # stays open while the image's proxy reads
+    try:
+        return cls.from_file_map({"header": holder, "image": holder})
+    except Exception:
+        fileobj.close()
+        raise
+
+
+def _check_dimensions(shape: tuple[int, ...], source: str) -> None:
+    """The header's dimensions against the pixel limits: the two largest spatial sides as one slice (whichever
+    axis is cut), every voxel as the volume."""
+    spatial = sorted(shape[:3], reverse=True)
+    h, w = (spatial + [1, 1])[:2]
+    total = int(np.prod(shape, dtype=np.int64)) if shape else 0
+    check_pixels(source, h, w, total // max(1, h * w))
+
+
 def open_nifti(path: Path, max_bytes: int, check_complete: bool = True):
     """``nibabel`` image of ``path`` (voxels not read); ValueError for a corrupted, oversized or truncated file."""
     import nibabel as nib
 
     try:
-        img = nib.load(str(path))
+        named = path.name.lower().endswith((".nii", ".nii.gz"))
+        img = nib.load(str(path)) if named else _load_by_content(path)
     except Exception as exc:  # nibabel raises many types (ImageFileError, HeaderDataError, EOFError, ...)
         raise ValueError(f"{path} is a corrupted NIfTI file ({type(exc).__name__}: {exc}): export it "
                          f"again") from None
     shape = tuple(int(s) for s in img.shape)
+    _check_dimensions(shape, str(path))
     itemsize = np.dtype(img.get_data_dtype()).itemsize
     declared = int(np.prod(shape, dtype=np.int64)) * itemsize
     if declared > GZIP_EXPANSION_LIMIT * max_bytes:
@@ -49,19 +79,20 @@ def open_nifti(path: Path, max_bytes: int, check_complete: bool = True):
         except (TypeError, ValueError, KeyError):
             offset = NIFTI1_VOX_OFFSET
         needed = offset + declared
-        have = _gzip_length(path) if is_gzip(path) else path.stat().st_size
+        have = _gzip_length(path, enough=needed) if is_gzip(path) else path.stat().st_size
         if have < needed:
             raise ValueError(f"{path} is a truncated or corrupted NIfTI file (it holds {have} of the {needed} "
                              f"bytes its header declares): download or export it again")
     return img
 
 
-def _gzip_length(path: Path) -> int:
-    """Uncompressed length of a gzip file, streamed (nothing kept); ValueError when truncated or corrupted."""
+def _gzip_length(path: Path, enough: int | None = None) -> int:
+    """Uncompressed length of a gzip file, streamed (nothing kept) and stopped once ``enough`` bytes are seen;
+    ValueError when truncated or corrupted."""
     total = 0
     try:
         with gzip.open(path, "rb") as g:
-            while True:
+            while enough is None or total < enough:
                 chunk = g.read(4 * 2**20)
                 if not chunk:
                     break

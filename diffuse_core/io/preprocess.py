@@ -43,6 +43,8 @@ CT_WINDOWS: dict[str, tuple[float, float]] = {
 }
 DEFAULT_CT_WINDOW = "brain"
 HU_AIR_THRESHOLD = -500.0   # values below this (air, about -1000 HU) mark an image as CT in Hounsfield units
+MASK_MAX_SIDE = 1024        # brain masks of larger slices are estimated on a copy this size and scaled back (the
+                            # morphology's cost grows with pixels x radius; the model sees <= 256 pixels anyway)
 
 _INTERPOLATION = {0: cv2.INTER_NEAREST, 1: cv2.INTER_LINEAR, 3: cv2.INTER_CUBIC}
 
@@ -243,7 +245,9 @@ def estimate_brain_mask(image2d_raw, modality_hint: str | None = None) -> np.nda
     Hounsfield units): soft tissue (-20..100 HU) inside the skull (> 300 HU, closed and filled). Either way a small
     opening removes specks and thin bridges, the largest component is kept and holes (ventricles) are filled.
     For MRI with skull and scalp this is a HEAD mask, not a skull-stripped brain: pass a real brain mask for
-    better results. ``(C, H, W)`` input uses channel 0.
+    better results. ``(C, H, W)`` input uses channel 0. Slices with a side over :data:`MASK_MAX_SIDE` are masked
+    on a copy shrunk to that side (nearest neighbour, so a constant background stays exact) and the mask is scaled
+    back (nearest neighbour): the cost stays bounded, and slices up to that side are unchanged.
     """
     arr = np.asarray(image2d_raw, dtype=np.float32)
     if arr.ndim == 3:
@@ -254,6 +258,11 @@ def estimate_brain_mask(image2d_raw, modality_hint: str | None = None) -> np.nda
         raise ValueError(f"the slice holds {int((~np.isfinite(arr)).sum())} NaN/inf values")
     if arr.max() == arr.min():
         return np.zeros(arr.shape, np.uint8)
+    if max(arr.shape) > MASK_MAX_SIDE:
+        scale = MASK_MAX_SIDE / max(arr.shape)
+        small_hw = (max(1, int(round(arr.shape[0] * scale))), max(1, int(round(arr.shape[1] * scale))))
+        small = estimate_brain_mask(_resize_plane(arr, small_hw, order=0), modality_hint)
+        return _resize_plane(small, arr.shape, order=0)
     radius = max(1, int(round(min(arr.shape) / 128)))
     hint = resolve_modality(modality_hint) if modality_hint is not None else "mri"
     if hint == "ct" and float(arr.min()) < HU_AIR_THRESHOLD / 2:

@@ -4,7 +4,8 @@ The pixel grid is taken as already in display orientation (JPEG EXIF rotation is
 RGB(A) pictures whose channels agree become their channel mean, true colour becomes luminance and a note says so
 (:func:`diffuse_core.io.loaded.colour_to_grey`). 16-bit colour PNGs are read with OpenCV (Pillow truncates them to
 8 bits); a multi-page TIFF is a stack whose page is the slice index; TIFFs Pillow cannot decode go to tifffile.
-Pictures carry no spacing: (1.0, 1.0).
+Pictures carry no spacing: (1.0, 1.0). The size is read from the header (PNG IHDR, JPEG SOF, TIFF IFDs) and checked
+against :func:`~diffuse_core.io.loaded.check_pixels` before any pixel is decoded.
 """
 
 from __future__ import annotations
@@ -14,12 +15,16 @@ from pathlib import Path
 
 import numpy as np
 
-from diffuse_core.io.loaded import LoadedImage, colour_to_grey, pick_slice, to_float32
+from diffuse_core.io.loaded import (LoadedImage, TooLargeError, check_pixels, colour_to_grey, pick_slice,
+                                    to_float32)
 
-__all__ = ["load_picture", "picture_to_slice"]
+__all__ = ["load_picture", "picture_size", "picture_to_slice"]
 
 PNG_BIT_DEPTH_OFFSET = 24     # IHDR: bit depth at byte 24, colour type at byte 25 of the file
 PNG_COLOUR_RGB, PNG_COLOUR_RGBA = 2, 6
+PNG_SIZE_OFFSET = 16          # IHDR: width then height, big-endian uint32, at bytes 16..24 of the file
+# JPEG start-of-frame markers (baseline, progressive, lossless, ...): every 0xC0..0xCF but DHT, JPG and DAC
+JPEG_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 
 
 def _full_scale(dtype: np.dtype) -> float:
@@ -49,12 +54,78 @@ def _png_header(path: Path) -> tuple[int, int]:
     return head[PNG_BIT_DEPTH_OFFSET], head[PNG_BIT_DEPTH_OFFSET + 1]  # bit depth, colour type
 
 
+def _jpeg_size(path: Path) -> tuple[int, int] | None:
+    """(height, width) from the first start-of-frame segment, walking the marker segments; None if not found."""
+    with open(path, "rb") as f:
+        f.seek(2)                                   # after SOI (FF D8)
+        while True:
+            b = f.read(2)
+            if len(b) < 2 or b[0] != 0xFF:
+                return None
+            marker = b[1]
+            while marker == 0xFF:                   # fill bytes
+                nxt = f.read(1)
+                if not nxt:
+                    return None
+                marker = nxt[0]
+            if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # TEM, RSTn, SOI: no length
+                continue
+            if marker in (0xD9, 0xDA):               # end of image / start of scan before any frame header
+                return None
+            seg = f.read(2)
+            if len(seg) < 2:
+                return None
+            length = struct.unpack(">H", seg)[0]
+            if marker in JPEG_SOF_MARKERS:
+                frame = f.read(5)
+                if len(frame) < 5:
+                    return None
+                _, h, w = struct.unpack(">BHH", frame)
+                return int(h), int(w)
+            f.seek(max(0, length - 2), 1)
+
+
+def _tiff_size(path: Path) -> tuple[int, int, int, int] | None:
+    """(height, width, pages, samples) of a TIFF's first series, from its IFDs (no pixel read); None when tifffile
+    cannot parse them (Pillow, which checks the size on opening, gets to try)."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(str(path)) as tif:
+            series = tif.series[0]
+            shape, axes = tuple(int(v) for v in series.shape), series.axes
+    except Exception:
+        return None
+    dims = dict(zip(axes, shape))
+    h, w = dims.get("Y", 1), dims.get("X", 1)
+    samples = dims.get("S", 1)
+    rest = int(np.prod(shape, dtype=np.int64)) // max(1, h * w * samples)
+    return h, w, rest, samples
+
+
+def picture_size(path: Path, kind: str) -> tuple[int, int, int, int] | None:
+    """(height, width, pages, samples) as a PNG / JPEG / TIFF header declares them, before decoding; None when
+    the header cannot be read (the decoder then says what is wrong)."""
+    if kind == "png":
+        with open(path, "rb") as f:
+            head = f.read(PNG_SIZE_OFFSET + 8)
+        if len(head) < PNG_SIZE_OFFSET + 8:
+            return None
+        w, h = struct.unpack(">II", head[PNG_SIZE_OFFSET:PNG_SIZE_OFFSET + 8])
+        return int(h), int(w), 1, 1
+    if kind == "jpeg":
+        hw = _jpeg_size(path)
+        return None if hw is None else (hw[0], hw[1], 1, 1)
+    return _tiff_size(path) if kind == "tiff" else None
+
+
 def _read_with_pillow(path: Path, kind: str, slice_index) -> tuple[np.ndarray, int, int]:
     """Pixels (H, W[, S]) of one frame, the number of frames and the frame taken."""
     from PIL import Image, ImageOps
 
     with Image.open(path) as im:
         n_frames = int(getattr(im, "n_frames", 1) or 1) if kind == "tiff" else 1
+        check_pixels(str(path), im.height, im.width, n_frames)
         z = pick_slice(n_frames, slice_index, str(path))
         if n_frames > 1:
             im.seek(z)
@@ -100,6 +171,10 @@ def load_picture(path: Path, kind: str, slice_index, max_bytes: int) -> LoadedIm
     from PIL import Image, UnidentifiedImageError
 
     source = str(path)
+    size = picture_size(path, kind)
+    if size is not None:
+        h, w, pages, samples = size
+        check_pixels(source, h, w, pages, samples)
     notes: list[str] = []
     arr = None
     if kind == "png":
@@ -117,8 +192,11 @@ def load_picture(path: Path, kind: str, slice_index, max_bytes: int) -> LoadedIm
             arr, n, z = _read_with_pillow(path, kind, slice_index)
         except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError, EOFError,
                 struct.error, ValueError) as exc:
-            if isinstance(exc, ValueError) and "slice index" in str(exc):
+            if isinstance(exc, TooLargeError) or (isinstance(exc, ValueError) and "slice index" in str(exc)):
                 raise
+            if isinstance(exc, Image.DecompressionBombError):  # a header the size readers above could not parse
+                raise TooLargeError(f"{path} declares too many pixels to decode safely ({exc}): crop or "
+                                    f"downsample it first") from None
             if kind != "tiff":
                 raise ValueError(f"{path} is a damaged or unsupported {kind.upper()} image "
                                  f"({type(exc).__name__}: {exc}): export it again") from None

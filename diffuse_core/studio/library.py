@@ -1,8 +1,11 @@
-"""The case library: every case of the teaching sets (:mod:`diffuse_core.data.teaching`) and of the sets saved by
-the Curate tab (:mod:`diffuse_core.data.curation`), listed for the gallery and loaded onto the model's grid.
+"""The case library: every case of the shipped teaching sets (:mod:`diffuse_core.data.teaching`, read-only) and of
+the sets saved by the Curate tab (:mod:`diffuse_core.data.curation`, in their own data folder), listed for the
+gallery and loaded onto the model's grid.
 
-A case is named by its key, ``teaching/<set>/<id>`` or ``curated/<set>/<id>``; :func:`load_library_case` turns a key
-into a :class:`LoadedCase`, the form every run of the app starts from.
+A case is named by its key: ``teaching/<set>/<id>`` (a shipped set, under :func:`teaching_root`),
+``curated/<set>/<id>`` (a curated set, under :func:`curated_root`) or ``legacy/<set>/<id>`` (a curated set that an
+older version saved among the teaching sets: listed read-only, never moved or changed). :func:`load_library_case`
+turns a key into a :class:`LoadedCase`, the form every run of the app starts from.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ log = logging.getLogger(__name__)
 class LibraryEntry:
     """One gallery case: what the gallery shows of it, and its slice ((C, H, W) in [-1, 1]) for the thumbnail."""
 
-    key: str                 # "teaching/<set>/<id>" or "curated/<set>/<id>"
+    key: str                 # "teaching/<set>/<id>", "curated/<set>/<id>" or "legacy/<set>/<id>"
     set_name: str
     case_id: str
     modality: str = ""
@@ -63,8 +66,19 @@ class LoadedCase:
 
 
 def teaching_root() -> Path:
-    """Where the teaching sets live (``$DIFFUSE_TEACHING_ROOT``, else ``teaching_sets/``)."""
+    """Where the shipped teaching sets live (``$DIFFUSE_TEACHING_ROOT``, else ``teaching_sets/``); read-only."""
     return Path(teaching.default_root())
+
+
+def curated_root() -> Path | None:
+    """Where the Curate tab's sets live (:func:`diffuse_core.data.curation.default_root`), opened: cleaned of killed
+    saves' debris once per process (the first save creates it). None (logged) when it is configured among the
+    shipped sets or cannot be read."""
+    try:
+        return curation.open_root(create=False)
+    except (ValueError, OSError) as err:
+        log.warning("curated sets unavailable: %s", err)
+        return None
 
 
 _LIBRARY_CACHE: dict = {}
@@ -74,7 +88,7 @@ _LIBRARY_LOCK = threading.Lock()
 def _library_stamp() -> tuple:
     """Changes whenever a manifest under the teaching or curated root is added, removed or rewritten."""
     stamp = []
-    for root in {teaching_root(), curation.default_root()}:
+    for root in {teaching_root(), curation.default_root()}:     # (reads only: nothing is created here)
         if root.is_dir():
             for m in sorted(root.glob("*/manifest.json")):
                 try:
@@ -91,7 +105,9 @@ def list_library() -> list[LibraryEntry]:
     with _LIBRARY_LOCK:
         if _LIBRARY_CACHE.get("stamp") == stamp:
             return list(_LIBRARY_CACHE["entries"])
-    entries = _read_teaching_sets() + _read_curated_sets()
+    croot = curated_root()
+    entries = (_read_teaching_sets() + (_read_curated_sets(croot, "curated") if croot is not None else [])
+               + _read_curated_sets(teaching_root(), "legacy"))
     with _LIBRARY_LOCK:
         _LIBRARY_CACHE.update(stamp=stamp, entries=entries)
     return list(entries)
@@ -108,7 +124,7 @@ def _read_teaching_sets() -> list[LibraryEntry]:
     for name in sets:
         name = getattr(name, "name", name)
         if curation.is_curated_set(troot / str(name)):
-            continue  # listed with the curated sets
+            continue  # an older version's curated set: listed read-only as "legacy"
         try:
             cases = teaching.list_cases(name)
         except Exception as err:
@@ -125,9 +141,9 @@ def _read_teaching_sets() -> list[LibraryEntry]:
     return entries
 
 
-def _read_curated_sets() -> list[LibraryEntry]:
+def _read_curated_sets(croot: Path, kind: str) -> list[LibraryEntry]:
+    """The cases of the curated sets under ``croot`` with keys ``<kind>/<set>/<id>`` (reads only)."""
     entries: list[LibraryEntry] = []
-    croot = curation.default_root()
     for name in curation.list_sets(croot):
         try:
             manifest = curation.load_manifest(name, croot)
@@ -141,7 +157,7 @@ def _read_curated_sets() -> list[LibraryEntry]:
                 log.warning("cannot read curated case %s/%s: %s", name, e.get("id"), err)
                 continue
             entries.append(LibraryEntry(
-                key=f"curated/{name}/{e['id']}", set_name=name, case_id=e["id"], modality=e.get("modality", ""),
+                key=f"{kind}/{name}/{e['id']}", set_name=name, case_id=e["id"], modality=e.get("modality", ""),
                 lesion_type=e.get("lesion_type", "") or "curated", healthy=bool(e.get("healthy")),
                 has_truth=bool(e.get("has_ground_truth")), note=e.get("note", ""),
                 image=arrays["image"], truth=arrays.get("ground_truth")))
@@ -167,8 +183,9 @@ def load_library_case(key: str) -> LoadedCase:
         meta = dict(lesion_type=str(getattr(c, "lesion_type", "") or ""),
                     location=str(getattr(c, "location", "") or ""),
                     difficulty=str(getattr(c, "difficulty", "") or ""), note=str(getattr(c, "note", "") or ""))
-    elif kind == "curated":
-        entry, arrays = curation.read_case(set_name, case_id, curation.default_root())
+    elif kind in ("curated", "legacy"):
+        root = curation.default_root() if kind == "curated" else teaching_root()
+        entry, arrays = curation.read_case(set_name, case_id, root)
         healthy = bool(entry.get("healthy"))
         truth, image = arrays.get("ground_truth"), arrays["image"]
         spacing = tuple(entry.get("spacing_mm") or (1.0, 1.0))
