@@ -254,7 +254,7 @@ def test_stop_ends_the_run_with_the_stopped_message_even_if_gradios_cancel_is_la
     assert all(is_skip(out(f, "run_state")) for f in frames[1:] + rest)
     final = run_explore(key="teaching/demo/glioma1")[-1]        # the flag does not stick to later runs
     assert out(final, "run_state") is not None and not is_skip(out(final, "run_state"))
-    session.STOP_FLAGS.clear()
+    assert session.LIVE_RUNS.running_now() == 0
 
 
 def test_opacity_slider_redraws_the_overlay_without_a_run(studio):

@@ -86,7 +86,14 @@ def server(tmp_path, monkeypatch):
     monkeypatch.setenv("DIFFUSE_TEACHING_ROOT", str(_teaching_root(tmp_path)))
     monkeypatch.setenv("DIFFUSE_CURATED_ROOT", str(tmp_path / "curated"))
     monkeypatch.setenv("DIFFUSE_DEVICE", "cpu")
+    from diffuse_core.studio.session import LIVE_RUNS
     from diffuse_core.ui.launch import get_demo, launch
+
+    # Each sampler step takes at least 15 ms here, so the 500-call run that the test stops lasts over 7 s however
+    # fast or loaded the machine is: Stop then always lands mid-run (a run that ends before Stop is not a failure of
+    # Stop, but it made this test flaky on a busy machine).
+    count_step = LIVE_RUNS.step
+    monkeypatch.setattr(LIVE_RUNS, "step", lambda: (time.sleep(0.015), count_step()))
 
     port = _free_port()
     launch("127.0.0.1", port, prevent_thread_lock=True, quiet=True)
@@ -99,6 +106,8 @@ def server(tmp_path, monkeypatch):
 
 def test_pick_a_case_move_sliders_run_and_see_the_counterfactual(server, tmp_path):
     from playwright.sync_api import sync_playwright
+
+    from diffuse_core.studio.session import LIVE_RUNS
 
     start = time.monotonic()
     with sync_playwright() as p:
@@ -132,10 +141,12 @@ def test_pick_a_case_move_sliders_run_and_see_the_counterfactual(server, tmp_pat
             page.locator("#df-run").click()
             page.wait_for_function("document.body.innerText.includes('Inverting') || "
                                    "document.body.innerText.includes('Sampling back')", timeout=20_000)
+            stopped_before = LIVE_RUNS.counts["stopped"]
             page.locator("#df-stop").click()
             page.wait_for_function("document.body.innerText.includes('Stopped.')", timeout=20_000)
-            page.wait_for_timeout(3_000)    # long enough for an uncancelled run of this tiny model to finish
+            page.wait_for_timeout(3_000)    # a run that kept computing would show more steps or its result now
             assert "Stopped." in page.inner_text("body") and "250 steps" not in page.inner_text("body")
+            assert LIVE_RUNS.counts["stopped"] == stopped_before + 1 and LIVE_RUNS.running_now() == 0
             box.fill("3")                                                           # and the page still runs
             box.press("Enter")
             page.locator("#df-run").click()
@@ -143,4 +154,4 @@ def test_pick_a_case_move_sliders_run_and_see_the_counterfactual(server, tmp_pat
         finally:
             browser.close()
     assert shot.stat().st_size > 10_000
-    assert time.monotonic() - start < 120
+    assert time.monotonic() - start < 150

@@ -3,7 +3,8 @@
 :func:`run_case` checks everything a user can get wrong before any model time is spent, then streams
 :func:`dif_fuse_stream` (the model work: :func:`diffuse_core.cases.mask_for_case` and
 :func:`diffuse_core.pipeline.iter_counterfactual`). Items are plain-numpy dicts (picklable, as ZeroGPU needs):
-``{"kind": "mask"}``, one ``{"kind": "step"}`` per sampler step, then ``{"kind": "result"}``.
+``{"kind": "mask"}``, one ``{"kind": "step"}`` per sampler step, then ``{"kind": "result"}``. :func:`run_case`
+checks the request's :class:`~diffuse_core.studio.guard.RunGuard` (wall-time limit, cancel) before every step.
 
 On a Hugging Face Space with ZeroGPU the host wraps the model work with :func:`run_model_work_under` (the UI does,
 with ``spaces.GPU``); elsewhere it runs as is.
@@ -17,11 +18,13 @@ import numpy as np
 
 from diffuse_core.cases import CaseInput
 from diffuse_core.data import curation
+from diffuse_core.studio.guard import RunGuard, request_guard
 from diffuse_core.studio.library import LoadedCase
 from diffuse_core.studio.model_store import MODELS, model_device
 from diffuse_core.studio.scoring import result_summary
+from diffuse_core.studio.session import LIVE_RUNS
 from diffuse_core.studio.settings import (DEFAULTS, MASK_SOURCES, SALIENCY_METHODS, check_percentile, check_settings,
-                                          max_upload_bytes)
+                                          max_upload_bytes, shown)
 from diffuse_core.studio.uploads import upload_paths
 
 # what a finished run keeps for review and saving (Curate), taken from the Explore run's state too
@@ -66,7 +69,7 @@ def resolve_mask(lc: LoadedCase, mask_from: str, mask_file=None, drawn=None, per
             raise ValueError("the drawn mask is empty (or outside the brain): paint the region to redraw in "
                              "'Draw the mask'")
         return MaskChoice(mask=mask, saliency=mask.astype(np.float32))
-    raise ValueError(f"unknown mask source {mask_from!r}: choose one of {', '.join(v for _, v in MASK_SOURCES)}")
+    raise ValueError(f"unknown mask source {shown(mask_from)}: choose one of {', '.join(v for _, v in MASK_SOURCES)}")
 
 
 def dif_fuse_stream(case: CaseInput, choice: MaskChoice, k: int, steps: int, seed: int, percentile: float):
@@ -112,25 +115,50 @@ def run_model_work_under(wrapper) -> None:
 
 
 def run_case(lc: LoadedCase, mask_from="acat", mask_file=None, drawn=None, k=None, steps=None, seed=None,
-             percentile=None):
+             percentile=None, guard: RunGuard | None = None):
     """Validate, then stream :func:`dif_fuse_stream` for a loaded case (same items; the result also carries
-    "changes", the per-step mean change inside/outside the mask, and "settings")."""
+    "changes", the per-step mean change inside/outside the mask, and "settings").
+
+    ``guard`` (default: the current request's, :func:`~diffuse_core.studio.guard.request_guard`) is checked before
+    the mask and before every sampler step: a cancelled request ends with RunCancelled, one past its wall-time limit
+    with RunTimeLimit, within one step."""
+    guard = guard if guard is not None else request_guard()
     k = DEFAULTS["k"] if k is None else k
     steps = DEFAULTS["steps"] if steps is None else steps
     seed = DEFAULTS["seed"] if seed is None else seed
-    percentile = DEFAULTS["percentile"] if percentile is None else float(percentile)
+    percentile = DEFAULTS["percentile"] if percentile is None else check_percentile(percentile)
     k, steps, seed = check_settings(k, steps, seed)
     MODELS.require_ddpm()
+    guard.check("before the mask")
     choice = resolve_mask(lc, mask_from, mask_file, drawn, percentile)
-    changes = []
-    for item in _model_work(lc.case, choice, k, steps, seed, percentile):
-        if item["kind"] == "step":
-            changes.append({c: item[c] for c in ("phase", "index", "total", "timestep", "inside", "outside")})
-        elif item["kind"] == "result":
-            item["changes"] = changes
-            item["settings"] = {"k": k, "steps": steps, "seed": seed, "percentile": percentile,
-                                "mask_from": mask_from, "variant": DEFAULTS["variant"]}
-        yield item
+    changes, result = [], None
+    with LIVE_RUNS.running(guard):               # counted as running until the result, or the run's end
+        work = iter(_model_work(lc.case, choice, k, steps, seed, percentile))
+        where = "while computing the mask"
+        try:
+            while result is None:
+                guard.check(where)               # before each step's computation: a cancel costs at most one step
+                item = next(work, None)
+                if item is None:
+                    return
+                if item["kind"] == "step":
+                    LIVE_RUNS.step()
+                    changes.append({c: item[c] for c in ("phase", "index", "total", "timestep", "inside",
+                                                         "outside")})
+                    phase = "inversion" if item["phase"] == "invert" else "sampling"
+                    where = f"at {phase} step {item['index'] + 1}/{item['total']}"
+                elif item["kind"] == "result":
+                    result = item
+                    continue
+                yield item
+        finally:
+            close = getattr(work, "close", None)
+            if close is not None:
+                close()                          # a stopped run leaves no suspended model work behind
+    result["changes"] = changes
+    result["settings"] = {"k": k, "steps": steps, "seed": seed, "percentile": percentile, "mask_from": mask_from,
+                          "variant": DEFAULTS["variant"]}
+    yield result
 
 
 def result_record(lc: LoadedCase, item: dict, summary: dict | None = None) -> dict:

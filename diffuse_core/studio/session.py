@@ -1,13 +1,18 @@
-"""Per-session state that outlives one request: the Stop flags of the Explore runs.
+"""The model runs in progress, by session: what a session's Stop button cancels, and counters a host can watch.
 
-Gradio's own cancel (a separate HTTP request) can land after the Stop handler has already written "Stopped.", letting
-one more step overwrite it; a run therefore also checks :data:`STOP_FLAGS` before every update and ends itself, so
-the page always ends on "Stopped.".
+Nothing is kept for a finished run: :data:`LIVE_RUNS` holds a run's :class:`~diffuse_core.studio.guard.RunGuard`
+only while it computes, plus a few integer counters. Gradio's own cancel (a separate HTTP request) can land after the
+Stop handler has already written "Stopped."; Stop therefore also raises the run's flag directly, so the run ends
+itself at its next step and the page always ends on "Stopped.".
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections import Counter
+
+from diffuse_core.studio.guard import RunCancelled, RunGuard, RunTimeLimit
 
 
 def session_id(request) -> str | None:
@@ -15,31 +20,60 @@ def session_id(request) -> str | None:
     return getattr(request, "session_hash", None) if request is not None else None
 
 
-class StopFlags:
-    """Sessions whose Stop was pressed during a run; a flag is consumed when the run reads it."""
+class LiveRuns:
+    """The guards of the runs computing now, and counters: "started", "finished", "stopped" (cancelled),
+    "timed_out", "failed" and "steps" (sampler steps done, all runs together)."""
 
     def __init__(self):
         self._lock = threading.Lock()
-        self._pressed: set[str] = set()
+        self._live: dict[int, RunGuard] = {}
+        self.counts: Counter = Counter()
 
-    def request(self, sid: str | None) -> None:
-        """Flag session ``sid``'s running run to end (no-op without a session)."""
-        if sid is not None:
+    @contextlib.contextmanager
+    def running(self, guard: RunGuard):
+        """Count the block as one run under ``guard``; how it ended goes into :attr:`counts`."""
+        with self._lock:
+            self._live[id(guard)] = guard
+            self.counts["started"] += 1
+        outcome = "failed"
+        try:
+            yield guard
+            outcome = "finished"
+        except (RunCancelled, GeneratorExit):
+            outcome = "stopped"
+            raise
+        except RunTimeLimit:
+            outcome = "timed_out"
+            raise
+        finally:
             with self._lock:
-                self._pressed.add(sid)
+                self._live.pop(id(guard), None)
+                self.counts[outcome] += 1
 
-    def take(self, sid: str | None) -> bool:
-        """Whether Stop was pressed for ``sid`` since the last call; the flag is consumed."""
+    def step(self) -> None:
+        """One sampler step done (by any run)."""
+        with self._lock:
+            self.counts["steps"] += 1
+
+    def running_now(self) -> int:
+        """How many runs are computing now."""
+        with self._lock:
+            return len(self._live)
+
+    def stop_session(self, sid: str | None) -> int:
+        """Cancel the running runs of session ``sid`` (none without a session); how many there were."""
         if sid is None:
-            return False
+            return 0
         with self._lock:
-            pressed = sid in self._pressed
-            self._pressed.discard(sid)
-            return pressed
+            guards = [g for g in self._live.values() if g.session == sid]
+        for g in guards:
+            g.cancel()
+        return len(guards)
 
-    def clear(self) -> None:
+    def snapshot(self) -> dict:
+        """The counters and the number running now, as a plain dict."""
         with self._lock:
-            self._pressed.clear()
+            return {**self.counts, "running": len(self._live)}
 
 
-STOP_FLAGS = StopFlags()
+LIVE_RUNS = LiveRuns()

@@ -20,9 +20,14 @@ DEFAULTS = {
     "mask_from": "acat",      # acat | gradcam | gradient | file | draw
     "opacity": 0.6,           # anomaly heat-map opacity over the input
     "display_size": 256,      # pixels a side of every picture shown
-    "max_upload_mb": float(os.environ.get("DIFFUSE_MAX_UPLOAD_MB", 50)),
+    "max_upload_mb": float(os.environ.get("DIFFUSE_MAX_UPLOAD_MB", 50)),   # per file, and all files of a request
+    "max_upload_files": int(os.environ.get("DIFFUSE_MAX_UPLOAD_FILES", 400)),   # files per request (a DICOM series)
+    "max_body_kb": int(os.environ.get("DIFFUSE_MAX_BODY_KB", 1024)),   # any other request body (an API call's JSON)
+    "request_seconds": float(os.environ.get("DIFFUSE_REQUEST_SECONDS", 300)),   # wall time one request may compute
     "concurrency": int(os.environ.get("DIFFUSE_CONCURRENCY", 2)),   # model runs at once (queue)
+    "torch_threads": int(os.environ.get("DIFFUSE_TORCH_THREADS", 0)),   # per process; 0: CPU cores / concurrency
     "max_queue": 64,          # waiting requests before new ones are turned away
+    "max_sessions": int(os.environ.get("DIFFUSE_MAX_SESSIONS", 64)),   # sessions whose state (~0.7 MB) is kept
     "max_batch": 12,          # cases per Curate batch
     "gpu_seconds": 120,       # ZeroGPU time asked for per run
     "healthy_flag_fraction": 0.01,   # healthy check passes when < 1 % of the brain is flagged anomalous
@@ -36,11 +41,27 @@ CT_WINDOW_CHOICES = ["brain", "stroke", "subdural"]
 MASK_SOURCES = [("ACAT saliency (paper)", "acat"), ("Grad-CAM", "gradcam"), ("Gradient", "gradient"),
                 ("Mask file", "file"), ("Draw the mask", "draw")]
 SALIENCY_METHODS = ("acat", "gradcam", "gradient")
+MESSAGE_VALUE_CHARS = 80          # at most this much of a user's value is quoted back in an error message
 
 
 def max_upload_bytes() -> int:
-    """The upload limit of :data:`DEFAULTS` in bytes."""
+    """The upload limit of :data:`DEFAULTS` in bytes (one file, and all the files of one request together)."""
     return int(DEFAULTS["max_upload_mb"] * 2**20)
+
+
+def torch_threads() -> int:
+    """Torch threads for this process: ``DEFAULTS["torch_threads"]``, or (0) the CPU cores shared among the runs
+    the queue lets go at once, at least 1."""
+    if DEFAULTS["torch_threads"] > 0:
+        return int(DEFAULTS["torch_threads"])
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // max(1, int(DEFAULTS["concurrency"])))
+
+
+def shown(value, limit: int = MESSAGE_VALUE_CHARS) -> str:
+    """``repr(value)`` for an error message, cut to ``limit`` characters: a message never echoes a large input."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit - 1]}… ({len(text)} characters)"
 
 
 def whole_number(value, what: str) -> int:
@@ -48,9 +69,9 @@ def whole_number(value, what: str) -> int:
     try:
         f = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{what} must be a whole number, got {value!r}") from None
+        raise ValueError(f"{what} must be a whole number, got {shown(value)}") from None
     if not np.isfinite(f) or f != round(f):
-        raise ValueError(f"{what} must be a whole number, got {value!r}")
+        raise ValueError(f"{what} must be a whole number, got {shown(value)}")
     return int(round(f))
 
 
@@ -69,7 +90,11 @@ def check_settings(k, steps, seed) -> tuple[int, int, int]:
 
 def check_percentile(percentile) -> float:
     """The saliency percentile as a float strictly inside (0, 100)."""
-    if not 0.0 < float(percentile) < 100.0:
+    try:
+        value = float(percentile)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not 0.0 < value < 100.0:
         raise ValueError(f"the saliency percentile must lie strictly between 0 and 100 (the paper uses 90), got "
-                         f"{percentile}")
-    return float(percentile)
+                         f"{shown(percentile)}")
+    return value

@@ -32,10 +32,14 @@ def upload_paths(files) -> list[str]:
 
 
 def upload_source(files) -> str:
-    """One uploaded file -> its path; several (a DICOM series) -> a folder holding copies. Size-checked."""
+    """One uploaded file -> its path; several (a DICOM series) -> a folder holding copies. Checked: the number of
+    files, each file's size and their total (``DEFAULTS["max_upload_files"]``, ``DEFAULTS["max_upload_mb"]``)."""
     paths = upload_paths(files)
     if not paths:
         raise ValueError("no file uploaded: upload a PNG, JPEG, TIFF, DICOM or NIfTI slice or volume")
+    if len(paths) > DEFAULTS["max_upload_files"]:
+        raise ValueError(f"{len(paths)} files uploaded together: at most {DEFAULTS['max_upload_files']} per request "
+                         f"(one slice, one volume, or the files of one DICOM series)")
     limit = max_upload_bytes()
     total = sum(curation.check_upload_size(p, limit) for p in paths)
     if total > limit:

@@ -3,6 +3,7 @@
 :mod:`~diffuse_core.ui.layout` builds the page (tabs Explore, Quiz, Healthy check, Curate, About) from the callbacks
 of :mod:`~diffuse_core.ui.explore`, :mod:`~diffuse_core.ui.quiz`, :mod:`~diffuse_core.ui.healthy` and
 :mod:`~diffuse_core.ui.curate`, plus the HTTP endpoints of :mod:`~diffuse_core.ui.api`; :mod:`~diffuse_core.ui.launch`
-serves it. The callbacks are plain functions over :mod:`diffuse_core.studio` (the tests call them directly); they
+serves it, with every model run bounded in time and stopped by a cancel (:mod:`~diffuse_core.ui.bounded`) and every
+request bounded in size (:mod:`~diffuse_core.ui.limits`). The callbacks are plain functions over :mod:`diffuse_core.studio` (the tests call them directly); they
 format, the studio and the engine compute.
 """

@@ -8,6 +8,7 @@ import html
 import gradio as gr
 
 from diffuse_core.data import curation
+from diffuse_core.studio.guard import RunCancelled, RunTimeLimit
 from diffuse_core.studio.library import load_library_case
 from diffuse_core.studio.model_store import MODELS, ModelUnavailable
 from diffuse_core.studio.review import batch_sources, item_from_state, run_for_review, save_accepted
@@ -46,6 +47,11 @@ def curate_generate(case_keys, files, k, steps, percentile, seed, items):
         try:
             lc = load_library_case(ref) if kind == "library" else load_upload_case([ref])
             record = run_for_review(lc, k, steps, seed, percentile)
+        except RunCancelled:
+            raise
+        except RunTimeLimit as err:                  # the request's time is up: keep what was generated
+            failed.append(f"{label} and the {len(sources) - i - 1} case(s) after it: {err}")
+            break
         except USER_ERRORS as err:
             if isinstance(err, ModelUnavailable) and not MODELS.ddpm_info()["available"]:
                 raise

@@ -1,19 +1,34 @@
 """Errors as messages: the engine's and the studio's ValueError text becomes a ``gr.Error`` in the page, never a
-stack trace; anything unexpected is logged and reported in one line."""
+stack trace; anything unexpected is logged and reported in one line. No message echoes a large input back:
+:func:`short_message` cuts every long word (a pasted key, a file's content) to
+:data:`~diffuse_core.studio.settings.MESSAGE_VALUE_CHARS` characters and the whole message to
+:data:`MESSAGE_CHARS`."""
 
 from __future__ import annotations
 
 import functools
 import inspect
 import logging
+import re
 
 import gradio as gr
 
+from diffuse_core.studio.guard import RunCancelled
 from diffuse_core.studio.model_store import ModelUnavailable
+from diffuse_core.studio.settings import MESSAGE_VALUE_CHARS
 
 log = logging.getLogger(__name__)
 
-USER_ERRORS = (ValueError, FileNotFoundError, ModelUnavailable)   # their message says what to do
+USER_ERRORS = (ValueError, FileNotFoundError, ModelUnavailable, RunCancelled)   # their message says what to do
+MESSAGE_CHARS = 600               # the longest message shown (the longest written in this project is ~250)
+_LONG_WORD = re.compile(r"\S{%d,}" % (MESSAGE_VALUE_CHARS + 1))
+
+
+def short_message(msg: str) -> str:
+    """``msg`` with every word over MESSAGE_VALUE_CHARS characters cut (saying how long it was), at most
+    MESSAGE_CHARS characters in all."""
+    msg = _LONG_WORD.sub(lambda m: f"{m.group()[:MESSAGE_VALUE_CHARS - 1]}… ({len(m.group())} characters)", msg)
+    return msg if len(msg) <= MESSAGE_CHARS else msg[:MESSAGE_CHARS - 1] + "…"
 
 
 def as_gr_error(err: BaseException) -> gr.Error:
@@ -21,11 +36,11 @@ def as_gr_error(err: BaseException) -> gr.Error:
     if isinstance(err, gr.Error):
         return err
     if isinstance(err, USER_ERRORS):
-        msg = str(err) or type(err).__name__
+        msg = short_message(str(err) or type(err).__name__)
         return gr.Error(msg[0].upper() + msg[1:], print_exception=False)
-    log.exception("unexpected error in the app", exc_info=err)
-    return gr.Error(f"Something went wrong ({type(err).__name__}: {err}). Try other settings or another case; if "
-                    f"it persists, report it with this message.", print_exception=False)
+    log.exception("unexpected error in the app: %s", short_message(str(err)))
+    return gr.Error(short_message(f"Something went wrong ({type(err).__name__}: {err}). Try other settings or another "
+                                  f"case; if it persists, report it with this message."), print_exception=False)
 
 
 def user_errors(fn):

@@ -13,7 +13,8 @@ from diffuse_core.studio.model_store import MODELS
 from diffuse_core.studio.runs import result_record, run_case
 from diffuse_core.studio.scoring import looks_healthy, result_summary
 from diffuse_core.studio.selection import load_selected
-from diffuse_core.studio.session import STOP_FLAGS, session_id
+from diffuse_core.studio.guard import RunCancelled, request_guard
+from diffuse_core.studio.session import LIVE_RUNS, session_id
 from diffuse_core.ui.errors import USER_ERRORS, user_errors
 from diffuse_core.ui.pictures import (drawing_to_mask, grey_rgb, mask_picture, overlay_picture, saliency_picture,
                                       with_outlines)
@@ -52,37 +53,38 @@ def explore_run(source, gallery_key, files, slice_index, channel, window, gt_fil
                 k, percentile, steps, seed, opacity, request: Optional[gr.Request] = None):
     """The Run button: streams (live noisy, live clean, progress, ...skips) per step, then every result.
 
-    Ends early, with the "Stopped." message, once :func:`request_stop` flags this session."""
+    Ends early, with the "Stopped." message, once :func:`request_stop` cancels this session's run (or the request
+    itself is cancelled)."""
     n = len(EXPLORE_OUTPUTS)
-    sid = session_id(request)
-    STOP_FLAGS.take(sid)   # a Stop pressed before this run started is not for it
+    guard = request_guard(session_id(request))    # a Stop pressed before this run started is not for it
     lc = load_selected(source, gallery_key, files, slice_index, channel, window, gt_file)
     drawn = drawing_to_mask(drawing, lc.case.image.shape[-1]) if mask_from == "draw" else None
     yield [None, None, progress_html(0, 1, "Computing the saliency map and the mask…"), *skip_all(n - 3)]
     mask = None
-    for item in run_case(lc, mask_from, mask_file, drawn, k, steps, seed, percentile):
-        if STOP_FLAGS.take(sid):
-            yield [gr.skip(), gr.skip(), progress_html(0, 1, STOPPED_TEXT), *skip_all(n - 3)]
-            return
-        out = skip_all(n)
-        if item["kind"] == "mask":
-            mask = item["mask"]
-            out[EXPLORE_OUTPUTS.index("out_saliency")] = saliency_picture(item["saliency"], lc.case.brain_mask)
-            out[EXPLORE_OUTPUTS.index("out_mask")] = mask_picture(lc.case.image[0], mask)
-            out[EXPLORE_OUTPUTS.index("out_input")] = with_outlines(grey_rgb(lc.case.image[0]), mask,
-                                                                    lc.case.ground_truth)
-            out[EXPLORE_OUTPUTS.index("progress")] = progress_html(0, 1, "Mask ready; inverting the image to noise…")
-            yield out
-        elif item["kind"] == "step":
-            done, total = step_fraction(item)
-            what = "Inverting (DDIM) towards noise" if item["phase"] == "invert" else "Sampling back (Dif-fuse)"
-            out[0] = with_outlines(grey_rgb(item["x_t"]), mask)
-            out[1] = with_outlines(grey_rgb(item["x0"]), mask)
-            out[2] = progress_html(done, total, f"{what}: step {item['index'] + 1}/{item['total']}, "
-                                                f"t = {item['timestep']}")
-            yield out
-        else:
-            yield explore_outputs(lc, item, opacity)
+    try:
+        for item in run_case(lc, mask_from, mask_file, drawn, k, steps, seed, percentile, guard=guard):
+            out = skip_all(n)
+            if item["kind"] == "mask":
+                mask = item["mask"]
+                out[EXPLORE_OUTPUTS.index("out_saliency")] = saliency_picture(item["saliency"], lc.case.brain_mask)
+                out[EXPLORE_OUTPUTS.index("out_mask")] = mask_picture(lc.case.image[0], mask)
+                out[EXPLORE_OUTPUTS.index("out_input")] = with_outlines(grey_rgb(lc.case.image[0]), mask,
+                                                                        lc.case.ground_truth)
+                out[EXPLORE_OUTPUTS.index("progress")] = progress_html(0, 1, "Mask ready; inverting the image to "
+                                                                             "noise…")
+                yield out
+            elif item["kind"] == "step":
+                done, total = step_fraction(item)
+                what = "Inverting (DDIM) towards noise" if item["phase"] == "invert" else "Sampling back (Dif-fuse)"
+                out[0] = with_outlines(grey_rgb(item["x_t"]), mask)
+                out[1] = with_outlines(grey_rgb(item["x0"]), mask)
+                out[2] = progress_html(done, total, f"{what}: step {item['index'] + 1}/{item['total']}, "
+                                                    f"t = {item['timestep']}")
+                yield out
+            else:
+                yield explore_outputs(lc, item, opacity)
+    except RunCancelled:
+        yield [gr.skip(), gr.skip(), progress_html(0, 1, STOPPED_TEXT), *skip_all(n - 3)]
 
 
 def explore_outputs(lc: LoadedCase, item: dict, opacity: float) -> list:
@@ -144,6 +146,6 @@ def render_overlay(state, opacity):
 
 
 def request_stop(request: Optional[gr.Request] = None):
-    """The Stop button: flag this session's running Explore run to end, and say so."""
-    STOP_FLAGS.request(session_id(request))
+    """The Stop button: cancel this session's running run (it ends at its next step), and say so."""
+    LIVE_RUNS.stop_session(session_id(request))
     return progress_html(0, 1, STOPPED_TEXT)

@@ -15,6 +15,7 @@ from diffuse_core.studio.settings import (CT_WINDOW_CHOICES, DEFAULTS, K_RANGE, 
                                           STEPS_RANGE)
 from diffuse_core.studio.uploads import inspect_upload, upload_paths
 from diffuse_core.ui import api, curate, explore, healthy, quiz
+from diffuse_core.ui.bounded import bounded
 from diffuse_core.ui.notes import METHOD, NOTES
 from diffuse_core.ui.pictures import thumbnail
 from diffuse_core.ui.progress import progress_html
@@ -275,6 +276,7 @@ def build_demo(title: str = "Dif-fuse Studio") -> gr.Blocks:
 
         # ------------------------------------------------------------------------------------------- wiring
         light = dict(concurrency_limit=None, api_visibility="undocumented")
+        # model runs: one queue of DEFAULTS["concurrency"] slots, each callback bounded (time limit, cancel)
         heavy = dict(concurrency_id="model", concurrency_limit="default")
         case_inputs = [source, selected_key, files, slice_slider, channel, window, gt_file]
 
@@ -296,7 +298,7 @@ def build_demo(title: str = "Dif-fuse Studio") -> gr.Blocks:
                                         ctl["seed"], opacity]
         explore_outs = [live_noisy, live_clean, progress, out_input, out_saliency, out_mask, out_cf, out_overlay,
                         out_slider, out_metrics, out_chart, out_summary, run_state]
-        run_event = run_btn.click(explore.explore_run, explore_inputs, explore_outs, api_name="explore",
+        run_event = run_btn.click(bounded(explore.explore_run), explore_inputs, explore_outs, api_name="explore",
                                   show_progress="hidden", **heavy)
         stop_btn.click(explore.request_stop, None, progress, cancels=[run_event], **light)
         opacity.change(explore.render_overlay, [run_state, opacity], out_overlay, trigger_mode="always_last", **light)
@@ -304,21 +306,22 @@ def build_demo(title: str = "Dif-fuse Studio") -> gr.Blocks:
 
         quiz_btn.click(quiz.quiz_check, [quiz_editor, run_state] + case_inputs, [quiz_image, quiz_md],
                        api_visibility="undocumented")
-        healthy_btn.click(healthy.healthy_check, [healthy_choice] + case_inputs + [ctl["k"], ctl["percentile"],
-                                                                                    ctl["steps"], ctl["seed"]],
+        healthy_btn.click(bounded(healthy.healthy_check),
+                          [healthy_choice] + case_inputs + [ctl["k"], ctl["percentile"], ctl["steps"], ctl["seed"]],
                           [healthy_slider, healthy_md], api_name="healthy_check", **heavy)
 
-        gen_btn.click(curate.curate_generate, [batch_cases, batch_files, cctl["k"], cctl["steps"], cctl["percentile"],
-                                               cctl["seed"], review_items], [curate_status, review, review_items],
-                      api_visibility="undocumented", **heavy)
+        gen_btn.click(bounded(curate.curate_generate),
+                      [batch_cases, batch_files, cctl["k"], cctl["steps"], cctl["percentile"], cctl["seed"],
+                       review_items], [curate_status, review, review_items], api_visibility="undocumented", **heavy)
         review.select(curate.review_select, review_items, [review_index, review_slider, review_md, review_note],
                       **light)
         decide_ins = [review_items, review_index, review_note]
         decide_outs = [review, review_items, review_slider, review_md, review_status]
         accept_btn.click(curate.review_decide("accepted"), decide_ins, decide_outs, **light)
         reject_btn.click(curate.review_decide("rejected"), decide_ins, decide_outs, **light)
-        rerun_btn.click(curate.review_rerun, [review_items, review_index, cctl["k"], cctl["steps"], cctl["percentile"],
-                                              cctl["seed"]], decide_outs, api_visibility="undocumented", **heavy)
+        rerun_btn.click(bounded(curate.review_rerun),
+                        [review_items, review_index, cctl["k"], cctl["steps"], cctl["percentile"], cctl["seed"]],
+                        decide_outs, api_visibility="undocumented", **heavy)
         save_btn.click(curate.curate_save, [review_items, set_name], [review_status, set_zip, saved_sets, review,
                                                                       review_items], api_visibility="undocumented")
         zip_btn.click(curate.curate_zip, saved_sets, set_zip, api_visibility="undocumented")
@@ -344,6 +347,6 @@ def _add_api(heavy: dict) -> None:
                    gr.Image(label="mask", format="png"), gr.JSON(label="summary")]
         cases_json, status_json = gr.JSON(label="cases"), gr.JSON(label="status")
         api_btn, cases_btn, status_btn = gr.Button("api"), gr.Button("cases"), gr.Button("status")
-    api_btn.click(api.api_counterfactual, api_in, api_out, api_name="counterfactual", **heavy)
+    api_btn.click(bounded(api.api_counterfactual), api_in, api_out, api_name="counterfactual", **heavy)
     cases_btn.click(api.api_cases, None, cases_json, api_name="cases", concurrency_limit=None)
     status_btn.click(api.api_status, None, status_json, api_name="status", concurrency_limit=None)
