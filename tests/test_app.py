@@ -419,17 +419,19 @@ def test_missing_weights_say_what_to_do(studio, env, monkeypatch):
         run_explore(key="teaching/demo/glioma1", mask_from="acat")
     frames = run_explore(key="teaching/demo/glioma1", mask_from="draw", drawing=box(256, 256, 60, 140, 60, 140))
     assert out(frames[-1], "out_summary")["mask_from"] == "draw"
-    _, md = healthy.healthy_check("teaching/demo/healthy1", "gallery", None, None, 0, None, None, None, 100, 90, 2, 0)
+    *_, (_, md) = healthy.healthy_check("teaching/demo/healthy1", "gallery", None, None, 0, None, None, None, 100, 90, 2,
+                                        0)
     assert "whole brain (ACAT is unavailable)" in md
 
 
 def test_healthy_check_shows_the_mean_change_inside_the_brain(studio):
-    pair, md = healthy.healthy_check("teaching/demo/healthy1", "gallery", None, None, 0, None, None, None,
-                                 FAST["k"], FAST["percentile"], FAST["steps"], FAST["seed"])
+    *progress, (pair, md) = healthy.healthy_check("teaching/demo/healthy1", "gallery", None, None, 0, None, None, None,
+                                                  FAST["k"], FAST["percentile"], FAST["steps"], FAST["seed"])
+    assert len(progress) == 2 * FAST["steps"] and "step 1/" in progress[0][1]    # a line per sampler step first
     assert pair[0].shape == pair[1].shape == (256, 256, 3)
     assert "Mean absolute change inside the brain" in md and "healthy case" in md
-    _, md2 = healthy.healthy_check(healthy.CURRENT_CASE, "gallery", "teaching/demo/glioma1", None, 0, None, None, None,
-                               FAST["k"], FAST["percentile"], FAST["steps"], FAST["seed"])
+    *_, (_, md2) = healthy.healthy_check(healthy.CURRENT_CASE, "gallery", "teaching/demo/glioma1", None, 0, None, None,
+                                         None, FAST["k"], FAST["percentile"], FAST["steps"], FAST["seed"])
     assert "not marked healthy" in md2
 
 

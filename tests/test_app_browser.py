@@ -155,3 +155,43 @@ def test_pick_a_case_move_sliders_run_and_see_the_counterfactual(server, tmp_pat
             browser.close()
     assert shot.stat().st_size > 10_000
     assert time.monotonic() - start < 150
+
+
+@pytest.mark.parametrize("run_from", ["explore", "healthy"])
+def test_closing_the_tab_stops_the_run(server, run_from):
+    """A closed tab ends its run at the next step (issue 16): the Explore run and the Healthy check both stream, and
+    gradio closes a streaming callback whose client went away."""
+    from playwright.sync_api import sync_playwright
+
+    from diffuse_core.studio.session import LIVE_RUNS
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto(server)
+            page.wait_for_selector("#df-gallery img", timeout=30_000)
+            page.locator("#df-gallery img").first.click()
+            page.wait_for_timeout(1_000)
+            box = page.locator("#df-steps input[type=number]")                   # 500 calls: seconds at least
+            box.fill("250")
+            box.press("Enter")
+            before = LIVE_RUNS.snapshot()
+            if run_from == "explore":
+                page.locator("#df-run").click()
+            else:
+                page.get_by_role("tab", name="Healthy check").click()
+                page.get_by_role("button", name="Run the healthy check").click()
+            deadline = time.monotonic() + 60
+            while LIVE_RUNS.snapshot().get("steps", 0) < before.get("steps", 0) + 5 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert LIVE_RUNS.running_now() == 1
+            page.close()                                                             # the user closes the tab
+            deadline = time.monotonic() + 5
+            while LIVE_RUNS.running_now() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            after = LIVE_RUNS.snapshot()
+            assert after["running"] == 0 and after["stopped"] == before.get("stopped", 0) + 1
+            assert after["steps"] - before.get("steps", 0) < 2 * 250                  # it ended early
+        finally:
+            browser.close()

@@ -21,7 +21,9 @@ CURRENT_CASE = "__current__"     # the dropdown's choice "the case selected in E
 @user_errors
 def healthy_check(choice, source, gallery_key, files, slice_index, channel, window, gt_file, k, percentile, steps,
                   seed, progress=gr.Progress()):
-    """Run a healthy case: the model should leave it nearly unchanged. -> (before/after, markdown)."""
+    """Run a healthy case: the model should leave it nearly unchanged. Yields a progress line per sampler step, then
+    (before/after, markdown). A generator, so that a closed tab ends the run at its next step (gradio closes a
+    streaming callback when its client goes away; a plain one would compute on to the request's time limit)."""
     if choice in (None, "", CURRENT_CASE):
         lc = load_selected(source, gallery_key, files, slice_index, channel, window, gt_file)
     else:
@@ -34,7 +36,9 @@ def healthy_check(choice, source, gallery_key, files, slice_index, channel, wind
     for item in run_case(lc, mask_from, None, drawn, k, steps, seed, percentile):
         if item["kind"] == "step":
             done, total = step_fraction(item)
-            progress(done / total, desc="inverting" if item["phase"] == "invert" else "sampling")
+            what = "inverting" if item["phase"] == "invert" else "sampling"
+            progress(done / total, desc=what)
+            yield gr.skip(), f"Healthy check: {what}, step {item['index'] + 1}/{item['total']}…"
         elif item["kind"] == "result":
             result = item
     r = result["result"]
@@ -51,4 +55,4 @@ def healthy_check(choice, source, gallery_key, files, slice_index, channel, wind
           f"| Brain flagged as anomalous (anomaly > {s['threshold']:.3g}) | "
           f"**{100 * s['flagged_fraction_of_brain']:.2f} %** |\n\n"
           f"{verdict}")
-    return (grey_rgb(r.image[0]), grey_rgb(r.counterfactual[0])), md
+    yield (grey_rgb(r.image[0]), grey_rgb(r.counterfactual[0])), md
