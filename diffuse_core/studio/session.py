@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections import Counter
 
 from diffuse_core.studio.guard import RunCancelled, RunGuard, RunTimeLimit
@@ -69,6 +70,16 @@ class LiveRuns:
         for g in guards:
             g.cancel()
         return len(guards)
+
+    def wait_idle(self, sid: str | None, timeout_s: float = 5.0) -> bool:
+        """Wait until session ``sid`` has no run computing (at most ``timeout_s``); True when it has none."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            with self._lock:
+                busy = any(g.session == sid for g in self._live.values())
+            if not busy or time.monotonic() >= deadline:
+                return not busy
+            time.sleep(0.02)
 
     def snapshot(self) -> dict:
         """The counters and the number running now, as a plain dict."""

@@ -146,6 +146,9 @@ def render_overlay(state, opacity):
 
 
 def request_stop(request: Optional[gr.Request] = None):
-    """The Stop button: cancel this session's running run (it ends at its next step), and say so."""
-    LIVE_RUNS.stop_session(session_id(request))
+    """The Stop button: cancel this session's running run (it ends at its next step), and say so once it has ended,
+    so that no step update of the run can reach the page after "Stopped." (a session's updates share one stream)."""
+    sid = session_id(request)
+    if LIVE_RUNS.stop_session(sid):
+        LIVE_RUNS.wait_idle(sid)
     return progress_html(0, 1, STOPPED_TEXT)
