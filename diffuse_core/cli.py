@@ -181,6 +181,8 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--saliency-models", default=None, metavar="DIR")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto")
+    p.add_argument("--batch-size", type=_positive_int, default=8,
+                   help="slices per sampler batch (larger is faster on a GPU; the numbers do not depend on it)")
     p.add_argument("--write-cards", action="store_true",
                    help="also measure the classifier and saliency on held-out slices, draw DDPM samples from noise, "
                         "and write these and Dif-fuse's numbers (with its validation threshold) into the model cards")
@@ -212,7 +214,7 @@ def _cmd_evaluate(args) -> int:
         raise UserError(f"unknown method(s) {', '.join(unknown)}: choose from {', '.join(METHODS)}")
     s = EvalSettings(n_val=args.n_val, n_test=args.n_test, seeds=tuple(int(x) for x in args.seeds.split(",")),
                      k=args.k, steps=args.steps, percentile=args.percentile, methods=methods, brats_dir=args.brats,
-                     precision=args.precision, command=command_line())
+                     precision=args.precision, batch_size=args.batch_size, command=command_line())
     if args.quick:
         s.n_val, s.n_test, s.steps, s.seeds = 4, 4, 3, (0,)
         s.sweep_k, s.sweep_percentiles, s.sweep_steps, s.brats_per_case = (250, 500), (90.0,), (2, 3), 1

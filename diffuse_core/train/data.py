@@ -161,3 +161,37 @@ def random_flips(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         x = x.clone()
         x[flip] = x[flip].flip(-1)
     return x
+
+
+def scanner_augment(x: torch.Tensor, generator: torch.Generator, p: float = 0.8) -> torch.Tensor:
+    """What differs between scanners, drawn per image with probability ``p`` (issue: models v2): a gamma change of
+    contrast (0.78..1.28), a smooth multiplicative bias field (a 4 x 4 grid of log-gains, s.d. 0.08, upsampled
+    bilinearly), a Gaussian blur (sigma 0.3..1.0 px, half of them) and Gaussian noise inside the head (s.d. 0..0.03 of
+    the range, half of them). Images (N, C, H, W) in [-1, 1]; air (-1) stays air. Every draw comes from ``generator``.
+    """
+    from torch.nn import functional as F
+
+    n, c, h, w = x.shape
+    on = (torch.rand(n, generator=generator) < p).float().view(n, 1, 1, 1)
+    u = (x.clamp(-1, 1) + 1) / 2                                             # [0, 1], air 0
+    head = (u > 0.02).float()
+    gamma = torch.exp(torch.empty(n, 1, 1, 1).uniform_(-0.25, 0.25, generator=generator))
+    v = u.clamp_min(1e-6) ** gamma
+    field = F.interpolate(torch.randn(n, 1, 4, 4, generator=generator) * 0.08, size=(h, w), mode="bilinear",
+                          align_corners=True)
+    v = v * torch.exp(field)
+    sigma = torch.empty(n).uniform_(0.3, 1.0, generator=generator)
+    blur_on = torch.rand(n, generator=generator) < 0.5
+    if blur_on.any():
+        r = torch.arange(-2, 3, dtype=torch.float32)
+        k1 = torch.exp(-(r[None] ** 2) / (2 * sigma[:, None] ** 2))
+        k1 = k1 / k1.sum(1, keepdim=True)                                       # (N, 5)
+        k2 = (k1[:, :, None] * k1[:, None, :]).repeat_interleave(c, 0)[:, None]  # (N*C, 1, 5, 5)
+        blurred = F.conv2d(F.pad(v.reshape(1, n * c, h, w), (2, 2, 2, 2), mode="replicate"), k2,
+                           groups=n * c).reshape(n, c, h, w)
+        v = torch.where(blur_on.view(n, 1, 1, 1), blurred, v)
+    noise_sd = torch.empty(n, 1, 1, 1).uniform_(0, 0.03, generator=generator)
+    noise_sd = noise_sd * (torch.rand(n, 1, 1, 1, generator=generator) < 0.5).float()
+    v = v + head * noise_sd * torch.randn(x.shape, generator=generator)
+    v = (v * head).clamp(0, 1)
+    return on * (v * 2 - 1) + (1 - on) * x

@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 
 from diffuse_core.core.schedule import ScheduleConfig
 from diffuse_core.models.denoiser import KIND, DenoiserConfig, new_denoiser
-from diffuse_core.train.data import random_flips
+from diffuse_core.train.data import random_flips, scanner_augment
 from diffuse_core.train.trainer import Trainer, TrainingRecord, TrainSettings, TrainTask
 
 
@@ -37,6 +37,8 @@ class DDPMTrainConfig:
     seed: int = 0
     checkpoint_every: int = 250
     precision: str = "auto"        # auto | bf16 | fp32
+    augment: bool = False          # scanner augmentation of the healthy slices (train.data.scanner_augment)
+    max_seconds: float | None = None   # a time box (see TrainSettings.max_seconds)
     unet: DenoiserConfig = field(default_factory=DenoiserConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
 
@@ -44,12 +46,13 @@ class DDPMTrainConfig:
         """The trainer's settings: a constant learning rate, the EMA, gradients clipped at norm 1."""
         return TrainSettings(steps=self.steps, batch_size=self.batch_size, lr=self.lr, weight_decay=self.weight_decay,
                              adam_betas=self.adam_betas, lr_schedule="constant", ema_decay=self.ema_decay,
-                             seed=self.seed, checkpoint_every=self.checkpoint_every, precision=self.precision)
+                             seed=self.seed, checkpoint_every=self.checkpoint_every, precision=self.precision,
+                             max_seconds=self.max_seconds)
 
     def to_dict(self) -> dict:
         return {"steps": self.steps, "batch_size": self.batch_size, "lr": self.lr, "adam_betas": list(self.adam_betas),
                 "weight_decay": self.weight_decay, "ema_decay": self.ema_decay, "seed": self.seed,
-                "precision": self.precision, "unet": self.unet.to_dict(), "schedule": self.schedule.to_dict()}
+                "precision": self.precision, "augment": self.augment, "unet": self.unet.to_dict(), "schedule": self.schedule.to_dict()}
 
 
 class TensorPool(Dataset):
@@ -75,6 +78,35 @@ class TensorPool(Dataset):
         return random_flips(x, generator) if self.flip else x
 
 
+class ShardPool(TensorPool):
+    """A :class:`TensorPool` that grows while it trains: it takes in every ``*.npz`` shard (``images`` (N, C, H, W)
+    float16) that appears in ``folder``, looking again every ``every`` batches. Shards are written whole and renamed
+    into place by their producer, so a shard is never read half-written."""
+
+    def __init__(self, folder: str | Path, flip: bool = True, every: int = 100):
+        self.folder, self.every, self._seen, self._draws = Path(folder), every, set(), 0
+        super().__init__(np.zeros((0, 1, 1, 1), np.float16), flip)
+        self.refresh()
+
+    def refresh(self) -> int:
+        """Take in the shards written since the last look; returns the pool's size."""
+        new = sorted(p for p in self.folder.glob("*.npz") if p.name not in self._seen)
+        if new:
+            parts = [] if len(self.images) == 0 else [self.images]
+            for p in new:
+                with np.load(p) as z:
+                    parts.append(torch.from_numpy(z["images"]).to(torch.float16))
+                self._seen.add(p.name)
+            self.images = torch.cat(parts)
+        return len(self.images)
+
+    def sample(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
+        self._draws += 1
+        if self._draws % self.every == 0:
+            self.refresh()
+        return super().sample(batch_size, generator)
+
+
 def _draw_images(data: Dataset, batch_size: int, generator: torch.Generator) -> torch.Tensor:
     if isinstance(data, TensorPool):
         return data.sample(batch_size, generator)
@@ -93,6 +125,8 @@ def ddpm_task(data: Dataset, cfg: DDPMTrainConfig, card: dict | None = None) -> 
     def make_batch(gen: torch.Generator):
         # Ho et al. 2020, Algorithm 1: x0 ~ q(x0), t ~ Uniform({0..T-1}), eps ~ N(0, I)
         x0 = _draw_images(data, cfg.batch_size, gen)
+        if cfg.augment:
+            x0 = scanner_augment(x0, gen)
         t = torch.randint(0, T, (x0.shape[0],), generator=gen)
         eps = torch.randn(x0.shape, generator=gen)
         return x0, t, eps

@@ -61,6 +61,7 @@ class TrainSettings:
     checkpoint_every: int = 250         # steps between checkpoints (and weight exports)
     log_every: int = 10                 # steps between log.csv rows and loss-curve points (plus the first, last)
     precision: str = "auto"             # auto | bf16 | fp32
+    max_seconds: float | None = None    # a time box: stop (and export) once this run has trained this long
 
     def __post_init__(self):
         if self.lr_schedule not in ("constant", "cosine"):
@@ -261,8 +262,9 @@ class Trainer:
             bar = tqdm(total=s.steps, initial=min(self.step, s.steps), desc=f"train {task.kind}", unit="step",
                        dynamic_ncols=True)
         t_start = time.perf_counter() - self.seconds
+        t_box = time.perf_counter() + s.max_seconds if s.max_seconds else math.inf
         try:
-            while self.step < s.steps:
+            while self.step < s.steps and time.perf_counter() < t_box:
                 for g in opt.param_groups:
                     g["lr"] = s.lr_at(self.step)
                 batch = _to(task.make_batch(gen), acc.device)
@@ -276,8 +278,8 @@ class Trainer:
                 if ema is not None:                       # EMA with a warm-up: decay (1 + n) / (10 + n) early on
                     decay = min(s.ema_decay, (1 + self.step) / (10 + self.step))
                     with torch.no_grad():
-                        for pe, pm in zip(ema.parameters(), raw.parameters()):
-                            pe.lerp_(pm.detach(), 1 - decay)
+                        torch._foreach_lerp_(list(ema.parameters()), [p.detach() for p in raw.parameters()],
+                                             1 - decay)
                 value = float(loss.detach())
                 if not math.isfinite(value):
                     raise FloatingPointError(f"{task.kind} training diverged at step {self.step} (loss {value}); "
@@ -296,8 +298,9 @@ class Trainer:
         finally:
             if bar is not None:
                 bar.close()
-        if acc.is_main_process and not (ckpt_path.is_file() and (self.out / "model.safetensors").is_file()):
-            checkpoint()    # nothing left to train (a finished run, or init_from at its step count): still export
+        if acc.is_main_process and (self.step % s.checkpoint_every != 0 and self.step != s.steps
+                                    or not (ckpt_path.is_file() and (self.out / "model.safetensors").is_file())):
+            checkpoint()    # a time box ended it between checkpoints, or nothing was left to train: still export
         raw.eval()
         return self.out
 

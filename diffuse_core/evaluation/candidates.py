@@ -1,0 +1,124 @@
+"""Compare candidate healthy DDPMs on the same slices, to decide which (if any) replaces the shipped one.
+
+For each candidate denoiser (same ACAT models, same slices, Dif-fuse's paper walk at K 500, 50 steps, percentile
+90, seed 0): the anomaly threshold chosen on SynthBrain validation, then Dice on real BraTS FLAIR tumour slices
+(the ``evaluate --brats`` slices) with the ACAT mask and with an oracle mask (the true lesion dilated by 6 px, the
+healthy model's share of the error), and the mean absolute change inside the brain on healthy SynthBrain slices. The
+FLAIR z-score threshold baseline (threshold chosen on the same validation slices) is measured beside them.
+
+``python -m diffuse_core.evaluation.candidates --brats DIR --out pick.json NAME=FOLDER ...``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from diffuse_core.evaluation.protocol import (brats_set, choose_threshold, compute_saliency_maps, identity_change,
+                                              masks_at, run_on_set, scores, synthbrain_set)
+
+ZSCORE_GRID = tuple(np.round(np.arange(0.0, 3.01, 0.1), 2))
+
+
+def zscore_maps(images: np.ndarray, brains: np.ndarray) -> np.ndarray:
+    """The FLAIR threshold baseline's map: each pixel's intensity as a z-score over its slice's brain (0 outside)."""
+    out = np.zeros((len(images),) + images.shape[-2:], np.float32)
+    for i, (x, b) in enumerate(zip(images[:, 0], brains.astype(bool))):
+        v = x[b]
+        out[i][b] = (v - v.mean()) / (v.std() + 1e-6)
+    return out
+
+
+def oracle_masks(lesions: np.ndarray, brains: np.ndarray, radius: int = 6) -> np.ndarray:
+    """The true lesion dilated by ``radius`` pixels, inside the brain."""
+    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    return np.stack([cv2.dilate(l.astype(np.uint8), k) & b.astype(np.uint8) for l, b in zip(lesions, brains)])
+
+
+def compare(candidates: dict[str, Path], brats_dir: str, saliency_dir=None, device="cpu", n_val: int = 16,
+            n_healthy: int = 16, k: int = 500, steps: int = 50, percentile: float = 90.0, batch_size: int = 64,
+            per_case: int = 4, size: int = 128, samples_dir: str | Path | None = None) -> dict:
+    from diffuse_core.models.denoiser import load_denoiser
+    from diffuse_core.saliency.dispatch import load_saliency_models
+
+    root = Path(saliency_dir) if saliency_dir else None
+    sal = load_saliency_models(root / "autoencoder" if root else None, root / "classifier" if root else None, device)
+    val = synthbrain_set("val", n_val, size=size, healthy_fraction=0.25)
+    healthy = synthbrain_set("val", n_healthy, base_seed=1, size=size, healthy_fraction=1.0)
+    brats = brats_set(brats_dir, size=size, per_case=per_case)
+    for data in (val, healthy, brats):
+        compute_saliency_maps(data, sal, sources=("acat",))
+    val_d = val.subset(np.where(val.diseased)[0])
+    m_val = {s: v[val.diseased] for s, v in masks_at(val, percentile).items()}
+    m_healthy, m_brats = masks_at(healthy, percentile), masks_at(brats, percentile)
+    oracle = {"acat": oracle_masks(brats.lesions, brats.brains)}
+    lesion_in_mask = [float((m & l).sum() / max(1, l.sum())) for m, l in zip(m_brats["acat"], brats.lesions)]
+
+    z_val, z_brats = zscore_maps(val_d.images, val_d.brains), zscore_maps(brats.images, brats.brains)
+    z_thr = choose_threshold(z_val, val_d.lesions, grid=ZSCORE_GRID)
+    out = {"slices": {"val_diseased": len(val_d), "healthy": len(healthy), "brats": len(brats)},
+           "settings": {"k": k, "steps": steps, "percentile": percentile, "seed": 0},
+           "acat_mask_share_of_lesion_brats": float(np.mean(lesion_in_mask)),
+           "flair_threshold": {"threshold_from_val": z_thr,
+                               "brats_dice": float(scores(z_brats, brats.lesions, z_thr)[0].mean()),
+                               "brats_dice_at_1.0": float(scores(z_brats, brats.lesions, 1.0)[0].mean())},
+           "candidates": {}}
+    for name, folder in candidates.items():
+        t0 = time.perf_counter()
+        den = load_denoiser(folder, device=device)
+        _, ano_val, _, _ = run_on_set("dif-fuse", den, val_d, m_val, k, steps, 0, batch_size)
+        thr = choose_threshold(ano_val, val_d.lesions)
+        _, ano_b, _, _ = run_on_set("dif-fuse", den, brats, m_brats, k, steps, 0, batch_size)
+        _, ano_o, _, _ = run_on_set("dif-fuse", den, brats, oracle, k, steps, 0, batch_size)
+        cf_h, ano_h, _, _ = run_on_set("dif-fuse", den, healthy, m_healthy, k, steps, 0, batch_size)
+        out["candidates"][name] = {
+            "folder": str(folder), "threshold_from_val": thr,
+            "val_dice": float(scores(ano_val, val_d.lesions, thr)[0].mean()),
+            "brats_dice": float(scores(ano_b, brats.lesions, thr)[0].mean()),
+            "brats_dice_oracle_mask": float(scores(ano_o, brats.lesions, thr)[0].mean()),
+            "healthy_change": identity_change(healthy.images, cf_h, healthy.brains),
+            "healthy_flagged_share": float(np.mean([(a > thr)[b.astype(bool)].mean()
+                                                    for a, b in zip(ano_h, healthy.brains)])),
+            "seconds": round(time.perf_counter() - t0, 1)}
+        if samples_dir is not None:
+            from diffuse_core.evaluation.cards import measure_samples
+
+            q = measure_samples(den, Path(samples_dir) / name, n_reference=48)
+            out["candidates"][name]["samples_from_noise"] = {
+                s: {"grey_background": q[s]["grey_background"], "grainy": q[s]["grainy"]} for s in ("ddpm", "ddim")}
+        print(name, json.dumps(out["candidates"][name]), file=sys.stderr, flush=True)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("candidates", nargs="+", metavar="NAME=FOLDER")
+    p.add_argument("--brats", required=True)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--n-val", type=int, default=16)
+    p.add_argument("--n-healthy", type=int, default=16)
+    p.add_argument("--per-case", type=int, default=4)
+    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--samples", default=None, metavar="DIR", help="also draw 16 samples from noise per candidate")
+    a = p.parse_args(argv)
+    from diffuse_core.models.device import pick_device
+
+    cands = dict(c.split("=", 1) for c in a.candidates)
+    res = compare({k: Path(v) for k, v in cands.items() if Path(v, "config.json").is_file()}, a.brats,
+                  device=pick_device(a.device), n_val=a.n_val, n_healthy=a.n_healthy, batch_size=a.batch_size,
+                  per_case=a.per_case, steps=a.steps, samples_dir=a.samples)
+    a.out.write_text(json.dumps(res, indent=1))
+    print(json.dumps(res, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
