@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -19,6 +20,9 @@ from diffuse_core.core.masks import DEFAULT_PERCENTILE, mask_from_saliency
 SALIENCY_CHOICES = ("acat", "gradcam", "gradient")
 DEFAULT_ANOMALY_THRESHOLD = 0.15  # used only when a model card carries none (intensity units of [-1, 1] images)
 
+
+if TYPE_CHECKING:
+    from diffuse_core.io.full_resolution import FullResolution
 
 @dataclass
 class CaseInput:
@@ -36,6 +40,25 @@ class CaseInput:
     channel_names: tuple[str, ...]
     notes: tuple[str, ...] = ()
     affine: np.ndarray | None = None  # 4x4 canonical RAS affine (mm) of the input slice (NIfTI / BraTS), else None
+    original_image: np.ndarray | None = None   # (C, H0, W0) the slice at the input's size, normalised as ``image``
+    original_brain: np.ndarray | None = None   # (H0, W0) uint8
+    original_truth: np.ndarray | None = None   # (H0, W0) uint8 ground truth at the input's size
+
+    def full_resolution(self, result) -> FullResolution:
+        """``result`` (a pipeline result on the model grid) at the input's size (:mod:`diffuse_core.io.full_resolution`)."""
+        from diffuse_core.io.full_resolution import to_input_grid
+
+        if self.original_image is None or self.geometry is None:
+            return to_input_grid(self.image, self.brain_mask, None, result.counterfactual, result.anomaly,
+                                 result.mask, result.saliency)
+        return to_input_grid(self.original_image, self.original_brain, self.geometry, result.counterfactual,
+                             result.anomaly, result.mask, result.saliency)
+
+    @property
+    def truth_at_input_size(self) -> np.ndarray | None:
+        """The ground truth on the grid :meth:`full_resolution` returns."""
+        return self.original_truth if self.original_image is not None and self.geometry is not None \
+            else self.ground_truth
 
 
 def _is_brats_folder(path: Path) -> bool:
@@ -72,12 +95,13 @@ def prepare_case(source, slice_index: int | None = None, size: int = 128, channe
                 slice_index = case.num_slices // 2
         raw, label, brain = case.slice(slice_index)
         prepared = prepare_slice(raw, size=size, modality="mri", brain_mask=brain)
-        truth = to_model_grid(label, size=size, order=0)[0] if label is not None else None
-        if gt is not None:
-            truth = to_model_grid(load_mask(gt, slice_index=slice_index), size=size, order=0)[0]
+        full_truth = label if gt is None else load_mask(gt, slice_index=slice_index)
+        truth = to_model_grid(full_truth, size=size, order=0)[0] if full_truth is not None else None
         return CaseInput(prepared.image, prepared.brain_mask, None if truth is None else (truth > 0).astype(np.uint8),
                          prepared.geometry, str(path), int(slice_index), case.num_slices, "mri", case.spacing,
-                         tuple(mods), tuple(notes), case.slice_affine(slice_index))
+                         tuple(mods), tuple(notes), case.slice_affine(slice_index), prepared.original_image,
+                         prepared.original_brain_mask,
+                         None if full_truth is None else (np.asarray(full_truth) > 0).astype(np.uint8))
 
     loaded = load_image(source, slice_index=slice_index)
     if loaded.data.shape[0] != channels:
@@ -89,13 +113,14 @@ def prepare_case(source, slice_index: int | None = None, size: int = 128, channe
             raise ValueError(f"the model expects {channels} channels (FLAIR, T1, T1c, T2), the input has "
                              f"{loaded.data.shape[0]}")
     prepared = prepare_slice(loaded, size=size, modality=modality, window=window)
-    truth = None
+    truth = full_truth = None
     if gt is not None:
-        truth = to_model_grid(load_mask(gt, slice_index=loaded.slice_index, like=loaded), size=size, order=0)[0]
-        truth = (truth > 0).astype(np.uint8)
+        full_truth = (np.asarray(load_mask(gt, slice_index=loaded.slice_index, like=loaded)) > 0).astype(np.uint8)
+        truth = (to_model_grid(full_truth, size=size, order=0)[0] > 0).astype(np.uint8)
     return CaseInput(prepared.image, prepared.brain_mask, truth, prepared.geometry, loaded.source,
                      loaded.slice_index, loaded.num_slices, prepared.modality, loaded.spacing,
-                     tuple(loaded.channel_names), tuple(notes), loaded.slice_affine())
+                     tuple(loaded.channel_names), tuple(notes), loaded.slice_affine(), prepared.original_image,
+                     prepared.original_brain_mask, full_truth)
 
 
 def mask_for_case(case: CaseInput, mask_from="acat", percentile: float = DEFAULT_PERCENTILE,
@@ -253,8 +278,6 @@ def run_file(source, out_dir, *, slice_index=None, gt=None, mask_from="acat", k:
     from diffuse_core.io.export import write_result, write_summary
     from diffuse_core.core.metrics import dice, iou
     from diffuse_core.pipeline import run_counterfactual
-    from diffuse_core.io.preprocess import from_model_grid
-
     from diffuse_core.core.schedule import validate_noise_level
 
     if percentile is not None and not 0.0 < float(percentile) < 100.0:
@@ -277,21 +300,24 @@ def run_file(source, out_dir, *, slice_index=None, gt=None, mask_from="acat", k:
                                 steps=steps, seed=seed, variant=variant, precision=precision, saliency=saliency)
     walked = time.perf_counter()
     thr = anomaly_threshold_of(denoiser) if threshold is None else float(threshold)
-    predicted = binarize(result.anomaly, thr)
+    full = case.full_resolution(result)                 # every output at the input's size
+    predicted = binarize(full.anomaly, thr)
+    truth = case.truth_at_input_size
     extra = {
         "input": case.source, "slice": case.slice_index, "num_slices": case.num_slices, "modality": case.modality,
         "channels": list(case.channel_names), "spacing_mm": list(case.spacing), "mask_from": str(mask_from),
         "percentile": percentile,
         "threshold": thr, "anomaly_pixels": int(predicted.sum()),
-        "dice": None if case.ground_truth is None else dice(predicted, case.ground_truth),
-        "iou": None if case.ground_truth is None else iou(predicted, case.ground_truth),
+        "dice": None if truth is None else dice(predicted, truth),
+        "iou": None if truth is None else iou(predicted, truth),
+        "dice_model_grid": None if case.ground_truth is None else dice(binarize(result.anomaly, thr), case.ground_truth),
+        "output_size": list(full.shape), "model_grid": int(denoiser.config.resolution),
         "model": str(model_dir or "assets/ddpm"), "model_steps": (denoiser.card.get("training") or {}).get("steps_done"),
         "notes": list(case.notes),
     }
-    original = from_model_grid(result.counterfactual, case.geometry) if case.geometry is not None else None
     out = Path(out_dir)
-    summary = write_result(result, out, extra=extra, ground_truth=case.ground_truth,
-                           original_counterfactual=original, spacing=case.spacing, affine=case.affine)
+    summary = write_result(result, out, extra=extra, ground_truth=truth, spacing=case.spacing, affine=case.affine,
+                           full=full)
     end = time.perf_counter()
     # the pipeline's own post-processing plus scoring and writing; the file is rewritten with the final split
     timings = {"saliency": saliency_seconds, "inversion": result.timings.get("inversion", 0.0),

@@ -139,3 +139,48 @@ def test_installed_models_lists_kind_folder_and_modality(tmp_path):
     found = installed_models(tmp_path)
     assert [(m.kind, m.folder, m.modality) for m in found] == [("ddpm", tmp_path / "ddpm", "flair"),
                                                                ("autoencoder", tmp_path / "autoencoder", None)]
+
+
+def test_a_time_box_stops_the_run_and_still_exports(tmp_path):
+    """``max_seconds``: a run on a lent GPU ends at its time box with its weights written, between checkpoints."""
+    import json as _json
+
+    from diffuse_core.models.denoiser import DenoiserConfig
+    from diffuse_core.train.ddpm import DDPMTrainConfig, TensorPool, train_ddpm
+
+    cfg = DDPMTrainConfig(steps=10_000, batch_size=2, checkpoint_every=5000, max_seconds=0.5,
+                          unet=DenoiserConfig(channels=1, resolution=16, block_channels=(8, 16),
+                                              attention_levels=(False, True), norm_num_groups=4,
+                                              attention_head_dim=4))
+    out = train_ddpm(tmp_path / "run", TensorPool(np.zeros((4, 1, 16, 16), np.float32)), cfg, progress=False)
+    card = _json.loads((out / "config.json").read_text())["card"]
+    assert 0 < card["training"]["steps_done"] < 10_000
+    assert (out / "model.safetensors").is_file()
+
+
+def test_scanner_augmentation_keeps_air_and_range_and_follows_the_generator():
+    import torch
+
+    from diffuse_core.train.data import scanner_augment
+
+    x = torch.full((6, 1, 32, 32), -1.0)
+    x[:, :, 8:24, 8:24] = 0.2
+    a = scanner_augment(x, torch.Generator().manual_seed(3), p=1.0)
+    b = scanner_augment(x, torch.Generator().manual_seed(3), p=1.0)
+    assert torch.equal(a, b) and a.shape == x.shape
+    assert (a[x == -1] == -1).all() and a.min() >= -1 and a.max() <= 1
+    assert not torch.equal(a, x)
+    assert torch.equal(scanner_augment(x, torch.Generator().manual_seed(3), p=0.0), x)
+
+
+def test_a_shard_pool_takes_in_new_shards(tmp_path):
+    import torch
+
+    from diffuse_core.train.ddpm import ShardPool
+
+    np.savez(tmp_path / "shard_0000.npz", images=np.zeros((3, 1, 8, 8), np.float16))
+    pool = ShardPool(tmp_path, every=1)
+    assert len(pool) == 3
+    np.savez(tmp_path / "shard_0001.npz", images=np.ones((2, 1, 8, 8), np.float16))
+    pool.sample(4, torch.Generator().manual_seed(0))
+    assert len(pool) == 5

@@ -18,6 +18,7 @@ import numpy as np
 from diffuse_core.io.orientation import display_nifti, nifti_gz_bytes
 
 if TYPE_CHECKING:  # the writer reads a result's fields; it does not run the pipeline
+    from diffuse_core.io.full_resolution import FullResolution
     from diffuse_core.pipeline import CounterfactualResult
 
 LESION_OUTLINE_RGB = (60, 220, 60)   # ground truth: green
@@ -48,7 +49,7 @@ def outline(rgb: np.ndarray, mask: np.ndarray, color_rgb: tuple[int, int, int], 
 
 
 def overlay(image2d: np.ndarray, anomaly: np.ndarray, alpha: float = 0.6, mask: np.ndarray | None = None,
-            ground_truth: np.ndarray | None = None, vmax: float | None = None) -> np.ndarray:
+            ground_truth: np.ndarray | None = None, vmax: float | None = None, thickness: int = 1) -> np.ndarray:
     """The slice in grey with the anomaly heat map blended on top (weight ``alpha`` where the map is non-zero),
     the Dif-fuse mask outlined in cyan and the ground truth, if any, in green."""
     grey = np.repeat(to_uint8(image2d)[..., None], 3, axis=2).astype(np.float32)
@@ -56,9 +57,9 @@ def overlay(image2d: np.ndarray, anomaly: np.ndarray, alpha: float = 0.6, mask: 
     weight = alpha * np.clip(np.asarray(anomaly, np.float32) / max(float(vmax or anomaly.max() or 1.0), 1e-8), 0, 1)
     out = (grey * (1 - weight[..., None]) + heat * weight[..., None]).astype(np.uint8)
     if mask is not None:
-        outline(out, mask, MASK_OUTLINE_RGB)
+        outline(out, mask, MASK_OUTLINE_RGB, thickness)
     if ground_truth is not None:
-        outline(out, ground_truth, LESION_OUTLINE_RGB)
+        outline(out, ground_truth, LESION_OUTLINE_RGB, thickness)
     return out
 
 
@@ -83,7 +84,8 @@ def _write_nifti(path: Path, array_chw: np.ndarray, spacing: tuple[float, float]
 
 def write_result(result: CounterfactualResult, out_dir: str | Path, extra: dict | None = None,
                  ground_truth: np.ndarray | None = None, original_counterfactual: np.ndarray | None = None,
-                 spacing: tuple[float, float] = (1.0, 1.0), affine: np.ndarray | None = None) -> dict:
+                 spacing: tuple[float, float] = (1.0, 1.0), affine: np.ndarray | None = None,
+                 full: FullResolution | None = None) -> dict:
     """Write counterfactual.png, saliency.png, mask.png, anomaly.png, overlay.png, counterfactual.nii.gz and
     result.json into ``out_dir``; return the JSON summary.
 
@@ -91,20 +93,32 @@ def write_result(result: CounterfactualResult, out_dir: str | Path, extra: dict 
     the model-grid counterfactual is written. The NIfTI carries ``affine`` (the input's 4x4 canonical slice affine
     in mm, e.g. :meth:`LoadedImage.slice_affine <diffuse_core.io.loaded.LoadedImage.slice_affine>`) when it is at
     the input's size, else the input's ``(row, col)`` pixel ``spacing`` in mm.
+
+    ``full`` (:class:`~diffuse_core.io.full_resolution.FullResolution`) writes every view and the NIfTI at the
+    input's size (``ground_truth`` then on that grid too); without it the views are the model grid's.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    vmax = max(float(result.anomaly.max()), 1e-3)
-    _write_png(out / "counterfactual.png", to_uint8(result.counterfactual[0]))
-    sal = result.saliency if result.saliency is not None else result.mask.astype(np.float32)
-    _write_png(out / "saliency.png", heat_map(sal, brain_mask=result.brain_mask))
-    _write_png(out / "mask.png", (result.mask > 0).astype(np.uint8) * 255)
-    _write_png(out / "anomaly.png", heat_map(result.anomaly, vmax))
-    _write_png(out / "overlay.png", overlay(result.image[0], result.anomaly, mask=result.mask,
-                                            ground_truth=ground_truth, vmax=vmax))
-    nifti = original_counterfactual if original_counterfactual is not None else result.counterfactual
-    _write_nifti(out / "counterfactual.nii.gz", nifti, spacing,
-                 affine if original_counterfactual is not None else None)
+    if full is not None:
+        image, cf, ano, mask, brain = full.image, full.counterfactual, full.anomaly, full.mask, full.brain
+        sal = full.saliency
+        nifti, at_input = full.counterfactual, True
+    else:
+        image, cf, ano, mask, brain = (result.image, result.counterfactual, result.anomaly, result.mask,
+                                       result.brain_mask)
+        sal = result.saliency
+        nifti = original_counterfactual if original_counterfactual is not None else result.counterfactual
+        at_input = original_counterfactual is not None
+    vmax = max(float(ano.max()), 1e-3)
+    thick = max(1, round(max(ano.shape) / 256))           # outlines stay visible on a 512 or 1024 view
+    _write_png(out / "counterfactual.png", to_uint8(cf[0]))
+    sal = sal if sal is not None else mask.astype(np.float32)
+    _write_png(out / "saliency.png", heat_map(sal, brain_mask=brain))
+    _write_png(out / "mask.png", (mask > 0).astype(np.uint8) * 255)
+    _write_png(out / "anomaly.png", heat_map(ano, vmax))
+    _write_png(out / "overlay.png", overlay(image[0], ano, mask=mask, ground_truth=ground_truth, vmax=vmax,
+                                            thickness=thick))
+    _write_nifti(out / "counterfactual.nii.gz", nifti, spacing, affine if at_input else None)
     summary = {**result.summary(), **(extra or {})}
     write_summary(summary, out)
     return summary

@@ -375,6 +375,7 @@ class PreparedSlice:
     intensity_ranges: tuple[tuple[float, float], ...] = ()  # per channel raw values mapped to -1 and +1
     brain_mask_estimated: bool = False
     original_brain_mask: np.ndarray | None = None       # (H0, W0) uint8, the mask at the original resolution
+    original_image: np.ndarray | None = None            # (C, H0, W0) float32: normalised at the original resolution
     channel_names: tuple[str, ...] = ()
     notes: tuple[str, ...] = field(default_factory=tuple)
 
@@ -446,4 +447,6 @@ def prepare_slice(loaded, size: int = 128, modality: str | None = None, brain_ma
     return PreparedSlice(image=np.ascontiguousarray(grid), brain_mask=brain_grid.astype(np.uint8),
                          geometry=geometry, modality=kind, window=win, percentiles=pct, intensity_ranges=ranges,
                          brain_mask_estimated=estimated, original_brain_mask=brain.astype(np.uint8),
+                         original_image=np.where(brain[None].astype(bool), np.clip(normalised, -1.0, 1.0),
+                                                 -1.0).astype(np.float32),
                          channel_names=tuple(loaded.channel_names), notes=tuple(notes))

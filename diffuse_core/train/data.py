@@ -23,7 +23,8 @@ def cache_dir() -> Path:
     return root
 
 
-def _make_one(task: tuple) -> tuple[np.ndarray, int, np.ndarray]:
+def make_one(task: tuple) -> tuple[np.ndarray, int, np.ndarray]:
+    """One SynthBrain slice for a pool: task = (seed, modalities, size, healthy) -> (image f16, label, lesion mask)."""
     from diffuse_core.data.synthbrain import generate_slice
 
     seed, modalities, size, healthy = task
@@ -51,7 +52,7 @@ def synthbrain_pool(n: int, split: str = "train", base_seed: int = 0, size: int 
     tasks = [(s, tuple(modalities), size, healthy) for s in seeds]
     workers = workers or max(1, min(4, os.cpu_count() or 1))
     with ProcessPoolExecutor(workers) as ex:
-        results = list(ex.map(_make_one, tasks, chunksize=64))
+        results = list(ex.map(make_one, tasks, chunksize=64))
     pool = {"images": np.stack([r[0] for r in results]), "labels": np.array([r[1] for r in results], np.int64),
             "masks": np.stack([r[2] for r in results]), "seeds": np.array(seeds, np.int64)}
     tmp = path.with_name(path.stem + f".tmp{os.getpid()}.npz")

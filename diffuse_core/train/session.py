@@ -37,14 +37,14 @@ def _produce_shards(folder: Path, deadline: float, workers: int, size: int, shar
     """Healthy FLAIR SynthBrain slices into ``folder/shard_NNNN.npz`` until ``deadline`` (time.time()); returns the
     number of slices written. Seeds are the train split's, in order, so a session's pool is reproducible."""
     from diffuse_core.data.synthbrain import sample_seed
-    from diffuse_core.train.data import _make_one
+    from diffuse_core.train.data import make_one
 
     folder.mkdir(parents=True, exist_ok=True)
     done, i = 0, start
     with ProcessPoolExecutor(workers) as ex:
         while time.time() < deadline and (max_shards is None or (i - start) // shard < max_shards):
             tasks = [(sample_seed("train", base_seed, j), ("flair",), size, True) for j in range(i, i + shard)]
-            images = np.stack([r[0] for r in ex.map(_make_one, tasks, chunksize=max(1, shard // (4 * workers)))])
+            images = np.stack([r[0] for r in ex.map(make_one, tasks, chunksize=max(1, shard // (4 * workers)))])
             tmp = folder / f".shard_{i // shard:04d}.tmp.npz"
             np.savez(tmp, images=images)
             os.replace(tmp, folder / f"shard_{i // shard:04d}.npz")
@@ -61,6 +61,8 @@ def _worker(name: str, out: Path, seconds: float, tiny: bool, assets: Path) -> N
     from diffuse_core.train.data import synthbrain_card, synthbrain_pool
 
     torch.backends.cudnn.benchmark = True
+    torch.set_num_threads(2)        # the batches are drawn on the CPU; the other cores generate SynthBrain
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     batch = 8 if tiny else 128
     if name in FLAIR_RUNS:
         cfg = DDPMTrainConfig(steps=10**7, batch_size=batch, lr=1e-4, max_seconds=seconds, checkpoint_every=1000,
@@ -84,11 +86,11 @@ def _worker(name: str, out: Path, seconds: float, tiny: bool, assets: Path) -> N
         from diffuse_core.train.saliency import train_autoencoder, train_classifier
 
         n = 64 if tiny else 4000
-        steps_ae, steps_clf = (5, 5) if tiny else (4000, 4000)
+        steps_ae, steps_clf = (5, 5) if tiny else (3000, 3000)
         train_autoencoder(out / name / "autoencoder", steps=steps_ae, batch_size=64 if not tiny else 8,
-                          modalities=("ct",), pool_size=n, progress=False, resume=False)
+                          modalities=("ct",), pool_size=n, progress=False, resume=False, device=device)
         train_classifier(out / name / "classifier", steps=steps_clf, batch_size=64 if not tiny else 8,
-                         modalities=("ct",), pool_size=n, progress=False, resume=False)
+                         modalities=("ct",), pool_size=n, progress=False, resume=False, device=device)
     else:
         raise ValueError(f"unknown run {name!r}")
 
@@ -109,8 +111,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--seconds", type=float, default=240.0, help="training time box of every run")
-    p.add_argument("--runs", default="flair_a,flair_b,ct_ddpm,ct_saliency")
-    p.add_argument("--workers", type=int, default=None, help="SynthBrain generator processes (default: cores - 3)")
+    p.add_argument("--runs", default="flair_a,ct_ddpm,ct_saliency",
+                   help="any of flair_a, flair_b (with scanner augmentation), ct_ddpm, ct_saliency")
+    p.add_argument("--workers", type=int, default=None,
+                   help="SynthBrain generator processes (default: half the cores less one; the trainers need the rest)")
+    p.add_argument("--pool", type=int, default=24000, help="FLAIR slices to generate at most")
     p.add_argument("--tiny", action="store_true", help="small batches and pools: checks the path on a CPU")
     p.add_argument("--assets", type=Path, default=None, help="the shipped models to start from (default: assets/)")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -125,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("DIFFUSE_CACHE", str(a.out / "cache"))
     runs = [r.strip() for r in a.runs.split(",") if r.strip()]
     t0 = time.time()
-    workers = a.workers or max(1, (os.cpu_count() or 4) - 3)
+    workers = a.workers or max(1, (os.cpu_count() or 4) // 2 - 1)
     shard = 32 if a.tiny else 256
     # one shard before the FLAIR trainers start, so that they never see an empty pool
     first = _produce_shards(a.out / "pool_flair", float("inf"), workers, 128, shard, 0, max_shards=1) \
@@ -137,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
                                         "--out", str(a.out), "--seconds", str(a.seconds), "--assets", str(assets)]
                                        + (["--tiny"] if a.tiny else []), stdout=log, stderr=subprocess.STDOUT)
     deadline = time.time() + a.seconds + 15
-    made = first + (_produce_shards(a.out / "pool_flair", deadline, max(1, workers - 2), 128, shard, 0, start=first)
+    made = first + (_produce_shards(a.out / "pool_flair", deadline, workers, 128, shard, 0, start=first,
+                                    max_shards=max(0, a.pool // shard - 1))
                     if any(r in FLAIR_RUNS for r in runs) else 0)
     codes = {name: proc.wait() for name, proc in procs.items()}
     summary = {"seconds_box": a.seconds, "wall_seconds": round(time.time() - t0, 1), "exit_codes": codes,

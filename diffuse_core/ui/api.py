@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from diffuse_core.studio.display import display_result
 from diffuse_core.studio.library import list_library, load_library_case
 from diffuse_core.studio.model_store import MODELS, model_device
 from diffuse_core.studio.runs import run_case
@@ -41,11 +42,11 @@ def api_counterfactual(file, case_key, k, steps, percentile, seed, slice_index, 
             yield frame, f"{item['phase']} {item['index'] + 1}/{item['total']} t={item['timestep']}", None, None, \
                 None, None
         else:
-            r = item["result"]
             summary = result_summary(lc, item)
-            yield (None, "done", grey_rgb(r.counterfactual[0]),
-                   overlay_picture(r.image[0], r.anomaly, DEFAULTS["opacity"], r.mask, lc.case.ground_truth),
-                   mask_picture(r.image[0], r.mask), summary)
+            d = display_result(lc.case, item["result"])     # at the input's own resolution
+            yield (None, "done", grey_rgb(d.counterfactual[0], d.panel_size),
+                   overlay_picture(d.image[0], d.anomaly, DEFAULTS["opacity"], d.mask, d.truth, d.vmax, d.panel_size),
+                   mask_picture(d.image[0], d.mask, d.panel_size), summary)
 
 
 def api_cases() -> list[dict]:

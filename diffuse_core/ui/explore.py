@@ -8,6 +8,7 @@ from typing import Optional
 
 import gradio as gr
 
+from diffuse_core.studio.display import display_result
 from diffuse_core.studio.library import LoadedCase
 from diffuse_core.studio.model_store import MODELS
 from diffuse_core.studio.runs import result_record, run_case
@@ -92,19 +93,20 @@ def explore_outputs(lc: LoadedCase, item: dict, opacity: float) -> list:
     the run's record plus what the quiz and the overlay need."""
     r = item["result"]
     summary = result_summary(lc, item)
-    truth = lc.case.ground_truth
+    d = display_result(lc.case, r)              # the panels at the input's own resolution
+    size, thick = d.panel_size, max(1, d.panel_size // 256)
     state = {**result_record(lc, item, summary), "key": lc.key, "saliency": r.saliency,
-             "threshold": item["threshold"]}
-    before = with_outlines(grey_rgb(r.image[0]), truth=truth)
-    after = with_outlines(grey_rgb(r.counterfactual[0]), truth=truth)
+             "threshold": item["threshold"], "display": d}
+    before = with_outlines(grey_rgb(d.image[0], size), truth=d.truth, thickness=thick)
+    after = with_outlines(grey_rgb(d.counterfactual[0], size), truth=d.truth, thickness=thick)
     values = {
         "live_noisy": gr.skip(), "live_clean": with_outlines(grey_rgb(r.counterfactual[0]), r.mask),
         "progress": progress_html(1, 1, f"Done in {r.seconds:.1f} s ({r.network_calls} network calls)."),
-        "out_input": with_outlines(grey_rgb(r.image[0]), r.mask, truth),
-        "out_saliency": saliency_picture(r.saliency if r.saliency is not None else r.mask, r.brain_mask),
-        "out_mask": mask_picture(r.image[0], r.mask),
-        "out_cf": with_outlines(grey_rgb(r.counterfactual[0]), r.mask),
-        "out_overlay": overlay_picture(r.image[0], r.anomaly, opacity, r.mask, truth, state["vmax"]),
+        "out_input": with_outlines(grey_rgb(d.image[0], size), d.mask, d.truth, thick),
+        "out_saliency": saliency_picture(d.saliency if d.saliency is not None else d.mask, d.brain, size),
+        "out_mask": mask_picture(d.image[0], d.mask, size),
+        "out_cf": with_outlines(grey_rgb(d.counterfactual[0], size), d.mask, thickness=thick),
+        "out_overlay": overlay_picture(d.image[0], d.anomaly, opacity, d.mask, d.truth, d.vmax, size),
         "out_slider": (before, after), "out_metrics": metrics_markdown(lc, summary),
         "out_chart": change_chart(item["changes"]), "out_summary": summary, "run_state": state,
     }
@@ -142,6 +144,9 @@ def render_overlay(state, opacity):
     """Opacity slider moved: redraw the overlay from the last run (no model call)."""
     if not state:
         return gr.skip()
+    d = state.get("display")
+    if d is not None:
+        return overlay_picture(d.image[0], d.anomaly, opacity, d.mask, d.truth, d.vmax, d.panel_size)
     return overlay_picture(state["image"][0], state["anomaly"], opacity, state["mask"], state["truth"], state["vmax"])
 
 

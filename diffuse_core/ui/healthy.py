@@ -6,6 +6,7 @@ import html
 
 import gradio as gr
 
+from diffuse_core.studio.display import display_result
 from diffuse_core.studio.library import load_library_case
 from diffuse_core.studio.model_store import MODELS
 from diffuse_core.studio.runs import run_case
@@ -55,4 +56,5 @@ def healthy_check(choice, source, gallery_key, files, slice_index, channel, wind
           f"| Brain flagged as anomalous (anomaly > {s['threshold']:.3g}) | "
           f"**{100 * s['flagged_fraction_of_brain']:.2f} %** |\n\n"
           f"{verdict}")
-    yield (grey_rgb(r.image[0]), grey_rgb(r.counterfactual[0])), md
+    d = display_result(lc.case, r)                  # at the input's own resolution
+    yield (grey_rgb(d.image[0], d.panel_size), grey_rgb(d.counterfactual[0], d.panel_size)), md

@@ -58,27 +58,29 @@ def tint_mask(rgb: np.ndarray, mask) -> np.ndarray:
     return out.astype(np.uint8)
 
 
-def mask_picture(image2d, mask) -> np.ndarray:
-    """The slice with the mask tinted and outlined in cyan."""
-    return with_outlines(tint_mask(grey_rgb(image2d), mask), mask)
+def mask_picture(image2d, mask, size: int | None = None) -> np.ndarray:
+    """The slice with the mask tinted and outlined in cyan (at ``size``, default the display size)."""
+    rgb = grey_rgb(image2d, size)
+    return with_outlines(tint_mask(rgb, mask), mask, thickness=max(1, rgb.shape[0] // 256))
 
 
-def saliency_picture(saliency, brain) -> np.ndarray:
+def saliency_picture(saliency, brain, size: int | None = None) -> np.ndarray:
     """The saliency map as a heat map inside the brain."""
-    return resize(heat_map(np.asarray(saliency, np.float32), brain_mask=brain), DEFAULTS["display_size"],
+    return resize(heat_map(np.asarray(saliency, np.float32), brain_mask=brain), size or DEFAULTS["display_size"],
                   cv2.INTER_LINEAR)
 
 
-def overlay_picture(image2d, anomaly, opacity: float, mask=None, truth=None, vmax: float | None = None) -> np.ndarray:
+def overlay_picture(image2d, anomaly, opacity: float, mask=None, truth=None, vmax: float | None = None,
+                    size: int | None = None) -> np.ndarray:
     """The slice in grey with the anomaly heat map on top at ``opacity`` (0..1), mask cyan, ground truth green."""
-    size = DEFAULTS["display_size"]
+    size = size or DEFAULTS["display_size"]
     a = np.asarray(anomaly, np.float32)
     top = max(float(vmax if vmax is not None else a.max()), 1e-3)
-    grey = grey_rgb(image2d).astype(np.float32)
+    grey = grey_rgb(image2d, size).astype(np.float32)
     heat = resize(heat_map(a, top), size, cv2.INTER_LINEAR).astype(np.float32)
     weight = float(np.clip(opacity, 0, 1)) * np.clip(resize(a, size, cv2.INTER_LINEAR) / top, 0, 1)[..., None]
     out = (grey * (1 - weight) + heat * weight).astype(np.uint8)
-    return with_outlines(out, mask, truth)
+    return with_outlines(out, mask, truth, max(1, size // 256))
 
 
 def thumbnail(image_chw, truth=None, size: int = THUMBNAIL_SIZE) -> np.ndarray:
