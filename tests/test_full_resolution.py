@@ -83,3 +83,24 @@ def test_run_writes_every_view_at_the_input_size_and_scores_there(tmp_path):
     cf = np.asarray(Image.open(out / "counterfactual.png"), np.float32)
     ref = np.asarray(Image.open(tmp_path / "slice.png"), np.float32)
     assert cf.shape == ref.shape
+
+
+def test_a_saved_teaching_case_keeps_the_input_size_and_its_own_pixels(tmp_path):
+    from diffuse_core.data import curation
+
+    img, brain = _slice()
+    p = prepare_slice(img, size=64, modality="mri", brain_mask=brain)
+    mask = np.zeros((64, 64), np.uint8)
+    mask[24:34, 22:32] = 1
+    cf = p.image.copy()
+    full = to_input_grid(p.original_image, p.original_brain_mask, p.geometry, cf, np.zeros((64, 64), np.float32), mask)
+    case = curation.CuratedCase(case_id="c1", image=p.image, counterfactual=cf, anomaly=np.zeros((64, 64), np.float32),
+                                mask=mask, settings={"k": 100, "steps": 2}, geometry=p.geometry, brain_mask=p.brain_mask,
+                                full=full)
+    curation.save_case("set1", case, tmp_path)
+    folder = next(tmp_path.rglob("c1"))
+    original = np.asarray(Image.open(folder / "original.png"))
+    assert original.shape == (300, 240)
+    expected = np.clip((p.original_image[0] + 1) * 127.5, 0, 255).round().astype(np.uint8)
+    assert np.array_equal(original, expected)                    # the input's own pixels, not an upsampled thumbnail
+    assert np.asarray(Image.open(folder / "counterfactual.png")).shape == (300, 240)

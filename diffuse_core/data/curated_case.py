@@ -55,6 +55,8 @@ class CuratedCase:
     source: str = ""
     slice_index: int = 0
     extras: dict = field(default_factory=dict)
+    full: object | None = None              # io.full_resolution.FullResolution: the files at the input's size
+    full_ground_truth: np.ndarray | None = None   # (H0, W0) ground truth on that grid
 
 
 def write_png(path: Path, array: np.ndarray) -> None:
@@ -87,16 +89,20 @@ def write_case_files(folder: Path, case: CuratedCase) -> dict[str, str]:
     def back(a, order=1):
         return from_model_grid(a, case.geometry, order=order) if case.geometry is not None else np.asarray(a)
 
-    image = back(np.asarray(case.image, np.float32)).astype(np.float32)
-    counterfactual = back(np.asarray(case.counterfactual, np.float32)).astype(np.float32)
-    anomaly = np.clip(back(np.asarray(case.anomaly, np.float32)), 0, None).astype(np.float32)
-    mask = back(np.asarray(case.mask, np.uint8), order=0).astype(np.uint8)
+    if case.full is not None:   # the run at the input's size: its own pixels, the redrawing blended in
+        f = case.full
+        image, counterfactual = np.asarray(f.image, np.float32), np.asarray(f.counterfactual, np.float32)
+        anomaly, mask = np.asarray(f.anomaly, np.float32), np.asarray(f.mask, np.uint8)
+        truth = case.full_ground_truth
+    else:
+        image = back(np.asarray(case.image, np.float32)).astype(np.float32)
+        counterfactual = back(np.asarray(case.counterfactual, np.float32)).astype(np.float32)
+        anomaly = np.clip(back(np.asarray(case.anomaly, np.float32)), 0, None).astype(np.float32)
+        mask = back(np.asarray(case.mask, np.uint8), order=0).astype(np.uint8)
+        truth = None if case.ground_truth is None else back(np.asarray(case.ground_truth, np.uint8), order=0)
     vmax = max(float(np.asarray(case.anomaly).max()), 1e-3)
     files: dict[str, str] = {}
-    if case.ground_truth is not None:
-        gt = (back(np.asarray(case.ground_truth, np.uint8), order=0) > 0).astype(np.uint8)
-    else:
-        gt = np.zeros_like(mask)
+    gt = (np.asarray(truth) > 0).astype(np.uint8) if truth is not None else np.zeros_like(mask)
     views = {"original": to_uint8(image[0]), "counterfactual": to_uint8(counterfactual[0]),
              "anomaly": heat_map(anomaly, vmax), "mask": (mask > 0).astype(np.uint8) * 255, "ground_truth": gt * 255}
     volumes = {"original": image, "counterfactual": counterfactual, "anomaly": anomaly, "mask": mask,

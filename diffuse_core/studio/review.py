@@ -76,7 +76,7 @@ def save_accepted(items: list, set_name: str) -> tuple[str, list[str], Path, int
             spacing=r["spacing"], ground_truth=r.get("truth"), brain_mask=r["brain"], modality=r["modality"],
             lesion_type=r.get("lesion_type") or "", location=r.get("location") or "",
             difficulty=r.get("difficulty") or "", healthy=bool(r.get("healthy")), source=str(r["source"]),
-            slice_index=int(r["slice"]))
+            slice_index=int(r["slice"]), full=r.get("full"), full_ground_truth=r.get("full_truth"))
         try:
             curation.save_case(set_name, case, root)
         except curation.CaseExistsError:  # someone saved that id a moment ago: take the next free one

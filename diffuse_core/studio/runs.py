@@ -30,7 +30,7 @@ from diffuse_core.studio.uploads import upload_paths
 # what a finished run keeps for review and saving (Curate), taken from the Explore run's state too
 RECORD_FIELDS = ("image", "counterfactual", "anomaly", "mask", "brain", "truth", "vmax", "geometry", "spacing",
                  "modality", "healthy", "lesion_type", "location", "difficulty", "source", "slice", "settings",
-                 "model_version", "summary", "title", "origin")
+                 "model_version", "summary", "title", "origin", "full", "full_truth")
 
 
 @dataclass
@@ -171,4 +171,4 @@ def result_record(lc: LoadedCase, item: dict, summary: dict | None = None) -> di
             "difficulty": lc.difficulty, "source": lc.case.source, "slice": lc.case.slice_index,
             "settings": item["settings"], "model_version": item["model_version"],
             "summary": summary if summary is not None else result_summary(lc, item), "title": lc.title,
-            "origin": lc.origin}
+            "origin": lc.origin, "full": lc.case.full_resolution(r), "full_truth": lc.case.truth_at_input_size}
