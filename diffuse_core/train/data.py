@@ -157,7 +157,7 @@ def random_flips(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     A fair augmentation for brain slices only because the left-right asymmetry of normal anatomy is small next to
     what the models have to learn here.
     """
-    flip = torch.rand(x.shape[0], generator=generator) < 0.5
+    flip = (torch.rand(x.shape[0], generator=generator) < 0.5).to(x.device)
     if flip.any():
         x = x.clone()
         x[flip] = x[flip].flip(-1)
@@ -173,26 +173,36 @@ def scanner_augment(x: torch.Tensor, generator: torch.Generator, p: float = 0.8)
     from torch.nn import functional as F
 
     n, c, h, w = x.shape
-    on = (torch.rand(n, generator=generator) < p).float().view(n, 1, 1, 1)
+    dev = generator.device                       # draws where the generator lives (a GPU's for a GPU batch)
+
+    def rand(*shape):
+        return torch.rand(*shape, generator=generator, device=dev).to(x.device)
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=generator, device=dev).to(x.device)
+
+    def uniform(shape, lo, hi):
+        return lo + (hi - lo) * rand(*shape)
+
+    on = (rand(n) < p).float().view(n, 1, 1, 1)
     u = (x.clamp(-1, 1) + 1) / 2                                             # [0, 1], air 0
     head = (u > 0.02).float()
-    gamma = torch.exp(torch.empty(n, 1, 1, 1).uniform_(-0.25, 0.25, generator=generator))
+    gamma = torch.exp(uniform((n, 1, 1, 1), -0.25, 0.25))
     v = u.clamp_min(1e-6) ** gamma
-    field = F.interpolate(torch.randn(n, 1, 4, 4, generator=generator) * 0.08, size=(h, w), mode="bilinear",
-                          align_corners=True)
+    field = F.interpolate(randn(n, 1, 4, 4) * 0.08, size=(h, w), mode="bilinear", align_corners=True)
     v = v * torch.exp(field)
-    sigma = torch.empty(n).uniform_(0.3, 1.0, generator=generator)
-    blur_on = torch.rand(n, generator=generator) < 0.5
+    sigma = uniform((n,), 0.3, 1.0)
+    blur_on = rand(n) < 0.5
     if blur_on.any():
-        r = torch.arange(-2, 3, dtype=torch.float32)
+        r = torch.arange(-2, 3, dtype=torch.float32, device=x.device)
         k1 = torch.exp(-(r[None] ** 2) / (2 * sigma[:, None] ** 2))
         k1 = k1 / k1.sum(1, keepdim=True)                                       # (N, 5)
         k2 = (k1[:, :, None] * k1[:, None, :]).repeat_interleave(c, 0)[:, None]  # (N*C, 1, 5, 5)
         blurred = F.conv2d(F.pad(v.reshape(1, n * c, h, w), (2, 2, 2, 2), mode="replicate"), k2,
                            groups=n * c).reshape(n, c, h, w)
         v = torch.where(blur_on.view(n, 1, 1, 1), blurred, v)
-    noise_sd = torch.empty(n, 1, 1, 1).uniform_(0, 0.03, generator=generator)
-    noise_sd = noise_sd * (torch.rand(n, 1, 1, 1, generator=generator) < 0.5).float()
-    v = v + head * noise_sd * torch.randn(x.shape, generator=generator)
+    noise_sd = uniform((n, 1, 1, 1), 0.0, 0.03)
+    noise_sd = noise_sd * (rand(n, 1, 1, 1) < 0.5).float()
+    v = v + head * noise_sd * randn(*x.shape)
     v = (v * head).clamp(0, 1)
     return on * (v * 2 - 1) + (1 - on) * x

@@ -39,6 +39,9 @@ class DDPMTrainConfig:
     precision: str = "auto"        # auto | bf16 | fp32
     augment: bool = False          # scanner augmentation of the healthy slices (train.data.scanner_augment)
     max_seconds: float | None = None   # a time box (see TrainSettings.max_seconds)
+    batch_device: str | None = None    # "cuda": the pool sits on the GPU and t, eps and the augmentation are drawn
+                                       # there from a GPU generator (seeded from ``seed``), so the CPU does not
+                                       # hold the GPU up; None: every draw from the trainer's CPU generator
     unet: DenoiserConfig = field(default_factory=DenoiserConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
 
@@ -52,7 +55,8 @@ class DDPMTrainConfig:
     def to_dict(self) -> dict:
         return {"steps": self.steps, "batch_size": self.batch_size, "lr": self.lr, "adam_betas": list(self.adam_betas),
                 "weight_decay": self.weight_decay, "ema_decay": self.ema_decay, "seed": self.seed,
-                "precision": self.precision, "augment": self.augment, "unet": self.unet.to_dict(), "schedule": self.schedule.to_dict()}
+                "precision": self.precision, "augment": self.augment, "batch_device": self.batch_device,
+                "unet": self.unet.to_dict(), "schedule": self.schedule.to_dict()}
 
 
 class TensorPool(Dataset):
@@ -74,7 +78,7 @@ class TensorPool(Dataset):
     def sample(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
         """``batch_size`` images drawn uniformly with replacement, flipped at random: (B, C, H, W) float32."""
         idx = torch.randint(0, len(self.images), (batch_size,), generator=generator)
-        x = self.images[idx].float()
+        x = self.images[idx.to(self.images.device)].float()
         return random_flips(x, generator) if self.flip else x
 
 
@@ -95,7 +99,7 @@ class ShardPool(TensorPool):
             parts = [] if len(self.images) == 0 else [self.images]
             for p in new:
                 with np.load(p) as z:
-                    parts.append(torch.from_numpy(z["images"]).to(torch.float16))
+                    parts.append(torch.from_numpy(z["images"]).to(torch.float16).to(self.images.device))
                 self._seen.add(p.name)
             self.images = torch.cat(parts)
         return len(self.images)
@@ -121,14 +125,22 @@ def ddpm_task(data: Dataset, cfg: DDPMTrainConfig, card: dict | None = None) -> 
     denoiser = new_denoiser(cfg.unet, cfg.schedule, seed=cfg.seed)
     alphas_cumprod = denoiser.schedule.alphas_cumprod.float()
     T = denoiser.schedule.num_train_timesteps
+    dev_gen = None
+    if cfg.batch_device is not None:
+        dev_gen = torch.Generator(device=cfg.batch_device).manual_seed(cfg.seed)
+        if isinstance(data, TensorPool):
+            data.images = data.images.to(cfg.batch_device)
 
     def make_batch(gen: torch.Generator):
         # Ho et al. 2020, Algorithm 1: x0 ~ q(x0), t ~ Uniform({0..T-1}), eps ~ N(0, I)
         x0 = _draw_images(data, cfg.batch_size, gen)
+        g = gen if dev_gen is None else dev_gen
+        if dev_gen is not None:
+            x0 = x0.to(cfg.batch_device, non_blocking=True)
         if cfg.augment:
-            x0 = scanner_augment(x0, gen)
-        t = torch.randint(0, T, (x0.shape[0],), generator=gen)
-        eps = torch.randn(x0.shape, generator=gen)
+            x0 = scanner_augment(x0, g)
+        t = torch.randint(0, T, (x0.shape[0],), generator=g, device=g.device)
+        eps = torch.randn(x0.shape, generator=g, device=g.device)
         return x0, t, eps
 
     def loss(unet, batch) -> torch.Tensor:
