@@ -207,27 +207,35 @@ def case_from_normalized(image, ground_truth=None, size: int = 128, channels: in
                      spacing=check_spacing(spacing), channel_names=("image",))
 
 
-def saliency_model_dirs(saliency_dir=None) -> tuple[Path, Path]:
+def saliency_model_dirs(saliency_dir=None, modality: str | None = None) -> tuple[Path, Path]:
     """(autoencoder, classifier) folders: ``saliency_dir/autoencoder`` and ``saliency_dir/classifier`` when given,
-    else the shipped assets (:func:`diffuse_core.models.registry.default_model_dir`)."""
-    from diffuse_core.models.registry import default_model_dir
+    else the shipped assets for ``modality`` (:func:`diffuse_core.models.registry.model_dir_for`: the CT models for
+    CT where installed, else the MRI ones)."""
+    from diffuse_core.models.registry import model_dir_for
 
     if saliency_dir:
         return Path(saliency_dir) / "autoencoder", Path(saliency_dir) / "classifier"
-    return default_model_dir("autoencoder"), default_model_dir("classifier")
+    ae, clf = model_dir_for("autoencoder", modality), model_dir_for("classifier", modality)
+    if ae.parent != clf.parent:          # ACAT needs a matched pair: both of the modality or neither
+        from diffuse_core.models.registry import default_model_dir
+
+        ae, clf = default_model_dir("autoencoder"), default_model_dir("classifier")
+    return ae, clf
 
 
-def load_default_models(model_dir=None, saliency_dir=None, device="cpu", need_saliency: bool = True):
-    """The denoiser and (optionally) the ACAT models, from the shipped assets unless folders are given."""
-    from diffuse_core.models.registry import default_model_dir
+def load_default_models(model_dir=None, saliency_dir=None, device="cpu", need_saliency: bool = True,
+                        modality: str | None = None):
+    """The denoiser and (optionally) the ACAT models, from the shipped assets for ``modality`` (the CT models for
+    "ct" where installed, else the MRI ones) unless folders are given."""
     from diffuse_core.models.denoiser import load_denoiser
+    from diffuse_core.models.registry import model_dir_for
 
-    denoiser = load_denoiser(model_dir or default_model_dir("ddpm"), device=device)
+    denoiser = load_denoiser(model_dir or model_dir_for("ddpm", modality), device=device)
     saliency_models = None
     if need_saliency:
         from diffuse_core.saliency.dispatch import load_saliency_models
 
-        ae, clf = saliency_model_dirs(saliency_dir)
+        ae, clf = saliency_model_dirs(saliency_dir, modality)
         saliency_models = load_saliency_models(ae, clf, device)
     return denoiser, saliency_models
 
@@ -286,6 +294,7 @@ def run_file(source, out_dir, *, slice_index=None, gt=None, mask_from="acat", k:
     dev = pick_device(device)
     need_saliency = isinstance(mask_from, str) and mask_from in SALIENCY_CHOICES
     denoiser, sal_models = load_default_models(model_dir, saliency_dir, dev, need_saliency)
+    given = {"k": k, "percentile": percentile, "steps": steps}
     chosen = default_settings(denoiser)
     k = chosen["k"] if k is None else k
     percentile = chosen["percentile"] if percentile is None else percentile
@@ -293,6 +302,22 @@ def run_file(source, out_dir, *, slice_index=None, gt=None, mask_from="acat", k:
     validate_noise_level(k, steps, denoiser.schedule.num_train_timesteps)
     case = prepare_case(source, slice_index, size=denoiser.config.resolution, channels=denoiser.config.channels,
                         gt=gt, window=window)
+    from diffuse_core.models.registry import model_dir_for
+
+    used_model = str(model_dir) if model_dir else "assets/ddpm"
+    if case.modality == "ct" and (model_dir is None or saliency_dir is None):
+        if model_dir_for("ddpm", "ct") != model_dir_for("ddpm", None):   # a CT model is installed: use it for CT
+            denoiser, sal_models = load_default_models(model_dir, saliency_dir, dev, need_saliency, modality="ct")
+            used_model = str(model_dir) if model_dir else "assets/ct/ddpm"
+            chosen = default_settings(denoiser)                             # the CT card's defaults
+            k, percentile, steps = (chosen[n] if given[n] is None else given[n] for n in ("k", "percentile", "steps"))
+            validate_noise_level(k, steps, denoiser.schedule.num_train_timesteps)
+            if (denoiser.config.resolution, denoiser.config.channels) != case.image.shape[-1:] + case.image.shape[:1]:
+                case = prepare_case(source, slice_index, size=denoiser.config.resolution,
+                                    channels=denoiser.config.channels, gt=gt, window=window)
+        elif model_dir is None:
+            case.notes = tuple(case.notes) + ("CT input, but no CT model is installed (assets/ct/ddpm): the MRI "
+                                              "(FLAIR) model ran out of domain; read the counterfactual with caution",)
     start = time.perf_counter()
     mask, saliency = mask_for_case(case, mask_from, percentile, sal_models, dev, seed)
     saliency_seconds = time.perf_counter() - start
@@ -312,7 +337,7 @@ def run_file(source, out_dir, *, slice_index=None, gt=None, mask_from="acat", k:
         "iou": None if truth is None else iou(predicted, truth),
         "dice_model_grid": None if case.ground_truth is None else dice(binarize(result.anomaly, thr), case.ground_truth),
         "output_size": list(full.shape), "model_grid": int(denoiser.config.resolution),
-        "model": str(model_dir or "assets/ddpm"), "model_steps": (denoiser.card.get("training") or {}).get("steps_done"),
+        "model": used_model, "model_steps": (denoiser.card.get("training") or {}).get("steps_done"),
         "notes": list(case.notes),
     }
     out = Path(out_dir)

@@ -1,7 +1,9 @@
-"""Where the shipped weights live: ``assets/{ddpm,autoencoder,classifier}`` beside the package.
+"""Where the shipped weights live: ``assets/{ddpm,autoencoder,classifier}`` beside the package (the MRI/FLAIR
+models) and ``assets/ct/{ddpm,autoencoder,classifier}`` (the CT models, where installed).
 
 ``DIFFUSE_ASSETS`` overrides the folder (e.g. a Space that mounts weights elsewhere). :func:`installed_models` lists
-what is there, with the modality each model was trained on.
+what is there, with the modality each model was trained on; :func:`model_dir_for` picks the folder for a case's
+modality (CT models for CT where they are installed, else the MRI ones).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 MODEL_KINDS = ("ddpm", "autoencoder", "classifier")
+MODALITY_SUBFOLDERS = {"mri": "", "ct": "ct"}     # a case's modality -> its models' folder under the assets
 
 
 def assets_root() -> Path:
@@ -18,11 +21,28 @@ def assets_root() -> Path:
     return Path(env) if env else Path(__file__).resolve().parents[2] / "assets"
 
 
-def default_model_dir(kind: str) -> Path:
-    """The folder of the shipped model of ``kind`` (one of :data:`MODEL_KINDS`)."""
+def default_model_dir(kind: str, modality: str = "mri") -> Path:
+    """The folder of the shipped model of ``kind`` (one of :data:`MODEL_KINDS`) for ``modality`` ("mri" or "ct")."""
     if kind not in MODEL_KINDS:
         raise ValueError(f"unknown model kind {kind!r}: choose one of {', '.join(MODEL_KINDS)}")
-    return assets_root() / kind
+    if modality not in MODALITY_SUBFOLDERS:
+        raise ValueError(f"unknown modality {modality!r}: choose one of {', '.join(MODALITY_SUBFOLDERS)}")
+    sub = MODALITY_SUBFOLDERS[modality]
+    return assets_root() / sub / kind if sub else assets_root() / kind
+
+
+def is_installed(folder: str | Path) -> bool:
+    """Whether ``folder`` holds a model (``config.json`` and ``model.safetensors``)."""
+    folder = Path(folder)
+    return (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
+
+
+def model_dir_for(kind: str, modality: str | None) -> Path:
+    """The folder to use for a case of ``modality``: the CT model of ``kind`` for CT where it is installed, else the
+    MRI one (which a CT case then runs out of domain; callers say so)."""
+    if modality == "ct" and is_installed(default_model_dir(kind, "ct")):
+        return default_model_dir(kind, "ct")
+    return default_model_dir(kind)
 
 
 @dataclass(frozen=True)
@@ -41,15 +61,16 @@ class InstalledModel:
 
 
 def installed_models(root: str | Path | None = None) -> list[InstalledModel]:
-    """The models installed under ``root`` (default :func:`assets_root`): each ``root/<kind>`` folder holding a
-    readable ``config.json`` of that kind and ``model.safetensors``, in :data:`MODEL_KINDS` order. Folders that are
+    """The models installed under ``root`` (default :func:`assets_root`): each ``root/<kind>`` (MRI) and
+    ``root/ct/<kind>`` folder holding a readable ``config.json`` of that kind and ``model.safetensors``, in
+    :data:`MODEL_KINDS` order, the MRI models first. Folders that are
     missing or broken are left out (loading one says why)."""
     from diffuse_core.models.checkpoint import WEIGHTS_NAME, read_config
 
     root = Path(root) if root is not None else assets_root()
     found = []
-    for kind in MODEL_KINDS:
-        folder = root / kind
+    for kind, folder in [(k, root / sub / k if sub else root / k) for sub in MODALITY_SUBFOLDERS.values()
+                         for k in MODEL_KINDS]:
         try:
             meta = read_config(folder, kind)
         except (FileNotFoundError, ValueError):

@@ -57,22 +57,25 @@ class ModelStore:
         self._cache: dict = {}
 
     @staticmethod
-    def ddpm_dir() -> Path:
-        from diffuse_core.models.registry import default_model_dir
+    def ddpm_dir(modality: str | None = None) -> Path:
+        """``$DIFFUSE_MODEL_DIR``, else the installed denoiser for a case of ``modality`` (the CT model for "ct"
+        where one is installed, else the MRI one)."""
+        from diffuse_core.models.registry import model_dir_for
 
         override = os.environ.get("DIFFUSE_MODEL_DIR")
-        return Path(override) if override else default_model_dir("ddpm")
+        return Path(override) if override else model_dir_for("ddpm", modality)
 
     @staticmethod
-    def saliency_dirs() -> tuple[Path, Path]:
+    def saliency_dirs(modality: str | None = None) -> tuple[Path, Path]:
         from diffuse_core.cases import saliency_model_dirs
 
-        return saliency_model_dirs(os.environ.get("DIFFUSE_SALIENCY_DIR"))
+        return saliency_model_dirs(os.environ.get("DIFFUSE_SALIENCY_DIR"), modality)
 
-    def ddpm_info(self) -> dict:
+    def ddpm_info(self, modality: str | None = None) -> dict:
         """{"available", "folder", "resolution", "channels", "steps_done", "modalities", "recommended"} or, when
-        unavailable, "reason" saying what to do; reads the card, never the weights."""
-        folder = self.ddpm_dir()
+        unavailable, "reason" saying what to do; reads the card, never the weights. ``modality``: the case's (the
+        CT model for "ct" where installed)."""
+        folder = self.ddpm_dir(modality)
         info = {"available": False, "folder": str(folder), "resolution": 128, "channels": 1, "steps_done": None}
         if _stamp(folder) is None:
             info["reason"] = (f"the healthy diffusion model is not installed (no config.json + model.safetensors in "
@@ -94,9 +97,9 @@ class ModelStore:
         info["available"] = True
         return info
 
-    def acat_info(self) -> dict:
+    def acat_info(self, modality: str | None = None) -> dict:
         """{"available", "folders"} and, when unavailable, "reason"."""
-        ae, clf = self.saliency_dirs()
+        ae, clf = self.saliency_dirs(modality)
         missing = [str(p) for p in (ae, clf) if _stamp(p) is None]
         if missing:
             return {"available": False, "folders": [str(ae), str(clf)],
@@ -123,19 +126,21 @@ class ModelStore:
         return info["resolution"], info["channels"]
 
     def out_of_domain(self, modality: str) -> list[str]:
-        """The modalities the denoiser was trained on when ``modality`` is a known one outside them, else []."""
-        trained_on = self.ddpm_info().get("modalities") or []
+        """The modalities the denoiser a case of ``modality`` runs through was trained on, when ``modality`` is a
+        known one outside them, else []."""
+        trained_on = self.ddpm_info("ct" if str(modality or "").lower() == "ct" else None).get("modalities") or []
         modality = str(modality or "").lower()
         return list(trained_on) if trained_on and modality in MODALITY_NAMES and modality not in trained_on else []
 
-    def denoiser(self, device):
-        """The denoiser on ``device`` (cached until its weights change), its card holding ``_version``."""
+    def denoiser(self, device, modality: str | None = None):
+        """The denoiser for a case of ``modality`` on ``device`` (cached until its weights change), its card holding
+        ``_version``."""
         from diffuse_core.cases import load_default_models
 
-        folder = self.ddpm_dir()
+        folder = self.ddpm_dir(modality)
         stamp = _stamp(folder)
         if stamp is None:
-            raise ModelUnavailable(self.ddpm_info()["reason"])
+            raise ModelUnavailable(self.ddpm_info(modality)["reason"])
         key = ("ddpm", str(folder), str(device))
         with self._lock:
             hit = self._cache.get(key)
@@ -150,14 +155,15 @@ class ModelStore:
             self._cache[key] = (stamp, model)
             return model
 
-    def saliency(self, device):
-        """The ACAT models on ``device`` (cached until their weights change), or ModelUnavailable with the reason."""
+    def saliency(self, device, modality: str | None = None):
+        """The ACAT models for a case of ``modality`` on ``device`` (cached until their weights change), or
+        ModelUnavailable with the reason."""
         from diffuse_core.saliency.dispatch import load_saliency_models
 
-        ae, clf = self.saliency_dirs()
+        ae, clf = self.saliency_dirs(modality)
         stamps = (_stamp(ae), _stamp(clf))
         if None in stamps:
-            raise ModelUnavailable(self.acat_info()["reason"])
+            raise ModelUnavailable(self.acat_info(modality)["reason"])
         key = ("acat", str(ae), str(clf), str(device))
         with self._lock:
             hit = self._cache.get(key)

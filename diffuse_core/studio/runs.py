@@ -78,9 +78,10 @@ def dif_fuse_stream(case: CaseInput, choice: MaskChoice, k: int, steps: int, see
     from diffuse_core.pipeline import CounterfactualResult, iter_counterfactual
 
     device = model_device()
-    denoiser = MODELS.denoiser(device)
+    denoiser = MODELS.denoiser(device, case.modality)          # the CT model for CT, where one is installed
     if choice.saliency_method is not None:
-        mask, saliency = mask_for_case(case, choice.saliency_method, percentile, MODELS.saliency(device), device, seed)
+        mask, saliency = mask_for_case(case, choice.saliency_method, percentile,
+                                       MODELS.saliency(device, case.modality), device, seed)
     else:
         mask, saliency = choice.mask, choice.saliency
     mask = np.asarray(mask, np.uint8)

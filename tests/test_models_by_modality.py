@@ -1,0 +1,77 @@
+"""The model is chosen by the case's modality (issue: models v2, item 3): CT input runs through the CT models in
+assets/ct/ where they are installed, MRI through assets/; the registry lists both; without a CT model a CT case runs
+through the MRI model and says so."""
+
+import json
+
+import numpy as np
+import pytest
+
+from diffuse_core.cli import main
+from diffuse_core.models.denoiser import DenoiserConfig, new_denoiser, save_denoiser
+from diffuse_core.models.registry import default_model_dir, installed_models, model_dir_for
+
+TINY = DenoiserConfig(channels=1, resolution=32, block_channels=(16, 32), attention_levels=(False, True),
+                      norm_num_groups=8, attention_head_dim=8)
+
+
+def _model(folder, modality, threshold):
+    save_denoiser(new_denoiser(TINY, seed=0), folder,
+                  card={"anomaly_threshold": threshold, "data": {"modalities": [modality]}})
+
+
+@pytest.fixture()
+def assets(tmp_path, monkeypatch):
+    root = tmp_path / "assets"
+    _model(root / "ddpm", "flair", 0.1)
+    monkeypatch.setenv("DIFFUSE_ASSETS", str(root))
+    return root
+
+
+def _inputs(tmp_path):
+    yy, xx = np.mgrid[:64, :64]
+    head = np.hypot(yy - 32, xx - 32) < 26
+    ct = np.where(head, 35.0, -1000.0).astype(np.float32)          # Hounsfield units: air, brain
+    ct[28:36, 20:28] = 15.0                                          # a hypodense "infarct"
+    mri = np.where(head, 100.0, 0.0).astype(np.float32)
+    mri[28:36, 20:28] = 220.0
+    mask = np.zeros((64, 64), np.uint8)
+    mask[26:38, 18:30] = 1
+    for name, a in (("ct", ct), ("mri", mri), ("mask", mask)):
+        np.save(tmp_path / f"{name}.npy", a)
+
+
+def _run(tmp_path, name):
+    out = tmp_path / f"out_{name}"
+    assert main(["run", str(tmp_path / f"{name}.npy"), "--mask-from", str(tmp_path / "mask.npy"), "--k", "50",
+                 "--steps", "2", "--device", "cpu", "--precision", "fp32", "--out", str(out)]) == 0
+    return json.loads((out / "result.json").read_text())
+
+
+def test_ct_runs_through_the_ct_model_where_one_is_installed(assets, tmp_path):
+    _inputs(tmp_path)
+    r = _run(tmp_path, "ct")
+    assert r["modality"] == "ct" and r["model"] == "assets/ddpm"
+    assert any("no CT model is installed" in n for n in r["notes"])
+    _model(assets / "ct" / "ddpm", "ct", 0.2)
+    assert model_dir_for("ddpm", "ct") == default_model_dir("ddpm", "ct") == assets / "ct" / "ddpm"
+    assert model_dir_for("ddpm", "mri") == assets / "ddpm"
+    assert [(m.kind, m.modality) for m in installed_models()] == [("ddpm", "flair"), ("ddpm", "ct")]
+    r = _run(tmp_path, "ct")
+    assert r["model"] == "assets/ct/ddpm" and r["threshold"] == 0.2            # the CT card's threshold
+    assert not any("no CT model" in n for n in r["notes"])
+    r = _run(tmp_path, "mri")
+    assert r["modality"] == "mri" and r["model"] == "assets/ddpm" and r["threshold"] == 0.1
+
+
+def test_the_app_store_picks_by_modality(assets, monkeypatch):
+    from diffuse_core.studio.model_store import ModelStore
+
+    store = ModelStore()
+    assert store.ddpm_dir("ct") == assets / "ddpm" and store.out_of_domain("ct") == ["flair"]
+    _model(assets / "ct" / "ddpm", "ct", 0.2)
+    assert store.ddpm_dir("ct") == assets / "ct" / "ddpm" and store.ddpm_dir("mri") == assets / "ddpm"
+    assert store.out_of_domain("ct") == [] and store.out_of_domain("flair") == []
+    assert store.denoiser("cpu", "ct").card["anomaly_threshold"] == 0.2
+    monkeypatch.setenv("DIFFUSE_MODEL_DIR", str(assets / "ddpm"))          # an explicit folder always wins
+    assert store.ddpm_dir("ct") == assets / "ddpm"
