@@ -44,7 +44,7 @@ def test_evaluation_measures_the_assembly_the_app_runs(models):
 def test_every_method_runs_and_counts_calls(models):
     den, _ = models
     data = synthbrain_set("val", 2, size=SIZE, healthy_fraction=0.0)
-    masks = {s: data.lesions.copy() for s in ("acat", "gradcam", "gradient")}
+    masks = {s: data.lesions.copy() for s in ("acat", "gradcam", "gradient", "oracle")}
     calls = {}
     for m in METHODS:
         out = run_method(m, den, data.images, data.brains, masks, k=200, steps=4, seed=0, precision="fp32")
@@ -54,6 +54,7 @@ def test_every_method_runs_and_counts_calls(models):
         calls[m] = out.calls_per_slice
     assert calls["dif-fuse"] == 8 and calls["dif-fuse-two-chain"] == 12 and calls["ddpm"] == 4
     assert calls["ddim"] == 8 and calls["mask-at-end"] == 12 and calls["acat"] == 0
+    assert calls["flair-threshold"] == 0 and calls["dif-fuse-oracle"] == 8
     with pytest.raises(ValueError, match="unknown method"):
         run_method("nope", den, data.images, data.brains, masks)
 
@@ -223,3 +224,18 @@ def test_samples_only_writes_both_grids_and_only_that_block_of_the_card(models, 
         raise AssertionError("an unknown sampler must be refused")
     except ValueError as err:
         assert "ddpm" in str(err)
+
+
+def test_the_threshold_baseline_flags_the_brightest_pixels_and_the_oracle_mask_covers_the_lesion():
+    from diffuse_core.evaluation.baselines import oracle_masks, zscore_maps
+
+    brain = np.zeros((1, 32, 32), np.uint8)
+    brain[0, 4:28, 4:28] = 1
+    img = np.where(brain[:, None] > 0, 0.0, -1.0).astype(np.float32)
+    img[0, 0, 10:14, 10:14] = 0.8
+    z = zscore_maps(img, brain)
+    assert z[0, 12, 12] > 3 and abs(z[0, 20, 20]) < 0.5 and z[0, 0, 0] == 0
+    lesion = np.zeros((1, 32, 32), np.uint8)
+    lesion[0, 10:14, 10:14] = 1
+    o = oracle_masks(lesion, brain, radius=3)
+    assert (o[lesion > 0] == 1).all() and o.sum() > lesion.sum() and (o[brain == 0] == 0).all()

@@ -17,29 +17,11 @@ import sys
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 
+from diffuse_core.evaluation.baselines import ZSCORE_GRID, oracle_masks, zscore_maps
 from diffuse_core.evaluation.protocol import (brats_set, choose_threshold, compute_saliency_maps, identity_change,
                                               masks_at, run_on_set, scores, synthbrain_set)
-
-ZSCORE_GRID = tuple(np.round(np.arange(0.0, 3.01, 0.1), 2))
-
-
-def zscore_maps(images: np.ndarray, brains: np.ndarray) -> np.ndarray:
-    """The FLAIR threshold baseline's map: each pixel's intensity as a z-score over its slice's brain (0 outside)."""
-    out = np.zeros((len(images),) + images.shape[-2:], np.float32)
-    for i, (x, b) in enumerate(zip(images[:, 0], brains.astype(bool))):
-        v = x[b]
-        out[i][b] = (v - v.mean()) / (v.std() + 1e-6)
-    return out
-
-
-def oracle_masks(lesions: np.ndarray, brains: np.ndarray, radius: int = 6) -> np.ndarray:
-    """The true lesion dilated by ``radius`` pixels, inside the brain."""
-    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
-    return np.stack([cv2.dilate(l.astype(np.uint8), k) & b.astype(np.uint8) for l, b in zip(lesions, brains)])
-
 
 def compare(candidates: dict[str, Path], brats_dir: str, saliency_dir=None, device="cpu", n_val: int = 16,
             n_healthy: int = 16, k: int = 500, steps: int = 50, percentile: float = 90.0, batch_size: int = 64,

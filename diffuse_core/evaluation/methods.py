@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from diffuse_core.evaluation.baselines import ZSCORE_GRID, zscore_maps
 from diffuse_core.models.denoiser import Denoiser
 from diffuse_core.pipeline import run_batch
 
@@ -25,12 +26,15 @@ class Method:
     walk: str | None
     mask_source: str | None
     label: str
+    threshold_grid: tuple | None = None     # where the validation threshold is sought (None: the protocol's grid)
 
 
 REGISTRY: dict[str, Method] = {m.name: m for m in (
     Method("dif-fuse", "paper", "acat", "Dif-fuse (paper variant, 1 call/step)"),
     Method("dif-fuse-two-chain", "two-chain", "acat", "Dif-fuse (authors' code, 2 chains)"),
     Method("acat", None, "acat", "ACAT saliency alone"),
+    Method("flair-threshold", None, None, "FLAIR threshold (z-score in the brain)", ZSCORE_GRID),
+    Method("dif-fuse-oracle", "paper", "oracle", "Dif-fuse + oracle mask (lesion + 6 px)"),
     Method("ddpm", "ddpm", None, "DDPM (ablation)"),
     Method("ddim-ddpm", "ddim-ddpm", None, "DDIM-DDPM (ablation)"),
     Method("ddpm-ddim", "ddpm-ddim", None, "DDPM-DDIM (ablation)"),
@@ -43,6 +47,7 @@ REGISTRY: dict[str, Method] = {m.name: m for m in (
 )}
 METHODS = tuple(REGISTRY)
 MASK_SOURCE = {name: m.mask_source for name, m in REGISTRY.items() if m.mask_source is not None}
+SALIENCY_SOURCES = ("acat", "gradcam", "gradient")      # mask sources computed from a saliency map; "oracle" is not
 
 
 @dataclass
@@ -62,6 +67,8 @@ def run_method(name: str, denoiser: Denoiser, images: np.ndarray, brains: np.nda
     if name not in REGISTRY:
         raise ValueError(f"unknown method {name!r}: choose from {', '.join(METHODS)}")
     method = REGISTRY[name]
+    if name == "flair-threshold":           # no model: the brightest pixels of the brain
+        return MethodOutput(images.copy(), zscore_maps(images, brains), 0.0, 0.0)
     mask = masks[method.mask_source] if method.mask_source else None
     if method.walk is None:
         return MethodOutput(images.copy(), mask.astype(np.float32) * brains, 0.0, 0.0)

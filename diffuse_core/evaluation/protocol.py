@@ -112,9 +112,14 @@ def compute_saliency_maps(data: EvalSet, models, sources=("acat", "gradcam", "gr
 
 
 def masks_at(data: EvalSet, percentile: float) -> dict[str, np.ndarray]:
-    """Binary masks from each saliency source at a percentile (inside the brain)."""
-    return {src: np.stack([mask_from_saliency(s[i], data.brains[i], percentile) for i in range(len(data))])
-            for src, s in data.saliency.items()}
+    """Binary masks from each saliency source at a percentile (inside the brain), and the oracle mask (the true
+    lesion dilated, :func:`~diffuse_core.evaluation.baselines.oracle_masks`)."""
+    from diffuse_core.evaluation.baselines import oracle_masks
+
+    out = {src: np.stack([mask_from_saliency(s[i], data.brains[i], percentile) for i in range(len(data))])
+           for src, s in data.saliency.items()}
+    out["oracle"] = oracle_masks(data.lesions, data.brains)
+    return out
 
 
 def run_on_set(method: str, denoiser, data: EvalSet, masks: dict[str, np.ndarray], k: int, steps: int, seed: int,

@@ -135,7 +135,9 @@ def run_evaluation(denoiser, saliency_models, settings: EvalSettings, docs_dir: 
         _emit(progress, f"method {method}: choosing the threshold on validation")
         _, ano_val, _, _ = run_on_set(method, denoiser, val_d, val_d_masks, s.k, s.steps, seed=0,
                                       batch_size=s.batch_size, precision=s.precision)
-        thr = 0.5 if method == "acat" else choose_threshold(ano_val, val_d.lesions)
+        grid = REGISTRY[method].threshold_grid
+        thr = 0.5 if method == "acat" else (choose_threshold(ano_val, val_d.lesions, grid=grid) if grid
+                                            else choose_threshold(ano_val, val_d.lesions))
         per_seed_dice, per_seed_iou, per_seed_id, per_seed_kid, secs, calls = [], [], [], [], [], 0
         per_slice_dice = np.zeros((len(s.seeds), len(test)))
         for si, seed in enumerate(s.seeds):
@@ -148,7 +150,7 @@ def run_evaluation(denoiser, saliency_models, settings: EvalSettings, docs_dir: 
             per_seed_iou.append(j[dis].mean())
             per_seed_id.append(identity_change(test.images[~dis], cf[~dis], test.brains[~dis]) if (~dis).any()
                                else float("nan"))
-            if method != "acat" and dis.sum() >= 2:
+            if REGISTRY[method].walk is not None and dis.sum() >= 2:
                 per_seed_kid.append(kid(classifier_features(saliency_models.classifier, cf[dis]), feats_ref))
             secs.append(sec)
             per_slice_dice[si] = d
