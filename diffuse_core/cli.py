@@ -218,6 +218,7 @@ def _cmd_evaluate(args) -> int:
     if args.quick:
         s.n_val, s.n_test, s.steps, s.seeds = 4, 4, 3, (0,)
         s.sweep_k, s.sweep_percentiles, s.sweep_steps, s.brats_per_case = (250, 500), (90.0,), (2, 3), 1
+        s.brats_healthy_per_case = 1
         s.png_figures = False
     if args.no_sweeps:
         s.sweep_k, s.sweep_steps = (), ()

@@ -239,3 +239,23 @@ def test_the_threshold_baseline_flags_the_brightest_pixels_and_the_oracle_mask_c
     lesion[0, 10:14, 10:14] = 1
     o = oracle_masks(lesion, brain, radius=3)
     assert (o[lesion > 0] == 1).all() and o.sum() > lesion.sum() and (o[brain == 0] == 0).all()
+
+
+BRATS = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "real_cases" / "brats2015"
+
+
+@pytest.mark.skipif(not BRATS.is_dir(), reason="the shared BraTS cases are not on this machine")
+def test_real_data_table_has_healthy_controls_threshold_free_scores_and_intervals(models, tmp_path):
+    den, sal = models
+    s = EvalSettings(n_val=4, n_test=4, seeds=(0,), steps=2, k=200, sweep_k=(), sweep_steps=(), precision="fp32",
+                     methods=("dif-fuse", "flair-threshold", "acat"), brats_dir=str(BRATS), brats_per_case=1,
+                     brats_healthy_per_case=1, command="pytest")
+    result = run_evaluation(den, sal, s, tmp_path)
+    for m in s.methods:
+        r = result["real"][m]
+        assert r["n"] == 6 and r["n_healthy"] == 6
+        assert 0 <= r["healthy_flagged"] <= 1 and 0 <= r["auprc"] <= 1 and 0 <= r["auroc"] <= 1
+        assert r["dice_ci"][0] <= r["dice"] <= r["dice_ci"][1]
+        assert r["dice_best_threshold"] >= r["dice"] - 1e-9 or m == "acat"
+    md = (tmp_path / "results.md").read_text()
+    assert "healthy flagged" in md and "AUPRC" in md and "FLAIR threshold" in md and "95% CI" in md

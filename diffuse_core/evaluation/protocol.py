@@ -70,7 +70,9 @@ def synthbrain_set(split: str, n: int, base_seed: int = 0, size: int = 128, moda
 
 
 def brats_set(folder, size: int = 128, per_case: int = 6, healthy_per_case: int = 0) -> EvalSet:
-    """Real BraTS cases (FLAIR, whole tumour = label > 0): ``per_case`` tumour slices spread over each case."""
+    """Real BraTS cases (FLAIR, whole tumour = label > 0): ``per_case`` tumour slices spread over each case, and
+    ``healthy_per_case`` tumour-free slices of the same case (healthy controls: their brain covers at least half of
+    the case's largest brain section, so they are not the sliver at the top or bottom of the head), spread evenly."""
     from pathlib import Path
 
     from diffuse_core.io.brats import load_brats_case
@@ -84,6 +86,12 @@ def brats_set(folder, size: int = 128, per_case: int = 6, healthy_per_case: int 
         case = load_brats_case(case_dir, modalities=("flair",))
         tumour = case.tumour_slices()
         picks = [tumour[int(i)] for i in np.linspace(0, len(tumour) - 1, per_case + 2)[1:-1].round()]
+        if healthy_per_case:
+            area = case.brain.sum(axis=(0, 1))
+            free = [z for z in case.brain_slices() if z not in set(tumour) and area[z] >= 0.5 * area.max()]
+            if free:
+                n = min(healthy_per_case, len(free))
+                picks += [free[int(i)] for i in np.linspace(0, len(free) - 1, n + 2)[1:-1].round()]
         for z in picks:
             raw, label, brain = case.slice(z)
             prep = prepare_slice(raw, size=size, modality="mri", brain_mask=brain)
@@ -91,12 +99,39 @@ def brats_set(folder, size: int = 128, per_case: int = 6, healthy_per_case: int 
             images.append(prep.image)
             lesions.append(lab)
             brains.append(prep.brain_mask)
-            types.append("glioma")
+            types.append("glioma" if lab.any() else "none")
             area = int(lab.sum())
-            sizes.append("small" if area < 150 else "medium" if area < 600 else "large")
+            sizes.append("none" if area == 0 else "small" if area < 150 else "medium" if area < 600 else "large")
             ids.append(f"{case_dir.name}-z{z}")
     return EvalSet(np.stack(images).astype(np.float32), np.stack(lesions), np.stack(brains), types, sizes, ids,
                    "BraTS 2015 (FLAIR)")
+
+
+def bootstrap_ci(values, n: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of ``values`` (one per slice), resampling slices with replacement."""
+    v = np.asarray(values, float)
+    if len(v) < 2:
+        return (float("nan"), float("nan"))
+    rng = np.random.default_rng(seed)
+    means = v[rng.integers(0, len(v), (n, len(v)))].mean(axis=1)
+    lo, hi = np.percentile(means, [100 * (1 - level) / 2, 100 * (1 + level) / 2])
+    return float(lo), float(hi)
+
+
+def pixel_scores(anomalies: np.ndarray, lesions: np.ndarray, brains: np.ndarray) -> dict:
+    """Threshold-free scores over every brain pixel of every slice: AUPRC (average precision) and AUROC."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    inside = brains.astype(bool)
+    y, s = lesions[inside].astype(np.uint8).ravel(), anomalies[inside].astype(np.float64).ravel()
+    if y.min() == y.max():
+        return {"auprc": float("nan"), "auroc": float("nan")}
+    return {"auprc": float(average_precision_score(y, s)), "auroc": float(roc_auc_score(y, s))}
+
+
+def flagged_share(anomalies: np.ndarray, brains: np.ndarray, threshold: float) -> np.ndarray:
+    """Per slice: the share of the brain whose anomaly exceeds ``threshold``."""
+    return np.array([(a > threshold)[b.astype(bool)].mean() if b.any() else 0.0 for a, b in zip(anomalies, brains)])
 
 
 def compute_saliency_maps(data: EvalSet, models, sources=("acat", "gradcam", "gradient"), device="cpu") -> None:
@@ -185,5 +220,5 @@ def scores(anomalies: np.ndarray, lesions: np.ndarray, threshold: float) -> tupl
     return d, j
 
 
-__all__ = ["EvalSet", "synthbrain_set", "brats_set", "compute_saliency_maps", "masks_at", "run_on_set",
+__all__ = ["EvalSet", "synthbrain_set", "brats_set", "bootstrap_ci", "pixel_scores", "flagged_share", "compute_saliency_maps", "masks_at", "run_on_set",
            "choose_threshold", "identity_change", "classifier_features", "kid", "scores", "METHODS", "MASK_SOURCE"]
