@@ -259,3 +259,4 @@ def test_real_data_table_has_healthy_controls_threshold_free_scores_and_interval
         assert r["dice_best_threshold"] >= r["dice"] - 1e-9 or m == "acat"
     md = (tmp_path / "results.md").read_text()
     assert "healthy flagged" in md and "AUPRC" in md and "FLAIR threshold" in md and "95% CI" in md
+    assert (tmp_path / "brats_grid.png").stat().st_size > 0 and "brats_grid.png" in md

@@ -25,6 +25,7 @@ from diffuse_core.evaluation.protocol import (THRESHOLD_GRID, bootstrap_ci, brat
                                               identity_change, kid, masks_at, pixel_scores, run_on_set, scores,
                                               synthbrain_set)
 from diffuse_core.evaluation.methods import METHODS, REGISTRY
+from diffuse_core.evaluation.picture import GRID_METHODS, real_data_grid
 
 log = logging.getLogger(__name__)
 
@@ -193,9 +194,12 @@ def run_evaluation(denoiser, saliency_models, settings: EvalSettings, docs_dir: 
         compute_saliency_maps(brats, saliency_models)
         bm = masks_at(brats, s.percentile)
         tum = brats.diseased
+        grid_outputs = {}
         for method in s.methods:
-            _, ano, _, _ = run_on_set(method, denoiser, brats, bm, s.k, s.steps, 1, s.batch_size, s.precision)
+            cf, ano, _, _ = run_on_set(method, denoiser, brats, bm, s.k, s.steps, 1, s.batch_size, s.precision)
             thr = summary[method]["threshold"]
+            if method in GRID_METHODS:
+                grid_outputs[method] = (cf, ano, thr)
             d, j = scores(ano[tum], brats.lesions[tum], thr)
             grid = REGISTRY[method].threshold_grid or THRESHOLD_GRID
             best = choose_threshold(ano[tum], brats.lesions[tum], grid=grid)
@@ -205,6 +209,9 @@ def run_evaluation(denoiser, saliency_models, settings: EvalSettings, docs_dir: 
                                                 if (~tum).any() else float("nan")),
                             "dice_best_threshold": float(scores(ano[tum], brats.lesions[tum], best)[0].mean()),
                             "best_threshold": best, **pixel_scores(ano, brats.lesions, brats.brains)}
+        if grid_outputs:
+            order = {m: grid_outputs[m] for m in GRID_METHODS if m in grid_outputs}
+            real_data_grid(brats, order, docs / "brats_grid.png")
 
     result = {"settings": {k: v for k, v in s.__dict__.items() if k != "extra"}, "methods": summary,
               "sweeps": sweeps, "real": real, "wall_seconds": time.perf_counter() - t_start,
@@ -335,6 +342,9 @@ def _write_markdown(path: Path, result: dict, denoiser, figures: dict) -> None:
             lines.append(f"| {n} | {d:.3f} | {sec:.2f} |")
     if result["real"]:
         lines += ["", "## Real data, out of domain: BraTS 2015 FLAIR, whole tumour", "",
+                  *(["![Real BraTS slices: input, counterfactuals and anomaly maps of the main methods, the "
+                     "expert's outline in green](brats_grid.png)", ""]
+                    if (path.parent / "brats_grid.png").exists() else []),
                   "Thresholds from the SynthBrain validation split; models never saw real data. Dice and IoU on the "
                   "tumour slices (95% bootstrap interval over slices); *healthy flagged*: share of the brain flagged "
                   "on tumour-free slices of the same cases; AUPRC/AUROC over every brain pixel of all slices "
