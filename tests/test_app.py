@@ -535,3 +535,43 @@ def test_gradio_client_streams_frames_and_returns_the_results(studio, env):
             client.predict(None, "teaching/demo/glioma1", 0, 2, 90, 0, -1, "", None, api_name="/counterfactual")
     finally:
         launch.get_demo().close()
+
+
+def test_no_patient_identifier_leaves_through_a_saved_teaching_set(studio, tmp_path):
+    """A DICOM whose file name and header carry a name, an ID, a birth date and an institution, uploaded and saved
+    through the whole Curate flow: none of them (nor the server path of the upload) is in any saved file or the zip."""
+    import zipfile
+
+    from pydicom import dcmread
+
+    from diffuse_core.studio.review import save_accepted
+    from diffuse_core.ui.curate import curate_generate
+
+    path = tmp_path / "DOE^JANE_123456_19620314.dcm"
+    _ct_dicom(path, _head_hu())
+    ds = dcmread(path)
+    ds.PatientName, ds.PatientID, ds.PatientBirthDate = "DOE^JANE", "123456", "19620314"
+    ds.InstitutionName = "St Elsewhere Hospital"
+    ds.save_as(str(path), enforce_file_format=True)
+    *_, (msg, _, items) = list(curate_generate([], [str(path)], 100, 2, 90.0, 0, []))
+    assert len(items) == 1, msg
+    items[0].status = "accepted"
+    set_name, saved, archive, _ = save_accepted(items, "phi-check")
+    secrets = ["DOE", "JANE", "123456", "19620314", "Elsewhere", str(tmp_path), path.name]
+    folder = curation.default_root() / set_name
+    for f in folder.rglob("*"):
+        if f.is_file():
+            data = f.read_bytes()
+            for text in secrets:
+                assert text.encode() not in data, (text, f)
+                assert text not in f.name, (text, f)
+    with zipfile.ZipFile(archive) as z:
+        for name in z.namelist():
+            assert not any(text in name for text in secrets), name
+            data = z.read(name)
+            if name.endswith(".gz"):
+                import gzip
+                data = gzip.decompress(data)
+            for text in secrets:
+                assert text.encode() not in data, (text, name)
+    assert saved and saved[0].startswith("upload-ct")

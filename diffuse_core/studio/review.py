@@ -68,14 +68,22 @@ def save_accepted(items: list, set_name: str) -> tuple[str, list[str], Path, int
     saved = []
     for it in todo:
         r = it.result
-        base_id = Path(it.label.split("/")[-1]).name.split(".")[0]      # "demo/case01" -> case01, "a.nii.gz" -> a
+        uploaded = (r.get("origin") or {}).get("kind") == "upload" or str(it.key).startswith("upload:")
+        if uploaded:
+            # nothing of an uploaded file's name or server path is saved: file names often hold a patient's name,
+            # ID or birth date (DOE^JANE_123456_19620314.dcm), and the server path would let anyone holding the zip
+            # fetch the original from the running app
+            base_id, source = f"upload-{r['modality']}", "upload"
+        else:
+            base_id = Path(it.label.split("/")[-1]).name.split(".")[0]  # "demo/case01" -> case01
+            source = str(r["source"])
         case = curation.CuratedCase(
             case_id=curation.unique_case_id(set_name, base_id, root), image=r["image"],
             counterfactual=r["counterfactual"], anomaly=r["anomaly"], mask=r["mask"], settings=r["settings"],
             seed=r["settings"]["seed"], model_version=r["model_version"], note=it.note, geometry=r["geometry"],
             spacing=r["spacing"], ground_truth=r.get("truth"), brain_mask=r["brain"], modality=r["modality"],
             lesion_type=r.get("lesion_type") or "", location=r.get("location") or "",
-            difficulty=r.get("difficulty") or "", healthy=bool(r.get("healthy")), source=str(r["source"]),
+            difficulty=r.get("difficulty") or "", healthy=bool(r.get("healthy")), source=source,
             slice_index=int(r["slice"]), full=r.get("full"), full_ground_truth=r.get("full_truth"))
         try:
             curation.save_case(set_name, case, root)
