@@ -48,6 +48,7 @@ class CounterfactualResult:
     saliency: np.ndarray | None = None
     extras: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)   # seconds: inversion, sampling, post (see BatchResult)
+    inversion_reused: bool = False                # x_K came from an InversionCache: loop 1 made no network call
 
     def summary(self) -> dict:
         """The run's settings and measurements as plain JSON-able values."""
@@ -59,6 +60,7 @@ class CounterfactualResult:
             "mask_fraction_of_brain": float(self.mask[inside].mean()) if inside.any() else 0.0,
             "mean_abs_change_in_brain": float(change[inside].mean()) if inside.any() else 0.0,
             "timings": {name: round(float(s), 4) for name, s in self.timings.items()},
+            "inversion_reused": self.inversion_reused,
             **self.extras,
         }
 
@@ -80,6 +82,46 @@ class BatchResult:
     seconds: float
     device: str
     timings: dict = field(default_factory=dict)   # seconds: "inversion", "sampling", "post" (clamp, anomaly maps)
+    inversion_reused: bool = False
+
+
+class InversionCache:
+    """x_K of recent runs, so that a rerun of the same slice with the same K and steps (only the percentile, the
+    mask or the seed changed) skips the DDIM inversion: half the network calls of the paper variant. The inversion
+    depends only on the model, the image, K, the steps, the device and the precision, never on the mask or the seed,
+    so the reused x_K is the tensor the inversion would compute again. At most ``size`` entries (least recently used
+    dropped); an entry holds its denoiser, so a reloaded model never meets another's x_K."""
+
+    def __init__(self, size: int = 16):
+        import threading
+        from collections import OrderedDict
+
+        self.size, self._lock, self._items = int(size), threading.Lock(), OrderedDict()
+
+    @staticmethod
+    def key(denoiser: Denoiser, images: np.ndarray, k: int, steps: int, precision: str) -> tuple:
+        import hashlib
+
+        digest = hashlib.sha256(np.ascontiguousarray(images, np.float32).tobytes()).hexdigest()
+        return (id(denoiser), digest, images.shape, int(k), int(steps), str(denoiser.device), str(precision))
+
+    def get(self, key: tuple, denoiser: Denoiser) -> torch.Tensor | None:
+        with self._lock:
+            hit = self._items.get(key)
+            if hit is None or hit[0] is not denoiser:
+                return None
+            self._items.move_to_end(key)
+            return hit[1]
+
+    def put(self, key: tuple, denoiser: Denoiser, x_k: torch.Tensor) -> None:
+        with self._lock:
+            self._items[key] = (denoiser, x_k)
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._items)
 
 
 def _timed(walk, marks: dict):
@@ -140,7 +182,8 @@ def _validate(denoiser: Denoiser, images, masks, brains, variant: str, k: int, s
 
 def iter_batch(denoiser: Denoiser, images: np.ndarray, masks: np.ndarray | None, brains: np.ndarray | None = None, *,
                k: int = 500, steps: int = 50, seed: int = 0, variant: str = "paper", precision: str = "auto",
-               paste_background: bool = True) -> Iterator[SamplerStep | BatchResult]:
+               paste_background: bool = True, inversion_cache: InversionCache | None = None
+               ) -> Iterator[SamplerStep | BatchResult]:
     """Run the walk ``variant`` on a batch, yielding every :class:`SamplerStep` and finally a :class:`BatchResult`.
 
     1. validate: images (B, C, R, R) in [-1, 1], masks (B, R, R) in {0, 1} (None for the unmasked ablations),
@@ -150,7 +193,8 @@ def iter_batch(denoiser: Denoiser, images: np.ndarray, masks: np.ndarray | None,
     4. the counterfactual clamped to [-1, 1]; with ``paste_background`` the input is kept outside the brain, which
        the method never edits (only reconstruction noise lives there);
     5. the anomaly map |x0 - x0_hat|, opened and closed, inside the brain (:func:`diffuse_core.core.anomaly.anomaly_map`).
-    The device is the denoiser's; ``precision`` "auto" | "fp32" | "bf16" | "fp16".
+    The device is the denoiser's; ``precision`` "auto" | "fp32" | "bf16" | "fp16". With ``inversion_cache`` an x_K
+    kept from an earlier run of the same images, K and steps replaces loop 1 (see :class:`InversionCache`).
     """
     img, m, brain = _validate(denoiser, images, masks, brains, variant, k, steps)
     device = denoiser.device
@@ -158,11 +202,16 @@ def iter_batch(denoiser: Denoiser, images: np.ndarray, masks: np.ndarray | None,
     generator = torch.Generator().manual_seed(int(seed))                          # 2.
     timesteps = denoiser.schedule.respaced_timesteps(k, steps)
     start = time.perf_counter()
+    cache_key = None if inversion_cache is None else InversionCache.key(denoiser, img, k, len(timesteps), precision)
+    cached = None if cache_key is None else inversion_cache.get(cache_key, denoiser)
     inputs = WalkInputs(model=counter, schedule=denoiser.schedule, x0=torch.from_numpy(img).to(device),
                         mask=None if m is None else torch.from_numpy(m)[:, None].to(device),
-                        timesteps=timesteps, generator=generator, k=int(k), steps=int(steps))
+                        timesteps=timesteps, generator=generator, k=int(k), steps=int(steps), inverted=cached,
+                        keep={} if cache_key is not None and cached is None else None)
     marks: dict = {}
     out = yield from _timed(WALKS[variant].run(inputs), marks)                     # 3.
+    if inputs.keep and "x_k" in inputs.keep:
+        inversion_cache.put(cache_key, denoiser, inputs.keep["x_k"])
     cf = out.float().clamp(-1, 1).cpu().numpy()                                    # 4.
     if paste_background:
         cf = np.where(brain[:, None], cf, img)
@@ -173,7 +222,7 @@ def iter_batch(denoiser: Denoiser, images: np.ndarray, masks: np.ndarray | None,
     yield BatchResult(images=img, counterfactuals=cf.astype(np.float32), anomalies=anomalies,
                       masks=None if m is None else m.astype(np.uint8), brain_masks=brain.astype(np.uint8), k=int(k),
                       steps=len(timesteps), variant=variant, seed=int(seed), network_calls=counter.calls,
-                      seconds=end - start, device=str(device), timings=timings)
+                      seconds=end - start, device=str(device), timings=timings, inversion_reused=cached is not None)
 
 
 def run_batch(denoiser: Denoiser, images: np.ndarray, masks: np.ndarray | None, brains: np.ndarray | None = None,
@@ -190,7 +239,8 @@ def run_batch(denoiser: Denoiser, images: np.ndarray, masks: np.ndarray | None, 
 def iter_counterfactual(denoiser: Denoiser, image: np.ndarray, mask: np.ndarray, *, brain_mask=None,
                         k: int = 500, steps: int = 50, seed: int = 0, variant: str = "paper",
                         precision: str = "auto", paste_background: bool = True,
-                        saliency: np.ndarray | None = None) -> Iterator[SamplerStep | CounterfactualResult]:
+                        saliency: np.ndarray | None = None, inversion_cache: InversionCache | None = None
+                        ) -> Iterator[SamplerStep | CounterfactualResult]:
     """Run Dif-fuse on one slice, yielding each :class:`SamplerStep` (inversion, then sampling) and finally the
     :class:`CounterfactualResult`: :func:`iter_batch` with a batch of one.
 
@@ -209,13 +259,15 @@ def iter_counterfactual(denoiser: Denoiser, image: np.ndarray, mask: np.ndarray,
         raise ValueError(f"mask {m.shape} and image {img.shape[1:]} differ in size")
     brain = None if brain_mask is None else np.asarray(brain_mask)[None]
     for item in iter_batch(denoiser, img[None], m[None], brain, k=k, steps=steps, seed=seed, variant=variant,
-                           precision=precision, paste_background=paste_background):
+                           precision=precision, paste_background=paste_background,
+                           inversion_cache=inversion_cache):
         if isinstance(item, BatchResult):
             yield CounterfactualResult(
                 image=item.images[0], counterfactual=item.counterfactuals[0], mask=item.masks[0],
                 anomaly=item.anomalies[0], brain_mask=item.brain_masks[0], k=item.k, steps=item.steps,
                 variant=variant, seed=item.seed, network_calls=item.network_calls, seconds=item.seconds,
-                device=item.device, saliency=saliency, timings=dict(item.timings))
+                device=item.device, saliency=saliency, timings=dict(item.timings),
+                inversion_reused=item.inversion_reused)
         else:
             yield item
 

@@ -575,3 +575,17 @@ def test_no_patient_identifier_leaves_through_a_saved_teaching_set(studio, tmp_p
             for text in secrets:
                 assert text.encode() not in data, (text, name)
     assert saved and saved[0].startswith("upload-ct")
+
+
+def test_a_percentile_only_rerun_reuses_the_inversion_and_says_so(studio):
+    """Teaching v2, item 3: moving the percentile does not change the inversion; the rerun makes half the calls."""
+    from diffuse_core.studio.runs import INVERSION_CACHE
+
+    INVERSION_CACHE._items.clear()
+    key = library.list_library()[0].key
+    first = out(run_explore(key=key, percentile=90.0)[-1], "out_summary")
+    last = run_explore(key=key, percentile=80.0)[-1]
+    second = out(last, "out_summary")
+    assert not first["inversion_reused"] and second["inversion_reused"]
+    assert second["network_calls"] * 2 == first["network_calls"]
+    assert "inversion was reused" in out(last, "progress")

@@ -109,3 +109,29 @@ def test_missing_and_corrupt_weights_raise(tmp_path, tiny_denoiser):
     (tmp_path / "m" / "config.json").write_text("{not json")
     with pytest.raises(ValueError, match="config"):
         load_denoiser(tmp_path / "m")
+
+
+def test_a_rerun_with_another_mask_reuses_the_inversion_and_gives_the_same_bytes(tiny_denoiser):
+    """Issue teaching v2, item 3: the inversion depends only on the image, K and the steps, so a rerun with another
+    mask (another percentile, a drawn mask) makes half the network calls and gives what a fresh run gives."""
+    from diffuse_core.pipeline import InversionCache
+
+    img = np.full((1, 32, 32), -1.0, np.float32)
+    img[0, 6:26, 6:26] = 0.1
+    img[0, 12:18, 12:18] = 0.8
+    m1, m2 = np.zeros((32, 32), np.float32), np.zeros((32, 32), np.float32)
+    m1[10:20, 10:20], m2[8:22, 8:22] = 1, 1
+    cache = InversionCache(size=2)
+    kw = {"k": 200, "steps": 4, "seed": 3, "precision": "fp32"}
+    first = run_counterfactual(tiny_denoiser, img, m1, inversion_cache=cache, **kw)
+    assert not first.inversion_reused and first.network_calls == 8 and len(cache) == 1
+    again = run_counterfactual(tiny_denoiser, img, m2, inversion_cache=cache, **kw)
+    fresh = run_counterfactual(tiny_denoiser, img, m2, **kw)
+    assert again.inversion_reused and again.network_calls == 4 and fresh.network_calls == 8
+    assert np.array_equal(again.counterfactual, fresh.counterfactual)
+    assert np.array_equal(again.anomaly, fresh.anomaly)
+    assert again.summary()["inversion_reused"] is True and again.timings["inversion"] == 0
+    other_k = run_counterfactual(tiny_denoiser, img, m2, inversion_cache=cache, **{**kw, "k": 100})
+    assert not other_k.inversion_reused and len(cache) == 2
+    run_counterfactual(tiny_denoiser, img + 0.01, m2, inversion_cache=cache, **kw)      # another image: a miss
+    assert len(cache) == 2                                                                # the oldest was dropped

@@ -48,6 +48,8 @@ class WalkInputs:
     generator: torch.Generator
     k: int
     steps: int
+    inverted: torch.Tensor | None = None   # x_K of this x0, K and timesteps from an earlier run: loop 1 is skipped
+    keep: dict | None = None               # where the walk leaves the x_K it inverted to ("x_k"), for reuse
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,14 @@ def forward_noise(schedule: NoiseSchedule, x0: torch.Tensor, t: int, generator: 
 
 
 def _invert(w: WalkInputs) -> WalkGenerator:
-    return (yield from follow(iter_ddim_inversion(w.model, w.schedule, w.x0, w.timesteps)))   # Algorithm 1, loop 1
+    """Algorithm 1, loop 1: DDIM inversion of x0 to x_K. It is deterministic (no random draw), so an x_K kept from an
+    earlier run of the same slice, K and steps is the same tensor, and reusing it skips its network calls."""
+    if w.inverted is not None:
+        return w.inverted
+    x_k = yield from follow(iter_ddim_inversion(w.model, w.schedule, w.x0, w.timesteps))
+    if w.keep is not None:
+        w.keep["x_k"] = x_k.detach()
+    return x_k
 
 
 def paper(w: WalkInputs) -> WalkGenerator:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from diffuse_core.cases import CaseInput
+from diffuse_core.pipeline import InversionCache
 from diffuse_core.data import curation
 from diffuse_core.studio.guard import RunGuard, request_guard
 from diffuse_core.studio.library import LoadedCase
@@ -72,8 +73,15 @@ def resolve_mask(lc: LoadedCase, mask_from: str, mask_file=None, drawn=None, per
     raise ValueError(f"unknown mask source {shown(mask_from)}: choose one of {', '.join(v for _, v in MASK_SOURCES)}")
 
 
-def dif_fuse_stream(case: CaseInput, choice: MaskChoice, k: int, steps: int, seed: int, percentile: float):
-    """The model work, on the GPU where there is one: the mask, then every sampler step, then the result."""
+# x_K of the last runs (64 KB each at 128²): a rerun of a slice with another percentile, mask or seed skips the
+# inversion, half the network calls (issue: teaching v2, item 3)
+INVERSION_CACHE = InversionCache(size=32)
+
+
+def dif_fuse_stream(case: CaseInput, choice: MaskChoice, k: int, steps: int, seed: int, percentile: float,
+                    reuse_inversion: bool = True):
+    """The model work, on the GPU where there is one: the mask, then every sampler step, then the result.
+    ``reuse_inversion``: take x_K from :data:`INVERSION_CACHE` when this slice, K and steps ran before."""
     from diffuse_core.cases import anomaly_threshold_of, mask_for_case
     from diffuse_core.pipeline import CounterfactualResult, iter_counterfactual
 
@@ -91,7 +99,8 @@ def dif_fuse_stream(case: CaseInput, choice: MaskChoice, k: int, steps: int, see
     outside = brain.astype(bool) & ~inside
     prev = np.asarray(case.image, np.float32)
     for item in iter_counterfactual(denoiser, case.image, mask, brain_mask=brain, k=k, steps=steps, seed=seed,
-                                    variant=DEFAULTS["variant"], saliency=saliency):
+                                    variant=DEFAULTS["variant"], saliency=saliency,
+                                    inversion_cache=INVERSION_CACHE if reuse_inversion else None):
         if isinstance(item, CounterfactualResult):
             yield {"kind": "result", "result": item, "threshold": anomaly_threshold_of(denoiser),
                    "model_version": denoiser.card.get("_version", "unknown")}
@@ -116,7 +125,7 @@ def run_model_work_under(wrapper) -> None:
 
 
 def run_case(lc: LoadedCase, mask_from="acat", mask_file=None, drawn=None, k=None, steps=None, seed=None,
-             percentile=None, guard: RunGuard | None = None):
+             percentile=None, guard: RunGuard | None = None, reuse_inversion: bool = True):
     """Validate, then stream :func:`dif_fuse_stream` for a loaded case (same items; the result also carries
     "changes", the per-step mean change inside/outside the mask, and "settings").
 
@@ -134,7 +143,7 @@ def run_case(lc: LoadedCase, mask_from="acat", mask_file=None, drawn=None, k=Non
     choice = resolve_mask(lc, mask_from, mask_file, drawn, percentile)
     changes, result = [], None
     with LIVE_RUNS.running(guard):               # counted as running until the result, or the run's end
-        work = iter(_model_work(lc.case, choice, k, steps, seed, percentile))
+        work = iter(_model_work(lc.case, choice, k, steps, seed, percentile, reuse_inversion))
         where = "while computing the mask"
         try:
             while result is None:

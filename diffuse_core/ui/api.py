@@ -33,7 +33,8 @@ def api_counterfactual(file, case_key, k, steps, percentile, seed, slice_index, 
         raise ValueError("give a file or a case key (see /cases)")
     mask_from = "file" if upload_paths(mask_file) else "acat"
     mask = None
-    for item in run_case(lc, mask_from, mask_file, None, k, steps, seed, percentile):
+    # the API streams every inversion and sampling frame, as its contract says: no reuse of an earlier inversion
+    for item in run_case(lc, mask_from, mask_file, None, k, steps, seed, percentile, reuse_inversion=False):
         if item["kind"] == "mask":
             mask = item["mask"]
         elif item["kind"] == "step":

@@ -101,7 +101,9 @@ def explore_outputs(lc: LoadedCase, item: dict, opacity: float) -> list:
     after = with_outlines(grey_rgb(d.counterfactual[0], size), truth=d.truth, thickness=thick)
     values = {
         "live_noisy": gr.skip(), "live_clean": with_outlines(grey_rgb(r.counterfactual[0]), r.mask),
-        "progress": progress_html(1, 1, f"Done in {r.seconds:.1f} s ({r.network_calls} network calls)."),
+        "progress": progress_html(1, 1, f"Done in {r.seconds:.1f} s ({r.network_calls} network calls"
+                                        + ("; the inversion was reused from an earlier run of this slice, K and "
+                                           "steps" if r.inversion_reused else "") + ")."),
         "out_input": with_outlines(grey_rgb(d.image[0], size), d.mask, d.truth, thick),
         "out_saliency": saliency_picture(d.saliency if d.saliency is not None else d.mask, d.brain, size),
         "out_mask": mask_picture(d.image[0], d.mask, size),
