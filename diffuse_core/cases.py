@@ -9,7 +9,7 @@ outputs).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -43,16 +43,23 @@ class CaseInput:
     original_image: np.ndarray | None = None   # (C, H0, W0) the slice at the input's size, normalised as ``image``
     original_brain: np.ndarray | None = None   # (H0, W0) uint8
     original_truth: np.ndarray | None = None   # (H0, W0) uint8 ground truth at the input's size
+    last_full: tuple | None = field(default=None, repr=False, compare=False)   # (result, its FullResolution)
 
     def full_resolution(self, result) -> FullResolution:
-        """``result`` (a pipeline result on the model grid) at the input's size (:mod:`diffuse_core.io.full_resolution`)."""
+        """``result`` (a pipeline result on the model grid) at the input's size (:mod:`diffuse_core.io.full_resolution`).
+        The last result's is kept: the summary, the record and the panels of one run all ask for it."""
         from diffuse_core.io.full_resolution import to_input_grid
 
+        if self.last_full is not None and self.last_full[0] is result:
+            return self.last_full[1]
         if self.original_image is None or self.geometry is None:
-            return to_input_grid(self.image, self.brain_mask, None, result.counterfactual, result.anomaly,
+            full = to_input_grid(self.image, self.brain_mask, None, result.counterfactual, result.anomaly,
                                  result.mask, result.saliency)
-        return to_input_grid(self.original_image, self.original_brain, self.geometry, result.counterfactual,
-                             result.anomaly, result.mask, result.saliency)
+        else:
+            full = to_input_grid(self.original_image, self.original_brain, self.geometry, result.counterfactual,
+                                 result.anomaly, result.mask, result.saliency)
+        self.last_full = (result, full)
+        return full
 
     @property
     def truth_at_input_size(self) -> np.ndarray | None:

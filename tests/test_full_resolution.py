@@ -104,3 +104,19 @@ def test_a_saved_teaching_case_keeps_the_input_size_and_its_own_pixels(tmp_path)
     expected = np.clip((p.original_image[0] + 1) * 127.5, 0, 255).round().astype(np.uint8)
     assert np.array_equal(original, expected)                    # the input's own pixels, not an upsampled thumbnail
     assert np.asarray(Image.open(folder / "counterfactual.png")).shape == (300, 240)
+
+
+def test_a_case_computes_a_results_full_resolution_once(tmp_path):
+    from types import SimpleNamespace
+
+    from diffuse_core.cases import prepare_case
+
+    img, _ = _slice(120, 100)
+    np.save(tmp_path / "s.npy", img)
+    case = prepare_case(str(tmp_path / "s.npy"), size=32)
+    r = SimpleNamespace(counterfactual=case.image.copy(), anomaly=np.zeros((32, 32), np.float32),
+                        mask=np.zeros((32, 32), np.uint8), saliency=None)
+    a = case.full_resolution(r)
+    assert case.full_resolution(r) is a and a.shape == (120, 100)
+    r2 = SimpleNamespace(**vars(r))
+    assert case.full_resolution(r2) is not a                    # another result: computed anew
