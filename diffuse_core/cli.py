@@ -167,12 +167,17 @@ def _add_evaluate(sub) -> None:
                        description="Run every method on SynthBrain validation/test slices (and optionally real BraTS "
                                    "cases) and write results.md, results_per_slice.csv and Plotly figures into --docs.")
     p.add_argument("--quick", action="store_true", help="a few slices and steps: tests the code path (CI)")
-    p.add_argument("--n-val", type=_positive_int, default=24, help="validation slices (threshold choice)")
-    p.add_argument("--n-test", type=_positive_int, default=48, help="test slices (a quarter healthy)")
-    p.add_argument("--seeds", default="0,1,2", help="sampling seeds (comma-separated)")
-    p.add_argument("--k", type=int, default=500)
-    p.add_argument("--steps", type=_positive_int, default=50)
-    p.add_argument("--percentile", type=float, default=90.0)
+    p.add_argument("--n-val", type=_positive_int, default=32, help="validation slices (threshold choice; a quarter "
+                                                                    "healthy)")
+    p.add_argument("--n-test", type=_positive_int, default=80, help="test slices (a quarter healthy)")
+    p.add_argument("--seeds", default="0,1,2",
+                   help="sampling seeds (comma-separated) for Dif-fuse and its oracle-mask run; the other methods "
+                        "use the first")
+    p.add_argument("--k", type=int, default=None, help="noise level (default: the model card's, as in the app)")
+    p.add_argument("--steps", type=_positive_int, default=None,
+                   help="sampling steps over [0, K] (default: the model card's, as in the app)")
+    p.add_argument("--percentile", type=float, default=None,
+                   help="saliency percentile of the mask (default: the model card's, as in the app)")
     p.add_argument("--methods", default=None, help="comma-separated subset of the methods (default: all)")
     p.add_argument("--no-sweeps", action="store_true", help="skip the K x percentile and steps sweeps")
     p.add_argument("--brats", default=None, metavar="DIR", help="folder of BraTS-layout cases for a real-data check")
@@ -202,7 +207,7 @@ def _cmd_evaluate(args) -> int:
     from diffuse_core.models.device import pick_device
     from diffuse_core.evaluation.methods import METHODS
     from diffuse_core.evaluation.report import EvalSettings, command_line, run_evaluation
-    from diffuse_core.cases import load_default_models
+    from diffuse_core.cases import default_settings, load_default_models
 
     device = pick_device(args.device)
     denoiser, sal = load_default_models(args.model, args.saliency_models, device, need_saliency=not args.samples_only)
@@ -212,6 +217,10 @@ def _cmd_evaluate(args) -> int:
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise UserError(f"unknown method(s) {', '.join(unknown)}: choose from {', '.join(METHODS)}")
+    defaults = default_settings(denoiser)      # the app's settings unless given: the numbers are for what users run
+    args.k = defaults["k"] if args.k is None else args.k
+    args.steps = defaults["steps"] if args.steps is None else args.steps
+    args.percentile = defaults["percentile"] if args.percentile is None else args.percentile
     s = EvalSettings(n_val=args.n_val, n_test=args.n_test, seeds=tuple(int(x) for x in args.seeds.split(",")),
                      k=args.k, steps=args.steps, percentile=args.percentile, methods=methods, brats_dir=args.brats,
                      precision=args.precision, batch_size=args.batch_size, command=command_line())

@@ -61,9 +61,11 @@ class MethodOutput:
 
 
 def run_method(name: str, denoiser: Denoiser, images: np.ndarray, brains: np.ndarray, masks: dict[str, np.ndarray],
-               k: int = 500, steps: int = 50, seed: int = 0, precision: str = "auto") -> MethodOutput:
+               k: int = 500, steps: int = 50, seed: int = 0, precision: str = "auto",
+               inversion_cache=None) -> MethodOutput:
     """Run one method on a batch (B, C, H, W). ``masks`` maps a mask source ("acat", "gradcam", "gradient") to
-    (B, H, W) masks; ``brains`` are (B, H, W) brain masks."""
+    (B, H, W) masks; ``brains`` are (B, H, W) brain masks; ``inversion_cache``: see
+    :func:`diffuse_core.evaluation.protocol.run_on_set`."""
     if name not in REGISTRY:
         raise ValueError(f"unknown method {name!r}: choose from {', '.join(METHODS)}")
     method = REGISTRY[name]
@@ -73,6 +75,6 @@ def run_method(name: str, denoiser: Denoiser, images: np.ndarray, brains: np.nda
     if method.walk is None:
         return MethodOutput(images.copy(), mask.astype(np.float32) * brains, 0.0, 0.0)
     out = run_batch(denoiser, images, mask, brains, k=k, steps=steps, seed=seed, variant=method.walk,
-                    precision=precision)
+                    precision=precision, inversion_cache=inversion_cache)
     b = images.shape[0]
     return MethodOutput(out.counterfactuals, out.anomalies, float(out.network_calls), out.seconds / b)

@@ -118,6 +118,16 @@ def bootstrap_ci(values, n: int = 2000, seed: int = 0, level: float = 0.95) -> t
     return float(lo), float(hi)
 
 
+def paired_difference(a, b, n: int = 2000, seed: int = 0) -> dict:
+    """Mean of ``a - b`` over the same slices, its 95% bootstrap interval (slices resampled in pairs), and a verdict:
+    "higher" or "lower" where the interval excludes 0, else "level" (the slices cannot tell them apart)."""
+    diff = np.asarray(a, float) - np.asarray(b, float)
+    lo, hi = bootstrap_ci(diff, n=n, seed=seed)
+    verdict = "higher" if lo > 0 else "lower" if hi < 0 else "level"
+    return {"mean": float(diff.mean()) if len(diff) else float("nan"), "ci": (lo, hi), "verdict": verdict,
+            "n": int(len(diff))}
+
+
 def pixel_scores(anomalies: np.ndarray, lesions: np.ndarray, brains: np.ndarray) -> dict:
     """Threshold-free scores over every brain pixel of every slice: AUPRC (average precision) and AUROC."""
     from sklearn.metrics import average_precision_score, roc_auc_score
@@ -158,13 +168,18 @@ def masks_at(data: EvalSet, percentile: float) -> dict[str, np.ndarray]:
 
 
 def run_on_set(method: str, denoiser, data: EvalSet, masks: dict[str, np.ndarray], k: int, steps: int, seed: int,
-               batch_size: int = 8, precision: str = "auto"):
-    """A method over a whole set in batches: counterfactuals (N, C, H, W), anomalies (N, H, W), calls, seconds."""
+               batch_size: int = 8, precision: str = "auto", inversion_cache=None):
+    """A method over a whole set in batches: counterfactuals (N, C, H, W), anomalies (N, H, W), calls, seconds.
+
+    With ``inversion_cache`` (:class:`diffuse_core.pipeline.InversionCache`) every walk that starts with Algorithm 1's
+    DDIM inversion reuses the x_K an earlier method or seed computed for the same batch, K and steps (the same
+    tensor: the inversion has no random draw), so calls and seconds are then those of the walk's second half."""
     cfs, anos, secs, calls = [], [], 0.0, 0.0
     for start in range(0, len(data), batch_size):
         sl = slice(start, start + batch_size)
         out = run_method(method, denoiser, data.images[sl], data.brains[sl], {k_: v[sl] for k_, v in masks.items()},
-                         k=k, steps=steps, seed=seed * 100003 + start, precision=precision)
+                         k=k, steps=steps, seed=seed * 100003 + start, precision=precision,
+                         inversion_cache=inversion_cache)
         cfs.append(out.counterfactuals)
         anos.append(out.anomalies)
         secs += out.seconds_per_slice * (min(len(data), start + batch_size) - start)
@@ -220,5 +235,5 @@ def scores(anomalies: np.ndarray, lesions: np.ndarray, threshold: float) -> tupl
     return d, j
 
 
-__all__ = ["EvalSet", "synthbrain_set", "brats_set", "bootstrap_ci", "pixel_scores", "flagged_share", "compute_saliency_maps", "masks_at", "run_on_set",
+__all__ = ["EvalSet", "synthbrain_set", "brats_set", "bootstrap_ci", "paired_difference", "pixel_scores", "flagged_share", "compute_saliency_maps", "masks_at", "run_on_set",
            "choose_threshold", "identity_change", "classifier_features", "kid", "scores", "METHODS", "MASK_SOURCE"]
