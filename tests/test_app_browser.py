@@ -85,6 +85,7 @@ def server(tmp_path, monkeypatch):
     monkeypatch.setenv("DIFFUSE_ASSETS", str(assets))
     monkeypatch.setenv("DIFFUSE_TEACHING_ROOT", str(_teaching_root(tmp_path)))
     monkeypatch.setenv("DIFFUSE_CURATED_ROOT", str(tmp_path / "curated"))
+    monkeypatch.setenv("DIFFUSE_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("DIFFUSE_DEVICE", "cpu")
     from diffuse_core.studio.session import LIVE_RUNS
     from diffuse_core.ui.launch import get_demo, launch
@@ -195,3 +196,55 @@ def test_closing_the_tab_stops_the_run(server, run_from):
             assert after["steps"] - before.get("steps", 0) < 2 * 250                  # it ended early
         finally:
             browser.close()
+
+
+def test_play_a_rapid_reporting_packet_to_the_end(server, tmp_path):
+    """Quiz tab: draw a packet of 4, click each slice and call it abnormal, see each reveal, and read the review:
+    every row's marks follow the rules (a normal slice called abnormal is an overcall, 0; an abnormal one gets 1 or
+    2 by where the click fell) and the total is their sum."""
+    from playwright.sync_api import sync_playwright
+
+    from diffuse_core.studio.rapids import SCORES, VERDICT_TEXT
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(server)
+            page.wait_for_selector("#df-gallery img", timeout=30_000)
+            page.get_by_role("tab", name="Quiz").click()
+            box = page.locator("#df-rp-n input[type=number]")
+            box.fill("4")
+            box.press("Enter")
+            page.locator("#df-rp-new").click()
+            for i in range(4):
+                page.wait_for_function(f"document.body.innerText.includes('Slice {i + 1} of 4')", timeout=60_000)
+                page.wait_for_selector("#df-rp-image img", timeout=30_000)
+                page.locator("#df-rp-image img").click(position={"x": 150 + 10 * i, "y": 120})
+                page.wait_for_timeout(500)
+                page.locator("#df-rp-abnormal").click()
+                page.wait_for_function("document.querySelector('#df-rp-feedback') && "
+                                       "document.querySelector('#df-rp-feedback').innerText.includes('—')",
+                                       timeout=30_000)
+                if i == 0:
+                    page.screenshot(path=str(tmp_path / "quiz_reveal.png"), full_page=True)
+                page.locator("#df-rp-next").click()
+                if i < 3:
+                    page.wait_for_function("!document.querySelector('#df-rp-feedback') || "
+                                           "!document.querySelector('#df-rp-feedback').innerText.includes('—')",
+                                           timeout=30_000)
+            page.wait_for_function("document.body.innerText.includes('marks (')", timeout=30_000)
+            review = page.inner_text("#df-rp-review")
+        finally:
+            browser.close()
+    by_text = {v: k for k, v in VERDICT_TEXT.items()}
+    rows = [line.split("\t") for line in review.splitlines() if line.count("\t") >= 6 and line.split("\t")[0].strip().isdigit()]
+    assert len(rows) == 4, review
+    total = 0
+    for row in rows:
+        truth, marks, verdict = row[2].strip(), int(row[4]), by_text[row[5].strip()]
+        assert marks == SCORES[verdict]
+        assert verdict == "overcall" if truth == "normal" else verdict in ("correct-abnormal", "abnormal-wrong-place")
+        total += marks
+    assert f"{total} / 8 marks" in review
+    assert (tmp_path / "quiz_reveal.png").stat().st_size > 10_000

@@ -36,6 +36,7 @@ class LibraryEntry:
     healthy: bool = False
     has_truth: bool = False
     note: str = ""
+    difficulty: str = ""
     image: np.ndarray | None = None
     truth: np.ndarray | None = None
 
@@ -137,7 +138,8 @@ def _read_teaching_sets() -> list[LibraryEntry]:
                 modality=str(getattr(c, "modality", "") or ""),
                 lesion_type=str(getattr(c, "lesion_type", "") or ""),
                 healthy=bool(getattr(c, "healthy", False)), has_truth=truth is not None and np.asarray(truth).any(),
-                note=str(getattr(c, "note", "") or ""), image=np.asarray(c.image), truth=truth))
+                note=str(getattr(c, "note", "") or ""), difficulty=str(getattr(c, "difficulty", "") or ""),
+                image=np.asarray(c.image), truth=truth))
     return entries
 
 
@@ -160,6 +162,7 @@ def _read_curated_sets(croot: Path, kind: str) -> list[LibraryEntry]:
                 key=f"{kind}/{name}/{e['id']}", set_name=name, case_id=e["id"], modality=e.get("modality", ""),
                 lesion_type=e.get("lesion_type", "") or "curated", healthy=bool(e.get("healthy")),
                 has_truth=bool(e.get("has_ground_truth")), note=e.get("note", ""),
+                difficulty=str(e.get("difficulty", "") or ""),
                 image=arrays["image"], truth=arrays.get("ground_truth")))
     return entries
 

@@ -14,7 +14,8 @@ from diffuse_core.studio.model_store import MODELS, apply_recommended_defaults, 
 from diffuse_core.studio.settings import (CT_WINDOW_CHOICES, DEFAULTS, K_RANGE, MASK_SOURCES, PERCENTILE_RANGE,
                                           STEPS_RANGE)
 from diffuse_core.studio.uploads import inspect_upload, upload_paths
-from diffuse_core.ui import api, curate, explore, healthy, quiz
+from diffuse_core.studio import rapids as rapids_engine
+from diffuse_core.ui import api, curate, explore, healthy, quiz, rapids
 from diffuse_core.ui.bounded import bounded
 from diffuse_core.ui.notes import METHOD, NOTES
 from diffuse_core.ui.pictures import thumbnail
@@ -201,20 +202,65 @@ def build_demo(title: str = "Dif-fuse Studio") -> gr.Blocks:
 
             # ===================================================================================== Quiz
             with gr.Tab("Quiz", id="quiz"):
-                gr.Markdown("Draw where you think the lesion is on the case chosen in **Explore**, then check. You "
-                            "are scored (Dice, 0–1) against the expert's outline and against the model's anomaly map "
-                            "(run the model in Explore first).")
+                gr.Markdown("**Rapid reporting.** A packet of slices, about half of them normal: call each one "
+                            "normal or abnormal (for abnormal, click where first). The answer comes at once: the "
+                            "expert's outline, the healthy counterfactual Dif-fuse drew and its anomaly map. "
+                            f"Marks: {rapids_engine.SCORES['correct-normal']} for a right normal call, "
+                            f"{rapids_engine.SCORES['correct-abnormal']} for abnormal in the right place (within "
+                            f"{rapids_engine.LOCATION_TOLERANCE_MM:g} mm of the lesion), "
+                            f"{rapids_engine.SCORES['abnormal-wrong-place']} for abnormal in the wrong place, 0 for "
+                            "a miss or an overcall. Your answers stay in this browser tab.")
                 with gr.Row():
-                    quiz_editor = gr.ImageEditor(label="Paint the lesion", type="numpy", image_mode="RGBA",
-                                                 elem_id="df-quiz",
-                                                 sources=[], transforms=[], layers=False,
-                                                 brush=gr.Brush(colors=["#ff463c"], color_mode="fixed",
-                                                                default_size=10),
-                                                 canvas_size=(d, d), fixed_canvas=True, height=d + 120)
-                    with gr.Column():
-                        quiz_btn = gr.Button("Check my drawing", variant="primary")
-                        quiz_image = gr.Image(label="Your drawing vs the answers", **img_kw)
-                        quiz_md = gr.Markdown()
+                    rp_sets = gr.Dropdown(rapids.set_choices(), value=[rapids.DEFAULT_SET], multiselect=True,
+                                          label="Teaching sets", elem_id="df-rp-sets", scale=3)
+                    rp_n = gr.Slider(*rapids_engine.PACKET_SIZES, value=10, step=1, label="Slices in the packet",
+                                     elem_id="df-rp-n", scale=2)
+                    rp_minutes = gr.Number(0, label="Time limit (minutes, 0 = none)", minimum=0, maximum=120,
+                                           precision=0, scale=1)
+                    rp_seed = gr.Number(1, label="Packet seed", precision=0, minimum=0, scale=1,
+                                        info="same seed, same packet")
+                with gr.Row():
+                    rp_new = gr.Button("New packet", variant="primary", elem_id="df-rp-new")
+                    rp_repeat = gr.Button("Repeat this packet", elem_id="df-rp-repeat")
+                rp_header = gr.Markdown(elem_id="df-rp-header")
+                with gr.Row(visible=False, equal_height=False) as rp_play:
+                    with gr.Column(scale=1):
+                        rp_image = gr.Image(label="Click where the abnormality is", interactive=False,
+                                            height=rapids.PANEL, width=rapids.PANEL, format="png",
+                                            elem_id="df-rp-image", buttons=["fullscreen"])
+                        with gr.Row():
+                            rp_normal = gr.Button("Normal", elem_id="df-rp-normal")
+                            rp_abnormal = gr.Button("Abnormal", variant="stop", elem_id="df-rp-abnormal")
+                        rp_next = gr.Button("Next slice ▸", visible=False, variant="primary", elem_id="df-rp-next")
+                    with gr.Column(scale=2, visible=False) as rp_reveal:
+                        with gr.Row():
+                            rp_slider = gr.ImageSlider(label="Slice / healthy counterfactual", type="numpy",
+                                                       height=rapids.PANEL, max_height=rapids.PANEL,
+                                                       interactive=False, elem_id="df-rp-slider")
+                            rp_heat = gr.Image(label="Anomaly map, expert outline", interactive=False,
+                                               height=rapids.PANEL, width=rapids.PANEL, format="png",
+                                               elem_id="df-rp-heat")
+                        rp_feedback = gr.Markdown(elem_id="df-rp-feedback")
+                rp_review = gr.Markdown(visible=False, elem_id="df-rp-review")
+                rp_state = gr.State(None)
+                rp_point = gr.State(None)
+                rp_timer = gr.Timer(1.0, active=False)
+
+                with gr.Accordion("Outline practice: paint the lesion on the case chosen in Explore", open=False):
+                    gr.Markdown("Draw where you think the lesion is on the case chosen in **Explore**, then check. "
+                                "You are scored (Dice, 0–1) against the expert's outline and against the model's "
+                                "anomaly map (run the model in Explore first).")
+                    with gr.Row():
+                        quiz_editor = gr.ImageEditor(label="Paint the lesion", type="numpy", image_mode="RGBA",
+                                                     elem_id="df-quiz",
+                                                     sources=[], transforms=[], layers=False,
+                                                     brush=gr.Brush(colors=["#ff463c"], color_mode="fixed",
+                                                                    default_size=10),
+                                                     canvas_size=(d, d), fixed_canvas=True, height=d + 120)
+                        with gr.Column():
+                            quiz_btn = gr.Button("Check my drawing", variant="primary")
+                            quiz_image = gr.Image(label="Your drawing vs the answers", **img_kw)
+                            quiz_md = gr.Markdown()
 
             # ===================================================================================== Healthy check
             with gr.Tab("Healthy check", id="healthy"):
@@ -303,6 +349,21 @@ def build_demo(title: str = "Dif-fuse Studio") -> gr.Blocks:
         stop_btn.click(explore.request_stop, None, progress, cancels=[run_event], **light)
         opacity.change(explore.render_overlay, [run_state, opacity], out_overlay, trigger_mode="always_last", **light)
         to_curate.click(curate.send_to_curate, [run_state, review_items], [review, review_items], **light)
+
+        rp_outs = [rp_state, rp_point, rp_header, rp_image, rp_reveal, rp_slider, rp_heat, rp_feedback,
+                   rp_normal, rp_abnormal, rp_next, rp_play, rp_review, rp_timer]
+        rp_start_ins = [rp_sets, rp_n, rp_seed, rp_minutes]
+        rp_new.click(rapids.new_seed, None, rp_seed, **light).then(
+            rapids.start_packet, rp_start_ins, rp_outs, api_visibility="undocumented", **heavy)
+        rp_repeat.click(rapids.repeat_seed, [rp_state, rp_seed], rp_seed, **light).then(
+            rapids.start_packet, rp_start_ins, rp_outs, api_visibility="undocumented", **heavy)
+        rp_image.select(rapids.click_point, rp_state, [rp_image, rp_point], **light)
+        call_outs = [rp_state, rp_header, rp_reveal, rp_slider, rp_heat, rp_feedback, rp_normal, rp_abnormal, rp_next]
+        rp_normal.click(rapids.call("normal"), [rp_state, rp_point], call_outs, **light)
+        rp_abnormal.click(rapids.call("abnormal"), [rp_state, rp_point], call_outs, **light)
+        rp_next.click(rapids.next_case, rp_state, rp_outs, **light)
+        rp_timer.tick(rapids.tick, rp_state, rp_header, **light)
+        demo.load(lambda: gr.update(choices=rapids.set_choices()), None, rp_sets, **light)
 
         quiz_btn.click(quiz.quiz_check, [quiz_editor, run_state] + case_inputs, [quiz_image, quiz_md],
                        api_visibility="undocumented")
