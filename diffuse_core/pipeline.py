@@ -20,14 +20,15 @@ import torch
 
 from diffuse_core.core.anomaly import anomaly_map
 from diffuse_core.core.brain import BRAIN_THRESHOLD, brain_mask_from_image, brain_masks
-from diffuse_core.core.walks import WALKS, WalkInputs
+from diffuse_core.core.walks import WALKS, WalkInputs, follow
 from diffuse_core.core.sampler import CallCounter, SamplerStep, unet_eps_model
 from diffuse_core.core.schedule import validate_noise_level
 from diffuse_core.models.denoiser import Denoiser
 from diffuse_core.models.device import resolve_precision
 
-__all__ = ["BRAIN_THRESHOLD", "BatchResult", "CounterfactualResult", "WALKS", "brain_mask_from_image", "iter_batch",
-           "iter_counterfactual", "run_batch", "run_counterfactual"]
+__all__ = ["BRAIN_THRESHOLD", "BatchResult", "CounterfactualResult", "UncertaintyResult", "WALKS",
+           "brain_mask_from_image", "iter_batch", "iter_counterfactual", "iter_uncertainty", "run_batch",
+           "run_counterfactual"]
 
 @dataclass
 class CounterfactualResult:
@@ -281,3 +282,75 @@ def run_counterfactual(denoiser: Denoiser, image: np.ndarray, mask: np.ndarray,
         if callback is not None:
             callback(item)
     raise RuntimeError("the sampler ended without a result")  # pragma: no cover
+
+
+@dataclass
+class UncertaintyResult:
+    """S healthy counterfactuals of one slice from different random draws inside the mask (issue: teaching v2):
+    ``samples`` (S, C, H, W); ``mean`` (C, H, W); ``std`` (H, W), the per-pixel standard deviation over the samples
+    (channels averaged); ``anomaly`` (H, W), the anomaly map of the mean counterfactual."""
+
+    image: np.ndarray
+    samples: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray
+    anomaly: np.ndarray
+    mask: np.ndarray
+    brain_mask: np.ndarray
+    k: int
+    steps: int
+    seed: int
+    network_calls: int
+    seconds: float
+    inversion_reused: bool = False
+
+
+def iter_uncertainty(denoiser: Denoiser, image: np.ndarray, mask: np.ndarray, *, samples: int = 4, brain_mask=None,
+                     k: int = 500, steps: int = 50, seed: int = 0, precision: str = "auto",
+                     inversion_cache: InversionCache | None = None) -> Iterator[SamplerStep | UncertaintyResult]:
+    """Algorithm 1 ``samples`` times on one slice as one batch: loop 1 (the deterministic DDIM inversion) runs once
+    for the slice (or comes from ``inversion_cache``), then loop 2 runs the S copies of x_K together, one network call
+    per step for the whole batch, each copy with its own DDPM noise inside the mask. Yields every step, then an
+    :class:`UncertaintyResult`."""
+    from diffuse_core.core.sampler import iter_ddim_inversion
+
+    s = int(samples)
+    if not 2 <= s <= 32:
+        raise ValueError(f"uncertainty needs 2 to 32 samples, not {samples}")
+    img = np.asarray(image, dtype=np.float32)
+    img = img[None] if img.ndim == 2 else img
+    m = np.asarray(mask, dtype=np.float32)
+    brain = None if brain_mask is None else np.asarray(brain_mask)[None]
+    img1, m1, brain1 = _validate(denoiser, img[None], m[None], brain, "paper", k, steps)
+    start = time.perf_counter()
+    timesteps = denoiser.schedule.respaced_timesteps(k, steps)
+    cache = inversion_cache if inversion_cache is not None else InversionCache(size=1)
+    key = InversionCache.key(denoiser, img1, k, len(timesteps), precision)
+    x_k = cache.get(key, denoiser)
+    reused = x_k is not None
+    inversion_calls = 0
+    if x_k is None:                                                                 # loop 1, once
+        counter = CallCounter(unet_eps_model(denoiser.unet, resolve_precision(precision, denoiser.device)))
+        x_k = yield from follow(iter_ddim_inversion(counter, denoiser.schedule,
+                                                            torch.from_numpy(img1).to(denoiser.device), timesteps))
+        inversion_calls = counter.calls
+        cache.put(key, denoiser, x_k.detach())
+    batch = np.repeat(img1, s, axis=0)
+    shared = InversionCache(size=1)                                                 # the S copies of x_K
+    shared.put(InversionCache.key(denoiser, batch, k, len(timesteps), precision), denoiser, x_k.repeat(s, 1, 1, 1))
+    result = None
+    for item in iter_batch(denoiser, batch, np.repeat(m1, s, axis=0), np.repeat(brain1, s, axis=0), k=k,
+                           steps=steps, seed=seed, variant="paper", precision=precision, inversion_cache=shared):
+        if isinstance(item, BatchResult):
+            result = item
+        else:
+            yield item
+    cfs = result.counterfactuals
+    mean = cfs.mean(axis=0)
+    std = cfs.std(axis=0).mean(axis=0) * brain1[0]
+    yield UncertaintyResult(image=img1[0], samples=cfs, mean=mean.astype(np.float32), std=std.astype(np.float32),
+                            anomaly=anomaly_map(img1[0], mean, brain1[0]), mask=m1[0].astype(np.uint8),
+                            brain_mask=brain1[0].astype(np.uint8), k=int(k), steps=len(timesteps), seed=int(seed),
+                            network_calls=inversion_calls + result.network_calls,
+                            seconds=time.perf_counter() - start, inversion_reused=reused)
+

@@ -15,7 +15,7 @@ from diffuse_core.studio.settings import (CT_WINDOW_CHOICES, DEFAULTS, K_RANGE, 
                                           STEPS_RANGE)
 from diffuse_core.studio.uploads import inspect_upload, upload_paths
 from diffuse_core.studio import rapids as rapids_engine
-from diffuse_core.ui import api, curate, explore, healthy, quiz, rapids
+from diffuse_core.ui import api, curate, explore, healthy, quiz, rapids, uncertainty
 from diffuse_core.ui.bounded import bounded
 from diffuse_core.ui.notes import METHOD, NOTES
 from diffuse_core.ui.pictures import thumbnail
@@ -194,6 +194,22 @@ def build_demo(title: str = "Dif-fuse Studio") -> gr.Blocks:
                         out_chart = gr.Plot(show_label=False)
                         with gr.Row():
                             to_curate = gr.Button("Send this result to Curate", size="sm")
+                        with gr.Accordion("Uncertainty: where is the model unsure?", open=False,
+                                          elem_id="df-uncertainty"):
+                            gr.Markdown("Run several draws of Dif-fuse on this case at once (one network call per "
+                                        "step for all of them) and see where they disagree: the per-pixel standard "
+                                        "deviation, the mean counterfactual and the anomaly map of the mean. Uses "
+                                        "the settings and the mask source above.", elem_classes="df-hint")
+                            with gr.Row():
+                                unc_samples = gr.Slider(2, 8, value=4, step=1, label="Draws", elem_id="df-unc-n")
+                                unc_btn = gr.Button("Run the draws", elem_id="df-unc-run")
+                            unc_progress = gr.HTML()
+                            with gr.Row():
+                                unc_std = gr.Image(label="Standard deviation over the draws", elem_id="df-unc-std",
+                                                   **img_kw)
+                                unc_mean = gr.Image(label="Mean counterfactual", **img_kw)
+                                unc_anomaly = gr.Image(label="Anomaly map of the mean", **img_kw)
+                            unc_md = gr.Markdown(elem_id="df-unc-md")
                         with gr.Accordion("Run summary (JSON)", open=False):
                             out_summary = gr.JSON()
                         with gr.Accordion("What am I looking at?", open=False):
@@ -346,7 +362,11 @@ def build_demo(title: str = "Dif-fuse Studio") -> gr.Blocks:
                         out_slider, out_metrics, out_chart, out_summary, run_state]
         run_event = run_btn.click(bounded(explore.explore_run), explore_inputs, explore_outs, api_name="explore",
                                   show_progress="hidden", **heavy)
-        stop_btn.click(explore.request_stop, None, progress, cancels=[run_event], **light)
+        unc_event = unc_btn.click(bounded(uncertainty.uncertainty_run), case_inputs + [
+            mask_from, mask_file, mask_draw, ctl["k"], ctl["percentile"], ctl["steps"], ctl["seed"], unc_samples],
+            [unc_progress, unc_std, unc_mean, unc_anomaly, unc_md], api_visibility="undocumented",
+            show_progress="hidden", **heavy)
+        stop_btn.click(explore.request_stop, None, progress, cancels=[run_event, unc_event], **light)
         opacity.change(explore.render_overlay, [run_state, opacity], out_overlay, trigger_mode="always_last", **light)
         to_curate.click(curate.send_to_curate, [run_state, review_items], [review, review_items], **light)
 

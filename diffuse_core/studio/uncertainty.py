@@ -1,0 +1,102 @@
+"""Where is the model unsure? S healthy counterfactuals of one case as one batch
+(:func:`diffuse_core.pipeline.iter_uncertainty`), with the time it will take said before it starts.
+
+Dif-fuse's DDPM steps inside the mask draw fresh noise, so different draws give different counterfactuals there; the
+per-pixel standard deviation over S of them shows where the healthy model is unsure what belongs, and the mean
+counterfactual gives a steadier anomaly map than any single draw.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import torch
+
+from diffuse_core.studio.guard import RunGuard, request_guard
+from diffuse_core.studio.library import LoadedCase
+from diffuse_core.studio.model_store import MODELS, model_device
+from diffuse_core.studio.session import LIVE_RUNS
+from diffuse_core.studio.settings import DEFAULTS, check_percentile, check_settings
+
+SAMPLES_RANGE = (2, 8)
+_CALL_SECONDS: dict = {}
+_LOCK = threading.Lock()
+
+
+def call_seconds(denoiser, batch: int, device) -> float:
+    """Seconds of one network call of ``denoiser`` at ``batch`` slices on ``device``, measured once per process
+    (two calls, the second timed)."""
+    from diffuse_core.core.sampler import unet_eps_model
+    from diffuse_core.models.device import resolve_precision
+
+    key = (id(denoiser), int(batch), str(device))
+    with _LOCK:
+        if key in _CALL_SECONDS:
+            return _CALL_SECONDS[key]
+    r, c = denoiser.config.resolution, denoiser.config.channels
+    model = unet_eps_model(denoiser.unet, resolve_precision("auto", device))
+    x = torch.zeros(batch, c, r, r, device=device)
+    t = 100                                    # any level: the cost of a call does not depend on it
+    with torch.inference_mode():
+        model(x, t)
+        start = time.perf_counter()
+        model(x, t)
+        if str(device).startswith("cuda"):
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - start
+    with _LOCK:
+        _CALL_SECONDS[key] = seconds
+    return seconds
+
+
+def estimate_seconds(denoiser, samples: int, steps: int, device) -> float:
+    """The diffusion part of an uncertainty run: ``steps`` calls at one slice (the inversion) and ``steps`` calls at
+    ``samples`` slices (the batch walking back)."""
+    return steps * (call_seconds(denoiser, 1, device) + call_seconds(denoiser, samples, device))
+
+
+def run_uncertainty(lc: LoadedCase, mask_from="acat", mask_file=None, drawn=None, k=None, steps=None, seed=None,
+                    percentile=None, samples: int = 4, guard: RunGuard | None = None):
+    """Stream an uncertainty run: ``{"kind": "estimate", "seconds"}`` first (before any model time beyond two
+    timing calls), then ``{"kind": "mask"}``, one ``{"kind": "step"}`` per sampler step, and
+    ``{"kind": "result", "result": UncertaintyResult, "seconds_estimated"}``."""
+    from diffuse_core.cases import mask_for_case
+    from diffuse_core.pipeline import UncertaintyResult, iter_uncertainty
+    from diffuse_core.studio.runs import INVERSION_CACHE, resolve_mask
+
+    guard = guard if guard is not None else request_guard()
+    k = DEFAULTS["k"] if k is None else k
+    steps = DEFAULTS["steps"] if steps is None else steps
+    seed = DEFAULTS["seed"] if seed is None else seed
+    percentile = DEFAULTS["percentile"] if percentile is None else check_percentile(percentile)
+    k, steps, seed = check_settings(k, steps, seed)
+    samples = int(samples)
+    if not SAMPLES_RANGE[0] <= samples <= SAMPLES_RANGE[1]:
+        raise ValueError(f"choose {SAMPLES_RANGE[0]} to {SAMPLES_RANGE[1]} samples, not {samples}")
+    MODELS.require_ddpm()
+    choice = resolve_mask(lc, mask_from, mask_file, drawn, percentile)
+    device = model_device()
+    denoiser = MODELS.denoiser(device, lc.case.modality)
+    estimate = estimate_seconds(denoiser, samples, steps, device)
+    yield {"kind": "estimate", "seconds": estimate, "samples": samples, "steps": steps}
+    with LIVE_RUNS.running(guard):
+        guard.check("before the mask")
+        if choice.saliency_method is not None:
+            mask, saliency = mask_for_case(lc.case, choice.saliency_method, percentile,
+                                           MODELS.saliency(device, lc.case.modality), device, seed)
+        else:
+            mask, saliency = choice.mask, choice.saliency
+        yield {"kind": "mask", "mask": np.asarray(mask, np.uint8), "saliency": np.asarray(saliency, np.float32)}
+        for item in iter_uncertainty(denoiser, lc.case.image, mask, samples=samples, brain_mask=lc.case.brain_mask,
+                                     k=k, steps=steps, seed=seed, inversion_cache=INVERSION_CACHE):
+            if isinstance(item, UncertaintyResult):
+                yield {"kind": "result", "result": item, "seconds_estimated": estimate,
+                       "settings": {"k": k, "steps": steps, "seed": seed, "percentile": percentile,
+                                    "samples": samples, "mask_from": mask_from}}
+                return
+            guard.check(f"at {'inversion' if item.phase == 'invert' else 'sampling'} step "
+                        f"{item.index + 1}/{item.total}")
+            LIVE_RUNS.step()
+            yield {"kind": "step", "phase": item.phase, "index": item.index, "total": item.total}
