@@ -575,6 +575,37 @@ def test_no_patient_identifier_leaves_through_a_saved_teaching_set(studio, tmp_p
             for text in secrets:
                 assert text.encode() not in data, (text, name)
     assert saved and saved[0].startswith("upload-ct")
+    # the DICOM export: de-identified series that a viewer opens, the same pixels as the NIfTI files
+    from diffuse_core.io.orientation import read_display_slice
+    from diffuse_core.ui.curate import curate_dicom_zip
+
+    import nibabel as nib
+
+    dicom_zip = curate_dicom_zip(set_name)
+    with zipfile.ZipFile(dicom_zip) as z:
+        names = z.namelist()
+        assert sorted(n.rsplit("/", 1)[1] for n in names if n.endswith(".dcm")) == [
+            "01_original.dcm", "02_counterfactual.dcm", "03_anomaly.dcm"]
+        for name in names:
+            assert not any(text in name for text in secrets), name
+            data = z.read(name)
+            for text in secrets:
+                assert text.encode() not in data, (text, name)
+        import io
+
+        studies = set()
+        for name in (n for n in names if n.endswith(".dcm")):
+            ds = dcmread(io.BytesIO(z.read(name)))
+            studies.add(ds.StudyInstanceUID)
+            assert ds.PatientIdentityRemoved == "YES" and "dicognito" in ds.DeidentificationMethod
+            assert str(ds.PatientName).startswith("Teaching^upload-ct") and "InstitutionName" not in ds
+            role = name.rsplit("_", 1)[1][:-4]
+            nifti, _ = read_display_slice(nib.load(str(folder / saved[0] / f"{role}.nii.gz")))
+            assert ds.pixel_array.shape == nifti.shape[-2:]
+            low = float(ds.RescaleIntercept)
+            assert np.abs(ds.pixel_array * float(ds.RescaleSlope) + low - nifti.reshape(ds.pixel_array.shape)).max() \
+                < 1e-3
+        assert len(studies) == 1
 
 
 def test_a_percentile_only_rerun_reuses_the_inversion_and_says_so(studio):

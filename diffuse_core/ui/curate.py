@@ -136,3 +136,13 @@ def curate_zip(set_name):
     if not set_name:
         raise ValueError("choose a saved set to download")
     return str(curation.zip_set(set_name, curation.default_root()))
+
+
+@user_errors
+def curate_dicom_zip(set_name):
+    """The chosen saved set as de-identified DICOM (a study per case: original, counterfactual, anomaly map)."""
+    from diffuse_core.io.dicom_export import zip_set_dicom
+
+    if not set_name:
+        raise ValueError("choose a saved set to download")
+    return str(zip_set_dicom(set_name, curation.default_root()))

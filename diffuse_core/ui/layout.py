@@ -331,6 +331,7 @@ def build_demo(title: str = "Dif-fuse Studio") -> gr.Blocks:
                         with gr.Row():
                             saved_sets = gr.Dropdown(curation.list_sets(), label="Saved sets", allow_custom_value=False)
                             zip_btn = gr.Button("Download the set as a zip")
+                            dicom_btn = gr.Button("Download as DICOM", elem_id="df-dicom-zip")
                         set_zip = gr.File(label="Set archive", interactive=False)
 
             with gr.Tab("About", id="about"):
@@ -406,6 +407,7 @@ def build_demo(title: str = "Dif-fuse Studio") -> gr.Blocks:
         save_btn.click(curate.curate_save, [review_items, set_name], [review_status, set_zip, saved_sets, review,
                                                                       review_items], api_visibility="undocumented")
         zip_btn.click(curate.curate_zip, saved_sets, set_zip, api_visibility="undocumented")
+        dicom_btn.click(curate.curate_dicom_zip, saved_sets, set_zip, api_visibility="undocumented")
 
         _add_api(heavy)
     return demo

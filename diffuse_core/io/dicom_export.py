@@ -1,0 +1,137 @@
+"""A curated teaching set as DICOM, for a PACS viewer or a teaching-file system (issue: teaching v2, item 5).
+
+Each case becomes one study of three single-image series: the original slice, the healthy counterfactual and the
+anomaly map, at the input's own size and pixel spacing (read from the case's NIfTI files). The datasets are built
+from the pixels alone (Secondary Capture Image Storage, 12-bit MONOCHROME2, a rescale back to the project's
+intensity units), so no attribute of an uploaded DICOM can reach them; each then passes through ``dicognito``, a
+maintained de-identification library implementing the DICOM basic application-level confidentiality profile
+(PS3.15 Annex E), before the teaching labels (set and case id, never a patient's) are set.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
+# role -> (series number, series description, the value range stored in 12 bits)
+SERIES = {"original": (1, "original slice (normalised)", (-1.0, 1.0)),
+          "counterfactual": (2, "healthy counterfactual (Dif-fuse)", (-1.0, 1.0)),
+          "anomaly": (3, "anomaly map |x0 - x0_hat| (Dif-fuse)", (0.0, 2.0))}
+MAX_STORED = 4095
+
+
+def _dataset(pixels: np.ndarray, spacing, role: str, modality: str, study_uid: str, label: dict):
+    """One Secondary Capture dataset of ``pixels`` (H, W) in the value range of ``role``."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    number, description, (low, high) = SERIES[role]
+    stored = np.clip(np.rint((np.asarray(pixels, np.float64) - low) / (high - low) * MAX_STORED), 0, MAX_STORED)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SECONDARY_CAPTURE
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = SECONDARY_CAPTURE, meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, generate_uid()
+    ds.Modality = "CT" if str(modality).lower() == "ct" else "MR"
+    ds.ConversionType = "WSD"
+    ds.PatientName, ds.PatientID = "Teaching", "teaching"
+    ds.StudyID, ds.SeriesNumber, ds.InstanceNumber = "1", number, 1
+    ds.SeriesDescription = description
+    ds.ImageType = ["DERIVED", "SECONDARY"]
+    ds.BurnedInAnnotation = "NO"
+    ds.Rows, ds.Columns = int(stored.shape[0]), int(stored.shape[1])
+    ds.PixelSpacing = [f"{float(spacing[0]):.6g}", f"{float(spacing[1]):.6g}"]
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = f"{low:g}", f"{(high - low) / MAX_STORED:.8g}", "US"
+    ds.WindowCenter, ds.WindowWidth = f"{(low + high) / 2:g}", f"{high - low:g}"
+    ds.PixelData = stored.astype("<u2").tobytes()
+    ds.ImageComments = label["comment"]
+    return ds
+
+
+def _label(ds, label: dict) -> None:
+    """After de-identification: the teaching labels, and the attributes that say what was done."""
+    import dicognito
+
+    ds.PatientName = f"Teaching^{label['case']}"
+    ds.PatientID = label["case"][:64]
+    ds.StudyDescription = f"Dif-fuse Studio teaching set {label['set']}"[:64]
+    ds.PatientIdentityRemoved = "YES"
+    ds.DeidentificationMethod = f"built from pixels only; dicognito {dicognito.__version__} (PS3.15 Annex E basic)"
+
+
+def case_datasets(images: dict[str, np.ndarray], spacing, modality: str, set_name: str, case_id: str,
+                  anonymizer=None) -> dict:
+    """{role: pydicom Dataset} for one case (``images`` maps "original", "counterfactual", "anomaly" to (H, W))."""
+    from dicognito.anonymizer import Anonymizer
+    from pydicom.uid import generate_uid
+
+    anonymizer = anonymizer or Anonymizer()
+    study = generate_uid()
+    label = {"set": set_name, "case": case_id,
+             "comment": f"Dif-fuse Studio teaching case {case_id} (set {set_name}); for teaching, not for diagnosis"}
+    out = {}
+    for role in SERIES:
+        ds = _dataset(images[role], spacing, role, modality, study, label)
+        anonymizer.anonymize(ds)
+        _label(ds, label)
+        out[role] = ds
+    return out
+
+
+def _write(ds) -> bytes:
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def zip_set_dicom(set_name: str, root=None, out_dir=None) -> Path:
+    """``<set>_dicom.zip``: ``<set>/<case>/<nn>_<role>.dcm`` for every case of a curated set (see the module
+    docstring), plus ``<set>/manifest.json`` with the teaching notes; written through a temporary name."""
+    from dicognito.anonymizer import Anonymizer
+
+    from diffuse_core.data import curation
+    from diffuse_core.io.orientation import read_display_slice
+
+    import nibabel as nib
+
+    set_dir = curation._set_dir(set_name, root)
+    manifest = curation.load_manifest(set_name, root)
+    out = Path(out_dir) if out_dir is not None else curation._download_folder()
+    out.mkdir(parents=True, exist_ok=True)
+    target = out / f"{set_dir.name.replace(' ', '_')}_dicom.zip"
+    anonymizer = Anonymizer()                  # one per export: UIDs stay consistent within it
+    fd, tmp = tempfile.mkstemp(prefix=".zip-", suffix=".tmp", dir=out)
+    os.close(fd)
+    try:
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
+            notes = {"name": manifest.get("name", set_name), "cases": [
+                {k: e.get(k) for k in ("id", "modality", "lesion_type", "location", "difficulty", "note", "healthy")}
+                for e in manifest["cases"]]}
+            z.writestr(f"{set_dir.name}/manifest.json", json.dumps(notes, indent=2))
+            for entry in manifest["cases"]:
+                images, spacing = {}, None
+                for role in SERIES:
+                    arr, sp = read_display_slice(nib.load(str(set_dir / entry["id"] / f"{role}.nii.gz")))
+                    images[role] = arr[0] if arr.ndim == 3 else arr
+                    spacing = spacing or sp
+                datasets = case_datasets(images, spacing, entry.get("modality", ""), set_dir.name, entry["id"],
+                                         anonymizer)
+                for role, ds in datasets.items():
+                    z.writestr(f"{set_dir.name}/{entry['id']}/{SERIES[role][0]:02d}_{role}.dcm", _write(ds))
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
