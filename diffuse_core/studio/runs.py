@@ -1,7 +1,8 @@
 """One run of the app: choose the mask, then Dif-fuse, streamed step by step.
 
 :func:`run_case` checks everything a user can get wrong before any model time is spent, then streams
-:func:`dif_fuse_stream` (the model work: :func:`diffuse_core.cases.mask_for_case` and
+:func:`dif_fuse_stream` (the model work: the saliency map, kept per slice by
+:mod:`diffuse_core.studio.saliency_cache`, the mask, and
 :func:`diffuse_core.pipeline.iter_counterfactual`). Items are plain-numpy dicts (picklable, as ZeroGPU needs):
 ``{"kind": "mask"}``, one ``{"kind": "step"}`` per sampler step, then ``{"kind": "result"}``. :func:`run_case`
 checks the request's :class:`~diffuse_core.studio.guard.RunGuard` (wall-time limit, cancel) before every step.
@@ -22,6 +23,7 @@ from diffuse_core.data import curation
 from diffuse_core.studio.guard import RunGuard, request_guard
 from diffuse_core.studio.library import LoadedCase
 from diffuse_core.studio.model_store import MODELS, model_device
+from diffuse_core.studio.saliency_cache import SALIENCY_CACHE
 from diffuse_core.studio.scoring import result_summary
 from diffuse_core.studio.session import LIVE_RUNS
 from diffuse_core.studio.settings import (DEFAULTS, MASK_SOURCES, SALIENCY_METHODS, check_percentile, check_settings,
@@ -82,14 +84,15 @@ def dif_fuse_stream(case: CaseInput, choice: MaskChoice, k: int, steps: int, see
                     reuse_inversion: bool = True):
     """The model work, on the GPU where there is one: the mask, then every sampler step, then the result.
     ``reuse_inversion``: take x_K from :data:`INVERSION_CACHE` when this slice, K and steps ran before."""
-    from diffuse_core.cases import anomaly_threshold_of, mask_for_case
+    from diffuse_core.cases import anomaly_threshold_of
+    from diffuse_core.core.masks import mask_from_saliency
     from diffuse_core.pipeline import CounterfactualResult, iter_counterfactual
 
     device = model_device()
     denoiser = MODELS.denoiser(device, case.modality)          # the CT model for CT, where one is installed
-    if choice.saliency_method is not None:
-        mask, saliency = mask_for_case(case, choice.saliency_method, percentile,
-                                       MODELS.saliency(device, case.modality), device, seed)
+    if choice.saliency_method is not None:             # kept per slice: a rerun or the preview computed it already
+        saliency = SALIENCY_CACHE.saliency(case, choice.saliency_method, MODELS.saliency(device, case.modality))
+        mask = mask_from_saliency(saliency, case.brain_mask, percentile)
     else:
         mask, saliency = choice.mask, choice.saliency
     mask = np.asarray(mask, np.uint8)

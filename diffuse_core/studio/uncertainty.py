@@ -62,8 +62,9 @@ def run_uncertainty(lc: LoadedCase, mask_from="acat", mask_file=None, drawn=None
     """Stream an uncertainty run: ``{"kind": "estimate", "seconds"}`` first (before any model time beyond two
     timing calls), then ``{"kind": "mask"}``, one ``{"kind": "step"}`` per sampler step, and
     ``{"kind": "result", "result": UncertaintyResult, "seconds_estimated"}``."""
-    from diffuse_core.cases import mask_for_case
+    from diffuse_core.core.masks import mask_from_saliency
     from diffuse_core.pipeline import UncertaintyResult, iter_uncertainty
+    from diffuse_core.studio.saliency_cache import SALIENCY_CACHE
     from diffuse_core.studio.runs import INVERSION_CACHE, resolve_mask
 
     guard = guard if guard is not None else request_guard()
@@ -84,8 +85,9 @@ def run_uncertainty(lc: LoadedCase, mask_from="acat", mask_file=None, drawn=None
     with LIVE_RUNS.running(guard):
         guard.check("before the mask")
         if choice.saliency_method is not None:
-            mask, saliency = mask_for_case(lc.case, choice.saliency_method, percentile,
-                                           MODELS.saliency(device, lc.case.modality), device, seed)
+            saliency = SALIENCY_CACHE.saliency(lc.case, choice.saliency_method,
+                                               MODELS.saliency(device, lc.case.modality))
+            mask = mask_from_saliency(saliency, lc.case.brain_mask, percentile)
         else:
             mask, saliency = choice.mask, choice.saliency
         yield {"kind": "mask", "mask": np.asarray(mask, np.uint8), "saliency": np.asarray(saliency, np.float32)}

@@ -49,6 +49,27 @@ def preview_case(source, gallery_key, files, slice_index, channel, window, gt_fi
     return rgb, info, canvas, canvas
 
 
+def preview_mask(source, gallery_key, files, slice_index, channel, window, gt_file, mask_from, percentile):
+    """Percentile slider moved (or mask source changed) -> the preview with the mask that a run would use, before
+    any run: the saliency map is computed once per slice and kept (:mod:`diffuse_core.studio.saliency_cache`).
+    -> (preview picture, progress line)."""
+    from diffuse_core.studio.saliency_cache import mask_preview
+    from diffuse_core.studio.settings import SALIENCY_METHODS
+
+    if mask_from not in SALIENCY_METHODS:
+        return gr.skip(), gr.skip()
+    try:
+        lc = load_selected(source, gallery_key, files, slice_index, channel, window, gt_file)
+        mask, _ = mask_preview(lc, mask_from, percentile)
+    except USER_ERRORS:
+        return gr.skip(), gr.skip()             # nothing selected yet, or no ACAT: the run says why
+    rgb = with_outlines(grey_rgb(lc.case.image[0]), mask, lc.case.ground_truth)
+    brain = lc.case.brain_mask.astype(bool)
+    share = 100.0 * mask[brain].mean() if brain.any() else 0.0
+    return rgb, progress_html(0, 1, f"Mask preview: {mask_from.upper()} saliency above the {float(percentile):g}th "
+                                    f"percentile, {share:.0f} % of the brain (cyan). Press Run to redraw it.")
+
+
 @user_errors
 def explore_run(source, gallery_key, files, slice_index, channel, window, gt_file, mask_from, mask_file, drawing,
                 k, percentile, steps, seed, opacity, request: Optional[gr.Request] = None):

@@ -357,6 +357,11 @@ def build_demo(title: str = "Dif-fuse Studio") -> gr.Blocks:
         for comp in (slice_slider, channel, window, gt_file):
             comp.change(explore.preview_case, case_inputs, preview_outputs, trigger_mode="always_last", **light)
 
+        preview_mask_ins = case_inputs + [mask_from, ctl["percentile"]]
+        ctl["percentile"].change(explore.preview_mask, preview_mask_ins, [preview, progress],
+                                 trigger_mode="always_last", **light)
+        mask_from.input(explore.preview_mask, preview_mask_ins, [preview, progress], trigger_mode="always_last",
+                        **light)
         explore_inputs = case_inputs + [mask_from, mask_file, mask_draw, ctl["k"], ctl["percentile"], ctl["steps"],
                                         ctl["seed"], opacity]
         explore_outs = [live_noisy, live_clean, progress, out_input, out_saliency, out_mask, out_cf, out_overlay,
