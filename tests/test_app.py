@@ -643,3 +643,40 @@ def test_the_percentile_slider_previews_the_runs_mask_before_any_run(studio):
     assert SALIENCY_CACHE.hits >= hits + 4                                         # the run took the kept map
     skipped = explore.preview_mask("gallery", key, None, 0, None, None, None, "draw", 80)
     assert all(is_skip(v) for v in skipped)                                        # a drawn mask: nothing to preview
+
+
+def test_window_level_and_zoom_apply_to_every_result_panel(studio):
+    """Teaching v2, item 4: one window/level and one zoom for all panels, redrawn without a model call; a click
+    centres the zoom where it fell."""
+    from types import SimpleNamespace
+
+    from diffuse_core.studio.display import view, view_box, windowed
+
+    key = library.list_library()[0].key
+    frames = run_explore(key=key)
+    state = out(frames[-1], "run_state")
+    plain = explore.render_view(state, 0.6, 0.0, 2.0, 1.0, None)
+    names = explore.RESULT_PANELS
+    assert np.array_equal(plain[names.index("out_input")], out(frames[-1], "out_input"))
+    narrow = explore.render_view(state, 0.6, 0.0, 0.6, 1.0, None)
+    for name in ("out_input", "out_cf", "out_overlay"):
+        assert not np.array_equal(plain[names.index(name)], narrow[names.index(name)])   # every panel follows
+    d = state["display"]
+    brain = d.brain.astype(bool)
+    wide, tight = view(d, 0.0, 2.0), view(d, float(np.median(d.image[0][brain])), 0.6)
+    for a, b in ((wide.image, tight.image), (wide.counterfactual, tight.counterfactual)):
+        assert b[0][brain].std() > a[0][brain].std()                    # more contrast in the brain, both images
+    assert np.array_equal(windowed(d.image, 0.0, 2.0), np.clip(d.image, -1, 1))
+    zoomed = view(d, 0.0, 2.0, 2.0, (0.0, 0.0))
+    side = d.image.shape[-1]
+    assert np.array_equal(zoomed.image, d.image[..., :side // 2, :side // 2])          # the top-left quarter
+    assert zoomed.vmax == d.vmax and zoomed.anomaly.shape == (side // 2, side // 2)
+    assert view_box(side, 4.0, (1.0, 1.0)) == (side - side // 4, side - side // 4, side // 4)  # kept inside
+    panels = explore.render_view(state, 0.6, 0.0, 2.0, 2.0, (0.0, 0.0))
+    assert all(p is not None for p in panels[:5])
+    # a click in the middle of a 2x view of the top-left quarter centres the zoom at (1/4, 1/4) of the slice
+    shown = panels[names.index("out_input")].shape[0]
+    focus, zoom = explore.set_focus(state, 2.0, (0.0, 0.0), SimpleNamespace(index=[shown / 2, shown / 2]))
+    assert zoom == 2.0 and np.allclose(focus, (0.25, 0.25), atol=0.02)
+    assert explore.window_preset("As loaded") == (0.0, 2.0)
+    assert all(is_skip(v) for v in explore.render_view(None, 0.6, 0.0, 2.0, 1.0, None))

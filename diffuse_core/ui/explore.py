@@ -115,22 +115,14 @@ def explore_outputs(lc: LoadedCase, item: dict, opacity: float) -> list:
     r = item["result"]
     summary = result_summary(lc, item)
     d = display_result(lc.case, r)              # the panels at the input's own resolution
-    size, thick = d.panel_size, max(1, d.panel_size // 256)
     state = {**result_record(lc, item, summary), "key": lc.key, "saliency": r.saliency,
              "threshold": item["threshold"], "display": d}
-    before = with_outlines(grey_rgb(d.image[0], size), truth=d.truth, thickness=thick)
-    after = with_outlines(grey_rgb(d.counterfactual[0], size), truth=d.truth, thickness=thick)
     values = {
         "live_noisy": gr.skip(), "live_clean": with_outlines(grey_rgb(r.counterfactual[0]), r.mask),
         "progress": progress_html(1, 1, f"Done in {r.seconds:.1f} s ({r.network_calls} network calls"
                                         + ("; the inversion was reused from an earlier run of this slice, K and "
                                            "steps" if r.inversion_reused else "") + ")."),
-        "out_input": with_outlines(grey_rgb(d.image[0], size), d.mask, d.truth, thick),
-        "out_saliency": saliency_picture(d.saliency if d.saliency is not None else d.mask, d.brain, size),
-        "out_mask": mask_picture(d.image[0], d.mask, size),
-        "out_cf": with_outlines(grey_rgb(d.counterfactual[0], size), d.mask, thickness=thick),
-        "out_overlay": overlay_picture(d.image[0], d.anomaly, opacity, d.mask, d.truth, d.vmax, size),
-        "out_slider": (before, after), "out_metrics": metrics_markdown(lc, summary),
+        **result_panels(d, opacity), "out_metrics": metrics_markdown(lc, summary),
         "out_chart": change_chart(item["changes"]), "out_summary": summary, "run_state": state,
     }
     return [values[name] for name in EXPLORE_OUTPUTS]
@@ -161,6 +153,54 @@ def metrics_markdown(lc: LoadedCase, summary: dict) -> str:
                  f"{', '.join(m.upper() for m in trained_on)} slices only, and this is "
                  f"{str(summary['modality']).upper()}: read the counterfactual with caution.")
     return f"{head}\n\n| Measure | Value |\n|---|---|\n{table}"
+
+
+RESULT_PANELS = ["out_input", "out_saliency", "out_mask", "out_cf", "out_overlay", "out_slider"]
+
+
+def result_panels(d, opacity: float) -> dict:
+    """The result panels of a Display (see :data:`RESULT_PANELS`)."""
+    size, thick = d.panel_size, max(1, d.panel_size // 256)
+    before = with_outlines(grey_rgb(d.image[0], size), truth=d.truth, thickness=thick)
+    after = with_outlines(grey_rgb(d.counterfactual[0], size), truth=d.truth, thickness=thick)
+    return {"out_input": with_outlines(grey_rgb(d.image[0], size), d.mask, d.truth, thick),
+            "out_saliency": saliency_picture(d.saliency if d.saliency is not None else d.mask, d.brain, size),
+            "out_mask": mask_picture(d.image[0], d.mask, size),
+            "out_cf": with_outlines(grey_rgb(d.counterfactual[0], size), d.mask, thickness=thick),
+            "out_overlay": overlay_picture(d.image[0], d.anomaly, opacity, d.mask, d.truth, d.vmax, size),
+            "out_slider": (before, after)}
+
+
+def render_view(state, opacity, centre, width, zoom, focus):
+    """Window/level, zoom or opacity changed: redraw every result panel of the last run (no model call)."""
+    from diffuse_core.studio.display import view
+
+    if not state or state.get("display") is None:
+        return [gr.skip()] * len(RESULT_PANELS)
+    panels = result_panels(view(state["display"], centre, width, zoom, focus), opacity)
+    return [panels[name] for name in RESULT_PANELS]
+
+
+def window_preset(name):
+    """A display preset chosen -> (centre, width)."""
+    from diffuse_core.studio.display import WINDOW_PRESETS
+
+    c, w = WINDOW_PRESETS.get(name, (0.0, 2.0))
+    return c, w
+
+
+def set_focus(state, zoom, focus, evt: gr.SelectData):
+    """A click on a result panel: the zoom centres there (2x if it was off) -> (focus, zoom)."""
+    from diffuse_core.studio.display import panel_side, view_box
+
+    if not state or state.get("display") is None:
+        return gr.skip(), gr.skip()
+    side = state["display"].anomaly.shape[0]
+    top, left, crop = view_box(side, zoom, focus)
+    shown = panel_side(crop)
+    x, y = float(evt.index[0]), float(evt.index[1])
+    row, col = top + y / shown * crop, left + x / shown * crop
+    return (min(max(row / side, 0.0), 1.0), min(max(col / side, 0.0), 1.0)), (zoom if zoom and zoom > 1 else 2.0)
 
 
 def render_overlay(state, opacity):

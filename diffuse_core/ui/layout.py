@@ -10,6 +10,7 @@ import gradio as gr
 
 from diffuse_core.data import curation
 from diffuse_core.studio.library import list_library, teaching_root
+from diffuse_core.studio.display import WINDOW_PRESETS, ZOOM_RANGE
 from diffuse_core.studio.model_store import MODELS, apply_recommended_defaults, model_device
 from diffuse_core.studio.settings import (CT_WINDOW_CHOICES, DEFAULTS, K_RANGE, MASK_SOURCES, PERCENTILE_RANGE,
                                           STEPS_RANGE)
@@ -190,6 +191,21 @@ def build_demo(title: str = "Dif-fuse Studio") -> gr.Blocks:
                                     elem_classes="df-legend")
                         opacity = gr.Slider(0, 1, value=DEFAULTS["opacity"], step=0.05, label="Anomaly map opacity",
                                             elem_id="df-opacity")
+                        with gr.Accordion("Display: window / level and zoom (all panels)", open=False,
+                                          elem_id="df-display"):
+                            with gr.Row():
+                                win_preset = gr.Dropdown(list(WINDOW_PRESETS), value="As loaded", label="Preset",
+                                                         elem_id="df-win-preset")
+                                win_centre = gr.Slider(-1, 1, value=0.0, step=0.01, label="Level (centre)",
+                                                       elem_id="df-win-centre",
+                                                       info="-1 = the darkest of the loaded range, 1 = the brightest")
+                                win_width = gr.Slider(0.05, 2, value=2.0, step=0.01, label="Window (width)",
+                                                      elem_id="df-win-width", info="narrower = more contrast")
+                            with gr.Row():
+                                zoom = gr.Slider(*ZOOM_RANGE, value=1.0, step=0.5, label="Zoom", elem_id="df-zoom",
+                                                 info="click a result panel to centre the zoom there")
+                                view_reset = gr.Button("Reset the view", size="sm")
+                            view_focus = gr.State(None)
                         out_metrics = gr.Markdown()
                         out_chart = gr.Plot(show_label=False)
                         with gr.Row():
@@ -373,7 +389,18 @@ def build_demo(title: str = "Dif-fuse Studio") -> gr.Blocks:
             [unc_progress, unc_std, unc_mean, unc_anomaly, unc_md], api_visibility="undocumented",
             show_progress="hidden", **heavy)
         stop_btn.click(explore.request_stop, None, progress, cancels=[run_event, unc_event], **light)
-        opacity.change(explore.render_overlay, [run_state, opacity], out_overlay, trigger_mode="always_last", **light)
+        view_ins = [run_state, opacity, win_centre, win_width, zoom, view_focus]
+        view_outs = [out_input, out_saliency, out_mask, out_cf, out_overlay, out_slider]
+        for comp in (opacity, win_centre, win_width, zoom):
+            comp.change(explore.render_view, view_ins, view_outs, trigger_mode="always_last", **light)
+        win_preset.input(explore.window_preset, win_preset, [win_centre, win_width], **light)
+        for panel in (out_input, out_cf, out_overlay, out_mask, out_saliency):
+            panel.select(explore.set_focus, [run_state, zoom, view_focus], [view_focus, zoom], **light).then(
+                explore.render_view, view_ins, view_outs, **light)
+        view_reset.click(lambda: (0.0, 2.0, 1.0, None, "As loaded"), None,
+                         [win_centre, win_width, zoom, view_focus, win_preset], **light).then(
+            explore.render_view, view_ins, view_outs, **light)
+        run_event.then(explore.render_view, view_ins, view_outs, **light)   # a new run keeps the reader's view
         to_curate.click(curate.send_to_curate, [run_state, review_items], [review, review_items], **light)
 
         rp_outs = [rp_state, rp_point, rp_header, rp_image, rp_reveal, rp_slider, rp_heat, rp_feedback,
