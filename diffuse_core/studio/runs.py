@@ -13,6 +13,7 @@ with ``spaces.GPU``); elsewhere it runs as is.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -143,7 +144,9 @@ def run_case(lc: LoadedCase, mask_from="acat", mask_file=None, drawn=None, k=Non
     k, steps, seed = check_settings(k, steps, seed)
     MODELS.require_ddpm()
     guard.check("before the mask")
+    start = time.perf_counter()
     choice = resolve_mask(lc, mask_from, mask_file, drawn, percentile)
+    mask_ready = None
     changes, result = [], None
     with LIVE_RUNS.running(guard):               # counted as running until the result, or the run's end
         work = iter(_model_work(lc.case, choice, k, steps, seed, percentile, reuse_inversion))
@@ -154,6 +157,8 @@ def run_case(lc: LoadedCase, mask_from="acat", mask_file=None, drawn=None, k=Non
                 item = next(work, None)
                 if item is None:
                     return
+                if item["kind"] == "mask":
+                    mask_ready = time.perf_counter()
                 if item["kind"] == "step":
                     LIVE_RUNS.step()
                     changes.append({c: item[c] for c in ("phase", "index", "total", "timestep", "inside",
@@ -168,6 +173,14 @@ def run_case(lc: LoadedCase, mask_from="acat", mask_file=None, drawn=None, k=Non
             close = getattr(work, "close", None)
             if close is not None:
                 close()                          # a stopped run leaves no suspended model work behind
+    # the split of issue "performance": saliency (the mask), the walk's two loops, and everything after the walk
+    # up to here (clamp, anomaly map, the result's panels are the caller's); model loading excluded
+    r, end = result["result"], time.perf_counter()
+    mask_ready = mask_ready or start
+    walk = r.timings.get("inversion", 0.0) + r.timings.get("sampling", 0.0)
+    result["timings"] = {"saliency": mask_ready - start, "inversion": r.timings.get("inversion", 0.0),
+                         "sampling": r.timings.get("sampling", 0.0),
+                         "post": max(0.0, end - mask_ready - walk), "total": end - start}
     result["changes"] = changes
     result["settings"] = {"k": k, "steps": steps, "seed": seed, "percentile": percentile, "mask_from": mask_from,
                           "variant": DEFAULTS["variant"]}

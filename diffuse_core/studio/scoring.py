@@ -34,7 +34,8 @@ def result_summary(lc, item: dict) -> dict:
             "output_size": list(full.shape), "case": lc.title,
             "modality": lc.case.modality, "percentile": item["settings"]["percentile"],
             "mask_from": item["settings"]["mask_from"], "model_version": item["model_version"],
-            "notes": list(lc.notes)}
+            "notes": list(lc.notes),
+            "timings": {k: round(float(v), 4) for k, v in (item.get("timings") or r.timings).items()}}
 
 
 def looks_healthy(flagged_fraction_of_brain: float) -> bool:
