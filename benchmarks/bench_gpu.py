@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
@@ -79,7 +78,6 @@ def main() -> int:
 
     from diffuse_core.cases import default_settings, load_default_models, mask_for_case
     from diffuse_core.data.synthbrain import generate_slice, sample_seed
-    from diffuse_core.io.preprocess import prepare_slice
     from diffuse_core.models.denoiser import DenoiserConfig, new_denoiser
     from diffuse_core.models.device import pick_device, resolve_precision
     from diffuse_core.cases import case_from_normalized

@@ -248,3 +248,46 @@ def test_play_a_rapid_reporting_packet_to_the_end(server, tmp_path):
         total += marks
     assert f"{total} / 8 marks" in review
     assert (tmp_path / "quiz_reveal.png").stat().st_size > 10_000
+
+
+def test_mask_preview_uncertainty_and_display_in_the_browser(server):
+    """Explore: the percentile slider previews the mask before any run; the uncertainty draws show their maps; after
+    a run, the zoom redraws the result panels."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(server)
+            page.wait_for_selector("#df-gallery img", timeout=30_000)
+            page.locator("#df-gallery img").first.click()
+            page.wait_for_timeout(1_000)
+            box = page.locator("#df-percentile input[type=number]")
+            box.fill("80")
+            box.press("Enter")
+            page.wait_for_function("document.body.innerText.includes('Mask preview')", timeout=30_000)
+            assert "80th percentile" in page.inner_text("body")
+            for slider, value in (("#df-steps", "3"), ("#df-k", "200")):
+                box = page.locator(f"{slider} input[type=number]")
+                box.fill(value)
+                box.press("Enter")
+            page.locator("#df-uncertainty").click()                                  # open the accordion
+            page.locator("#df-unc-run").click()
+            page.wait_for_function("document.querySelector('#df-unc-md') && "
+                                   "document.querySelector('#df-unc-md').innerText.includes('draws')",
+                                   timeout=60_000)
+            assert page.locator("#df-unc-std img").count() == 1
+            assert "estimated" in page.inner_text("#df-unc-md")
+            page.locator("#df-run").click()
+            page.wait_for_function("document.body.innerText.includes('Done in')", timeout=60_000)
+            before = page.locator("#df-counterfactual img").get_attribute("src")
+            page.locator("#df-display").click()
+            zoom = page.locator("#df-zoom input[type=number]")
+            zoom.fill("3")
+            zoom.press("Enter")
+            page.wait_for_function(f"document.querySelector('#df-counterfactual img') && "
+                                   f"document.querySelector('#df-counterfactual img').src !== {before!r}",
+                                   timeout=20_000)
+        finally:
+            browser.close()

@@ -17,7 +17,7 @@ from diffuse_core.studio.library import list_library, load_library_case
 from diffuse_core.studio.reveal_cache import result_for_case
 from diffuse_core.studio.settings import DEFAULTS
 from diffuse_core.ui.errors import user_errors
-from diffuse_core.ui.pictures import GT_COLOR, USER_COLOR, grey_rgb, overlay_picture, resize_mask, with_outlines
+from diffuse_core.ui.pictures import USER_COLOR, grey_rgb, overlay_picture, resize_mask, with_outlines
 
 PANEL = 384                     # pixels a side of the quiz's pictures
 DEFAULT_SET = "teaching/default"
@@ -116,7 +116,6 @@ def click_point(state, evt: gr.SelectData):
 
 def _reveal(lc, d, answer: rapids.Answer, point_px):
     """Before/after slider, anomaly map with the expert outline and the click, and the feedback text."""
-    size = d.image.shape[-1]
     truth = None if d.truth is None or not d.truth.any() else d.truth
     before = with_outlines(grey_rgb(d.image[0], PANEL), None, None if truth is None else resize_mask(truth, PANEL), 2)
     before = _marker(before, point_px)
@@ -131,8 +130,7 @@ def _reveal(lc, d, answer: rapids.Answer, point_px):
     if lc.note:
         lines += ["", f"*Teaching note:* {lc.note}"]
     lines += ["", "Left: the slice with the expert's outline (green) and your click (red); slide to see the healthy "
-                  "counterfactual Dif-fuse drew. Right: the anomaly map (bright = changed most)."
-              + ("" if size == d.image.shape[-1] else "")]
+                  "counterfactual Dif-fuse drew. Right: the anomaly map (bright = changed most)."]
     return gr.update(visible=True), (before, after), heat, "\n".join(lines)
 
 
