@@ -1,6 +1,7 @@
 """The Quiz tab's rapid-reporting packet: call each slice normal or abnormal (click where), see the answer with the
 Dif-fuse counterfactual at once, and review the packet at the end. The packet lives in the browser session's state
-(``gr.State``); nothing about a trainee is kept on the server. Rules and scoring: :mod:`diffuse_core.studio.rapids`.
+(``gr.State``: in memory for that tab only, gone when it closes); nothing about a trainee is written anywhere.
+Rules and scoring: :mod:`diffuse_core.studio.rapids`.
 """
 
 from __future__ import annotations
@@ -59,9 +60,12 @@ def _view(key: str):
     return lc, d
 
 
-def _header(packet: rapids.Packet) -> str:
+def _header(packet: rapids.Packet, revealing: bool = False) -> str:
     n = len(packet.cases)
-    parts = [f"**Slice {min(packet.index + 1, n)} of {n}**",
+    if packet.done and not revealing:
+        return f"**Packet done**: {sum(a.points for a in packet.answers)} / {rapids.MAX_PER_CASE * n} marks"
+    number = len(packet.answers) if revealing else packet.index + 1
+    parts = [f"**Slice {number} of {n}**" + (" — the answer" if revealing else ""),
              f"marks so far {sum(a.points for a in packet.answers)} / {rapids.MAX_PER_CASE * len(packet.answers)}"]
     left = packet.remaining_s()
     if left is not None:
@@ -153,7 +157,7 @@ def call(choice: str):
                 and (packet.remaining_s() is None or packet.remaining_s() > 0):
             raise ValueError("click on the slice where the abnormality is, then press Abnormal")
         answer = packet.answer(choice, point, truth, lc.case.spacing, title=lc.title)
-        return ({**packet.to_state(), "revealing": True}, _header(packet), *_reveal(lc, d, answer, point_px),
+        return ({**packet.to_state(), "revealing": True}, _header(packet, revealing=True), *_reveal(lc, d, answer, point_px),
                 *_buttons(False, last=packet.done))
 
     handler.__name__ = f"call_{choice}"
