@@ -21,8 +21,13 @@ def test_the_shipped_set_holds_only_what_its_manifest_lists():
     root = teaching.PACKAGE_ROOT / "default"
     listed = {c[key] for c in teaching.load_manifest("default", teaching.PACKAGE_ROOT)["cases"]
               for key in ("image", "mask", "preview")}
-    assert sorted(p.name for p in root.iterdir()) == sorted(listed | {"manifest.json"})
+    extra = {"counterfactuals"}    # the quiz's precomputed reveals (python -m diffuse_core.studio.reveal_cache default)
+    assert sorted(p.name for p in root.iterdir() if p.name not in extra) == sorted(listed | {"manifest.json"})
     assert "format" not in json.loads((root / "manifest.json").read_text())   # not a curated set's manifest
+    ids = {c["id"] for c in teaching.load_manifest("default", teaching.PACKAGE_ROOT)["cases"]}
+    for key_dir in (root / "counterfactuals").iterdir() if (root / "counterfactuals").is_dir() else []:
+        assert key_dir.is_dir() and key_dir.name.startswith("ddpm-")
+        assert {p.name for p in key_dir.iterdir()} <= {f"{i}.npz" for i in ids}
 
 
 def test_default_manifest_complete():
