@@ -122,7 +122,7 @@ def main() -> int:
     print("| resolution | batch | s per batch | slices / s | network calls | peak GPU memory (MiB) |")
     print("|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['resolution']}² | {r['batch']} | {r['seconds']:.2f} | {r['slices_per_second']:.0f} | "
+        print(f"| {r['resolution']}² | {r['batch']} | {r['seconds']:.2f} | {r['slices_per_second']:.1f} | "
               f"{r['network_calls']} | {r['peak_mib']:.0f} |")
     print()
     print(json.dumps(info, indent=1))
