@@ -3,7 +3,7 @@
 
 Starts the app on a free local port (shipped ``assets/``, the default teaching set, default settings), opens it in
 Debian's headless Chromium through Playwright and saves a PNG: ``explore`` picks a teaching case, runs it and takes
-the full page (``docs/app_screenshot.png``); ``quiz`` draws a packet (seed 1), clicks the first slice where its
+the full page (``docs/app_screenshot.png``); ``quiz`` draws a packet (``--seed``, default 2), clicks the first slice where its
 lesion is (or calls it normal) and takes the reveal (``docs/quiz_reveal.png``); ``uncertainty`` runs 4 draws of a
 teaching case and takes the uncertainty panels (``docs/uncertainty.png``). ``--out`` overrides the file. Needs
 ``/usr/bin/chromium``; never downloads a browser.
@@ -26,6 +26,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--case", type=int, default=0, help="index of the teaching case in the gallery")
     parser.add_argument("--view", choices=["explore", "quiz", "uncertainty"], default="explore")
+    parser.add_argument("--seed", type=int, default=2, help="quiz: the packet's seed (2: an abnormal first slice)")
     parser.add_argument("--out", default=None)
     parser.add_argument("--timeout", type=float, default=600, help="seconds to wait for the run")
     args = parser.parse_args()
@@ -84,10 +85,14 @@ def _quiz(page, args) -> None:
     from diffuse_core.ui import rapids as ui
 
     page.get_by_role("tab", name="Quiz").click()
-    # "Repeat this packet" with no packet played yet uses the seed box (1): a fixed packet of 10 for the picture
+    # "Repeat this packet" with no packet played yet uses the seed box: a fixed packet of 10 for the picture
+    box = page.locator("#df-rp-seed input")
+    box.fill(str(args.seed))
+    box.press("Enter")
+    page.wait_for_timeout(500)
     page.locator("#df-rp-repeat").click()
     page.wait_for_function("document.body.innerText.includes('Slice 1 of 10')", timeout=args.timeout * 1000)
-    first = rapids.draw_packet(ui._packet_cases([ui.DEFAULT_SET]), 10, 1)[0]
+    first = rapids.draw_packet(ui._packet_cases([ui.DEFAULT_SET]), 10, args.seed)[0]
     if first.healthy:
         page.locator("#df-rp-normal").click()
     else:
@@ -106,10 +111,9 @@ def _quiz(page, args) -> None:
     page.locator("#df-rp-header").scroll_into_view_if_needed()
     box = page.locator("#df-rp-image").bounding_box()
     fb = page.locator("#df-rp-feedback").bounding_box()
-    top = page.locator("#df-rp-header").bounding_box()["y"] - 10
-    page.screenshot(path=args.out, full_page=True,
-                    clip={"x": 0, "y": top, "width": 1400, "height": max(box["y"] + box["height"],
-                                                                        fb["y"] + fb["height"]) - top + 20})
+    top = page.locator("#df-rp-sets").bounding_box()["y"] - 40
+    bottom = max(box["y"] + box["height"], fb["y"] + fb["height"]) + 140
+    page.screenshot(path=args.out, full_page=True, clip={"x": 0, "y": top, "width": 1400, "height": bottom - top})
 
 
 if __name__ == "__main__":

@@ -221,10 +221,10 @@ def build_demo(title: str = "Dif-fuse Studio") -> gr.Blocks:
                                 unc_btn = gr.Button("Run the draws", elem_id="df-unc-run")
                             unc_progress = gr.HTML()
                             with gr.Row():
-                                unc_std = gr.Image(label="Standard deviation over the draws", elem_id="df-unc-std",
+                                unc_std = gr.Image(label="Spread (std) of the draws", elem_id="df-unc-std",
                                                    **img_kw)
                                 unc_mean = gr.Image(label="Mean counterfactual", **img_kw)
-                                unc_anomaly = gr.Image(label="Anomaly map of the mean", **img_kw)
+                                unc_anomaly = gr.Image(label="Anomaly of the mean", **img_kw)
                             unc_md = gr.Markdown(elem_id="df-unc-md")
                         with gr.Accordion("Run summary (JSON)", open=False):
                             out_summary = gr.JSON()
@@ -250,7 +250,7 @@ def build_demo(title: str = "Dif-fuse Studio") -> gr.Blocks:
                     rp_minutes = gr.Number(0, label="Time limit (minutes, 0 = none)", minimum=0, maximum=120,
                                            precision=0, scale=1)
                     rp_seed = gr.Number(1, label="Packet seed", precision=0, minimum=0, scale=1,
-                                        info="same seed, same packet")
+                                        info="same seed, same packet", elem_id="df-rp-seed")
                 with gr.Row():
                     rp_new = gr.Button("New packet", variant="primary", elem_id="df-rp-new")
                     rp_repeat = gr.Button("Repeat this packet", elem_id="df-rp-repeat")
