@@ -73,7 +73,8 @@ from diffuse_core.data.set_folder import (
 
 __all__ = ["CASE_FILES", "CaseExistsError", "CuratedCase", "Recovery", "ReviewItem", "check_upload_size", "data_dir",
            "default_root", "is_curated_set", "list_sets", "load_manifest", "open_root", "read_case", "recover",
-           "review_counts", "sanitize_name", "save_case", "slug", "unique_case_id", "zip_set"]
+           "review_counts", "sanitize_name", "save_case", "set_path", "slug", "unique_case_id", "zip_set",
+           "download_folder"]
 
 MANIFEST_FORMAT = "diffuse-studio-curated-set/1"
 MAX_NAME_LENGTH = 64                      # characters of a set or case name
@@ -221,13 +222,14 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def _set_dir(set_name: str, root) -> Path:
+def set_path(set_name: str, root=None) -> Path:
+    """The folder of the curated set ``set_name`` under ``root`` (default :func:`default_root`); the name checked."""
     return Path(root if root is not None else default_root()) / sanitize_name(set_name)
 
 
 def load_manifest(set_name: str, root=None) -> dict:
     """The manifest of a curated set (``{"name", "format", "created", "updated", "cases": [...]}``)."""
-    set_dir = _set_dir(set_name, root)
+    set_dir = set_path(set_name, root)
     manifest = read_manifest(set_dir)
     if manifest is None:
         raise FileNotFoundError(f"no curated set {set_name!r} in {set_dir.parent}")
@@ -256,7 +258,7 @@ def list_sets(root=None) -> list[str]:
 def unique_case_id(set_name: str, base: str, root=None) -> str:
     """``base`` (made valid) or ``base-2``, ``base-3``, ... whichever is not yet in the set."""
     base = slug(base, MAX_NAME_LENGTH - 4)
-    set_dir = _set_dir(set_name, root)
+    set_dir = set_path(set_name, root)
     try:
         taken = {e.get("id") for e in (read_manifest(set_dir) or {"cases": []})["cases"]}
     except ValueError:
@@ -320,7 +322,7 @@ def save_case(set_name: str, case: CuratedCase, root=None) -> dict:
 
 def read_case(set_name: str, case_id: str, root=None) -> tuple[dict, dict[str, np.ndarray]]:
     """(manifest entry, model-grid arrays {image, counterfactual, anomaly, mask[, ground_truth, brain_mask]})."""
-    set_dir = _set_dir(set_name, root)
+    set_dir = set_path(set_name, root)
     case_id = sanitize_name(case_id, "case id")
     manifest = load_manifest(set_name, root)
     entry = next((e for e in manifest["cases"] if e.get("id") == case_id), None)
@@ -404,7 +406,8 @@ def _remove_made_downloads() -> None:
         downloads_dir().rmdir()                 # when no other process has archives there
 
 
-def _download_folder() -> Path:
+def download_folder() -> Path:
+    """A new folder for one download's archive, removed with the others after :data:`DOWNLOAD_TTL_S`."""
     base = downloads_dir()
     with contextlib.suppress(FileExistsError):
         base.mkdir(mode=0o700, parents=True)
@@ -420,10 +423,10 @@ def zip_set(set_name: str, root=None, out_dir=None) -> Path:
     """``<set name>.zip`` of the set's manifest and case files (hidden entries left out), written through a
     temporary name into ``out_dir`` (the caller's), or by default into a new folder of :func:`downloads_dir` that
     is removed :data:`DOWNLOAD_TTL_S` seconds later (no folder is left behind per download)."""
-    set_dir = _set_dir(set_name, root)
+    set_dir = set_path(set_name, root)
     with set_lock(set_dir) if (set_dir / LOCK_NAME).is_file() else contextlib.nullcontext():
         manifest = load_manifest(set_name, root)
-        out = Path(out_dir) if out_dir is not None else _download_folder()
+        out = Path(out_dir) if out_dir is not None else download_folder()
         out.mkdir(parents=True, exist_ok=True)
         target = out / f"{set_dir.name.replace(' ', '_')}.zip"
         fd, tmp = tempfile.mkstemp(prefix=".zip-", suffix=".tmp", dir=out)

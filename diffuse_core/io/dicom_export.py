@@ -1,4 +1,5 @@
-"""A curated teaching set as DICOM, for a PACS viewer or a teaching-file system (issue: teaching v2, item 5).
+"""Teaching cases as DICOM, for a PACS viewer or a teaching-file system (issue: teaching v2, item 5); the zip of a
+curated set is :func:`diffuse_core.data.curated_dicom.zip_set_dicom`.
 
 Each case becomes one study of three single-image series: the original slice, the healthy counterfactual and the
 anomaly map, at the input's own size and pixel spacing (read from the case's NIfTI files). The datasets are built
@@ -11,11 +12,6 @@ maintained de-identification library implementing the DICOM basic application-le
 from __future__ import annotations
 
 import io
-import json
-import os
-import tempfile
-import zipfile
-from pathlib import Path
 
 import numpy as np
 
@@ -90,48 +86,8 @@ def case_datasets(images: dict[str, np.ndarray], spacing, modality: str, set_nam
     return out
 
 
-def _write(ds) -> bytes:
+def to_bytes(ds) -> bytes:
+    """A dataset as the bytes of a DICOM file (Part 10, with its file meta)."""
     buf = io.BytesIO()
     ds.save_as(buf, enforce_file_format=True)
     return buf.getvalue()
-
-
-def zip_set_dicom(set_name: str, root=None, out_dir=None) -> Path:
-    """``<set>_dicom.zip``: ``<set>/<case>/<nn>_<role>.dcm`` for every case of a curated set (see the module
-    docstring), plus ``<set>/manifest.json`` with the teaching notes; written through a temporary name."""
-    from dicognito.anonymizer import Anonymizer
-
-    from diffuse_core.data import curation
-    from diffuse_core.io.orientation import read_display_slice
-
-    import nibabel as nib
-
-    set_dir = curation._set_dir(set_name, root)
-    manifest = curation.load_manifest(set_name, root)
-    out = Path(out_dir) if out_dir is not None else curation._download_folder()
-    out.mkdir(parents=True, exist_ok=True)
-    target = out / f"{set_dir.name.replace(' ', '_')}_dicom.zip"
-    anonymizer = Anonymizer()                  # one per export: UIDs stay consistent within it
-    fd, tmp = tempfile.mkstemp(prefix=".zip-", suffix=".tmp", dir=out)
-    os.close(fd)
-    try:
-        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
-            notes = {"name": manifest.get("name", set_name), "cases": [
-                {k: e.get(k) for k in ("id", "modality", "lesion_type", "location", "difficulty", "note", "healthy")}
-                for e in manifest["cases"]]}
-            z.writestr(f"{set_dir.name}/manifest.json", json.dumps(notes, indent=2))
-            for entry in manifest["cases"]:
-                images, spacing = {}, None
-                for role in SERIES:
-                    arr, sp = read_display_slice(nib.load(str(set_dir / entry["id"] / f"{role}.nii.gz")))
-                    images[role] = arr[0] if arr.ndim == 3 else arr
-                    spacing = spacing or sp
-                datasets = case_datasets(images, spacing, entry.get("modality", ""), set_dir.name, entry["id"],
-                                         anonymizer)
-                for role, ds in datasets.items():
-                    z.writestr(f"{set_dir.name}/{entry['id']}/{SERIES[role][0]:02d}_{role}.dcm", _write(ds))
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return target

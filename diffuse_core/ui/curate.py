@@ -141,7 +141,7 @@ def curate_zip(set_name):
 @user_errors
 def curate_dicom_zip(set_name):
     """The chosen saved set as de-identified DICOM (a study per case: original, counterfactual, anomaly map)."""
-    from diffuse_core.io.dicom_export import zip_set_dicom
+    from diffuse_core.data.curated_dicom import zip_set_dicom
 
     if not set_name:
         raise ValueError("choose a saved set to download")
