@@ -205,7 +205,7 @@ def _add_evaluate(sub) -> None:
 
 def _cmd_evaluate(args) -> int:
     from diffuse_core.models.device import pick_device
-    from diffuse_core.evaluation.methods import METHODS
+    from diffuse_core.evaluation.methods import ALL_METHODS, METHODS
     from diffuse_core.evaluation.report import EvalSettings, command_line, run_evaluation
     from diffuse_core.cases import default_settings, load_default_models
 
@@ -214,9 +214,9 @@ def _cmd_evaluate(args) -> int:
     if args.sweeps_only and args.samples_only:
         raise UserError("--sweeps-only and --samples-only are separate runs: choose one")
     methods = tuple(m.strip() for m in args.methods.split(",")) if args.methods else METHODS
-    unknown = [m for m in methods if m not in METHODS]
+    unknown = [m for m in methods if m not in ALL_METHODS]
     if unknown:
-        raise UserError(f"unknown method(s) {', '.join(unknown)}: choose from {', '.join(METHODS)}")
+        raise UserError(f"unknown method(s) {', '.join(unknown)}: choose from {', '.join(ALL_METHODS)}")
     defaults = default_settings(denoiser)      # the app's settings unless given: the numbers are for what users run
     args.k = defaults["k"] if args.k is None else args.k
     args.steps = defaults["steps"] if args.steps is None else args.steps

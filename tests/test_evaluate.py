@@ -241,6 +241,25 @@ def test_the_threshold_baseline_flags_the_brightest_pixels_and_the_oracle_mask_c
     assert (o[lesion > 0] == 1).all() and o.sum() > lesion.sum() and (o[brain == 0] == 0).all()
 
 
+def test_the_ct_threshold_flags_the_darkest_pixels_of_a_real_synthbrain_ct_stroke():
+    """The CT analogue of the FLAIR threshold: an infarct is hypodense, so the darkest brain pixels are flagged;
+    it is a method of the registry (for CT sets) but not of the default FLAIR evaluation."""
+    from diffuse_core.core.metrics import dice
+    from diffuse_core.data.synthbrain import generate_slice, sample_seed
+    from diffuse_core.evaluation.baselines import hypodensity_maps
+    from diffuse_core.evaluation.methods import ALL_METHODS, METHODS, run_method
+
+    s = generate_slice(sample_seed("val", 0, 5), modalities=("ct",), size=128, lesion_type="stroke")
+    assert s.lesion_mask.any()
+    out = run_method("ct-threshold", None, s.image[None], s.brain_mask[None], {})
+    h = hypodensity_maps(s.image[None], s.brain_mask[None])
+    assert np.array_equal(out.anomalies, h) and out.calls_per_slice == 0 and (h >= 0).all()
+    lesion = s.lesion_mask.astype(bool)
+    assert h[0][lesion].mean() > 2 * h[0][s.brain_mask.astype(bool) & ~lesion].mean()   # the infarct is darker
+    assert max(dice(h[0] > t, s.lesion_mask) for t in (0.5, 1.0, 1.5, 2.0)) > 0.1
+    assert "ct-threshold" in ALL_METHODS and "ct-threshold" not in METHODS
+
+
 BRATS = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "real_cases" / "brats2015"
 
 

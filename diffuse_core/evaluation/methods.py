@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from diffuse_core.evaluation.baselines import ZSCORE_GRID, zscore_maps
+from diffuse_core.evaluation.baselines import ZSCORE_GRID, hypodensity_maps, zscore_maps
 from diffuse_core.models.denoiser import Denoiser
 from diffuse_core.pipeline import run_batch
 
@@ -27,6 +27,7 @@ class Method:
     mask_source: str | None
     label: str
     threshold_grid: tuple | None = None     # where the validation threshold is sought (None: the protocol's grid)
+    modality: str = "any"                   # "ct": only for CT sets (not in the default FLAIR evaluation)
 
 
 REGISTRY: dict[str, Method] = {m.name: m for m in (
@@ -34,6 +35,7 @@ REGISTRY: dict[str, Method] = {m.name: m for m in (
     Method("dif-fuse-two-chain", "two-chain", "acat", "Dif-fuse (authors' code, 2 chains)"),
     Method("acat", None, "acat", "ACAT saliency alone"),
     Method("flair-threshold", None, None, "FLAIR threshold (z-score in the brain)", ZSCORE_GRID),
+    Method("ct-threshold", None, None, "CT threshold (hypodensity z-score in the brain)", ZSCORE_GRID, "ct"),
     Method("dif-fuse-oracle", "paper", "oracle", "Dif-fuse + oracle mask (lesion + 6 px)"),
     Method("ddpm", "ddpm", None, "DDPM (ablation)"),
     Method("ddim-ddpm", "ddim-ddpm", None, "DDIM-DDPM (ablation)"),
@@ -45,7 +47,8 @@ REGISTRY: dict[str, Method] = {m.name: m for m in (
     Method("dif-fuse-gradcam", "paper", "gradcam", "Dif-fuse + Grad-CAM mask"),
     Method("dif-fuse-gradient", "paper", "gradient", "Dif-fuse + gradient mask"),
 )}
-METHODS = tuple(REGISTRY)
+METHODS = tuple(name for name, m in REGISTRY.items() if m.modality != "ct")   # the default (FLAIR) evaluation
+ALL_METHODS = tuple(REGISTRY)
 MASK_SOURCE = {name: m.mask_source for name, m in REGISTRY.items() if m.mask_source is not None}
 SALIENCY_SOURCES = ("acat", "gradcam", "gradient")      # mask sources computed from a saliency map; "oracle" is not
 
@@ -67,10 +70,12 @@ def run_method(name: str, denoiser: Denoiser, images: np.ndarray, brains: np.nda
     (B, H, W) masks; ``brains`` are (B, H, W) brain masks; ``inversion_cache``: see
     :func:`diffuse_core.evaluation.protocol.run_on_set`."""
     if name not in REGISTRY:
-        raise ValueError(f"unknown method {name!r}: choose from {', '.join(METHODS)}")
+        raise ValueError(f"unknown method {name!r}: choose from {', '.join(ALL_METHODS)}")
     method = REGISTRY[name]
     if name == "flair-threshold":           # no model: the brightest pixels of the brain
         return MethodOutput(images.copy(), zscore_maps(images, brains), 0.0, 0.0)
+    if name == "ct-threshold":              # no model: the darkest pixels of the brain (hypodensity)
+        return MethodOutput(images.copy(), hypodensity_maps(images, brains), 0.0, 0.0)
     mask = masks[method.mask_source] if method.mask_source else None
     if method.walk is None:
         return MethodOutput(images.copy(), mask.astype(np.float32) * brains, 0.0, 0.0)
