@@ -131,3 +131,14 @@ def test_a_whole_packet_through_the_quiz_tab_with_an_instant_second_reveal(tmp_p
     assert [c["key"] for c in again[0]["cases"]] == [c["key"] for c in state["cases"]] and not calls
     lc, _ = ui._view(state["cases"][0]["key"])
     assert "from_cache" in reveal_cache.result_for_case(lc).extras
+
+
+def test_the_clock_line_names_the_answered_slice_during_its_reveal():
+    pytest.importorskip("gradio")
+    from diffuse_core.ui import rapids as ui
+
+    p = Packet(cases=[PacketCase(f"t/s/{c}", True) for c in "abcd"], seed=0, time_limit_s=600)
+    p.answer("normal")
+    assert ui.tick({**p.to_state(), "revealing": True}).startswith("**Slice 1 of 4** — the answer")
+    assert ui.tick({**p.to_state(), "revealing": False}).startswith("**Slice 2 of 4**")
+    assert "time left 9:5" in ui.tick(p.to_state())

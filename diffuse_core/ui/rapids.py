@@ -180,7 +180,8 @@ def tick(state):
     if not state:
         return gr.update()
     packet = rapids.Packet.from_state(state)
-    return _header(packet) if not packet.done else gr.update()
+    revealing = bool(state.get("revealing"))
+    return _header(packet, revealing) if revealing or not packet.done else gr.update()
 
 
 def review_markdown(packet: rapids.Packet) -> str:
