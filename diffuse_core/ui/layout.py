@@ -221,10 +221,10 @@ def build_demo(title: str = "Dif-fuse Studio") -> gr.Blocks:
                                 unc_btn = gr.Button("Run the draws", elem_id="df-unc-run")
                             unc_progress = gr.HTML()
                             with gr.Row():
-                                unc_std = gr.Image(label="Spread (std) of the draws", elem_id="df-unc-std",
+                                unc_std = gr.Image(label="Spread (std)", elem_id="df-unc-std",
                                                    **img_kw)
-                                unc_mean = gr.Image(label="Mean counterfactual", **img_kw)
-                                unc_anomaly = gr.Image(label="Anomaly of the mean", **img_kw)
+                                unc_mean = gr.Image(label="Mean redrawn", **img_kw)
+                                unc_anomaly = gr.Image(label="Anomaly of mean", **img_kw)
                             unc_md = gr.Markdown(elem_id="df-unc-md")
                         with gr.Accordion("Run summary (JSON)", open=False):
                             out_summary = gr.JSON()
