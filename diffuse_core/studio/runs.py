@@ -128,6 +128,16 @@ def run_model_work_under(wrapper) -> None:
     _model_work = dif_fuse_stream if wrapper is None else wrapper(dif_fuse_stream)
 
 
+def run_settings(k=None, steps=None, seed=None, percentile=None) -> tuple[int, int, int, float]:
+    """K, steps, seed and percentile of a run: the app's defaults where None, checked (ValueError saying what)."""
+    k = DEFAULTS["k"] if k is None else k
+    steps = DEFAULTS["steps"] if steps is None else steps
+    seed = DEFAULTS["seed"] if seed is None else seed
+    percentile = DEFAULTS["percentile"] if percentile is None else check_percentile(percentile)
+    k, steps, seed = check_settings(k, steps, seed)
+    return k, steps, seed, percentile
+
+
 def run_case(lc: LoadedCase, mask_from="acat", mask_file=None, drawn=None, k=None, steps=None, seed=None,
              percentile=None, guard: RunGuard | None = None, reuse_inversion: bool = True):
     """Validate, then stream :func:`dif_fuse_stream` for a loaded case (same items; the result also carries
@@ -137,11 +147,7 @@ def run_case(lc: LoadedCase, mask_from="acat", mask_file=None, drawn=None, k=Non
     the mask and before every sampler step: a cancelled request ends with RunCancelled, one past its wall-time limit
     with RunTimeLimit, within one step."""
     guard = guard if guard is not None else request_guard()
-    k = DEFAULTS["k"] if k is None else k
-    steps = DEFAULTS["steps"] if steps is None else steps
-    seed = DEFAULTS["seed"] if seed is None else seed
-    percentile = DEFAULTS["percentile"] if percentile is None else check_percentile(percentile)
-    k, steps, seed = check_settings(k, steps, seed)
+    k, steps, seed, percentile = run_settings(k, steps, seed, percentile)
     MODELS.require_ddpm()
     guard.check("before the mask")
     start = time.perf_counter()

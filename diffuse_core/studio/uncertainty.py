@@ -18,7 +18,6 @@ from diffuse_core.studio.guard import RunGuard, request_guard
 from diffuse_core.studio.library import LoadedCase
 from diffuse_core.studio.model_store import MODELS, model_device
 from diffuse_core.studio.session import LIVE_RUNS
-from diffuse_core.studio.settings import DEFAULTS, check_percentile, check_settings
 
 SAMPLES_RANGE = (2, 8)
 _CALL_SECONDS: dict = {}
@@ -65,14 +64,10 @@ def run_uncertainty(lc: LoadedCase, mask_from="acat", mask_file=None, drawn=None
     from diffuse_core.core.masks import mask_from_saliency
     from diffuse_core.pipeline import UncertaintyResult, iter_uncertainty
     from diffuse_core.studio.saliency_cache import SALIENCY_CACHE
-    from diffuse_core.studio.runs import INVERSION_CACHE, resolve_mask
+    from diffuse_core.studio.runs import INVERSION_CACHE, resolve_mask, run_settings
 
     guard = guard if guard is not None else request_guard()
-    k = DEFAULTS["k"] if k is None else k
-    steps = DEFAULTS["steps"] if steps is None else steps
-    seed = DEFAULTS["seed"] if seed is None else seed
-    percentile = DEFAULTS["percentile"] if percentile is None else check_percentile(percentile)
-    k, steps, seed = check_settings(k, steps, seed)
+    k, steps, seed, percentile = run_settings(k, steps, seed, percentile)
     samples = int(samples)
     if not SAMPLES_RANGE[0] <= samples <= SAMPLES_RANGE[1]:
         raise ValueError(f"choose {SAMPLES_RANGE[0]} to {SAMPLES_RANGE[1]} samples, not {samples}")
