@@ -65,6 +65,17 @@ def _teaching_root(tmp: Path) -> Path:
     return root
 
 
+def _first_case(p, server: str, height: int):
+    """(browser, page) with the app open and the gallery's first case picked; the caller closes the browser."""
+    browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    page = browser.new_page(viewport={"width": 1400, "height": height})
+    page.goto(server)
+    page.wait_for_selector("#df-gallery img", timeout=30_000)
+    page.locator("#df-gallery img").first.click()
+    page.wait_for_timeout(1_000)
+    return browser, page
+
+
 @pytest.fixture()
 def server(tmp_path, monkeypatch):
     import torch
@@ -167,13 +178,8 @@ def test_closing_the_tab_stops_the_run(server, run_from):
     from diffuse_core.studio.session import LIVE_RUNS
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser, page = _first_case(p, server, 900)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.goto(server)
-            page.wait_for_selector("#df-gallery img", timeout=30_000)
-            page.locator("#df-gallery img").first.click()
-            page.wait_for_timeout(1_000)
             box = page.locator("#df-steps input[type=number]")                   # 500 calls: seconds at least
             box.fill("250")
             box.press("Enter")
@@ -256,13 +262,8 @@ def test_mask_preview_uncertainty_and_display_in_the_browser(server):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser, page = _first_case(p, server, 1000)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(server)
-            page.wait_for_selector("#df-gallery img", timeout=30_000)
-            page.locator("#df-gallery img").first.click()
-            page.wait_for_timeout(1_000)
             box = page.locator("#df-percentile input[type=number]")
             box.fill("80")
             box.press("Enter")

@@ -139,21 +139,33 @@ def store(case_key: str, key: str, result: CounterfactualResult, folder: Path | 
     return final
 
 
+def _app_key(lc) -> str:
+    """The settings key of a run of ``lc`` at the app's defaults with the ACAT mask (what the quiz reveals)."""
+    from diffuse_core.studio.settings import DEFAULTS
+
+    return settings_key(lc.case.modality, DEFAULTS["k"], DEFAULTS["percentile"], DEFAULTS["steps"], DEFAULTS["seed"],
+                        DEFAULTS["variant"])
+
+
+def _run(lc) -> CounterfactualResult:
+    """Run ``lc`` as the app does at its defaults with the ACAT mask."""
+    from diffuse_core.studio.runs import run_case
+
+    result = None
+    for item in run_case(lc, "acat"):
+        if item["kind"] == "result":
+            result = item["result"]
+    return result
+
+
 def result_for_case(lc) -> CounterfactualResult:
     """The result of library case ``lc`` (a :class:`~diffuse_core.studio.library.LoadedCase`) at the app's
     defaults with the ACAT mask: read from the cache, else computed once and stored."""
-    from diffuse_core.studio.runs import run_case
-    from diffuse_core.studio.settings import DEFAULTS
-
-    s = {name: DEFAULTS[name] for name in ("k", "percentile", "steps", "seed")}
-    key = settings_key(lc.case.modality, s["k"], s["percentile"], s["steps"], s["seed"], DEFAULTS["variant"])
+    key = _app_key(lc)
     hit = load(lc.key, key)
     if hit is not None:
         return hit
-    result = None
-    for item in run_case(lc, "acat", None, None, s["k"], s["steps"], s["seed"], s["percentile"]):
-        if item["kind"] == "result":
-            result = item["result"]
+    result = _run(lc)
     try:
         store(lc.key, key, result)
     except OSError as err:                # a read-only data folder: the reveal still works, only slower next time
@@ -166,8 +178,6 @@ def precompute(set_name: str, progress=print) -> list[Path]:
     at the app's defaults: what makes the first quiz on a fresh Space instant."""
     from diffuse_core.studio.library import list_library, load_library_case
     from diffuse_core.studio.model_store import apply_recommended_defaults
-    from diffuse_core.studio.runs import run_case
-    from diffuse_core.studio.settings import DEFAULTS
 
     apply_recommended_defaults()       # the settings the app starts from, hence the ones its quiz looks up
     written = []
@@ -176,13 +186,8 @@ def precompute(set_name: str, progress=print) -> list[Path]:
         raise ValueError(f"no shipped teaching set {set_name!r}")
     for i, e in enumerate(entries):
         lc = load_library_case(e.key)
-        s = {name: DEFAULTS[name] for name in ("k", "percentile", "steps", "seed")}
-        key = settings_key(lc.case.modality, s["k"], s["percentile"], s["steps"], s["seed"], DEFAULTS["variant"])
-        result = load(e.key, key)               # an entry the app already computed is the same result
-        if result is None:
-            for item in run_case(lc, "acat", None, None, s["k"], s["steps"], s["seed"], s["percentile"]):
-                if item["kind"] == "result":
-                    result = item["result"]
+        key = _app_key(lc)
+        result = load(e.key, key) or _run(lc)      # an entry the app already computed is the same result
         written.append(store(e.key, key, result, folder=shipped_folder(e.key)))
         progress(f"{i + 1}/{len(entries)} {e.key} -> {written[-1]}")
     return written
