@@ -21,7 +21,7 @@ import torch
 from diffuse_core.core.anomaly import anomaly_map
 from diffuse_core.core.brain import BRAIN_THRESHOLD, brain_mask_from_image, brain_masks
 from diffuse_core.core.walks import WALKS, WalkInputs, follow
-from diffuse_core.core.sampler import CallCounter, SamplerStep, unet_eps_model
+from diffuse_core.core.sampler import CallCounter, SamplerStep, solver_order, unet_eps_model
 from diffuse_core.core.schedule import validate_noise_level
 from diffuse_core.models.denoiser import Denoiser
 from diffuse_core.models.device import resolve_precision
@@ -100,11 +100,13 @@ class InversionCache:
         self.size, self._lock, self._items = int(size), threading.Lock(), OrderedDict()
 
     @staticmethod
-    def key(denoiser: Denoiser, images: np.ndarray, k: int, steps: int, precision: str) -> tuple:
+    def key(denoiser: Denoiser, images: np.ndarray, k: int, steps: int, precision: str,
+            solver: str = "ddim") -> tuple:
         import hashlib
 
         digest = hashlib.sha256(np.ascontiguousarray(images, np.float32).tobytes()).hexdigest()
-        return (id(denoiser), digest, images.shape, int(k), int(steps), str(denoiser.device), str(precision))
+        return (id(denoiser), digest, images.shape, int(k), int(steps), str(denoiser.device), str(precision),
+                str(solver))
 
     def get(self, key: tuple, denoiser: Denoiser) -> torch.Tensor | None:
         with self._lock:
@@ -183,8 +185,8 @@ def _validate(denoiser: Denoiser, images, masks, brains, variant: str, k: int, s
 
 def iter_batch(denoiser: Denoiser, images: np.ndarray, masks: np.ndarray | None, brains: np.ndarray | None = None, *,
                k: int = 500, steps: int = 50, seed: int = 0, variant: str = "paper", precision: str = "auto",
-               paste_background: bool = True, inversion_cache: InversionCache | None = None
-               ) -> Iterator[SamplerStep | BatchResult]:
+               paste_background: bool = True, inversion_cache: InversionCache | None = None,
+               solver: str = "ddim") -> Iterator[SamplerStep | BatchResult]:
     """Run the walk ``variant`` on a batch, yielding every :class:`SamplerStep` and finally a :class:`BatchResult`.
 
     1. validate: images (B, C, R, R) in [-1, 1], masks (B, R, R) in {0, 1} (None for the unmasked ablations),
@@ -196,19 +198,23 @@ def iter_batch(denoiser: Denoiser, images: np.ndarray, masks: np.ndarray | None,
     5. the anomaly map |x0 - x0_hat|, opened and closed, inside the brain (:func:`diffuse_core.core.anomaly.anomaly_map`).
     The device is the denoiser's; ``precision`` "auto" | "fp32" | "bf16" | "fp16". With ``inversion_cache`` an x_K
     kept from an earlier run of the same images, K and steps replaces loop 1 (see :class:`InversionCache`).
+    ``solver`` names the deterministic updates (:data:`diffuse_core.core.sampler.SOLVERS`): "ddim", the paper's, or
+    "dpm-solver++" (second order, same network calls); the DDPM step inside the mask is the paper's either way.
     """
     img, m, brain = _validate(denoiser, images, masks, brains, variant, k, steps)
+    order = solver_order(solver)
     device = denoiser.device
     counter = CallCounter(unet_eps_model(denoiser.unet, resolve_precision(precision, device)))
     generator = torch.Generator().manual_seed(int(seed))                          # 2.
     timesteps = denoiser.schedule.respaced_timesteps(k, steps)
     start = time.perf_counter()
-    cache_key = None if inversion_cache is None else InversionCache.key(denoiser, img, k, len(timesteps), precision)
+    cache_key = None if inversion_cache is None else InversionCache.key(denoiser, img, k, len(timesteps), precision,
+                                                                        solver)
     cached = None if cache_key is None else inversion_cache.get(cache_key, denoiser)
     inputs = WalkInputs(model=counter, schedule=denoiser.schedule, x0=torch.from_numpy(img).to(device),
                         mask=None if m is None else torch.from_numpy(m)[:, None].to(device),
                         timesteps=timesteps, generator=generator, k=int(k), steps=int(steps), inverted=cached,
-                        keep={} if cache_key is not None and cached is None else None)
+                        keep={} if cache_key is not None and cached is None else None, order=order)
     marks: dict = {}
     out = yield from _timed(WALKS[variant].run(inputs), marks)                     # 3.
     if inputs.keep and "x_k" in inputs.keep:

@@ -5,9 +5,9 @@ import math
 import numpy as np
 import pytest
 import torch
-from diffusers import DDIMInverseScheduler, DDIMScheduler, DDPMScheduler
+from diffusers import DDIMInverseScheduler, DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
-from diffuse_core.core.sampler import (CallCounter, ddim_invert, ddim_inversion_step, ddpm_posterior_std, dif_fuse,
+from diffuse_core.core.sampler import (CallCounter, ddim_invert, iter_ddim_inversion, solver_order, ddim_inversion_step, ddpm_posterior_std, dif_fuse,
                                   generalized_step, iter_ddim_sampling, iter_ddpm_sampling, iter_dif_fuse,
                                   iter_repaint, iter_two_chain, predict_x0, repaint_path, run_to_end)
 from diffuse_core.core.schedule import NoiseSchedule
@@ -236,3 +236,88 @@ def test_posterior_std_is_zero_at_the_last_step_and_positive_before():
     beta_tilde = (1 - SCHED.alpha_bar(t - 1)) / (1 - SCHED.alpha_bar(t)) * float(SCHED.betas[t])
     assert ddpm_posterior_std(SCHED.alpha_bar(t), SCHED.alpha_bar(t - 1)) ** 2 == pytest.approx(beta_tilde, rel=1e-9)
     assert np.isfinite(ddpm_posterior_std(SCHED.alpha_bar(999), SCHED.alpha_bar(0)))
+
+
+# --- second order (DPM-Solver++ 2M) for the deterministic updates ------------------------------------------------
+
+def _smooth_model(x, t):
+    # a made-up but smooth, time-dependent noise predictor that keeps the walk bounded
+    w = torch.tensor([[[[0.0, 0.1, 0.0], [0.1, 0.4, 0.1], [0.0, 0.1, 0.0]]]])
+    return torch.nn.functional.conv2d(x, w, padding=1) * (0.5 + t / 2000) + 0.05 * math.sin(t / 50)
+
+
+@pytest.mark.parametrize("k,steps", [(500, 10), (500, 25), (1000, 20), (300, 7)])
+def test_second_order_walk_matches_diffusers_dpm_solver_2m(k, steps):
+    ts = SCHED.respaced_timesteps(k, steps)
+    x_k = torch.randn(1, 1, 16, 16, generator=torch.Generator().manual_seed(1))
+    ours = run_to_end(iter_ddim_sampling(_smooth_model, SCHED, x_k, ts, clip_x0=False, order=2))
+    ref = DPMSolverMultistepScheduler(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02,
+                                      beta_schedule="linear", algorithm_type="dpmsolver++", solver_order=2,
+                                      solver_type="midpoint", final_sigmas_type="zero")
+    ref.set_timesteps(timesteps=sorted(ts, reverse=True))
+    x = x_k.clone()
+    for t in ref.timesteps:
+        x = ref.step(_smooth_model(x, int(t)), t, x).prev_sample
+    assert torch.allclose(ours, x, atol=1e-4, rtol=1e-4)
+    ddim = run_to_end(iter_ddim_sampling(_smooth_model, SCHED, x_k, ts, clip_x0=False, order=1))
+    assert not torch.allclose(ddim, x, atol=1e-3)   # first order is a different walk: the match above means something
+
+
+def test_second_order_first_steps_are_ddim():
+    # the first step of a walk has no earlier prediction, and the inversion's first two touch the clean image
+    mu = _mu()
+    model = exact_eps_model(mu, 0.2)
+    x0 = mu + 0.2 * torch.randn(mu.shape, generator=torch.Generator().manual_seed(0))
+    ts = SCHED.respaced_timesteps(500, 10)
+    inv1 = list(iter_ddim_inversion(model, SCHED, x0, ts, order=1))
+    inv2 = list(iter_ddim_inversion(model, SCHED, x0, ts, order=2))
+    assert torch.equal(inv1[0].x_t, inv2[0].x_t)
+    assert torch.allclose(inv1[1].x_t, inv2[1].x_t, atol=1e-6)
+    assert not torch.allclose(inv1[-1].x_t, inv2[-1].x_t, atol=1e-4)
+    down1 = list(iter_ddim_sampling(model, SCHED, inv1[-1].x_t, ts, order=1))
+    down2 = list(iter_ddim_sampling(model, SCHED, inv1[-1].x_t, ts, order=2))
+    assert torch.allclose(down1[0].x_t, down2[0].x_t, atol=1e-6)
+    assert not torch.allclose(down1[-1].x_t, down2[-1].x_t, atol=1e-4)
+
+
+@pytest.mark.parametrize("steps", [25, 50])
+def test_second_order_round_trip_is_closer_than_ddim(steps):
+    # Gaussian data with its exact noise predictor: inversion + walk back should return x0; the error left is the
+    # solvers' discretisation, which the second order must shrink at the same number of network calls
+    mu, s = _mu(), 0.2
+    model = exact_eps_model(mu, s)
+    x0 = mu + s * torch.randn(mu.shape, generator=torch.Generator().manual_seed(0))
+    ts = SCHED.respaced_timesteps(500, steps)
+    err = {}
+    for order in (1, 2):
+        counter = CallCounter(model)
+        x_k = run_to_end(iter_ddim_inversion(counter, SCHED, x0, ts, order=order))
+        rec = run_to_end(iter_ddim_sampling(counter, SCHED, x_k, ts, clip_x0=False, order=order))
+        assert counter.calls == 2 * steps
+        err[order] = float((rec - x0).abs().mean())
+    assert err[2] < 0.75 * err[1]
+
+
+def test_second_order_dif_fuse_keeps_algorithm_1():
+    # one call per step; zero mask = the 2M walk; one mask = the paper's DDPM walk (the inside is never changed)
+    mu = _mu()
+    model = exact_eps_model(mu, 0.1)
+    ts = SCHED.respaced_timesteps(500, 12)
+    x_k = torch.randn(mu.shape, generator=torch.Generator().manual_seed(3))
+    counter = CallCounter(model)
+    fused0 = run_to_end(iter_dif_fuse(counter, SCHED, x_k, torch.zeros_like(mu), ts, torch.Generator().manual_seed(7),
+                                      order=2))
+    assert counter.calls == len(ts)
+    assert torch.equal(fused0, run_to_end(iter_ddim_sampling(model, SCHED, x_k, ts, order=2)))
+    fused1 = run_to_end(iter_dif_fuse(model, SCHED, x_k, torch.ones_like(mu), ts, torch.Generator().manual_seed(7),
+                                      order=2))
+    ddpm = run_to_end(iter_ddpm_sampling(model, SCHED, x_k, ts, torch.Generator().manual_seed(7)))
+    assert torch.equal(fused1, ddpm)
+
+
+def test_unknown_solver_or_order_raises():
+    assert solver_order("ddim") == 1 and solver_order("dpm-solver++") == 2
+    with pytest.raises(ValueError, match="unknown solver"):
+        solver_order("euler")
+    with pytest.raises(ValueError, match="order must be"):
+        list(iter_ddim_sampling(_smooth_model, SCHED, torch.zeros(1, 1, 8, 8), [10, 20], order=3))

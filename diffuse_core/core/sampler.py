@@ -13,6 +13,17 @@ level down the walk (1 for the clean image). With an epsilon prediction ``eps`` 
     sigma   = sqrt((1 - ab_prev) / (1 - ab)) sqrt(1 - ab / ab_prev)   for DDPM, 0 for DDIM
     x_{t+1} = sqrt(ab_next) x0_hat + sqrt(1 - ab_next) eps                             (eq. 8, DDIM inversion)
     x_{t-1} = m * x^{DDPM}_{t-1} + (1 - m) * x^{DDIM}_{t-1}                             (eq. 9, Dif-fuse)
+
+``order=2`` replaces the deterministic (DDIM) updates, the inversion's and the walk back's outside the mask, by the
+second-order multistep DPM-Solver++ (2M, Lu et al. 2022, "midpoint" form as in diffusers). With alpha = sqrt(ab),
+sigma = sqrt(1 - ab), lambda = log(alpha / sigma), h = lambda_to - lambda_from and r = h_last / h:
+
+    D       = (1 + 1 / 2r) x0_hat - (1 / 2r) x0_hat_last      (x0_hat_last: the previous step's prediction)
+    x_to    = (sigma_to / sigma_from) x_from - alpha_to (exp(-h) - 1) D
+
+With D = x0_hat this is exactly the DDIM step (eq. 7 with sigma = 0, or eq. 8 upwards), so order 2 needs no extra
+network call: it reuses the last step's prediction. The first step of a walk, and any step touching the clean image
+(lambda infinite), stay first order. The DDPM proposal inside the mask is always the paper's ancestral step.
 """
 
 from __future__ import annotations
@@ -29,6 +40,16 @@ EpsModel = Callable[[torch.Tensor, int], torch.Tensor]
 """A noise predictor: eps = model(x_t, t) for a batch x_t (B, C, H, W) at the integer timestep t."""
 
 VARIANTS = ("paper", "two-chain")
+SOLVERS = {"ddim": 1, "dpm-solver++": 2}
+"""The deterministic updates by name -> order: "ddim" is the paper's (eqs. 7-8); "dpm-solver++" the second-order
+multistep DPM-Solver++ (2M) at the same network calls (see the module notes)."""
+
+
+def solver_order(solver: str) -> int:
+    """The order of a named solver (:data:`SOLVERS`); ValueError for an unknown name."""
+    if solver not in SOLVERS:
+        raise ValueError(f"unknown solver {solver!r}: choose one of {', '.join(SOLVERS)}")
+    return SOLVERS[solver]
 
 
 @dataclass
@@ -116,6 +137,39 @@ def ddim_inversion_step(x_t: torch.Tensor, eps: torch.Tensor, ab: float, ab_next
     return math.sqrt(ab_next) * x0 + math.sqrt(1.0 - ab_next) * eps
 
 
+def half_log_snr(ab: float) -> float:
+    """lambda = log(alpha / sigma) = 0.5 log(ab / (1 - ab)); +inf for the clean image (ab = 1)."""
+    return math.inf if ab >= 1.0 else 0.5 * math.log(ab / (1.0 - ab))
+
+
+def multistep_step(x: torch.Tensor, x0: torch.Tensor, ab_from: float, ab_to: float,
+                   last: tuple[torch.Tensor, float] | None) -> torch.Tensor:
+    """One deterministic step from level ``ab_from`` to ``ab_to`` (either direction) given x0_hat at ``ab_from``.
+
+    ``last`` is (x0_hat, ab) of the previous step of the same walk for the second-order DPM-Solver++ (2M) update, or
+    None for the first-order one, which equals DDIM (eq. 7 with sigma = 0 downwards, eq. 8 upwards). A step to the
+    clean image returns x0_hat (first order); a step from it is not one (x0_hat = x_t holds no noise direction): the
+    inversion takes its first step by eq. 8."""
+    if ab_from >= 1.0:
+        raise ValueError("a multistep update needs a noisy starting level: from the clean image use eq. 8")
+    lam_from, lam_to = half_log_snr(ab_from), half_log_snr(ab_to)
+    if math.isinf(lam_to):                                # down to the clean image: x = x0_hat, as DDIM
+        return x0
+    d = x0
+    if last is not None:
+        h, h_last = lam_to - lam_from, lam_from - half_log_snr(last[1])
+        r = h_last / h
+        d = (1.0 + 0.5 / r) * x0 - (0.5 / r) * last[0]
+    h = lam_to - lam_from
+    return (math.sqrt(1.0 - ab_to) / math.sqrt(1.0 - ab_from)) * x \
+        - math.sqrt(ab_to) * math.expm1(-h) * d
+
+
+def _check_order(order: int) -> None:
+    if order not in (1, 2):
+        raise ValueError(f"order must be 1 (DDIM, the paper) or 2 (DPM-Solver++ 2M), not {order!r}")
+
+
 def _noise_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     # Drawn on the CPU, then moved: the same seed gives the same noise on every device.
     return torch.randn(x.shape, generator=generator, dtype=torch.float32).to(device=x.device, dtype=x.dtype)
@@ -150,43 +204,58 @@ def _check_inputs(x: torch.Tensor, mask: torch.Tensor | None = None) -> None:
 # ---------------------------------------------------------------------------------------------------------------
 
 def iter_ddim_inversion(model: EpsModel, schedule: NoiseSchedule, x0: torch.Tensor,
-                        timesteps: list[int]) -> Iterator[SamplerStep]:
+                        timesteps: list[int], order: int = 1) -> Iterator[SamplerStep]:
     """Map a clean image to the noise level of ``timesteps[-1]`` by DDIM inversion (eq. 8), one call per step.
 
     The network is evaluated at the level the step starts from; the first step, from the clean image, uses t = 0.
+    ``order=2``: the second-order multistep update (:func:`multistep_step`), same calls.
     """
     _check_inputs(x0)
+    _check_order(order)
     ts = sorted(timesteps)
     x, ab, t_from = x0, 1.0, 0
+    last = None
     for i, t in enumerate(ts):
         eps = model(x, t_from)
         ab_next = schedule.alpha_bar(t)
         x0_pred = (x - math.sqrt(1.0 - ab) * eps) / math.sqrt(ab)
-        x = ddim_inversion_step(x, eps, ab, ab_next)
+        if order == 1 or ab >= 1.0:                                       # from the clean image: eq. 8
+            x = ddim_inversion_step(x, eps, ab, ab_next)
+        else:
+            x = multistep_step(x, x0_pred, ab, ab_next, last)
+            last = (x0_pred, ab)
         yield SamplerStep("invert", i, len(ts), t_from, x, x0_pred)
         ab, t_from = ab_next, t
 
 
 def iter_dif_fuse(model: EpsModel, schedule: NoiseSchedule, x_k: torch.Tensor, mask: torch.Tensor,
                   timesteps: list[int], generator: torch.Generator | None = None,
-                  clip_x0: bool = True) -> Iterator[SamplerStep]:
+                  clip_x0: bool = True, order: int = 1) -> Iterator[SamplerStep]:
     """The Dif-fuse walk back from x_K (Algorithm 1, second loop; eq. 9), paper variant.
 
     At each step: 1. one network call on the current fused image; 2. x0_hat and eps from it; 3. the DDPM proposal
     (sigma = DDPM posterior std, fresh noise) and the DDIM proposal (sigma = 0) from that same prediction; 4. fuse them
     with the mask, m * DDPM + (1 - m) * DDIM. An all-zero mask gives pure DDIM, an all-one mask pure DDPM.
+    ``order=2`` makes the deterministic proposal 3b the DPM-Solver++ (2M) step from this and the last prediction
+    (:func:`multistep_step`): still one network call per step, still fused every step.
     """
     _check_inputs(x_k, mask)
+    _check_order(order)
     mask = mask.to(x_k)
     levels = _levels_down(schedule, timesteps)
     x = x_k
+    last = None
     for i, (t, ab, ab_prev) in enumerate(levels):
         eps = model(x, t)                                                  # 1. one network call
         x0, eps = predict_x0(x, eps, ab, clip_x0)                          # 2. eq. 7, predicted x0
         sigma = ddpm_posterior_std(ab, ab_prev)
         noise = _noise_like(x, generator)                                  # drawn every step: same seed, same bytes
         x_ddpm = generalized_step(x0, eps, ab_prev, sigma, noise)          # 3a. DDPM proposal
-        x_ddim = generalized_step(x0, eps, ab_prev, 0.0, None)             # 3b. DDIM proposal
+        if order == 1:
+            x_ddim = generalized_step(x0, eps, ab_prev, 0.0, None)         # 3b. DDIM proposal
+        else:
+            x_ddim = multistep_step(x, x0, ab, ab_prev, last)              # 3b. its 2M form
+            last = (x0, ab)
         x = mask * x_ddpm + (1.0 - mask) * x_ddim                          # 4. eq. 9
         yield SamplerStep("sample", i, len(levels), t, x, x0)
 
@@ -214,14 +283,19 @@ def iter_two_chain(model: EpsModel, schedule: NoiseSchedule, x_k: torch.Tensor, 
 
 
 def iter_ddim_sampling(model: EpsModel, schedule: NoiseSchedule, x_k: torch.Tensor, timesteps: list[int],
-                       clip_x0: bool = True) -> Iterator[SamplerStep]:
-    """Deterministic DDIM walk back (eq. 7 with sigma = 0)."""
+                       clip_x0: bool = True, order: int = 1) -> Iterator[SamplerStep]:
+    """Deterministic DDIM walk back (eq. 7 with sigma = 0); ``order=2``: DPM-Solver++ (2M)."""
     _check_inputs(x_k)
+    _check_order(order)
     levels = _levels_down(schedule, timesteps)
     x = x_k
+    last = None
     for i, (t, ab, ab_prev) in enumerate(levels):
         x0, eps = predict_x0(x, model(x, t), ab, clip_x0)
-        x = generalized_step(x0, eps, ab_prev, 0.0, None)
+        if order == 1:
+            x = generalized_step(x0, eps, ab_prev, 0.0, None)
+        else:
+            x, last = multistep_step(x, x0, ab, ab_prev, last), (x0, ab)
         yield SamplerStep("sample", i, len(levels), t, x, x0)
 
 

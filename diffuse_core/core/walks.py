@@ -50,6 +50,7 @@ class WalkInputs:
     steps: int
     inverted: torch.Tensor | None = None   # x_K of this x0, K and timesteps from an earlier run: loop 1 is skipped
     keep: dict | None = None               # where the walk leaves the x_K it inverted to ("x_k"), for reuse
+    order: int = 1                         # deterministic updates: 1 = DDIM (the paper), 2 = DPM-Solver++ (2M)
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,7 @@ def _invert(w: WalkInputs) -> WalkGenerator:
     earlier run of the same slice, K and steps is the same tensor, and reusing it skips its network calls."""
     if w.inverted is not None:
         return w.inverted
-    x_k = yield from follow(iter_ddim_inversion(w.model, w.schedule, w.x0, w.timesteps))
+    x_k = yield from follow(iter_ddim_inversion(w.model, w.schedule, w.x0, w.timesteps, w.order))
     if w.keep is not None:
         w.keep["x_k"] = x_k.detach()
     return x_k
@@ -92,7 +93,8 @@ def _invert(w: WalkInputs) -> WalkGenerator:
 
 def paper(w: WalkInputs) -> WalkGenerator:
     x_k = yield from _invert(w)
-    return (yield from follow(iter_dif_fuse(w.model, w.schedule, x_k, w.mask, w.timesteps, w.generator)))  # loop 2
+    return (yield from follow(iter_dif_fuse(w.model, w.schedule, x_k, w.mask, w.timesteps, w.generator,
+                                           order=w.order)))  # loop 2
 
 
 def two_chain(w: WalkInputs) -> WalkGenerator:
@@ -117,7 +119,7 @@ def _inverted_then(sampler: str) -> Callable[[WalkInputs], WalkGenerator]:
 def _down(sampler: str, w: WalkInputs, x_k: torch.Tensor, timesteps: list[int]) -> Iterator[SamplerStep]:
     if sampler == "ddpm":
         return iter_ddpm_sampling(w.model, w.schedule, x_k, timesteps, w.generator)
-    return iter_ddim_sampling(w.model, w.schedule, x_k, timesteps)
+    return iter_ddim_sampling(w.model, w.schedule, x_k, timesteps, order=w.order)
 
 
 def mask_at_end(w: WalkInputs) -> WalkGenerator:
