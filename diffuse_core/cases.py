@@ -76,12 +76,14 @@ def _is_brats_folder(path: Path) -> bool:
 
 
 def prepare_case(source, slice_index: int | None = None, size: int = 128, channels: int = 1, gt=None,
-                 window: str | None = None, modality: str | None = None) -> CaseInput:
+                 window: str | None = None, modality: str | None = None, mri_reference: dict | None = None
+                 ) -> CaseInput:
     """Load ``source`` (path or array) and put one slice on the model's ``size`` x ``size`` grid.
 
     A BraTS-layout case folder gives FLAIR (1 channel) or FLAIR/T1/T1c/T2 (4 channels) with its whole-tumour label
     as ground truth; without ``slice_index`` the slice with the largest tumour is taken. ``gt`` is an optional
-    ground-truth mask file or array on the input's grid.
+    ground-truth mask file or array on the input's grid. ``mri_reference`` (:func:`intensity_reference_of` a model):
+    MRI intensities matched to the model's training data instead of stretched between the 1st and 99th percentiles.
     """
     from diffuse_core.io.brats import load_brats_case
     from diffuse_core.io.image import load_image, load_mask
@@ -101,7 +103,7 @@ def prepare_case(source, slice_index: int | None = None, size: int = 128, channe
             else:
                 slice_index = case.num_slices // 2
         raw, label, brain = case.slice(slice_index)
-        prepared = prepare_slice(raw, size=size, modality="mri", brain_mask=brain)
+        prepared = prepare_slice(raw, size=size, modality="mri", brain_mask=brain, mri_reference=mri_reference)
         full_truth = label if gt is None else load_mask(gt, slice_index=slice_index)
         truth = to_model_grid(full_truth, size=size, order=0)[0] if full_truth is not None else None
         return CaseInput(prepared.image, prepared.brain_mask, None if truth is None else (truth > 0).astype(np.uint8),
@@ -119,7 +121,7 @@ def prepare_case(source, slice_index: int | None = None, size: int = 128, channe
         else:
             raise ValueError(f"the model expects {channels} channels (FLAIR, T1, T1c, T2), the input has "
                              f"{loaded.data.shape[0]}")
-    prepared = prepare_slice(loaded, size=size, modality=modality, window=window)
+    prepared = prepare_slice(loaded, size=size, modality=modality, window=window, mri_reference=mri_reference)
     truth = full_truth = None
     if gt is not None:
         full_truth = (np.asarray(load_mask(gt, slice_index=loaded.slice_index, like=loaded)) > 0).astype(np.uint8)
@@ -253,6 +255,33 @@ def anomaly_threshold_of(denoiser) -> float:
     return float(t) if t is not None else DEFAULT_ANOMALY_THRESHOLD
 
 
+INTENSITY_CHOICES = ("percentile", "model")
+"""How MRI intensities reach the model: "percentile" stretches the brain's 1st-99th percentiles to [-1, 1] (the
+default); "model" matches the brain's 10th-75th percentiles to where the model's training data has them (the card's
+``intensity_reference``). Measured on real BraTS FLAIR (docs/results.md): "model" flags far less tumour-free brain,
+"percentile" finds more of the tumours."""
+
+
+def intensity_reference_of(denoiser) -> dict | None:
+    """The model card's intensity reference (its training slices' brain percentiles), or None."""
+    ref = (getattr(denoiser, "card", None) or {}).get("intensity_reference")
+    return ref if isinstance(ref, dict) and ref.get("values") else None
+
+
+def mri_reference_for(denoiser, intensity: str | None) -> dict | None:
+    """The reference :func:`prepare_case` needs for ``intensity`` (:data:`INTENSITY_CHOICES`); ValueError if the
+    model has none."""
+    if intensity in (None, "percentile"):
+        return None
+    if intensity != "model":
+        raise ValueError(f"unknown intensity {intensity!r}: choose one of {', '.join(INTENSITY_CHOICES)}")
+    ref = intensity_reference_of(denoiser)
+    if ref is None:
+        raise ValueError("this model's card holds no intensity_reference: use --intensity percentile, or write one "
+                         "with `python -m diffuse_core.train.data --reference MODEL_DIR`")
+    return ref
+
+
 PAPER_SETTINGS = {"k": 500, "percentile": DEFAULT_PERCENTILE, "steps": 50}   # paper Sec. IV-D; steps: ours
 SETTING_RANGES = {"k": (1, 1000), "percentile": (1.0, 99.0), "steps": (1, 1000)}
 
@@ -275,13 +304,15 @@ def default_settings(denoiser) -> dict:
 def run_file(source, out_dir, *, slice_index=None, gt=None, mask_from="acat", k: int | None = None,
              percentile: float | None = None, steps: int | None = None, seed: int = 0, variant: str = "paper",
              device="auto", precision: str = "auto", window=None, threshold: float | None = None,
-             model_dir=None, saliency_dir=None, callback: Callable | None = None) -> dict:
+             model_dir=None, saliency_dir=None, callback: Callable | None = None, intensity: str = "percentile"
+             ) -> dict:
     """Dif-fuse on one file, written to ``out_dir`` (see :func:`diffuse_core.io.export.write_result`).
 
     The summary's ``timings`` split the run in seconds: ``saliency`` (the mask), ``inversion`` and ``sampling`` (the
     walk), ``post`` (anomaly map, scores, writing the files) and ``total``, from the loaded slice to the written result
     (loading the models and the file excluded). ``k``, ``percentile`` and ``steps`` left None come from
-    :func:`default_settings` (the model card's, as in the app)."""
+    :func:`default_settings` (the model card's, as in the app). ``intensity`` (:data:`INTENSITY_CHOICES`) says how MRI
+    intensities are normalised."""
     import time
 
     from diffuse_core.io.image import load_image
@@ -297,6 +328,8 @@ def run_file(source, out_dir, *, slice_index=None, gt=None, mask_from="acat", k:
 
     if percentile is not None and not 0.0 < float(percentile) < 100.0:
         raise ValueError(f"percentile must lie strictly between 0 and 100 (the paper uses 90), got {percentile}")
+    if intensity not in INTENSITY_CHOICES:
+        raise ValueError(f"unknown intensity {intensity!r}: choose one of {', '.join(INTENSITY_CHOICES)}")
     validate_noise_level(500 if k is None else k, 50 if steps is None else steps, 1000)
     dev = pick_device(device)
     need_saliency = isinstance(mask_from, str) and mask_from in SALIENCY_CHOICES
@@ -308,7 +341,7 @@ def run_file(source, out_dir, *, slice_index=None, gt=None, mask_from="acat", k:
     steps = chosen["steps"] if steps is None else steps
     validate_noise_level(k, steps, denoiser.schedule.num_train_timesteps)
     case = prepare_case(source, slice_index, size=denoiser.config.resolution, channels=denoiser.config.channels,
-                        gt=gt, window=window)
+                        gt=gt, window=window, mri_reference=mri_reference_for(denoiser, intensity))
     from diffuse_core.models.registry import model_dir_for
 
     used_model = str(model_dir) if model_dir else "assets/ddpm"
@@ -338,7 +371,7 @@ def run_file(source, out_dir, *, slice_index=None, gt=None, mask_from="acat", k:
     extra = {
         "input": case.source, "slice": case.slice_index, "num_slices": case.num_slices, "modality": case.modality,
         "channels": list(case.channel_names), "spacing_mm": list(case.spacing), "mask_from": str(mask_from),
-        "percentile": percentile,
+        "percentile": percentile, "intensity": intensity if case.modality == "mri" else None,
         "threshold": thr, "anomaly_pixels": int(predicted.sum()),
         "dice": None if truth is None else dice(predicted, truth),
         "iou": None if truth is None else iou(predicted, truth),

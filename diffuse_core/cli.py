@@ -54,6 +54,10 @@ def _add_run(sub) -> None:
                    help="auto = bf16 where the hardware has it natively")
     p.add_argument("--window", default=None, metavar="brain|stroke|subdural",
                    help="CT window preset (CT inputs only; default brain)")
+    p.add_argument("--intensity", default="percentile", choices=("percentile", "model"),
+                   help="MRI only: stretch the brain's 1st-99th percentiles to [-1, 1] (default), or match its "
+                        "10th-75th percentiles to the model's training data (fewer false alarms on normal tissue; "
+                        "see docs/results.md)")
     p.add_argument("--threshold", type=float, default=None,
                    help="anomaly-map binarisation threshold (default: the model card's, chosen on validation data)")
     p.add_argument("--model", default=None, metavar="DIR", help="denoiser folder (default: the shipped assets/ddpm)")
@@ -83,6 +87,7 @@ def _cmd_run(args) -> int:
     summary = run_file(args.input, out_dir=args.out, slice_index=args.slice, gt=args.gt, mask_from=args.mask_from,
                        k=args.k, percentile=args.percentile, steps=args.steps, seed=args.seed, variant=args.variant,
                        device=args.device, precision=args.precision, window=args.window, threshold=args.threshold,
+                       intensity=args.intensity,
                        model_dir=args.model, saliency_dir=args.saliency_models, callback=progress)
     if bar is not None:
         bar.close()

@@ -69,10 +69,12 @@ def synthbrain_set(split: str, n: int, base_seed: int = 0, size: int = 128, moda
                    [f"{split}-{s.seed}" for s in items], f"SynthBrain {split}")
 
 
-def brats_set(folder, size: int = 128, per_case: int = 6, healthy_per_case: int = 0) -> EvalSet:
+def brats_set(folder, size: int = 128, per_case: int = 6, healthy_per_case: int = 0,
+              mri_reference: dict | None = None) -> EvalSet:
     """Real BraTS cases (FLAIR, whole tumour = label > 0): ``per_case`` tumour slices spread over each case, and
     ``healthy_per_case`` tumour-free slices of the same case (healthy controls: their brain covers at least half of
-    the case's largest brain section, so they are not the sliver at the top or bottom of the head), spread evenly."""
+    the case's largest brain section, so they are not the sliver at the top or bottom of the head), spread evenly.
+    ``mri_reference``: intensities matched to a model's training data instead of the 1st-99th percentile stretch."""
     from pathlib import Path
 
     from diffuse_core.io.brats import load_brats_case
@@ -94,7 +96,7 @@ def brats_set(folder, size: int = 128, per_case: int = 6, healthy_per_case: int 
                 picks += [free[int(i)] for i in np.linspace(0, len(free) - 1, n + 2)[1:-1].round()]
         for z in picks:
             raw, label, brain = case.slice(z)
-            prep = prepare_slice(raw, size=size, modality="mri", brain_mask=brain)
+            prep = prepare_slice(raw, size=size, modality="mri", brain_mask=brain, mri_reference=mri_reference)
             lab = (to_model_grid(label, size=size, order=0)[0] > 0).astype(np.uint8) * prep.brain_mask
             images.append(prep.image)
             lesions.append(lab)

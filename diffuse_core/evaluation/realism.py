@@ -45,9 +45,11 @@ class RealismSet:
     brains: np.ndarray
 
 
-def real_healthy_slices(folder, size: int = 128) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def real_healthy_slices(folder, size: int = 128, mri_reference: dict | None = None
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Tumour-free FLAIR slices of every BraTS case in ``folder``: images (N, 1, size, size), brain masks (N, H, W),
-    and the case index of each slice."""
+    and the case index of each slice. ``mri_reference``: prepared with the intensity matched to a model's training
+    data (:func:`diffuse_core.io.preprocess.standardize_mri`) instead of the default percentile stretch."""
     from diffuse_core.io.brats import load_brats_case
     from diffuse_core.io.preprocess import prepare_slice
 
@@ -63,7 +65,7 @@ def real_healthy_slices(folder, size: int = 128) -> tuple[np.ndarray, np.ndarray
             if z in tumour or area[z] < 0.5 * area.max():
                 continue
             raw, _, brain = case.slice(z)
-            prep = prepare_slice(raw, size=size, modality="mri", brain_mask=brain)
+            prep = prepare_slice(raw, size=size, modality="mri", brain_mask=brain, mri_reference=mri_reference)
             images.append(prep.image)
             brains.append(prep.brain_mask)
             groups.append(i)
@@ -185,13 +187,16 @@ def realism_auroc(data: RealismSet, steps: int = 300, batch: int = 32, seed: int
             "folds": int(len(np.unique(data.folds))), "steps": int(steps), "batch": int(batch)}
 
 
-def measure(brats: str | Path, augment: bool = False, size: int = 128, steps: int = 300, seed: int = 0) -> dict:
-    """The realism AUROC of (optionally scanner-augmented) SynthBrain against the BraTS cases in ``brats``."""
-    real, _, groups = real_healthy_slices(brats, size)
+def measure(brats: str | Path, augment: bool = False, size: int = 128, steps: int = 300, seed: int = 0,
+            mri_reference: dict | None = None) -> dict:
+    """The realism AUROC of (optionally scanner-augmented) SynthBrain against the BraTS cases in ``brats``, the real
+    slices prepared as the app prepares them (with ``mri_reference``: matched to the model's training data)."""
+    real, _, groups = real_healthy_slices(brats, size, mri_reference)
     synthetic = synthbrain_healthy(len(real), size, augment=augment, seed=seed)
     out = realism_auroc(build_set(real, groups, synthetic), steps=steps, seed=seed)
     out.update({"synthetic": "SynthBrain FLAIR, healthy, test split" + (" + scanner augmentation" if augment else ""),
-                "real": f"tumour-free BraTS FLAIR slices of {groups.max() + 1} cases", "size": size})
+                "real": f"tumour-free BraTS FLAIR slices of {groups.max() + 1} cases",
+                "intensity": "model" if mri_reference else "percentile", "size": size})
     return out
 
 
@@ -201,13 +206,22 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--brats", required=True, help="folder of BraTS cases (real tumour-free slices are taken)")
     ap.add_argument("--augment", action="store_true", help="pass SynthBrain through the scanner augmentation")
+    ap.add_argument("--intensity", choices=("percentile", "model"), default="percentile",
+                    help="how the real slices are normalised (as diffuse-studio run --intensity)")
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", help="write the result as JSON here")
     args = ap.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    res = measure(args.brats, augment=args.augment, steps=args.steps, seed=args.seed)
-    print(f"{res['synthetic']} vs {res['real']} ({res['n_real']} real, {res['n_synthetic']} synthetic slices): "
+    ref = None
+    if args.intensity == "model":
+        from diffuse_core.cases import intensity_reference_of
+        from diffuse_core.models.denoiser import load_denoiser
+        from diffuse_core.models.registry import model_dir_for
+
+        ref = intensity_reference_of(load_denoiser(model_dir_for("ddpm", None), device="cpu"))
+    res = measure(args.brats, augment=args.augment, steps=args.steps, seed=args.seed, mri_reference=ref)
+    print(f"{res['synthetic']} vs {res['real']}, intensity {res['intensity']} ({res['n_real']} real, {res['n_synthetic']} synthetic slices): "
           f"CNN AUROC {res['cnn']['auroc']:.3f} ({res['cnn']['ci95'][0]:.3f}-{res['cnn']['ci95'][1]:.3f}), "
           f"intensity histogram AUROC {res['histogram']['auroc']:.3f} "
           f"({res['histogram']['ci95'][0]:.3f}-{res['histogram']['ci95'][1]:.3f}); 0.5 = indistinguishable")

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from diffuse_core.models.registry import MODEL_KINDS, default_model_dir
 
 DDPM_POOL = 6000        # SynthBrain slices held in memory for the DDPM (healthy only)
@@ -97,4 +99,8 @@ def _train_ddpm(cmd: TrainCommand) -> Path:
         card = {"data": synthbrain_card(pool, "train", cmd.seed, cmd.size, cmd.modalities, healthy_only=True)}
     if len(images) < cfg.batch_size:
         raise ValueError(f"only {len(images)} training slices: need at least one batch ({cfg.batch_size})")
+    from diffuse_core.io.preprocess import intensity_reference
+
+    card["intensity_reference"] = {**intensity_reference(np.asarray(images[:2000], np.float32)),
+                                   "source": "the first 2,000 training slices"}
     return train_ddpm(cmd.out_dir, TensorPool(images), cfg, resume=cmd.resume, card=card, init_from=cmd.init_from)

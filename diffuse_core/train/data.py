@@ -206,3 +206,44 @@ def scanner_augment(x: torch.Tensor, generator: torch.Generator, p: float = 0.8)
     v = v + head * noise_sd * randn(*x.shape)
     v = (v * head).clamp(0, 1)
     return on * (v * 2 - 1) + (1 - on) * x
+
+
+# ---------------------------------------------------------------------------------------------- intensity reference
+def write_intensity_reference(folder, n: int = 1000) -> dict:
+    """Put the intensity reference of a saved SynthBrain-trained model (where its training slices have the brain's
+    percentiles, :func:`diffuse_core.io.preprocess.intensity_reference`) into its card, from ``n`` slices of the
+    pool its card names. Returns the reference."""
+    from diffuse_core.io.preprocess import intensity_reference
+    from diffuse_core.models.checkpoint import read_config, update_card
+
+    card = read_config(folder).get("card") or {}
+    data = card.get("data") or {}
+    if data.get("generator") != "SynthBrain":
+        raise ValueError(f"{folder}: its card names no SynthBrain training pool; a model trained on real slices "
+                         f"gets its reference from its own data when trained")
+    seeds = data.get("seed_range") or [0]
+    from diffuse_core.data.synthbrain import sample_seed
+
+    base_seed = next((b for b in range(64) if sample_seed(data.get("split", "train"), b, 0) == seeds[0]), 0)
+    pool = synthbrain_pool(n, data.get("split", "train"), base_seed, int(data.get("size", 128)),
+                           tuple(data.get("modalities", ("flair",))), healthy=bool(data.get("healthy_only", True)))
+    ref = intensity_reference(pool["images"].astype(np.float32))
+    ref["source"] = f"{n} slices of the training pool (SynthBrain {data.get('split', 'train')}, healthy)"
+    update_card(folder, intensity_reference=ref)
+    return ref
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(description="Write a SynthBrain-trained model's intensity reference into its card")
+    ap.add_argument("--reference", required=True, metavar="MODEL_DIR")
+    ap.add_argument("--n", type=int, default=1000)
+    args = ap.parse_args(argv)
+    ref = write_intensity_reference(args.reference, args.n)
+    print(f"{args.reference}: brain percentiles {ref['percentiles']} at {ref['values']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
