@@ -287,8 +287,11 @@ SETTING_RANGES = {"k": (1, 1000), "percentile": (1.0, 99.0), "steps": (1, 1000)}
 
 
 def default_settings(denoiser) -> dict:
-    """K, percentile and steps to run with when none are given: the model card's ``recommended_settings`` (chosen on
-    validation data by ``diffuse-studio evaluate --write-cards``; what the app starts from), else the paper's."""
+    """K, percentile, steps and solver to run with when none are given: the model card's ``recommended_settings``
+    (chosen on validation data by ``diffuse-studio evaluate --write-cards``; what the app starts from), else the
+    paper's (solver "ddim")."""
+    from diffuse_core.core.sampler import SOLVERS
+
     out = dict(PAPER_SETTINGS)
     rec = (getattr(denoiser, "card", None) or {}).get("recommended_settings") or {}
     for key, (low, high) in SETTING_RANGES.items():
@@ -298,20 +301,21 @@ def default_settings(denoiser) -> dict:
             continue
         if low <= value <= high:
             out[key] = value if key == "percentile" else int(value)
+    out["solver"] = rec["solver"] if rec.get("solver") in SOLVERS else "ddim"
     return out
 
 
 def run_file(source, out_dir, *, slice_index=None, gt=None, mask_from="acat", k: int | None = None,
              percentile: float | None = None, steps: int | None = None, seed: int = 0, variant: str = "paper",
              device="auto", precision: str = "auto", window=None, threshold: float | None = None,
-             model_dir=None, saliency_dir=None, callback: Callable | None = None, intensity: str = "percentile"
-             ) -> dict:
+             model_dir=None, saliency_dir=None, callback: Callable | None = None, intensity: str = "percentile",
+             solver: str | None = None) -> dict:
     """Dif-fuse on one file, written to ``out_dir`` (see :func:`diffuse_core.io.export.write_result`).
 
     The summary's ``timings`` split the run in seconds: ``saliency`` (the mask), ``inversion`` and ``sampling`` (the
     walk), ``post`` (anomaly map, scores, writing the files) and ``total``, from the loaded slice to the written result
     (loading the models and the file excluded). ``k``, ``percentile`` and ``steps`` left None come from
-    :func:`default_settings` (the model card's, as in the app). ``intensity`` (:data:`INTENSITY_CHOICES`) says how MRI
+    :func:`default_settings` (the model card's, as in the app), and so does ``solver``. ``intensity`` (:data:`INTENSITY_CHOICES`) says how MRI
     intensities are normalised."""
     import time
 
@@ -362,7 +366,8 @@ def run_file(source, out_dir, *, slice_index=None, gt=None, mask_from="acat", k:
     mask, saliency = mask_for_case(case, mask_from, percentile, sal_models, dev, seed)
     saliency_seconds = time.perf_counter() - start
     result = run_counterfactual(denoiser, case.image, mask, callback=callback, brain_mask=case.brain_mask, k=k,
-                                steps=steps, seed=seed, variant=variant, precision=precision, saliency=saliency)
+                                steps=steps, seed=seed, variant=variant, precision=precision, saliency=saliency,
+                                solver=chosen["solver"] if solver is None else solver)
     walked = time.perf_counter()
     thr = anomaly_threshold_of(denoiser) if threshold is None else float(threshold)
     full = case.full_resolution(result)                 # every output at the input's size

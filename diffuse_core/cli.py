@@ -54,6 +54,9 @@ def _add_run(sub) -> None:
                    help="auto = bf16 where the hardware has it natively")
     p.add_argument("--window", default=None, metavar="brain|stroke|subdural",
                    help="CT window preset (CT inputs only; default brain)")
+    p.add_argument("--solver", default=None, choices=("ddim", "dpm-solver++"),
+                   help="deterministic updates (inversion, and the walk back outside the mask): ddim, the paper's, or "
+                        "dpm-solver++ (second order, same network calls); default: the model card's, as in the app")
     p.add_argument("--intensity", default="percentile", choices=("percentile", "model"),
                    help="MRI only: stretch the brain's 1st-99th percentiles to [-1, 1] (default), or match its "
                         "10th-75th percentiles to the model's training data (fewer false alarms on normal tissue; "
@@ -87,7 +90,7 @@ def _cmd_run(args) -> int:
     summary = run_file(args.input, out_dir=args.out, slice_index=args.slice, gt=args.gt, mask_from=args.mask_from,
                        k=args.k, percentile=args.percentile, steps=args.steps, seed=args.seed, variant=args.variant,
                        device=args.device, precision=args.precision, window=args.window, threshold=args.threshold,
-                       intensity=args.intensity,
+                       intensity=args.intensity, solver=args.solver,
                        model_dir=args.model, saliency_dir=args.saliency_models, callback=progress)
     if bar is not None:
         bar.close()

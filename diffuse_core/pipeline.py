@@ -246,14 +246,14 @@ def run_batch(denoiser: Denoiser, images: np.ndarray, masks: np.ndarray | None, 
 def iter_counterfactual(denoiser: Denoiser, image: np.ndarray, mask: np.ndarray, *, brain_mask=None,
                         k: int = 500, steps: int = 50, seed: int = 0, variant: str = "paper",
                         precision: str = "auto", paste_background: bool = True,
-                        saliency: np.ndarray | None = None, inversion_cache: InversionCache | None = None
-                        ) -> Iterator[SamplerStep | CounterfactualResult]:
+                        saliency: np.ndarray | None = None, inversion_cache: InversionCache | None = None,
+                        solver: str = "ddim") -> Iterator[SamplerStep | CounterfactualResult]:
     """Run Dif-fuse on one slice, yielding each :class:`SamplerStep` (inversion, then sampling) and finally the
     :class:`CounterfactualResult`: :func:`iter_batch` with a batch of one.
 
     ``image`` (C, H, W) or (H, W) in [-1, 1]; ``mask`` (H, W) in {0, 1}. ``k`` is the noise level K in [1, T]
     (paper: 500); ``steps`` the number of respaced steps spanning [0, K] (one network call each way per step in the
-    paper variant). ``seed`` fixes every random draw.
+    paper variant). ``seed`` fixes every random draw; ``solver`` the deterministic updates (see :func:`iter_batch`).
     """
     img = np.asarray(image, dtype=np.float32)
     img = img[None] if img.ndim == 2 else img
@@ -267,14 +267,14 @@ def iter_counterfactual(denoiser: Denoiser, image: np.ndarray, mask: np.ndarray,
     brain = None if brain_mask is None else np.asarray(brain_mask)[None]
     for item in iter_batch(denoiser, img[None], m[None], brain, k=k, steps=steps, seed=seed, variant=variant,
                            precision=precision, paste_background=paste_background,
-                           inversion_cache=inversion_cache):
+                           inversion_cache=inversion_cache, solver=solver):
         if isinstance(item, BatchResult):
             yield CounterfactualResult(
                 image=item.images[0], counterfactual=item.counterfactuals[0], mask=item.masks[0],
                 anomaly=item.anomalies[0], brain_mask=item.brain_masks[0], k=item.k, steps=item.steps,
                 variant=variant, seed=item.seed, network_calls=item.network_calls, seconds=item.seconds,
                 device=item.device, saliency=saliency, timings=dict(item.timings),
-                inversion_reused=item.inversion_reused)
+                inversion_reused=item.inversion_reused, extras={"solver": solver})
         else:
             yield item
 
@@ -313,7 +313,8 @@ class UncertaintyResult:
 
 def iter_uncertainty(denoiser: Denoiser, image: np.ndarray, mask: np.ndarray, *, samples: int = 4, brain_mask=None,
                      k: int = 500, steps: int = 50, seed: int = 0, precision: str = "auto",
-                     inversion_cache: InversionCache | None = None) -> Iterator[SamplerStep | UncertaintyResult]:
+                     inversion_cache: InversionCache | None = None, solver: str = "ddim"
+                     ) -> Iterator[SamplerStep | UncertaintyResult]:
     """Algorithm 1 ``samples`` times on one slice as one batch: loop 1 (the deterministic DDIM inversion) runs once
     for the slice (or comes from ``inversion_cache``), then loop 2 runs the S copies of x_K together, one network call
     per step for the whole batch, each copy with its own DDPM noise inside the mask. Yields every step, then an
@@ -331,22 +332,25 @@ def iter_uncertainty(denoiser: Denoiser, image: np.ndarray, mask: np.ndarray, *,
     start = time.perf_counter()
     timesteps = denoiser.schedule.respaced_timesteps(k, steps)
     cache = inversion_cache if inversion_cache is not None else InversionCache(size=1)
-    key = InversionCache.key(denoiser, img1, k, len(timesteps), precision)
+    key = InversionCache.key(denoiser, img1, k, len(timesteps), precision, solver)
     x_k = cache.get(key, denoiser)
     reused = x_k is not None
     inversion_calls = 0
     if x_k is None:                                                                 # loop 1, once
         counter = CallCounter(unet_eps_model(denoiser.unet, resolve_precision(precision, denoiser.device)))
         x_k = yield from follow(iter_ddim_inversion(counter, denoiser.schedule,
-                                                            torch.from_numpy(img1).to(denoiser.device), timesteps))
+                                                            torch.from_numpy(img1).to(denoiser.device), timesteps,
+                                                            solver_order(solver)))
         inversion_calls = counter.calls
         cache.put(key, denoiser, x_k.detach())
     batch = np.repeat(img1, s, axis=0)
     shared = InversionCache(size=1)                                                 # the S copies of x_K
-    shared.put(InversionCache.key(denoiser, batch, k, len(timesteps), precision), denoiser, x_k.repeat(s, 1, 1, 1))
+    shared.put(InversionCache.key(denoiser, batch, k, len(timesteps), precision, solver), denoiser,
+               x_k.repeat(s, 1, 1, 1))
     result = None
     for item in iter_batch(denoiser, batch, np.repeat(m1, s, axis=0), np.repeat(brain1, s, axis=0), k=k,
-                           steps=steps, seed=seed, variant="paper", precision=precision, inversion_cache=shared):
+                           steps=steps, seed=seed, variant="paper", precision=precision, inversion_cache=shared,
+                           solver=solver):
         if isinstance(item, BatchResult):
             result = item
         else:

@@ -181,7 +181,7 @@ MODELS = ModelStore()
 
 
 def apply_recommended_defaults(defaults: dict = DEFAULTS) -> dict:
-    """K, percentile and steps from the installed model card's ``recommended_settings`` (chosen by
+    """K, percentile, steps and solver from the installed model card's ``recommended_settings`` (chosen by
     ``diffuse-studio evaluate --write-cards`` or ``--sweeps-only --write-cards`` on validation data), where present
     and in range; ``defaults`` is updated in place and returned."""
     rec = MODELS.ddpm_info().get("recommended") or {}
@@ -195,4 +195,8 @@ def apply_recommended_defaults(defaults: dict = DEFAULTS) -> dict:
             continue
         if ok(value):
             defaults[key] = value if key == "percentile" else int(value)
+    from diffuse_core.core.sampler import SOLVERS
+
+    if rec.get("solver") in SOLVERS:
+        defaults["solver"] = rec["solver"]
     return defaults

@@ -53,7 +53,7 @@ def _weights_digest(folder: Path) -> str:
 
 
 def settings_key(modality: str, k: int, percentile: float, steps: int, seed: int, variant: str = "paper",
-                 mask_from: str = "acat") -> str:
+                 mask_from: str = "acat", solver: str = "ddim") -> str:
     """The folder name of one model version and one set of settings, e.g.
     ``ddpm-3f2a9c01d2_acat-77aa01bc3e_k500_p90_s25_seed0_paper``."""
     from diffuse_core.studio.model_store import MODELS
@@ -62,6 +62,8 @@ def settings_key(modality: str, k: int, percentile: float, steps: int, seed: int
     ae, clf = MODELS.saliency_dirs(modality)
     acat = hashlib.sha256((_weights_digest(ae) + _weights_digest(clf)).encode()).hexdigest()[:10]
     key = f"ddpm-{ddpm}_{mask_from}-{acat}_k{int(k)}_p{float(percentile):g}_s{int(steps)}_seed{int(seed)}_{variant}"
+    if solver != "ddim":                          # the paper's solver keeps the keys the shipped cache was made with
+        key += f"_{solver}"
     return re.sub(r"[^A-Za-z0-9_.-]", "-", key)
 
 
@@ -144,7 +146,7 @@ def _app_key(lc) -> str:
     from diffuse_core.studio.settings import DEFAULTS
 
     return settings_key(lc.case.modality, DEFAULTS["k"], DEFAULTS["percentile"], DEFAULTS["steps"], DEFAULTS["seed"],
-                        DEFAULTS["variant"])
+                        DEFAULTS["variant"], solver=DEFAULTS["solver"])
 
 
 def _run(lc) -> CounterfactualResult:

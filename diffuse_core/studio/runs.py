@@ -103,7 +103,7 @@ def dif_fuse_stream(case: CaseInput, choice: MaskChoice, k: int, steps: int, see
     outside = brain.astype(bool) & ~inside
     prev = np.asarray(case.image, np.float32)
     for item in iter_counterfactual(denoiser, case.image, mask, brain_mask=brain, k=k, steps=steps, seed=seed,
-                                    variant=DEFAULTS["variant"], saliency=saliency,
+                                    variant=DEFAULTS["variant"], solver=DEFAULTS["solver"], saliency=saliency,
                                     inversion_cache=INVERSION_CACHE if reuse_inversion else None):
         if isinstance(item, CounterfactualResult):
             yield {"kind": "result", "result": item, "threshold": anomaly_threshold_of(denoiser),

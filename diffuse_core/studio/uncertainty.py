@@ -18,6 +18,7 @@ from diffuse_core.studio.guard import RunGuard, request_guard
 from diffuse_core.studio.library import LoadedCase
 from diffuse_core.studio.model_store import MODELS, model_device
 from diffuse_core.studio.session import LIVE_RUNS
+from diffuse_core.studio.settings import DEFAULTS
 
 SAMPLES_RANGE = (2, 8)
 _CALL_SECONDS: dict = {}
@@ -87,7 +88,8 @@ def run_uncertainty(lc: LoadedCase, mask_from="acat", mask_file=None, drawn=None
             mask, saliency = choice.mask, choice.saliency
         yield {"kind": "mask", "mask": np.asarray(mask, np.uint8), "saliency": np.asarray(saliency, np.float32)}
         for item in iter_uncertainty(denoiser, lc.case.image, mask, samples=samples, brain_mask=lc.case.brain_mask,
-                                     k=k, steps=steps, seed=seed, inversion_cache=INVERSION_CACHE):
+                                     k=k, steps=steps, seed=seed, inversion_cache=INVERSION_CACHE,
+                                     solver=DEFAULTS["solver"]):
             if isinstance(item, UncertaintyResult):
                 yield {"kind": "result", "result": item, "seconds_estimated": estimate,
                        "settings": {"k": k, "steps": steps, "seed": seed, "percentile": percentile,
