@@ -26,6 +26,7 @@ import numpy as np
 from scipy import ndimage
 
 from diffuse_core.io.image import LoadedImage, load_image
+from diffuse_core.io.intensity import intensity_reference, standardize_mri
 
 __all__ = ["Geometry", "PreparedSlice", "CT_WINDOWS", "to_model_grid", "from_model_grid", "estimate_brain_mask",
            "normalize_mri", "standardize_mri", "intensity_reference", "normalize_ct", "prepare_slice",
@@ -315,59 +316,6 @@ def normalize_mri(image, brain_mask, low_pct: float = 1.0, high_pct: float = 99.
     A channel that is constant inside the brain becomes 0 there.
     """
     return _normalize_mri(image, brain_mask, low_pct, high_pct)[0]
-
-
-REFERENCE_PERCENTILES = (10.0, 25.0, 50.0, 75.0)   # brain landmarks of the intensity reference: below the bright
-                                                   # lesions' share of most slices, above the CSF-only lowest tail
-
-
-def intensity_reference(images, brains=None, percentiles=REFERENCE_PERCENTILES) -> dict:
-    """Where a model's training slices put the brain's intensity landmarks: per channel, the median over slices of
-    each brain percentile. ``images`` (N, C, H, W) on the model's scale; ``brains`` (N, H, W) (default: > -1).
-    Saved in the DDPM's card and read by :func:`standardize_mri`."""
-    imgs = np.asarray(images, dtype=np.float32)
-    if imgs.ndim != 4 or len(imgs) == 0:
-        raise ValueError(f"expected training slices (N, C, H, W), got shape {imgs.shape}")
-    values = []
-    for c in range(imgs.shape[1]):
-        per_slice = []
-        for i, im in enumerate(imgs[:, c]):
-            inside = (im > -1.0 + 1e-3) if brains is None else np.asarray(brains[i]).astype(bool)
-            if inside.sum() >= 16:
-                per_slice.append(np.percentile(im[inside], percentiles))
-        if not per_slice:
-            raise ValueError("no slice holds a brain: cannot take an intensity reference")
-        values.append([round(float(v), 5) for v in np.median(per_slice, axis=0)])
-    return {"percentiles": [float(q) for q in percentiles], "values": values, "slices": int(len(imgs))}
-
-
-def standardize_mri(image, brain_mask, reference: dict):
-    """Per channel, the linear map a * x + b (least squares) that puts the brain's ``reference["percentiles"]`` on the
-    reference's values (the model's training data, :func:`intensity_reference`); clipped to [-1, 1], background -1.
-    Linear, so contrasts keep their ratios; fitted on the 10th-75th percentiles, so a bright lesion of up to about a
-    quarter of the brain does not move it. Returns (image, ranges): ranges are the raw values mapped to -1 and 1."""
-    arr, squeeze = _as_chw(np.asarray(image, dtype=np.float32))
-    brain = _brain_bool(brain_mask, arr.shape[1:])
-    q = np.asarray(reference.get("percentiles", ()), dtype=np.float64)
-    values = np.asarray(reference.get("values", ()), dtype=np.float64)
-    if values.ndim == 1:
-        values = values[None]
-    if q.ndim != 1 or len(q) < 2 or values.shape != (arr.shape[0], len(q)):
-        raise ValueError(f"the intensity reference does not fit this image ({arr.shape[0]} channel(s)): expected "
-                         f"'percentiles' and one row of 'values' per channel")
-    out = np.full(arr.shape, -1.0, dtype=np.float32)
-    ranges = []
-    for c in range(arr.shape[0]):
-        landmarks = np.percentile(arr[c][brain], q)
-        if landmarks[-1] - landmarks[0] <= 1e-12 * max(1.0, abs(landmarks[-1])):
-            scaled, lo, hi = np.zeros_like(arr[c]), float(landmarks[0]), float(landmarks[0])
-        else:
-            a, b = np.polyfit(landmarks, values[c], 1)
-            scaled = a * arr[c] + b
-            lo, hi = float((-1.0 - b) / a), float((1.0 - b) / a)
-        out[c] = np.where(brain, np.clip(scaled, -1.0, 1.0), -1.0)
-        ranges.append((lo, hi))
-    return (out[0] if squeeze else out), tuple(ranges)
 
 
 def normalize_ct(image_hu, brain_mask, center: float = 40.0, width: float = 80.0) -> np.ndarray:
