@@ -1,0 +1,155 @@
+"""Does a CT model earn its place? CT candidates against each other and the CT threshold, on the same slices.
+
+A candidate is a denoiser folder and the folder of its ACAT pair (``autoencoder/`` and ``classifier/``); the MRI
+models given a CT slice are what a CT case ran through before any CT model shipped, so they are the reference.
+For each candidate, at the app's settings (the MRI card's K, percentile, steps; seed 0):
+
+* the anomaly threshold is chosen on SynthBrain CT validation strokes (``n_val``), as the evaluation does;
+* Dice on SynthBrain CT test strokes (``n_test``) with the candidate's ACAT mask and with the oracle mask (the true
+  lesion dilated: the healthy model alone), and the share of each lesion the ACAT mask covers;
+* the mean absolute change inside the brain on healthy CT test slices and the share of their brain flagged;
+* per case, Dice on the teaching set's CT strokes, as the app reads them, and the flagged share of its healthy CT case.
+
+The CT threshold (hypodensity z-score in the brain, :func:`~diffuse_core.evaluation.baselines.hypodensity_maps`),
+its threshold chosen on the same validation slices, is measured beside them: the simplest honest baseline.
+
+``python -m diffuse_core.evaluation.ct_check --out ct_check.json NAME=DDPM_DIR:SALIENCY_DIR ...``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from diffuse_core.evaluation.baselines import ZSCORE_GRID, hypodensity_maps
+from diffuse_core.evaluation.protocol import (EvalSet, choose_threshold, compute_saliency_maps, identity_change,
+                                              masks_at, run_on_set, scores, synthbrain_set)
+
+
+def teaching_ct_set(set_name: str = "default", size: int = 128) -> EvalSet:
+    """The CT cases of a teaching set, read the way the app's library reads them (stored already windowed in
+    [-1, 1]: :func:`diffuse_core.cases.case_from_normalized`)."""
+    from diffuse_core.cases import case_from_normalized
+    from diffuse_core.data.teaching import list_cases
+
+    cases = [c for c in list_cases(set_name) if c.modality == "ct"]
+    if not cases:
+        raise ValueError(f"teaching set {set_name!r} has no CT case")
+    prepped = [case_from_normalized(c.image, c.mask, size=size, source=c.id, modality="ct", spacing=c.spacing)
+               for c in cases]
+    lesions = [p.ground_truth if p.ground_truth is not None else np.zeros_like(p.brain_mask) for p in prepped]
+    return EvalSet(np.stack([p.image for p in prepped]).astype(np.float32), np.stack(lesions).astype(np.uint8),
+                   np.stack([p.brain_mask for p in prepped]).astype(np.uint8), [c.lesion_type for c in cases],
+                   [c.lesion_size for c in cases], [c.id for c in cases], f"teaching set {set_name} (CT)")
+
+
+def _flagged(anomalies: np.ndarray, brains: np.ndarray, threshold: float) -> np.ndarray:
+    return np.array([float((a > threshold)[b.astype(bool)].mean()) for a, b in zip(anomalies, brains)])
+
+
+def _lesion_in_mask(masks: np.ndarray, lesions: np.ndarray) -> float:
+    shares = [float((m & l).sum() / l.sum()) for m, l in zip(masks.astype(bool), lesions.astype(bool)) if l.any()]
+    return float(np.mean(shares)) if shares else float("nan")
+
+
+def compare(candidates: dict[str, tuple[Path, Path]], n_val: int = 16, n_test: int = 24, n_healthy: int = 8,
+            settings: dict | None = None, batch_size: int = 16, device: str = "cpu", teaching: str = "default",
+            seed: int = 0) -> dict:
+    """Measure every candidate (name -> (ddpm folder, saliency folder)) and the CT threshold on the same slices."""
+    from diffuse_core.cases import default_settings
+    from diffuse_core.models.denoiser import load_denoiser
+    from diffuse_core.saliency.dispatch import load_saliency_models
+
+    val = synthbrain_set("val", n_val, modalities=("ct",), healthy_fraction=0.0)
+    test = synthbrain_set("test", n_test, modalities=("ct",), healthy_fraction=0.0)
+    healthy = synthbrain_set("test", n_healthy, base_seed=1, modalities=("ct",), healthy_fraction=1.0)
+    teach = teaching_ct_set(teaching)
+    sick = np.array([bool(l.any()) for l in teach.lesions])
+
+    z = {name: hypodensity_maps(d.images, d.brains) for name, d in
+         (("val", val), ("test", test), ("healthy", healthy), ("teaching", teach))}
+    z_thr = choose_threshold(z["val"], val.lesions, grid=ZSCORE_GRID)
+    out = {"slices": {"val": len(val), "test": len(test), "healthy": len(healthy), "teaching": teach.ids},
+           "ct_threshold": {"threshold_from_val": z_thr,
+                            "test_dice": float(scores(z["test"], test.lesions, z_thr)[0].mean()),
+                            "healthy_flagged_share": float(_flagged(z["healthy"], healthy.brains, z_thr).mean()),
+                            "teaching_dice": {i: float(d) for i, d, s in zip(
+                                teach.ids, scores(z["teaching"], teach.lesions, z_thr)[0], sick) if s},
+                            "teaching_healthy_flagged": {i: float(f) for i, f, s in zip(
+                                teach.ids, _flagged(z["teaching"], teach.brains, z_thr), sick) if not s}},
+           "candidates": {}}
+    for name, (ddpm_dir, sal_dir) in candidates.items():
+        t0 = time.perf_counter()
+        den = load_denoiser(ddpm_dir, device=device)
+        s = dict(settings or default_settings(den))
+        k, steps, pct = int(s["k"]), int(s["steps"]), float(s["percentile"])
+        sal = load_saliency_models(Path(sal_dir) / "autoencoder", Path(sal_dir) / "classifier", device)
+        sets = {"val": val.subset(np.arange(len(val))), "test": test.subset(np.arange(len(test))),
+                "healthy": healthy.subset(np.arange(len(healthy))), "teaching": teach.subset(np.arange(len(teach)))}
+        res, masks = {}, {}
+        for key, d in sets.items():            # subsets: each candidate's own saliency maps
+            compute_saliency_maps(d, sal, sources=("acat",))
+            masks[key] = masks_at(d, pct)
+            _, ano, _, _ = run_on_set("dif-fuse", den, d, masks[key], k, steps, seed, batch_size)
+            res[key] = ano
+        thr = choose_threshold(res["val"], val.lesions)
+        cf_h, _, _, _ = run_on_set("dif-fuse", den, sets["healthy"], masks["healthy"], k, steps, seed, batch_size)
+        oracle = {"acat": masks["test"]["oracle"]}
+        _, ano_o, _, _ = run_on_set("dif-fuse", den, sets["test"], oracle, k, steps, seed, batch_size)
+        t_dice = scores(res["teaching"], teach.lesions, thr)[0]
+        t_flag = _flagged(res["teaching"], teach.brains, thr)
+        out["candidates"][name] = {
+            "ddpm": str(ddpm_dir), "saliency": str(sal_dir), "settings": {"k": k, "steps": steps, "percentile": pct,
+                                                                          "seed": seed},
+            "threshold_from_val": thr,
+            "val_dice": float(scores(res["val"], val.lesions, thr)[0].mean()),
+            "test_dice": float(scores(res["test"], test.lesions, thr)[0].mean()),
+            "test_dice_oracle_mask": float(scores(ano_o, test.lesions, thr)[0].mean()),
+            "acat_mask_share_of_lesion_test": _lesion_in_mask(masks["test"]["acat"], test.lesions),
+            "healthy_change": identity_change(healthy.images, cf_h, healthy.brains),
+            "healthy_flagged_share": float(_flagged(res["healthy"], healthy.brains, thr).mean()),
+            "teaching_dice": {i: float(d) for i, d, s_ in zip(teach.ids, t_dice, sick) if s_},
+            "teaching_healthy_flagged": {i: float(f) for i, f, s_ in zip(teach.ids, t_flag, sick) if not s_},
+            "teaching_acat_share_of_lesion": {i: _lesion_in_mask(m[None], l[None]) for i, m, l, s_ in zip(
+                teach.ids, masks["teaching"]["acat"], teach.lesions, sick) if s_},
+            "seconds": round(time.perf_counter() - t0, 1)}
+        print(name, json.dumps(out["candidates"][name]), file=sys.stderr, flush=True)
+    return out
+
+
+def _candidate(spec: str) -> tuple[str, tuple[Path, Path]]:
+    if "=" not in spec:
+        raise ValueError(f"a candidate is NAME=DDPM_DIR[:SALIENCY_DIR], got {spec!r}")
+    name, dirs = spec.split("=", 1)
+    ddpm, _, sal = dirs.partition(":")
+    ddpm_p = Path(ddpm)
+    return name, (ddpm_p, Path(sal) if sal else ddpm_p.parent)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("candidates", nargs="+", metavar="NAME=DDPM_DIR[:SALIENCY_DIR]",
+                   help="SALIENCY_DIR holds autoencoder/ and classifier/ (default: DDPM_DIR's parent)")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--n-val", type=int, default=16)
+    p.add_argument("--n-test", type=int, default=24)
+    p.add_argument("--n-healthy", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--device", default="auto")
+    a = p.parse_args(argv)
+    from diffuse_core.models.device import pick_device
+
+    res = compare(dict(_candidate(c) for c in a.candidates), n_val=a.n_val, n_test=a.n_test,
+                  n_healthy=a.n_healthy, batch_size=a.batch_size, device=pick_device(a.device))
+    a.out.write_text(json.dumps(res, indent=1))
+    print(json.dumps(res, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,49 @@
+"""The CT check (issue: models v2, item 3): the teaching set's CT cases read as the app reads them, candidates named
+on the command line, and the whole comparison on a few slices with a tiny CT model."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from diffuse_core.evaluation import ct_check
+from diffuse_core.models.denoiser import DenoiserConfig, new_denoiser, save_denoiser
+
+
+def test_teaching_ct_cases_are_windowed_strokes_darker_than_their_brain():
+    data = ct_check.teaching_ct_set("default")
+    assert data.ids == ["case13_ct_stroke", "case14_ct_stroke", "case15_ct_stroke", "case21_ct_healthy"]
+    assert data.images.shape == (4, 1, 128, 128) and data.images.min() >= -1 and data.images.max() <= 1
+    for img, lesion, brain, kind in zip(data.images[:, 0], data.lesions, data.brains, data.lesion_types):
+        if kind == "none":
+            assert not lesion.any()
+            continue
+        assert lesion.any() and (lesion <= brain).all()
+        assert img[lesion > 0].mean() < img[(brain > 0) & (lesion == 0)].mean() - 0.05   # hypodense infarct
+
+
+def test_candidate_names_a_ddpm_and_its_acat_pair():
+    assert ct_check._candidate("ct=runs/ct/ddpm") == ("ct", (Path("runs/ct/ddpm"), Path("runs/ct")))
+    assert ct_check._candidate("mri=assets/ddpm:assets") == ("mri", (Path("assets/ddpm"), Path("assets")))
+
+
+def test_compare_measures_candidates_and_the_ct_threshold_on_the_same_slices(tmp_path, monkeypatch):
+    # a tiny untrained CT DDPM beside the shipped ACAT pair: checks the bookkeeping, not the quality
+    tiny = DenoiserConfig(channels=1, resolution=128, block_channels=(8, 16), attention_levels=(False, True),
+                          norm_num_groups=4, attention_head_dim=8)
+    save_denoiser(new_denoiser(tiny, seed=0), tmp_path / "ddpm", card={"data": {"modalities": ["ct"]}})
+    assets = Path(__file__).resolve().parents[1] / "assets"
+    out = ct_check.compare({"tiny": (tmp_path / "ddpm", assets)}, n_val=1, n_test=1, n_healthy=1,
+                           settings={"k": 200, "steps": 2, "percentile": 90})
+    json.dumps(out)                                      # what --out writes
+    thr = out["ct_threshold"]
+    assert set(thr["teaching_dice"]) == {"case13_ct_stroke", "case14_ct_stroke", "case15_ct_stroke"}
+    assert set(thr["teaching_healthy_flagged"]) == {"case21_ct_healthy"}
+    assert 0 <= thr["test_dice"] <= 1 and thr["teaching_dice"]["case13_ct_stroke"] > 0.3   # the large infarct
+    c = out["candidates"]["tiny"]
+    assert c["settings"] == {"k": 200, "steps": 2, "percentile": 90.0, "seed": 0}
+    for key in ("val_dice", "test_dice", "test_dice_oracle_mask", "acat_mask_share_of_lesion_test",
+                "healthy_flagged_share"):
+        assert 0.0 <= c[key] <= 1.0, key
+    assert c["healthy_change"] > 0 and set(c["teaching_dice"]) == set(thr["teaching_dice"])
+    assert np.isfinite(list(c["teaching_acat_share_of_lesion"].values())).all()
