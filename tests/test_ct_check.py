@@ -2,6 +2,7 @@
 on the command line, and the whole comparison on a few slices with a tiny CT model."""
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,9 @@ def test_compare_measures_candidates_and_the_ct_threshold_on_the_same_slices(tmp
     tiny = DenoiserConfig(channels=1, resolution=128, block_channels=(8, 16), attention_levels=(False, True),
                           norm_num_groups=4, attention_head_dim=8)
     save_denoiser(new_denoiser(tiny, seed=0), tmp_path / "ddpm", card={"data": {"modalities": ["ct"]}})
-    assets = Path(__file__).resolve().parents[1] / "assets"
+    assets = tmp_path / "acat"
+    for kind in ("autoencoder", "classifier"):
+        shutil.copytree(Path(__file__).resolve().parents[1] / "assets" / kind, assets / kind)
     out = ct_check.compare({"tiny": (tmp_path / "ddpm", assets)}, n_val=1, n_test=1, n_healthy=1,
                            settings={"k": 200, "steps": 2, "percentile": 90})
     json.dumps(out)                                      # what --out writes
@@ -47,3 +50,10 @@ def test_compare_measures_candidates_and_the_ct_threshold_on_the_same_slices(tmp
         assert 0.0 <= c[key] <= 1.0, key
     assert c["healthy_change"] > 0 and set(c["teaching_dice"]) == set(thr["teaching_dice"])
     assert np.isfinite(list(c["teaching_acat_share_of_lesion"].values())).all()
+
+    ct_check.write_cards(out, "tiny", "the test", {"device": "cpu"}, n_saliency=4)
+    card = json.loads((tmp_path / "ddpm" / "model_card.json").read_text())
+    assert card["anomaly_threshold"] == c["threshold_from_val"]
+    assert card["recommended_settings"]["steps"] == 2 and card["ct_check"]["candidates"]["tiny"] == c
+    clf = json.loads((assets / "classifier" / "model_card.json").read_text())["quality"]
+    assert clf["data"]["modalities"] == ["ct"] and clf["data"]["n"] == 4 and 0 <= clf["accuracy"] <= 1

@@ -37,13 +37,15 @@ def synthbrain_labelled(split: str, n: int, size: int = 128, modalities=("flair"
 
 
 def measure_saliency_models(models, n: int = 200, split: str = "test", percentile: float = 90.0,
-                            methods=("acat", "gradcam", "gradient")) -> dict:
-    """Classifier accuracy/AUROC and each saliency method's localisation on ``n`` held-out slices (half healthy)."""
+                            methods=("acat", "gradcam", "gradient"), modalities=("flair",)) -> dict:
+    """Classifier accuracy/AUROC and each saliency method's localisation on ``n`` held-out slices (half healthy) of
+    the SynthBrain ``modalities`` the models were trained on."""
     from diffuse_core.evaluation.saliency_quality import evaluate_acat, evaluate_classifier
 
     size = models.classifier.config.resolution if hasattr(models.classifier, "config") else 128
-    data = synthbrain_labelled(split, n, size=size)
-    out = {"data": {"generator": "SynthBrain", "split": split, "n": n, "healthy_fraction": 0.5},
+    data = synthbrain_labelled(split, n, size=size, modalities=tuple(modalities))
+    out = {"data": {"generator": "SynthBrain", "split": split, "n": n, "healthy_fraction": 0.5,
+                    "modalities": list(modalities)},
            "classifier": evaluate_classifier(models.classifier, data)}
     for method in methods:
         out[method] = evaluate_acat(models, data, percentile=percentile, method=method)

@@ -13,7 +13,9 @@ For each candidate, at the app's settings (the MRI card's K, percentile, steps; 
 The CT threshold (hypodensity z-score in the brain, :func:`~diffuse_core.evaluation.baselines.hypodensity_maps`),
 its threshold chosen on the same validation slices, is measured beside them: the simplest honest baseline.
 
-``python -m diffuse_core.evaluation.ct_check --out ct_check.json NAME=DDPM_DIR:SALIENCY_DIR ...``
+``python -m diffuse_core.evaluation.ct_check --out ct_check.json NAME=DDPM_DIR:SALIENCY_DIR ...``; with
+``--write-card NAME`` the measured threshold, the settings and the comparison go into that candidate's cards (the
+DDPM's ``anomaly_threshold``, ``recommended_settings`` and ``ct_check``; the ACAT pair's ``quality`` on CT).
 """
 
 from __future__ import annotations
@@ -91,14 +93,12 @@ def compare(candidates: dict[str, tuple[Path, Path]], n_val: int = 16, n_test: i
         sal = load_saliency_models(Path(sal_dir) / "autoencoder", Path(sal_dir) / "classifier", device)
         sets = {"val": val.subset(np.arange(len(val))), "test": test.subset(np.arange(len(test))),
                 "healthy": healthy.subset(np.arange(len(healthy))), "teaching": teach.subset(np.arange(len(teach)))}
-        res, masks = {}, {}
+        res, cfs, masks = {}, {}, {}
         for key, d in sets.items():            # subsets: each candidate's own saliency maps
             compute_saliency_maps(d, sal, sources=("acat",))
             masks[key] = masks_at(d, pct)
-            _, ano, _, _ = run_on_set("dif-fuse", den, d, masks[key], k, steps, seed, batch_size)
-            res[key] = ano
+            cfs[key], res[key], _, _ = run_on_set("dif-fuse", den, d, masks[key], k, steps, seed, batch_size)
         thr = choose_threshold(res["val"], val.lesions)
-        cf_h, _, _, _ = run_on_set("dif-fuse", den, sets["healthy"], masks["healthy"], k, steps, seed, batch_size)
         oracle = {"acat": masks["test"]["oracle"]}
         _, ano_o, _, _ = run_on_set("dif-fuse", den, sets["test"], oracle, k, steps, seed, batch_size)
         t_dice = scores(res["teaching"], teach.lesions, thr)[0]
@@ -111,7 +111,7 @@ def compare(candidates: dict[str, tuple[Path, Path]], n_val: int = 16, n_test: i
             "test_dice": float(scores(res["test"], test.lesions, thr)[0].mean()),
             "test_dice_oracle_mask": float(scores(ano_o, test.lesions, thr)[0].mean()),
             "acat_mask_share_of_lesion_test": _lesion_in_mask(masks["test"]["acat"], test.lesions),
-            "healthy_change": identity_change(healthy.images, cf_h, healthy.brains),
+            "healthy_change": identity_change(healthy.images, cfs["healthy"], healthy.brains),
             "healthy_flagged_share": float(_flagged(res["healthy"], healthy.brains, thr).mean()),
             "teaching_dice": {i: float(d) for i, d, s_ in zip(teach.ids, t_dice, sick) if s_},
             "teaching_healthy_flagged": {i: float(f) for i, f, s_ in zip(teach.ids, t_flag, sick) if not s_},
@@ -120,6 +120,26 @@ def compare(candidates: dict[str, tuple[Path, Path]], n_val: int = 16, n_test: i
             "seconds": round(time.perf_counter() - t0, 1)}
         print(name, json.dumps(out["candidates"][name]), file=sys.stderr, flush=True)
     return out
+
+
+def write_cards(result: dict, name: str, command: str, hardware, n_saliency: int = 100) -> None:
+    """Write candidate ``name``'s measured threshold, settings and the whole comparison into its DDPM card, and the
+    ACAT pair's localisation and classifier accuracy on SynthBrain CT test slices into their cards."""
+    from diffuse_core.evaluation.cards import measure_saliency_models, stamp, update_card
+    from diffuse_core.saliency.dispatch import load_saliency_models
+
+    c = result["candidates"][name]
+    s = c["settings"]
+    update_card(c["ddpm"], anomaly_threshold=c["threshold_from_val"],
+                recommended_settings={"k": s["k"], "percentile": s["percentile"], "steps": s["steps"],
+                                      "rule": "the MRI model's recommended settings (the app's defaults); the "
+                                              "threshold chosen on SynthBrain CT validation strokes"},
+                ct_check={"measured_on": stamp(), "hardware": hardware, "command": command, **result})
+    sal = Path(c["saliency"])
+    models = load_saliency_models(sal / "autoencoder", sal / "classifier", "cpu")
+    q = measure_saliency_models(models, n=n_saliency, methods=("acat",), modalities=("ct",))
+    update_card(sal / "classifier", quality={"measured_on": stamp(), **q["classifier"], "data": q["data"]})
+    update_card(sal / "autoencoder", quality={"measured_on": stamp(), "data": q["data"], "saliency": {"acat": q["acat"]}})
 
 
 def _candidate(spec: str) -> tuple[str, tuple[Path, Path]]:
@@ -141,6 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-healthy", type=int, default=8)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default="auto")
+    p.add_argument("--write-card", default=None, metavar="NAME",
+                   help="write the result into candidate NAME's model cards (DDPM, autoencoder, classifier)")
+    p.add_argument("--hardware", default=None, help="what ran it, for the card (default: the CPU's name)")
     a = p.parse_args(argv)
     from diffuse_core.models.device import pick_device
 
@@ -148,6 +171,13 @@ def main(argv: list[str] | None = None) -> int:
                   n_healthy=a.n_healthy, batch_size=a.batch_size, device=pick_device(a.device))
     a.out.write_text(json.dumps(res, indent=1))
     print(json.dumps(res, indent=1))
+    if a.write_card:
+        import torch
+
+        from diffuse_core.train.trainer import hardware
+
+        cmd = "python -m diffuse_core.evaluation.ct_check " + " ".join(argv if argv is not None else sys.argv[1:])
+        write_cards(res, a.write_card, cmd, a.hardware or hardware(torch.device(pick_device(a.device))))
     return 0
 
 
