@@ -374,6 +374,42 @@ def _cmd_app(args) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------------------------ models
+def _add_models(sub) -> None:
+    p = sub.add_parser("models", help="list the installed models: kind, modality, training steps, folder")
+    p.add_argument("--json", action="store_true", help="one JSON object per model instead of a table")
+    p.set_defaults(func=_cmd_models)
+
+
+def _cmd_models(args) -> int:
+    import json
+
+    from diffuse_core.models.checkpoint import read_config, steps_done
+    from diffuse_core.models.registry import assets_root, installed_models
+
+    found = installed_models()
+    rows = []
+    for m in found:
+        card = read_config(m.folder).get("card") or {}
+        rows.append({"kind": m.kind, "modality": m.modality, "for_cases": "ct" if m.folder.parent.name == "ct" else "mri",
+                     "steps": steps_done(card)[0], "anomaly_threshold": card.get("anomaly_threshold"),
+                     "folder": str(m.folder)})
+    if args.json:
+        for r in rows:
+            print(json.dumps(r))
+        return 0
+    if not rows:
+        print(f"no model installed under {assets_root()}: train one with `diffuse-studio train`")
+        return 0
+    print(f"{'kind':<12}{'cases':<7}{'trained on':<12}{'steps':>8}  {'threshold':<10}folder")
+    for r in rows:
+        thr = "-" if r["anomaly_threshold"] is None else f"{r['anomaly_threshold']:g}"
+        print(f"{r['kind']:<12}{r['for_cases']:<7}{r['modality'] or '?':<12}{r['steps']:>8}  {thr:<10}{r['folder']}")
+    if not any(r["for_cases"] == "ct" for r in rows):
+        print("no CT model installed: CT cases run through the MRI models (out of domain; results say so)")
+    return 0
+
+
 # -------------------------------------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     from diffuse_core import __version__
@@ -388,7 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_SUBCOMMANDS = [_add_run, _add_synth, _add_train, _add_evaluate, _add_app]
+_SUBCOMMANDS = [_add_run, _add_synth, _add_train, _add_evaluate, _add_app, _add_models]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -57,3 +57,6 @@ def test_compare_measures_candidates_and_the_ct_threshold_on_the_same_slices(tmp
     assert card["recommended_settings"]["steps"] == 2 and card["ct_check"]["candidates"]["tiny"] == c
     clf = json.loads((assets / "classifier" / "model_card.json").read_text())["quality"]
     assert clf["data"]["modalities"] == ["ct"] and clf["data"]["n"] == 4 and 0 <= clf["accuracy"] <= 1
+    section = "\n".join(ct_check.markdown(card["ct_check"], shipped=card["ct_check"]["shipped"]))
+    assert "| Dif-fuse, tiny (shipped) |" in section and "case13_ct_stroke" in section
+    assert f"{c['test_dice']:.3f}" in section and f"z > {thr['threshold_from_val']:g}" in section

@@ -75,3 +75,16 @@ def test_the_app_store_picks_by_modality(assets, monkeypatch):
     assert store.denoiser("cpu", "ct").card["anomaly_threshold"] == 0.2
     monkeypatch.setenv("DIFFUSE_MODEL_DIR", str(assets / "ddpm"))          # an explicit folder always wins
     assert store.ddpm_dir("ct") == assets / "ddpm"
+
+
+def test_models_command_lists_what_is_installed(assets, capsys):
+    assert main(["models"]) == 0
+    text = capsys.readouterr().out
+    assert "ddpm" in text and "flair" in text and "no CT model installed" in text
+    _model(assets / "ct" / "ddpm", "ct", 0.2)
+    assert main(["models", "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(r["kind"], r["for_cases"], r["modality"], r["anomaly_threshold"]) for r in rows] == [
+        ("ddpm", "mri", "flair", 0.1), ("ddpm", "ct", "ct", 0.2)]
+    assert main(["models"]) == 0
+    assert "no CT model installed" not in capsys.readouterr().out

@@ -134,12 +134,42 @@ def write_cards(result: dict, name: str, command: str, hardware, n_saliency: int
                 recommended_settings={"k": s["k"], "percentile": s["percentile"], "steps": s["steps"],
                                       "rule": "the MRI model's recommended settings (the app's defaults); the "
                                               "threshold chosen on SynthBrain CT validation strokes"},
-                ct_check={"measured_on": stamp(), "hardware": hardware, "command": command, **result})
+                ct_check={"measured_on": stamp(), "hardware": hardware, "command": command, "shipped": name,
+                          **result})
     sal = Path(c["saliency"])
     models = load_saliency_models(sal / "autoencoder", sal / "classifier", "cpu")
     q = measure_saliency_models(models, n=n_saliency, methods=("acat",), modalities=("ct",))
     update_card(sal / "classifier", quality={"measured_on": stamp(), **q["classifier"], "data": q["data"]})
     update_card(sal / "autoencoder", quality={"measured_on": stamp(), "data": q["data"], "saliency": {"acat": q["acat"]}})
+
+
+def markdown(check: dict, shipped: str | None = None) -> list[str]:
+    """The comparison as a results.md section (``check``: :func:`compare`'s result, or a CT card's ``ct_check``);
+    ``shipped`` names the candidate that ships."""
+    thr, cands = check["ct_threshold"], check["candidates"]
+    teach = sorted(thr["teaching_dice"])
+    n = check["slices"]
+    when = f" ({check['measured_on']}, `{check.get('command', '')}`)" if check.get("measured_on") else ""
+    lines = ["## CT: the CT model against the CT threshold and the MRI models", "",
+             f"SynthBrain CT strokes: thresholds chosen on {n['val']} validation slices, Dice on {n['test']} test "
+             f"slices; identity change and flagged share on {n['healthy']} healthy test slices; per-case Dice on the "
+             f"teaching set's CT cases{when}. Oracle mask: the true lesion dilated 6 px (the healthy model alone).",
+             "",
+             "| method | test Dice | oracle-mask Dice | ACAT mask's share of lesion | healthy change | healthy flagged | "
+             + " | ".join(teach) + " | healthy teaching case flagged |",
+             "|---" * (6 + len(teach)) + "|"]
+    healthy_case = ", ".join(f"{100 * v:.1f} %" for v in thr["teaching_healthy_flagged"].values()) or "-"
+    lines.append(f"| CT threshold (z > {thr['threshold_from_val']:g}) | {thr['test_dice']:.3f} | - | - | - | "
+                 f"{100 * thr['healthy_flagged_share']:.1f} % | "
+                 + " | ".join(f"{thr['teaching_dice'][t]:.3f}" for t in teach) + f" | {healthy_case} |")
+    for name, c in cands.items():
+        label = f"Dif-fuse, {name}" + (" (shipped)" if name == shipped else "")
+        hc = ", ".join(f"{100 * v:.1f} %" for v in c["teaching_healthy_flagged"].values()) or "-"
+        lines.append(f"| {label} | {c['test_dice']:.3f} | {c['test_dice_oracle_mask']:.3f} | "
+                     f"{c['acat_mask_share_of_lesion_test']:.2f} | {c['healthy_change']:.3f} | "
+                     f"{100 * c['healthy_flagged_share']:.1f} % | "
+                     + " | ".join(f"{c['teaching_dice'][t]:.3f}" for t in teach) + f" | {hc} |")
+    return lines + [""]
 
 
 def _candidate(spec: str) -> tuple[str, tuple[Path, Path]]:

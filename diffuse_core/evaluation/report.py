@@ -428,6 +428,7 @@ def _write_markdown(path: Path, result: dict, denoiser, figures: dict) -> None:
                          f"{100 * r.get('healthy_flagged', float('nan')):.1f} % | {r.get('auprc', float('nan')):.3f} | "
                          f"{r.get('auroc', float('nan')):.3f} | {r.get('dice_best_threshold', float('nan')):.3f} | "
                          f"{r['n']} / {r.get('n_healthy', 0)} |")
+    lines += _ct_section()
     if figures:
         lines += ["", "## Figures", ""]
         for name, files in figures.items():
@@ -439,6 +440,17 @@ def _write_markdown(path: Path, result: dict, denoiser, figures: dict) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text("\n".join(lines) + "\n")
     os.replace(tmp, path)
+
+
+def _ct_section() -> list[str]:
+    """The shipped CT model's comparison (its card's ``ct_check``, :mod:`diffuse_core.evaluation.ct_check`)."""
+    from diffuse_core.evaluation.ct_check import markdown
+    from diffuse_core.models.checkpoint import read_config
+    from diffuse_core.models.registry import default_model_dir, is_installed
+
+    folder = default_model_dir("ddpm", "ct")
+    check = (read_config(folder).get("card") or {}).get("ct_check") if is_installed(folder) else None
+    return ["", *markdown(check, shipped=check.get("shipped"))] if check else []
 
 
 def command_line() -> str:
