@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from diffuse_core.evaluation import ct_check
 from diffuse_core.models.denoiser import DenoiserConfig, new_denoiser, save_denoiser
@@ -60,3 +61,12 @@ def test_compare_measures_candidates_and_the_ct_threshold_on_the_same_slices(tmp
     section = "\n".join(ct_check.markdown(card["ct_check"], shipped=card["ct_check"]["shipped"]))
     assert "| Dif-fuse, tiny (shipped) |" in section and "case13_ct_stroke" in section
     assert f"{c['test_dice']:.3f}" in section and f"z > {thr['threshold_from_val']:g}" in section
+
+
+def test_merge_takes_earlier_candidates_only_from_the_same_slices():
+    base = {"slices": {"val": 16}, "ct_threshold": {"test_dice": 0.3}, "candidates": {"ct": {"test_dice": 0.5}}}
+    earlier = {"slices": {"val": 16}, "ct_threshold": {"test_dice": 0.3}, "candidates": {"mri": {"test_dice": 0.1}}}
+    assert list(ct_check.merge(base, earlier)["candidates"]) == ["mri", "ct"]
+    other = {**earlier, "slices": {"val": 8}}
+    with pytest.raises(ValueError, match="other slices"):
+        ct_check.merge(base, other)

@@ -143,6 +143,14 @@ def write_cards(result: dict, name: str, command: str, hardware, n_saliency: int
     update_card(sal / "autoencoder", quality={"measured_on": stamp(), "data": q["data"], "saliency": {"acat": q["acat"]}})
 
 
+def merge(result: dict, earlier: dict) -> dict:
+    """``result`` with the candidates of an ``earlier`` run on the same slices (the protocol is deterministic: the
+    same slice lists and the same CT-threshold figures are checked) added before its own."""
+    if earlier["slices"] != result["slices"] or earlier["ct_threshold"] != result["ct_threshold"]:
+        raise ValueError("the earlier run measured other slices or settings: its candidates cannot join this table")
+    return {**result, "candidates": {**earlier["candidates"], **result["candidates"]}}
+
+
 def markdown(check: dict, shipped: str | None = None) -> list[str]:
     """The comparison as a results.md section (``check``: :func:`compare`'s result, or a CT card's ``ct_check``);
     ``shipped`` names the candidate that ships."""
@@ -191,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-healthy", type=int, default=8)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default="auto")
+    p.add_argument("--also", action="append", default=[], type=Path, metavar="JSON",
+                   help="add the candidates of an earlier run's --out file (the same slices; checked)")
     p.add_argument("--write-card", default=None, metavar="NAME",
                    help="write the result into candidate NAME's model cards (DDPM, autoencoder, classifier)")
     p.add_argument("--hardware", default=None, help="what ran it, for the card (default: the CPU's name)")
@@ -199,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
 
     res = compare(dict(_candidate(c) for c in a.candidates), n_val=a.n_val, n_test=a.n_test,
                   n_healthy=a.n_healthy, batch_size=a.batch_size, device=pick_device(a.device))
+    for earlier in a.also:
+        res = merge(res, json.loads(earlier.read_text()))
     a.out.write_text(json.dumps(res, indent=1))
     print(json.dumps(res, indent=1))
     if a.write_card:
