@@ -5,10 +5,12 @@ import json
 import shutil
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
 from diffuse_core.evaluation import ct_check
+from diffuse_core.evaluation.picture import TILE, real_data_grid
 from diffuse_core.models.denoiser import DenoiserConfig, new_denoiser, save_denoiser
 
 
@@ -37,8 +39,9 @@ def test_compare_measures_candidates_and_the_ct_threshold_on_the_same_slices(tmp
     assets = tmp_path / "acat"
     for kind in ("autoencoder", "classifier"):
         shutil.copytree(Path(__file__).resolve().parents[1] / "assets" / kind, assets / kind)
+    keep = {}
     out = ct_check.compare({"tiny": (tmp_path / "ddpm", assets)}, n_val=1, n_test=1, n_healthy=1,
-                           settings={"k": 200, "steps": 2, "percentile": 90})
+                           settings={"k": 200, "steps": 2, "percentile": 90}, keep=keep)
     json.dumps(out)                                      # what --out writes
     thr = out["ct_threshold"]
     assert set(thr["teaching_dice"]) == {"case13_ct_stroke", "case14_ct_stroke", "case15_ct_stroke"}
@@ -61,6 +64,11 @@ def test_compare_measures_candidates_and_the_ct_threshold_on_the_same_slices(tmp
     section = "\n".join(ct_check.markdown(card["ct_check"], shipped=card["ct_check"]["shipped"]))
     assert "| Dif-fuse, tiny (shipped) |" in section and "case13_ct_stroke" in section
     assert f"{c['test_dice']:.3f}" in section and f"z > {thr['threshold_from_val']:g}" in section
+    data = keep.pop("data")
+    assert set(keep) == {"ct-threshold", "tiny"} and keep["tiny"][1].shape == (4, 128, 128)
+    png = real_data_grid(data, keep, tmp_path / "ct.png", rows=len(data))
+    grid = cv2.imread(str(png))
+    assert grid.shape[0] > 3 * TILE and grid.shape[1] > 4 * TILE      # 3 strokes x (input, 2 + 1 panels)
 
 
 def test_merge_takes_earlier_candidates_only_from_the_same_slices():

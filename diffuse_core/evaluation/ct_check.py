@@ -33,6 +33,11 @@ from diffuse_core.evaluation.protocol import (EvalSet, choose_threshold, compute
                                               masks_at, run_on_set, scores, synthbrain_set)
 
 
+# anomaly thresholds tried on validation: finer and lower than the MRI grid (protocol.THRESHOLD_GRID starts at 0.02),
+# because an early infarct is only a few HU darker than its tissue (about 0.1-0.2 of the [-1, 1] brain window)
+CT_THRESHOLD_GRID = tuple(np.round(np.arange(0.005, 0.605, 0.005), 3))
+
+
 def teaching_ct_set(set_name: str = "default", size: int = 128) -> EvalSet:
     """The CT cases of a teaching set, read the way the app's library reads them (stored already windowed in
     [-1, 1]: :func:`diffuse_core.cases.case_from_normalized`)."""
@@ -61,8 +66,10 @@ def _lesion_in_mask(masks: np.ndarray, lesions: np.ndarray) -> float:
 
 def compare(candidates: dict[str, tuple[Path, Path]], n_val: int = 16, n_test: int = 24, n_healthy: int = 8,
             settings: dict | None = None, batch_size: int = 16, device: str = "cpu", teaching: str = "default",
-            seed: int = 0) -> dict:
-    """Measure every candidate (name -> (ddpm folder, saliency folder)) and the CT threshold on the same slices."""
+            seed: int = 0, keep: dict | None = None) -> dict:
+    """Measure every candidate (name -> (ddpm folder, saliency folder)) and the CT threshold on the same slices.
+    ``keep`` (a dict) receives the teaching set (``"data"``) and, per method, its (counterfactuals, anomaly maps,
+    threshold) there, for :func:`diffuse_core.evaluation.picture.real_data_grid`."""
     from diffuse_core.cases import default_settings
     from diffuse_core.models.denoiser import load_denoiser
     from diffuse_core.saliency.dispatch import load_saliency_models
@@ -85,6 +92,8 @@ def compare(candidates: dict[str, tuple[Path, Path]], n_val: int = 16, n_test: i
                             "teaching_healthy_flagged": {i: float(f) for i, f, s in zip(
                                 teach.ids, _flagged(z["teaching"], teach.brains, z_thr), sick) if not s}},
            "candidates": {}}
+    if keep is not None:
+        keep["data"], keep["ct-threshold"] = teach, (teach.images, z["teaching"], z_thr)
     for name, (ddpm_dir, sal_dir) in candidates.items():
         t0 = time.perf_counter()
         den = load_denoiser(ddpm_dir, device=device)
@@ -98,9 +107,11 @@ def compare(candidates: dict[str, tuple[Path, Path]], n_val: int = 16, n_test: i
             compute_saliency_maps(d, sal, sources=("acat",))
             masks[key] = masks_at(d, pct)
             cfs[key], res[key], _, _ = run_on_set("dif-fuse", den, d, masks[key], k, steps, seed, batch_size)
-        thr = choose_threshold(res["val"], val.lesions)
+        thr = choose_threshold(res["val"], val.lesions, grid=CT_THRESHOLD_GRID)
         oracle = {"acat": masks["test"]["oracle"]}
         _, ano_o, _, _ = run_on_set("dif-fuse", den, sets["test"], oracle, k, steps, seed, batch_size)
+        if keep is not None:
+            keep[name] = (cfs["teaching"], res["teaching"], thr)
         t_dice = scores(res["teaching"], teach.lesions, thr)[0]
         t_flag = _flagged(res["teaching"], teach.brains, thr)
         out["candidates"][name] = {
@@ -199,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-healthy", type=int, default=8)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default="auto")
+    p.add_argument("--picture", type=Path, default=None, metavar="PNG",
+                   help="draw the teaching set's CT strokes x (CT threshold, each candidate) into PNG")
     p.add_argument("--also", action="append", default=[], type=Path, metavar="JSON",
                    help="add the candidates of an earlier run's --out file (the same slices; checked)")
     p.add_argument("--write-card", default=None, metavar="NAME",
@@ -207,8 +220,14 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     from diffuse_core.models.device import pick_device
 
+    keep = {}
     res = compare(dict(_candidate(c) for c in a.candidates), n_val=a.n_val, n_test=a.n_test,
-                  n_healthy=a.n_healthy, batch_size=a.batch_size, device=pick_device(a.device))
+                  n_healthy=a.n_healthy, batch_size=a.batch_size, device=pick_device(a.device), keep=keep)
+    if a.picture:
+        from diffuse_core.evaluation.picture import real_data_grid
+
+        data = keep.pop("data")
+        real_data_grid(data, keep, a.picture, labels={"ct-threshold": "CT threshold"}, rows=len(data))
     for earlier in a.also:
         res = merge(res, json.loads(earlier.read_text()))
     a.out.write_text(json.dumps(res, indent=1))
