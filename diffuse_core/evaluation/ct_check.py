@@ -94,10 +94,17 @@ def compare(candidates: dict[str, tuple[Path, Path]], n_val: int = 16, n_test: i
            "candidates": {}}
     if keep is not None:
         keep["data"], keep["ct-threshold"] = teach, (teach.images, z["teaching"], z_thr)
+    if settings is None:                     # the app's defaults: the MRI card's, the same for every candidate
+        from types import SimpleNamespace
+
+        from diffuse_core.models.checkpoint import read_config
+        from diffuse_core.models.registry import default_model_dir
+
+        settings = default_settings(SimpleNamespace(card=read_config(default_model_dir("ddpm")).get("card")))
     for name, (ddpm_dir, sal_dir) in candidates.items():
         t0 = time.perf_counter()
         den = load_denoiser(ddpm_dir, device=device)
-        s = dict(settings or default_settings(den))
+        s = dict(settings)
         k, steps, pct = int(s["k"]), int(s["steps"]), float(s["percentile"])
         sal = load_saliency_models(Path(sal_dir) / "autoencoder", Path(sal_dir) / "classifier", device)
         sets = {"val": val.subset(np.arange(len(val))), "test": test.subset(np.arange(len(test))),
@@ -176,7 +183,7 @@ def markdown(check: dict, shipped: str | None = None) -> list[str]:
              "",
              "| method | test Dice | oracle-mask Dice | ACAT mask's share of lesion | healthy change | healthy flagged | "
              + " | ".join(teach) + " | healthy teaching case flagged |",
-             "|---" * (6 + len(teach)) + "|"]
+             "|---" * (7 + len(teach)) + "|"]
     healthy_case = ", ".join(f"{100 * v:.1f} %" for v in thr["teaching_healthy_flagged"].values()) or "-"
     lines.append(f"| CT threshold (z > {thr['threshold_from_val']:g}) | {thr['test_dice']:.3f} | - | - | - | "
                  f"{100 * thr['healthy_flagged_share']:.1f} % | "

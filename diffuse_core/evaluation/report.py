@@ -450,7 +450,8 @@ def _ct_section() -> list[str]:
 
     folder = default_model_dir("ddpm", "ct")
     check = (read_config(folder).get("card") or {}).get("ct_check") if is_installed(folder) else None
-    return ["", *markdown(check, shipped=check.get("shipped"))] if check else []
+    return ["", *markdown(check, shipped=check.get("shipped")), "See [ct.md](ct.md) for how the CT models were "
+            "trained, the picture and what they get wrong.", ""] if check else []
 
 
 def command_line() -> str:
