@@ -54,9 +54,11 @@ def _add_run(sub) -> None:
                    help="auto = bf16 where the hardware has it natively")
     p.add_argument("--window", default=None, metavar="brain|stroke|subdural",
                    help="CT window preset (CT inputs only; default brain)")
-    p.add_argument("--solver", default=None, choices=("ddim", "dpm-solver++"),
-                   help="deterministic updates (inversion, and the walk back outside the mask): ddim, the paper's, or "
-                        "dpm-solver++ (second order, same network calls); default: the model card's, as in the app")
+    p.add_argument("--solver", default=None, choices=("ddim", "dpm-solver++", "ddim-refined"),
+                   help="deterministic updates (inversion, and the walk back outside the mask): ddim, the paper's; "
+                        "dpm-solver++ (second order, same network calls); ddim-refined (DDIM whose inversion is "
+                        "refined by a fixed-point step, one more call per inversion step: the walk back returns "
+                        "closer to the input); default: the model card's, as in the app")
     p.add_argument("--intensity", default="percentile", choices=("percentile", "model"),
                    help="MRI only: stretch the brain's 1st-99th percentiles to [-1, 1] (default), or match its "
                         "10th-75th percentiles to the model's training data (fewer false alarms on normal tissue; "

@@ -21,7 +21,7 @@ import torch
 from diffuse_core.core.anomaly import anomaly_map
 from diffuse_core.core.brain import BRAIN_THRESHOLD, brain_mask_from_image, brain_masks
 from diffuse_core.core.walks import WALKS, WalkInputs, follow
-from diffuse_core.core.sampler import CallCounter, SamplerStep, solver_order, unet_eps_model
+from diffuse_core.core.sampler import CallCounter, SamplerStep, solver_order, solver_refinements, unet_eps_model
 from diffuse_core.core.schedule import validate_noise_level
 from diffuse_core.models.denoiser import Denoiser
 from diffuse_core.models.device import resolve_precision
@@ -199,7 +199,8 @@ def iter_batch(denoiser: Denoiser, images: np.ndarray, masks: np.ndarray | None,
     The device is the denoiser's; ``precision`` "auto" | "fp32" | "bf16" | "fp16". With ``inversion_cache`` an x_K
     kept from an earlier run of the same images, K and steps replaces loop 1 (see :class:`InversionCache`).
     ``solver`` names the deterministic updates (:data:`diffuse_core.core.sampler.SOLVERS`): "ddim", the paper's, or
-    "dpm-solver++" (second order, same network calls); the DDPM step inside the mask is the paper's either way.
+    "dpm-solver++" (second order, same network calls), or "ddim-refined" (DDIM with a fixed-point refined inversion,
+    one more call per inversion step); the DDPM step inside the mask is the paper's either way.
     """
     img, m, brain = _validate(denoiser, images, masks, brains, variant, k, steps)
     order = solver_order(solver)
@@ -214,7 +215,8 @@ def iter_batch(denoiser: Denoiser, images: np.ndarray, masks: np.ndarray | None,
     inputs = WalkInputs(model=counter, schedule=denoiser.schedule, x0=torch.from_numpy(img).to(device),
                         mask=None if m is None else torch.from_numpy(m)[:, None].to(device),
                         timesteps=timesteps, generator=generator, k=int(k), steps=int(steps), inverted=cached,
-                        keep={} if cache_key is not None and cached is None else None, order=order)
+                        keep={} if cache_key is not None and cached is None else None, order=order,
+                        refine=solver_refinements(solver))
     marks: dict = {}
     out = yield from _timed(WALKS[variant].run(inputs), marks)                     # 3.
     if inputs.keep and "x_k" in inputs.keep:
@@ -340,7 +342,7 @@ def iter_uncertainty(denoiser: Denoiser, image: np.ndarray, mask: np.ndarray, *,
         counter = CallCounter(unet_eps_model(denoiser.unet, resolve_precision(precision, denoiser.device)))
         x_k = yield from follow(iter_ddim_inversion(counter, denoiser.schedule,
                                                             torch.from_numpy(img1).to(denoiser.device), timesteps,
-                                                            solver_order(solver)))
+                                                            solver_order(solver), solver_refinements(solver)))
         inversion_calls = counter.calls
         cache.put(key, denoiser, x_k.detach())
     batch = np.repeat(img1, s, axis=0)

@@ -40,9 +40,14 @@ EpsModel = Callable[[torch.Tensor, int], torch.Tensor]
 """A noise predictor: eps = model(x_t, t) for a batch x_t (B, C, H, W) at the integer timestep t."""
 
 VARIANTS = ("paper", "two-chain")
-SOLVERS = {"ddim": 1, "dpm-solver++": 2}
+SOLVERS = {"ddim": 1, "dpm-solver++": 2, "ddim-refined": 1}
 """The deterministic updates by name -> order: "ddim" is the paper's (eqs. 7-8); "dpm-solver++" the second-order
-multistep DPM-Solver++ (2M) at the same network calls (see the module notes)."""
+multistep DPM-Solver++ (2M) at the same network calls (see the module notes); "ddim-refined" the paper's DDIM whose
+inversion is refined by fixed-point iteration (:func:`iter_ddim_inversion`, ``refine``), one more call per inversion
+step, so that the walk back outside the mask returns to the input."""
+
+INVERSION_REFINEMENTS = {"ddim-refined": 1}
+"""Fixed-point refinements per inversion step, by solver name (0 where absent)."""
 
 
 def solver_order(solver: str) -> int:
@@ -50,6 +55,12 @@ def solver_order(solver: str) -> int:
     if solver not in SOLVERS:
         raise ValueError(f"unknown solver {solver!r}: choose one of {', '.join(SOLVERS)}")
     return SOLVERS[solver]
+
+
+def solver_refinements(solver: str) -> int:
+    """Fixed-point refinements per inversion step of a named solver (:data:`INVERSION_REFINEMENTS`)."""
+    solver_order(solver)
+    return INVERSION_REFINEMENTS.get(solver, 0)
 
 
 @dataclass
@@ -204,14 +215,26 @@ def _check_inputs(x: torch.Tensor, mask: torch.Tensor | None = None) -> None:
 # ---------------------------------------------------------------------------------------------------------------
 
 def iter_ddim_inversion(model: EpsModel, schedule: NoiseSchedule, x0: torch.Tensor,
-                        timesteps: list[int], order: int = 1) -> Iterator[SamplerStep]:
+                        timesteps: list[int], order: int = 1, refine: int = 0,
+                        clip_x0: bool = True) -> Iterator[SamplerStep]:
     """Map a clean image to the noise level of ``timesteps[-1]`` by DDIM inversion (eq. 8), one call per step.
 
     The network is evaluated at the level the step starts from; the first step, from the clean image, uses t = 0.
     ``order=2``: the second-order multistep update (:func:`multistep_step`), same calls.
+
+    ``refine`` > 0 (first order only): eq. 8 uses eps at the level the step starts from, while the DDIM walk back
+    evaluates it at the level the step arrives at, so walking back does not land exactly on x0 (the inversion error,
+    most of what a healthy slice loses outside the mask). Each refinement re-evaluates eps at the arrival point x_t'
+    (clipped as the walk back clips it, :func:`predict_x0`) and moves x_t' to the solution of the DDIM step it must
+    invert, ``x_s = sqrt(ab_s) x0_hat(x_t') + sqrt(1 - ab_s) eps(x_t')``: a fixed-point iteration, one extra call
+    each (Pan et al., ICCV 2023, "accelerated iterative diffusion inversion"). Converged, the DDIM walk back from x_K
+    returns x0.
     """
     _check_inputs(x0)
     _check_order(order)
+    if refine < 0 or (refine and order != 1):
+        raise ValueError(f"refine must be 0 or more and needs the first-order inversion, got refine={refine}, "
+                         f"order={order}")
     ts = sorted(timesteps)
     x, ab, t_from = x0, 1.0, 0
     last = None
@@ -220,12 +243,15 @@ def iter_ddim_inversion(model: EpsModel, schedule: NoiseSchedule, x0: torch.Tens
         ab_next = schedule.alpha_bar(t)
         x0_pred = (x - math.sqrt(1.0 - ab) * eps) / math.sqrt(ab)
         if order == 1 or ab >= 1.0:                                       # from the clean image: eq. 8
-            x = ddim_inversion_step(x, eps, ab, ab_next)
+            x_next = ddim_inversion_step(x, eps, ab, ab_next)
         else:
-            x = multistep_step(x, x0_pred, ab, ab_next, last)
+            x_next = multistep_step(x, x0_pred, ab, ab_next, last)
             last = (x0_pred, ab)
-        yield SamplerStep("invert", i, len(ts), t_from, x, x0_pred)
-        ab, t_from = ab_next, t
+        for _ in range(refine):                                           # x' = f(x'): the walk back's step, inverted
+            _, eps_next = predict_x0(x_next, model(x_next, t), ab_next, clip_x0)
+            x_next = ddim_inversion_step(x, eps_next, ab, ab_next)
+        yield SamplerStep("invert", i, len(ts), t_from, x_next, x0_pred)
+        x, ab, t_from = x_next, ab_next, t
 
 
 def iter_dif_fuse(model: EpsModel, schedule: NoiseSchedule, x_k: torch.Tensor, mask: torch.Tensor,

@@ -51,6 +51,7 @@ class WalkInputs:
     inverted: torch.Tensor | None = None   # x_K of this x0, K and timesteps from an earlier run: loop 1 is skipped
     keep: dict | None = None               # where the walk leaves the x_K it inverted to ("x_k"), for reuse
     order: int = 1                         # deterministic updates: 1 = DDIM (the paper), 2 = DPM-Solver++ (2M)
+    refine: int = 0                        # fixed-point refinements per inversion step (0: eq. 8 as the paper)
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,8 @@ def _invert(w: WalkInputs) -> WalkGenerator:
     earlier run of the same slice, K and steps is the same tensor, and reusing it skips its network calls."""
     if w.inverted is not None:
         return w.inverted
-    x_k = yield from follow(iter_ddim_inversion(w.model, w.schedule, w.x0, w.timesteps, w.order))
+    x_k = yield from follow(iter_ddim_inversion(w.model, w.schedule, w.x0, w.timesteps, w.order,
+                                                w.refine))
     if w.keep is not None:
         w.keep["x_k"] = x_k.detach()
     return x_k
