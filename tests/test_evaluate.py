@@ -82,6 +82,8 @@ def test_quick_report_writes_tables_and_figures(models, tmp_path):
     assert set(result["methods"]) == set(METHODS)
     md = (tmp_path / "results.md").read_text()
     assert "Table I" in md and "Dif-fuse ranks" in md and "pytest" in md
+    targets = md.split("## Where the models issue's targets stand")[1].split("##")[0]
+    assert f"{result['methods']['dif-fuse']['dice']:.3f}, rank" in targets
     assert (tmp_path / "results_per_slice.csv").read_text().count("\n") == 1 + len(METHODS) * 4
     assert (tmp_path / "fig_k_percentile.html").exists() and (tmp_path / "fig_steps.html").exists()
     assert np.array(result["sweeps"]["k_percentile"]).shape == (2, 1)
@@ -279,3 +281,29 @@ def test_real_data_table_has_healthy_controls_threshold_free_scores_and_interval
     md = (tmp_path / "results.md").read_text()
     assert "healthy flagged" in md and "AUPRC" in md and "FLAIR threshold" in md and "95% CI" in md
     assert (tmp_path / "brats_grid.png").stat().st_size > 0 and "brats_grid.png" in md
+
+
+def test_targets_section_reports_each_target_with_its_measured_value_and_never_a_pass_it_did_not_earn():
+    from diffuse_core.evaluation.report import targets_section
+
+    def result(ours, thr, change, real=None):
+        return {"methods": {"dif-fuse": {"dice": ours, "identity_change": change},
+                            "flair-threshold": {"dice": thr, "identity_change": 0.0}}, "real": real or {}}
+    card = {"quality": {"samples_from_noise": {"ddpm": {"n": 16, "grey_background": 10, "grainy": 0}}},
+            "healthy_change_breakdown": {"rows": [
+                {"walk": "paper", "solver": "ddim", "healthy_change": {"brain": 0.074}, "test_dice": 0.535},
+                {"walk": "two-chain", "solver": "ddim-refined", "healthy_change": {"brain": 0.020}, "test_dice": 0.504}]}}
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in targets_section(result(0.56, 0.607, 0.074), card)
+            if line.startswith("| ") and "target" not in line}
+    assert "0.560, rank 2 of 2" in rows["SynthBrain test Dice >= 0.70 and first of all methods"]
+    assert rows["SynthBrain test Dice >= 0.70 and first of all methods"].endswith("| no |")
+    assert "two-chain walk + ddim-refined 0.020" in rows["Healthy slices: mean absolute change <= 0.03"]
+    assert rows["Healthy slices: mean absolute change <= 0.03"].endswith("| no (the default) |")
+    assert "10 of 16 grey" in rows["Samples from pure noise: 0 of 16 grey, 0 grainy"]
+    good = targets_section(result(0.72, 0.61, 0.02, {"dif-fuse": {"dice": 0.80}, "flair-threshold": {"dice": 0.48}}),
+                           {})
+    text = "\n".join(good)
+    assert "0.720, rank 1 of 2 (FLAIR threshold 0.610) | yes |" in text
+    assert "0.800 vs 0.480 | above the threshold; 0.85 not reached |" in text
+    assert "| 0.020 | yes |" in text and "Samples from pure noise" not in text
+    assert targets_section({"methods": {"flair-threshold": {"dice": 0.5}}, "real": {}}, card) == []

@@ -17,7 +17,7 @@ DEFAULTS = {
     "seed": 0,                # fixes every random draw of a run
     "window": "brain",        # CT window preset (CT inputs only)
     "variant": "paper",       # one network call per step (Algorithm 1)
-    "solver": "ddim",         # deterministic updates: ddim (the paper's) | dpm-solver++ (2nd order, same calls)
+    "solver": "ddim",         # deterministic updates: ddim (the paper's) | dpm-solver++ (2nd order) | ddim-refined
     "mask_from": "acat",      # acat | gradcam | gradient | file | draw
     "opacity": 0.6,           # anomaly heat-map opacity over the input
     "display_size": 256,      # pixels a side of every picture shown
