@@ -285,10 +285,16 @@ def test_mask_preview_uncertainty_and_display_in_the_browser(server):
             before = page.locator("#df-counterfactual img").get_attribute("src")
             page.locator("#df-display").click()
             zoom = page.locator("#df-zoom input[type=number]")
-            zoom.fill("3")
-            zoom.press("Enter")
-            page.wait_for_function(f"document.querySelector('#df-counterfactual img') && "
-                                   f"document.querySelector('#df-counterfactual img').src !== {before!r}",
-                                   timeout=20_000)
+            redrawn = (f"document.querySelector('#df-counterfactual img') && "
+                       f"document.querySelector('#df-counterfactual img').src !== {before!r}")
+            for value, wait in (("3", 20_000), ("2.5", 40_000)):   # once under CI load a first change went unseen
+                zoom.fill(value)
+                zoom.press("Enter")
+                try:
+                    page.wait_for_function(redrawn, timeout=wait)
+                    break
+                except Exception:
+                    if value == "2.5":
+                        raise
         finally:
             browser.close()
