@@ -44,7 +44,7 @@ SOLVERS = {"ddim": 1, "dpm-solver++": 2, "ddim-refined": 1}
 """The deterministic updates by name -> order: "ddim" is the paper's (eqs. 7-8); "dpm-solver++" the second-order
 multistep DPM-Solver++ (2M) at the same network calls (see the module notes); "ddim-refined" the paper's DDIM whose
 inversion is refined by fixed-point iteration (:func:`iter_ddim_inversion`, ``refine``), one more call per inversion
-step, so that the walk back outside the mask returns to the input."""
+step, so that a DDIM walk back returns (closer) to the input."""
 
 INVERSION_REFINEMENTS = {"ddim-refined": 1}
 """Fixed-point refinements per inversion step, by solver name (0 where absent)."""
@@ -223,12 +223,13 @@ def iter_ddim_inversion(model: EpsModel, schedule: NoiseSchedule, x0: torch.Tens
     ``order=2``: the second-order multistep update (:func:`multistep_step`), same calls.
 
     ``refine`` > 0 (first order only): eq. 8 uses eps at the level the step starts from, while the DDIM walk back
-    evaluates it at the level the step arrives at, so walking back does not land exactly on x0 (the inversion error,
-    most of what a healthy slice loses outside the mask). Each refinement re-evaluates eps at the arrival point x_t'
-    (clipped as the walk back clips it, :func:`predict_x0`) and moves x_t' to the solution of the DDIM step it must
-    invert, ``x_s = sqrt(ab_s) x0_hat(x_t') + sqrt(1 - ab_s) eps(x_t')``: a fixed-point iteration, one extra call
-    each (Pan et al., ICCV 2023, "accelerated iterative diffusion inversion"). Converged, the DDIM walk back from x_K
-    returns x0.
+    evaluates it at the level the step arrives at, so walking back does not land exactly on x0 (the inversion error:
+    all of an unmasked DDIM round trip's miss, part of what the paper walk changes outside the mask). Each
+    refinement re-evaluates eps at the arrival point x_t' (clipped as the walk back clips it, :func:`predict_x0`)
+    and moves x_t' to the solution of the DDIM step it must invert,
+    ``x_s = sqrt(ab_s) x0_hat(x_t') + sqrt(1 - ab_s) eps(x_t')``: a fixed-point iteration, one extra call each (Pan
+    et al., "Effective Real Image Editing with Accelerated Iterative Diffusion Inversion", ICCV 2023). Converged,
+    the DDIM walk back from x_K returns x0.
     """
     _check_inputs(x0)
     _check_order(order)
