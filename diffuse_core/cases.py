@@ -268,6 +268,14 @@ def intensity_reference_of(denoiser) -> dict | None:
     return ref if isinstance(ref, dict) and ref.get("values") else None
 
 
+def input_normalisation_of(denoiser) -> str:
+    """How the model's SynthBrain training slices were scaled (the card's ``input_normalisation``): "absolute" (as
+    SynthBrain renders them; models without the field) or "percentile" (stretched as the app prepares a real MRI).
+    Evaluations that feed SynthBrain arrays directly put them on this scale first
+    (:func:`diffuse_core.train.data.normalise_slices`); files through ``run`` and the app are always stretched."""
+    return str((getattr(denoiser, "card", None) or {}).get("input_normalisation") or "absolute")
+
+
 def mri_reference_for(denoiser, intensity: str | None) -> dict | None:
     """The reference :func:`prepare_case` needs for ``intensity`` (:data:`INTENSITY_CHOICES`); ValueError if the
     model has none."""

@@ -150,6 +150,9 @@ def _add_train(sub) -> None:
                    help="without a checkpoint in --out, start from these saved weights of the same model and "
                         "architecture (e.g. assets/ddpm) and continue their step count; the optimiser restarts")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
+    p.add_argument("--normalise", choices=["absolute", "percentile"], default="absolute",
+                   help="DDPM on SynthBrain: train on the slices as rendered (absolute scale) or stretched as the "
+                        "app prepares a real MRI (brain 1st-99th percentile to [-1, 1]); saved in the card")
     p.set_defaults(func=_cmd_train)
 
 
@@ -165,7 +168,8 @@ def _cmd_train(args) -> int:
                        seed=args.seed, size=args.size,
                        modalities=tuple(m.strip() for m in args.modalities.split(",") if m.strip()),
                        data=args.data, pool=args.pool, checkpoint_every=args.checkpoint_every, channels=channels,
-                       resume=not args.no_resume, init_from=args.init_from, threads=args.threads)
+                       resume=not args.no_resume, init_from=args.init_from, threads=args.threads,
+                       normalise=args.normalise)
     out = train_model(cmd)
     print(f"model saved in {out}")
     return 0

@@ -96,3 +96,33 @@ def test_run_with_intensity_model(tiny_models, tmp_path, capsys):
     assert main(args + ["--model", str(without), "--intensity", "model", "--out", str(tmp_path / "c")]) != 0
     err = capsys.readouterr().err.strip()
     assert "no intensity_reference" in err and len(err.splitlines()) == 1
+
+
+def test_a_percentile_model_gets_its_synthbrain_slices_stretched_and_its_change_on_the_apps_scale():
+    from diffuse_core.cases import input_normalisation_of
+    from diffuse_core.evaluation.protocol import app_scale_factors, normalised_set, synthbrain_set
+
+    tiny = DenoiserConfig(resolution=32, block_channels=(8, 16), attention_levels=(False, True), norm_num_groups=4,
+                          attention_head_dim=8)
+    assert input_normalisation_of(new_denoiser(tiny, seed=0)) == "absolute"          # cards from before the field
+    den = new_denoiser(tiny, seed=0)
+    den.card = {"input_normalisation": "percentile"}
+    assert input_normalisation_of(den) == "percentile"
+
+    data = synthbrain_set("val", 4, size=64, healthy_fraction=0.5)
+    assert normalised_set(data, "absolute") is data
+    st = normalised_set(data, "percentile")
+    assert np.array_equal(st.lesions, data.lesions) and np.array_equal(st.brains, data.brains) and not st.saliency
+    for raw, img, brain in zip(data.images, st.images, data.brains):
+        inside = brain.astype(bool)
+        assert np.percentile(img[0][inside], 99) == pytest.approx(1, abs=0.05)
+        assert (img[0][raw[0] <= -0.99] == -1).all()
+    # a change d on the absolute scale is d * gain on the stretched one, where the stretch does not clip
+    gain = app_scale_factors(data.images, data.brains)
+    assert (gain > 1.5).all()                       # SynthBrain's brain spans well under the app's 2 units
+    raw, img, brain = data.images[0, 0], st.images[0, 0], data.brains[0].astype(bool)
+    lo, hi = np.percentile(raw[brain], [1, 99])
+    mid = brain & (raw > lo + 0.05) & (raw < hi - 0.05)
+    a, b = np.argwhere(mid)[[0, -1]].T
+    assert (img[a[1], b[1]] - img[a[0], b[0]]) == pytest.approx(gain[0] * (raw[a[1], b[1]] - raw[a[0], b[0]]),
+                                                                  rel=0.05, abs=0.02)

@@ -107,3 +107,24 @@ def test_cli_train_refuses_bad_options(tmp_path, capsys):
     assert "--channels" in capsys.readouterr().err
     assert main(["train", "classifier", "--out", str(tmp_path / "y"), "--channels", "16,32"]) == 2
     assert "DDPM" in capsys.readouterr().err
+
+
+def test_cli_trains_on_percentile_stretched_synthbrain_and_says_so(tmp_path, monkeypatch):
+    monkeypatch.setenv("DIFFUSE_CACHE", str(tmp_path / "cache"))
+    code = main(["train", "ddpm", "--out", str(tmp_path / "m"), "--steps", "1", "--batch-size", "2", "--pool", "4",
+                 "--size", "32", "--channels", "16,32", "--normalise", "percentile"])
+    assert code == 0
+    card = json.loads((tmp_path / "m" / "model_card.json").read_text())
+    assert card["input_normalisation"] == "percentile"
+    # the intensity reference is that of the stretched slices: the brain's median sits well above SynthBrain's -0.2
+    ref = dict(zip((float(p) for p in card["intensity_reference"]["percentiles"]),
+                   card["intensity_reference"]["values"][0]))                 # one channel: FLAIR
+    assert ref[50] > 0.0 and ref[75] > ref[50]
+
+
+def test_percentile_normalisation_is_for_the_ddpm_on_synthbrain_only(tmp_path, capsys):
+    assert main(["train", "classifier", "--out", str(tmp_path / "c"), "--normalise", "percentile"]) == 2
+    assert "--normalise" in capsys.readouterr().err
+    with pytest.raises(SystemExit):                                          # argparse: not one of the choices
+        main(["train", "ddpm", "--out", str(tmp_path / "d"), "--normalise", "zscore"])
+    assert "invalid choice" in capsys.readouterr().err

@@ -184,3 +184,24 @@ def test_a_shard_pool_takes_in_new_shards(tmp_path):
     np.savez(tmp_path / "shard_0001.npz", images=np.ones((2, 1, 8, 8), np.float16))
     pool.sample(4, torch.Generator().manual_seed(0))
     assert len(pool) == 5
+
+
+def test_percentile_stretch_puts_synthbrain_on_the_apps_scale():
+    from diffuse_core.io.preprocess import prepare_slice
+    from diffuse_core.train.data import normalise_slices, percentile_stretch, synthbrain_pool
+
+    images = synthbrain_pool(3, "val", 0, 64, ("flair",), healthy=True, workers=1)["images"].astype(np.float32)
+    out = percentile_stretch(images)
+    assert out.shape == images.shape and out.dtype == np.float32
+    for raw, st in zip(images, out):
+        brain = raw[0] > -0.98
+        assert (st[0][~brain] == -1).all()                                     # air stays -1
+        lo, hi = np.percentile(st[0][brain], [1, 99])
+        assert lo == pytest.approx(-1, abs=0.02) and hi == pytest.approx(1, abs=0.02)
+        # what the app itself makes of the same slice given the same brain
+        app = prepare_slice(raw, size=64, modality="mri", brain_mask=brain).image
+        assert np.abs(app - st).max() < 0.05
+    assert normalise_slices(images, "absolute") is not None and np.array_equal(normalise_slices(images, "absolute"),
+                                                                               images)
+    with pytest.raises(ValueError, match="normalisation"):
+        normalise_slices(images, "zscore")

@@ -6,6 +6,13 @@ For each candidate denoiser (same ACAT models, same slices, Dif-fuse's paper wal
 healthy model's share of the error), and the mean absolute change inside the brain on healthy SynthBrain slices. The
 FLAIR z-score threshold baseline (threshold chosen on the same validation slices) is measured beside them.
 
+Real normal brain: the share of the tumour-free BraTS slices' brain each candidate flags (the false alarms a trainee
+reading a normal real scan sees). A candidate trained on percentile-stretched SynthBrain (card
+``input_normalisation``) gets its SynthBrain slices stretched the same way (and their ACAT masks computed on them);
+the BraTS slices are prepared as the app prepares them for every candidate. Because the two scales differ, the
+healthy change is given on the model's own scale and on the app's (``healthy_change_app_scale``: the absolute
+scale's change times the stretch's gain, :func:`~diffuse_core.evaluation.protocol.app_scale_factors`).
+
 ``python -m diffuse_core.evaluation.candidates --brats DIR --out pick.json NAME=FOLDER ...``
 """
 
@@ -20,31 +27,51 @@ from pathlib import Path
 import numpy as np
 
 from diffuse_core.evaluation.baselines import ZSCORE_GRID, oracle_masks, zscore_maps
-from diffuse_core.evaluation.protocol import (brats_set, choose_threshold, compute_saliency_maps, identity_change,
-                                              masks_at, run_on_set, scores, synthbrain_set)
+from diffuse_core.evaluation.protocol import (app_scale_factors, brats_set, choose_threshold, compute_saliency_maps,
+                                              flagged_share, identity_change, masks_at, normalised_set, run_on_set,
+                                              scores, synthbrain_set)
 
 def compare(candidates: dict[str, Path], brats_dir: str, saliency_dir=None, device="cpu", n_val: int = 16,
             n_healthy: int = 16, k: int = 500, steps: int = 50, percentile: float = 90.0, batch_size: int = 64,
-            per_case: int = 4, size: int = 128, samples_dir: str | Path | None = None) -> dict:
+            per_case: int = 4, size: int = 128, samples_dir: str | Path | None = None,
+            healthy_per_case: int = 3) -> dict:
+    from diffuse_core.cases import input_normalisation_of
     from diffuse_core.models.denoiser import load_denoiser
     from diffuse_core.saliency.dispatch import load_saliency_models
 
     root = Path(saliency_dir) if saliency_dir else None
     sal = load_saliency_models(root / "autoencoder" if root else None, root / "classifier" if root else None, device)
-    val = synthbrain_set("val", n_val, size=size, healthy_fraction=0.25)
-    healthy = synthbrain_set("val", n_healthy, base_seed=1, size=size, healthy_fraction=1.0)
-    brats = brats_set(brats_dir, size=size, per_case=per_case)
-    for data in (val, healthy, brats):
+    val_abs = synthbrain_set("val", n_val, size=size, healthy_fraction=0.25)
+    healthy_abs = synthbrain_set("val", n_healthy, base_seed=1, size=size, healthy_fraction=1.0)
+    real = brats_set(brats_dir, size=size, per_case=per_case, healthy_per_case=healthy_per_case)
+    brats, controls = real.subset(np.where(real.diseased)[0]), real.subset(np.where(~real.diseased)[0])
+    for data in (brats, controls):
         compute_saliency_maps(data, sal, sources=("acat",))
-    val_d = val.subset(np.where(val.diseased)[0])
-    m_val = {s: v[val.diseased] for s, v in masks_at(val, percentile).items()}
-    m_healthy, m_brats = masks_at(healthy, percentile), masks_at(brats, percentile)
+    m_brats = masks_at(brats, percentile)
+    m_controls = masks_at(controls, percentile)
     oracle = {"acat": oracle_masks(brats.lesions, brats.brains)}
     lesion_in_mask = [float((m & l).sum() / max(1, l.sum())) for m, l in zip(m_brats["acat"], brats.lesions)]
+    # the healthy change on the scale the app shows a slice (its brain's 1st-99th percentiles to [-1, 1])
+    to_app = app_scale_factors(healthy_abs.images, healthy_abs.brains)
 
-    z_val, z_brats = zscore_maps(val_d.images, val_d.brains), zscore_maps(brats.images, brats.brains)
-    z_thr = choose_threshold(z_val, val_d.lesions, grid=ZSCORE_GRID)
-    out = {"slices": {"val_diseased": len(val_d), "healthy": len(healthy), "brats": len(brats)},
+    synth: dict[str, tuple] = {}
+
+    def synthbrain_sets(normalisation: str):
+        """Validation (diseased) and healthy sets on a scale, with their ACAT masks (computed once per scale)."""
+        if normalisation not in synth:
+            val, healthy = normalised_set(val_abs, normalisation), normalised_set(healthy_abs, normalisation)
+            for data in (val, healthy):
+                compute_saliency_maps(data, sal, sources=("acat",))
+            val_d = val.subset(np.where(val.diseased)[0])
+            synth[normalisation] = (val_d, {s: v[val.diseased] for s, v in masks_at(val, percentile).items()},
+                                    healthy, masks_at(healthy, percentile))
+        return synth[normalisation]
+
+    val_d0 = val_abs.subset(np.where(val_abs.diseased)[0])
+    z_val, z_brats = zscore_maps(val_d0.images, val_d0.brains), zscore_maps(brats.images, brats.brains)
+    z_thr = choose_threshold(z_val, val_d0.lesions, grid=ZSCORE_GRID)
+    out = {"slices": {"val_diseased": len(val_d0), "healthy": len(healthy_abs), "brats": len(brats),
+                      "brats_tumour_free": len(controls)},
            "settings": {"k": k, "steps": steps, "percentile": percentile, "seed": 0},
            "acat_mask_share_of_lesion_brats": float(np.mean(lesion_in_mask)),
            "flair_threshold": {"threshold_from_val": z_thr,
@@ -54,19 +81,27 @@ def compare(candidates: dict[str, Path], brats_dir: str, saliency_dir=None, devi
     for name, folder in candidates.items():
         t0 = time.perf_counter()
         den = load_denoiser(folder, device=device)
+        norm = input_normalisation_of(den)
+        val_d, m_val, healthy, m_healthy = synthbrain_sets(norm)
         _, ano_val, _, _ = run_on_set("dif-fuse", den, val_d, m_val, k, steps, 0, batch_size)
         thr = choose_threshold(ano_val, val_d.lesions)
         _, ano_b, _, _ = run_on_set("dif-fuse", den, brats, m_brats, k, steps, 0, batch_size)
         _, ano_o, _, _ = run_on_set("dif-fuse", den, brats, oracle, k, steps, 0, batch_size)
         cf_h, ano_h, _, _ = run_on_set("dif-fuse", den, healthy, m_healthy, k, steps, 0, batch_size)
+        _, ano_c, _, _ = run_on_set("dif-fuse", den, controls, m_controls, k, steps, 0, batch_size)
+        change = np.array([np.abs(healthy.images[i] - cf_h[i]).mean(axis=0)[healthy.brains[i].astype(bool)].mean()
+                           for i in range(len(healthy))])
         out["candidates"][name] = {
-            "folder": str(folder), "threshold_from_val": thr,
+            "folder": str(folder), "input_normalisation": norm, "threshold_from_val": thr,
             "val_dice": float(scores(ano_val, val_d.lesions, thr)[0].mean()),
             "brats_dice": float(scores(ano_b, brats.lesions, thr)[0].mean()),
             "brats_dice_oracle_mask": float(scores(ano_o, brats.lesions, thr)[0].mean()),
             "healthy_change": identity_change(healthy.images, cf_h, healthy.brains),
+            "healthy_change_app_scale": float(np.mean(change * (to_app if norm == "absolute" else 1.0))),
             "healthy_flagged_share": float(np.mean([(a > thr)[b.astype(bool)].mean()
                                                     for a, b in zip(ano_h, healthy.brains)])),
+            "brats_tumour_free_flagged_share": float(flagged_share(ano_c, controls.brains, thr).mean())
+            if len(controls) else None,
             "seconds": round(time.perf_counter() - t0, 1)}
         if samples_dir is not None:
             from diffuse_core.evaluation.cards import measure_samples
@@ -88,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-val", type=int, default=16)
     p.add_argument("--n-healthy", type=int, default=16)
     p.add_argument("--per-case", type=int, default=4)
+    p.add_argument("--healthy-per-case", type=int, default=3,
+                   help="tumour-free slices per BraTS case: the share of real normal brain each candidate flags")
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--samples", default=None, metavar="DIR", help="also draw 16 samples from noise per candidate")
     a = p.parse_args(argv)
@@ -96,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     cands = dict(c.split("=", 1) for c in a.candidates)
     res = compare({k: Path(v) for k, v in cands.items() if Path(v, "config.json").is_file()}, a.brats,
                   device=pick_device(a.device), n_val=a.n_val, n_healthy=a.n_healthy, batch_size=a.batch_size,
-                  per_case=a.per_case, steps=a.steps, samples_dir=a.samples)
+                  per_case=a.per_case, steps=a.steps, samples_dir=a.samples,
+                  healthy_per_case=a.healthy_per_case)
     a.out.write_text(json.dumps(res, indent=1))
     print(json.dumps(res, indent=1))
     return 0

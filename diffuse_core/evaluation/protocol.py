@@ -69,6 +69,30 @@ def synthbrain_set(split: str, n: int, base_seed: int = 0, size: int = 128, moda
                    [f"{split}-{s.seed}" for s in items], f"SynthBrain {split}")
 
 
+def normalised_set(data: EvalSet, normalisation: str) -> EvalSet:
+    """A SynthBrain set on the scale a model was trained on (:func:`diffuse_core.train.data.normalise_slices`):
+    "absolute" returns ``data`` itself; "percentile" a copy stretched as the app prepares a real MRI, without
+    saliency maps (they depend on the intensities: compute them again)."""
+    if normalisation == "absolute":
+        return data
+    from diffuse_core.train.data import normalise_slices
+
+    return EvalSet(normalise_slices(data.images, normalisation).astype(np.float32), data.lesions, data.brains,
+                   list(data.lesion_types), list(data.lesion_sizes), list(data.ids), f"{data.name} ({normalisation})")
+
+
+def app_scale_factors(images: np.ndarray, brains: np.ndarray) -> np.ndarray:
+    """Per slice, how much the app's percentile stretch (brain 1st-99th percentile to [-1, 1]) magnifies intensity
+    differences: 2 / (p99 - p1) of the brain. A change d on a slice's own scale is about d times this on the scale
+    the app shows (clipping aside), which makes healthy changes of models trained on different scales comparable."""
+    out = []
+    for img, brain in zip(images, brains):
+        v = img[0][brain.astype(bool)]
+        lo, hi = np.percentile(v, [1.0, 99.0]) if v.size else (0.0, 0.0)
+        out.append(2.0 / (hi - lo) if hi > lo else 1.0)
+    return np.asarray(out, dtype=np.float64)
+
+
 def brats_set(folder, size: int = 128, per_case: int = 6, healthy_per_case: int = 0,
               mri_reference: dict | None = None) -> EvalSet:
     """Real BraTS cases (FLAIR, whole tumour = label > 0): ``per_case`` tumour slices spread over each case, and

@@ -36,6 +36,7 @@ class TrainCommand:
     resume: bool = True                         # continue from out/checkpoint.pt where there is one
     init_from: str | Path | None = None         # without a checkpoint: start from these saved weights
     threads: int | None = None                  # CPU threads (None: torch's choice)
+    normalise: str = "absolute"                 # DDPM's SynthBrain slices: as rendered, or "percentile" (the app's)
 
     def __post_init__(self):
         if self.model not in MODEL_KINDS:
@@ -43,6 +44,12 @@ class TrainCommand:
         self.modalities = tuple(self.modalities)
         if not self.modalities:
             raise ValueError("no modalities given: pass e.g. --modalities flair or flair,t1")
+        from diffuse_core.train.data import NORMALISATIONS
+
+        if self.normalise not in NORMALISATIONS:
+            raise ValueError(f"unknown --normalise {self.normalise!r}: choose one of {', '.join(NORMALISATIONS)}")
+        if self.normalise != "absolute" and (self.model != "ddpm" or self.data):
+            raise ValueError("--normalise applies to the DDPM's SynthBrain slices only")
         if self.channels is not None and self.model != "ddpm":
             raise ValueError("--channels sets the DDPM's UNet widths; the autoencoder and classifier have fixed ones")
 
@@ -97,6 +104,11 @@ def _train_ddpm(cmd: TrainCommand) -> Path:
     else:
         images = synthbrain_pool(pool, "train", cmd.seed, cmd.size, cmd.modalities, healthy=True)["images"]
         card = {"data": synthbrain_card(pool, "train", cmd.seed, cmd.size, cmd.modalities, healthy_only=True)}
+        card["input_normalisation"] = cmd.normalise
+        if cmd.normalise != "absolute":
+            from diffuse_core.train.data import normalise_slices
+
+            images = normalise_slices(images, cmd.normalise).astype(np.float16)
     if len(images) < cfg.batch_size:
         raise ValueError(f"only {len(images)} training slices: need at least one batch ({cfg.batch_size})")
     from diffuse_core.io.preprocess import intensity_reference

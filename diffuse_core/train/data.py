@@ -208,6 +208,41 @@ def scanner_augment(x: torch.Tensor, generator: torch.Generator, p: float = 0.8)
     return on * (v * 2 - 1) + (1 - on) * x
 
 
+# ---------------------------------------------------------------------------------------------- input normalisation
+NORMALISATIONS = ("absolute", "percentile")
+
+
+def percentile_stretch(images, low_pct: float = 1.0, high_pct: float = 99.0) -> np.ndarray:
+    """SynthBrain slices (N, C, H, W) put through the app's own MRI preparation: per slice and channel the brain's
+    ``low_pct`` / ``high_pct`` percentiles to -1 / 1, background -1 (:func:`diffuse_core.io.preprocess.normalize_mri`).
+
+    SynthBrain renders FLAIR on an absolute scale (white matter near -0.3); a real slice prepared by the app spans
+    the whole [-1, 1] inside the brain. A model trained on stretched slices sees healthy brain as the app shows it
+    real ones (docs/real_scans.md: the intensity histogram alone tells the absolute scale from real slices with
+    AUROC 1.00, the stretched one with 0.77). The brain is the slice's non-background (:func:`brain_masks`)."""
+    from diffuse_core.core.brain import brain_masks
+    from diffuse_core.io.preprocess import normalize_mri
+
+    x = np.asarray(images, dtype=np.float32)
+    if x.ndim != 4:
+        raise ValueError(f"expected slices (N, C, H, W), got shape {x.shape}")
+    brains = brain_masks(x)
+    out = np.full_like(x, -1.0)
+    for i, (img, brain) in enumerate(zip(x, brains)):
+        if brain.any():
+            out[i] = normalize_mri(img, brain, low_pct, high_pct)
+    return out
+
+
+def normalise_slices(images, normalisation: str) -> np.ndarray:
+    """Slices as a model trained with ``normalisation`` (a card's ``input_normalisation``) expects them."""
+    if normalisation not in NORMALISATIONS:
+        raise ValueError(f"unknown normalisation {normalisation!r}: choose one of {', '.join(NORMALISATIONS)}")
+    if normalisation == "percentile":
+        return percentile_stretch(images)
+    return np.asarray(images)
+
+
 # ---------------------------------------------------------------------------------------------- intensity reference
 def write_intensity_reference(folder, n: int = 1000) -> dict:
     """Put the intensity reference of a saved SynthBrain-trained model (where its training slices have the brain's
