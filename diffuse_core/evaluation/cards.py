@@ -129,12 +129,16 @@ def border_level(image: np.ndarray) -> float:
 GREY_BACKGROUND = -0.9      # border median above this: visibly grey instead of black
 
 
-def realism_reference(n: int = 200, split: str = "test", size: int = 128) -> dict:
-    """Graininess and border level of ``n`` held-out healthy SynthBrain slices: what a real slice looks like."""
-    x = synthbrain_labelled(split, n, size=size, healthy_fraction=1.0)["images"][:, 0].astype(np.float32)
+def realism_reference(n: int = 200, split: str = "test", size: int = 128, normalisation: str = "absolute") -> dict:
+    """Graininess and border level of ``n`` held-out healthy SynthBrain slices: what a real slice looks like.
+    ``normalisation``: the scale the model was trained on (card ``input_normalisation``), which grain scales with."""
+    from diffuse_core.train.data import normalise_slices
+
+    x = synthbrain_labelled(split, n, size=size, healthy_fraction=1.0)["images"].astype(np.float32)
+    x = normalise_slices(x, normalisation)[:, 0].astype(np.float32)
     grain = np.array([graininess(im) for im in x])
     border = np.array([border_level(im) for im in x])
-    return {"n": n, "split": split, "graininess_p99": float(np.percentile(grain, 99)),
+    return {"n": n, "split": split, "normalisation": normalisation, "graininess_p99": float(np.percentile(grain, 99)),
             "graininess_max": float(grain.max()), "grey_background": int((border > GREY_BACKGROUND).sum())}
 
 
@@ -154,8 +158,11 @@ def measure_samples(denoiser: Denoiser, docs_dir: str | Path, n: int = 16, seed:
                     ddim_steps: int = 50, n_reference: int = 200) -> dict:
     """Samples from pure noise with both samplers, as PNG grids in ``docs_dir`` and judged against held-out real
     slices (:func:`judge_samples`); returns the ``samples_from_noise`` block of the DDPM card."""
+    from diffuse_core.cases import input_normalisation_of
+
     docs = Path(docs_dir)
-    reference = realism_reference(n_reference, size=denoiser.config.resolution)
+    reference = realism_reference(n_reference, size=denoiser.config.resolution,
+                                  normalisation=input_normalisation_of(denoiser))
     out = {"reference": reference}
     for sampler, steps, name in (("ddpm", ddpm_steps, "ddpm_samples.png"), ("ddim", ddim_steps, "ddpm_samples_ddim.png")):
         x = sample_from_noise(denoiser, n, steps, seed, sampler)[:, 0]

@@ -72,11 +72,21 @@ def _emit(progress: Callable[[str], None] | None, text: str) -> None:
         progress(text)
 
 
+def model_scale(denoiser, data):
+    """A SynthBrain set on the intensity scale the DDPM was trained on (card ``input_normalisation``): as rendered,
+    or stretched as the app prepares a real MRI. Every method of an evaluation then sees the same slices."""
+    from diffuse_core.cases import input_normalisation_of
+    from diffuse_core.evaluation.protocol import normalised_set
+
+    return normalised_set(data, input_normalisation_of(denoiser))
+
+
 def validation_set(denoiser, saliency_models, s: EvalSettings, progress: Callable[[str], None] | None = None):
     """The SynthBrain validation split of an evaluation (a quarter healthy), with its saliency maps."""
     mods = ("flair",) if denoiser.config.channels == 1 else ("flair", "t1", "t1c", "t2")
     _emit(progress, "generating SynthBrain validation slices")
-    val = synthbrain_set("val", s.n_val, size=denoiser.config.resolution, modalities=mods, healthy_fraction=0.25)
+    val = model_scale(denoiser, synthbrain_set("val", s.n_val, size=denoiser.config.resolution, modalities=mods,
+                                               healthy_fraction=0.25))
     compute_saliency_maps(val, saliency_models)
     return val
 
@@ -130,10 +140,10 @@ def run_evaluation(denoiser, saliency_models, settings: EvalSettings, docs_dir: 
     from diffuse_core.pipeline import InversionCache
 
     _emit(progress, "generating SynthBrain validation and test slices")
-    val = synthbrain_set("val", s.n_val, size=size, modalities=mods, healthy_fraction=0.25)
-    test = synthbrain_set("test", s.n_test, size=size, modalities=mods, healthy_fraction=0.25)
-    healthy_ref = synthbrain_set("val", max(8, s.n_test // 2), base_seed=1, size=size, modalities=mods,
-                                 healthy_fraction=1.0)
+    val = model_scale(denoiser, synthbrain_set("val", s.n_val, size=size, modalities=mods, healthy_fraction=0.25))
+    test = model_scale(denoiser, synthbrain_set("test", s.n_test, size=size, modalities=mods, healthy_fraction=0.25))
+    healthy_ref = model_scale(denoiser, synthbrain_set("val", max(8, s.n_test // 2), base_seed=1, size=size,
+                                                       modalities=mods, healthy_fraction=1.0))
     _emit(progress, "saliency maps (ACAT, Grad-CAM, gradient)")
     for data in (val, test):
         compute_saliency_maps(data, saliency_models)
