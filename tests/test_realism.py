@@ -40,3 +40,13 @@ def test_real_healthy_slices_are_tumour_free_and_grouped_by_case():
     assert images.min() >= -1 and images.max() <= 1
     tumour = set(load_brats_case(cases[0], modalities=("flair",)).tumour_slices())
     assert tumour and (groups == 0).sum() > 0      # case 0 has tumour slices, and tumour-free ones were kept
+
+
+def test_synthetic_slices_on_the_apps_scale_span_the_brain_like_a_prepared_real_slice():
+    a = synthbrain_healthy(4, size=32, seed=0)
+    b = synthbrain_healthy(4, size=32, seed=0, normalisation="percentile")
+    assert a.shape == b.shape and a.dtype == b.dtype == np.float32
+    for x, y in zip(a[:, 0], b[:, 0]):
+        brain = x > -0.98
+        assert np.percentile(x[brain], 99) < 0.5                       # SynthBrain's absolute FLAIR scale
+        assert np.percentile(y[brain], 99) == pytest.approx(1.0, abs=0.05) and (y[~brain] == -1).all()

@@ -18,7 +18,8 @@ Protocol (:func:`realism_auroc`):
    the same protocol with a logistic regression on the brain's intensity histogram alone, which says how much of the
    gap is plain intensity statistics.
 
-    python -m diffuse_core.evaluation.realism --brats ../shared/real_cases/brats2015 [--augment] [--out realism.json]
+    python -m diffuse_core.evaluation.realism --brats ../shared/real_cases/brats2015 [--augment] [--synthetic percentile]
+        [--out realism.json]
 """
 
 from __future__ import annotations
@@ -74,15 +75,17 @@ def real_healthy_slices(folder, size: int = 128, mri_reference: dict | None = No
     return np.stack(images).astype(np.float32), np.stack(brains).astype(np.uint8), np.asarray(groups)
 
 
-def synthbrain_healthy(n: int, size: int = 128, augment: bool = False, seed: int = 0) -> np.ndarray:
+def synthbrain_healthy(n: int, size: int = 128, augment: bool = False, seed: int = 0,
+                       normalisation: str = "absolute") -> np.ndarray:
     """``n`` healthy SynthBrain FLAIR test slices (N, 1, size, size); ``augment`` passes them through the scanner
-    augmentation (every slice augmented)."""
-    from diffuse_core.train.data import scanner_augment, synthbrain_pool
+    augmentation (every slice augmented); ``normalisation`` "percentile" then stretches them as the app prepares a
+    real MRI (what a model trained with ``train ddpm --normalise percentile`` sees)."""
+    from diffuse_core.train.data import normalise_slices, scanner_augment, synthbrain_pool
 
     images = synthbrain_pool(n, "test", seed, size, ("flair",), healthy=True, workers=1)["images"].astype(np.float32)
     if augment:
         images = scanner_augment(torch.from_numpy(images), torch.Generator().manual_seed(seed), p=1.0).numpy()
-    return images
+    return normalise_slices(images, normalisation).astype(np.float32)
 
 
 def build_set(real: np.ndarray, real_groups: np.ndarray, synthetic: np.ndarray) -> RealismSet:
@@ -188,13 +191,14 @@ def realism_auroc(data: RealismSet, steps: int = 300, batch: int = 32, seed: int
 
 
 def measure(brats: str | Path, augment: bool = False, size: int = 128, steps: int = 300, seed: int = 0,
-            mri_reference: dict | None = None) -> dict:
+            mri_reference: dict | None = None, synthetic_normalisation: str = "absolute") -> dict:
     """The realism AUROC of (optionally scanner-augmented) SynthBrain against the BraTS cases in ``brats``, the real
     slices prepared as the app prepares them (with ``mri_reference``: matched to the model's training data)."""
     real, _, groups = real_healthy_slices(brats, size, mri_reference)
-    synthetic = synthbrain_healthy(len(real), size, augment=augment, seed=seed)
+    synthetic = synthbrain_healthy(len(real), size, augment=augment, seed=seed, normalisation=synthetic_normalisation)
     out = realism_auroc(build_set(real, groups, synthetic), steps=steps, seed=seed)
-    out.update({"synthetic": "SynthBrain FLAIR, healthy, test split" + (" + scanner augmentation" if augment else ""),
+    out.update({"synthetic": "SynthBrain FLAIR, healthy, test split" + (" + scanner augmentation" if augment else "")
+                + (f", {synthetic_normalisation} scale" if synthetic_normalisation != "absolute" else ""),
                 "real": f"tumour-free BraTS FLAIR slices of {groups.max() + 1} cases",
                 "intensity": "model" if mri_reference else "percentile", "size": size})
     return out
@@ -208,6 +212,8 @@ def main(argv=None) -> int:
     ap.add_argument("--augment", action="store_true", help="pass SynthBrain through the scanner augmentation")
     ap.add_argument("--intensity", choices=("percentile", "model"), default="percentile",
                     help="how the real slices are normalised (as diffuse-studio run --intensity)")
+    ap.add_argument("--synthetic", choices=("absolute", "percentile"), default="absolute",
+                    help="SynthBrain as rendered, or stretched as the app prepares a real MRI (train ddpm --normalise)")
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", help="write the result as JSON here")
@@ -220,7 +226,8 @@ def main(argv=None) -> int:
         from diffuse_core.models.registry import model_dir_for
 
         ref = intensity_reference_of(load_denoiser(model_dir_for("ddpm", None), device="cpu"))
-    res = measure(args.brats, augment=args.augment, steps=args.steps, seed=args.seed, mri_reference=ref)
+    res = measure(args.brats, augment=args.augment, steps=args.steps, seed=args.seed, mri_reference=ref,
+                  synthetic_normalisation=args.synthetic)
     print(f"{res['synthetic']} vs {res['real']}, intensity {res['intensity']} ({res['n_real']} real, {res['n_synthetic']} synthetic slices): "
           f"CNN AUROC {res['cnn']['auroc']:.3f} ({res['cnn']['ci95'][0]:.3f}-{res['cnn']['ci95'][1]:.3f}), "
           f"intensity histogram AUROC {res['histogram']['auroc']:.3f} "
