@@ -1,0 +1,41 @@
+"""Candidate DDPMs compared on the same slices, each on its own intensity scale (needs the real BraTS cases)."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from diffuse_core.models.denoiser import DenoiserConfig, new_denoiser, save_denoiser
+
+BRATS = Path(__file__).resolve().parents[2] / "shared" / "real_cases" / "brats2015"
+
+
+def test_candidates_on_their_own_scale_with_real_normal_brain_flagged(tmp_path):
+    if not (BRATS.is_dir() and any(BRATS.glob("brats_*"))):
+        pytest.skip(f"real BraTS cases not available at {BRATS}")
+    from diffuse_core.evaluation.candidates import compare
+
+    tiny = DenoiserConfig(channels=1, resolution=128, block_channels=(8, 16), attention_levels=(False, True),
+                          norm_num_groups=4, attention_head_dim=8)
+    for name in ("absolute", "percentile"):
+        save_denoiser(new_denoiser(tiny, seed=0), tmp_path / name, card={"input_normalisation": name})
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        out = compare({n: tmp_path / n for n in ("absolute", "percentile")}, str(BRATS), n_val=4, n_healthy=1,
+                      steps=2, per_case=1, healthy_per_case=1, batch_size=8)
+    finally:
+        torch.set_num_threads(before)
+    json.dumps(out)
+    assert out["slices"]["brats"] == 6 and out["slices"]["brats_tumour_free"] == 6
+    a, p = out["candidates"]["absolute"], out["candidates"]["percentile"]
+    assert a["input_normalisation"] == "absolute" and p["input_normalisation"] == "percentile"
+    for c in (a, p):
+        for key in ("val_dice", "brats_dice", "brats_dice_oracle_mask", "healthy_flagged_share",
+                    "brats_tumour_free_flagged_share"):
+            assert 0.0 <= c[key] <= 1.0, key
+    # on its own scale the percentile model's change is already on the app's; the absolute one's is magnified
+    assert p["healthy_change_app_scale"] == p["healthy_change"]
+    assert a["healthy_change_app_scale"] > 1.5 * a["healthy_change"] and np.isfinite(a["healthy_change_app_scale"])
