@@ -81,6 +81,14 @@ def normalised_set(data: EvalSet, normalisation: str) -> EvalSet:
                    list(data.lesion_types), list(data.lesion_sizes), list(data.ids), f"{data.name} ({normalisation})")
 
 
+def model_scale(denoiser, data: EvalSet) -> EvalSet:
+    """A SynthBrain set on the intensity scale the DDPM was trained on (card ``input_normalisation``): as rendered,
+    or stretched as the app prepares a real MRI. Every method of an evaluation then sees the same slices."""
+    from diffuse_core.cases import input_normalisation_of
+
+    return normalised_set(data, input_normalisation_of(denoiser))
+
+
 def app_scale_factors(images: np.ndarray, brains: np.ndarray) -> np.ndarray:
     """Per slice, how much the app's percentile stretch (brain 1st-99th percentile to [-1, 1]) magnifies intensity
     differences: 2 / (p99 - p1) of the brain. A change d on a slice's own scale is about d times this on the scale

@@ -22,8 +22,8 @@ import numpy as np
 
 from diffuse_core.evaluation.protocol import (THRESHOLD_GRID, bootstrap_ci, brats_set, choose_threshold,
                                               classifier_features, compute_saliency_maps, flagged_share,
-                                              identity_change, kid, masks_at, pixel_scores, run_on_set, scores,
-                                              synthbrain_set)
+                                              identity_change, kid, masks_at, model_scale, pixel_scores,
+                                              run_on_set, scores, synthbrain_set)
 from diffuse_core.evaluation.methods import METHODS, REGISTRY
 from diffuse_core.evaluation.baselines import ORACLE_RADIUS
 from diffuse_core.evaluation.picture import GRID_METHODS, real_data_grid
@@ -70,15 +70,6 @@ def _fmt(mean: float, se: float | None = None) -> str:
 def _emit(progress: Callable[[str], None] | None, text: str) -> None:
     if progress is not None:
         progress(text)
-
-
-def model_scale(denoiser, data):
-    """A SynthBrain set on the intensity scale the DDPM was trained on (card ``input_normalisation``): as rendered,
-    or stretched as the app prepares a real MRI. Every method of an evaluation then sees the same slices."""
-    from diffuse_core.cases import input_normalisation_of
-    from diffuse_core.evaluation.protocol import normalised_set
-
-    return normalised_set(data, input_normalisation_of(denoiser))
 
 
 def validation_set(denoiser, saliency_models, s: EvalSettings, progress: Callable[[str], None] | None = None):
