@@ -28,7 +28,7 @@ import numpy as np
 
 from diffuse_core.evaluation.baselines import ZSCORE_GRID, oracle_masks, zscore_maps
 from diffuse_core.evaluation.protocol import (app_scale_factors, brats_set, choose_threshold, compute_saliency_maps,
-                                              flagged_share, identity_change, masks_at, normalised_set, run_on_set,
+                                              flagged_share, masks_at, normalised_set, run_on_set,
                                               scores, synthbrain_set)
 
 def compare(candidates: dict[str, Path], brats_dir: str, saliency_dir=None, device="cpu", n_val: int = 16,
@@ -96,7 +96,7 @@ def compare(candidates: dict[str, Path], brats_dir: str, saliency_dir=None, devi
             "val_dice": float(scores(ano_val, val_d.lesions, thr)[0].mean()),
             "brats_dice": float(scores(ano_b, brats.lesions, thr)[0].mean()),
             "brats_dice_oracle_mask": float(scores(ano_o, brats.lesions, thr)[0].mean()),
-            "healthy_change": identity_change(healthy.images, cf_h, healthy.brains),
+            "healthy_change": float(change.mean()),                 # protocol.identity_change, kept per slice
             "healthy_change_app_scale": float(np.mean(change * (to_app if norm == "absolute" else 1.0))),
             "healthy_flagged_share": float(np.mean([(a > thr)[b.astype(bool)].mean()
                                                     for a, b in zip(ano_h, healthy.brains)])),
