@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from diffuse_core.core.anomaly import anomaly_map
+from diffuse_core.core.anomaly import anomaly_kernel_of, anomaly_map
 from diffuse_core.core.brain import BRAIN_THRESHOLD, brain_mask_from_image, brain_masks
 from diffuse_core.core.walks import WALKS, WalkInputs, follow
 from diffuse_core.core.sampler import CallCounter, SamplerStep, solver_order, solver_refinements, unet_eps_model
@@ -195,7 +195,8 @@ def iter_batch(denoiser: Denoiser, images: np.ndarray, masks: np.ndarray | None,
     3. the walk (Algorithm 1 for "paper") over ``steps`` respaced timesteps spanning [0, K], network calls counted;
     4. the counterfactual clamped to [-1, 1]; with ``paste_background`` the input is kept outside the brain, which
        the method never edits (only reconstruction noise lives there);
-    5. the anomaly map |x0 - x0_hat|, opened and closed, inside the brain (:func:`diffuse_core.core.anomaly.anomaly_map`).
+    5. the anomaly map |x0 - x0_hat|, opened and closed with the card's kernel, inside the brain
+       (:func:`diffuse_core.core.anomaly.anomaly_map`, :func:`~diffuse_core.core.anomaly.anomaly_kernel_of`).
     The device is the denoiser's; ``precision`` "auto" | "fp32" | "bf16" | "fp16". With ``inversion_cache`` an x_K
     kept from an earlier run of the same images, K and steps replaces loop 1 (see :class:`InversionCache`).
     ``solver`` names the deterministic updates (:data:`diffuse_core.core.sampler.SOLVERS`): "ddim", the paper's, or
@@ -224,7 +225,8 @@ def iter_batch(denoiser: Denoiser, images: np.ndarray, masks: np.ndarray | None,
     cf = out.float().clamp(-1, 1).cpu().numpy()                                    # 4.
     if paste_background:
         cf = np.where(brain[:, None], cf, img)
-    anomalies = np.stack([anomaly_map(img[i], cf[i], brain[i]) for i in range(img.shape[0])])  # 5.
+    kernel = anomaly_kernel_of(denoiser.card)
+    anomalies = np.stack([anomaly_map(img[i], cf[i], brain[i], kernel) for i in range(img.shape[0])])  # 5.
     end = time.perf_counter()
     inverted = marks.get("inverted", start)
     timings = {"inversion": inverted - start, "sampling": marks["walked"] - inverted, "post": end - marks["walked"]}
@@ -360,8 +362,9 @@ def iter_uncertainty(denoiser: Denoiser, image: np.ndarray, mask: np.ndarray, *,
     cfs = result.counterfactuals
     mean = cfs.mean(axis=0)
     std = cfs.std(axis=0).mean(axis=0) * brain1[0]
+    anomaly = anomaly_map(img1[0], mean, brain1[0], anomaly_kernel_of(denoiser.card))
     yield UncertaintyResult(image=img1[0], samples=cfs, mean=mean.astype(np.float32), std=std.astype(np.float32),
-                            anomaly=anomaly_map(img1[0], mean, brain1[0]), mask=m1[0].astype(np.uint8),
+                            anomaly=anomaly, mask=m1[0].astype(np.uint8),
                             brain_mask=brain1[0].astype(np.uint8), k=int(k), steps=len(timesteps), seed=int(seed),
                             network_calls=inversion_calls + result.network_calls,
                             seconds=time.perf_counter() - start, inversion_reused=reused)

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from diffuse_core.core.anomaly import anomaly_map, binarize, clean_anomaly_map
+from diffuse_core.core.anomaly import (anomaly_kernel_of, anomaly_map, binarize, clean_anomaly_map,
+                                      kernel_for_resolution)
 from diffuse_core.core.masks import mask_from_saliency
 from diffuse_core.core.metrics import dice, iou
 
@@ -39,6 +40,25 @@ def test_anomaly_map_is_mean_abs_difference_kept_in_brain():
     assert a[12, 12] == pytest.approx(0.5)
     assert a[1, 1] == 0.0 and a[:4].max() == 0.0
     assert anomaly_map(x, y)[1, 1] == pytest.approx(1.0)
+
+
+def test_the_paper_kernel_scaled_to_a_grid_keeps_a_3_pixel_lesion_the_paper_kernel_erases():
+    assert [kernel_for_resolution(r) for r in (64, 128, 256, 512)] == [1, 3, 5, 9]
+    d = np.zeros((32, 32), np.float32)
+    d[10:13, 10:13] = 0.5      # a punctate lesion 3 pixels wide (about 5 mm at 128 x 128)
+    assert clean_anomaly_map(d, 5).max() == 0.0
+    kept = clean_anomaly_map(d, kernel_for_resolution(128))
+    assert (kept[10:13, 10:13] == 0.5).all() and kept.sum() == pytest.approx(d.sum())
+    with pytest.raises(ValueError):
+        kernel_for_resolution(0)
+
+
+def test_the_kernel_is_read_from_the_card_and_defaults_to_the_papers():
+    assert anomaly_kernel_of(None) == 5 and anomaly_kernel_of({"anomaly_threshold": 0.14}) == 5
+    assert anomaly_kernel_of({"anomaly_kernel": 3}) == 3
+    for bad in (4, 0, -3, 2.5, "3", True):
+        with pytest.raises(ValueError, match="odd positive integer"):
+            anomaly_kernel_of({"anomaly_kernel": bad})
 
 
 def test_anomaly_map_rejects_mismatched_shapes():

@@ -49,6 +49,23 @@ def test_run_counterfactual_end_to_end(tiny_denoiser):
     json.dumps(s)
 
 
+def test_the_anomaly_map_is_opened_and_closed_with_the_cards_kernel(tiny_denoiser):
+    from dataclasses import replace
+
+    from diffuse_core.core.anomaly import clean_anomaly_map
+
+    img, mask = _disc_image(), np.zeros((32, 32), np.uint8)
+    mask[8:17, 10:19] = 1
+    maps = {}
+    for kernel in (3, 5):
+        den = replace(tiny_denoiser, card={"anomaly_kernel": kernel})
+        res = run_counterfactual(den, img, mask, k=200, steps=4, seed=0, precision="fp32")
+        diff = np.abs(res.image - res.counterfactual).mean(axis=0)
+        assert np.allclose(res.anomaly, clean_anomaly_map(diff, kernel) * res.brain_mask, atol=1e-6)
+        maps[kernel] = res.anomaly
+    assert not np.allclose(maps[3], maps[5])      # same counterfactual (same seed), another kernel
+
+
 def test_two_chain_variant_counts_two_calls_per_step(tiny_denoiser):
     img = _disc_image()
     res = run_counterfactual(tiny_denoiser, img, np.ones((32, 32)), k=100, steps=4, variant="two-chain",

@@ -142,3 +142,22 @@ def test_the_clock_line_names_the_answered_slice_during_its_reveal():
     assert ui.tick({**p.to_state(), "revealing": True}).startswith("**Slice 1 of 4** — the answer")
     assert ui.tick({**p.to_state(), "revealing": False}).startswith("**Slice 2 of 4**")
     assert "time left 9:5" in ui.tick(p.to_state())
+
+
+def test_the_reveal_cache_key_names_a_kernel_other_than_the_papers(tmp_path, monkeypatch):
+    """Anomaly maps are stored in the cache, so a model whose card opens/closes them with another kernel must not meet
+    entries made with the paper's 5 x 5 (and the paper's kernel keeps the keys the shipped caches were made with)."""
+    import shutil
+
+    from diffuse_core.models.checkpoint import update_card
+    from diffuse_core.models.registry import model_dir_for
+    from diffuse_core.studio.reveal_cache import settings_key
+
+    model = tmp_path / "ddpm"
+    shutil.copytree(model_dir_for("ddpm", "mri"), model)
+    monkeypatch.setenv("DIFFUSE_MODEL_DIR", str(model))
+    update_card(model, anomaly_kernel=5)
+    paper = settings_key("mri", 500, 90.0, 25, 0)
+    assert paper.endswith("_seed0_paper")
+    update_card(model, anomaly_kernel=3)
+    assert settings_key("mri", 500, 90.0, 25, 0) == paper + "_m3"

@@ -2,8 +2,14 @@
 
 The map is |x0 - x0_hat| averaged over channels, then a morphological opening (erosion followed by dilation, which
 removes isolated bright pixels) and a closing (dilation followed by erosion, which fills small holes), both with a
-5x5 kernel, and finally kept inside the brain: the background carries only reconstruction noise.
+square kernel, and finally kept inside the brain: the background carries only reconstruction noise.
 Intensities are in the model's range, so the map lies in [0, 2].
+
+The paper's kernel is 5 x 5 on 256 x 256 slices. On this project's 128 x 128 grid a 5 x 5 opening spans twice the
+anatomy and erases lesions narrower than 5 pixels (punctate white-matter hyperintensities, small strokes), so the
+kernel is a setting saved with the weights (card ``anomaly_kernel``, chosen on validation together with the anomaly
+threshold): :func:`kernel_for_resolution` gives the paper's size scaled to a grid, :func:`anomaly_kernel_of` reads
+a card (a card without the key keeps the paper's 5, with which its threshold was chosen).
 """
 
 from __future__ import annotations
@@ -12,6 +18,25 @@ import cv2
 import numpy as np
 
 MORPHOLOGY_KERNEL = 5  # paper Sec. III-B: "erosion followed by dilation with a 5 x 5 kernel", then the reverse
+PAPER_RESOLUTION = 256  # paper Sec. IV-A: slices resized to 256 x 256
+
+
+def kernel_for_resolution(resolution: int) -> int:
+    """The paper's 5 x 5 kernel (at 256 x 256) scaled to a ``resolution`` grid: the nearest odd size, at least 1
+    (128 -> 3, 256 -> 5, 512 -> 9)."""
+    if resolution < 1:
+        raise ValueError(f"resolution must be >= 1, got {resolution}")
+    size = MORPHOLOGY_KERNEL * resolution / PAPER_RESOLUTION
+    return max(1, 2 * int(round((size - 1) / 2)) + 1)
+
+
+def anomaly_kernel_of(card: dict | None) -> int:
+    """The opening/closing kernel a model's anomaly threshold was chosen with: its card's ``anomaly_kernel``, else
+    the paper's 5."""
+    k = (card or {}).get("anomaly_kernel", MORPHOLOGY_KERNEL)
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1 or k % 2 == 0:
+        raise ValueError(f"the model card's anomaly_kernel must be an odd positive integer, got {k!r}")
+    return k
 
 
 def _as_numpy(a) -> np.ndarray:

@@ -26,6 +26,7 @@ from diffuse_core.evaluation.protocol import (THRESHOLD_GRID, bootstrap_ci, brat
                                               run_on_set, scores, synthbrain_set)
 from diffuse_core.evaluation.methods import METHODS, REGISTRY
 from diffuse_core.evaluation.baselines import ORACLE_RADIUS
+from diffuse_core.core.anomaly import anomaly_kernel_of
 from diffuse_core.evaluation.picture import GRID_METHODS, real_data_grid
 
 log = logging.getLogger(__name__)
@@ -356,7 +357,8 @@ def _write_markdown(path: Path, result: dict, denoiser, figures: dict) -> None:
         f"({_hardware()}; {result['wall_seconds'] / 60:.1f} min). Denoiser: {steps_trained} training steps. ",
         f"Data: SynthBrain {result['n_test_diseased']} diseased + {result['n_test_healthy']} healthy test slices; "
         f"thresholds chosen on {result['n_val_diseased']} diseased validation slices. K = {s['k']}, "
-        f"{s['steps']} steps, {s['percentile']:g}th percentile, seeds {list(s['seeds'])}.",
+        f"{s['steps']} steps, {s['percentile']:g}th percentile, seeds {list(s['seeds'])}, anomaly maps opened/closed "
+        f"with a {anomaly_kernel_of(card)}x{anomaly_kernel_of(card)} kernel (card `anomaly_kernel`).",
         "",
     ]
     if s.get("all_seed_methods"):

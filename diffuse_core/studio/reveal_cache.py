@@ -3,8 +3,8 @@
 A run of a library case depends only on the case, the models and the settings, so its result is computed once and
 read back afterwards. An entry is ``<folder>/<settings key>/<case id>.npz`` holding the run's arrays (model grid,
 float16 maps) and ``meta.json`` beside them; the settings key names the denoiser's version (its weights' hash), the
-ACAT models' weights hash, K, percentile, steps, seed and walk, so a retrained model or other settings never meet an
-old entry. Where entries are looked up, in order:
+ACAT models' weights hash, K, percentile, steps, seed and walk (and the anomaly map's opening/closing kernel where
+the card sets one other than the paper's 5), so a retrained model or other settings never meet an old entry. Where entries are looked up, in order:
 
 1. ``<teaching set>/counterfactuals/<key>/``: shipped with a set (read-only; written only by
    ``python -m diffuse_core.studio.reveal_cache SET``, a maintainer's step);
@@ -55,15 +55,22 @@ def _weights_digest(folder: Path) -> str:
 def settings_key(modality: str, k: int, percentile: float, steps: int, seed: int, variant: str = "paper",
                  mask_from: str = "acat", solver: str = "ddim") -> str:
     """The folder name of one model version and one set of settings, e.g.
-    ``ddpm-3f2a9c01d2_acat-77aa01bc3e_k500_p90_s25_seed0_paper``."""
+    ``ddpm-3f2a9c01d2_acat-77aa01bc3e_k500_p90_s25_seed0_paper`` (``..._paper_m3`` for a card whose anomaly maps
+    are opened and closed with a 3 x 3 kernel)."""
+    from diffuse_core.core.anomaly import MORPHOLOGY_KERNEL, anomaly_kernel_of
+    from diffuse_core.models.checkpoint import read_config
     from diffuse_core.studio.model_store import MODELS
 
-    ddpm = _weights_digest(MODELS.ddpm_dir(modality))
+    ddpm_dir = MODELS.ddpm_dir(modality)
+    ddpm = _weights_digest(ddpm_dir)
+    kernel = anomaly_kernel_of(read_config(ddpm_dir).get("card"))
     ae, clf = MODELS.saliency_dirs(modality)
     acat = hashlib.sha256((_weights_digest(ae) + _weights_digest(clf)).encode()).hexdigest()[:10]
     key = f"ddpm-{ddpm}_{mask_from}-{acat}_k{int(k)}_p{float(percentile):g}_s{int(steps)}_seed{int(seed)}_{variant}"
     if solver != "ddim":                          # the paper's solver keeps the keys the shipped cache was made with
         key += f"_{solver}"
+    if kernel != MORPHOLOGY_KERNEL:               # so does the paper's kernel
+        key += f"_m{kernel}"
     return re.sub(r"[^A-Za-z0-9_.-]", "-", key)
 
 

@@ -1,0 +1,210 @@
+"""Which opening/closing kernel for the anomaly map? The paper opens and closes |x0 - x0_hat| with a 5 x 5 kernel on
+256 x 256 slices; the shipped models work at 128 x 128, where that kernel spans twice the anatomy. One Dif-fuse run
+per slice (paper walk, ACAT mask at the card's percentile, K and steps; the oracle mask beside it), then every kernel
+applied to the same differences: each kernel's threshold chosen on the diseased validation slices (the evaluation's
+grid), Dice on the SynthBrain test slices by lesion type and size, the share of healthy brain flagged, and for FLAIR
+the real BraTS tumour slices (the ``evaluate --brats`` slices) and their tumour-free controls. The FLAIR z-score
+threshold (CT: the hypodensity threshold) is measured beside them on the same slices.
+
+    python benchmarks/bench_anomaly_kernel.py --brats ../shared/real_cases/brats2015 --cache cf.npz --out k.json
+    python benchmarks/bench_anomaly_kernel.py --n-val 4 --n-test 4 --steps 3 --per-case 1   # quick
+    python benchmarks/bench_anomaly_kernel.py --modality ct --out k_ct.json
+
+With ``--cache`` the counterfactuals are kept in (or read back from) that file, so the kernels can be re-scored
+without running the model again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+SOURCES = ("acat", "oracle")
+
+
+def compute(args) -> dict[str, np.ndarray]:
+    """Images, lesions, brains, lesion types/sizes and the counterfactuals of each set and mask source."""
+    from diffuse_core.cases import default_settings
+    from diffuse_core.evaluation.protocol import brats_set, compute_saliency_maps, masks_at, run_on_set, synthbrain_set
+    from diffuse_core.models.denoiser import load_denoiser
+    from diffuse_core.models.registry import default_model_dir
+    from diffuse_core.saliency.dispatch import load_saliency_models
+
+    folder = default_model_dir("ddpm", "ct" if args.modality == "ct" else "mri")
+    den = load_denoiser(folder)
+    s = default_settings(den)
+    k, steps, pct = int(s["k"]), int(args.steps or s["steps"]), float(s["percentile"])
+    sal = load_saliency_models(folder.parent / "autoencoder", folder.parent / "classifier", "cpu")
+    mods = (args.modality,)
+    sets = {"val": synthbrain_set("val", args.n_val, modalities=mods, healthy_fraction=0.25),
+            "test": synthbrain_set("test", args.n_test, modalities=mods, healthy_fraction=0.25)}
+    if args.brats and args.modality == "flair":
+        sets["brats"] = brats_set(args.brats, per_case=args.per_case, healthy_per_case=args.healthy_per_case)
+    out: dict[str, np.ndarray] = {}
+    for name, data in sets.items():
+        t0 = time.perf_counter()
+        compute_saliency_maps(data, sal, sources=("acat",))
+        masks = masks_at(data, pct)
+        for src in SOURCES:       # the evaluation's seeds: validation 0, test and BraTS 1
+            method = "dif-fuse" if src == "acat" else "dif-fuse-oracle"
+            cf, _, _, _ = run_on_set(method, den, data, masks, k, steps, 0 if name == "val" else 1, args.batch_size)
+            out[f"{name}_{src}_cf"] = cf
+        out[f"{name}_images"], out[f"{name}_lesions"], out[f"{name}_brains"] = data.images, data.lesions, data.brains
+        out[f"{name}_types"], out[f"{name}_sizes"] = np.array(data.lesion_types), np.array(data.lesion_sizes)
+        print(f"{name}: {len(data)} slices, {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+    out["settings"] = np.array(json.dumps({"k": k, "steps": steps, "percentile": pct, "model": str(folder)}))
+    return out
+
+
+def score(z, kernels: list[int], modality: str) -> dict:
+    """Each kernel's validation threshold and its Dice / flagged shares on every set."""
+    from diffuse_core.core.anomaly import clean_anomaly_map
+    from diffuse_core.core.metrics import dice
+    from diffuse_core.evaluation.baselines import ZSCORE_GRID, hypodensity_maps, zscore_maps
+    from diffuse_core.evaluation.protocol import choose_threshold, paired_difference
+
+    names = [n for n in ("val", "test", "brats") if f"{n}_images" in z]
+    les = {n: z[f"{n}_lesions"] for n in names}
+    dis = {n: les[n].reshape(len(les[n]), -1).any(axis=1) for n in names}
+
+    def maps(name, src, kernel):
+        diff = np.abs(z[f"{name}_images"] - z[f"{name}_{src}_cf"]).mean(axis=1)
+        return np.stack([clean_anomaly_map(d, kernel) * (b > 0) for d, b in zip(diff, z[f"{name}_brains"])])
+
+    def rates(a, thr, name):
+        d = np.array([dice(x > thr, lab) for x, lab in zip(a, les[name])])
+        healthy = [(x > thr)[b > 0].mean() for x, b in zip(a[~dis[name]], z[f"{name}_brains"][~dis[name]])]
+        return d, (float(np.mean(healthy)) if healthy else None)
+
+    res: dict = {"settings": json.loads(str(z["settings"])), "kernels": {}}
+    per_slice: dict = {}
+    for src in SOURCES:
+        for kernel in kernels:
+            a = {n: maps(n, src, kernel) for n in names}
+            thr = choose_threshold(a["val"][dis["val"]], les["val"][dis["val"]])
+            r: dict = {"threshold_from_val": thr}
+            for n in names:
+                d, flagged = rates(a[n], thr, n)
+                r[f"{n}_dice"] = round(float(d[dis[n]].mean()), 4)
+                r[f"{n}_healthy_flagged"] = None if flagged is None else round(flagged, 4)
+                per_slice[(src, kernel, n)] = d[dis[n]]
+            for group in sorted(set(z["test_types"][dis["test"]]) | set(z["test_sizes"][dis["test"]])):
+                sel = (z["test_types"][dis["test"]] == group) | (z["test_sizes"][dis["test"]] == group)
+                r[f"test_dice_{group}"] = round(float(per_slice[(src, kernel, "test")][sel].mean()), 4)
+            res["kernels"][f"{src}_{kernel}"] = r
+    paper = 5 if 5 in kernels else kernels[0]
+    for kernel in kernels:
+        if kernel != paper:
+            res["kernels"][f"acat_{kernel}"]["paired_vs_paper_kernel"] = {
+                n: paired_difference(per_slice[("acat", kernel, n)], per_slice[("acat", paper, n)]) for n in names
+                if n != "val"}
+    baseline = zscore_maps if modality == "flair" else hypodensity_maps
+    bv = baseline(z["val_images"][dis["val"]], z["val_brains"][dis["val"]])
+    bthr = choose_threshold(bv, les["val"][dis["val"]], grid=ZSCORE_GRID)
+    res["threshold_baseline"] = {"threshold_from_val": bthr}
+    for n in names:
+        d, flagged = rates(baseline(z[f"{n}_images"], z[f"{n}_brains"]), bthr, n)
+        res["threshold_baseline"][f"{n}_dice"] = round(float(d[dis[n]].mean()), 4)
+        res["threshold_baseline"][f"{n}_healthy_flagged"] = None if flagged is None else round(flagged, 4)
+        if n != "val":
+            for kernel in kernels:
+                res["kernels"][f"acat_{kernel}"].setdefault("paired_vs_threshold_baseline", {})[n] = \
+                    paired_difference(per_slice[("acat", kernel, n)], d[dis[n]])
+    for n in names:       # the change a healthy slice undergoes does not depend on the kernel
+        cf, img, br = z[f"{n}_acat_cf"], z[f"{n}_images"], z[f"{n}_brains"]
+        ch = [np.abs(img[i] - cf[i]).mean(axis=0)[br[i] > 0].mean() for i in np.where(~dis[n])[0]]
+        res[f"{n}_healthy_change"] = round(float(np.mean(ch)), 4) if ch else None
+    res["slices"] = {n: {"diseased": int(dis[n].sum()), "healthy": int((~dis[n]).sum())} for n in names}
+    return res
+
+
+def figure(z, path: str, kernels=(5, 3), thresholds=None) -> None:
+    """The first two diseased SynthBrain test slices of each lesion type (id order, not picked by result): input,
+    counterfactual, and the anomaly map binarised at each kernel's validation threshold, expert outline in green."""
+    import cv2
+
+    from diffuse_core.core.anomaly import clean_anomaly_map
+    from diffuse_core.core.metrics import dice
+    from diffuse_core.io.export import LESION_OUTLINE_RGB, outline, to_uint8
+
+    types, les = z["test_types"], z["test_lesions"]
+    diseased = les.reshape(len(les), -1).any(axis=1)
+    rows = [i for t in sorted(set(types[diseased])) for i in np.where(diseased & (types == t))[0][:2]]
+    tile, gap, head = 256, 4, 44
+
+    def grey(a):
+        return np.repeat(to_uint8(a)[..., None], 3, 2)
+
+    def title(lines):
+        bar = np.full((head, tile, 3), 255, np.uint8)
+        for j, line in enumerate(lines):
+            cv2.putText(bar, line, (6, 18 + 20 * j), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (20, 20, 20), 1, cv2.LINE_AA)
+        return bar
+
+    titles = [["Input", "(expert outline green)"], ["Counterfactual", "(the same for every kernel)"]]
+    titles += [[f"Anomaly, {k}x{k} kernel", f"red: > {thresholds[k]:.2f} (val. threshold)"] for k in kernels]
+    out_rows = [np.concatenate(sum([[title(t), np.full((head, gap, 3), 255, np.uint8)] for t in titles], [])[:-1], 1)]
+    for i in rows:
+        img, cf, lab, brain = z["test_images"][i, 0], z["test_acat_cf"][i, 0], les[i], z["test_brains"][i]
+        tiles = [outline(grey(img), lab, LESION_OUTLINE_RGB), outline(grey(cf), lab, LESION_OUTLINE_RGB)]
+        diff = np.abs(z["test_images"][i] - z["test_acat_cf"][i]).mean(axis=0)
+        for k in kernels:
+            ano = clean_anomaly_map(diff, k) * (brain > 0)
+            hit = ano > thresholds[k]
+            t = grey(img).astype(np.float32)
+            t[hit] = 0.45 * t[hit] + 0.55 * np.array([235, 40, 40], np.float32)       # flagged: red
+            t = outline(t.astype(np.uint8), lab, LESION_OUTLINE_RGB)
+            t = cv2.resize(t, (tile, tile), interpolation=cv2.INTER_NEAREST)
+            cv2.putText(t, f"{types[i]}  Dice {dice(hit, lab):.2f}", (6, tile - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.5,
+                        (255, 255, 255), 1, cv2.LINE_AA)
+            tiles.append(t)
+        tiles = [t if t.shape[0] == tile else cv2.resize(t, (tile, tile), interpolation=cv2.INTER_NEAREST)
+                 for t in tiles]
+        row = sum([[t, np.full((tile, gap, 3), 255, np.uint8)] for t in tiles], [])[:-1]
+        out_rows += [np.full((gap, out_rows[0].shape[1], 3), 255, np.uint8), np.concatenate(row, 1)]
+    cv2.imwrite(str(path), cv2.cvtColor(np.concatenate(out_rows, 0), cv2.COLOR_RGB2BGR))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--modality", choices=("flair", "ct"), default="flair")
+    ap.add_argument("--kernels", default="1,3,5,7")
+    ap.add_argument("--n-val", type=int, default=32, help="a quarter healthy (the evaluation's 24 diseased of 32)")
+    ap.add_argument("--n-test", type=int, default=80, help="a quarter healthy (the evaluation's 60 + 20)")
+    ap.add_argument("--brats", default=None, help="BraTS folder (FLAIR only)")
+    ap.add_argument("--per-case", type=int, default=4)
+    ap.add_argument("--healthy-per-case", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=None, help="default: the card's")
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--cache", default=None, help="npz of the counterfactuals: read if present, else written")
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--figure", default=None, help="PNG: test slices with the 5x5 and 3x3 maps side by side")
+    args = ap.parse_args()
+
+    cache = Path(args.cache) if args.cache else None
+    if cache is not None and cache.is_file():
+        z = dict(np.load(cache))
+    else:
+        z = compute(args)
+        if cache is not None:
+            np.savez_compressed(cache, **z)
+    res = score(z, [int(k) for k in args.kernels.split(",")], args.modality)
+    if args.figure:
+        figure(z, args.figure, thresholds={k: res["kernels"][f"acat_{k}"]["threshold_from_val"] for k in (5, 3)})
+    text = json.dumps(res, indent=1)
+    if args.out:
+        Path(args.out).write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
