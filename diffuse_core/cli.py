@@ -393,12 +393,15 @@ def _cmd_models(args) -> int:
     from diffuse_core.models.checkpoint import read_config, steps_done
     from diffuse_core.models.registry import assets_root, installed_models
 
+    from diffuse_core.core.anomaly import anomaly_kernel_of
+
     found = installed_models()
     rows = []
     for m in found:
         card = read_config(m.folder).get("card") or {}
         rows.append({"kind": m.kind, "modality": m.modality, "for_cases": "ct" if m.folder.parent.name == "ct" else "mri",
                      "steps": steps_done(card)[0], "anomaly_threshold": card.get("anomaly_threshold"),
+                     "anomaly_kernel": anomaly_kernel_of(card) if m.kind == "ddpm" else None,
                      "folder": str(m.folder)})
     if args.json:
         for r in rows:
@@ -407,10 +410,12 @@ def _cmd_models(args) -> int:
     if not rows:
         print(f"no model installed under {assets_root()}: train one with `diffuse-studio train`")
         return 0
-    print(f"{'kind':<12}{'cases':<7}{'trained on':<12}{'steps':>8}  {'threshold':<10}folder")
+    print(f"{'kind':<12}{'cases':<7}{'trained on':<12}{'steps':>8}  {'threshold':<10}{'kernel':<8}folder")
     for r in rows:
         thr = "-" if r["anomaly_threshold"] is None else f"{r['anomaly_threshold']:g}"
-        print(f"{r['kind']:<12}{r['for_cases']:<7}{r['modality'] or '?':<12}{r['steps']:>8}  {thr:<10}{r['folder']}")
+        kernel = "-" if r["anomaly_kernel"] is None else f"{r['anomaly_kernel']}x{r['anomaly_kernel']}"
+        print(f"{r['kind']:<12}{r['for_cases']:<7}{r['modality'] or '?':<12}{r['steps']:>8}  {thr:<10}{kernel:<8}"
+              f"{r['folder']}")
     if not any(r["for_cases"] == "ct" for r in rows):
         print("no CT model installed: CT cases run through the MRI models (out of domain; results say so)")
     return 0

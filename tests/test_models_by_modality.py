@@ -86,5 +86,6 @@ def test_models_command_lists_what_is_installed(assets, capsys):
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [(r["kind"], r["for_cases"], r["modality"], r["anomaly_threshold"]) for r in rows] == [
         ("ddpm", "mri", "flair", 0.1), ("ddpm", "ct", "ct", 0.2)]
+    assert [r["anomaly_kernel"] for r in rows] == [5, 5]          # cards without the key: the paper's 5x5
     assert main(["models"]) == 0
     assert "no CT model installed" not in capsys.readouterr().out
