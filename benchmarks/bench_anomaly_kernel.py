@@ -71,6 +71,10 @@ def score(z, kernels: list[int], modality: str) -> dict:
     from diffuse_core.evaluation.baselines import ZSCORE_GRID, hypodensity_maps, zscore_maps
     from diffuse_core.evaluation.protocol import choose_threshold, paired_difference
 
+    from diffuse_core.evaluation.ct_check import CT_THRESHOLD_GRID
+    from diffuse_core.evaluation.protocol import THRESHOLD_GRID
+
+    grid = CT_THRESHOLD_GRID if modality == "ct" else THRESHOLD_GRID    # the grids evaluate and ct_check choose on
     names = [n for n in ("val", "test", "brats") if f"{n}_images" in z]
     les = {n: z[f"{n}_lesions"] for n in names}
     dis = {n: les[n].reshape(len(les[n]), -1).any(axis=1) for n in names}
@@ -89,7 +93,7 @@ def score(z, kernels: list[int], modality: str) -> dict:
     for src in SOURCES:
         for kernel in kernels:
             a = {n: maps(n, src, kernel) for n in names}
-            thr = choose_threshold(a["val"][dis["val"]], les["val"][dis["val"]])
+            thr = choose_threshold(a["val"][dis["val"]], les["val"][dis["val"]], grid=grid)
             r: dict = {"threshold_from_val": thr}
             for n in names:
                 d, flagged = rates(a[n], thr, n)
