@@ -124,3 +124,27 @@ def test_env_root_override_and_path_escape(tmp_path, monkeypatch):
     (bad / "manifest.json").write_text("{not json")
     with pytest.raises(ValueError, match="JSON"):
         teaching.load_manifest("broken")
+
+
+def test_every_default_case_has_its_quiz_reveal_shipped_for_the_installed_models():
+    """A fresh Space's first quiz is instant only if the shipped reveals match the installed models and settings
+    (weights, ACAT pair, the card's K/percentile/steps and anomaly kernel): after a model or card change, rerun
+    ``python -m diffuse_core.studio.reveal_cache default``."""
+    from diffuse_core.studio.library import list_library, load_library_case
+    from diffuse_core.studio.model_store import apply_recommended_defaults
+    from diffuse_core.studio.reveal_cache import settings_key, shipped_folder
+    from diffuse_core.studio.settings import DEFAULTS
+
+    saved = dict(DEFAULTS)
+    try:
+        apply_recommended_defaults()
+        entries = [e for e in list_library() if e.key.startswith("teaching/default/")]
+        assert len(entries) >= 20
+        for e in entries:
+            lc = load_library_case(e.key)
+            key = settings_key(lc.case.modality, DEFAULTS["k"], DEFAULTS["percentile"], DEFAULTS["steps"],
+                               DEFAULTS["seed"], DEFAULTS["variant"], solver=DEFAULTS["solver"])
+            assert (shipped_folder(e.key) / key / f"{e.key.rsplit('/', 1)[1]}.npz").is_file(), (e.key, key)
+    finally:
+        DEFAULTS.clear()
+        DEFAULTS.update(saved)
