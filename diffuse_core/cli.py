@@ -390,10 +390,9 @@ def _add_models(sub) -> None:
 def _cmd_models(args) -> int:
     import json
 
+    from diffuse_core.core.anomaly import anomaly_kernel_of
     from diffuse_core.models.checkpoint import read_config, steps_done
     from diffuse_core.models.registry import assets_root, installed_models
-
-    from diffuse_core.core.anomaly import anomaly_kernel_of
 
     found = installed_models()
     rows = []

@@ -20,13 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
+from diffuse_core.core.anomaly import anomaly_kernel_of
 from diffuse_core.evaluation.protocol import (THRESHOLD_GRID, bootstrap_ci, brats_set, choose_threshold,
                                               classifier_features, compute_saliency_maps, flagged_share,
                                               identity_change, kid, masks_at, model_scale, pixel_scores,
                                               run_on_set, scores, synthbrain_set)
 from diffuse_core.evaluation.methods import METHODS, REGISTRY
 from diffuse_core.evaluation.baselines import ORACLE_RADIUS
-from diffuse_core.core.anomaly import anomaly_kernel_of
 from diffuse_core.evaluation.picture import GRID_METHODS, real_data_grid
 
 log = logging.getLogger(__name__)

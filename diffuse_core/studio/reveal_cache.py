@@ -4,7 +4,8 @@ A run of a library case depends only on the case, the models and the settings, s
 read back afterwards. An entry is ``<folder>/<settings key>/<case id>.npz`` holding the run's arrays (model grid,
 float16 maps) and ``meta.json`` beside them; the settings key names the denoiser's version (its weights' hash), the
 ACAT models' weights hash, K, percentile, steps, seed and walk (and the anomaly map's opening/closing kernel where
-the card sets one other than the paper's 5), so a retrained model or other settings never meet an old entry. Where entries are looked up, in order:
+the card sets one other than the paper's 5), so a retrained model or other settings never meet an old entry. Where
+entries are looked up, in order:
 
 1. ``<teaching set>/counterfactuals/<key>/``: shipped with a set (read-only; written only by
    ``python -m diffuse_core.studio.reveal_cache SET``, a maintainer's step);
