@@ -107,6 +107,11 @@ def test_cli_train_refuses_bad_options(tmp_path, capsys):
     assert "--channels" in capsys.readouterr().err
     assert main(["train", "classifier", "--out", str(tmp_path / "y"), "--channels", "16,32"]) == 2
     assert "DDPM" in capsys.readouterr().err
+    assert main(["train", "classifier", "--out", str(tmp_path / "z"), "--high-noise", "0.5"]) == 2
+    assert "--high-noise applies to the DDPM only" in capsys.readouterr().err
+    assert main(["train", "ddpm", "--out", str(tmp_path / "w"), "--high-noise", "2"]) == 2
+    assert "share of the batch" in capsys.readouterr().err
+    assert not (tmp_path / "z").exists() and not (tmp_path / "w").exists()
 
 
 def test_cli_trains_on_percentile_stretched_synthbrain_and_says_so(tmp_path, monkeypatch):
@@ -128,3 +133,38 @@ def test_percentile_normalisation_is_for_the_ddpm_on_synthbrain_only(tmp_path, c
     with pytest.raises(SystemExit):                                          # argparse: not one of the choices
         main(["train", "ddpm", "--out", str(tmp_path / "d"), "--normalise", "zscore"])
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_high_noise_share_draws_its_timesteps_and_weighs_them_in_x0_space():
+    from diffuse_core.train.ddpm import ddpm_task
+
+    cfg = DDPMTrainConfig(batch_size=8, unet=TINY, precision="fp32", high_noise_share=0.5, high_noise_from=900)
+    task = ddpm_task(_pool(), cfg)
+    gen = torch.Generator().manual_seed(0)
+    ts = torch.stack([task.make_batch(gen)[1] for _ in range(20)])
+    assert (ts[:, 4:] >= 900).all() and (ts[:, :4] < 900).any()   # the last half high; the rest uniform over [0, T)
+    x0, t, eps = task.make_batch(gen)
+    unet = task.model.eval()
+    with torch.no_grad():
+        got = float(task.loss(unet, (x0, t, eps)))
+        ab = torch.from_numpy(np.asarray(_alphas_cumprod(cfg)))[t].view(-1, 1, 1, 1).float()
+        x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * eps
+        eps_hat = unet(x_t, t).sample
+        x0_hat = (x_t - (1 - ab).sqrt() * eps_hat) / ab.sqrt()               # eq. 9
+        per_eps = (eps_hat - eps).pow(2).mean(dim=(1, 2, 3))
+        per_x0 = (x0_hat - x0).pow(2).mean(dim=(1, 2, 3))
+    want = float(torch.cat([per_eps[:4], per_x0[4:]]).mean())
+    assert got == pytest.approx(want, rel=1e-4)
+    assert float(per_x0[4:].mean()) > 10 * float(per_eps[4:].mean())           # the weight matters at high noise
+    # default: the paper's uniform L_simple, unchanged
+    plain = ddpm_task(_pool(), DDPMTrainConfig(batch_size=8, unet=TINY, precision="fp32"))
+    with torch.no_grad():
+        assert float(plain.loss(unet, (x0, t, eps))) == pytest.approx(float(per_eps.mean()), rel=1e-5)
+    with pytest.raises(ValueError, match="high_noise_share"):
+        ddpm_task(_pool(), DDPMTrainConfig(batch_size=8, unet=TINY, high_noise_share=1.5))
+
+
+def _alphas_cumprod(cfg):
+    from diffuse_core.core.schedule import NoiseSchedule
+
+    return NoiseSchedule(cfg.schedule).alphas_cumprod.numpy()

@@ -38,6 +38,8 @@ class DDPMTrainConfig:
     checkpoint_every: int = 250
     precision: str = "auto"        # auto | bf16 | fp32
     augment: bool = False          # scanner augmentation of the healthy slices (train.data.scanner_augment)
+    high_noise_share: float = 0.0  # share of each batch drawn at t >= high_noise_from with the x0-space loss (below)
+    high_noise_from: int = 700
     max_seconds: float | None = None   # a time box (see TrainSettings.max_seconds)
     batch_device: str | None = None    # "cuda": the pool sits on the GPU and t, eps and the augmentation are drawn
                                        # there from a GPU generator (seeded from ``seed``), so the CPU does not
@@ -56,6 +58,8 @@ class DDPMTrainConfig:
         return {"steps": self.steps, "batch_size": self.batch_size, "lr": self.lr, "adam_betas": list(self.adam_betas),
                 "weight_decay": self.weight_decay, "ema_decay": self.ema_decay, "seed": self.seed,
                 "precision": self.precision, "augment": self.augment, "batch_device": self.batch_device,
+                **({"high_noise_share": self.high_noise_share, "high_noise_from": self.high_noise_from}
+                   if self.high_noise_share else {}),
                 "unet": self.unet.to_dict(), "schedule": self.schedule.to_dict()}
 
 
@@ -125,6 +129,11 @@ def ddpm_task(data: Dataset, cfg: DDPMTrainConfig, card: dict | None = None) -> 
     denoiser = new_denoiser(cfg.unet, cfg.schedule, seed=cfg.seed)
     alphas_cumprod = denoiser.schedule.alphas_cumprod.float()
     T = denoiser.schedule.num_train_timesteps
+    if not 0.0 <= cfg.high_noise_share <= 1.0:
+        raise ValueError(f"high_noise_share must lie in [0, 1], got {cfg.high_noise_share}")
+    if not 0 <= cfg.high_noise_from < T:
+        raise ValueError(f"high_noise_from must lie in [0, {T - 1}], got {cfg.high_noise_from}")
+    n_high = int(round(cfg.high_noise_share * cfg.batch_size))
     dev_gen = None
     if cfg.batch_device is not None:
         dev_gen = torch.Generator(device=cfg.batch_device).manual_seed(cfg.seed)
@@ -140,6 +149,8 @@ def ddpm_task(data: Dataset, cfg: DDPMTrainConfig, card: dict | None = None) -> 
         if cfg.augment:
             x0 = scanner_augment(x0, g)
         t = torch.randint(0, T, (x0.shape[0],), generator=g, device=g.device)
+        if n_high:
+            t[-n_high:] = torch.randint(cfg.high_noise_from, T, (n_high,), generator=g, device=g.device)
         eps = torch.randn(x0.shape, generator=g, device=g.device)
         return x0, t, eps
 
@@ -147,7 +158,18 @@ def ddpm_task(data: Dataset, cfg: DDPMTrainConfig, card: dict | None = None) -> 
         x0, t, eps = batch
         ab = alphas_cumprod.to(x0.device)[t].view(-1, 1, 1, 1)
         x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * eps                       # eq. 5, q(x_t | x_0)
-        return F.mse_loss(unet(x_t, t).sample.float(), eps)                # eq. 6, L_simple
+        eps_hat = unet(x_t, t).sample.float()
+        if not n_high:
+            return F.mse_loss(eps_hat, eps)                                # eq. 6, L_simple
+        # The high-noise share: eq. 6 weighted by (1 - abar) / abar = 1 / SNR, which is the squared error of the x0
+        # estimate of eq. 9. At t >= 700 the eps error that sets an image's brightness is ~0.01 of what L_simple
+        # sees at small t, so uniform L_simple leaves it unlearnt (grey-background samples from pure noise); in x0
+        # space it weighs as much as the rest. The other samples keep L_simple, so small t is trained as before.
+        per = (eps_hat - eps).pow(2).mean(dim=(1, 2, 3))
+        w = torch.ones_like(per)
+        ab_high = ab.view(-1)[-n_high:]
+        w[-n_high:] = (1 - ab_high) / ab_high
+        return (w * per).mean()
 
     def make_card(r: TrainingRecord) -> dict:
         out = {"model": "healthy DDPM (diffusers UNet2DModel, epsilon prediction)",
