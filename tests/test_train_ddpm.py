@@ -67,7 +67,7 @@ def test_loss_decreases(tmp_path):
 
 def test_init_from_continues_from_saved_weights(tmp_path):
     cfg = DDPMTrainConfig(steps=3, batch_size=4, checkpoint_every=3, unet=TINY, precision="fp32")
-    train_ddpm(tmp_path / "a", _pool(), cfg, progress=False)
+    train_ddpm(tmp_path / "a", _pool(), cfg, progress=False, card={"anomaly_kernel": 3, "anomaly_threshold": 0.2})
     saved = _weights(tmp_path / "a")
     # a run asked for no more steps than the saved weights have: its weights are the saved ones
     train_ddpm(tmp_path / "same", _pool(), cfg, progress=False, init_from=tmp_path / "a")
@@ -79,6 +79,10 @@ def test_init_from_continues_from_saved_weights(tmp_path):
     train_ddpm(tmp_path / "fresh", _pool(), cfg, progress=False)
     continued = _weights(tmp_path / "b")
     assert load_denoiser(tmp_path / "b").card["training"]["steps_done"] == 5
+    # the kernel (a setting of the 128-px grid) carries over; the old weights' threshold is measured again, not kept
+    card_b = load_denoiser(tmp_path / "b").card
+    assert card_b["anomaly_kernel"] == 3 and "anomaly_threshold" not in card_b
+    assert "anomaly_kernel" not in load_denoiser(tmp_path / "fresh").card
     assert not _same(continued, saved) and not _same(continued, _weights(tmp_path / "fresh"))
     # another architecture is refused with the reason
     other = DDPMTrainConfig(steps=5, batch_size=4, unet=DenoiserConfig(resolution=16, block_channels=(8, 16),

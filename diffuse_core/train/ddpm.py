@@ -185,6 +185,21 @@ def ddpm_task(data: Dataset, cfg: DDPMTrainConfig, card: dict | None = None) -> 
                      make_batch=make_batch, loss=loss, card=make_card)
 
 
+INHERITED_CARD_KEYS = ("anomaly_kernel",)   # settings tied to the data's resolution, not to these weights
+
+
+def inherited_card(init_from: str | Path | None) -> dict:
+    """The card settings a model trained on from ``init_from`` keeps: the anomaly map's kernel (chosen for the
+    128-px grid, core.anomaly). Its threshold and measured numbers are not kept: they belong to the old weights and
+    are measured again (``evaluate --write-cards``, ``evaluation.candidates``)."""
+    if init_from is None:
+        return {}
+    from diffuse_core.models.checkpoint import read_config
+
+    card = read_config(init_from, KIND).get("card") or {}
+    return {k: card[k] for k in INHERITED_CARD_KEYS if k in card}
+
+
 def train_ddpm(out_dir: str | Path, data: Dataset, config: DDPMTrainConfig | None = None, resume: bool = True,
                progress: bool = True, card: dict | None = None,
                on_checkpoint: Callable[[int, float], None] | None = None, init_from: str | Path | None = None,
@@ -197,6 +212,7 @@ def train_ddpm(out_dir: str | Path, data: Dataset, config: DDPMTrainConfig | Non
     ``device`` None lets accelerate choose (the GPU where there is one; every GPU under ``accelerate launch``).
     """
     cfg = config or DDPMTrainConfig()
+    card = {**inherited_card(init_from), **(card or {})}
     trainer = Trainer(ddpm_task(data, cfg, card), cfg.settings(), out_dir, device=device, progress=progress,
                       on_checkpoint=on_checkpoint)
     return trainer.fit(resume=resume, init_from=init_from)
