@@ -153,12 +153,6 @@ def _add_train(sub) -> None:
     p.add_argument("--normalise", choices=["absolute", "percentile"], default="absolute",
                    help="DDPM on SynthBrain: train on the slices as rendered (absolute scale) or stretched as the "
                         "app prepares a real MRI (brain 1st-99th percentile to [-1, 1]); saved in the card")
-    p.add_argument("--high-noise", type=float, default=0.0, metavar="SHARE",
-                   help="DDPM: draw this share of each batch at t >= --high-noise-from and weigh it by its x0 error "
-                        "(teaches the slices' brightness at high noise: samples from pure noise; default 0, the "
-                        "paper's uniform L_simple)")
-    p.add_argument("--high-noise-from", type=int, default=700, metavar="T",
-                   help="first timestep of the --high-noise share (default 700)")
     p.set_defaults(func=_cmd_train)
 
 
@@ -175,8 +169,7 @@ def _cmd_train(args) -> int:
                        modalities=tuple(m.strip() for m in args.modalities.split(",") if m.strip()),
                        data=args.data, pool=args.pool, checkpoint_every=args.checkpoint_every, channels=channels,
                        resume=not args.no_resume, init_from=args.init_from, threads=args.threads,
-                       normalise=args.normalise, high_noise_share=args.high_noise,
-                       high_noise_from=args.high_noise_from)
+                       normalise=args.normalise)
     out = train_model(cmd)
     print(f"model saved in {out}")
     return 0

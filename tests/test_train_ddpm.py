@@ -67,7 +67,9 @@ def test_loss_decreases(tmp_path):
 
 def test_init_from_continues_from_saved_weights(tmp_path):
     cfg = DDPMTrainConfig(steps=3, batch_size=4, checkpoint_every=3, unet=TINY, precision="fp32")
-    train_ddpm(tmp_path / "a", _pool(), cfg, progress=False, card={"anomaly_kernel": 3, "anomaly_threshold": 0.2})
+    flair = {"data": {"modalities": ["flair"]}}
+    train_ddpm(tmp_path / "a", _pool(), cfg, progress=False,
+               card={**flair, "anomaly_kernel": 3, "anomaly_threshold": 0.2})
     saved = _weights(tmp_path / "a")
     # a run asked for no more steps than the saved weights have: its weights are the saved ones
     train_ddpm(tmp_path / "same", _pool(), cfg, progress=False, init_from=tmp_path / "a")
@@ -75,14 +77,19 @@ def test_init_from_continues_from_saved_weights(tmp_path):
     assert load_denoiser(tmp_path / "same").card["training"]["steps_done"] == 3
     # two more steps from the saved weights: not what a fresh run of 5 steps gives
     cfg.steps = 5
-    train_ddpm(tmp_path / "b", _pool(), cfg, progress=False, init_from=tmp_path / "a")
-    train_ddpm(tmp_path / "fresh", _pool(), cfg, progress=False)
+    train_ddpm(tmp_path / "b", _pool(), cfg, progress=False, init_from=tmp_path / "a", card=flair)
+    train_ddpm(tmp_path / "fresh", _pool(), cfg, progress=False, card=flair)
     continued = _weights(tmp_path / "b")
     assert load_denoiser(tmp_path / "b").card["training"]["steps_done"] == 5
     # the kernel (a setting of the 128-px grid) carries over; the old weights' threshold is measured again, not kept
     card_b = load_denoiser(tmp_path / "b").card
     assert card_b["anomaly_kernel"] == 3 and "anomaly_threshold" not in card_b
     assert "anomaly_kernel" not in load_denoiser(tmp_path / "fresh").card
+    # another modality warm-started from these weights keeps nothing (its kernel is measured on its own data)
+    cfg.steps = 4
+    train_ddpm(tmp_path / "ct", _pool(), cfg, progress=False, init_from=tmp_path / "a",
+               card={"data": {"modalities": ["ct"]}})
+    assert "anomaly_kernel" not in load_denoiser(tmp_path / "ct").card
     assert not _same(continued, saved) and not _same(continued, _weights(tmp_path / "fresh"))
     # another architecture is refused with the reason
     other = DDPMTrainConfig(steps=5, batch_size=4, unet=DenoiserConfig(resolution=16, block_channels=(8, 16),
@@ -111,11 +118,6 @@ def test_cli_train_refuses_bad_options(tmp_path, capsys):
     assert "--channels" in capsys.readouterr().err
     assert main(["train", "classifier", "--out", str(tmp_path / "y"), "--channels", "16,32"]) == 2
     assert "DDPM" in capsys.readouterr().err
-    assert main(["train", "classifier", "--out", str(tmp_path / "z"), "--high-noise", "0.5"]) == 2
-    assert "--high-noise applies to the DDPM only" in capsys.readouterr().err
-    assert main(["train", "ddpm", "--out", str(tmp_path / "w"), "--high-noise", "2"]) == 2
-    assert "share of the batch" in capsys.readouterr().err
-    assert not (tmp_path / "z").exists() and not (tmp_path / "w").exists()
 
 
 def test_cli_trains_on_percentile_stretched_synthbrain_and_says_so(tmp_path, monkeypatch):
@@ -138,37 +140,3 @@ def test_percentile_normalisation_is_for_the_ddpm_on_synthbrain_only(tmp_path, c
         main(["train", "ddpm", "--out", str(tmp_path / "d"), "--normalise", "zscore"])
     assert "invalid choice" in capsys.readouterr().err
 
-
-def test_high_noise_share_draws_its_timesteps_and_weighs_them_in_x0_space():
-    from diffuse_core.train.ddpm import ddpm_task
-
-    cfg = DDPMTrainConfig(batch_size=8, unet=TINY, precision="fp32", high_noise_share=0.5, high_noise_from=900)
-    task = ddpm_task(_pool(), cfg)
-    gen = torch.Generator().manual_seed(0)
-    ts = torch.stack([task.make_batch(gen)[1] for _ in range(20)])
-    assert (ts[:, 4:] >= 900).all() and (ts[:, :4] < 900).any()   # the last half high; the rest uniform over [0, T)
-    x0, t, eps = task.make_batch(gen)
-    unet = task.model.eval()
-    with torch.no_grad():
-        got = float(task.loss(unet, (x0, t, eps)))
-        ab = torch.from_numpy(np.asarray(_alphas_cumprod(cfg)))[t].view(-1, 1, 1, 1).float()
-        x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * eps
-        eps_hat = unet(x_t, t).sample
-        x0_hat = (x_t - (1 - ab).sqrt() * eps_hat) / ab.sqrt()               # eq. 9
-        per_eps = (eps_hat - eps).pow(2).mean(dim=(1, 2, 3))
-        per_x0 = (x0_hat - x0).pow(2).mean(dim=(1, 2, 3))
-    want = float(torch.cat([per_eps[:4], per_x0[4:]]).mean())
-    assert got == pytest.approx(want, rel=1e-4)
-    assert float(per_x0[4:].mean()) > 10 * float(per_eps[4:].mean())           # the weight matters at high noise
-    # default: the paper's uniform L_simple, unchanged
-    plain = ddpm_task(_pool(), DDPMTrainConfig(batch_size=8, unet=TINY, precision="fp32"))
-    with torch.no_grad():
-        assert float(plain.loss(unet, (x0, t, eps))) == pytest.approx(float(per_eps.mean()), rel=1e-5)
-    with pytest.raises(ValueError, match="high_noise_share"):
-        ddpm_task(_pool(), DDPMTrainConfig(batch_size=8, unet=TINY, high_noise_share=1.5))
-
-
-def _alphas_cumprod(cfg):
-    from diffuse_core.core.schedule import NoiseSchedule
-
-    return NoiseSchedule(cfg.schedule).alphas_cumprod.numpy()

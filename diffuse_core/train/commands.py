@@ -37,8 +37,6 @@ class TrainCommand:
     init_from: str | Path | None = None         # without a checkpoint: start from these saved weights
     threads: int | None = None                  # CPU threads (None: torch's choice)
     normalise: str = "absolute"                 # DDPM's SynthBrain slices: as rendered, or "percentile" (the app's)
-    high_noise_share: float = 0.0               # DDPM: share of each batch at t >= high_noise_from, x0-space loss
-    high_noise_from: int = 700
 
     def __post_init__(self):
         if self.model not in MODEL_KINDS:
@@ -52,10 +50,6 @@ class TrainCommand:
             raise ValueError(f"unknown --normalise {self.normalise!r}: choose one of {', '.join(NORMALISATIONS)}")
         if self.normalise != "absolute" and (self.model != "ddpm" or self.data):
             raise ValueError("--normalise applies to the DDPM's SynthBrain slices only")
-        if self.high_noise_share and self.model != "ddpm":
-            raise ValueError("--high-noise applies to the DDPM only")
-        if not 0.0 <= self.high_noise_share <= 1.0:
-            raise ValueError(f"--high-noise is a share of the batch in [0, 1], got {self.high_noise_share}")
         if self.channels is not None and self.model != "ddpm":
             raise ValueError("--channels sets the DDPM's UNet widths; the autoencoder and classifier have fixed ones")
 
@@ -97,8 +91,7 @@ def _train_ddpm(cmd: TrainCommand) -> Path:
     if cmd.channels:
         unet = DenoiserConfig(channels=len(cmd.modalities), resolution=cmd.size, block_channels=cmd.channels,
                               attention_levels=tuple([False] * (len(cmd.channels) - 1) + [True]))
-    cfg = DDPMTrainConfig(unet=unet, seed=cmd.seed, checkpoint_every=cmd.checkpoint_every,
-                          high_noise_share=cmd.high_noise_share, high_noise_from=cmd.high_noise_from)
+    cfg = DDPMTrainConfig(unet=unet, seed=cmd.seed, checkpoint_every=cmd.checkpoint_every)
     for name in ("steps", "batch_size", "lr"):
         if getattr(cmd, name):
             setattr(cfg, name, getattr(cmd, name))

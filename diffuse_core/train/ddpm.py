@@ -38,8 +38,6 @@ class DDPMTrainConfig:
     checkpoint_every: int = 250
     precision: str = "auto"        # auto | bf16 | fp32
     augment: bool = False          # scanner augmentation of the healthy slices (train.data.scanner_augment)
-    high_noise_share: float = 0.0  # share of each batch drawn at t >= high_noise_from with the x0-space loss (below)
-    high_noise_from: int = 700
     max_seconds: float | None = None   # a time box (see TrainSettings.max_seconds)
     batch_device: str | None = None    # "cuda": the pool sits on the GPU and t, eps and the augmentation are drawn
                                        # there from a GPU generator (seeded from ``seed``), so the CPU does not
@@ -58,8 +56,6 @@ class DDPMTrainConfig:
         return {"steps": self.steps, "batch_size": self.batch_size, "lr": self.lr, "adam_betas": list(self.adam_betas),
                 "weight_decay": self.weight_decay, "ema_decay": self.ema_decay, "seed": self.seed,
                 "precision": self.precision, "augment": self.augment, "batch_device": self.batch_device,
-                **({"high_noise_share": self.high_noise_share, "high_noise_from": self.high_noise_from}
-                   if self.high_noise_share else {}),
                 "unet": self.unet.to_dict(), "schedule": self.schedule.to_dict()}
 
 
@@ -129,11 +125,6 @@ def ddpm_task(data: Dataset, cfg: DDPMTrainConfig, card: dict | None = None) -> 
     denoiser = new_denoiser(cfg.unet, cfg.schedule, seed=cfg.seed)
     alphas_cumprod = denoiser.schedule.alphas_cumprod.float()
     T = denoiser.schedule.num_train_timesteps
-    if not 0.0 <= cfg.high_noise_share <= 1.0:
-        raise ValueError(f"high_noise_share must lie in [0, 1], got {cfg.high_noise_share}")
-    if not 0 <= cfg.high_noise_from < T:
-        raise ValueError(f"high_noise_from must lie in [0, {T - 1}], got {cfg.high_noise_from}")
-    n_high = int(round(cfg.high_noise_share * cfg.batch_size))
     dev_gen = None
     if cfg.batch_device is not None:
         dev_gen = torch.Generator(device=cfg.batch_device).manual_seed(cfg.seed)
@@ -149,8 +140,6 @@ def ddpm_task(data: Dataset, cfg: DDPMTrainConfig, card: dict | None = None) -> 
         if cfg.augment:
             x0 = scanner_augment(x0, g)
         t = torch.randint(0, T, (x0.shape[0],), generator=g, device=g.device)
-        if n_high:
-            t[-n_high:] = torch.randint(cfg.high_noise_from, T, (n_high,), generator=g, device=g.device)
         eps = torch.randn(x0.shape, generator=g, device=g.device)
         return x0, t, eps
 
@@ -158,18 +147,7 @@ def ddpm_task(data: Dataset, cfg: DDPMTrainConfig, card: dict | None = None) -> 
         x0, t, eps = batch
         ab = alphas_cumprod.to(x0.device)[t].view(-1, 1, 1, 1)
         x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * eps                       # eq. 5, q(x_t | x_0)
-        eps_hat = unet(x_t, t).sample.float()
-        if not n_high:
-            return F.mse_loss(eps_hat, eps)                                # eq. 6, L_simple
-        # The high-noise share: eq. 6 weighted by (1 - abar) / abar = 1 / SNR, which is the squared error of the x0
-        # estimate of eq. 9. At t >= 700 the eps error that sets an image's brightness is ~0.01 of what L_simple
-        # sees at small t, so uniform L_simple leaves it unlearnt (grey-background samples from pure noise); in x0
-        # space it weighs as much as the rest. The other samples keep L_simple, so small t is trained as before.
-        per = (eps_hat - eps).pow(2).mean(dim=(1, 2, 3))
-        w = torch.ones_like(per)
-        ab_high = ab.view(-1)[-n_high:]
-        w[-n_high:] = (1 - ab_high) / ab_high
-        return (w * per).mean()
+        return F.mse_loss(unet(x_t, t).sample.float(), eps)                # eq. 6, L_simple
 
     def make_card(r: TrainingRecord) -> dict:
         out = {"model": "healthy DDPM (diffusers UNet2DModel, epsilon prediction)",
@@ -188,16 +166,22 @@ def ddpm_task(data: Dataset, cfg: DDPMTrainConfig, card: dict | None = None) -> 
 INHERITED_CARD_KEYS = ("anomaly_kernel",)   # settings tied to the data's resolution, not to these weights
 
 
-def inherited_card(init_from: str | Path | None) -> dict:
+def inherited_card(init_from: str | Path | None, card: dict | None = None) -> dict:
     """The card settings a model trained on from ``init_from`` keeps: the anomaly map's kernel (chosen for the
-    128-px grid, core.anomaly). Its threshold and measured numbers are not kept: they belong to the old weights and
-    are measured again (``evaluate --write-cards``, ``evaluation.candidates``)."""
+    128-px grid and the modality, core.anomaly), where the new run's data (``card["data"]["modalities"]``) is of the
+    same modalities as the old weights' (a CT model warm-started from the FLAIR weights keeps none). The threshold
+    and the measured numbers are never kept: they belong to the old weights and are measured again (``evaluate
+    --write-cards``, ``evaluation.candidates``)."""
     if init_from is None:
         return {}
     from diffuse_core.models.checkpoint import read_config
 
-    card = read_config(init_from, KIND).get("card") or {}
-    return {k: card[k] for k in INHERITED_CARD_KEYS if k in card}
+    old = read_config(init_from, KIND).get("card") or {}
+    old_modalities = (old.get("data") or {}).get("modalities")
+    new_modalities = ((card or {}).get("data") or {}).get("modalities")
+    if old_modalities is None or new_modalities is None or list(old_modalities) != list(new_modalities):
+        return {}
+    return {k: old[k] for k in INHERITED_CARD_KEYS if k in old}
 
 
 def train_ddpm(out_dir: str | Path, data: Dataset, config: DDPMTrainConfig | None = None, resume: bool = True,
@@ -212,7 +196,7 @@ def train_ddpm(out_dir: str | Path, data: Dataset, config: DDPMTrainConfig | Non
     ``device`` None lets accelerate choose (the GPU where there is one; every GPU under ``accelerate launch``).
     """
     cfg = config or DDPMTrainConfig()
-    card = {**inherited_card(init_from), **(card or {})}
+    card = {**inherited_card(init_from, card), **(card or {})}
     trainer = Trainer(ddpm_task(data, cfg, card), cfg.settings(), out_dir, device=device, progress=progress,
                       on_checkpoint=on_checkpoint)
     return trainer.fit(resume=resume, init_from=init_from)

@@ -8,8 +8,7 @@ too (``--tiny`` checks the whole path in a minute). What it does, into ``--out``
    the CT pools (fast to generate) are made first.
 2. Side by side, each in its own process on the one device, every run time-boxed to ``--seconds``:
    ``flair_a`` (the shipped FLAIR DDPM trained on, batch 128), ``flair_b`` (the same plus scanner augmentation,
-   :func:`~diffuse_core.train.data.scanner_augment`), ``flair_hn`` (the shipped one trained on with half of each
-   batch at high noise in x0 space, ``train ddpm --high-noise 0.5``), ``ct_ddpm`` (a CT DDPM started from the FLAIR weights) and
+   :func:`~diffuse_core.train.data.scanner_augment`), ``ct_ddpm`` (a CT DDPM started from the FLAIR weights) and
    ``ct_saliency`` (the CT ACAT autoencoder and classifier, ``autoencoder/`` and ``classifier/``).
 3. Every weights file is rounded to float16 (``model.safetensors`` stays loadable; half the bytes to copy back);
    ``session.json`` says what ran, how long and how many steps.
@@ -30,8 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-FLAIR_RUNS = {"flair_a": {"augment": False}, "flair_b": {"augment": True},
-              "flair_hn": {"augment": False, "high_noise_share": 0.5}}   # train ddpm --high-noise 0.5
+FLAIR_RUNS = {"flair_a": {"augment": False}, "flair_b": {"augment": True}}
 
 
 def _produce_shards(folder: Path, deadline: float, workers: int, size: int, shard: int, base_seed: int,
@@ -70,8 +68,7 @@ def _worker(name: str, out: Path, seconds: float, tiny: bool, assets: Path) -> N
     batch = 8 if tiny else 128
     if name in FLAIR_RUNS:
         cfg = DDPMTrainConfig(steps=10**7, batch_size=batch, lr=1e-4, max_seconds=seconds, checkpoint_every=1000,
-                              augment=FLAIR_RUNS[name]["augment"], unet=DenoiserConfig(), batch_device=gpu,
-                              high_noise_share=FLAIR_RUNS[name].get("high_noise_share", 0.0))
+                              augment=FLAIR_RUNS[name]["augment"], unet=DenoiserConfig(), batch_device=gpu)
         pool = ShardPool(out / "pool_flair")
         card = {"data": {"generator": "SynthBrain", "split": "train", "modalities": ["flair"], "size": 128,
                          "healthy_only": True, "source": "generated during training by the session's CPU workers "
@@ -117,8 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--seconds", type=float, default=240.0, help="training time box of every run")
     p.add_argument("--runs", default="flair_a,ct_ddpm,ct_saliency",
-                   help="any of flair_a, flair_b (with scanner augmentation), flair_hn (half of each batch at high "
-                        "noise), ct_ddpm, ct_saliency")
+                   help="any of flair_a, flair_b (with scanner augmentation), ct_ddpm, ct_saliency")
     p.add_argument("--workers", type=int, default=None,
                    help="SynthBrain generator processes (default: half the cores less one; the trainers need the rest)")
     p.add_argument("--pool", type=int, default=24000, help="FLAIR slices to generate at most")
