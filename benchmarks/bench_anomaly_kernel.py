@@ -12,6 +12,11 @@ threshold (CT: the hypodensity threshold) is measured beside them on the same sl
 
 With ``--cache`` the counterfactuals are kept in (or read back from) that file, so the kernels can be re-scored
 without running the model again.
+
+``--methods repaint,dif-fuse-gradient,...`` (FLAIR) also runs other methods of the evaluation on the same SynthBrain
+validation and test slices (same seeds) and scores each at every kernel with its own validation threshold, so the
+ranking of ``evaluate`` (measured at the paper's 5 x 5) can be redone at the card's kernel without a full run; each
+method's counterfactuals join the cache as soon as they are computed.
 """
 
 from __future__ import annotations
@@ -61,6 +66,82 @@ def compute(args) -> dict[str, np.ndarray]:
         out[f"{name}_types"], out[f"{name}_sizes"] = np.array(data.lesion_types), np.array(data.lesion_sizes)
         print(f"{name}: {len(data)} slices, {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
     out["settings"] = np.array(json.dumps({"k": k, "steps": steps, "percentile": pct, "model": str(folder)}))
+    return out
+
+
+def compute_methods(args, z: dict, methods: list[str], cache: Path | None) -> None:
+    """Counterfactuals of other methods on the SynthBrain validation and test slices, into ``z`` (and the cache)."""
+    from diffuse_core.cases import default_settings
+    from diffuse_core.evaluation.methods import MASK_SOURCE, REGISTRY
+    from diffuse_core.evaluation.protocol import compute_saliency_maps, masks_at, run_on_set, synthbrain_set
+    from diffuse_core.models.denoiser import load_denoiser
+    from diffuse_core.models.registry import default_model_dir
+    from diffuse_core.saliency.dispatch import load_saliency_models
+
+    unknown = [m for m in methods if m not in REGISTRY or REGISTRY[m].walk is None]
+    if unknown:
+        raise SystemExit(f"--methods: {', '.join(unknown)} not a method with a walk (see evaluation.methods)")
+    todo = [m for m in methods if f"test_{m}_cf" not in z]
+    if not todo:
+        return
+    folder = default_model_dir("ddpm", "mri")
+    den = load_denoiser(folder)
+    s = default_settings(den)
+    k, steps, pct = int(s["k"]), int(args.steps or s["steps"]), float(s["percentile"])
+    sal = load_saliency_models(folder.parent / "autoencoder", folder.parent / "classifier", "cpu")
+    sources = tuple(sorted({MASK_SOURCE[m] for m in todo if m in MASK_SOURCE} - {"oracle"}))
+    sets = {"val": synthbrain_set("val", args.n_val, healthy_fraction=0.25),
+            "test": synthbrain_set("test", args.n_test, healthy_fraction=0.25)}
+    for name, data in sets.items():
+        if not np.array_equal(data.images, z[f"{name}_images"]):
+            raise SystemExit(f"--methods: the {name} slices differ from the cache's (same --n-val/--n-test?)")
+        compute_saliency_maps(data, sal, sources=sources)
+    masks = {name: masks_at(data, pct) for name, data in sets.items()}
+    for m in todo:
+        for name, data in sets.items():
+            t0 = time.perf_counter()
+            cf, _, _, _ = run_on_set(m, den, data, masks[name], k, steps, 0 if name == "val" else 1, args.batch_size)
+            z[f"{name}_{m}_cf"] = cf
+            print(f"{m} {name}: {len(data)} slices, {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+        if cache is not None:
+            np.savez_compressed(cache, **z)
+
+
+def score_methods(z, kernels: list[int], methods: list[str], card_kernel: int) -> dict:
+    """Each method at each kernel: validation threshold, SynthBrain test Dice (by type and size), healthy flagged;
+    and at the card's kernel the paired difference to Dif-fuse (ACAT mask) on the same test slices."""
+    from diffuse_core.core.anomaly import clean_anomaly_map
+    from diffuse_core.core.metrics import dice
+    from diffuse_core.evaluation.protocol import THRESHOLD_GRID, choose_threshold, paired_difference
+
+    les = {n: z[f"{n}_lesions"] for n in ("val", "test")}
+    dis = {n: les[n].reshape(len(les[n]), -1).any(axis=1) for n in les}
+
+    def test_dice(src, kernel):
+        a = {}
+        for n in ("val", "test"):
+            diff = np.abs(z[f"{n}_images"] - z[f"{n}_{src}_cf"]).mean(axis=1)
+            a[n] = np.stack([clean_anomaly_map(d, kernel) * (b > 0) for d, b in zip(diff, z[f"{n}_brains"])])
+        thr = choose_threshold(a["val"][dis["val"]], les["val"][dis["val"]], grid=THRESHOLD_GRID)
+        d = np.array([dice(x > thr, lab) for x, lab in zip(a["test"], les["test"])])
+        flagged = [(x > thr)[b > 0].mean() for x, b in zip(a["test"][~dis["test"]], z["test_brains"][~dis["test"]])]
+        val_d = float(np.mean([dice(x > thr, lab) for x, lab in zip(a["val"][dis["val"]], les["val"][dis["val"]])]))
+        return thr, val_d, d[dis["test"]], float(np.mean(flagged)) if flagged else None
+
+    out: dict = {}
+    _, _, ref, _ = test_dice("acat", card_kernel)
+    types, sizes = z["test_types"][dis["test"]], z["test_sizes"][dis["test"]]
+    for m in methods:
+        out[m] = {}
+        for kernel in kernels:
+            thr, val_d, d, flagged = test_dice(m, kernel)
+            r = {"threshold_from_val": thr, "val_dice": round(val_d, 4), "test_dice": round(float(d.mean()), 4),
+                 "test_healthy_flagged": None if flagged is None else round(flagged, 4)}
+            for group in sorted(set(types) | set(sizes)):
+                r[f"test_dice_{group}"] = round(float(d[(types == group) | (sizes == group)].mean()), 4)
+            if kernel == card_kernel:
+                r["paired_vs_dif_fuse"] = paired_difference(d, ref)
+            out[m][f"kernel_{kernel}"] = r
     return out
 
 
@@ -191,6 +272,7 @@ def main() -> int:
     ap.add_argument("--cache", default=None, help="npz of the counterfactuals: read if present, else written")
     ap.add_argument("--out", default=None)
     ap.add_argument("--figure", default=None, help="PNG: test slices with the 5x5 and 3x3 maps side by side")
+    ap.add_argument("--methods", default="", help="FLAIR: other methods to run and score the same way (comma list)")
     args = ap.parse_args()
 
     cache = Path(args.cache) if args.cache else None
@@ -200,7 +282,19 @@ def main() -> int:
         z = compute(args)
         if cache is not None:
             np.savez_compressed(cache, **z)
-    res = score(z, [int(k) for k in args.kernels.split(",")], args.modality)
+    kernels = [int(k) for k in args.kernels.split(",")]
+    res = score(z, kernels, args.modality)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if methods:
+        if args.modality != "flair":
+            raise SystemExit("--methods: FLAIR only")
+        compute_methods(args, z, methods, cache)
+        from diffuse_core.core.anomaly import anomaly_kernel_of
+        from diffuse_core.models.checkpoint import read_config
+        from diffuse_core.models.registry import default_model_dir
+
+        card_kernel = anomaly_kernel_of(read_config(default_model_dir("ddpm", "mri")).get("card"))
+        res["methods"] = score_methods(z, kernels, methods, card_kernel)
     if args.figure:
         figure(z, args.figure, thresholds={k: res["kernels"][f"acat_{k}"]["threshold_from_val"] for k in (5, 3)})
     text = json.dumps(res, indent=1)
