@@ -6,8 +6,9 @@ per t: the mean absolute error of x0_hat in the background (outside the head, wh
 inside the brain, and the error of the image's mean brightness. The naive bound is the same numbers for x0_hat = 0
 (mid grey, what a network that cannot see the image at all and has learnt nothing about its brightness would give).
 
-A model whose background error at t >= 800 sits at the naive bound draws grey-background samples from pure noise
-(the card's ``quality.samples_from_noise``); Dif-fuse itself only inverts to K <= 500.
+Where the errors grow (above t = 800 for the shipped model) is where samples from pure noise get their overall
+brightness (the card's ``quality.samples_from_noise``; docs/real_scans.md section 7); Dif-fuse itself only inverts
+to K <= 500.
 
     python benchmarks/bench_noise_levels.py [--model assets/ddpm] [--n 32] [--out levels.json]
 """
@@ -18,7 +19,6 @@ import argparse
 import json
 import time
 
-import numpy as np
 import torch
 
 from diffuse_core.evaluation.protocol import normalised_set, synthbrain_set
@@ -42,8 +42,8 @@ def noise_level_errors(model: str, n: int = 32, seed: int = 0, timesteps=TIMESTE
     for t in timesteps:
         a = abar[t]
         x_t = a.sqrt() * x0 + (1 - a).sqrt() * eps
-        eps_hat = torch.cat([den.unet(x_t[i:i + batch_size], torch.full((len(x_t[i:i + batch_size]),), t)).sample.float()
-                             for i in range(0, len(x_t), batch_size)])
+        batches = x_t.split(batch_size)
+        eps_hat = torch.cat([den.unet(b, torch.full((len(b),), t)).sample.float() for b in batches])
         x0_hat = ((x_t - (1 - a).sqrt() * eps_hat) / a.sqrt()).clamp(-1, 1)
         err = (x0_hat - x0).abs()
         naive = x0.abs()
@@ -83,5 +83,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    np.set_printoptions(precision=3)
     main()
