@@ -107,10 +107,17 @@ def compute_methods(args, z: dict, methods: list[str], cache: Path | None) -> No
             np.savez_compressed(cache, **z)
 
 
+def anomaly_maps(z, name: str, src: str, kernel: int) -> np.ndarray:
+    """The cleaned anomaly maps of one set and counterfactual source at one kernel, inside the brain."""
+    from diffuse_core.core.anomaly import clean_anomaly_map
+
+    diff = np.abs(z[f"{name}_images"] - z[f"{name}_{src}_cf"]).mean(axis=1)
+    return np.stack([clean_anomaly_map(d, kernel) * (b > 0) for d, b in zip(diff, z[f"{name}_brains"])])
+
+
 def score_methods(z, kernels: list[int], methods: list[str], card_kernel: int) -> dict:
     """Each method at each kernel: validation threshold, SynthBrain test Dice (by type and size), healthy flagged;
     and at the card's kernel the paired difference to Dif-fuse (ACAT mask) on the same test slices."""
-    from diffuse_core.core.anomaly import clean_anomaly_map
     from diffuse_core.core.metrics import dice
     from diffuse_core.evaluation.protocol import THRESHOLD_GRID, choose_threshold, paired_difference
 
@@ -118,10 +125,7 @@ def score_methods(z, kernels: list[int], methods: list[str], card_kernel: int) -
     dis = {n: les[n].reshape(len(les[n]), -1).any(axis=1) for n in les}
 
     def test_dice(src, kernel):
-        a = {}
-        for n in ("val", "test"):
-            diff = np.abs(z[f"{n}_images"] - z[f"{n}_{src}_cf"]).mean(axis=1)
-            a[n] = np.stack([clean_anomaly_map(d, kernel) * (b > 0) for d, b in zip(diff, z[f"{n}_brains"])])
+        a = {n: anomaly_maps(z, n, src, kernel) for n in ("val", "test")}
         thr = choose_threshold(a["val"][dis["val"]], les["val"][dis["val"]], grid=THRESHOLD_GRID)
         d = np.array([dice(x > thr, lab) for x, lab in zip(a["test"], les["test"])])
         flagged = [(x > thr)[b > 0].mean() for x, b in zip(a["test"][~dis["test"]], z["test_brains"][~dis["test"]])]
@@ -147,7 +151,6 @@ def score_methods(z, kernels: list[int], methods: list[str], card_kernel: int) -
 
 def score(z, kernels: list[int], modality: str) -> dict:
     """Each kernel's validation threshold and its Dice / flagged shares on every set."""
-    from diffuse_core.core.anomaly import clean_anomaly_map
     from diffuse_core.core.metrics import dice
     from diffuse_core.evaluation.baselines import ZSCORE_GRID, hypodensity_maps, zscore_maps
     from diffuse_core.evaluation.protocol import choose_threshold, paired_difference
@@ -160,10 +163,6 @@ def score(z, kernels: list[int], modality: str) -> dict:
     les = {n: z[f"{n}_lesions"] for n in names}
     dis = {n: les[n].reshape(len(les[n]), -1).any(axis=1) for n in names}
 
-    def maps(name, src, kernel):
-        diff = np.abs(z[f"{name}_images"] - z[f"{name}_{src}_cf"]).mean(axis=1)
-        return np.stack([clean_anomaly_map(d, kernel) * (b > 0) for d, b in zip(diff, z[f"{name}_brains"])])
-
     def rates(a, thr, name):
         d = np.array([dice(x > thr, lab) for x, lab in zip(a, les[name])])
         healthy = [(x > thr)[b > 0].mean() for x, b in zip(a[~dis[name]], z[f"{name}_brains"][~dis[name]])]
@@ -173,7 +172,7 @@ def score(z, kernels: list[int], modality: str) -> dict:
     per_slice: dict = {}
     for src in SOURCES:
         for kernel in kernels:
-            a = {n: maps(n, src, kernel) for n in names}
+            a = {n: anomaly_maps(z, n, src, kernel) for n in names}
             thr = choose_threshold(a["val"][dis["val"]], les["val"][dis["val"]], grid=grid)
             r: dict = {"threshold_from_val": thr}
             for n in names:

@@ -139,4 +139,3 @@ def test_percentile_normalisation_is_for_the_ddpm_on_synthbrain_only(tmp_path, c
     with pytest.raises(SystemExit):                                          # argparse: not one of the choices
         main(["train", "ddpm", "--out", str(tmp_path / "d"), "--normalise", "zscore"])
     assert "invalid choice" in capsys.readouterr().err
-
