@@ -43,7 +43,8 @@ def noise_level_errors(model: str, n: int = 32, seed: int = 0, timesteps=TIMESTE
         a = abar[t]
         x_t = a.sqrt() * x0 + (1 - a).sqrt() * eps
         batches = x_t.split(batch_size)
-        eps_hat = torch.cat([den.unet(b, torch.full((len(b),), t)).sample.float() for b in batches])
+        eps_hat = torch.cat([den.schedule.eps_from_output(b, den.unet(b, torch.full((len(b),), t)).sample.float(), int(t))
+                             for b in batches])
         x0_hat = ((x_t - (1 - a).sqrt() * eps_hat) / a.sqrt()).clamp(-1, 1)
         err = (x0_hat - x0).abs()
         naive = x0.abs()

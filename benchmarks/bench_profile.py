@@ -42,10 +42,10 @@ def fp32_call_seconds(denoiser, repeats: int = 7) -> float:
     """Median seconds of one float32 call of the UNet at batch 1 (after two warm-up calls)."""
     import torch
 
-    from diffuse_core.core.sampler import unet_eps_model
+    from diffuse_core.core.sampler import denoiser_eps_model
 
     r, c = denoiser.config.resolution, denoiser.config.channels
-    model = unet_eps_model(denoiser.unet, None)
+    model = denoiser_eps_model(denoiser, None)
     x = torch.zeros(1, c, r, r, device=denoiser.device)
     times = []
     with torch.inference_mode():

@@ -153,6 +153,13 @@ def _add_train(sub) -> None:
     p.add_argument("--normalise", choices=["absolute", "percentile"], default="absolute",
                    help="DDPM on SynthBrain: train on the slices as rendered (absolute scale) or stretched as the "
                         "app prepares a real MRI (brain 1st-99th percentile to [-1, 1]); saved in the card")
+    p.add_argument("--prediction", choices=["epsilon", "v_prediction"], default="epsilon",
+                   help="DDPM: what the UNet predicts, the noise (the paper's) or v (accurate at high noise); saved "
+                        "with the weights, so every sampler reads it")
+    p.add_argument("--min-snr", type=float, default=None, metavar="GAMMA",
+                   help="DDPM: min-SNR loss weighting (Hang et al. 2023; they use 5); default: the paper's plain loss")
+    p.add_argument("--lr-schedule", choices=["constant", "cosine"], default="constant",
+                   help="DDPM: constant, or a warm-up then a cosine decay to 5 %% of --lr")
     p.set_defaults(func=_cmd_train)
 
 
@@ -169,7 +176,8 @@ def _cmd_train(args) -> int:
                        modalities=tuple(m.strip() for m in args.modalities.split(",") if m.strip()),
                        data=args.data, pool=args.pool, checkpoint_every=args.checkpoint_every, channels=channels,
                        resume=not args.no_resume, init_from=args.init_from, threads=args.threads,
-                       normalise=args.normalise)
+                       normalise=args.normalise, prediction=args.prediction, min_snr_gamma=args.min_snr,
+                       lr_schedule=args.lr_schedule)
     out = train_model(cmd)
     print(f"model saved in {out}")
     return 0

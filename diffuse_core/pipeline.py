@@ -21,7 +21,7 @@ import torch
 from diffuse_core.core.anomaly import anomaly_kernel_of, anomaly_map
 from diffuse_core.core.brain import BRAIN_THRESHOLD, brain_mask_from_image, brain_masks
 from diffuse_core.core.walks import WALKS, WalkInputs, follow
-from diffuse_core.core.sampler import CallCounter, SamplerStep, solver_order, solver_refinements, unet_eps_model
+from diffuse_core.core.sampler import (CallCounter, SamplerStep, denoiser_eps_model, solver_order, solver_refinements)
 from diffuse_core.core.schedule import validate_noise_level
 from diffuse_core.models.denoiser import Denoiser
 from diffuse_core.models.device import resolve_precision
@@ -206,7 +206,7 @@ def iter_batch(denoiser: Denoiser, images: np.ndarray, masks: np.ndarray | None,
     img, m, brain = _validate(denoiser, images, masks, brains, variant, k, steps)
     order = solver_order(solver)
     device = denoiser.device
-    counter = CallCounter(unet_eps_model(denoiser.unet, resolve_precision(precision, device)))
+    counter = CallCounter(denoiser_eps_model(denoiser, resolve_precision(precision, device)))
     generator = torch.Generator().manual_seed(int(seed))                          # 2.
     timesteps = denoiser.schedule.respaced_timesteps(k, steps)
     start = time.perf_counter()
@@ -341,7 +341,7 @@ def iter_uncertainty(denoiser: Denoiser, image: np.ndarray, mask: np.ndarray, *,
     reused = x_k is not None
     inversion_calls = 0
     if x_k is None:                                                                 # loop 1, once
-        counter = CallCounter(unet_eps_model(denoiser.unet, resolve_precision(precision, denoiser.device)))
+        counter = CallCounter(denoiser_eps_model(denoiser, resolve_precision(precision, denoiser.device)))
         x_k = yield from follow(iter_ddim_inversion(counter, denoiser.schedule,
                                                             torch.from_numpy(img1).to(denoiser.device), timesteps,
                                                             solver_order(solver), solver_refinements(solver)))

@@ -92,8 +92,12 @@ class CallCounter:
         return self.model(x, t)
 
 
-def unet_eps_model(unet: torch.nn.Module, autocast_dtype: torch.dtype | None = None) -> EpsModel:
-    """An :data:`EpsModel` over a diffusers ``UNet2DModel``; optional autocast (bf16 is fast on AMX CPUs)."""
+def unet_eps_model(unet: torch.nn.Module, autocast_dtype: torch.dtype | None = None,
+                   schedule: NoiseSchedule | None = None) -> EpsModel:
+    """An :data:`EpsModel` over a diffusers ``UNet2DModel``; optional autocast (bf16 is fast on AMX CPUs).
+
+    ``schedule`` converts a v-prediction model's output to epsilon (:meth:`NoiseSchedule.eps_from_output`); None or an
+    epsilon schedule passes the output through. The conversion runs in the input's dtype (float32), after autocast."""
 
     @torch.no_grad()
     def eps(x: torch.Tensor, t: int) -> torch.Tensor:
@@ -103,9 +107,16 @@ def unet_eps_model(unet: torch.nn.Module, autocast_dtype: torch.dtype | None = N
                 out = unet(x, tt).sample
         else:
             out = unet(x, tt).sample
-        return out.to(x.dtype)
+        out = out.to(x.dtype)
+        return out if schedule is None else schedule.eps_from_output(x, out, int(t))
 
     return eps
+
+
+def denoiser_eps_model(denoiser, autocast_dtype: torch.dtype | None = None) -> EpsModel:
+    """:func:`unet_eps_model` of a loaded :class:`~diffuse_core.models.denoiser.Denoiser`, with its own schedule (so a
+    v-prediction model is read as one)."""
+    return unet_eps_model(denoiser.unet, autocast_dtype, denoiser.schedule)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -68,7 +68,7 @@ def sample_from_noise(denoiser: Denoiser, n: int = 16, steps: int = 100, seed: i
     error of the first, nearly signal-free steps (the slice's brightness, speckle read as texture) is carried to the
     end, so an imperfect model shows its faults there first.
     """
-    from diffuse_core.core.sampler import iter_ddim_sampling, iter_ddpm_sampling, run_to_end, unet_eps_model
+    from diffuse_core.core.sampler import denoiser_eps_model, iter_ddim_sampling, iter_ddpm_sampling, run_to_end
 
     if sampler not in SAMPLERS_FROM_NOISE:
         raise ValueError(f"sampler must be one of {', '.join(SAMPLERS_FROM_NOISE)}, got {sampler!r}")
@@ -78,7 +78,7 @@ def sample_from_noise(denoiser: Denoiser, n: int = 16, steps: int = 100, seed: i
     x_t = torch.randn(n, cfg.channels, cfg.resolution, cfg.resolution, generator=g).to(dev)
     t_max = denoiser.schedule.num_train_timesteps
     timesteps = denoiser.schedule.respaced_timesteps(t_max, steps)
-    eps = unet_eps_model(denoiser.unet, default_autocast(dev))
+    eps = denoiser_eps_model(denoiser, default_autocast(dev))
     if sampler == "ddpm":
         walk = iter_ddpm_sampling(eps, denoiser.schedule, x_t, timesteps, generator=g)
     else:

@@ -28,7 +28,7 @@ _LOCK = threading.Lock()
 def call_seconds(denoiser, batch: int, device) -> float:
     """Seconds of one network call of ``denoiser`` at ``batch`` slices on ``device``, measured once per process
     (two calls, the second timed)."""
-    from diffuse_core.core.sampler import unet_eps_model
+    from diffuse_core.core.sampler import denoiser_eps_model
     from diffuse_core.models.device import resolve_precision
 
     key = (id(denoiser), int(batch), str(device))
@@ -36,7 +36,7 @@ def call_seconds(denoiser, batch: int, device) -> float:
         if key in _CALL_SECONDS:
             return _CALL_SECONDS[key]
     r, c = denoiser.config.resolution, denoiser.config.channels
-    model = unet_eps_model(denoiser.unet, resolve_precision("auto", device))
+    model = denoiser_eps_model(denoiser, resolve_precision("auto", device))
     x = torch.zeros(batch, c, r, r, device=device)
     t = 100                                    # any level: the cost of a call does not depend on it
     with torch.inference_mode():

@@ -37,6 +37,9 @@ class TrainCommand:
     init_from: str | Path | None = None         # without a checkpoint: start from these saved weights
     threads: int | None = None                  # CPU threads (None: torch's choice)
     normalise: str = "absolute"                 # DDPM's SynthBrain slices: as rendered, or "percentile" (the app's)
+    prediction: str = "epsilon"                 # DDPM output: epsilon (the paper's) or v_prediction
+    min_snr_gamma: float | None = None          # DDPM: min-SNR loss weighting (None: plain L_simple)
+    lr_schedule: str = "constant"               # DDPM: constant or cosine (warm-up, then down to 5 %)
 
     def __post_init__(self):
         if self.model not in MODEL_KINDS:
@@ -50,6 +53,17 @@ class TrainCommand:
             raise ValueError(f"unknown --normalise {self.normalise!r}: choose one of {', '.join(NORMALISATIONS)}")
         if self.normalise != "absolute" and (self.model != "ddpm" or self.data):
             raise ValueError("--normalise applies to the DDPM's SynthBrain slices only")
+        from diffuse_core.core.schedule import PREDICTION_TYPES
+
+        if self.prediction not in PREDICTION_TYPES:
+            raise ValueError(f"unknown --prediction {self.prediction!r}: choose one of {', '.join(PREDICTION_TYPES)}")
+        if self.model != "ddpm" and (self.prediction != "epsilon" or self.min_snr_gamma is not None
+                                     or self.lr_schedule != "constant"):
+            raise ValueError("--prediction, --min-snr and --lr-schedule apply to the DDPM only")
+        if self.min_snr_gamma is not None and self.min_snr_gamma <= 0:
+            raise ValueError(f"--min-snr must be positive (Hang et al. use 5), got {self.min_snr_gamma}")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"unknown --lr-schedule {self.lr_schedule!r}: choose constant or cosine")
         if self.channels is not None and self.model != "ddpm":
             raise ValueError("--channels sets the DDPM's UNet widths; the autoencoder and classifier have fixed ones")
 
@@ -91,7 +105,11 @@ def _train_ddpm(cmd: TrainCommand) -> Path:
     if cmd.channels:
         unet = DenoiserConfig(channels=len(cmd.modalities), resolution=cmd.size, block_channels=cmd.channels,
                               attention_levels=tuple([False] * (len(cmd.channels) - 1) + [True]))
-    cfg = DDPMTrainConfig(unet=unet, seed=cmd.seed, checkpoint_every=cmd.checkpoint_every)
+    from diffuse_core.core.schedule import ScheduleConfig
+
+    cfg = DDPMTrainConfig(unet=unet, seed=cmd.seed, checkpoint_every=cmd.checkpoint_every,
+                          schedule=ScheduleConfig(prediction_type=cmd.prediction), min_snr_gamma=cmd.min_snr_gamma,
+                          lr_schedule=cmd.lr_schedule)
     for name in ("steps", "batch_size", "lr"):
         if getattr(cmd, name):
             setattr(cfg, name, getattr(cmd, name))

@@ -1,5 +1,10 @@
 """Training the healthy DDPM (paper Sec. III-C): epsilon prediction with the simple loss (eq. 6).
 
+Options beyond the paper, saved with the weights: v-prediction (``schedule.prediction_type``, the network learns
+v = sqrt(ab) eps - sqrt(1 - ab) x0; :mod:`diffuse_core.core.schedule`), min-SNR loss weighting (Hang et al. 2023,
+"Efficient Diffusion Training via Min-SNR Weighting Strategy", ICCV: each timestep's loss weighted by
+min(SNR, gamma) / SNR for epsilon, min(SNR, gamma) / (SNR + 1) for v) and a warm-up + cosine learning rate.
+
 AdamW (lr 1e-4, betas 0.9/0.999, weight decay 0.05), an exponential moving average of the weights, and the linear
 beta schedule 1e-4..0.02 over T = 1000, on healthy slices only. This module supplies the batches and the loss; the
 :class:`~diffuse_core.train.trainer.Trainer` owns the loop, the EMA, mixed precision, multi-GPU, checkpoints
@@ -39,6 +44,10 @@ class DDPMTrainConfig:
     precision: str = "auto"        # auto | bf16 | fp32
     augment: bool = False          # scanner augmentation of the healthy slices (train.data.scanner_augment)
     max_seconds: float | None = None   # a time box (see TrainSettings.max_seconds)
+    lr_schedule: str = "constant"      # constant | cosine (warm-up, then cosine to lr_floor * lr; follows the box)
+    warmup_steps: int = 50
+    lr_floor: float = 0.05
+    min_snr_gamma: float | None = None   # min-SNR loss weighting (None: the paper's unweighted L_simple)
     batch_device: str | None = None    # "cuda": the pool sits on the GPU and t, eps and the augmentation are drawn
                                        # there from a GPU generator (seeded from ``seed``), so the CPU does not
                                        # hold the GPU up; None: every draw from the trainer's CPU generator
@@ -46,9 +55,10 @@ class DDPMTrainConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
 
     def settings(self) -> TrainSettings:
-        """The trainer's settings: a constant learning rate, the EMA, gradients clipped at norm 1."""
+        """The trainer's settings: the learning rate schedule, the EMA, gradients clipped at norm 1."""
         return TrainSettings(steps=self.steps, batch_size=self.batch_size, lr=self.lr, weight_decay=self.weight_decay,
-                             adam_betas=self.adam_betas, lr_schedule="constant", ema_decay=self.ema_decay,
+                             adam_betas=self.adam_betas, lr_schedule=self.lr_schedule, warmup_steps=self.warmup_steps,
+                             lr_floor=self.lr_floor, ema_decay=self.ema_decay,
                              seed=self.seed, checkpoint_every=self.checkpoint_every, precision=self.precision,
                              max_seconds=self.max_seconds)
 
@@ -56,6 +66,8 @@ class DDPMTrainConfig:
         return {"steps": self.steps, "batch_size": self.batch_size, "lr": self.lr, "adam_betas": list(self.adam_betas),
                 "weight_decay": self.weight_decay, "ema_decay": self.ema_decay, "seed": self.seed,
                 "precision": self.precision, "augment": self.augment, "batch_device": self.batch_device,
+                "lr_schedule": self.lr_schedule, "warmup_steps": self.warmup_steps, "lr_floor": self.lr_floor,
+                "min_snr_gamma": self.min_snr_gamma,
                 "unet": self.unet.to_dict(), "schedule": self.schedule.to_dict()}
 
 
@@ -122,8 +134,11 @@ def ddpm_task(data: Dataset, cfg: DDPMTrainConfig, card: dict | None = None) -> 
     """The DDPM's part of training: batches (x0, t, eps) and the simple loss (eq. 6)."""
     if len(data) < 1:
         raise ValueError("no training slices: the DDPM needs at least one healthy slice")
+    if cfg.min_snr_gamma is not None and cfg.min_snr_gamma <= 0:
+        raise ValueError(f"min_snr_gamma must be positive (Hang et al. use 5), got {cfg.min_snr_gamma}")
     denoiser = new_denoiser(cfg.unet, cfg.schedule, seed=cfg.seed)
-    alphas_cumprod = denoiser.schedule.alphas_cumprod.float()
+    schedule = denoiser.schedule
+    alphas_cumprod = schedule.alphas_cumprod.float()
     T = denoiser.schedule.num_train_timesteps
     dev_gen = None
     if cfg.batch_device is not None:
@@ -147,10 +162,17 @@ def ddpm_task(data: Dataset, cfg: DDPMTrainConfig, card: dict | None = None) -> 
         x0, t, eps = batch
         ab = alphas_cumprod.to(x0.device)[t].view(-1, 1, 1, 1)
         x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * eps                       # eq. 5, q(x_t | x_0)
-        return F.mse_loss(unet(x_t, t).sample.float(), eps)                # eq. 6, L_simple
+        target = schedule.training_target(x0, eps, t)                       # eps (eq. 6) or v
+        out = unet(x_t, t).sample.float()
+        if cfg.min_snr_gamma is None:
+            return F.mse_loss(out, target)                                  # eq. 6, L_simple
+        snr = schedule.snr(t).float()
+        weight = snr.clamp(max=cfg.min_snr_gamma) / (snr + 1 if schedule.prediction_type == "v_prediction" else snr)
+        return (weight * ((out - target) ** 2).mean(dim=(1, 2, 3))).mean()
 
     def make_card(r: TrainingRecord) -> dict:
-        out = {"model": "healthy DDPM (diffusers UNet2DModel, epsilon prediction)",
+        pred = "v-prediction" if schedule.prediction_type == "v_prediction" else "epsilon prediction"
+        out = {"model": f"healthy DDPM (diffusers UNet2DModel, {pred})",
                "training": {**cfg.to_dict(), "steps_done": r.steps_done, "wall_seconds": r.wall_seconds,
                             "final_loss_ema": None if r.loss_ema is None else round(r.loss_ema, 5),
                             "hardware": r.hardware, "mixed_precision": "bf16" if r.precision == "bf16" else "no"},

@@ -70,13 +70,15 @@ class TrainSettings:
             raise ValueError(f"steps, batch_size and checkpoint_every must be >= 1, got {self.steps}, "
                              f"{self.batch_size}, {self.checkpoint_every}")
 
-    def lr_at(self, step: int) -> float:
-        """The learning rate of optimiser step ``step`` (0-based)."""
+    def lr_at(self, step: int, box_fraction: float = 0.0) -> float:
+        """The learning rate of optimiser step ``step`` (0-based). Under a time box (``max_seconds``) the cosine
+        follows whichever is further along, the steps or ``box_fraction`` (the share of the box spent), so a
+        time-boxed run ends at the floor however many steps it reached."""
         if self.lr_schedule == "constant":
             return self.lr
         if step < self.warmup_steps:
             return self.lr * (step + 1) / self.warmup_steps
-        t = min(1.0, (step - self.warmup_steps) / max(1, self.steps - self.warmup_steps))
+        t = min(1.0, max((step - self.warmup_steps) / max(1, self.steps - self.warmup_steps), box_fraction))
         return self.lr * (self.lr_floor + (1 - self.lr_floor) * 0.5 * (1 + math.cos(math.pi * t)))
 
     def to_dict(self) -> dict:
@@ -264,9 +266,11 @@ class Trainer:
         t_start = time.perf_counter() - self.seconds
         t_box = time.perf_counter() + s.max_seconds if s.max_seconds else math.inf
         try:
+            t_fit = time.perf_counter()
             while self.step < s.steps and time.perf_counter() < t_box:
+                box = (time.perf_counter() - t_fit) / s.max_seconds if s.max_seconds else 0.0
                 for g in opt.param_groups:
-                    g["lr"] = s.lr_at(self.step)
+                    g["lr"] = s.lr_at(self.step, box)
                 batch = _to(task.make_batch(gen), acc.device)
                 with autocast:
                     loss = task.loss(model, batch)
