@@ -182,6 +182,7 @@ def test_a_shard_pool_takes_in_new_shards(tmp_path):
     pool = ShardPool(tmp_path, every=1)
     assert len(pool) == 3
     np.savez(tmp_path / "shard_0001.npz", images=np.ones((2, 1, 8, 8), np.float16))
+    (tmp_path / ".shard_0002.tmp.npz").write_bytes(b"PK half-written")   # a shard still being written
     pool.sample(4, torch.Generator().manual_seed(0))
     assert len(pool) == 5
 

@@ -106,7 +106,8 @@ class ShardPool(TensorPool):
 
     def refresh(self) -> int:
         """Take in the shards written since the last look; returns the pool's size."""
-        new = sorted(p for p in self.folder.glob("*.npz") if p.name not in self._seen)
+        # names starting with "." are shards being written (pathlib's glob matches them too)
+        new = sorted(p for p in self.folder.glob("*.npz") if p.name not in self._seen and not p.name.startswith("."))
         if new:
             parts = [] if len(self.images) == 0 else [self.images]
             for p in new:
