@@ -39,3 +39,17 @@ def test_candidates_on_their_own_scale_with_real_normal_brain_flagged(tmp_path):
     # on its own scale the percentile model's change is already on the app's; the absolute one's is magnified
     assert p["healthy_change_app_scale"] == p["healthy_change"]
     assert a["healthy_change_app_scale"] > 1.5 * a["healthy_change"] and np.isfinite(a["healthy_change_app_scale"])
+    assert len(a["per_slice"]["brats_dice"]) == 6 and np.mean(a["per_slice"]["brats_dice"]) == pytest.approx(
+        a["brats_dice"], abs=1e-3)
+
+
+def test_paired_differences_with_a_bootstrap_interval():
+    from diffuse_core.evaluation.candidates import paired
+
+    res = {"candidates": {"a": {"per_slice": {"brats_dice": [0.5, 0.6, 0.7, 0.8]}},
+                          "b": {"per_slice": {"brats_dice": [0.4, 0.5, 0.7, 0.8]}}}}
+    d = paired(res, "a", "b")["brats_dice"]
+    assert d["mean"] == pytest.approx(0.05) and d["n"] == 4
+    assert d["ci95"][0] == pytest.approx(0.0) and d["ci95"][1] == pytest.approx(0.1)
+    same = paired(res, "a", "a")["brats_dice"]
+    assert same["mean"] == 0 and same["ci95"] == [0, 0]

@@ -91,11 +91,18 @@ def compare(candidates: dict[str, Path], brats_dir: str, saliency_dir=None, devi
         _, ano_c, _, _ = run_on_set("dif-fuse", den, controls, m_controls, k, steps, 0, batch_size)
         change = np.array([np.abs(healthy.images[i] - cf_h[i]).mean(axis=0)[healthy.brains[i].astype(bool)].mean()
                            for i in range(len(healthy))])
+        dice_val, dice_b = scores(ano_val, val_d.lesions, thr)[0], scores(ano_b, brats.lesions, thr)[0]
+        dice_o = scores(ano_o, brats.lesions, thr)[0]
         out["candidates"][name] = {
             "folder": str(folder), "input_normalisation": norm, "threshold_from_val": thr,
-            "val_dice": float(scores(ano_val, val_d.lesions, thr)[0].mean()),
-            "brats_dice": float(scores(ano_b, brats.lesions, thr)[0].mean()),
-            "brats_dice_oracle_mask": float(scores(ano_o, brats.lesions, thr)[0].mean()),
+            "val_dice": float(dice_val.mean()),
+            "brats_dice": float(dice_b.mean()),
+            "brats_dice_oracle_mask": float(dice_o.mean()),
+            # per slice, in the same order for every candidate: for paired comparisons (evaluation.candidates.paired)
+            "per_slice": {"val_dice": [round(float(v), 4) for v in dice_val],
+                          "brats_dice": [round(float(v), 4) for v in dice_b],
+                          "brats_dice_oracle_mask": [round(float(v), 4) for v in dice_o],
+                          "healthy_change": [round(float(v), 5) for v in change]},
             "healthy_change": float(change.mean()),                 # protocol.identity_change, kept per slice
             "healthy_change_app_scale": float(np.mean(change * (to_app if norm == "absolute" else 1.0))),
             "healthy_flagged_share": float(np.mean([(a > thr)[b.astype(bool)].mean()
@@ -110,6 +117,20 @@ def compare(candidates: dict[str, Path], brats_dir: str, saliency_dir=None, devi
             out["candidates"][name]["samples_from_noise"] = {
                 s: {"grey_background": q[s]["grey_background"], "grainy": q[s]["grainy"]} for s in ("ddpm", "ddim")}
         print(name, json.dumps(out["candidates"][name]), file=sys.stderr, flush=True)
+    return out
+
+
+def paired(result: dict, a: str, b: str, n_boot: int = 10000, seed: int = 0) -> dict:
+    """Candidate ``a`` minus ``b`` per measure on the same slices: the mean difference and a 95 % bootstrap interval
+    over slices (a result written by :func:`compare` with per-slice values; both candidates may come from different
+    runs of it on the same slices)."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for key in result["candidates"][a]["per_slice"]:
+        x = np.asarray(result["candidates"][a]["per_slice"][key]) - np.asarray(result["candidates"][b]["per_slice"][key])
+        boots = x[rng.integers(0, len(x), (n_boot, len(x)))].mean(axis=1)
+        out[key] = {"mean": round(float(x.mean()), 4), "ci95": [round(float(v), 4) for v in np.percentile(boots, [2.5, 97.5])],
+                    "n": int(len(x))}
     return out
 
 
