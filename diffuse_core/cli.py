@@ -153,9 +153,9 @@ def _add_train(sub) -> None:
     p.add_argument("--normalise", choices=["absolute", "percentile"], default="absolute",
                    help="DDPM on SynthBrain: train on the slices as rendered (absolute scale) or stretched as the "
                         "app prepares a real MRI (brain 1st-99th percentile to [-1, 1]); saved in the card")
-    p.add_argument("--prediction", choices=["epsilon", "v_prediction"], default="epsilon",
+    p.add_argument("--prediction", choices=["epsilon", "v_prediction"], default=None,
                    help="DDPM: what the UNet predicts, the noise (the paper's) or v (accurate at high noise); saved "
-                        "with the weights, so every sampler reads it")
+                        "with the weights, so every sampler reads it (default: the --init-from model's, else epsilon)")
     p.add_argument("--min-snr", type=float, default=None, metavar="GAMMA",
                    help="DDPM: min-SNR loss weighting (Hang et al. 2023; they use 5); default: the paper's plain loss")
     p.add_argument("--lr-schedule", choices=["constant", "cosine"], default="constant",

@@ -139,3 +139,20 @@ def test_min_snr_weighting_changes_the_loss_and_bad_gamma_raises():
     assert losses[1] < losses[0]          # every weight min(SNR, 5) / SNR is at most 1, below 1 at low noise
     with pytest.raises(ValueError, match="min_snr_gamma"):
         ddpm_task(TensorPool(images), DDPMTrainConfig(batch_size=8, unet=unet, min_snr_gamma=0.0))
+
+
+def test_continuing_a_model_keeps_its_prediction_type_unless_told(tmp_path):
+    from diffuse_core.train.commands import TrainCommand, train_model
+
+    common = dict(model="ddpm", steps=1, batch_size=2, pool=2, size=32, checkpoint_every=1, threads=1,
+                  channels=(32, 32))
+    train_model(TrainCommand(out=tmp_path / "v", prediction="v_prediction", **common))
+    kept = train_model(TrainCommand(out=tmp_path / "kept", init_from=tmp_path / "v", **{**common, "steps": 2}))
+    turned = train_model(TrainCommand(out=tmp_path / "eps", init_from=tmp_path / "v", prediction="epsilon",
+                                      **{**common, "steps": 2}))
+    assert json.loads((kept / "config.json").read_text())["schedule"]["prediction_type"] == "v_prediction"
+    assert json.loads((turned / "config.json").read_text())["schedule"]["prediction_type"] == "epsilon"
+    fresh = train_model(TrainCommand(out=tmp_path / "fresh", **common))
+    assert json.loads((fresh / "config.json").read_text())["schedule"]["prediction_type"] == "epsilon"
+    with pytest.raises(ValueError, match="DDPM only"):
+        TrainCommand(model="classifier", prediction="v_prediction")

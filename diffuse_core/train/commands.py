@@ -37,7 +37,8 @@ class TrainCommand:
     init_from: str | Path | None = None         # without a checkpoint: start from these saved weights
     threads: int | None = None                  # CPU threads (None: torch's choice)
     normalise: str = "absolute"                 # DDPM's SynthBrain slices: as rendered, or "percentile" (the app's)
-    prediction: str = "epsilon"                 # DDPM output: epsilon (the paper's) or v_prediction
+    prediction: str | None = None               # DDPM output: epsilon (the paper's) or v_prediction; None: the
+                                                # --init-from model's, else epsilon
     min_snr_gamma: float | None = None          # DDPM: min-SNR loss weighting (None: plain L_simple)
     lr_schedule: str = "constant"               # DDPM: constant or cosine (warm-up, then down to 5 %)
 
@@ -55,9 +56,9 @@ class TrainCommand:
             raise ValueError("--normalise applies to the DDPM's SynthBrain slices only")
         from diffuse_core.core.schedule import PREDICTION_TYPES
 
-        if self.prediction not in PREDICTION_TYPES:
+        if self.prediction is not None and self.prediction not in PREDICTION_TYPES:
             raise ValueError(f"unknown --prediction {self.prediction!r}: choose one of {', '.join(PREDICTION_TYPES)}")
-        if self.model != "ddpm" and (self.prediction != "epsilon" or self.min_snr_gamma is not None
+        if self.model != "ddpm" and (self.prediction is not None or self.min_snr_gamma is not None
                                      or self.lr_schedule != "constant"):
             raise ValueError("--prediction, --min-snr and --lr-schedule apply to the DDPM only")
         if self.min_snr_gamma is not None and self.min_snr_gamma <= 0:
@@ -107,8 +108,15 @@ def _train_ddpm(cmd: TrainCommand) -> Path:
                               attention_levels=tuple([False] * (len(cmd.channels) - 1) + [True]))
     from diffuse_core.core.schedule import ScheduleConfig
 
+    prediction = cmd.prediction
+    if prediction is None:          # continuing a model keeps what it predicts unless told otherwise
+        prediction = "epsilon"
+        if cmd.init_from:
+            from diffuse_core.models.checkpoint import read_config
+
+            prediction = (read_config(cmd.init_from, "ddpm").get("schedule") or {}).get("prediction_type", "epsilon")
     cfg = DDPMTrainConfig(unet=unet, seed=cmd.seed, checkpoint_every=cmd.checkpoint_every,
-                          schedule=ScheduleConfig(prediction_type=cmd.prediction), min_snr_gamma=cmd.min_snr_gamma,
+                          schedule=ScheduleConfig(prediction_type=prediction), min_snr_gamma=cmd.min_snr_gamma,
                           lr_schedule=cmd.lr_schedule)
     for name in ("steps", "batch_size", "lr"):
         if getattr(cmd, name):
