@@ -139,7 +139,6 @@ def ddpm_task(data: Dataset, cfg: DDPMTrainConfig, card: dict | None = None) -> 
         raise ValueError(f"min_snr_gamma must be positive (Hang et al. use 5), got {cfg.min_snr_gamma}")
     denoiser = new_denoiser(cfg.unet, cfg.schedule, seed=cfg.seed)
     schedule = denoiser.schedule
-    alphas_cumprod = schedule.alphas_cumprod.float()
     T = denoiser.schedule.num_train_timesteps
     dev_gen = None
     if cfg.batch_device is not None:
@@ -161,8 +160,7 @@ def ddpm_task(data: Dataset, cfg: DDPMTrainConfig, card: dict | None = None) -> 
 
     def loss(unet, batch) -> torch.Tensor:
         x0, t, eps = batch
-        ab = alphas_cumprod.to(x0.device)[t].view(-1, 1, 1, 1)
-        x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * eps                       # eq. 5, q(x_t | x_0)
+        x_t = schedule.q_sample(x0, t, eps)                                 # eq. 5, q(x_t | x_0)
         target = schedule.training_target(x0, eps, t)                       # eps (eq. 6) or v
         out = unet(x_t, t).sample.float()
         if cfg.min_snr_gamma is None:
