@@ -156,3 +156,20 @@ def test_continuing_a_model_keeps_its_prediction_type_unless_told(tmp_path):
     assert json.loads((fresh / "config.json").read_text())["schedule"]["prediction_type"] == "epsilon"
     with pytest.raises(ValueError, match="DDPM only"):
         TrainCommand(model="classifier", prediction="v_prediction")
+
+
+def test_train_command_augment_reaches_the_ddpm_run_and_its_card(tmp_path):
+    """``train ddpm --augment`` (the shipped FLAIR model's second stage) is recorded where the run's settings are."""
+    from diffuse_core.cli import main
+    from diffuse_core.train.commands import TrainCommand
+
+    out = tmp_path / "aug"
+    assert main(["train", "ddpm", "--out", str(out), "--steps", "1", "--batch-size", "2", "--pool", "2", "--size",
+                 "32", "--channels", "32,32", "--threads", "1", "--checkpoint-every", "1", "--augment"]) == 0
+    assert '"augment": true' in (out / "model_card.json").read_text()
+    plain = tmp_path / "plain"
+    assert main(["train", "ddpm", "--out", str(plain), "--steps", "1", "--batch-size", "2", "--pool", "2", "--size",
+                 "32", "--channels", "32,32", "--threads", "1", "--checkpoint-every", "1"]) == 0
+    assert '"augment": false' in (plain / "model_card.json").read_text()
+    with pytest.raises(ValueError, match="DDPM only"):
+        TrainCommand(model="autoencoder", augment=True)

@@ -41,6 +41,7 @@ class TrainCommand:
                                                 # --init-from model's, else epsilon
     min_snr_gamma: float | None = None          # DDPM: min-SNR loss weighting (None: plain L_simple)
     lr_schedule: str = "constant"               # DDPM: constant or cosine (warm-up, then down to 5 %)
+    augment: bool = False                       # DDPM: scanner augmentation (the shipped FLAIR model's 2nd stage)
 
     def __post_init__(self):
         if self.model not in MODEL_KINDS:
@@ -59,8 +60,8 @@ class TrainCommand:
         if self.prediction is not None and self.prediction not in PREDICTION_TYPES:
             raise ValueError(f"unknown --prediction {self.prediction!r}: choose one of {', '.join(PREDICTION_TYPES)}")
         if self.model != "ddpm" and (self.prediction is not None or self.min_snr_gamma is not None
-                                     or self.lr_schedule != "constant"):
-            raise ValueError("--prediction, --min-snr and --lr-schedule apply to the DDPM only")
+                                     or self.lr_schedule != "constant" or self.augment):
+            raise ValueError("--prediction, --min-snr, --lr-schedule and --augment apply to the DDPM only")
         if self.min_snr_gamma is not None and self.min_snr_gamma <= 0:
             raise ValueError(f"--min-snr must be positive (Hang et al. use 5), got {self.min_snr_gamma}")
         if self.lr_schedule not in ("constant", "cosine"):
@@ -117,7 +118,7 @@ def _train_ddpm(cmd: TrainCommand) -> Path:
             prediction = (read_config(cmd.init_from, "ddpm").get("schedule") or {}).get("prediction_type", "epsilon")
     cfg = DDPMTrainConfig(unet=unet, seed=cmd.seed, checkpoint_every=cmd.checkpoint_every,
                           schedule=ScheduleConfig(prediction_type=prediction), min_snr_gamma=cmd.min_snr_gamma,
-                          lr_schedule=cmd.lr_schedule)
+                          lr_schedule=cmd.lr_schedule, augment=cmd.augment)
     for name in ("steps", "batch_size", "lr"):
         if getattr(cmd, name):
             setattr(cfg, name, getattr(cmd, name))
