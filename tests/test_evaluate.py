@@ -228,6 +228,22 @@ def test_samples_only_writes_both_grids_and_only_that_block_of_the_card(models, 
         assert "ddpm" in str(err)
 
 
+def test_samples_of_a_ct_model_are_judged_against_ct_slices_and_drawn_into_ct_grids(models, tmp_path):
+    """A CT DDPM's samples are compared with held-out SynthBrain CT slices (not FLAIR ones), and its grids get the
+    ``ct_`` prefix so they never overwrite the FLAIR model's docs/ddpm_samples*.png."""
+    from diffuse_core.evaluation.cards import measure_samples, model_modality, realism_reference
+    from diffuse_core.models.denoiser import load_denoiser, save_denoiser
+
+    den, _ = models
+    save_denoiser(den, tmp_path / "ct", card={"model": "tiny", "data": {"modalities": ["ct"]}})
+    ct = load_denoiser(tmp_path / "ct")
+    assert model_modality(ct) == "ct" and model_modality(den) == "flair"
+    q = measure_samples(ct, tmp_path / "docs", n=2, ddpm_steps=2, ddim_steps=2, n_reference=4)
+    assert q["reference"]["modality"] == "ct"
+    assert q["reference"]["graininess_p99"] != realism_reference(4, size=SIZE)["graininess_p99"]
+    assert sorted(p.name for p in (tmp_path / "docs").iterdir()) == ["ct_ddpm_samples.png", "ct_ddpm_samples_ddim.png"]
+
+
 def test_the_threshold_baseline_flags_the_brightest_pixels_and_the_oracle_mask_covers_the_lesion():
     from diffuse_core.evaluation.baselines import oracle_masks, zscore_maps
 

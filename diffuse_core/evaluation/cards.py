@@ -129,17 +129,27 @@ def border_level(image: np.ndarray) -> float:
 GREY_BACKGROUND = -0.9      # border median above this: visibly grey instead of black
 
 
-def realism_reference(n: int = 200, split: str = "test", size: int = 128, normalisation: str = "absolute") -> dict:
-    """Graininess and border level of ``n`` held-out healthy SynthBrain slices: what a real slice looks like.
-    ``normalisation``: the scale the model was trained on (card ``input_normalisation``), which grain scales with."""
+def realism_reference(n: int = 200, split: str = "test", size: int = 128, normalisation: str = "absolute",
+                      modality: str = "flair") -> dict:
+    """Graininess and border level of ``n`` held-out healthy SynthBrain slices of ``modality``: what a real slice
+    looks like. ``normalisation``: the scale the model was trained on (card ``input_normalisation``), which grain
+    scales with."""
     from diffuse_core.train.data import normalise_slices
 
-    x = synthbrain_labelled(split, n, size=size, healthy_fraction=1.0)["images"].astype(np.float32)
-    x = normalise_slices(x, normalisation)[:, 0].astype(np.float32)
+    x = synthbrain_labelled(split, n, size=size, modalities=(modality,), healthy_fraction=1.0)["images"]
+    x = normalise_slices(x.astype(np.float32), normalisation)[:, 0].astype(np.float32)
     grain = np.array([graininess(im) for im in x])
     border = np.array([border_level(im) for im in x])
-    return {"n": n, "split": split, "normalisation": normalisation, "graininess_p99": float(np.percentile(grain, 99)),
-            "graininess_max": float(grain.max()), "grey_background": int((border > GREY_BACKGROUND).sum())}
+    return {"n": n, "split": split, "modality": modality, "normalisation": normalisation,
+            "graininess_p99": float(np.percentile(grain, 99)), "graininess_max": float(grain.max()),
+            "grey_background": int((border > GREY_BACKGROUND).sum())}
+
+
+def model_modality(denoiser: Denoiser) -> str:
+    """The SynthBrain modality a single-channel DDPM was trained on (its card's ``data.modalities``; "flair" where
+    the card does not say, e.g. older FLAIR models)."""
+    mods = ((getattr(denoiser, "card", None) or {}).get("data") or {}).get("modalities") or ["flair"]
+    return str(mods[0])
 
 
 def judge_samples(samples: np.ndarray, reference: dict) -> dict:
@@ -156,15 +166,19 @@ def judge_samples(samples: np.ndarray, reference: dict) -> dict:
 
 def measure_samples(denoiser: Denoiser, docs_dir: str | Path, n: int = 16, seed: int = 0, ddpm_steps: int = 100,
                     ddim_steps: int = 50, n_reference: int = 200) -> dict:
-    """Samples from pure noise with both samplers, as PNG grids in ``docs_dir`` and judged against held-out real
-    slices (:func:`judge_samples`); returns the ``samples_from_noise`` block of the DDPM card."""
+    """Samples from pure noise with both samplers, as PNG grids in ``docs_dir`` and judged against held-out slices
+    of the model's modality (:func:`judge_samples`); returns the ``samples_from_noise`` block of the DDPM card. The
+    grids are ``ddpm_samples.png`` / ``ddpm_samples_ddim.png``, prefixed ``ct_`` for a CT model."""
     from diffuse_core.cases import input_normalisation_of
 
     docs = Path(docs_dir)
+    modality = model_modality(denoiser)
     reference = realism_reference(n_reference, size=denoiser.config.resolution,
-                                  normalisation=input_normalisation_of(denoiser))
+                                  normalisation=input_normalisation_of(denoiser), modality=modality)
+    prefix = "" if modality == "flair" else f"{modality}_"
     out = {"reference": reference}
-    for sampler, steps, name in (("ddpm", ddpm_steps, "ddpm_samples.png"), ("ddim", ddim_steps, "ddpm_samples_ddim.png")):
+    for sampler, steps, name in (("ddpm", ddpm_steps, f"{prefix}ddpm_samples.png"),
+                                 ("ddim", ddim_steps, f"{prefix}ddpm_samples_ddim.png")):
         x = sample_from_noise(denoiser, n, steps, seed, sampler)[:, 0]
         out[sampler] = {"png": str(write_grid(x, docs / name)), "sampler": SAMPLERS_FROM_NOISE[sampler].format(steps=steps),
                         "seed": seed, **judge_samples(x, reference)}
