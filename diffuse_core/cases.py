@@ -68,6 +68,17 @@ class CaseInput:
             else self.ground_truth
 
 
+def _teaching_case_of(source):
+    """The teaching case (:func:`diffuse_core.data.teaching.case_of_image_file`) ``source`` (a path, or an image
+    loaded from one) is the image file of, else None."""
+    from diffuse_core.data.teaching import case_of_image_file
+
+    path = source if isinstance(source, (str, Path)) else getattr(source, "source", None)
+    if not isinstance(path, (str, Path)) or not str(path).lower().endswith((".nii", ".nii.gz")):
+        return None
+    return case_of_image_file(path)
+
+
 def _is_brats_folder(path: Path) -> bool:
     if not path.is_dir():
         return False
@@ -112,6 +123,17 @@ def prepare_case(source, slice_index: int | None = None, size: int = 128, channe
                          prepared.original_brain_mask,
                          None if full_truth is None else (np.asarray(full_truth) > 0).astype(np.uint8))
 
+    teaching_case = _teaching_case_of(source)
+    if teaching_case is not None:              # read as the app reads it: normalised already, the manifest's modality
+        like = source if hasattr(source, "data") else load_image(source)
+        full_truth = None if gt is None else (np.asarray(load_mask(gt, slice_index=0, like=like)) > 0).astype(np.uint8)
+        case = case_from_normalized(teaching_case.image, full_truth, size=size, channels=channels,
+                                    source=str(getattr(source, "source", source)),
+                                    modality=teaching_case.modality.lower(), spacing=teaching_case.spacing)
+        case.notes = tuple(notes) + (f"teaching-set case {teaching_case.set_name}/{teaching_case.id} "
+                                     f"({teaching_case.modality.upper()}, from its manifest): its stored intensities "
+                                     "are used as they are, as in the app",)
+        return case
     loaded = load_image(source, slice_index=slice_index)
     if loaded.data.shape[0] != channels:
         if channels == 1:

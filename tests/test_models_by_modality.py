@@ -64,6 +64,44 @@ def test_ct_runs_through_the_ct_model_where_one_is_installed(assets, tmp_path):
     assert r["modality"] == "mri" and r["model"] == "assets/ddpm" and r["threshold"] == 0.1
 
 
+def test_a_teaching_set_file_is_read_as_the_app_reads_it(assets, tmp_path):
+    """A teaching set stores its CT slices windowed already ([-1, 1], no Hounsfield air): ``run`` on such a file takes
+    the modality from the set's manifest and the stored intensities as they are (as the app's gallery does), so a CT
+    teaching case reaches the CT model; the same file outside its set is read by its values (no CT evidence: MRI)."""
+    import shutil
+    from pathlib import Path
+
+    from diffuse_core.cases import prepare_case
+    from diffuse_core.data.teaching import load_case
+
+    shipped = Path(__file__).resolve().parent.parent / "teaching_sets"
+    teach = tmp_path / "sets" / "default"
+    shutil.copytree(shipped / "default", teach, ignore=shutil.ignore_patterns("counterfactuals"))
+    stored = load_case("default", "case13_ct_stroke", tmp_path / "sets")
+    image = teach / "case13_ct_stroke_image.nii.gz"
+    case = prepare_case(image, size=128, gt=teach / "case13_ct_stroke_mask.nii.gz")
+    assert case.modality == "ct" and any("teaching-set case default/case13_ct_stroke" in n for n in case.notes)
+    np.testing.assert_array_equal(case.image, np.clip(stored.image, -1, 1))
+    np.testing.assert_array_equal(case.ground_truth, stored.mask)
+    flair = prepare_case(teach / "case05_flair_stroke_image.nii.gz", size=128)
+    assert flair.modality == "mri"
+    np.testing.assert_array_equal(flair.image, np.clip(load_case("default", "case05_flair_stroke",
+                                                                 tmp_path / "sets").image, -1, 1))
+    alone = tmp_path / "elsewhere" / image.name
+    alone.parent.mkdir()
+    shutil.copy(image, alone)
+    assert prepare_case(alone, size=128).modality == "mri"
+    (teach / "manifest.json").write_text("{ not json")                   # a broken set: read as any other file
+    assert prepare_case(image, size=128).modality == "mri"
+    _model(assets / "ct" / "ddpm", "ct", 0.2)
+    (teach / "manifest.json").write_text((shipped / "default" / "manifest.json").read_text())
+    out = tmp_path / "out_teaching"
+    assert main(["run", str(image), "--mask-from", str(teach / "case13_ct_stroke_mask.nii.gz"), "--k", "50",
+                 "--steps", "2", "--device", "cpu", "--precision", "fp32", "--out", str(out)]) == 0
+    r = json.loads((out / "result.json").read_text())
+    assert r["modality"] == "ct" and r["model"] == "assets/ct/ddpm" and r["threshold"] == 0.2
+
+
 def test_the_app_store_picks_by_modality(assets, monkeypatch):
     from diffuse_core.studio.model_store import ModelStore
 

@@ -198,6 +198,24 @@ def list_cases(name: str, root=None) -> list[TeachingCase]:
     return [_case(name, folder, c) for c in manifest["cases"]]
 
 
+def case_of_image_file(path) -> TeachingCase | None:
+    """The teaching case whose image file ``path`` is (a set's ``manifest.json`` beside it lists it), else None.
+    Its slices are stored already normalised (CT windowed, MRI scaled to [-1, 1]), so whoever runs the file itself
+    (``diffuse-studio run``) needs the manifest's modality rather than a guess from the values."""
+    try:
+        p = Path(path)
+        folder = p.parent
+        if not (folder / "manifest.json").is_file():
+            return None
+        target = p.resolve()
+        for case in list_cases(folder.name, folder.parent):
+            if case.image_path == target:
+                return case
+    except (OSError, ValueError, TypeError):
+        return None            # not a readable teaching set: the file is read as any other
+    return None
+
+
 def load_case(name: str, case_id: str, root=None) -> TeachingCase:
     """Case ``case_id`` of set ``name`` with its image and mask loaded; KeyError if the set has no such case."""
     _check_name(case_id, "case id")
