@@ -125,8 +125,10 @@ def prepare_case(source, slice_index: int | None = None, size: int = 128, channe
 
     teaching_case = _teaching_case_of(source)
     if teaching_case is not None:              # read as the app reads it: normalised already, the manifest's modality
-        like = source if hasattr(source, "data") else load_image(source)
-        full_truth = None if gt is None else (np.asarray(load_mask(gt, slice_index=0, like=like)) > 0).astype(np.uint8)
+        full_truth = None
+        if gt is not None:
+            like = source if hasattr(source, "data") else load_image(source)
+            full_truth = (np.asarray(load_mask(gt, slice_index=0, like=like)) > 0).astype(np.uint8)
         case = case_from_normalized(teaching_case.image, full_truth, size=size, channels=channels,
                                     source=str(getattr(source, "source", source)),
                                     modality=teaching_case.modality.lower(), spacing=teaching_case.spacing)
