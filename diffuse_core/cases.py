@@ -135,6 +135,12 @@ def prepare_case(source, slice_index: int | None = None, size: int = 128, channe
         case.notes = tuple(notes) + (f"teaching-set case {teaching_case.set_name}/{teaching_case.id} "
                                      f"({teaching_case.modality.upper()}, from its manifest): its stored intensities "
                                      "are used as they are, as in the app",)
+        if window is not None:
+            case.notes += (f"window {window!r} not applied: the set stores this case with its display window "
+                           "already applied",)
+        if modality is not None and modality.lower() != teaching_case.modality.lower():
+            case.notes += (f"modality {modality!r} not used: the set's manifest says "
+                           f"{teaching_case.modality.upper()}",)
         return case
     loaded = load_image(source, slice_index=slice_index)
     if loaded.data.shape[0] != channels:

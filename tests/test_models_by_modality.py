@@ -83,6 +83,10 @@ def test_a_teaching_set_file_is_read_as_the_app_reads_it(assets, tmp_path):
     assert case.modality == "ct" and any("teaching-set case default/case13_ct_stroke" in n for n in case.notes)
     np.testing.assert_array_equal(case.image, np.clip(stored.image, -1, 1))
     np.testing.assert_array_equal(case.ground_truth, stored.mask)
+    asked = prepare_case(image, size=128, window="stroke", modality="mri")   # what the set stores wins, and says so
+    assert asked.modality == "ct" and np.array_equal(asked.image, case.image)
+    assert any("window 'stroke' not applied" in n for n in asked.notes)
+    assert any("modality 'mri' not used" in n for n in asked.notes)
     flair = prepare_case(teach / "case05_flair_stroke_image.nii.gz", size=128)
     assert flair.modality == "mri"
     np.testing.assert_array_equal(flair.image, np.clip(load_case("default", "case05_flair_stroke",
