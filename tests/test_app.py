@@ -369,6 +369,20 @@ def test_ct_dicom_upload_uses_the_window_preset(studio, tmp_path):
         run_explore("upload", files=[str(path)], window="bone")
 
 
+def test_a_teaching_set_file_uploaded_is_read_as_in_the_gallery(studio, tmp_path):
+    """A shipped teaching CT slice is stored windowed already (no Hounsfield values): uploaded (the app works on a
+    temporary copy) it is still recognised by its bytes and read as CT, as the gallery reads it."""
+    import shutil
+
+    from diffuse_core.data.teaching import PACKAGE_ROOT
+
+    path = tmp_path / "case13_ct_stroke_image.nii.gz"
+    shutil.copy(PACKAGE_ROOT / "default" / path.name, path)
+    loaded = uploads.load_upload_case([str(path)], 0)
+    assert loaded.case.modality == "ct" and loaded.title.endswith("— CT")
+    assert any("teaching-set case default/case13_ct_stroke" in n for n in loaded.notes)
+
+
 def test_dicom_series_as_several_files_becomes_a_volume(studio, tmp_path):
     paths = []
     for i in range(3):

@@ -67,7 +67,8 @@ def test_ct_runs_through_the_ct_model_where_one_is_installed(assets, tmp_path):
 def test_a_teaching_set_file_is_read_as_the_app_reads_it(assets, tmp_path):
     """A teaching set stores its CT slices windowed already ([-1, 1], no Hounsfield air): ``run`` on such a file takes
     the modality from the set's manifest and the stored intensities as they are (as the app's gallery does), so a CT
-    teaching case reaches the CT model; the same file outside its set is read by its values (no CT evidence: MRI)."""
+    teaching case reaches the CT model; so does a byte-identical copy elsewhere (the app's temporary copy of an
+    upload); the same values in other bytes are read by their values (no CT evidence: MRI)."""
     import shutil
     from pathlib import Path
 
@@ -91,12 +92,22 @@ def test_a_teaching_set_file_is_read_as_the_app_reads_it(assets, tmp_path):
     assert flair.modality == "mri"
     np.testing.assert_array_equal(flair.image, np.clip(load_case("default", "case05_flair_stroke",
                                                                  tmp_path / "sets").image, -1, 1))
-    alone = tmp_path / "elsewhere" / image.name
+    alone = tmp_path / "elsewhere" / "upload_copy.nii.gz"               # e.g. the app's temporary copy of an upload
     alone.parent.mkdir()
-    shutil.copy(image, alone)
-    assert prepare_case(alone, size=128).modality == "mri"
+    shutil.copy(shipped / "default" / image.name, alone)
+    copied = prepare_case(alone, size=128)
+    assert copied.modality == "ct" and np.array_equal(copied.image, case.image)
+    assert any("teaching-set case default/case13_ct_stroke" in n for n in copied.notes)
+    import nibabel as nib                                                  # the same values in other bytes: by values
+    img = nib.load(image)
+    edited = nib.Nifti1Image(np.asarray(img.dataobj), img.affine)
+    edited.header["descrip"] = b"edited"
+    nib.save(edited, alone.parent / "edited.nii.gz")
+    assert prepare_case(alone.parent / "edited.nii.gz", size=128).modality == "mri"
+    shutil.copy(alone.parent / "edited.nii.gz", image)
     (teach / "manifest.json").write_text("{ not json")                   # a broken set: read as any other file
     assert prepare_case(image, size=128).modality == "mri"
+    shutil.copy(shipped / "default" / image.name, image)
     _model(assets / "ct" / "ddpm", "ct", 0.2)
     (teach / "manifest.json").write_text((shipped / "default" / "manifest.json").read_text())
     out = tmp_path / "out_teaching"

@@ -199,20 +199,43 @@ def list_cases(name: str, root=None) -> list[TeachingCase]:
 
 
 def case_of_image_file(path) -> TeachingCase | None:
-    """The teaching case whose image file ``path`` is (a set's ``manifest.json`` beside it lists it), else None.
-    Its slices are stored already normalised (CT windowed, MRI scaled to [-1, 1]), so whoever runs the file itself
-    (``diffuse-studio run``) needs the manifest's modality rather than a guess from the values."""
+    """The teaching case whose image file ``path`` is, else None: a set's ``manifest.json`` beside it lists it, or its
+    bytes are those of a case's image in the sets of :func:`default_root` and :data:`PACKAGE_ROOT` (a copy, e.g. the
+    app's temporary copy of an upload). Its slices are stored already normalised (CT windowed, MRI scaled to
+    [-1, 1]), so whoever runs the file itself (``diffuse-studio run``, an upload in the app) needs the manifest's
+    modality rather than a guess from the values."""
     try:
         p = Path(path)
         folder = p.parent
-        if not (folder / "manifest.json").is_file():
-            return None
         target = p.resolve()
-        for case in list_cases(folder.name, folder.parent):
-            if case.image_path == target:
-                return case
+        if (folder / "manifest.json").is_file():
+            for case in list_cases(folder.name, folder.parent):
+                if case.image_path == target:
+                    return case
+        return _case_with_bytes_of(p)
     except (OSError, ValueError, TypeError):
         return None            # not a readable teaching set: the file is read as any other
+    return None
+
+
+def _case_with_bytes_of(path: Path) -> TeachingCase | None:
+    """A case of the known sets whose image file has the same bytes as ``path`` (sizes first, then contents)."""
+    size = path.stat().st_size
+    data = None
+    for root in dict.fromkeys((default_root().resolve(), PACKAGE_ROOT.resolve())):
+        if not root.is_dir():
+            continue
+        for name in list_sets(root):
+            try:
+                cases = list_cases(name, root)
+            except (OSError, ValueError, KeyError):
+                continue        # a broken set does not stop the search
+            for case in cases:
+                other = case.image_path
+                if other.is_file() and other.stat().st_size == size:
+                    data = path.read_bytes() if data is None else data
+                    if other.read_bytes() == data:
+                        return case
     return None
 
 
