@@ -17,6 +17,10 @@ without running the model again.
 validation and test slices (same seeds) and scores each at every kernel with its own validation threshold, so the
 ranking of ``evaluate`` (measured at the paper's 5 x 5) can be redone at the card's kernel without a full run; each
 method's counterfactuals join the cache as soon as they are computed.
+
+``--test-seeds 2,3`` draws the test slices' walks again at those seeds (the evaluation's protocol uses three) for
+Dif-fuse and each of ``--methods``, and reports at the card's kernel the Dice per seed and over the seeds, with each
+method's threshold still the one chosen on validation (seed 0).
 """
 
 from __future__ import annotations
@@ -105,6 +109,82 @@ def compute_methods(args, z: dict, methods: list[str], cache: Path | None) -> No
             print(f"{m} {name}: {len(data)} slices, {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
         if cache is not None:
             np.savez_compressed(cache, **z)
+
+
+def compute_test_seeds(args, z: dict, methods: list[str], seeds: list[int], cache: Path | None) -> None:
+    """The test slices again at other sampling seeds (the evaluation's protocol draws three), for Dif-fuse (ACAT
+    mask) and each of ``methods``: the counterfactuals join ``z`` (and the cache) as ``test_<source>_cf_s<seed>``."""
+    from diffuse_core.cases import default_settings
+    from diffuse_core.evaluation.methods import MASK_SOURCE
+    from diffuse_core.evaluation.protocol import compute_saliency_maps, masks_at, run_on_set, synthbrain_set
+    from diffuse_core.models.denoiser import load_denoiser
+    from diffuse_core.models.registry import default_model_dir
+    from diffuse_core.saliency.dispatch import load_saliency_models
+
+    todo = [(m, seed) for seed in seeds for m in ["dif-fuse", *methods] if f"test_{_source(m)}_cf_s{seed}" not in z]
+    if not todo:
+        return
+    folder = default_model_dir("ddpm", "mri")
+    den = load_denoiser(folder)
+    s = default_settings(den)
+    k, steps, pct = int(s["k"]), int(args.steps or s["steps"]), float(s["percentile"])
+    sal = load_saliency_models(folder.parent / "autoencoder", folder.parent / "classifier", "cpu")
+    data = synthbrain_set("test", args.n_test, healthy_fraction=0.25)
+    if not np.array_equal(data.images, z["test_images"]):
+        raise SystemExit("--test-seeds: the test slices differ from the cache's (same --n-test?)")
+    sources = tuple(sorted({MASK_SOURCE[m] for m, _ in todo if m in MASK_SOURCE} - {"oracle"}))
+    compute_saliency_maps(data, sal, sources=sources)
+    masks = masks_at(data, pct)
+    for m, seed in todo:
+        t0 = time.perf_counter()
+        cf, _, _, _ = run_on_set(m, den, data, masks, k, steps, seed, args.batch_size)
+        z[f"test_{_source(m)}_cf_s{seed}"] = cf
+        print(f"{m} test seed {seed}: {len(data)} slices, {time.perf_counter() - t0:.0f} s", file=sys.stderr,
+              flush=True)
+        if cache is not None:
+            np.savez_compressed(cache, **z)
+
+
+def _source(method: str) -> str:
+    """The cache's name for a method's counterfactuals (Dif-fuse with the ACAT mask is the cache's "acat")."""
+    return "acat" if method == "dif-fuse" else method
+
+
+def score_test_seeds(z, methods: list[str], seeds: list[int], kernel: int) -> dict:
+    """At the card's kernel, each method's validation threshold (validation seed 0) applied to the test slices of
+    every seed: Dice per seed, the mean over seeds, and the paired difference to Dif-fuse of the per-slice Dice
+    averaged over the seeds."""
+    from diffuse_core.core.metrics import dice
+    from diffuse_core.evaluation.protocol import THRESHOLD_GRID, choose_threshold, paired_difference
+
+    les = {n: z[f"{n}_lesions"] for n in ("val", "test")}
+    dis = {n: les[n].reshape(len(les[n]), -1).any(axis=1) for n in les}
+    per_slice: dict = {}
+    out: dict = {"seeds": [1, *seeds], "kernel": kernel}
+    for m in ["dif-fuse", *methods]:
+        src = _source(m)
+        val = anomaly_maps(z, "val", src, kernel)
+        thr = choose_threshold(val[dis["val"]], les["val"][dis["val"]], grid=THRESHOLD_GRID)
+        rows = []
+        for seed in out["seeds"]:
+            a = anomaly_maps(z, "test", src, kernel) if seed == 1 else _maps_of(z, f"test_{src}_cf_s{seed}", kernel)
+            rows.append([dice(x > thr, lab) for x, lab in zip(a[dis["test"]], les["test"][dis["test"]])])
+        rows = np.array(rows)
+        per_slice[m] = rows.mean(axis=0)
+        out[m] = {"threshold_from_val": thr, "test_dice_per_seed": [round(float(r.mean()), 4) for r in rows],
+                  "test_dice_mean": round(float(rows.mean()), 4),
+                  "test_dice_sd_over_seeds": round(float(rows.mean(axis=1).std(ddof=1)), 4) if len(rows) > 1
+                  else None}
+        if m != "dif-fuse":
+            out[m]["paired_vs_dif_fuse"] = paired_difference(per_slice[m], per_slice["dif-fuse"])
+    return out
+
+
+def _maps_of(z, key: str, kernel: int) -> np.ndarray:
+    from diffuse_core.core.anomaly import clean_anomaly_map
+
+    diff = np.abs(z["test_images"] - z[key]).mean(axis=1)
+    return np.stack([clean_anomaly_map(d, kernel) * (b > 0) for d, b in zip(diff, z["test_brains"])])
 
 
 def anomaly_maps(z, name: str, src: str, kernel: int) -> np.ndarray:
@@ -271,6 +351,8 @@ def main() -> int:
     ap.add_argument("--cache", default=None, help="npz of the counterfactuals: read if present, else written")
     ap.add_argument("--out", default=None)
     ap.add_argument("--figure", default=None, help="PNG: test slices with the 5x5 and 3x3 maps side by side")
+    ap.add_argument("--test-seeds", default="", help="FLAIR: more sampling seeds for the test slices (e.g. 2,3; "
+                    "the first is 1): Dif-fuse and --methods again, Dice per seed and over seeds at the card's kernel")
     ap.add_argument("--methods", default="", help="FLAIR: other methods to run and score the same way (comma list)")
     args = ap.parse_args()
 
@@ -294,6 +376,19 @@ def main() -> int:
 
         card_kernel = anomaly_kernel_of(read_config(default_model_dir("ddpm", "mri")).get("card"))
         res["methods"] = score_methods(z, kernels, methods, card_kernel)
+    seeds = [int(x) for x in args.test_seeds.split(",") if x.strip()]
+    if seeds:
+        if args.modality != "flair":
+            raise SystemExit("--test-seeds: FLAIR only")
+        if 1 in seeds:
+            raise SystemExit("--test-seeds: seed 1 is the test slices' first seed already")
+        compute_test_seeds(args, z, methods, seeds, cache)
+        from diffuse_core.core.anomaly import anomaly_kernel_of
+        from diffuse_core.models.checkpoint import read_config
+        from diffuse_core.models.registry import default_model_dir
+
+        kernel = anomaly_kernel_of(read_config(default_model_dir("ddpm", "mri")).get("card"))
+        res["test_seeds"] = score_test_seeds(z, methods, seeds, kernel)
     if args.figure:
         figure(z, args.figure, thresholds={k: res["kernels"][f"acat_{k}"]["threshold_from_val"] for k in (5, 3)})
     text = json.dumps(res, indent=1)
