@@ -20,7 +20,8 @@ method's counterfactuals join the cache as soon as they are computed.
 
 ``--test-seeds 2,3`` draws the test slices' walks again at those seeds (the evaluation's protocol uses three) for
 Dif-fuse and each of ``--methods``, and reports at the card's kernel the Dice per seed and over the seeds, with each
-method's threshold still the one chosen on validation (seed 0).
+method's threshold still the one chosen on validation (seed 0). ``--methods-figure`` draws the first test slices of
+each lesion type with every method's counterfactual beside the input.
 """
 
 from __future__ import annotations
@@ -337,6 +338,49 @@ def figure(z, path: str, kernels=(5, 3), thresholds=None) -> None:
     cv2.imwrite(str(path), cv2.cvtColor(np.concatenate(out_rows, 0), cv2.COLOR_RGB2BGR))
 
 
+def methods_figure(z, path: str, methods: list[str]) -> None:
+    """The first two diseased SynthBrain test slices of each lesion type (id order, not picked by result): the input
+    with the lesion outlined (green) and each method's counterfactual (test seed 1), as a greyscale-plus-green PNG."""
+    import cv2
+    from PIL import Image
+
+    types, les = z["test_types"], z["test_lesions"]
+    diseased = les.reshape(len(les), -1).any(axis=1)
+    rows = [i for t in sorted(set(types[diseased])) for i in np.where(diseased & (types == t))[0][:2]]
+    labels = {"acat": "Dif-fuse (ACAT mask)", "repaint": "RePaint (ACAT mask)", "anoddpm": "AnoDDPM-style",
+              "dif-fuse-gradient": "Dif-fuse (gradient mask)", "oracle": "Dif-fuse (oracle mask)"}
+    cols = [None, "acat", *methods]
+    tile, gap, head = 200, 4, 28
+    width = len(cols) * tile + (len(cols) - 1) * gap
+    grey = [np.full((head, width), 255, np.uint8)]
+    green = [np.zeros((head, width), bool)]
+    for j, c in enumerate(cols):
+        cv2.putText(grey[0], "Input (lesion outlined)" if c is None else labels.get(c, c), (j * (tile + gap) + 4, 19),
+                    cv2.FONT_HERSHEY_SIMPLEX, 0.45, 20, 1, cv2.LINE_AA)
+    for i in rows:
+        g_row, o_row = [], []
+        for c in cols:
+            a = z["test_images"][i, 0] if c is None else z[f"test_{c}_cf"][i, 0]
+            t = cv2.resize(np.clip((a + 1) * 127.5, 0, 255).astype(np.uint8), (tile, tile),
+                           interpolation=cv2.INTER_LINEAR)
+            o = np.zeros((tile, tile), np.uint8)
+            if c is None:
+                big = cv2.resize(les[i].astype(np.uint8), (tile, tile), interpolation=cv2.INTER_NEAREST)
+                contours, _ = cv2.findContours(big, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+                cv2.drawContours(o, contours, -1, 1, 1)
+                cv2.putText(t, str(types[i]), (5, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, 255, 1, cv2.LINE_AA)
+            g_row += [t, np.full((tile, gap), 255, np.uint8)]
+            o_row += [o > 0, np.zeros((tile, gap), bool)]
+        grey += [np.full((gap, width), 255, np.uint8), np.concatenate(g_row[:-1], 1)]
+        green += [np.zeros((gap, width), bool), np.concatenate(o_row[:-1], 1)]
+    g, o = np.concatenate(grey, 0), np.concatenate(green, 0)
+    index = (g.astype(np.uint16) * 254 // 255).astype(np.uint8)        # 255 greys, the last palette entry green
+    index[o] = 255
+    img = Image.fromarray(index, mode="P")
+    img.putpalette([v for k in range(255) for v in (k * 255 // 254,) * 3] + [40, 200, 40])
+    img.save(path, optimize=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--modality", choices=("flair", "ct"), default="flair")
@@ -351,6 +395,7 @@ def main() -> int:
     ap.add_argument("--cache", default=None, help="npz of the counterfactuals: read if present, else written")
     ap.add_argument("--out", default=None)
     ap.add_argument("--figure", default=None, help="PNG: test slices with the 5x5 and 3x3 maps side by side")
+    ap.add_argument("--methods-figure", default=None, help="PNG: test slices and each method's counterfactual")
     ap.add_argument("--test-seeds", default="", help="FLAIR: more sampling seeds for the test slices (e.g. 2,3; "
                     "the first is 1): Dif-fuse and --methods again, Dice per seed and over seeds at the card's kernel")
     ap.add_argument("--methods", default="", help="FLAIR: other methods to run and score the same way (comma list)")
@@ -389,6 +434,8 @@ def main() -> int:
 
         kernel = anomaly_kernel_of(read_config(default_model_dir("ddpm", "mri")).get("card"))
         res["test_seeds"] = score_test_seeds(z, methods, seeds, kernel)
+    if args.methods_figure:
+        methods_figure(z, args.methods_figure, methods)
     if args.figure:
         figure(z, args.figure, thresholds={k: res["kernels"][f"acat_{k}"]["threshold_from_val"] for k in (5, 3)})
     text = json.dumps(res, indent=1)
