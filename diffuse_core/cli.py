@@ -174,6 +174,7 @@ def _cmd_train(args) -> int:
     except ValueError:
         raise UserError(f"--channels expects comma-separated integers such as 32,64,128,128, "
                         f"got {args.channels!r}") from None
+    _check_steps_left(args)
     cmd = TrainCommand(model=args.model, out=args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                        seed=args.seed, size=args.size,
                        modalities=tuple(m.strip() for m in args.modalities.split(",") if m.strip()),
@@ -184,6 +185,25 @@ def _cmd_train(args) -> int:
     out = train_model(cmd)
     print(f"model saved in {out}")
     return 0
+
+
+def _check_steps_left(args) -> None:
+    """--steps counts all the optimiser steps; a run started from --init-from continues the count its weights record,
+    so asking for no more than that would train nothing and save the old weights again: say so instead."""
+    from diffuse_core.models.checkpoint import read_config, steps_done
+    from diffuse_core.train.trainer import CHECKPOINT_NAME
+
+    if args.init_from is None or args.steps is None:
+        return
+    if not args.no_resume and (Path(args.out) / CHECKPOINT_NAME).is_file():
+        return                                  # a checkpoint in --out is resumed; --init-from is not used
+    try:
+        done = steps_done(read_config(args.init_from).get("card") or {})[0]
+    except (OSError, ValueError):
+        return                                  # the trainer reports an unreadable --init-from with its own reason
+    if args.steps <= done:
+        raise UserError(f"--steps {args.steps} is the total step count and {args.init_from} records {done} steps "
+                        f"already: nothing to train (for {args.steps} more, ask --steps {done + args.steps})")
 
 
 # ---------------------------------------------------------------------------------------------------- evaluate

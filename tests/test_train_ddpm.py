@@ -99,7 +99,7 @@ def test_init_from_continues_from_saved_weights(tmp_path):
         train_ddpm(tmp_path / "c", _pool(), other, progress=False, init_from=tmp_path / "a")
 
 
-def test_cli_trains_ddpm_on_synthbrain(tmp_path, monkeypatch):
+def test_cli_trains_ddpm_on_synthbrain(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("DIFFUSE_CACHE", str(tmp_path / "cache"))
     code = main(["train", "ddpm", "--out", str(tmp_path / "m"), "--steps", "2", "--batch-size", "2", "--pool", "4",
                  "--size", "32", "--channels", "16,32", "--checkpoint-every", "1"])
@@ -111,6 +111,14 @@ def test_cli_trains_ddpm_on_synthbrain(tmp_path, monkeypatch):
     assert meta["unet"]["block_channels"] == [16, 32]
     # the card for people says the same as the one the loader reads
     assert json.loads((tmp_path / "m" / "model_card.json").read_text()) == {"kind": "ddpm", **card}
+    # --steps is the total: from weights that record 2 steps, --steps 2 would train nothing, and says so
+    again = ["train", "ddpm", "--out", str(tmp_path / "n"), "--init-from", str(tmp_path / "m"), "--batch-size", "2",
+             "--pool", "4", "--size", "32", "--channels", "16,32"]
+    assert main(again + ["--steps", "2"]) == 2
+    assert "nothing to train (for 2 more, ask --steps 4)" in capsys.readouterr().err
+    assert not (tmp_path / "n" / "config.json").exists()
+    assert main(again + ["--steps", "3"]) == 0
+    assert json.loads((tmp_path / "n" / "config.json").read_text())["card"]["training"]["steps_done"] == 3
 
 
 def test_cli_train_refuses_bad_options(tmp_path, capsys):
