@@ -74,14 +74,24 @@ def compute(args) -> dict[str, np.ndarray]:
     return out
 
 
-def compute_methods(args, z: dict, methods: list[str], cache: Path | None) -> None:
-    """Counterfactuals of other methods on the SynthBrain validation and test slices, into ``z`` (and the cache)."""
+def _flair_models(args):
+    """The shipped FLAIR DDPM, its card's K, steps (or --steps) and mask percentile, and the ACAT pair beside it."""
     from diffuse_core.cases import default_settings
-    from diffuse_core.evaluation.methods import MASK_SOURCE, REGISTRY
-    from diffuse_core.evaluation.protocol import compute_saliency_maps, masks_at, run_on_set, synthbrain_set
     from diffuse_core.models.denoiser import load_denoiser
     from diffuse_core.models.registry import default_model_dir
     from diffuse_core.saliency.dispatch import load_saliency_models
+
+    folder = default_model_dir("ddpm", "mri")
+    den = load_denoiser(folder)
+    s = default_settings(den)
+    sal = load_saliency_models(folder.parent / "autoencoder", folder.parent / "classifier", "cpu")
+    return den, int(s["k"]), int(args.steps or s["steps"]), float(s["percentile"]), sal
+
+
+def compute_methods(args, z: dict, methods: list[str], cache: Path | None) -> None:
+    """Counterfactuals of other methods on the SynthBrain validation and test slices, into ``z`` (and the cache)."""
+    from diffuse_core.evaluation.methods import MASK_SOURCE, REGISTRY
+    from diffuse_core.evaluation.protocol import compute_saliency_maps, masks_at, run_on_set, synthbrain_set
 
     unknown = [m for m in methods if m not in REGISTRY or REGISTRY[m].walk is None]
     if unknown:
@@ -89,11 +99,7 @@ def compute_methods(args, z: dict, methods: list[str], cache: Path | None) -> No
     todo = [m for m in methods if f"test_{m}_cf" not in z]
     if not todo:
         return
-    folder = default_model_dir("ddpm", "mri")
-    den = load_denoiser(folder)
-    s = default_settings(den)
-    k, steps, pct = int(s["k"]), int(args.steps or s["steps"]), float(s["percentile"])
-    sal = load_saliency_models(folder.parent / "autoencoder", folder.parent / "classifier", "cpu")
+    den, k, steps, pct, sal = _flair_models(args)
     sources = tuple(sorted({MASK_SOURCE[m] for m in todo if m in MASK_SOURCE} - {"oracle"}))
     sets = {"val": synthbrain_set("val", args.n_val, healthy_fraction=0.25),
             "test": synthbrain_set("test", args.n_test, healthy_fraction=0.25)}
@@ -115,21 +121,13 @@ def compute_methods(args, z: dict, methods: list[str], cache: Path | None) -> No
 def compute_test_seeds(args, z: dict, methods: list[str], seeds: list[int], cache: Path | None) -> None:
     """The test slices again at other sampling seeds (the evaluation's protocol draws three), for Dif-fuse (ACAT
     mask) and each of ``methods``: the counterfactuals join ``z`` (and the cache) as ``test_<source>_cf_s<seed>``."""
-    from diffuse_core.cases import default_settings
     from diffuse_core.evaluation.methods import MASK_SOURCE
     from diffuse_core.evaluation.protocol import compute_saliency_maps, masks_at, run_on_set, synthbrain_set
-    from diffuse_core.models.denoiser import load_denoiser
-    from diffuse_core.models.registry import default_model_dir
-    from diffuse_core.saliency.dispatch import load_saliency_models
 
     todo = [(m, seed) for seed in seeds for m in ["dif-fuse", *methods] if f"test_{_source(m)}_cf_s{seed}" not in z]
     if not todo:
         return
-    folder = default_model_dir("ddpm", "mri")
-    den = load_denoiser(folder)
-    s = default_settings(den)
-    k, steps, pct = int(s["k"]), int(args.steps or s["steps"]), float(s["percentile"])
-    sal = load_saliency_models(folder.parent / "autoencoder", folder.parent / "classifier", "cpu")
+    den, k, steps, pct, sal = _flair_models(args)
     data = synthbrain_set("test", args.n_test, healthy_fraction=0.25)
     if not np.array_equal(data.images, z["test_images"]):
         raise SystemExit("--test-seeds: the test slices differ from the cache's (same --n-test?)")
