@@ -215,7 +215,6 @@ def case_of_image_file(path) -> TeachingCase | None:
         return _case_with_bytes_of(p)
     except (OSError, ValueError, TypeError):
         return None            # not a readable teaching set: the file is read as any other
-    return None
 
 
 def _case_with_bytes_of(path: Path) -> TeachingCase | None:
