@@ -1,0 +1,338 @@
+"""One source for every figure: the generated regions of README.md and docs/*.md, written from results files.
+
+A region of a Markdown file between ``<!-- generated:NAME -->`` and ``<!-- /generated:NAME -->`` belongs to this
+module: ``python -m diffuse_core.evaluation.docs_tables`` rewrites every such region from the results files alone,
+and ``--check`` rewrites nothing and exits 1 naming each region that differs from what it would write now
+(``tests/test_docs_tables.py`` runs the check, so a figure edited by hand, or a card re-measured without regenerating
+the docs, fails the suite). No number in a region is typed here: each comes from a key of a results file.
+
+The results files:
+
+- the model cards, ``assets/**/model_card.json``: written by the commands recorded inside them (``command`` beside
+  ``measured_on`` and ``hardware`` in the section that holds the figure); :data:`CARD_FIGURES` names which card keys
+  the shipped-models table shows and where their provenance sits;
+- ``docs/results/*.json``: any file there with a ``figures`` list (see :func:`results_file_rows` for the format) adds
+  its rows to the shipped-models table and its provenance to the sources, with no change here; a figure whose ``id``
+  is one of :data:`CARD_FIGURES`' ids replaces that card row. ``docs/results/hero_figure.json`` (written by
+  ``python -m diffuse_core.evaluation.hero_figure``) also feeds the hero figure's caption.
+
+Regions: ``models`` (the shipped models, one table), ``model_sources`` (each source: command, date, hardware, commit or
+weights), ``training`` (each card's training: steps, wall time, hardware), ``hero`` (the README figure's caption).
+A new card key: add one entry to :data:`CARD_FIGURES` and re-run; a new results file: drop it in ``docs/results/``
+and re-run. docs/results_files.md describes both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+RESULTS_DIR = "docs/results"
+REGION = re.compile(r"(<!-- generated:([a-z_]+) -->\n)(.*?)(<!-- /generated:\2 -->)", re.S)
+MARKER = re.compile(r"<!-- (/?)generated:([a-z_]+) -->")
+
+#: The card figures of the shipped-models table: ``value``/``baseline``/``on`` are templates whose ``{path}`` (keys
+#: joined by ``/``, optionally ``:fmt`` with fmt one of f2, f3, pct, int, sha) are read from the card; ``source`` is the
+#: card section carrying ``command``, ``measured_on`` and ``hardware`` (``command`` here only where the card's section
+#: has none and names it in prose, as its ``quality.note`` does for the samples).
+CARD_FIGURES: list[dict] = [
+    {"id": "flair.synthbrain_test_dice", "card": "assets/ddpm", "figure": "Dif-fuse Dice, SynthBrain test lesions",
+     "value": "{quality/synthbrain_test/test_seeds/dif-fuse/test_dice_mean}",
+     "baseline": "{quality/synthbrain_test/flair_threshold/test_dice} (FLAIR threshold, z > "
+                 "{quality/synthbrain_test/flair_threshold/threshold_from_val:f2})",
+     "on": "{quality/synthbrain_test/kernel_3_paired_vs_flair_threshold/n} diseased slices, seeds "
+           "{quality/synthbrain_test/test_seeds/seeds}, threshold "
+           "{quality/synthbrain_test/test_seeds/dif-fuse/threshold_from_val:f2}, "
+           "{quality/synthbrain_test/test_seeds/kernel}x{quality/synthbrain_test/test_seeds/kernel} kernel",
+     "source": ["quality/synthbrain_test", "quality/synthbrain_test/other_methods_kernel_3"]},
+    {"id": "flair.brats_dice", "card": "assets/ddpm", "figure": "Dif-fuse Dice, real BraTS 2015 FLAIR tumours",
+     "value": "{real_data_check/brats_dice_acat_mask}",
+     "baseline": "{real_data_check/flair_threshold_baseline/brats_dice} (FLAIR threshold, z > "
+                 "{real_data_check/flair_threshold_baseline/threshold_from_validation_z:f2})",
+     "on": "{real_data_check/slices/brats_tumour} tumour slices, seed {real_data_check/settings/seed}, "
+           "threshold {real_data_check/settings/threshold_from_validation:f2}",
+     "source": "real_data_check"},
+    {"id": "flair.brats_normal_flagged", "card": "assets/ddpm", "figure": "tumour-free real brain flagged",
+     "value": "{real_data_check/brats_tumour_free_brain_flagged:pct}", "baseline": "",
+     "on": "{real_data_check/slices/brats_tumour_free} tumour-free BraTS slices, seed {real_data_check/settings/seed}",
+     "source": "real_data_check"},
+    {"id": "flair.healthy_change", "card": "assets/ddpm", "figure": "mean change on healthy slices",
+     "value": "{real_data_check/healthy_mean_abs_change_in_brain}", "baseline": "",
+     "on": "{real_data_check/slices/synthbrain_healthy} healthy SynthBrain slices, seed {real_data_check/settings/seed}",
+     "source": "real_data_check"},
+    {"id": "flair.samples_grey", "card": "assets/ddpm", "figure": "samples from pure noise with a grey background",
+     "value": "{quality/samples_from_noise/ddpm/grey_background} of {quality/samples_from_noise/ddpm/n}",
+     "baseline": "", "on": "DDPM sampler, seed {quality/samples_from_noise/ddpm/seed}",
+     "source": "quality/samples_from_noise", "command": "diffuse-studio evaluate --samples-only --write-cards"},
+    {"id": "ct.synthbrain_test_dice", "card": "assets/ct/ddpm", "figure": "Dif-fuse Dice, SynthBrain CT test strokes",
+     "value": "{ct_check/candidates/CT-models/test_dice}",
+     "baseline": "{ct_check/ct_threshold/test_dice} (CT threshold, z > {ct_check/ct_threshold/threshold_from_val:f2})",
+     "on": "{ct_check/slices/test} slices, seed {ct_check/candidates/CT-models/settings/seed}, threshold "
+           "{ct_check/candidates/CT-models/threshold_from_val}",
+     "source": "ct_check"},
+    {"id": "ct.healthy_flagged", "card": "assets/ct/ddpm", "figure": "healthy CT brain flagged",
+     "value": "{ct_check/candidates/CT-models/healthy_flagged_share:pct}",
+     "baseline": "{ct_check/ct_threshold/healthy_flagged_share:pct} (CT threshold)",
+     "on": "{ct_check/slices/healthy} healthy SynthBrain CT slices", "source": "ct_check"},
+    {"id": "flair.classifier", "card": "assets/classifier", "figure": "classifier accuracy / AUROC, diseased vs healthy",
+     "value": "{quality/accuracy} / {quality/auroc}", "baseline": "",
+     "on": "{quality/n} SynthBrain FLAIR test slices", "source": "quality",
+     "command": "diffuse-studio evaluate --write-cards"},
+    {"id": "flair.acat_mask", "card": "assets/autoencoder", "figure": "share of lesion inside the ACAT mask",
+     "value": "{quality/saliency/acat/lesion_share:pct}", "baseline": "",
+     "on": "{quality/saliency/acat/n} diseased FLAIR test slices, {quality/saliency/acat/percentile:int}th percentile",
+     "source": "quality", "command": "diffuse-studio evaluate --write-cards"},
+    {"id": "ct.classifier", "card": "assets/ct/classifier", "figure": "CT classifier accuracy / AUROC",
+     "value": "{quality/accuracy} / {quality/auroc}", "baseline": "",
+     "on": "{quality/n} SynthBrain CT test slices", "source": "quality"},
+]
+
+MODEL_NAMES = {"assets/ddpm": "FLAIR DDPM", "assets/ct/ddpm": "CT DDPM", "assets/classifier": "FLAIR ACAT",
+               "assets/autoencoder": "FLAIR ACAT", "assets/ct/classifier": "CT ACAT",
+               "assets/ct/autoencoder": "CT ACAT"}
+
+
+class RegionError(ValueError):
+    """A marked region that cannot be rewritten: unbalanced markers or a name no generator knows."""
+
+
+def _get(doc, path: str):
+    node = doc
+    for key in path.split("/"):
+        if not isinstance(node, dict) or key not in node:
+            raise KeyError(f"no key {path!r} (missing {key!r})")
+        node = node[key]
+    return node
+
+
+def _fmt(value, fmt: str | None) -> str:
+    if isinstance(value, list):
+        return ", ".join(_fmt(v, fmt) for v in value)
+    if fmt == "pct":
+        return f"{100 * float(value):.1f} %"
+    if fmt == "int":
+        return str(int(round(float(value))))
+    if fmt == "sha":
+        return str(value)[:12]
+    if fmt in ("f2", "f3"):
+        return f"{float(value):.{fmt[1]}f}"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
+
+
+def fill(template: str, doc: dict) -> str:
+    """``template`` with every ``{path[:fmt]}`` replaced by that key of ``doc``, formatted."""
+    return re.sub(r"\{([^{}:]+)(?::(\w+))?\}", lambda m: _fmt(_get(doc, m.group(1)), m.group(2)), template)
+
+
+def _hardware(hw) -> str:
+    if isinstance(hw, dict):
+        parts = [hw.get("gpu") or hw.get("processor"), hw.get("device"), f"torch {hw['torch']}" if "torch" in hw else None,
+                 f"{hw['torch_threads']} threads" if "torch_threads" in hw else None]
+        return ", ".join(str(p) for p in parts if p)
+    return str(hw).split(";")[0].strip() if hw else "not recorded"
+
+
+def load_cards(root: Path) -> dict[str, dict]:
+    """Every model card under ``assets/``, keyed by its folder relative to ``root`` (``assets/ct/ddpm``)."""
+    return {p.parent.relative_to(root).as_posix(): json.loads(p.read_text())
+            for p in sorted((root / "assets").rglob("model_card.json"))}
+
+
+def load_results(root: Path) -> dict[str, dict]:
+    """Every results file in ``docs/results/``, keyed by its path relative to ``root``."""
+    return {p.relative_to(root).as_posix(): json.loads(p.read_text()) for p in sorted((root / RESULTS_DIR).glob("*.json"))}
+
+
+def _sources_of(card_dir: str, card: dict, spec: dict) -> list[dict]:
+    """The card sections a figure comes from (``spec["source"]``: one key path or several), with their provenance."""
+    out = []
+    for key in [spec["source"]] if isinstance(spec["source"], str) else spec["source"]:
+        sec = _get(card, key)
+        out.append({"file": f"{card_dir}/model_card.json", "key": key.replace("/", "."),
+                    "command": sec.get("command") or spec.get("command") or "not recorded",
+                    "measured_on": sec.get("measured_on") or "not recorded",
+                    "hardware": _hardware(sec.get("hardware")), "commit": sec.get("commit"),
+                    "weights": sec.get("weights_sha256")})
+    return out
+
+
+def results_file_rows(path: str, doc: dict) -> tuple[list[dict], dict | None]:
+    """The table rows and source of one results file.
+
+    Format: ``{"command", "measured_on", "commit", "hardware", "settings", "figures": [{"model": "assets/ddpm",
+    "figure": "...", "value": 0.71, "baseline": 0.48, "baseline_name": "FLAIR threshold", "on": "24 tumour slices",
+    "seeds": [0], "format": "f3|pct|int", "id": optional card-row id it replaces}]}``; a file without ``figures``
+    adds nothing to the table."""
+    figures = doc.get("figures") or []
+    if not figures:
+        return [], None
+    for key in ("command", "measured_on", "commit", "hardware"):
+        if key not in doc:
+            raise KeyError(f"{path}: a results file with figures needs {key!r}")
+    source = {"file": path, "key": None, "command": doc["command"], "measured_on": doc["measured_on"],
+              "hardware": _hardware(doc["hardware"]), "commit": doc["commit"], "weights": doc.get("weights_sha256")}
+    rows = []
+    for f in figures:
+        fmt = f.get("format")
+        base = "" if f.get("baseline") is None else _fmt(f["baseline"], fmt) + (
+            f" ({f['baseline_name']})" if f.get("baseline_name") else "")
+        on = f.get("on", "") + (f", seeds {_fmt(f['seeds'], None)}" if f.get("seeds") is not None else "")
+        rows.append({"id": f.get("id"), "card": f["model"], "figure": f["figure"], "value": _fmt(f["value"], fmt),
+                     "baseline": base, "on": on, "sources": [source]})
+    return rows, source
+
+
+def model_rows(root: Path) -> tuple[list[dict], list[dict]]:
+    """(rows of the shipped-models table, their sources in order of first use)."""
+    cards = load_cards(root)
+    rows = []
+    for spec in CARD_FIGURES:
+        card = cards.get(spec["card"])
+        if card is None:        # a model not installed in this checkout has no row
+            continue
+        rows.append({"id": spec["id"], "card": spec["card"], "figure": spec["figure"],
+                     "value": fill(spec["value"], card), "baseline": fill(spec["baseline"], card),
+                     "on": fill(spec["on"], card), "sources": _sources_of(spec["card"], card, spec)})
+    for path, doc in load_results(root).items():
+        extra, _ = results_file_rows(path, doc)
+        for row in extra:
+            same = [i for i, r in enumerate(rows) if row["id"] and r["id"] == row["id"]]
+            if same:
+                rows[same[0]] = row
+            else:
+                after = [i for i, r in enumerate(rows) if r["card"] == row["card"]]
+                rows.insert(after[-1] + 1 if after else len(rows), row)
+    sources: list[dict] = []
+    for row in rows:
+        sources += [s for s in row["sources"] if s not in sources]
+    return rows, sources
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|") or "—"
+
+
+def render_models(root: Path) -> str:
+    rows, sources = model_rows(root)
+    out = ["| model | figure | value | threshold baseline | measured on | source |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        refs = ", ".join(f"S{sources.index(s) + 1}" for s in r["sources"])
+        model = f"{MODEL_NAMES.get(r['card'], r['card'])} (`{r['card']}`)"
+        out.append("| " + " | ".join(_cell(c) for c in (model, r["figure"], f"**{r['value']}**", r["baseline"], r["on"],
+                                                           f"[{refs}](docs/models.md#sources)")) + " |")
+    return "\n".join(out) + "\n"
+
+
+def render_sources(root: Path) -> str:
+    _, sources = model_rows(root)
+    out = []
+    for n, s in enumerate(sources, 1):
+        where = f"`{s['file']}`" + (f" → `{s['key']}`" if s["key"] else "")
+        ident = [f"commit {s['commit'][:10]}" if s["commit"] else "commit not recorded in the card",
+                 f"weights sha256 {s['weights'][:12]}" if s["weights"] else None]
+        out.append(f"- **S{n}** {where}; {s['measured_on']}; {s['hardware']}; "
+                   f"{'; '.join(i for i in ident if i)}  \n  `{s['command']}`")
+    return "\n".join(out) + "\n"
+
+
+def render_training(root: Path) -> str:
+    out = ["| model | steps (all stages) | wall time (all stages) | batch | hardware (last stage) | command (last stage) |",
+           "|---|---|---|---|---|---|"]
+    for folder, card in load_cards(root).items():
+        tr = card.get("training") or {}
+        steps = tr.get("steps_done", card.get("steps"))
+        seconds = tr.get("wall_seconds", card.get("wall_time_s"))
+        batch = tr.get("batch_size", card.get("batch_size"))
+        hw = _hardware(tr.get("hardware") or card.get("hardware"))
+        wall = "not recorded" if seconds is None else f"{float(seconds) / 3600:.1f} h"
+        cmd = str(card.get("command") or "not recorded").split("  #")[0].strip()
+        out.append("| " + " | ".join(_cell(c) for c in (f"`{folder}`", _fmt(steps, "int") if steps is not None else "",
+                                                           wall, _fmt(batch, None) if batch else "", hw,
+                                                           f"`{cmd}`")) + " |")
+    return "\n".join(out) + "\n"
+
+
+def render_hero(root: Path) -> str:
+    doc = json.loads((root / RESULTS_DIR / "hero_figure.json").read_text())
+    return fill("*{case/id} ({case/lesion_type}, {case/difficulty}) from `teaching_sets/default`, through `{model}` at "
+                "K {settings/k}, {settings/steps} steps, {settings/percentile:int}th percentile, seed {settings/seed}: "
+                "Dice {result/dice:f3} against the expert outline, {result/seconds:f2} s for the run on "
+                "{hardware/summary}. Made by `{command}` ({measured_on}, commit {commit:sha}).*\n", doc)
+
+
+GENERATORS = {"models": render_models, "model_sources": render_sources, "training": render_training,
+              "hero": render_hero}
+
+
+def _regions_of(text: str, path: str) -> list[str]:
+    stack, names = [], []
+    for m in MARKER.finditer(text):
+        closing, name = m.group(1) == "/", m.group(2)
+        if name not in GENERATORS:
+            raise RegionError(f"{path}: no generator for region {name!r} (known: {', '.join(sorted(GENERATORS))})")
+        if closing:
+            if not stack or stack.pop() != name:
+                raise RegionError(f"{path}: <!-- /generated:{name} --> without its opening marker")
+        else:
+            if stack:
+                raise RegionError(f"{path}: region {name!r} opens inside {stack[-1]!r}")
+            stack.append(name)
+            names.append(name)
+    if stack:
+        raise RegionError(f"{path}: region {stack[-1]!r} is never closed")
+    return names
+
+
+def documents(root: Path) -> list[Path]:
+    return [p for p in [root / "README.md", *sorted((root / "docs").rglob("*.md"))] if p.is_file()]
+
+
+def regenerate(root: Path, write: bool = True) -> list[str]:
+    """Rewrite every generated region under ``root`` (README.md, docs/**/*.md); return ``file:region`` for each region
+    whose text changed (with ``write=False`` nothing is written: the regions that are stale)."""
+    root = Path(root)
+    rendered: dict[str, str] = {}
+    stale = []
+    for path in documents(root):
+        text = path.read_text()
+        rel = path.relative_to(root).as_posix()
+        if not _regions_of(text, rel):
+            continue
+
+        def sub(m, rel=rel):
+            name = m.group(2)
+            if name not in rendered:
+                rendered[name] = GENERATORS[name](root)
+            body = rendered[name]
+            if name == "models" and rel.startswith("docs/"):     # links from docs/ pages are relative to docs/
+                body = body.replace("](docs/models.md#sources)", "](models.md#sources)")
+            if body != m.group(3):
+                stale.append(f"{rel}:{name}")
+            return m.group(1) + body + m.group(4)
+
+        new = REGION.sub(sub, text)
+        if write and new != text:
+            path.write_text(new)
+    return stale
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--root", type=Path, default=Path("."), help="the repository root (default: here)")
+    p.add_argument("--check", action="store_true", help="write nothing; exit 1 if any generated region is stale")
+    a = p.parse_args(argv)
+    stale = regenerate(a.root, write=not a.check)
+    if a.check and stale:
+        print("stale generated regions (run `python -m diffuse_core.evaluation.docs_tables`): " + ", ".join(stale))
+        return 1
+    print(("rewrote " + ", ".join(stale)) if stale else "every generated region is up to date")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
