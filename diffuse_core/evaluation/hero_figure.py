@@ -1,6 +1,6 @@
 """The README's hero figure: a shipped teaching case through the shipped models, four panels in one small PNG.
 
-``python -m diffuse_core.evaluation.hero_figure`` runs ``teaching_sets/default``'s case (default ``case01_flair_glioma``)
+``python -m diffuse_core.evaluation.hero_figure`` runs ``teaching_sets/default``'s case (default ``case05_flair_stroke``)
 through :func:`diffuse_core.cases.run_file` (what ``diffuse-studio run --gt`` runs, the model card's settings, seed 0,
 on the CPU) and writes
 
@@ -64,7 +64,7 @@ def _read_rgb(path: Path) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
-def make_hero(root: Path, case_id: str = "case01_flair_glioma", seed: int = 0, device: str = "cpu",
+def make_hero(root: Path, case_id: str = "case05_flair_stroke", seed: int = 0, device: str = "cpu",
               out_png: Path | None = None, out_json: Path | None = None, command: str | None = None) -> dict:
     """Run the case, write the PNG and the results file, return the results file's content."""
     import torch
@@ -118,7 +118,7 @@ def make_hero(root: Path, case_id: str = "case01_flair_glioma", seed: int = 0, d
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--case", default="case01_flair_glioma", help="a case id of teaching_sets/default")
+    p.add_argument("--case", default="case05_flair_stroke", help="a case id of teaching_sets/default")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--root", type=Path, default=Path("."))
