@@ -136,8 +136,9 @@ def _save_nifti(path: Path, vol: np.ndarray, gz: bool = True) -> None:
     path.write_bytes(gzip.compress(data) if gz else data)
 
 
-def _dicom(pixels: np.ndarray | None, *, modality: str = "CT", slope: float | str = 1.0, intercept: float = -1024.0,
-           frames: int = 1, rows: int | None = None, cols: int | None = None) -> bytes:
+def _dicom_dataset(pixels: np.ndarray | None, *, modality: str = "CT", slope: float | str = 1.0,
+                   intercept: float = -1024.0, frames: int = 1, rows: int | None = None, cols: int | None = None,
+                   position: float = 0.0):
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
@@ -151,7 +152,7 @@ def _dicom(pixels: np.ndarray | None, *, modality: str = "CT", slope: float | st
     ds.SOPClassUID, ds.SOPInstanceUID = sop, meta.MediaStorageSOPInstanceUID
     ds.StudyInstanceUID, ds.SeriesInstanceUID = "1.2.3.4", "1.2.3.4.5"
     ds.Modality = modality
-    ds.ImagePositionPatient = [0.0, 0.0, 0.0]
+    ds.ImagePositionPatient = [0.0, 0.0, float(position)]
     ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
     ds.PixelSpacing = [0.5, 0.5]
     shape = pixels.shape[-2:] if pixels is not None else (64, 64)
@@ -168,9 +169,118 @@ def _dicom(pixels: np.ndarray | None, *, modality: str = "CT", slope: float | st
         ds.NumberOfFrames = frames
     if pixels is not None:
         ds.PixelData = np.ascontiguousarray(pixels.astype(np.uint16)).tobytes()
+    return ds
+
+
+def _save_dicom(ds) -> bytes:
     buf = io.BytesIO()
     ds.save_as(buf, enforce_file_format=True)
     return buf.getvalue()
+
+
+def _dicom(pixels: np.ndarray | None, *, modality: str = "CT", slope: float | str = 1.0, intercept: float = -1024.0,
+           frames: int = 1, rows: int | None = None, cols: int | None = None) -> bytes:
+    return _save_dicom(_dicom_dataset(pixels, modality=modality, slope=slope, intercept=intercept, frames=frames,
+                                      rows=rows, cols=cols))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# compressed bombs (issue 35): small files that inflate or decode to gigabytes, written in milliseconds
+
+
+_ZERO_PIECE = 4 * 2**20
+
+
+def _raw_deflate(data: bytes, final: bool) -> bytes:
+    """``data`` as raw deflate blocks; a non-final piece ends byte-aligned with a full flush (no back-reference
+    crosses it), so pieces can be joined into one stream."""
+    z = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    return z.compress(data) + z.flush(zlib.Z_FINISH if final else zlib.Z_FULL_FLUSH)
+
+
+def raw_deflated_zeros(n: int) -> bytes:
+    """Non-final raw deflate blocks inflating to ``n`` zero bytes (about n / 1000 bytes), without ever holding them:
+    one compressed 4 MiB piece repeated."""
+    whole, rest = divmod(n, _ZERO_PIECE)
+    return _raw_deflate(bytes(_ZERO_PIECE), False) * whole + (_raw_deflate(bytes(rest), False) if rest else b"")
+
+
+def _meta_end(part10: bytes) -> int:
+    """Where the dataset starts in a Part 10 file pydicom wrote: after (0002,0000) File Meta Information Group
+    Length (tag, VR UL, 2-byte length, 4-byte value at byte 132)."""
+    return 144 + struct.unpack_from("<I", part10, 140)[0]
+
+
+def deflated_dicom(ds, *, private_bytes: int = 0, trailing_zeros: int = 0, zero_pixels: int = 0) -> bytes:
+    """``ds`` as a Deflated Explicit VR Little Endian file. ``private_bytes``: a private OB element of that many
+    zero bytes (declared in its header); ``trailing_zeros``: that many zero bytes after the dataset (declared
+    nowhere); ``zero_pixels``: Pixel Data of that many zero bytes."""
+    from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
+
+    marker = b"DIFFUSE-BOMB-MARKER-0123"
+    if private_bytes:
+        ds.private_block(0x0009, "DIFFUSE BOMB", create=True).add_new(0x00, "OB", marker)
+    if zero_pixels:
+        ds.PixelData = marker
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    plain = _save_dicom(ds)
+    body = plain[_meta_end(plain):]
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    deflated = _save_dicom(ds)
+    head = deflated[:_meta_end(deflated)]
+    if private_bytes or zero_pixels:
+        at = body.index(marker)
+        stream = (_raw_deflate(body[:at - 4] + struct.pack("<I", private_bytes or zero_pixels), False)
+                  + raw_deflated_zeros(private_bytes or zero_pixels) + _raw_deflate(body[at + len(marker):], True))
+    else:
+        stream = _raw_deflate(body, False) + raw_deflated_zeros(trailing_zeros) + _raw_deflate(b"", True)
+    return head + stream
+
+
+def rle_dicom(frame: np.ndarray, frames: int) -> bytes:
+    """An 8-bit RLE Lossless DICOM of ``frames`` copies of ``frame`` (uint8, each row made of runs of 128 equal
+    pixels): 2 bytes per 128 pixels, so 16 frames of 4096 x 4096 take 4 MB and decode to 256 MiB."""
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import RLELossless
+
+    assert frame.dtype == np.uint8 and frame.shape[1] % 128 == 0
+    runs = frame[:, ::128].ravel()
+    segment = np.empty(2 * runs.size, np.uint8)
+    segment[0::2] = 0x81                        # -127: the next byte, 128 times
+    segment[1::2] = runs
+    header = struct.pack("<16I", 1, 64, *([0] * 14))
+    ds = _dicom_dataset(None, modality="MR", intercept=0.0, frames=frames, rows=frame.shape[0], cols=frame.shape[1])
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
+    ds.PixelData = encapsulate([header + segment.tobytes()] * frames)
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = RLELossless
+    return _save_dicom(ds)
+
+
+def gzip_nifti_bomb(shape: tuple[int, ...], dtype=np.float64) -> bytes:
+    """A valid NIfTI-1 .nii.gz of zeros whose voxels really inflate to prod(shape) x itemsize bytes."""
+    import nibabel as nib
+
+    hdr = nib.Nifti1Header()
+    hdr.set_data_dtype(dtype)
+    hdr.set_data_shape(shape)
+    hdr["vox_offset"] = 352
+    head = hdr.binaryblock + b"\x00" * 4
+    n = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    crc, zero = zlib.crc32(head), bytes(_ZERO_PIECE)
+    for _ in range(n // _ZERO_PIECE):
+        crc = zlib.crc32(zero, crc)
+    crc = zlib.crc32(bytes(n % _ZERO_PIECE), crc)
+    return (b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff" + _raw_deflate(head, False) + raw_deflated_zeros(n)
+            + _raw_deflate(b"", True) + struct.pack("<II", crc & 0xFFFFFFFF, (len(head) + n) & 0xFFFFFFFF))
+
+
+def deflated_series(folder: Path, files: int, side: int) -> None:
+    """A folder of ``files`` deflated DICOM slices of side x side 16-bit zeros (about side^2 / 500 bytes each)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(files):
+        ds = _dicom_dataset(None, modality="MR", intercept=0.0, rows=side, cols=side, position=float(i))
+        (folder / f"slice{i:03d}.dcm").write_bytes(deflated_dicom(ds, zero_pixels=side * side * 2))
 
 
 def _ct(h: int = 48, w: int = 40) -> np.ndarray:
@@ -353,6 +463,25 @@ def make_corpus(folder) -> list[Case]:
         ("60000 x 60000", "limit"))
     add("bomb_frames.dcm", _dicom(np.zeros((8, 8), np.uint16), rows=4_000, cols=4_000, frames=5_000), ERROR,
         ("voxels", "limit"), slice=1)
+    # ---- compressed bombs (issue 35): refused by what they declare, before inflating it
+    add("ok_deflated.dcm", deflated_dicom(_dicom_dataset(_ct())), RESULT, what="Deflated Explicit VR Little Endian")
+    add("bomb_deflate_1g.dcm", deflated_dicom(_dicom_dataset(_ct()), private_bytes=2**30), ERROR,
+        ("1024 mib", "limit"), what="1 MB deflated DICOM, a 1 GiB private element")
+    add("bomb_deflate_2g.dcm", deflated_dicom(_dicom_dataset(_ct()), private_bytes=2**31), ERROR,
+        ("2048 mib", "limit"), what="2 MB deflated DICOM, a 2 GiB private element")
+    add("bomb_deflate_pixels.dcm", deflated_dicom(_dicom_dataset(_ct()), zero_pixels=2**30), ERROR,
+        ("pixel data", "limit"), what="48 x 40 deflated DICOM whose Pixel Data inflates to 1 GiB")
+    add("bomb_deflate_trailing.dcm", deflated_dicom(_dicom_dataset(_ct()), trailing_zeros=2**30), ERROR,
+        ("corrupted",), what="1 GiB of zeros after the dataset, declared nowhere")
+    rle_frame = np.zeros((4096, 4096), np.uint8)
+    rle_frame[1024:3072, 1024:3072] = 120
+    rle_frame[1536:2048, 1536:2048] = 250
+    add("bomb_rle_frames.dcm", rle_dicom(rle_frame, 16), RESULT, slice=1,
+        what="16 frames of 4096 x 4096 RLE (4 MB, 256 MiB decoded): one frame is decoded")
+    add("bomb_gz.nii.gz", gzip_nifti_bomb((512, 512, 512)), ERROR, ("1024 mib", "limit"), slice=1,
+        what="1 MB .nii.gz whose float64 voxels inflate to 1 GiB")
+    add("bomb_series", lambda p: deflated_series(p, 80, 2048), ERROR, ("limit",), slice=1,
+        what="a series folder of 80 deflated 2048 x 2048 slices (640 MiB declared)")
     return cases
 
 

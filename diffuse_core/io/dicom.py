@@ -8,7 +8,9 @@ axial series, as for NIfTI. Rescale Slope/Intercept are applied, MONOCHROME1 is 
 Spacing is Pixel Spacing (row, col) in mm, else Imager Pixel Spacing, else (1.0, 1.0).
 
 Rows x Columns x frames are checked from the header (:func:`~diffuse_core.io.loaded.check_pixels`) before the pixel
-data is read or decoded, and values no scanner produces (|HU| > :data:`MAX_ABS_HU` for CT, |value| >
+data is read or decoded; a deflated file is inflated through a capped stream that refuses any element declaring more
+than the limits before inflating it (:mod:`~diffuse_core.io.dicom_deflate`); only the frame asked for is decoded
+(an RLE / JPEG file of many frames costs one frame); a series folder is refused from its files' declared total. Values no scanner produces (|HU| > :data:`MAX_ABS_HU` for CT, |value| >
 :data:`MAX_ABS_VALUE` otherwise: a wrong Rescale Slope) are refused.
 """
 
@@ -18,7 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from diffuse_core.io.loaded import LoadedImage, check_pixels, colour_to_grey, pick_slice, to_float32
+from diffuse_core.io.dicom_deflate import is_deflated, read_deflated
+from diffuse_core.io.loaded import (LoadedImage, check_decoded_bytes, check_pixels, colour_to_grey, pick_slice,
+                                    to_float32)
 
 __all__ = ["MAX_ABS_HU", "MAX_ABS_VALUE", "dicom_spacing", "is_dicom_candidate", "load_dicom_file",
            "load_dicom_folder"]
@@ -34,6 +38,8 @@ def _read(path: Path, *, header_only: bool, force: bool = False):
     import pydicom
     from pydicom.errors import InvalidDicomError
 
+    if not force and is_deflated(path):
+        return read_deflated(path, str(path), header_only=header_only)
     try:
         return pydicom.dcmread(str(path), stop_before_pixels=header_only, force=force)
     except InvalidDicomError:
@@ -141,39 +147,53 @@ def _position(ds, frame: int | None = None) -> float | None:
     return float(p[2])
 
 
-def _pixels(ds, source: str) -> np.ndarray:
+def _declared_pixel_bytes(ds) -> int:
+    """Bytes of pixel data Rows x Columns x frames x samples x Bits Allocated declare (uncompressed)."""
+    rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    bits = int(ds.get("BitsAllocated", 16) or 16)
+    return (max(0, rows) * max(0, cols) * max(1, frames) * max(1, samples) * max(1, bits) + 7) // 8
+
+
+def _frame_pixels(ds, frame: int, source: str) -> np.ndarray:
+    """One frame (H, W[, 3]) as stored, decoding only that frame (RLE / JPEG frames are counted, not decoded)."""
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         raise ValueError(f"{source} is a DICOM file without pixel data (a DICOMDIR, report or "
                          f"presentation state?): pass an image file or a series folder")
+    ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    compressed = bool(getattr(ts, "is_compressed", False)) and str(ts) != "1.2.840.10008.1.2.1.99"
+    if not compressed and "PixelData" in ds:
+        have = len(ds.PixelData)
+        if have < _declared_pixel_bytes(ds) - 1:       # odd lengths are padded to even
+            raise ValueError(f"{source} is a truncated DICOM file (its pixel data is shorter than Rows x Columns x "
+                             f"frames declare): export it again")
+    from pydicom.pixels import pixel_array
+
     try:
-        arr = ds.pixel_array
+        arr = pixel_array(ds, index=frame)
     except Exception as exc:
-        if "less than expected" in str(exc) or "shorter than" in str(exc):
+        if "less than expected" in str(exc) or "shorter than" in str(exc) or "insufficient" in str(exc).lower():
             raise ValueError(f"{source} is a truncated DICOM file (its pixel data is shorter than Rows x Columns x "
                              f"frames declare): export it again") from None
-        ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
         ts_name = getattr(ts, "name", str(ts)) if ts is not None else "unknown"
         raise ValueError(f"cannot decode the pixel data of {source} (transfer syntax {ts_name}: "
                          f"{type(exc).__name__}: {exc}); for compressed DICOM install pylibjpeg/gdcm or "
                          f"decompress it (e.g. `gdcmconv --raw`)") from None
-    return np.asarray(arr)
-
-
-def _frames(ds, source: str) -> tuple[np.ndarray, list[int]]:
-    """Pixel frames (F, H, W[, 3]) as stored and their order along the slice normal."""
-    arr = _pixels(ds, source)
-    nframes = int(ds.get("NumberOfFrames", 1) or 1)
+    arr = np.asarray(arr)
     spp = int(ds.get("SamplesPerPixel", 1) or 1)
-    if nframes == 1:
-        arr = arr[None]
-    if arr.ndim != (4 if spp > 1 else 3):
+    if arr.ndim != (3 if spp > 1 else 2):
         raise ValueError(f"{source}: unexpected DICOM pixel array shape {arr.shape}")
+    return arr
+
+
+def _frame_order(ds) -> list[int]:
+    """The frames of a multi-frame file in their order along the slice normal (header only)."""
+    nframes = int(ds.get("NumberOfFrames", 1) or 1)
     positions = [_position(ds, f) if nframes > 1 else None for f in range(nframes)]
     if nframes > 1 and all(p is not None for p in positions) and len(set(positions)) == nframes:
-        order = [int(i) for i in np.argsort(positions, kind="stable")]
-    else:
-        order = list(range(nframes))
-    return arr, order
+        return [int(i) for i in np.argsort(positions, kind="stable")]
+    return list(range(nframes))
 
 
 def _to_slice(ds, frame_pixels: np.ndarray, frame: int | None, source: str,
@@ -227,13 +247,17 @@ def load_dicom_file(path: Path, slice_index, max_bytes: int) -> LoadedImage:
     """One slice (one frame of a multi-frame file, sorted along the slice normal) of a DICOM file; values
     unchecked."""
     source = str(path)
-    _check_header_size(_read(path, header_only=True), source)
-    ds = _read(path, header_only=False)
-    arr, order = _frames(ds, source)
+    if is_deflated(path):
+        ds = read_deflated(path, source)      # inflated once; sizes checked from each header on the way
+    else:
+        _check_header_size(_read(path, header_only=True), source)
+        ds = _read(path, header_only=False)
+    _check_header_size(ds, source)
+    order = _frame_order(ds)
     n = len(order)
     z = pick_slice(n, slice_index, source)
     notes: list[str] = []
-    data, names = _to_slice(ds, arr[order[z]], order[z] if n > 1 else None, source, notes)
+    data, names = _to_slice(ds, _frame_pixels(ds, order[z], source), order[z] if n > 1 else None, source, notes)
     return LoadedImage(data=np.ascontiguousarray(data), kind="dicom", spacing=dicom_spacing(ds),
                        modality=_modality(ds), num_slices=n, slice_index=z, channel_names=names,
                        source=source, notes=tuple(notes))
@@ -243,6 +267,7 @@ def load_dicom_folder(folder: Path, slice_index, max_bytes: int) -> LoadedImage:
     """One slice of the single DICOM series in ``folder`` (subfolders are not searched); values unchecked."""
     files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
     headers = []
+    declared = 0
     for p in files:
         if not is_dicom_candidate(p):
             continue
@@ -256,6 +281,9 @@ def load_dicom_folder(folder: Path, slice_index, max_bytes: int) -> LoadedImage:
         if "Rows" not in ds or "Columns" not in ds:
             continue  # DICOMDIR, structured reports, ...
         _check_header_size(ds, str(p))
+        declared += _declared_pixel_bytes(ds)
+        check_decoded_bytes(str(folder), declared, f"pixel data in its first {len(headers) + 1} DICOM files",
+                            fix="export fewer or smaller slices (one series, cropped) and retry")
         headers.append((p, ds))
     if not headers:
         raise ValueError(f"no DICOM images found in folder {folder} ({len(files)} file(s) looked at; "
@@ -293,9 +321,9 @@ def load_dicom_folder(folder: Path, slice_index, max_bytes: int) -> LoadedImage:
     z = pick_slice(n, slice_index, str(folder))
     path = items[order[z]][0]
     ds = _read(path, header_only=False)
-    arr, _ = _frames(ds, str(path))
+    _check_header_size(ds, str(path))
     notes: list[str] = []
-    data, names = _to_slice(ds, arr[0], None, str(path), notes)
+    data, names = _to_slice(ds, _frame_pixels(ds, 0, str(path)), None, str(path), notes)
     return LoadedImage(data=np.ascontiguousarray(data), kind="dicom", spacing=dicom_spacing(ds),
                        modality=_modality(ds), num_slices=n, slice_index=z, channel_names=names,
                        source=str(folder), notes=tuple(notes))

@@ -18,12 +18,16 @@ from diffuse_core.io.orientation import affine_of_slice
 __all__ = [
     "DEFAULT_MAX_BYTES",
     "GREY_TOLERANCE",
+    "MAX_DECODED_BYTES",
+    "MAX_HEADER_BYTES",
+    "MIDDLE",
     "MAX_SLICE_PIXELS",
     "MAX_VOLUME_VOXELS",
     "MIN_SIDE",
     "SUPPORTED_FORMATS",
     "LoadedImage",
     "TooLargeError",
+    "check_decoded_bytes",
     "check_pixels",
     "check_size",
     "check_values",
@@ -40,6 +44,12 @@ MIN_SIDE = 16                 # smallest accepted slice side in pixels
 # a scanned film ~ 4000); a volume at most ~1000 such slices.
 MAX_SLICE_PIXELS = 4096 * 4096          # pixels in one 2-D slice (16.8 MP)
 MAX_VOLUME_VOXELS = 512 * 512 * 1024    # voxels in a whole volume or stack, channels included (268 M)
+# Compressed files are bounded by what they DECLARE they inflate to, before inflating (issue 35): a deflated DICOM,
+# a NIfTI .gz (its header's dims x bytes per voxel), a DICOM series (all its files together). As much as an
+# uncompressed file may hold on disk.
+MAX_DECODED_BYTES = DEFAULT_MAX_BYTES
+MAX_HEADER_BYTES = 64 * 2**20           # a DICOM's data elements other than the image (private, overlay, ...)
+MIDDLE = "middle"                       # slice_index asking a reader for a volume's middle slice (one read)
 SUPPORTED_FORMATS = ("NIfTI (.nii, .nii.gz)", "DICOM (file or series folder)", "PNG", "JPEG", "TIFF",
                      "NumPy (.npy)")
 GREY_TOLERANCE = 2.0 / 255.0  # RGB channels this close (fraction of full scale) count as grey
@@ -85,6 +95,8 @@ def describe_source(source: str) -> str:
 
 def pick_slice(n: int, slice_index: int | None, source: str) -> int:
     """Validate ``slice_index`` against a volume with ``n`` axial slices; 2-D sources (n == 1) accept None/0."""
+    if isinstance(slice_index, str) and slice_index == MIDDLE:
+        return n // 2
     if slice_index is None:
         if n == 1:
             return 0
@@ -156,6 +168,21 @@ def check_pixels(source: str, height: int, width: int, slices: int = 1, channels
         raise TooLargeError(f"{describe_source(source)} holds {height} x {width} x {slices}{extra} voxels "
                             f"({voxels / 1e6:.0f} M): the limit is {MAX_VOLUME_VOXELS / 1e6:.0f} M voxels per "
                             f"volume; crop it or keep fewer slices first")
+
+
+def check_decoded_bytes(source: str, nbytes: int, what: str, limit: int | None = None, fix: str = "") -> None:
+    """Refuse a file whose header declares more than ``limit`` (default :data:`MAX_DECODED_BYTES`) bytes of
+    ``what`` once inflated or decoded, before inflating any of it: one line with the size, the limit and what to
+    do (``fix``, else crop or export fewer slices)."""
+    limit = MAX_DECODED_BYTES if limit is None else int(limit)
+    if nbytes > limit:
+        fix = fix or "crop the image or export fewer slices, uncompressed or in smaller files, and retry"
+        raise TooLargeError(f"{describe_source(source)} declares {_mib(nbytes)} of {what} once decompressed: the "
+                            f"limit is {_mib(limit)}; {fix}")
+
+
+def _mib(nbytes: int) -> str:
+    return f"{nbytes / 2**20:.0f} MiB" if nbytes >= 2**20 else f"{nbytes} bytes"
 
 
 def check_size(path: Path, max_bytes: int) -> int:

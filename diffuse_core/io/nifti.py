@@ -6,7 +6,8 @@ Right, Anterior and Superior; as ``nibabel.as_closest_canonical``) and the axial
 radiological convention (anterior at the top, the patient's right on the image's left). Spacing is (row, col) =
 (y, x) in mm. Only the requested slice is read from disk. A file holding a single coronal or sagittal slice is shown
 as stored in canonical orientation (superior at the top). The dimensions are checked from the header
-(:func:`~diffuse_core.io.loaded.check_pixels`) before any voxel is read, and a NIfTI file with another name
+(:func:`~diffuse_core.io.loaded.check_pixels`) and the bytes they declare (dims x bytes per voxel, against
+:data:`~diffuse_core.io.loaded.MAX_DECODED_BYTES`) before any voxel is read or a ``.gz`` inflated, and a NIfTI file with another name
 (``scan.png`` holding a ``.nii.gz``) is read by its content.
 """
 
@@ -18,14 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
-from diffuse_core.io.loaded import LoadedImage, check_pixels, check_size, pick_slice, to_float32
+from diffuse_core.io.loaded import LoadedImage, check_decoded_bytes, check_pixels, check_size, pick_slice, to_float32
 from diffuse_core.io.orientation import canonical_to_display
 from diffuse_core.io.sniff import NIFTI2_HEADER_BYTES, is_gzip, sniff
 
-__all__ = ["GZIP_EXPANSION_LIMIT", "MAX_CHANNELS", "load_nifti", "open_nifti", "read_canonical_volume"]
+__all__ = ["MAX_CHANNELS", "load_nifti", "open_nifti", "read_canonical_volume"]
 
 MAX_CHANNELS = 8              # a 4-D NIfTI's 4th axis holds modalities/channels, not a time series
-GZIP_EXPANSION_LIMIT = 8      # a compressed NIfTI may declare at most this many times max_bytes of voxel data
 NIFTI1_VOX_OFFSET = 352       # where a single-file NIfTI-1's voxels start when the header does not say
 _IDENTITY_ORNT = ((0, 1), (1, 1), (2, 1))
 
@@ -70,9 +70,8 @@ def open_nifti(path: Path, max_bytes: int, check_complete: bool = True):
     _check_dimensions(shape, str(path))
     itemsize = np.dtype(img.get_data_dtype()).itemsize
     declared = int(np.prod(shape, dtype=np.int64)) * itemsize
-    if declared > GZIP_EXPANSION_LIMIT * max_bytes:
-        raise ValueError(f"{path} declares {declared / 2**20:.0f} MiB of voxel data, over the limit of "
-                         f"{GZIP_EXPANSION_LIMIT * max_bytes / 2**20:.0f} MiB: crop the volume first")
+    check_decoded_bytes(str(path), declared, f"voxel data ({' x '.join(map(str, shape))} x {itemsize} bytes)",
+                        fix="crop the volume or keep fewer slices (or store it as int16 / float32) first")
     if check_complete:
         try:
             offset = int(getattr(img.dataobj, "offset", None) or img.header["vox_offset"])
