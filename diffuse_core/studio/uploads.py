@@ -66,15 +66,18 @@ def is_ct(loaded) -> bool:
     return (loaded.modality or "").upper() == "CT" or float(loaded.data.min()) < HU_AIR_THRESHOLD
 
 
-def probe(src):
-    """Slice 0 of an upload, read for its slice count: the first slice of a volume is often empty (constant), which
-    load_image refuses, so then it is read without the value checks."""
-    from diffuse_core.io.image import load_image, load_raw
+def checked_slice(src, slice_index):
+    """Slice ``slice_index`` (an int, or MIDDLE: the middle one) of the staged upload ``src``, decoded once in a
+    worker that Stop reaches (:func:`diffuse_core.studio.decoding.decoded_slice`) and checked as
+    :func:`~diffuse_core.io.image.load_image` checks it."""
+    from diffuse_core.io.loaded import check_values
+    from diffuse_core.studio.decoding import decoded_slice
 
-    try:
-        return load_image(src, slice_index=0)
-    except ValueError:
-        return load_raw(src, 0)   # raises the same clear error if the file is unreadable
+    loaded = decoded_slice(src, slice_index)
+    hint = (f", slice {loaded.slice_index} of {loaded.num_slices}: pick a slice through the brain"
+            if loaded.num_slices > 1 else "")
+    check_values(loaded.data, loaded.source, hint=hint)
+    return loaded
 
 
 def short_paths(err: Exception, files) -> Exception:
@@ -88,15 +91,14 @@ def short_paths(err: Exception, files) -> Exception:
 
 def inspect_upload(files) -> dict:
     """What the controls need to know about an upload: {"num_slices", "slice", "channels", "ct", "kind", "shape",
-    "notes"}; "slice" is the middle one."""
-    from diffuse_core.io.image import load_image
+    "notes"}; "slice" is the middle one, read with the slice count in one decode that the preview and the run
+    reuse."""
+    from diffuse_core.io.loaded import MIDDLE
 
     try:
         src = upload_source(files)
-        first = probe(src)
-        n = int(first.num_slices)
-        middle = n // 2
-        loaded = first if middle == 0 else load_image(src, slice_index=middle)
+        loaded = checked_slice(src, MIDDLE)
+        n, middle = int(loaded.num_slices), int(loaded.slice_index)
     except (ValueError, FileNotFoundError) as err:
         raise short_paths(err, files) from None
     return {"num_slices": n, "slice": middle, "channels": list(loaded.channel_names), "ct": is_ct(loaded),
@@ -114,14 +116,12 @@ def load_upload_case(files, slice_index=None, channel=None, window=None, gt_file
 
 def _load_upload_case(files, slice_index, channel, window, gt_file) -> LoadedCase:
     from diffuse_core.cases import prepare_case
-    from diffuse_core.io.image import load_image
+    from diffuse_core.io.loaded import MIDDLE
 
     src = upload_source(files)
     size, channels = MODELS.grid()
-    z = whole_number(slice_index, "slice index") if slice_index not in (None, "") else None
-    if z is None:
-        z = probe(src).num_slices // 2
-    loaded = load_image(src, slice_index=z)
+    z = whole_number(slice_index, "slice index") if slice_index not in (None, "") else MIDDLE
+    loaded = checked_slice(src, z)
     notes = []
     if loaded.data.shape[0] > 1 and channels == 1:
         names = list(loaded.channel_names)

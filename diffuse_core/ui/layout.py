@@ -366,12 +366,15 @@ def build_demo(title: str = "Dif-fuse Studio") -> gr.Blocks:
         mask_from.change(on_mask_from, mask_from, [mask_file, mask_draw], **light)
 
         preview_outputs = [preview, case_info, quiz_editor, mask_draw]
+        # an upload is decoded once, in a worker process that a cancel kills (diffuse_core.studio.decoding): the
+        # probe, the previews and the run share it; bounded() hands each request's cancel to that worker
+        show_case = bounded(explore.preview_case)
         gallery.select(on_gallery_select, gallery_keys, [selected_key, source], **light).then(
-            explore.preview_case, case_inputs, preview_outputs, **light)
-        files.upload(on_upload, files, [slice_slider, channel, window, source], **light).then(
-            explore.preview_case, case_inputs, preview_outputs, **light)
-        for comp in (slice_slider, channel, window, gt_file):
-            comp.change(explore.preview_case, case_inputs, preview_outputs, trigger_mode="always_last", **light)
+            show_case, case_inputs, preview_outputs, **light)
+        upload_event = files.upload(bounded(on_upload), files, [slice_slider, channel, window, source], **light)
+        upload_preview = upload_event.then(show_case, case_inputs, preview_outputs, **light)
+        slice_events = [comp.change(show_case, case_inputs, preview_outputs, trigger_mode="always_last", **light)
+                        for comp in (slice_slider, channel, window, gt_file)]
 
         preview_mask_ins = case_inputs + [mask_from, ctl["percentile"]]
         ctl["percentile"].change(explore.preview_mask, preview_mask_ins, [preview, progress],
@@ -388,7 +391,8 @@ def build_demo(title: str = "Dif-fuse Studio") -> gr.Blocks:
             mask_from, mask_file, mask_draw, ctl["k"], ctl["percentile"], ctl["steps"], ctl["seed"], unc_samples],
             [unc_progress, unc_std, unc_mean, unc_anomaly, unc_md], api_visibility="undocumented",
             show_progress="hidden", **heavy)
-        stop_btn.click(explore.request_stop, None, progress, cancels=[run_event, unc_event], **light)
+        stop_btn.click(explore.request_stop, None, progress,
+                       cancels=[run_event, unc_event, upload_event, upload_preview, *slice_events], **light)
         view_ins = [run_state, opacity, win_centre, win_width, zoom, view_focus]
         view_outs = [out_input, out_saliency, out_mask, out_cf, out_overlay, out_slider]
         for comp in (opacity, win_centre, win_width, zoom):
