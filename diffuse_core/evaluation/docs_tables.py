@@ -35,7 +35,7 @@ REGION = re.compile(r"(<!-- generated:([a-z_]+) -->\n)(.*?)(<!-- /generated:\2 -
 MARKER = re.compile(r"<!-- (/?)generated:([a-z_]+) -->")
 
 #: The card figures of the shipped-models table: ``value``/``baseline``/``on`` are templates whose ``{path}`` (keys
-#: joined by ``/``, optionally ``:fmt`` with fmt one of f2, f3, pct, int, sha) are read from the card; ``source`` is the
+#: joined by ``/``, optionally ``:fmt`` with fmt one of f1, f2, f3 (decimals), pct, int, sha) are read from the card; ``source`` is the
 #: card section carrying ``command``, ``measured_on`` and ``hardware`` (``command`` here only where the card's section
 #: has none and names it in prose, as its ``quality.note`` does for the samples).
 CARD_FIGURES: list[dict] = [
@@ -45,7 +45,7 @@ CARD_FIGURES: list[dict] = [
                  "{quality/synthbrain_test/flair_threshold/threshold_from_val:f2})",
      "on": "{quality/synthbrain_test/kernel_3_paired_vs_flair_threshold/n} diseased slices, seeds "
            "{quality/synthbrain_test/test_seeds/seeds}, threshold "
-           "{quality/synthbrain_test/test_seeds/dif-fuse/threshold_from_val:f2}, "
+           "{quality/synthbrain_test/test_seeds/dif-fuse/threshold_from_val:f2} (the app's: {anomaly_threshold:f2}), "
            "{quality/synthbrain_test/test_seeds/kernel}x{quality/synthbrain_test/test_seeds/kernel} kernel",
      "source": ["quality/synthbrain_test", "quality/synthbrain_test/other_methods_kernel_3"]},
     {"id": "flair.brats_dice", "card": "assets/ddpm", "figure": "Dif-fuse Dice, real BraTS 2015 FLAIR tumours",
@@ -90,6 +90,23 @@ CARD_FIGURES: list[dict] = [
      "on": "{quality/n} SynthBrain CT test slices", "source": "quality"},
 ]
 
+#: Figures of results files in ``docs/results/`` that have their own layout, read as :data:`CARD_FIGURES` reads the
+#: cards (``source`` None: the file's top level carries command, date, commit, hardware). A row appears once its file
+#: exists and replaces the card row of the same id. ``real_data.json`` is written by ``diffuse-studio real-data``
+#: (:mod:`diffuse_core.evaluation.real_data`).
+RESULT_FIGURES: list[dict] = [
+    {"id": "flair.brats_dice", "file": "docs/results/real_data.json", "model": "assets/ddpm",
+     "figure": "Dif-fuse Dice, real BraTS 2015 FLAIR tumours",
+     "value": "{dice/dif_fuse/mean}",
+     "baseline": "{dice/threshold/mean} (FLAIR threshold, z > {settings/zscore_baseline:f2})",
+     "on": "{data/tumour_slices} tumour slices, seed {settings/seed}, threshold {settings/threshold:f2}",
+     "source": None},
+    {"id": "flair.brats_normal_flagged", "file": "docs/results/real_data.json", "model": "assets/ddpm",
+     "figure": "tumour-free real brain flagged",
+     "value": "{normal_flagged/dif_fuse/mean:pct}", "baseline": "{normal_flagged/threshold/mean:pct} (FLAIR threshold)",
+     "on": "{data/tumour_free_slices} tumour-free BraTS slices, seed {settings/seed}", "source": None},
+]
+
 MODEL_NAMES = {"assets/ddpm": "FLAIR DDPM", "assets/ct/ddpm": "CT DDPM", "assets/classifier": "FLAIR ACAT",
                "assets/autoencoder": "FLAIR ACAT", "assets/ct/classifier": "CT ACAT",
                "assets/ct/autoencoder": "CT ACAT"}
@@ -117,7 +134,7 @@ def _fmt(value, fmt: str | None) -> str:
         return str(int(round(float(value))))
     if fmt == "sha":
         return str(value)[:12]
-    if fmt in ("f2", "f3"):
+    if fmt and re.fullmatch(r"f\d", fmt):
         return f"{float(value):.{fmt[1]}f}"
     if isinstance(value, float):
         return f"{value:.3f}"
@@ -134,7 +151,7 @@ def _hardware(hw) -> str:
         parts = [hw.get("gpu") or hw.get("processor"), hw.get("device"), f"torch {hw['torch']}" if "torch" in hw else None,
                  f"{hw['torch_threads']} threads" if "torch_threads" in hw else None]
         return ", ".join(str(p) for p in parts if p)
-    return str(hw).split(";")[0].strip() if hw else "not recorded"
+    return str(hw).split(";")[0].strip() if hw else "hardware not recorded"
 
 
 def load_cards(root: Path) -> dict[str, dict]:
@@ -148,34 +165,45 @@ def load_results(root: Path) -> dict[str, dict]:
     return {p.relative_to(root).as_posix(): json.loads(p.read_text()) for p in sorted((root / RESULTS_DIR).glob("*.json"))}
 
 
-def _sources_of(card_dir: str, card: dict, spec: dict) -> list[dict]:
-    """The card sections a figure comes from (``spec["source"]``: one key path or several), with their provenance."""
-    out = []
-    for key in [spec["source"]] if isinstance(spec["source"], str) else spec["source"]:
-        sec = _get(card, key)
-        out.append({"file": f"{card_dir}/model_card.json", "key": key.replace("/", "."),
-                    "command": sec.get("command") or spec.get("command") or "not recorded",
-                    "measured_on": sec.get("measured_on") or "not recorded",
-                    "hardware": _hardware(sec.get("hardware")), "commit": sec.get("commit"),
-                    "weights": sec.get("weights_sha256")})
-    return out
+def _provenance(file: str, doc: dict, key: str | None, command: str | None = None) -> dict:
+    """Where a figure comes from: the file, the section (``key``, ``None`` for the whole file) and that section's
+    command, date (``measured_on`` or ``date``), hardware, commit and weights digest."""
+    sec = doc if key is None else _get(doc, key)
+    return {"file": file, "key": None if key is None else key.replace("/", "."),
+            "command": sec.get("command") or command,
+            "measured_on": sec.get("measured_on") or sec.get("date") or "date not recorded",
+            "hardware": _hardware(sec.get("hardware")), "commit": sec.get("commit"),
+            "weights": sec.get("weights_sha256")}
 
 
-def results_file_rows(path: str, doc: dict) -> tuple[list[dict], dict | None]:
-    """The table rows and source of one results file.
+def _spec_row(spec: dict, file: str, doc: dict) -> dict:
+    keys = spec.get("source")
+    keys = [keys] if keys is None or isinstance(keys, str) else keys
+    try:
+        return {"id": spec["id"], "card": spec.get("card") or spec["model"], "figure": spec["figure"],
+                "value": fill(spec["value"], doc), "baseline": fill(spec["baseline"], doc), "on": fill(spec["on"], doc),
+                "sources": [_provenance(file, doc, k, spec.get("command")) for k in keys]}
+    except KeyError as e:
+        raise KeyError(f"{file} has no key the table reads for {spec['id']!r} ({e.args[0]}): update its entry in "
+                       f"diffuse_core/evaluation/docs_tables.py") from None
 
-    Format: ``{"command", "measured_on", "commit", "hardware", "settings", "figures": [{"model": "assets/ddpm",
-    "figure": "...", "value": 0.71, "baseline": 0.48, "baseline_name": "FLAIR threshold", "on": "24 tumour slices",
-    "seeds": [0], "format": "f3|pct|int", "id": optional card-row id it replaces}]}``; a file without ``figures``
-    adds nothing to the table."""
+
+def results_file_rows(path: str, doc: dict) -> list[dict]:
+    """The table rows of one results file in the generic format.
+
+    Format: ``{"command", "measured_on" (or "date"), "commit", "hardware", "settings", "figures": [{"model":
+    "assets/ddpm", "figure": "...", "value": 0.71, "baseline": 0.48, "baseline_name": "FLAIR threshold", "on": "24
+    tumour slices", "seeds": [0], "format": "f3|pct|int", "id": optional id of the row it replaces}]}``; a file
+    without ``figures`` adds nothing here (unless :data:`RESULT_FIGURES` reads it)."""
     figures = doc.get("figures") or []
     if not figures:
-        return [], None
-    for key in ("command", "measured_on", "commit", "hardware"):
-        if key not in doc:
+        return []
+    for key in ("command", "commit", "hardware"):
+        if not doc.get(key):
             raise KeyError(f"{path}: a results file with figures needs {key!r}")
-    source = {"file": path, "key": None, "command": doc["command"], "measured_on": doc["measured_on"],
-              "hardware": _hardware(doc["hardware"]), "commit": doc["commit"], "weights": doc.get("weights_sha256")}
+    if not (doc.get("measured_on") or doc.get("date")):
+        raise KeyError(f"{path}: a results file with figures needs 'measured_on' (or 'date')")
+    source = _provenance(path, doc, None)
     rows = []
     for f in figures:
         fmt = f.get("format")
@@ -184,29 +212,32 @@ def results_file_rows(path: str, doc: dict) -> tuple[list[dict], dict | None]:
         on = f.get("on", "") + (f", seeds {_fmt(f['seeds'], None)}" if f.get("seeds") is not None else "")
         rows.append({"id": f.get("id"), "card": f["model"], "figure": f["figure"], "value": _fmt(f["value"], fmt),
                      "baseline": base, "on": on, "sources": [source]})
-    return rows, source
+    return rows
+
+
+def _place(rows: list[dict], row: dict) -> None:
+    """``row`` replaces the row with its id, else goes after the last row of its model."""
+    same = [i for i, r in enumerate(rows) if row["id"] and r["id"] == row["id"]]
+    if same:
+        rows[same[0]] = row
+        return
+    after = [i for i, r in enumerate(rows) if r["card"] == row["card"]]
+    rows.insert(after[-1] + 1 if after else len(rows), row)
 
 
 def model_rows(root: Path) -> tuple[list[dict], list[dict]]:
-    """(rows of the shipped-models table, their sources in order of first use)."""
+    """(rows of the shipped-models table, their sources in order of first use): :data:`CARD_FIGURES` from the cards,
+    then :data:`RESULT_FIGURES` of the results files present, then every results file's own ``figures``."""
     cards = load_cards(root)
-    rows = []
-    for spec in CARD_FIGURES:
-        card = cards.get(spec["card"])
-        if card is None:        # a model not installed in this checkout has no row
-            continue
-        rows.append({"id": spec["id"], "card": spec["card"], "figure": spec["figure"],
-                     "value": fill(spec["value"], card), "baseline": fill(spec["baseline"], card),
-                     "on": fill(spec["on"], card), "sources": _sources_of(spec["card"], card, spec)})
-    for path, doc in load_results(root).items():
-        extra, _ = results_file_rows(path, doc)
-        for row in extra:
-            same = [i for i, r in enumerate(rows) if row["id"] and r["id"] == row["id"]]
-            if same:
-                rows[same[0]] = row
-            else:
-                after = [i for i, r in enumerate(rows) if r["card"] == row["card"]]
-                rows.insert(after[-1] + 1 if after else len(rows), row)
+    results = load_results(root)
+    rows = [_spec_row(spec, f"{spec['card']}/model_card.json", cards[spec["card"]])
+            for spec in CARD_FIGURES if spec["card"] in cards]   # a model not installed here has no row
+    for spec in RESULT_FIGURES:
+        if spec["file"] in results:
+            _place(rows, _spec_row(spec, spec["file"], results[spec["file"]]))
+    for path, doc in results.items():
+        for row in results_file_rows(path, doc):
+            _place(rows, row)
     sources: list[dict] = []
     for row in rows:
         sources += [s for s in row["sources"] if s not in sources]
@@ -235,8 +266,9 @@ def render_sources(root: Path) -> str:
         where = f"`{s['file']}`" + (f" → `{s['key']}`" if s["key"] else "")
         ident = [f"commit {s['commit'][:10]}" if s["commit"] else "commit not recorded in the card",
                  f"weights sha256 {s['weights'][:12]}" if s["weights"] else None]
+        command = f"`{s['command']}`" if s["command"] else "command not recorded"
         out.append(f"- **S{n}** {where}; {s['measured_on']}; {s['hardware']}; "
-                   f"{'; '.join(i for i in ident if i)}  \n  `{s['command']}`")
+                   f"{'; '.join(i for i in ident if i)}  \n  {command}")
     return "\n".join(out) + "\n"
 
 
@@ -261,7 +293,7 @@ def render_hero(root: Path) -> str:
     doc = json.loads((root / RESULTS_DIR / "hero_figure.json").read_text())
     return fill("*{case/id} ({case/lesion_type}, {case/difficulty}) from `teaching_sets/default`, through `{model}` at "
                 "K {settings/k}, {settings/steps} steps, {settings/percentile:int}th percentile, seed {settings/seed}: "
-                "Dice {result/dice:f3} against the expert outline, {result/seconds:f2} s for the run on "
+                "Dice {result/dice:f3} against the expert outline; the run took {result/seconds:f1} s on "
                 "{hardware/summary}. Made by `{command}` ({measured_on}, commit {commit:sha}).*\n", doc)
 
 

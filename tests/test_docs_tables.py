@@ -1,0 +1,147 @@
+"""One source for every figure: each generated region of README.md and docs/*.md is what
+``python -m diffuse_core.evaluation.docs_tables`` writes now from the model cards and docs/results/*.json."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from diffuse_core.evaluation import docs_tables
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _copy(tmp_path: Path) -> Path:
+    """README, docs and every model card (not the weights) in a scratch root."""
+    root = tmp_path / "repo"
+    (root / "docs").mkdir(parents=True)
+    shutil.copy(ROOT / "README.md", root / "README.md")
+    shutil.copytree(ROOT / "docs", root / "docs", dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("*.png", "*.html", "*.csv"))
+    for card in (ROOT / "assets").rglob("model_card.json"):
+        dest = root / card.relative_to(ROOT)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(card, dest)
+    return root
+
+
+def test_every_generated_region_matches_its_results_files():
+    stale = docs_tables.regenerate(ROOT, write=False)
+    assert not stale, f"stale generated regions {stale}: run `python -m diffuse_core.evaluation.docs_tables`"
+
+
+def test_readme_and_docs_carry_the_generated_tables():
+    """Deleting a region's markers would escape the check above: the README keeps the models table and the hero
+    caption, docs/models.md the table, its sources and the training costs."""
+    readme = (ROOT / "README.md").read_text()
+    for name in ("models", "hero"):
+        assert f"<!-- generated:{name} -->" in readme, name
+    models = (ROOT / "docs" / "models.md").read_text()
+    for name in ("models", "model_sources", "training"):
+        assert f"<!-- generated:{name} -->" in models, name
+
+
+def test_a_figure_edited_by_hand_is_caught(tmp_path):
+    root = _copy(tmp_path)
+    readme = root / "README.md"
+    text = readme.read_text()
+    start = text.index("<!-- generated:models -->")
+    row = text.index("**0.", start)                      # the first figure in the table
+    digit = row + 4                                      # "**0.687**": the first decimal
+    readme.write_text(text[:digit] + ("9" if text[digit] != "9" else "8") + text[digit + 1:])
+    assert "README.md:models" in docs_tables.regenerate(root, write=False)
+    docs_tables.regenerate(root)
+    assert readme.read_text() == text and not docs_tables.regenerate(root, write=False)
+
+
+def test_a_remeasured_card_makes_the_docs_stale(tmp_path):
+    root = _copy(tmp_path)
+    card_path = root / "assets" / "ddpm" / "model_card.json"
+    card = json.loads(card_path.read_text())
+    card["real_data_check"]["brats_dice_acat_mask"] = 0.123
+    card_path.write_text(json.dumps(card))
+    stale = docs_tables.regenerate(root, write=False)
+    assert "README.md:models" in stale and "docs/models.md:models" in stale
+    docs_tables.regenerate(root)
+    assert "**0.123**" in (root / "README.md").read_text()
+
+
+def test_a_new_results_file_shows_up_and_replaces_the_card_row_it_names(tmp_path):
+    root = _copy(tmp_path)
+    new = {"command": "python -m somewhere --brats DIR", "measured_on": "2031-01-02", "commit": "0123456789abcdef",
+           "hardware": "test box", "settings": {"k": 500},
+           "figures": [{"id": "flair.brats_dice", "model": "assets/ddpm", "figure": "real BraTS Dice, new protocol",
+                        "value": 0.7777, "baseline": 0.5, "baseline_name": "FLAIR threshold", "on": "99 slices",
+                        "seeds": [0, 1]},
+                       {"model": "assets/ddpm", "figure": "a new measure", "value": 0.25, "format": "pct", "on": "x"}]}
+    (root / "docs" / "results" / "new_check.json").write_text(json.dumps(new))
+    docs_tables.regenerate(root)
+    table = (root / "README.md").read_text()
+    assert "**0.778**" in table and "99 slices, seeds 0, 1" in table and "**25.0 %**" in table
+    assert "real BraTS 2015 FLAIR tumours" not in table                  # the card row it replaces is gone
+    sources = (root / "docs" / "models.md").read_text()
+    assert "`docs/results/new_check.json`" in sources and "commit 0123456789" in sources
+    del new["commit"]
+    (root / "docs" / "results" / "new_check.json").write_text(json.dumps(new))
+    with pytest.raises(KeyError, match="commit"):
+        docs_tables.regenerate(root, write=False)
+
+
+def test_unknown_or_unbalanced_regions_are_refused(tmp_path):
+    root = _copy(tmp_path)
+    page = root / "docs" / "extra.md"
+    page.write_text("<!-- generated:nonsense -->\nx\n<!-- /generated:nonsense -->\n")
+    with pytest.raises(docs_tables.RegionError, match="nonsense"):
+        docs_tables.regenerate(root, write=False)
+    page.write_text("<!-- generated:models -->\nx\n")
+    with pytest.raises(docs_tables.RegionError, match="never closed"):
+        docs_tables.regenerate(root, write=False)
+
+
+def test_the_check_command_exits_1_on_a_stale_region(tmp_path, capsys):
+    root = _copy(tmp_path)
+    assert docs_tables.main(["--root", str(root), "--check"]) == 0
+    hero = root / "docs" / "results" / "hero_figure.json"
+    doc = json.loads(hero.read_text())
+    doc["settings"]["steps"] += 1
+    hero.write_text(json.dumps(doc))
+    assert docs_tables.main(["--root", str(root), "--check"]) == 1
+    assert "README.md:hero" in capsys.readouterr().out
+
+
+def test_the_real_data_file_replaces_the_cards_real_data_rows_once_it_exists(tmp_path):
+    """``diffuse-studio real-data`` writes docs/results/real_data.json in its own layout; its rows take the place of the
+    card's older real-data figures with nothing but a re-run of the generator."""
+    root = _copy(tmp_path)
+    (root / "docs" / "results" / "real_data.json").unlink(missing_ok=True)
+    doc = {"date": "2031-02-03", "commit": "fedcba9876543210", "hardware": {"device": "cpu", "torch": "9.9"},
+           "command": "diffuse-studio real-data --brats DIR",
+           "data": {"tumour_slices": 30, "tumour_free_slices": 12},
+           "settings": {"seed": 0, "threshold": 0.2, "zscore_baseline": 1.0},
+           "dice": {"dif_fuse": {"mean": 0.81234}, "threshold": {"mean": 0.6}},
+           "normal_flagged": {"dif_fuse": {"mean": 0.031}, "threshold": {"mean": 0.02}}}
+    (root / "docs" / "results" / "real_data.json").write_text(json.dumps(doc))
+    docs_tables.regenerate(root)
+    readme = (root / "README.md").read_text()
+    assert "**0.812**" in readme and "0.600 (FLAIR threshold, z > 1.00)" in readme and "**3.1 %**" in readme
+    assert "30 tumour slices" in readme and readme.count("real BraTS 2015 FLAIR tumours") == 1
+    assert "`docs/results/real_data.json`; 2031-02-03" in (root / "docs" / "models.md").read_text()
+    del doc["dice"]
+    (root / "docs" / "results" / "real_data.json").write_text(json.dumps(doc))
+    with pytest.raises(KeyError, match="real_data.json has no key"):
+        docs_tables.regenerate(root, write=False)
+
+
+def test_the_readme_stays_a_short_users_guide():
+    """Issue 33: at most 10 KB, with the sections a newcomer needs; the research record lives in docs/research/."""
+    readme = (ROOT / "README.md").read_bytes()
+    assert len(readme) <= 10 * 1024, f"README.md is {len(readme)} bytes: move detail into docs/"
+    text = readme.decode()
+    for heading in ("## Quick start (two commands)", "## The app", "## The method in five steps", "## Command line",
+                    "## Python API", "## Retrain or adapt on your own data", "## The shipped models", "## Limits",
+                    "## Hosting", "## Links"):
+        assert heading in text, heading
+    assert "not a diagnostic device" in text.lower()
+    for link in ("docs/hero.png", "docs/app_screenshot.png"):
+        assert (ROOT / link).is_file() and f"]({link})" in text, link
