@@ -35,7 +35,8 @@ REGION = re.compile(r"(<!-- generated:([a-z_]+) -->\n)(.*?)(<!-- /generated:\2 -
 MARKER = re.compile(r"<!-- (/?)generated:([a-z_]+) -->")
 
 #: The card figures of the shipped-models table: ``value``/``baseline``/``on`` are templates whose ``{path}`` (keys
-#: joined by ``/``, optionally ``:fmt`` with fmt one of f1, f2, f3 (decimals), pct, int, sha) are read from the card; ``source`` is the
+#: joined by ``/``, optionally ``:fmt`` with fmt one of f1, f2, f3 (decimals), pct, int, sha) are read from the card;
+#: ``source`` is the
 #: card section carrying ``command``, ``measured_on`` and ``hardware`` (``command`` here only where the card's section
 #: has none and names it in prose, as its ``quality.note`` does for the samples).
 CARD_FIGURES: list[dict] = [
@@ -61,7 +62,8 @@ CARD_FIGURES: list[dict] = [
      "source": "real_data_check"},
     {"id": "flair.healthy_change", "card": "assets/ddpm", "figure": "mean change on healthy slices",
      "value": "{real_data_check/healthy_mean_abs_change_in_brain}", "baseline": "",
-     "on": "{real_data_check/slices/synthbrain_healthy} healthy SynthBrain slices, seed {real_data_check/settings/seed}",
+     "on": "{real_data_check/slices/synthbrain_healthy} healthy SynthBrain slices, "
+           "seed {real_data_check/settings/seed}",
      "source": "real_data_check"},
     {"id": "flair.samples_grey", "card": "assets/ddpm", "figure": "samples from pure noise with a grey background",
      "value": "{quality/samples_from_noise/ddpm/grey_background} of {quality/samples_from_noise/ddpm/n}",
@@ -77,7 +79,8 @@ CARD_FIGURES: list[dict] = [
      "value": "{ct_check/candidates/CT-models/healthy_flagged_share:pct}",
      "baseline": "{ct_check/ct_threshold/healthy_flagged_share:pct} (CT threshold)",
      "on": "{ct_check/slices/healthy} healthy SynthBrain CT slices", "source": "ct_check"},
-    {"id": "flair.classifier", "card": "assets/classifier", "figure": "classifier accuracy / AUROC, diseased vs healthy",
+    {"id": "flair.classifier", "card": "assets/classifier",
+     "figure": "classifier accuracy / AUROC, diseased vs healthy",
      "value": "{quality/accuracy} / {quality/auroc}", "baseline": "",
      "on": "{quality/n} SynthBrain FLAIR test slices", "source": "quality",
      "command": "diffuse-studio evaluate --write-cards"},
@@ -148,7 +151,8 @@ def fill(template: str, doc: dict) -> str:
 
 def _hardware(hw) -> str:
     if isinstance(hw, dict):
-        parts = [hw.get("gpu") or hw.get("processor"), hw.get("device"), f"torch {hw['torch']}" if "torch" in hw else None,
+        parts = [hw.get("gpu") or hw.get("processor"), hw.get("device"),
+                 f"torch {hw['torch']}" if "torch" in hw else None,
                  f"{hw['torch_threads']} threads" if "torch_threads" in hw else None]
         return ", ".join(str(p) for p in parts if p)
     return str(hw).split(";")[0].strip() if hw else "hardware not recorded"
@@ -162,7 +166,8 @@ def load_cards(root: Path) -> dict[str, dict]:
 
 def load_results(root: Path) -> dict[str, dict]:
     """Every results file in ``docs/results/``, keyed by its path relative to ``root``."""
-    return {p.relative_to(root).as_posix(): json.loads(p.read_text()) for p in sorted((root / RESULTS_DIR).glob("*.json"))}
+    return {p.relative_to(root).as_posix(): json.loads(p.read_text())
+            for p in sorted((root / RESULTS_DIR).glob("*.json"))}
 
 
 def _provenance(file: str, doc: dict, key: str | None, command: str | None = None) -> dict:
@@ -273,7 +278,8 @@ def render_sources(root: Path) -> str:
 
 
 def render_training(root: Path) -> str:
-    out = ["| model | steps (all stages) | wall time (all stages) | batch | hardware (last stage) | command (last stage) |",
+    out = ["| model | steps (all stages) | wall time (all stages) | batch | hardware (last stage) "
+           "| command (last stage) |",
            "|---|---|---|---|---|---|"]
     for folder, card in load_cards(root).items():
         tr = card.get("training") or {}

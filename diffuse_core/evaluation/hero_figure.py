@@ -1,8 +1,8 @@
 """The README's hero figure: a shipped teaching case through the shipped models, four panels in one small PNG.
 
-``python -m diffuse_core.evaluation.hero_figure`` runs ``teaching_sets/default``'s case (default ``case05_flair_stroke``)
-through :func:`diffuse_core.cases.run_file` (what ``diffuse-studio run --gt`` runs, the model card's settings, seed 0,
-on the CPU) and writes
+``python -m diffuse_core.evaluation.hero_figure`` runs a case of ``teaching_sets/default`` (default
+``case05_flair_stroke``, an easy stroke) through :func:`diffuse_core.cases.run_file` (what ``diffuse-studio run --gt``
+runs, the model card's settings, seed 0, on the CPU) and writes
 
 - ``docs/hero.png``: input with the expert's outline (green) | ACAT saliency | healthy counterfactual | anomaly map
   over the input (the Dif-fuse mask in cyan);
@@ -10,7 +10,9 @@ on the CPU) and writes
   the commit (and whether the code or models differed from it), the hardware and the command; the README's caption is
   generated from it (:mod:`diffuse_core.evaluation.docs_tables`, region ``hero``).
 
-About ten seconds on two CPU cores.
+From ten seconds to a minute on two CPU cores, depending on what else runs there. Run it from a clean checkout
+of a commit (e.g. ``git worktree add``) so that ``commit`` names the code that made the figure; the file records whether
+the code or models differed from it.
 """
 
 from __future__ import annotations
@@ -94,14 +96,15 @@ def make_hero(root: Path, case_id: str = "case05_flair_stroke", seed: int = 0, d
         raise OSError(f"could not write {out_png}")
     dirty = _git(root, "status", "--porcelain", "--untracked-files=no", "--", "diffuse_core", "assets", "teaching_sets")
     cores = os.cpu_count() or 0
+    cpu, ran_on = _cpu_name(), summary.get("device", device)
     doc = {
         "name": "hero_figure",
         "command": command or "python -m diffuse_core.evaluation.hero_figure",
         "measured_on": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d"),
         "commit": _git(root, "rev-parse", "HEAD") or "unknown",
         "code_differs_from_commit": None if dirty is None else bool(dirty),
-        "hardware": {"summary": f"{_cpu_name()}, {cores} cores, torch {torch.__version__}, {summary.get('device', device)}",
-                     "cpu": _cpu_name(), "cores": cores, "torch": torch.__version__, "device": summary.get("device", device),
+        "hardware": {"summary": f"{cpu}, {cores} cores, torch {torch.__version__}, {ran_on}",
+                     "cpu": cpu, "cores": cores, "torch": torch.__version__, "device": ran_on,
                      "torch_threads": torch.get_num_threads()},
         "case": {"set": "teaching_sets/default", "id": case_id, "lesion_type": case["lesion_type"],
                  "difficulty": case["difficulty"], "modality": case["modality"]},
@@ -109,7 +112,8 @@ def make_hero(root: Path, case_id: str = "case05_flair_stroke", seed: int = 0, d
         "settings": {"k": summary["k"], "steps": summary["steps"], "percentile": summary["percentile"], "seed": seed,
                      "threshold": summary["threshold"], "variant": summary.get("variant"), "mask_from": "acat"},
         "result": {"dice": summary["dice"], "iou": summary["iou"], "anomaly_pixels": summary["anomaly_pixels"],
-                   "seconds": (summary.get("timings") or {}).get("total"), "network_calls": summary.get("network_calls")},
+                   "seconds": (summary.get("timings") or {}).get("total"),
+                   "network_calls": summary.get("network_calls")},
         "png": out_png.relative_to(root).as_posix() if out_png.is_relative_to(root) else str(out_png),
     }
     out_json.write_text(json.dumps(doc, indent=1) + "\n")
