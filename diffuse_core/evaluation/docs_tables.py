@@ -288,10 +288,10 @@ def render_training(root: Path) -> str:
         batch = tr.get("batch_size", card.get("batch_size"))
         hw = _hardware(tr.get("hardware") or card.get("hardware"))
         wall = "not recorded" if seconds is None else f"{float(seconds) / 3600:.1f} h"
-        cmd = str(card.get("command") or "not recorded").split("  #")[0].strip()
+        cmd = f"`{str(card['command']).split('  #')[0].strip()}`" if card.get("command") else "not recorded in the card"
         out.append("| " + " | ".join(_cell(c) for c in (f"`{folder}`", _fmt(steps, "int") if steps is not None else "",
                                                            wall, _fmt(batch, None) if batch else "", hw,
-                                                           f"`{cmd}`")) + " |")
+                                                           cmd)) + " |")
     return "\n".join(out) + "\n"
 
 
