@@ -22,6 +22,7 @@ import numpy as np
 
 from diffuse_core.io.preprocess import Geometry, from_model_grid
 
+BLEND_GRID_PX = 8.0         # blend weights of large inputs are computed at this many pixels per model pixel
 FEATHER_MODEL_PX = 3.0      # width of the blend ramp outside the mask, in model pixels (1.7 mm each at 128 on 220 mm)
 
 
@@ -43,17 +44,33 @@ class FullResolution:
 
 
 def blend_weight(mask: np.ndarray, pixels_per_model_px: float, feather: float = FEATHER_MODEL_PX) -> np.ndarray:
-    """1 inside ``mask`` (H, W), falling linearly to 0 over ``feather`` model pixels outside it, lightly smoothed."""
+    """1 inside ``mask`` (H, W), falling linearly to 0 over ``feather`` model pixels outside it, lightly smoothed.
+
+    The ramp and its smoothing span several model pixels, so on a large input (more than
+    2 x :data:`BLEND_GRID_PX` input pixels per model pixel) they are computed on a grid of :data:`BLEND_GRID_PX`
+    pixels per model pixel and interpolated up (linear): a 4096 x 4096 slice costs a 512 x 512 blur, not a
+    sigma-64 one over 16 MP (issue 35)."""
     m = np.asarray(mask, np.uint8)
     if not m.any():
         return np.zeros(m.shape, np.float32)
+    factor = pixels_per_model_px / BLEND_GRID_PX
+    if factor <= 2.0:
+        w = _ramp(m, pixels_per_model_px, feather)
+    else:
+        small = (max(1, int(np.ceil(m.shape[1] / factor))), max(1, int(np.ceil(m.shape[0] / factor))))
+        m_small = (cv2.resize(m.astype(np.float32), small, interpolation=cv2.INTER_AREA) >= 0.5).astype(np.uint8)
+        w = cv2.resize(_ramp(m_small, BLEND_GRID_PX, feather), (m.shape[1], m.shape[0]),
+                       interpolation=cv2.INTER_LINEAR)
+    w[m > 0] = 1.0
+    return w
+
+
+def _ramp(m: np.ndarray, pixels_per_model_px: float, feather: float) -> np.ndarray:
     ramp = max(1.0, feather * pixels_per_model_px)
     dist = cv2.distanceTransform((m == 0).astype(np.uint8), cv2.DIST_L2, 5)
     w = np.clip(1.0 - dist / ramp, 0.0, 1.0).astype(np.float32)
     sigma = max(0.5, 0.5 * pixels_per_model_px)
-    w = cv2.GaussianBlur(w, (0, 0), sigma)
-    w[m > 0] = 1.0
-    return w
+    return cv2.GaussianBlur(w, (0, 0), sigma)
 
 
 def to_input_grid(image: np.ndarray, brain: np.ndarray, geometry: Geometry | None, counterfactual: np.ndarray,
