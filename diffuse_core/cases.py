@@ -285,34 +285,60 @@ def anomaly_threshold_of(denoiser) -> float:
     return float(t) if t is not None else DEFAULT_ANOMALY_THRESHOLD
 
 
-INTENSITY_CHOICES = ("percentile", "model")
-"""How MRI intensities reach the model: "percentile" stretches the brain's 1st-99th percentiles to [-1, 1] (the
-default); "model" matches the brain's 10th-75th percentiles to where the model's training data has them (the card's
-``intensity_reference``). Measured on real BraTS FLAIR (docs/results.md): "model" flags far less tumour-free brain,
-"percentile" finds more of the tumours."""
+INTENSITY_CHOICES = ("auto", "tissue", "percentile", "model")
+"""How MRI intensities reach the model. "auto" (the default): the model's own preparation, its card's
+``input_normalisation`` ("tissue" for a model trained on the tissue scale, else "percentile"). "tissue": air -> -1
+and the brain's tissue peak -> the card's ``tissue_scale`` level (:func:`diffuse_core.io.intensity.tissue_scale`),
+the preparation SynthBrain training slices get too, robust to bright lesions. "percentile" stretches the brain's
+1st-99th percentiles to [-1, 1] (the default until wave 3); "model" matches the brain's 10th-75th percentiles to
+where the model's training data has them (the card's ``intensity_reference``). Measured on real BraTS FLAIR:
+docs/results.md, real-data section."""
+
+
+def _card(denoiser) -> dict:
+    """A denoiser's card, or the card itself (a dict read from config.json without loading the weights)."""
+    return denoiser if isinstance(denoiser, dict) else (getattr(denoiser, "card", None) or {})
 
 
 def intensity_reference_of(denoiser) -> dict | None:
     """The model card's intensity reference (its training slices' brain percentiles), or None."""
-    ref = (getattr(denoiser, "card", None) or {}).get("intensity_reference")
+    ref = _card(denoiser).get("intensity_reference")
     return ref if isinstance(ref, dict) and ref.get("values") else None
 
 
 def input_normalisation_of(denoiser) -> str:
     """How the model's SynthBrain training slices were scaled (the card's ``input_normalisation``): "absolute" (as
-    SynthBrain renders them; models without the field) or "percentile" (stretched as the app prepares a real MRI).
+    SynthBrain renders them; models without the field), "percentile" (stretched) or "tissue" (the tissue scale).
     Evaluations that feed SynthBrain arrays directly put them on this scale first
-    (:func:`diffuse_core.train.data.normalise_slices`); files through ``run`` and the app are always stretched."""
-    return str((getattr(denoiser, "card", None) or {}).get("input_normalisation") or "absolute")
+    (:func:`diffuse_core.train.data.normalise_slices`)."""
+    return str(_card(denoiser).get("input_normalisation") or "absolute")
+
+
+def tissue_scale_of(denoiser) -> dict:
+    """The card's ``tissue_scale`` over the default :data:`diffuse_core.io.intensity.TISSUE_SCALE`."""
+    from diffuse_core.io.intensity import TISSUE_SCALE
+
+    given = _card(denoiser).get("tissue_scale")
+    return {**TISSUE_SCALE, **(given if isinstance(given, dict) else {})}
+
+
+def resolve_intensity(denoiser, intensity: str | None) -> str:
+    """``intensity`` with "auto" / None resolved to the model's own preparation."""
+    if intensity in (None, "auto"):
+        return "tissue" if input_normalisation_of(denoiser) == "tissue" else "percentile"
+    if intensity not in INTENSITY_CHOICES:
+        raise ValueError(f"unknown intensity {intensity!r}: choose one of {', '.join(INTENSITY_CHOICES)}")
+    return intensity
 
 
 def mri_reference_for(denoiser, intensity: str | None) -> dict | None:
     """The reference :func:`prepare_case` needs for ``intensity`` (:data:`INTENSITY_CHOICES`); ValueError if the
     model has none."""
-    if intensity in (None, "percentile"):
+    intensity = resolve_intensity(denoiser, intensity)
+    if intensity == "percentile":
         return None
-    if intensity != "model":
-        raise ValueError(f"unknown intensity {intensity!r}: choose one of {', '.join(INTENSITY_CHOICES)}")
+    if intensity == "tissue":
+        return tissue_scale_of(denoiser)
     ref = intensity_reference_of(denoiser)
     if ref is None:
         raise ValueError("this model's card holds no intensity_reference: use --intensity percentile, or write one "
@@ -346,7 +372,7 @@ def default_settings(denoiser) -> dict:
 def run_file(source, out_dir, *, slice_index=None, gt=None, mask_from="acat", k: int | None = None,
              percentile: float | None = None, steps: int | None = None, seed: int = 0, variant: str = "paper",
              device="auto", precision: str = "auto", window=None, threshold: float | None = None,
-             model_dir=None, saliency_dir=None, callback: Callable | None = None, intensity: str = "percentile",
+             model_dir=None, saliency_dir=None, callback: Callable | None = None, intensity: str = "auto",
              solver: str | None = None) -> dict:
     """Dif-fuse on one file, written to ``out_dir`` (see :func:`diffuse_core.io.export.write_result`).
 
@@ -414,7 +440,7 @@ def run_file(source, out_dir, *, slice_index=None, gt=None, mask_from="acat", k:
     extra = {
         "input": case.source, "slice": case.slice_index, "num_slices": case.num_slices, "modality": case.modality,
         "channels": list(case.channel_names), "spacing_mm": list(case.spacing), "mask_from": str(mask_from),
-        "percentile": percentile, "intensity": intensity if case.modality == "mri" else None,
+        "percentile": percentile, "intensity": resolve_intensity(denoiser, intensity) if case.modality == "mri" else None,
         "threshold": thr, "anomaly_pixels": int(predicted.sum()),
         "dice": None if truth is None else dice(predicted, truth),
         "iou": None if truth is None else iou(predicted, truth),

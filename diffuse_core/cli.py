@@ -59,10 +59,11 @@ def _add_run(sub) -> None:
                         "dpm-solver++ (second order, same network calls); ddim-refined (DDIM whose inversion is "
                         "refined by a fixed-point step, one more call per inversion step: the walk back returns "
                         "closer to the input); default: the model card's, as in the app")
-    p.add_argument("--intensity", default="percentile", choices=("percentile", "model"),
-                   help="MRI only: stretch the brain's 1st-99th percentiles to [-1, 1] (default), or match its "
-                        "10th-75th percentiles to the model's training data (fewer false alarms on normal tissue; "
-                        "see docs/results.md)")
+    p.add_argument("--intensity", default="auto", choices=("auto", "tissue", "percentile", "model"),
+                   help="MRI only: auto (default) = the model's own preparation (its card's input_normalisation); "
+                        "tissue = air to -1 and the brain's tissue peak to the card's level (robust to bright "
+                        "lesions); percentile = the brain's 1st-99th percentiles stretched to [-1, 1]; model = its "
+                        "10th-75th percentiles matched to the training data")
     p.add_argument("--threshold", type=float, default=None,
                    help="anomaly-map binarisation threshold (default: the model card's, chosen on validation data)")
     p.add_argument("--model", default=None, metavar="DIR", help="denoiser folder (default: the shipped assets/ddpm)")
@@ -150,9 +151,13 @@ def _add_train(sub) -> None:
                    help="without a checkpoint in --out, start from these saved weights of the same model and "
                         "architecture (e.g. assets/ddpm) and continue their step count; the optimiser restarts")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
-    p.add_argument("--normalise", choices=["absolute", "percentile"], default="absolute",
-                   help="DDPM on SynthBrain: train on the slices as rendered (absolute scale) or stretched as the "
-                        "app prepares a real MRI (brain 1st-99th percentile to [-1, 1]); saved in the card")
+    p.add_argument("--max-minutes", type=float, default=None, metavar="M",
+                   help="DDPM: stop after M minutes of training in this invocation and save "
+                        "the weights; a cosine learning rate follows the box")
+    p.add_argument("--normalise", choices=["absolute", "percentile", "tissue"], default="absolute",
+                   help="DDPM on SynthBrain: train on the slices as rendered (absolute scale), stretched as the "
+                        "app once prepared a real MRI (brain 1st-99th percentile to [-1, 1]) or on the tissue scale (air -1, "
+                        "tissue peak -0.2; the same preparation run and the app give a real MRI); saved in the card")
     p.add_argument("--prediction", choices=["epsilon", "v_prediction"], default=None,
                    help="DDPM: what the UNet predicts, the noise (the paper's) or v (accurate at high noise); saved "
                         "with the weights, so every sampler reads it (default: the --init-from model's, else epsilon)")
@@ -181,7 +186,7 @@ def _cmd_train(args) -> int:
                        data=args.data, pool=args.pool, checkpoint_every=args.checkpoint_every, channels=channels,
                        resume=not args.no_resume, init_from=args.init_from, threads=args.threads,
                        normalise=args.normalise, prediction=args.prediction, min_snr_gamma=args.min_snr,
-                       lr_schedule=args.lr_schedule, augment=args.augment)
+                       lr_schedule=args.lr_schedule, augment=args.augment, max_minutes=args.max_minutes)
     out = train_model(cmd)
     print(f"model saved in {out}")
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["REFERENCE_PERCENTILES", "intensity_reference", "standardize_mri"]
+__all__ = ["REFERENCE_PERCENTILES", "TISSUE_SCALE", "intensity_reference", "standardize_mri", "tissue_peak", "tissue_scale"]
 
 REFERENCE_PERCENTILES = (10.0, 25.0, 50.0, 75.0)   # brain landmarks of the intensity reference: below the bright
                                                    # lesions' share of most slices, above the CSF-only lowest tail
@@ -67,4 +67,72 @@ def standardize_mri(image, brain_mask, reference: dict):
             lo, hi = float((-1.0 - b) / a), float((1.0 - b) / a)
         out[c] = np.where(brain, np.clip(scaled, -1.0, 1.0), -1.0)
         ranges.append((lo, hi))
+    return (out[0] if squeeze else out), tuple(ranges)
+
+
+# ---------------------------------------------------------------------------------------------- the tissue scale
+TISSUE_SCALE = {"method": "tissue", "tissue_level": -0.2, "mode_below_percentile": 75.0, "air_percentile": 5.0}
+# The one MRI scale of the models trained since wave 3, the same for SynthBrain training slices and for a real scan:
+# air -> -1 and the brain's main tissue peak -> ``tissue_level`` (a ratio scale, as MRI signal is proportional to
+# the scanner's gain; in the spirit of White Stripe, Shinohara et al. 2014, NeuroImage Clin 6:9-19: landmarks on
+# normal tissue, not on the bright tail). ``tissue_level`` -0.2 is where SynthBrain renders the brain's median
+# (the shipped FLAIR card's intensity_reference, 50th percentile -0.2005), so the shipped model's inputs barely move.
+
+
+def tissue_peak(values, below_percentile: float = 75.0, bins: int = 128) -> float:
+    """The main tissue peak of a brain's intensities: the mode of their smoothed histogram between the 1st and the
+    ``below_percentile``-th percentile. Bright lesions (FLAIR, T2) sit above it, so a tumour of up to about a
+    quarter of the brain cannot move it; where the histogram only rises up to the cut (no peak below it), the
+    median is taken."""
+    v = np.asarray(values, dtype=np.float64).ravel()
+    v = v[np.isfinite(v)]
+    if v.size < 16:
+        raise ValueError("too few brain pixels to find the tissue peak (need 16)")
+    lo, hi, med = np.percentile(v, [1.0, below_percentile, 50.0])
+    if hi <= lo:
+        return float(med)
+    counts, edges = np.histogram(v[v < hi], bins=bins, range=(lo, hi))
+    kernel = np.exp(-0.5 * (np.arange(-6, 7) / 2.0) ** 2)
+    smooth = np.convolve(counts.astype(np.float64), kernel / kernel.sum(), mode="same")
+    inner = smooth[1:-1]
+    peaks = np.where((inner >= smooth[:-2]) & (inner >= smooth[2:]))[0] + 1    # local maxima
+    peaks = peaks[peaks < bins - 3]              # one rising into the cut is the lesion's flank, not tissue
+    if peaks.size == 0:
+        return float(med)
+    i = int(peaks[np.argmax(smooth[peaks])])
+    return float(0.5 * (edges[i] + edges[i + 1]))
+
+
+def tissue_scale(image, brain_mask, scale: dict | None = None):
+    """Per channel, the linear map that puts air on -1 and the brain's tissue peak (:func:`tissue_peak`) on
+    ``scale["tissue_level"]``; clipped to [-1, 1], background -1. Air is the darker of the slice's
+    ``air_percentile``-th percentile and the brain's 1st (a skull-stripped scan's constant background, the air
+    around a head, SynthBrain's -1). Returns (image, ranges): ranges are the raw values mapped to -1 and 1."""
+    sc = {**TISSUE_SCALE, **(scale or {})}
+    level = float(sc["tissue_level"])
+    arr = np.asarray(image, dtype=np.float32)
+    squeeze = arr.ndim == 2
+    arr = arr[None] if squeeze else arr
+    if arr.ndim != 3:
+        raise ValueError(f"expected a slice (H, W) or (C, H, W), got shape {arr.shape}")
+    brain = np.asarray(brain_mask)
+    brain = brain[0] if brain.ndim == 3 and brain.shape[0] == 1 else brain
+    if brain.shape != arr.shape[1:]:
+        raise ValueError(f"brain mask {brain.shape} and image {arr.shape[1:]} differ in size")
+    brain = brain > 0
+    if not brain.any():
+        raise ValueError("the brain mask is empty: no brain to normalise (pass a mask, or check the image)")
+    out = np.full(arr.shape, -1.0, dtype=np.float32)
+    ranges = []
+    for c in range(arr.shape[0]):
+        inside = arr[c][brain]
+        air = min(float(np.percentile(arr[c], sc["air_percentile"])), float(np.percentile(inside, 1.0)))
+        peak = tissue_peak(inside, sc["mode_below_percentile"])
+        if peak - air <= 1e-6 * max(1.0, abs(peak)):
+            out[c] = np.where(brain, 0.0, -1.0)
+            ranges.append((air, air))
+            continue
+        gain = (level + 1.0) / (peak - air)
+        out[c] = np.where(brain, np.clip((arr[c] - air) * gain - 1.0, -1.0, 1.0), -1.0)
+        ranges.append((air, air + 2.0 / gain))
     return (out[0] if squeeze else out), tuple(ranges)

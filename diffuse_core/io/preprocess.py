@@ -26,7 +26,7 @@ import numpy as np
 from scipy import ndimage
 
 from diffuse_core.io.image import LoadedImage, load_image
-from diffuse_core.io.intensity import intensity_reference, standardize_mri
+from diffuse_core.io.intensity import TISSUE_SCALE, intensity_reference, standardize_mri, tissue_scale
 
 __all__ = ["Geometry", "PreparedSlice", "CT_WINDOWS", "to_model_grid", "from_model_grid", "estimate_brain_mask",
            "normalize_mri", "standardize_mri", "intensity_reference", "normalize_ct", "prepare_slice",
@@ -439,6 +439,11 @@ def prepare_slice(loaded, size: int = 128, modality: str | None = None, brain_ma
         normalised = normalize_ct(data, brain, center, width)
         win, pct = (center, width), None
         ranges = tuple((center - width / 2, center + width / 2) for _ in range(data.shape[0]))
+    elif mri_reference is not None and mri_reference.get("method") == "tissue":
+        normalised, ranges = tissue_scale(data, brain, mri_reference)
+        win, pct = None, None
+        notes.append("MRI intensities on the tissue scale the model was trained on (air -1, the brain's tissue peak "
+                     f"{float(mri_reference.get('tissue_level', TISSUE_SCALE['tissue_level'])):g})")
     elif mri_reference is not None:
         normalised, ranges = standardize_mri(data, brain, mri_reference)
         win, pct = None, None

@@ -91,6 +91,7 @@ class ModelStore:
             mods = (card.get("data") or {}).get("modalities") or []
             info["modalities"] = [str(m).strip().lower() for m in (mods.split(",") if isinstance(mods, str) else mods)]
             info["recommended"] = card.get("recommended_settings") or {}
+            info["card"] = card
         except (ValueError, KeyError, TypeError) as err:
             info["reason"] = f"{folder / 'config.json'} is unreadable ({err}): retrain with `diffuse-studio train ddpm`"
             return info
@@ -124,6 +125,13 @@ class ModelStore:
         """(resolution, channels) of the installed denoiser (128, 1 when none is installed yet)."""
         info = self.ddpm_info()
         return info["resolution"], info["channels"]
+
+    def mri_reference(self) -> dict | None:
+        """How an uploaded MRI is prepared for the installed MRI denoiser (its card's preparation, as ``run``
+        prepares it: :func:`diffuse_core.cases.mri_reference_for` with "auto")."""
+        from diffuse_core.cases import mri_reference_for
+
+        return mri_reference_for(self.ddpm_info().get("card") or {}, "auto")
 
     def out_of_domain(self, modality: str) -> list[str]:
         """The modalities the denoiser a case of ``modality`` runs through was trained on, when ``modality`` is a

@@ -139,7 +139,8 @@ def _load_upload_case(files, slice_index, channel, window, gt_file) -> LoadedCas
     if gt is not None:
         curation.check_upload_size(gt, max_upload_bytes())
     case = prepare_case(loaded, slice_index=loaded.slice_index, size=size, channels=channels, gt=gt,
-                        window=(window or DEFAULTS["window"]) if ct else None)
+                        window=(window or DEFAULTS["window"]) if ct else None,
+                        mri_reference=None if ct else MODELS.mri_reference())
     case.source = src
     paths = upload_paths(files)
     name = Path(paths[0]).name if len(paths) == 1 else f"DICOM series ({len(paths)} files)"

@@ -42,6 +42,7 @@ class TrainCommand:
     min_snr_gamma: float | None = None          # DDPM: min-SNR loss weighting (None: plain L_simple)
     lr_schedule: str = "constant"               # DDPM: constant or cosine (warm-up, then down to 5 %)
     augment: bool = False                       # DDPM: scanner augmentation (the shipped FLAIR model's 2nd stage)
+    max_minutes: float | None = None            # DDPM: a time box; the weights are exported when it ends
 
     def __post_init__(self):
         if self.model not in MODEL_KINDS:
@@ -118,7 +119,8 @@ def _train_ddpm(cmd: TrainCommand) -> Path:
             prediction = (read_config(cmd.init_from, "ddpm").get("schedule") or {}).get("prediction_type", "epsilon")
     cfg = DDPMTrainConfig(unet=unet, seed=cmd.seed, checkpoint_every=cmd.checkpoint_every,
                           schedule=ScheduleConfig(prediction_type=prediction), min_snr_gamma=cmd.min_snr_gamma,
-                          lr_schedule=cmd.lr_schedule, augment=cmd.augment)
+                          lr_schedule=cmd.lr_schedule, augment=cmd.augment,
+                          max_seconds=None if cmd.max_minutes is None else 60.0 * float(cmd.max_minutes))
     for name in ("steps", "batch_size", "lr"):
         if getattr(cmd, name):
             setattr(cfg, name, getattr(cmd, name))
@@ -132,6 +134,10 @@ def _train_ddpm(cmd: TrainCommand) -> Path:
         images = synthbrain_pool(pool, "train", cmd.seed, cmd.size, cmd.modalities, healthy=True)["images"]
         card = {"data": synthbrain_card(pool, "train", cmd.seed, cmd.size, cmd.modalities, healthy_only=True)}
         card["input_normalisation"] = cmd.normalise
+        if cmd.normalise == "tissue":
+            from diffuse_core.io.intensity import TISSUE_SCALE
+
+            card["tissue_scale"] = dict(TISSUE_SCALE)
         if cmd.normalise != "absolute":
             from diffuse_core.train.data import normalise_slices
 

@@ -209,7 +209,7 @@ def scanner_augment(x: torch.Tensor, generator: torch.Generator, p: float = 0.8)
 
 
 # ---------------------------------------------------------------------------------------------- input normalisation
-NORMALISATIONS = ("absolute", "percentile")
+NORMALISATIONS = ("absolute", "percentile", "tissue")
 
 
 def percentile_stretch(images, low_pct: float = 1.0, high_pct: float = 99.0) -> np.ndarray:
@@ -234,12 +234,33 @@ def percentile_stretch(images, low_pct: float = 1.0, high_pct: float = 99.0) -> 
     return out
 
 
-def normalise_slices(images, normalisation: str) -> np.ndarray:
-    """Slices as a model trained with ``normalisation`` (a card's ``input_normalisation``) expects them."""
+def tissue_scaled(images, scale: dict | None = None) -> np.ndarray:
+    """SynthBrain slices (N, C, H, W) put on the tissue scale (:func:`diffuse_core.io.intensity.tissue_scale`), the
+    same preparation a real MRI gets in ``run`` and the app when the model's card says ``input_normalisation:
+    tissue``. The brain is the slice's non-background (:func:`brain_masks`)."""
+    from diffuse_core.core.brain import brain_masks
+    from diffuse_core.io.intensity import tissue_scale
+
+    x = np.asarray(images, dtype=np.float32)
+    if x.ndim != 4:
+        raise ValueError(f"expected slices (N, C, H, W), got shape {x.shape}")
+    brains = brain_masks(x)
+    out = np.full_like(x, -1.0)
+    for i, (img, brain) in enumerate(zip(x, brains)):
+        if brain.sum() >= 16:
+            out[i] = tissue_scale(img, brain, scale)[0]
+    return out
+
+
+def normalise_slices(images, normalisation: str, scale: dict | None = None) -> np.ndarray:
+    """Slices as a model trained with ``normalisation`` (a card's ``input_normalisation``) expects them;
+    ``scale``: the card's ``tissue_scale`` for "tissue" (default :data:`diffuse_core.io.intensity.TISSUE_SCALE`)."""
     if normalisation not in NORMALISATIONS:
         raise ValueError(f"unknown normalisation {normalisation!r}: choose one of {', '.join(NORMALISATIONS)}")
     if normalisation == "percentile":
         return percentile_stretch(images)
+    if normalisation == "tissue":
+        return tissue_scaled(images, scale)
     return np.asarray(images)
 
 
