@@ -52,10 +52,13 @@ def overlay(image2d: np.ndarray, anomaly: np.ndarray, alpha: float = 0.6, mask: 
             ground_truth: np.ndarray | None = None, vmax: float | None = None, thickness: int = 1) -> np.ndarray:
     """The slice in grey with the anomaly heat map blended on top (weight ``alpha`` where the map is non-zero),
     the Dif-fuse mask outlined in cyan and the ground truth, if any, in green."""
-    grey = np.repeat(to_uint8(image2d)[..., None], 3, axis=2).astype(np.float32)
-    heat = heat_map(anomaly, vmax).astype(np.float32)
+    grey = to_uint8(image2d).astype(np.float32)
+    heat = heat_map(anomaly, vmax)
     weight = alpha * np.clip(np.asarray(anomaly, np.float32) / max(float(vmax or anomaly.max() or 1.0), 1e-8), 0, 1)
-    out = (grey * (1 - weight[..., None]) + heat * weight[..., None]).astype(np.uint8)
+    kept = grey * (1 - weight)
+    out = np.empty(heat.shape, np.uint8)
+    for c in range(3):      # one channel at a time: a 16 MP slice needs 4 float planes, not 12 (issue 35)
+        out[..., c] = (kept + heat[..., c] * weight).astype(np.uint8)
     if mask is not None:
         outline(out, mask, MASK_OUTLINE_RGB, thickness)
     if ground_truth is not None:
