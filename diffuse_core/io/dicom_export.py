@@ -21,6 +21,16 @@ SERIES = {"original": (1, "original slice (normalised)", (-1.0, 1.0)),
           "counterfactual": (2, "healthy counterfactual (Dif-fuse)", (-1.0, 1.0)),
           "anomaly": (3, "anomaly map |x0 - x0_hat| (Dif-fuse)", (0.0, 2.0))}
 MAX_STORED = 4095
+# Type 2 and 2C attributes of the Secondary Capture Image IOD (PS3.3 A.8.1) that the export knows no value for: a
+# validator (dciodvfy) and a strict PACS want them present, and zero-length is their "unknown" (PS3.5 7.4.3). They
+# are set empty AFTER de-identification, so no patient's value can fill them (and dicognito is never handed an
+# empty one). PatientOrientation (2C, needed where an image has no Image Plane module): a slice's plane and
+# direction are not known for every input (a PNG upload), so none is claimed. Laterality (2C, needed for a paired
+# body part) is left out because BodyPartExamined says the body part is the brain, an unpaired one.
+EMPTY_TYPE2 = {"Patient": ("PatientBirthDate", "PatientSex"),
+               "General Study": ("StudyDate", "StudyTime", "ReferringPhysicianName", "AccessionNumber"),
+               "General Image": ("PatientOrientation",)}
+BODY_PART = "BRAIN"                 # PS3.16 Annex L, SNOMED 12738006: what every input of the project shows
 
 
 def _dataset(pixels: np.ndarray, spacing, role: str, modality: str, study_uid: str, label: dict):
@@ -43,6 +53,7 @@ def _dataset(pixels: np.ndarray, spacing, role: str, modality: str, study_uid: s
     ds.PatientName, ds.PatientID = "Teaching", "teaching"
     ds.StudyID, ds.SeriesNumber, ds.InstanceNumber = "1", number, 1
     ds.SeriesDescription = description
+    ds.BodyPartExamined = BODY_PART
     ds.ImageType = ["DERIVED", "SECONDARY"]
     ds.BurnedInAnnotation = "NO"
     ds.Rows, ds.Columns = int(stored.shape[0]), int(stored.shape[1])
@@ -63,6 +74,9 @@ def _label(ds, label: dict) -> None:
     ds.PatientName = f"Teaching^{label['case']}"
     ds.PatientID = label["case"][:64]
     ds.StudyDescription = f"Dif-fuse Studio teaching set {label['set']}"[:64]
+    for keywords in EMPTY_TYPE2.values():
+        for keyword in keywords:
+            setattr(ds, keyword, None)            # pydicom: present, zero-length
     ds.PatientIdentityRemoved = "YES"
     ds.DeidentificationMethod = f"built from pixels only; dicognito {dicognito.__version__} (PS3.15 Annex E basic)"
 
