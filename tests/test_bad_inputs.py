@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import input_cost  # noqa: E402
 from bad_inputs import ERROR, MASK_SLICES, RESULT, make_corpus  # noqa: E402
 
 from diffuse_core.cli import main  # noqa: E402
@@ -27,6 +28,11 @@ TINY = DenoiserConfig(channels=1, resolution=R, block_channels=(16, 32), attenti
                       norm_num_groups=8, attention_head_dim=8)
 SECONDS_PER_FILE = 5.0        # "a few seconds": the bound on any one file, result or error
 SECONDS_PER_BOMB = 1.0        # a bomb is refused from its header
+PEAK_MB = 1024                # issue 35: what one hostile file may add to a running CLI or server's memory
+# issue 35's compressed bombs (tests/bad_inputs.py): 1 MB -> 1 GiB and 2 MB -> 2 GiB deflated DICOMs, 16 frames of
+# 4096 x 4096 RLE (one decoded), a 1 MB .nii.gz inflating to 1 GiB, a series of 80 deflated 2048 x 2048 slices
+COMPRESSED_BOMBS = ["bomb_deflate_1g.dcm", "bomb_deflate_2g.dcm", "bomb_rle_frames.dcm", "bomb_gz.nii.gz",
+                    "bomb_series"]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -179,3 +185,22 @@ def test_a_nifti_with_a_wrong_name_loads_by_content(corpus):
     assert named.kind == "nifti" and named.num_slices == plain.num_slices == 4
     np.testing.assert_array_equal(named.data, plain.data)
     assert os.path.basename(named.source) == "nifti_named.png"
+
+
+@pytest.mark.parametrize("path", ["cli", "app"])
+@pytest.mark.parametrize("name", COMPRESSED_BOMBS)
+def test_a_compressed_bomb_costs_under_5_s_and_1_gb_in_the_cli_and_the_app(corpus, setup, name, path):
+    """Each in a fresh interpreter that has run a small file first (tests/input_cost.py): the seconds of the call
+    and its peak memory over what the program held before, decode workers included, with the outcome the corpus
+    expects (one line for an error)."""
+    folder, cases = corpus
+    case = next(c for c in cases if c.file == name)
+    cost = input_cost.run(path, folder / name, slice_index=case.slice, model=setup["model"],
+                          mask=_mask(case, setup), out=setup["out"] / f"cost-{path}-{name}",
+                          warm=folder / "ok.png", warm_mask=setup["mask2d"],
+                          env={"DIFFUSE_ASSETS": str(setup["assets"]), "DIFFUSE_DEVICE": "cpu"})
+    assert cost["outcome"] == case.expect, cost
+    if case.expect == ERROR:
+        assert _check_error(case, cost["message"], path) is None, cost
+    assert cost["seconds"] < SECONDS_PER_FILE, cost
+    assert cost["peak_mb"] + cost["worker_peak_mb"] < PEAK_MB, cost
