@@ -85,6 +85,19 @@ def _children() -> list[int]:
     return pids
 
 
+def decode_workers() -> list[int]:
+    """The pids of this process's app decode workers that are running now."""
+    pids = []
+    for pid in _children():
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if WORKER.encode() in f.read():
+                    pids.append(pid)
+        except OSError:
+            pass
+    return pids
+
+
 def _cli(args) -> tuple[str, str]:
     from diffuse_core.cli import main
 

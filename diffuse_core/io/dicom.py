@@ -172,6 +172,8 @@ def _frame_pixels(ds, frame: int, source: str) -> np.ndarray:
 
     try:
         arr = pixel_array(ds, index=frame)
+    except MemoryError:
+        raise                                  # the caller's memory cap: not a broken file
     except Exception as exc:
         if "less than expected" in str(exc) or "shorter than" in str(exc) or "insufficient" in str(exc).lower():
             raise ValueError(f"{source} is a truncated DICOM file (its pixel data is shorter than Rows x Columns x "

@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from diffuse_core.io.dicom import load_dicom_file, load_dicom_folder
-from diffuse_core.io.loaded import DEFAULT_MAX_BYTES, MIN_SIDE, SUPPORTED_FORMATS, LoadedImage, check_size, check_values
+from diffuse_core.io.loaded import (DEFAULT_MAX_BYTES, MIN_SIDE, SUPPORTED_FORMATS, LoadedImage, OutOfMemoryError,
+                                    check_size, check_values)
 from diffuse_core.io.nifti import load_nifti
 from diffuse_core.io.numpy_file import array_to_image, load_npy
 from diffuse_core.io.raster import load_picture
@@ -62,6 +63,15 @@ def load_raw(path_or_array, slice_index: int | None = None, max_bytes: int = DEF
     path = Path(path_or_array).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"no such file or folder: {path}")
+    try:
+        return _read_path(path, slice_index, max_bytes)
+    except MemoryError:
+        raise OutOfMemoryError(f"{path} needs more memory to decode than this process may use: pass one slice, or a "
+                               f"cropped or uncompressed file") from None
+
+
+def _read_path(path: Path, slice_index, max_bytes: int) -> LoadedImage:
+    """The reader of ``path``'s format (a folder: a DICOM series)."""
     if path.is_dir():
         return load_dicom_folder(path, slice_index, max_bytes)
     check_size(path, max_bytes)

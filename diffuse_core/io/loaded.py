@@ -26,6 +26,7 @@ __all__ = [
     "MIN_SIDE",
     "SUPPORTED_FORMATS",
     "LoadedImage",
+    "OutOfMemoryError",
     "TooLargeError",
     "check_decoded_bytes",
     "check_pixels",
@@ -148,6 +149,10 @@ def to_float32(arr: np.ndarray, source: str) -> np.ndarray:
                          f"or booleans)")
     with np.errstate(over="ignore"):  # beyond float32 becomes inf, which check_values reports
         return np.asarray(arr, dtype=np.float32)
+
+
+class OutOfMemoryError(ValueError):
+    """Decoding a file ran out of memory (the machine's, or a cap on the process that decodes it)."""
 
 
 class TooLargeError(ValueError):

@@ -157,6 +157,8 @@ def _read_slice(img, shape, spatial, ornt, ks: int, z_canonical: int, source: st
                 index[ax] = 0
     try:
         sl = np.asanyarray(img.dataobj[tuple(index)])
+    except MemoryError:
+        raise                                  # the caller's memory cap: not a broken file
     except Exception as exc:
         raise ValueError(f"{source} is a truncated or corrupted NIfTI file (reading its voxels failed: "
                          f"{type(exc).__name__}: {exc}): download or export it again") from None
@@ -218,6 +220,8 @@ def read_canonical_volume(path: Path, max_bytes: int) -> tuple[np.ndarray, np.nd
         raise ValueError(f"{path}: expected a 3-D volume, got shape {shape}")
     try:
         arr = np.asanyarray(img.dataobj)
+    except MemoryError:
+        raise                                  # the caller's memory cap: not a broken file
     except Exception as exc:
         raise ValueError(f"{path} is a truncated or corrupted NIfTI file (reading its voxels failed: "
                          f"{type(exc).__name__}: {exc}): download or export it again") from None

@@ -70,9 +70,11 @@ def _child_main(argv: list[str]) -> int:
     except (ValueError, OSError):
         pass                                           # no cap where the platform has none; the time limit stays
     slice_index = None if slice_arg == "none" else (slice_arg if slice_arg == "middle" else int(slice_arg))
+    from diffuse_core.io.loaded import OutOfMemoryError
+
     try:
         answer = ("ok", load_raw(src, slice_index))
-    except MemoryError:
+    except (MemoryError, OutOfMemoryError):
         answer = ("memory", "", "")
     except (ValueError, FileNotFoundError) as exc:
         answer = ("error", type(exc).__name__ if type(exc).__name__ in _ERRORS else "ValueError", str(exc))
