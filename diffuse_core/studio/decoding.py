@@ -24,7 +24,6 @@ import dataclasses
 import io
 import os
 import pickle
-import resource
 import subprocess
 import sys
 import threading
@@ -62,12 +61,17 @@ def _child_main(argv: list[str]) -> int:
     """In the worker (``python -m diffuse_core.studio.decoding SRC SLICE MEMORY``): import the readers, cap the
     address space, read the slice, write the pickled answer to stdout."""
     src, slice_arg, memory_bytes = argv[0], argv[1], int(argv[2])
+    answer_fd = os.dup(1)                              # the answer goes here; anything a library prints, to stderr
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
     from diffuse_core.io.image import load_raw          # imported before the cap: the cap is for the decode
 
     try:
+        import resource
+
         limit = _address_space() + memory_bytes
         resource.setrlimit(resource.RLIMIT_AS, (limit, resource.getrlimit(resource.RLIMIT_AS)[1]))
-    except (ValueError, OSError):
+    except (ImportError, ValueError, OSError):
         pass                                           # no cap where the platform has none; the time limit stays
     slice_index = None if slice_arg == "none" else (slice_arg if slice_arg == "middle" else int(slice_arg))
     from diffuse_core.io.loaded import OutOfMemoryError
@@ -84,8 +88,8 @@ def _child_main(argv: list[str]) -> int:
         data = pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
     except MemoryError:
         data = pickle.dumps(("memory", "", ""))
-    sys.stdout.buffer.write(data)
-    sys.stdout.buffer.flush()
+    with os.fdopen(answer_fd, "wb") as answer_out:
+        answer_out.write(data)
     return 0
 
 
