@@ -4,8 +4,8 @@
     python tests/input_cost.py app FILE [--slice Z]          # $DIFFUSE_ASSETS names the app's models
 
 ``cli`` runs ``diffuse-studio run`` (its ``main``) on the file; ``app`` does what the app does with an upload (a
-folder: its files uploaded together, as a DICOM series): the probe when it arrives (``inspect_upload``), the preview and the run's load (``load_upload_case`` twice). Prints one
-JSON object: the outcome ("result" or "error") and the one-line message, the seconds the call took, the resident
+folder: its files uploaded together, as a DICOM series): the probe when it arrives (``inspect_upload``), the
+preview and the run's load (``load_upload_case`` twice). Prints one JSON object: the outcome ("result" or "error") and the one-line message, the seconds the call took, the resident
 memory before it, its peak during the call over that (``peak_mb``: the high-water mark reset through
 ``/proc/self/clear_refs`` just before) and the peak of the decode workers the app path starts (``worker_peak_mb``,
 their VmHWM sampled every few milliseconds). Imports and a first small load happen before the measured call, as in

@@ -10,8 +10,9 @@ Spacing is Pixel Spacing (row, col) in mm, else Imager Pixel Spacing, else (1.0,
 Rows x Columns x frames are checked from the header (:func:`~diffuse_core.io.loaded.check_pixels`) before the pixel
 data is read or decoded; a deflated file is inflated through a capped stream that refuses any element declaring more
 than the limits before inflating it (:mod:`~diffuse_core.io.dicom_deflate`); only the frame asked for is decoded
-(an RLE / JPEG file of many frames costs one frame); a series folder is refused from its files' declared total. Values no scanner produces (|HU| > :data:`MAX_ABS_HU` for CT, |value| >
-:data:`MAX_ABS_VALUE` otherwise: a wrong Rescale Slope) are refused.
+(an RLE / JPEG file of many frames costs one frame); a series folder is refused from its files' declared total.
+Values no scanner produces (|HU| > :data:`MAX_ABS_HU` for CT, |value| > :data:`MAX_ABS_VALUE` otherwise: a wrong
+Rescale Slope) are refused.
 """
 
 from __future__ import annotations

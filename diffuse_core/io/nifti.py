@@ -7,8 +7,8 @@ radiological convention (anterior at the top, the patient's right on the image's
 (y, x) in mm. Only the requested slice is read from disk. A file holding a single coronal or sagittal slice is shown
 as stored in canonical orientation (superior at the top). The dimensions are checked from the header
 (:func:`~diffuse_core.io.loaded.check_pixels`) and the bytes they declare (dims x bytes per voxel, against
-:data:`~diffuse_core.io.loaded.MAX_DECODED_BYTES`) before any voxel is read or a ``.gz`` inflated, and a NIfTI file with another name
-(``scan.png`` holding a ``.nii.gz``) is read by its content.
+:data:`~diffuse_core.io.loaded.MAX_DECODED_BYTES`) before any voxel is read or a ``.gz`` inflated, and a NIfTI
+file with another name (``scan.png`` holding a ``.nii.gz``) is read by its content.
 """
 
 from __future__ import annotations

@@ -33,8 +33,8 @@ from pathlib import Path
 
 from diffuse_core.io.loaded import LoadedImage, TooLargeError
 
-__all__ = ["CACHE_BYTES", "CACHE_ENTRIES", "LOAD_MEMORY_BYTES", "LOAD_SECONDS", "POLL_SECONDS", "decoded_slice", "forget",
-           "load_in_worker"]
+__all__ = ["CACHE_BYTES", "CACHE_ENTRIES", "LOAD_MEMORY_BYTES", "LOAD_SECONDS", "POLL_SECONDS", "decoded_slice",
+           "forget", "load_in_worker"]
 
 CACHE_ENTRIES = 8                   # decoded slices (or refusals) kept: a few uploads' probe, preview and run
 CACHE_BYTES = 192 * 2**20           # and at most this many bytes of them (a 4096 x 4096 float32 slice is 64 MiB)
