@@ -163,11 +163,14 @@ def prepare_case(source, slice_index: int | None = None, size: int = 128, channe
 
 
 def mask_for_case(case: CaseInput, mask_from="acat", percentile: float = DEFAULT_PERCENTILE,
-                  saliency_models=None, device="cpu", seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+                  saliency_models=None, device="cpu", seed: int = 0,
+                  rule: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The Dif-fuse mask m (R, R) uint8 and the saliency map it came from (R, R) float32 in [0, 1].
 
     ``mask_from`` is a saliency method (:data:`SALIENCY_CHOICES`, needing ``saliency_models``), a file, or an array.
-    A binary file/array is used as the mask itself; any other map is treated as a saliency map and thresholded.
+    A binary file/array is used as the mask itself; any other map is treated as a saliency map and thresholded:
+    by ``rule`` (a model card's ``mask_rule``, :func:`diffuse_core.core.redraw.redrawn_mask`) where given, else at
+    ``percentile`` (the paper's rule).
     """
     if isinstance(mask_from, str) and mask_from in SALIENCY_CHOICES:
         from diffuse_core.saliency.dispatch import compute_saliency
@@ -213,7 +216,18 @@ def mask_for_case(case: CaseInput, mask_from="acat", percentile: float = DEFAULT
         saliency = np.clip(raw - raw.min(), 0, None)
         saliency = saliency / max(float(saliency.max()), 1e-8)
     saliency = np.asarray(saliency, np.float32) * case.brain_mask
-    return mask_from_saliency(saliency, case.brain_mask, percentile), saliency
+    from_method = isinstance(mask_from, str) and mask_from in SALIENCY_CHOICES
+    if rule is None or rule.get("kind") == "percentile" or not from_method:   # a saliency file: the paper's rule
+        pct = rule["percentile"] if rule is not None and rule.get("kind") == "percentile" else percentile
+        return mask_from_saliency(saliency, case.brain_mask, pct), saliency
+    from diffuse_core.core.redraw import needs_probability, redrawn_mask
+
+    p = None
+    if needs_probability(rule):
+        from diffuse_core.saliency.dispatch import diseased_probability
+
+        p = diseased_probability(case.image, saliency_models)
+    return redrawn_mask(saliency, case.brain_mask, rule, p), saliency
 
 
 def case_from_normalized(image, ground_truth=None, size: int = 128, channels: int = 1, source: str = "<array>",
@@ -426,8 +440,11 @@ def run_file(source, out_dir, *, slice_index=None, gt=None, mask_from="acat", k:
         elif model_dir is None:
             case.notes = tuple(case.notes) + ("CT input, but no CT model is installed (assets/ct/ddpm): the MRI "
                                               "(FLAIR) model ran out of domain; read the counterfactual with caution",)
+    from diffuse_core.core.redraw import mask_rule_of
+
+    rule = mask_rule_of(denoiser.card, given["percentile"])      # a --percentile asks for the paper's rule
     start = time.perf_counter()
-    mask, saliency = mask_for_case(case, mask_from, percentile, sal_models, dev, seed)
+    mask, saliency = mask_for_case(case, mask_from, percentile, sal_models, dev, seed, rule=rule)
     saliency_seconds = time.perf_counter() - start
     result = run_counterfactual(denoiser, case.image, mask, callback=callback, brain_mask=case.brain_mask, k=k,
                                 steps=steps, seed=seed, variant=variant, precision=precision, saliency=saliency,
@@ -440,7 +457,9 @@ def run_file(source, out_dir, *, slice_index=None, gt=None, mask_from="acat", k:
     extra = {
         "input": case.source, "slice": case.slice_index, "num_slices": case.num_slices, "modality": case.modality,
         "channels": list(case.channel_names), "spacing_mm": list(case.spacing), "mask_from": str(mask_from),
-        "percentile": percentile, "intensity": resolve_intensity(denoiser, intensity) if case.modality == "mri" else None,
+        "percentile": percentile if rule["kind"] == "percentile" else None, "mask_rule": rule,
+        "mask_share": float(mask[case.brain_mask.astype(bool)].mean()) if case.brain_mask.any() else 0.0,
+        "score": (denoiser.card or {}).get("score") or "abs", "intensity": resolve_intensity(denoiser, intensity) if case.modality == "mri" else None,
         "threshold": thr, "anomaly_pixels": int(predicted.sum()),
         "dice": None if truth is None else dice(predicted, truth),
         "iou": None if truth is None else iou(predicted, truth),

@@ -183,6 +183,29 @@ def _validate(denoiser: Denoiser, images, masks, brains, variant: str, k: int, s
     return img, m, brain
 
 
+def model_modality_of(denoiser) -> str:
+    """"ct" for a DDPM trained on CT (its card's ``data.modalities``), else "mri": the direction a lesion departs
+    from healthy tissue in the signed scores (:mod:`diffuse_core.core.redraw`)."""
+    mods = ((getattr(denoiser, "card", None) or {}).get("data") or {}).get("modalities") or ["flair"]
+    return "ct" if str(mods[0]).lower() == "ct" else "mri"
+
+
+def anomaly_maps(denoiser, images: np.ndarray, counterfactuals: np.ndarray, brains: np.ndarray,
+                 redrawn: np.ndarray | None) -> np.ndarray:
+    """Anomaly maps (B, H, W) of a batch by the model card's ``score`` (:func:`diffuse_core.core.redraw.score_map`:
+    "abs" is the paper's |x0 - x0_hat|) and ``anomaly_kernel``; ``redrawn`` (B, H, W) the walk's masks (None: no
+    region redrawn, the unmasked ablations)."""
+    from diffuse_core.core.redraw import score_map, score_of
+
+    card = getattr(denoiser, "card", None) or {}
+    score, kernel, modality = score_of(card), anomaly_kernel_of(card), model_modality_of(denoiser)
+    if score == "abs":
+        return np.stack([anomaly_map(images[i], counterfactuals[i], brains[i], kernel) for i in range(len(images))])
+    red = np.zeros(np.asarray(brains).shape, np.uint8) if redrawn is None else redrawn
+    return np.stack([score_map(images[i], counterfactuals[i], brains[i], red[i], score, kernel, modality)
+                     for i in range(len(images))])
+
+
 def iter_batch(denoiser: Denoiser, images: np.ndarray, masks: np.ndarray | None, brains: np.ndarray | None = None, *,
                k: int = 500, steps: int = 50, seed: int = 0, variant: str = "paper", precision: str = "auto",
                paste_background: bool = True, inversion_cache: InversionCache | None = None,
@@ -195,8 +218,8 @@ def iter_batch(denoiser: Denoiser, images: np.ndarray, masks: np.ndarray | None,
     3. the walk (Algorithm 1 for "paper") over ``steps`` respaced timesteps spanning [0, K], network calls counted;
     4. the counterfactual clamped to [-1, 1]; with ``paste_background`` the input is kept outside the brain, which
        the method never edits (only reconstruction noise lives there);
-    5. the anomaly map |x0 - x0_hat|, opened and closed with the card's kernel, inside the brain
-       (:func:`diffuse_core.core.anomaly.anomaly_map`, :func:`~diffuse_core.core.anomaly.anomaly_kernel_of`).
+    5. the anomaly map: the card's score (the paper's |x0 - x0_hat| unless the card names another,
+       :func:`anomaly_maps`), opened and closed with the card's kernel, inside the brain.
     The device is the denoiser's; ``precision`` "auto" | "fp32" | "bf16" | "fp16". With ``inversion_cache`` an x_K
     kept from an earlier run of the same images, K and steps replaces loop 1 (see :class:`InversionCache`).
     ``solver`` names the deterministic updates (:data:`diffuse_core.core.sampler.SOLVERS`): "ddim", the paper's, or
@@ -225,8 +248,7 @@ def iter_batch(denoiser: Denoiser, images: np.ndarray, masks: np.ndarray | None,
     cf = out.float().clamp(-1, 1).cpu().numpy()                                    # 4.
     if paste_background:
         cf = np.where(brain[:, None], cf, img)
-    kernel = anomaly_kernel_of(denoiser.card)
-    anomalies = np.stack([anomaly_map(img[i], cf[i], brain[i], kernel) for i in range(img.shape[0])])  # 5.
+    anomalies = anomaly_maps(denoiser, img, cf, brain, m)                                               # 5.
     end = time.perf_counter()
     inverted = marks.get("inverted", start)
     timings = {"inversion": inverted - start, "sampling": marks["walked"] - inverted, "post": end - marks["walked"]}
@@ -362,7 +384,7 @@ def iter_uncertainty(denoiser: Denoiser, image: np.ndarray, mask: np.ndarray, *,
     cfs = result.counterfactuals
     mean = cfs.mean(axis=0)
     std = cfs.std(axis=0).mean(axis=0) * brain1[0]
-    anomaly = anomaly_map(img1[0], mean, brain1[0], anomaly_kernel_of(denoiser.card))
+    anomaly = anomaly_maps(denoiser, img1[:1], mean[None], brain1[:1], m1[:1])[0]
     yield UncertaintyResult(image=img1[0], samples=cfs, mean=mean.astype(np.float32), std=std.astype(np.float32),
                             anomaly=anomaly, mask=m1[0].astype(np.uint8),
                             brain_mask=brain1[0].astype(np.uint8), k=int(k), steps=len(timesteps), seed=int(seed),

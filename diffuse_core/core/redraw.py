@@ -7,6 +7,9 @@ Mask rules (which pixels Algorithm 1 redraws with DDPM steps):
 - ``{"kind": "relative", "level": L, "max_share": S}``: the smoothed saliency at or above ``L`` times its maximum
   inside the brain, at most ``S`` of the brain (then the top ``S``): its size follows the saliency, small where the
   saliency is one focal peak, all of a large lesion where the saliency covers it.
+- ``{"kind": "weighted", "level": L, "max_share": S}``: as "relative", with the saliency (ACAT's, normalised to a
+  maximum of 1) first weighted by the classifier's P(diseased) of the slice: a slice the classifier calls healthy
+  gets a small region or none, a diseased one all of its salient lesion.
 
 Scores (the map thresholded into the anomaly mask; all cleaned by the opening/closing of :mod:`.anomaly` and kept
 inside the brain):
@@ -49,16 +52,22 @@ def check_rule(rule: dict) -> dict:
         if not 0.0 < p < 100.0:
             raise ValueError(f"percentile must lie strictly between 0 and 100 (the paper uses 90), got {p:g}")
         return {"kind": "percentile", "percentile": p}
-    if kind == "relative":
+    if kind in ("relative", "weighted"):
         level, share = float(rule.get("level", 0.4)), float(rule.get("max_share", 0.5))
         if not 0.0 < level < 1.0 or not 0.0 < share <= 1.0:
-            raise ValueError(f"a relative mask needs 0 < level < 1 and 0 < max_share <= 1, got {level:g}, {share:g}")
-        return {"kind": "relative", "level": level, "max_share": share}
-    raise ValueError(f"unknown mask rule {kind!r}: 'percentile' (the paper's) or 'relative'")
+            raise ValueError(f"a {kind} mask needs 0 < level < 1 and 0 < max_share <= 1, got {level:g}, {share:g}")
+        return {"kind": kind, "level": level, "max_share": share}
+    raise ValueError(f"unknown mask rule {kind!r}: 'percentile' (the paper's), 'relative' or 'weighted'")
 
 
-def redrawn_mask(saliency, brain_mask, rule: dict) -> np.ndarray:
-    """The binary region (H, W) uint8 that ``rule`` redraws, from a saliency map (H, W) and the brain."""
+def needs_probability(rule: dict) -> bool:
+    """Whether ``rule`` weights the saliency by the classifier's P(diseased)."""
+    return check_rule(rule)["kind"] == "weighted"
+
+
+def redrawn_mask(saliency, brain_mask, rule: dict, p_diseased: float | None = None) -> np.ndarray:
+    """The binary region (H, W) uint8 that ``rule`` redraws, from a saliency map (H, W) and the brain;
+    ``p_diseased`` (the classifier's, in [0, 1]) is needed by the "weighted" rule."""
     rule = check_rule(rule)
     if rule["kind"] == "percentile":
         return mask_from_saliency(saliency, brain_mask, rule["percentile"])
@@ -74,14 +83,21 @@ def redrawn_mask(saliency, brain_mask, rule: dict) -> np.ndarray:
     if top <= 0.0 or float(inside.min()) >= top:
         return np.zeros(s.shape, np.uint8)
     cut = rule["level"] * top
+    if rule["kind"] == "weighted":
+        if p_diseased is None or not 0.0 <= float(p_diseased) <= 1.0:
+            raise ValueError(f"the weighted mask needs the classifier's P(diseased) in [0, 1], got {p_diseased!r}")
+        if float(p_diseased) <= 0.0:
+            return np.zeros(s.shape, np.uint8)
+        cut = rule["level"] * top / float(p_diseased)               # s * p >= level * max(s)
     if (inside >= cut).mean() > rule["max_share"]:
         cut = float(np.percentile(inside, 100.0 * (1.0 - rule["max_share"])))
     return ((smoothed >= cut) & brain).astype(np.uint8)
 
 
-def redrawn_masks(saliencies, brains, rule: dict) -> np.ndarray:
-    """:func:`redrawn_mask` over a stack (N, H, W)."""
-    return np.stack([redrawn_mask(s, b, rule) for s, b in zip(saliencies, brains)]).astype(np.uint8)
+def redrawn_masks(saliencies, brains, rule: dict, p_diseased=None) -> np.ndarray:
+    """:func:`redrawn_mask` over a stack (N, H, W); ``p_diseased`` (N,) for the "weighted" rule."""
+    ps = [None] * len(saliencies) if p_diseased is None else list(p_diseased)
+    return np.stack([redrawn_mask(s, b, rule, p) for s, b, p in zip(saliencies, brains, ps)]).astype(np.uint8)
 
 
 def score_of(card: dict | None, override: str | None = None) -> str:

@@ -29,9 +29,11 @@ def _is_image(p: Path) -> bool:
 
 
 def load_slice_folder(folder, size: int = 128, modalities: tuple[str, ...] = ("flair",), healthy_only: bool = True,
-                      max_slices: int | None = None) -> dict:
+                      max_slices: int | None = None, mri_reference: dict | None = None) -> dict:
     """Arrays for training: ``images`` (N, C, size, size) float32 in [-1, 1], ``labels`` (N,) 1 = diseased,
-    ``masks`` (N, size, size) uint8 lesion masks, ``source``. ``healthy_only`` keeps label-0 slices only."""
+    ``masks`` (N, size, size) uint8 lesion masks, ``groups`` (N,) the case (BraTS layout) or file each slice comes
+    from, ``source``. ``healthy_only`` keeps label-0 slices only. ``mri_reference``: MRI prepared as a model's card
+    says (:func:`diffuse_core.cases.mri_reference_for`; None: the brain's 1st-99th percentiles stretched)."""
     from diffuse_core.io.brats import load_brats_case
     from diffuse_core.io.image import load_image, load_mask
     from diffuse_core.io.preprocess import prepare_slice, to_model_grid
@@ -39,14 +41,15 @@ def load_slice_folder(folder, size: int = 128, modalities: tuple[str, ...] = ("f
     root = Path(folder)
     if not root.is_dir():
         raise NotADirectoryError(f"--data {folder}: not a folder")
-    images, labels, masks = [], [], []
+    images, labels, masks, groups = [], [], [], []
 
-    def add(image, label, mask):
+    def add(image, label, mask, group):
         if healthy_only and label:
             return
         images.append(image.astype(np.float32))
         labels.append(int(label))
         masks.append(mask.astype(np.uint8))
+        groups.append(str(group))
 
     index = root / "index.csv"
     case_dirs = [d for d in sorted(root.iterdir()) if d.is_dir() and any("flair" in f.name.lower()
@@ -58,14 +61,14 @@ def load_slice_folder(folder, size: int = 128, modalities: tuple[str, ...] = ("f
             raise ValueError(f"{index} needs columns 'image' and 'healthy'")
         for row in rows:
             loaded = load_image(root / row["image"])
-            prep = prepare_slice(loaded, size=size)
+            prep = prepare_slice(loaded, size=size, mri_reference=mri_reference)
             if prep.image.shape[0] != len(modalities):
                 raise ValueError(f"{row['image']} has {prep.image.shape[0]} channels, expected {len(modalities)}")
             m = np.zeros((size, size), np.uint8)
             if row.get("mask"):
                 m = to_model_grid(load_mask(root / row["mask"], like=loaded), size=size, order=0)[0]
             healthy = str(row["healthy"]).strip().lower() in ("1", "true", "yes")
-            add(prep.image, not healthy, m)
+            add(prep.image, not healthy, m, row.get("case") or row["image"])
     elif case_dirs:
         for d in case_dirs:
             case = load_brats_case(d, modalities=tuple(modalities))
@@ -73,19 +76,20 @@ def load_slice_folder(folder, size: int = 128, modalities: tuple[str, ...] = ("f
                 raw, label, brain = case.slice(z)
                 if brain.mean() < MIN_BRAIN_FRACTION:
                     continue
-                prep = prepare_slice(raw, size=size, modality="mri", brain_mask=brain)
+                prep = prepare_slice(raw, size=size, modality="mri", brain_mask=brain, mri_reference=mri_reference)
                 lab = to_model_grid(label, size=size, order=0)[0] if label is not None else np.zeros((size, size))
-                add(prep.image, bool(lab.any()), (lab > 0).astype(np.uint8))
+                add(prep.image, bool(lab.any()), (lab > 0).astype(np.uint8), d.name)
     else:
         files = sorted(p for p in root.iterdir() if _is_image(p))
         if not files:
             raise ValueError(f"--data {folder}: no index.csv, no BraTS case folders and no image files found")
         for p in files:
-            prep = prepare_slice(load_image(p), size=size)
-            add(prep.image[: len(modalities)], False, np.zeros((size, size), np.uint8))
+            prep = prepare_slice(load_image(p), size=size, mri_reference=mri_reference)
+            add(prep.image[: len(modalities)], False, np.zeros((size, size), np.uint8), p.name)
     if max_slices is not None:
-        images, labels, masks = images[:max_slices], labels[:max_slices], masks[:max_slices]
+        images, labels, masks, groups = (images[:max_slices], labels[:max_slices], masks[:max_slices],
+                                         groups[:max_slices])
     if not images:
         raise ValueError(f"--data {folder}: no usable slices" + (" (no healthy ones)" if healthy_only else ""))
     return {"images": np.stack(images), "labels": np.asarray(labels, np.int64), "masks": np.stack(masks),
-            "source": str(root)}
+            "groups": np.asarray(groups), "source": str(root)}

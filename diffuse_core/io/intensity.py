@@ -79,28 +79,35 @@ TISSUE_SCALE = {"method": "tissue", "tissue_level": -0.2, "mode_below_percentile
 # (the shipped FLAIR card's intensity_reference, 50th percentile -0.2005), so the shipped model's inputs barely move.
 
 
-def tissue_peak(values, below_percentile: float = 75.0, bins: int = 128) -> float:
-    """The main tissue peak of a brain's intensities: the mode of their smoothed histogram between the 1st and the
-    ``below_percentile``-th percentile. Bright lesions (FLAIR, T2) sit above it, so a tumour of up to about a
-    quarter of the brain cannot move it; where the histogram only rises up to the cut (no peak below it), the
-    median is taken."""
+def tissue_peak(values, below_percentile: float = 75.0, bins: int = 128, air: float | None = None) -> float:
+    """The main tissue peak of a brain's intensities: the highest local maximum of their smoothed histogram between
+    the 1st and the ``below_percentile``-th percentile. Bright lesions (FLAIR, T2) sit above it, so a tumour of up
+    to about a quarter of the brain cannot move it. Values within 15 % of the range from ``air`` (when given) are
+    left out (air and background that a loose brain mask takes in at the skull base); where no peak lies below the
+    cut, the cut moves up (90th, then 99th percentile); with none at all, the median is taken."""
     v = np.asarray(values, dtype=np.float64).ravel()
     v = v[np.isfinite(v)]
     if v.size < 16:
         raise ValueError("too few brain pixels to find the tissue peak (need 16)")
-    lo, hi, med = np.percentile(v, [1.0, below_percentile, 50.0])
-    if hi <= lo:
-        return float(med)
-    counts, edges = np.histogram(v[v < hi], bins=bins, range=(lo, hi))
+    if air is not None:
+        top = float(np.percentile(v, 99.0))
+        kept = v[v > air + 0.15 * (top - air)]
+        v = kept if kept.size >= 16 else v
+    med = float(np.median(v))
     kernel = np.exp(-0.5 * (np.arange(-6, 7) / 2.0) ** 2)
-    smooth = np.convolve(counts.astype(np.float64), kernel / kernel.sum(), mode="same")
-    inner = smooth[1:-1]
-    peaks = np.where((inner >= smooth[:-2]) & (inner >= smooth[2:]))[0] + 1    # local maxima
-    peaks = peaks[peaks < bins - 3]              # one rising into the cut is the lesion's flank, not tissue
-    if peaks.size == 0:
-        return float(med)
-    i = int(peaks[np.argmax(smooth[peaks])])
-    return float(0.5 * (edges[i] + edges[i + 1]))
+    for cut in (below_percentile, 90.0, 99.0):
+        lo, hi = np.percentile(v, [1.0, max(cut, below_percentile)])
+        if hi <= lo:
+            return med
+        counts, edges = np.histogram(v[v < hi], bins=bins, range=(lo, hi))
+        smooth = np.convolve(counts.astype(np.float64), kernel / kernel.sum(), mode="same")
+        inner = smooth[1:-1]
+        peaks = np.where((inner >= smooth[:-2]) & (inner >= smooth[2:]))[0] + 1    # local maxima
+        peaks = peaks[peaks < bins - 3]          # one rising into the cut is a flank, not the tissue's peak
+        if peaks.size:
+            i = int(peaks[np.argmax(smooth[peaks])])
+            return float(0.5 * (edges[i] + edges[i + 1]))
+    return med
 
 
 def tissue_scale(image, brain_mask, scale: dict | None = None):
@@ -127,7 +134,7 @@ def tissue_scale(image, brain_mask, scale: dict | None = None):
     for c in range(arr.shape[0]):
         inside = arr[c][brain]
         air = min(float(np.percentile(arr[c], sc["air_percentile"])), float(np.percentile(inside, 1.0)))
-        peak = tissue_peak(inside, sc["mode_below_percentile"])
+        peak = tissue_peak(inside, sc["mode_below_percentile"], air=air)
         if peak - air <= 1e-6 * max(1.0, abs(peak)):
             out[c] = np.where(brain, 0.0, -1.0)
             ranges.append((air, air))

@@ -113,3 +113,13 @@ def compute_saliency(method: str, image, models: SaliencyModels, brain_mask=None
     if kwargs and key != "acat":
         raise TypeError(f"the {key} method takes no options, got {sorted(kwargs)}")
     return SALIENCY_METHODS[key](image, models, brain_mask=brain_mask, **kwargs)
+
+
+def diseased_probability(image, models: SaliencyModels) -> float:
+    """The classifier's P(diseased) of one slice (C, H, W) in [-1, 1] (the weight of the "weighted" mask rule,
+    :mod:`diffuse_core.core.redraw`)."""
+    x = torch.as_tensor(np.asarray(image, np.float32))
+    x = x[None] if x.ndim == 3 else x
+    with torch.no_grad():
+        p = models.classifier.predict_proba(x.to(models.device))
+    return float(np.asarray(p.detach().float().cpu()).ravel()[0])

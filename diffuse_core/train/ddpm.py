@@ -208,7 +208,8 @@ def inherited_card(init_from: str | Path | None, card: dict | None = None) -> di
 def train_ddpm(out_dir: str | Path, data: Dataset, config: DDPMTrainConfig | None = None, resume: bool = True,
                progress: bool = True, card: dict | None = None,
                on_checkpoint: Callable[[int, float], None] | None = None, init_from: str | Path | None = None,
-               device: torch.device | str | None = None) -> Path:
+               device: torch.device | str | None = None,
+               on_step: Callable[[int, float], bool | None] | None = None) -> Path:
     """Train (or resume training) a healthy DDPM on ``data`` (items: (C, H, W) tensors in [-1, 1]).
 
     Returns ``out_dir``, holding the EMA denoiser. ``card`` is merged into the model card (data description).
@@ -219,5 +220,5 @@ def train_ddpm(out_dir: str | Path, data: Dataset, config: DDPMTrainConfig | Non
     cfg = config or DDPMTrainConfig()
     card = {**inherited_card(init_from, card), **(card or {})}
     trainer = Trainer(ddpm_task(data, cfg, card), cfg.settings(), out_dir, device=device, progress=progress,
-                      on_checkpoint=on_checkpoint)
+                      on_checkpoint=on_checkpoint, on_step=on_step)
     return trainer.fit(resume=resume, init_from=init_from)

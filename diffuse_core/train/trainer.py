@@ -172,9 +172,12 @@ class Trainer:
 
     def __init__(self, task: TrainTask, settings: TrainSettings, out_dir: str | Path,
                  device: torch.device | str | None = None, progress: bool = True,
-                 on_checkpoint: Callable[[int, float], None] | None = None):
+                 on_checkpoint: Callable[[int, float], None] | None = None,
+                 on_step: Callable[[int, float], bool | None] | None = None):
         self.task, self.settings, self.out = task, settings, Path(out_dir)
         self.device, self.progress, self.on_checkpoint = device, progress, on_checkpoint
+        self.on_step = on_step          # called after every step with (step, share of the time box used); a true
+        self.stopped = False            # return stops the run there (it is then exported as at a time box's end)
 
     # ----------------------------------------------------------------------------------------------- state
     def _resume(self, ck: dict, model, ema, opt, gen: torch.Generator) -> None:
@@ -299,6 +302,11 @@ class Trainer:
                         self._log_row([self.step, f"{value:.5f}", f"{self.seconds:.1f}"])
                 if self.step % s.checkpoint_every == 0 or self.step == s.steps:
                     checkpoint()
+                if self.on_step is not None:
+                    used = (time.perf_counter() - t_fit) / s.max_seconds if s.max_seconds else self.step / s.steps
+                    if self.on_step(self.step, min(1.0, used)):
+                        self.stopped = True
+                        break
         finally:
             if bar is not None:
                 bar.close()

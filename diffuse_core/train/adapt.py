@@ -1,0 +1,200 @@
+"""Adapt the healthy model to a scanner: fine-tune it on a user's own normal slices within a time budget.
+
+``diffuse-studio adapt --data DIR --out DIR [--minutes 20]`` (and the app's "Adapt" button beside an educator's
+healthy set) does, on the CPU or a GPU:
+
+1. read DIR's normal slices (a folder of images, a teaching/curated set, or BraTS-layout cases whose tumour-free
+   slices are taken) prepared as the base model's card says (its ``input_normalisation``), so the model sees them as
+   ``run`` and the app will;
+2. keep whole groups (cases, or files) apart: ``holdout`` of them (at least one) are never trained on;
+3. measure the false flags before: Dif-fuse at the base model's settings (ACAT mask by its rule, its score and
+   threshold) on up to ``n_measure`` held-out slices, the share of their brain flagged;
+4. fine-tune the base DDPM on the rest for ``minutes`` (cosine learning rate over the box, EMA, flips), with a
+   progress callback that can stop it;
+5. measure again on the same held-out slices with the same seed, and write the new model folder with its card: the
+   data, the held-out groups, steps, time, hardware, and the false flags before and after.
+
+The new folder holds everything ``run --model`` and the app need (the base card's settings, the new weights). A run
+stopped early is written to ``out/.partial`` and never looks like a finished model.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+DEFAULT_MINUTES = 20.0
+DEFAULT_LR = 2e-5
+KEPT_CARD_KEYS = ("anomaly_kernel", "anomaly_threshold", "recommended_settings", "input_normalisation",
+                  "tissue_scale", "intensity_reference", "mask_rule", "score", "verdict")
+
+
+class AdaptCancelled(RuntimeError):
+    """The user stopped the adaptation; nothing was written as a finished model."""
+
+
+def split_groups(groups, holdout: float = 0.2, seed: int = 0) -> tuple[np.ndarray, list[str]]:
+    """A boolean "held out" per slice: whole groups, ``holdout`` of them rounded, at least one (none when there is
+    only one group: then every fifth slice is held out instead). Returns (held, held-out group names)."""
+    g = np.asarray(groups).astype(str)
+    names = sorted(set(g.tolist()))
+    if len(names) < 2:
+        held = np.zeros(len(g), bool)
+        held[::5] = True
+        return held, []
+    rng = np.random.default_rng(seed)
+    n = max(1, int(round(holdout * len(names))))
+    n = min(n, len(names) - 1)
+    out = sorted(rng.choice(names, n, replace=False).tolist())
+    return np.isin(g, out), out
+
+
+def false_flags(denoiser, saliency_models, images: np.ndarray, seed: int = 0, batch_size: int = 8,
+                device="cpu") -> np.ndarray:
+    """The share of each normal slice's brain that Dif-fuse flags at the model card's settings."""
+    from diffuse_core.cases import anomaly_threshold_of, default_settings
+    from diffuse_core.core.brain import brain_masks
+    from diffuse_core.core.redraw import mask_rule_of, redrawn_masks, score_maps, score_of
+    from diffuse_core.evaluation.protocol import EvalSet, compute_saliency_maps, run_on_set
+
+    imgs = np.asarray(images, np.float32)
+    brains = brain_masks(imgs).astype(np.uint8)
+    n = len(imgs)
+    data = EvalSet(imgs, np.zeros_like(brains), brains, ["none"] * n, ["none"] * n, [str(i) for i in range(n)])
+    compute_saliency_maps(data, saliency_models, sources=("acat",), device=device)
+    card = denoiser.card or {}
+    masks = redrawn_masks(data.saliency["acat"], brains, mask_rule_of(card))
+    chosen = default_settings(denoiser)
+    cfs, _, _, _ = run_on_set("dif-fuse", denoiser, data, {"acat": masks}, k=chosen["k"], steps=chosen["steps"],
+                              seed=seed, batch_size=batch_size)
+    maps = score_maps(imgs, cfs, brains, masks, score_of(card), int(card.get("anomaly_kernel", 5)))
+    thr = anomaly_threshold_of(denoiser)
+    return np.array([(m[b.astype(bool)] > thr).mean() for m, b in zip(maps, brains)])
+
+
+def adapt(data_dir, out_dir, base_dir=None, minutes: float = DEFAULT_MINUTES, holdout: float = 0.2,
+          n_measure: int = 24, batch_size: int = 8, lr: float = DEFAULT_LR, seed: int = 0, device="cpu",
+          on_progress: Callable[[str, float], bool | None] | None = None, max_slices: int | None = None) -> dict:
+    """Fine-tune ``base_dir`` (default: the installed MRI DDPM) on ``data_dir``'s normal slices for ``minutes``;
+    write the model to ``out_dir`` and return its card's ``adaptation`` record. ``on_progress(stage, fraction)``
+    is called through the run; a true return stops it (:class:`AdaptCancelled`, nothing finished written)."""
+    import torch
+
+    from diffuse_core.cases import load_default_models, mri_reference_for
+    from diffuse_core.data.slice_folder import load_slice_folder
+    from diffuse_core.models.checkpoint import atomic_write_json, read_config, update_card
+    from diffuse_core.models.denoiser import load_denoiser
+    from diffuse_core.models.registry import model_dir_for
+    from diffuse_core.train.ddpm import DDPMTrainConfig, TensorPool, train_ddpm
+
+    if not minutes or minutes <= 0:
+        raise ValueError(f"--minutes must be positive, got {minutes}")
+    base = Path(base_dir) if base_dir else Path(model_dir_for("ddpm", None))
+    out = Path(out_dir)
+    if out.resolve() == base.resolve():
+        raise ValueError(f"--out {out} is the base model's folder: write the adapted model to a new folder")
+    if (out / "model.safetensors").exists():
+        raise ValueError(f"{out} already holds a model: choose a new folder (an educator's models are never "
+                         f"overwritten)")
+
+    def tell(stage: str, fraction: float) -> None:
+        if on_progress is not None and on_progress(stage, fraction):
+            raise AdaptCancelled(f"adaptation stopped by the user during {stage}; nothing was written to {out}")
+
+    if not Path(data_dir).is_dir():
+        raise NotADirectoryError(f"--data {data_dir}: not a folder of normal slices")
+    t0 = time.perf_counter()
+    tell("reading the slices", 0.0)
+    base_cfg = read_config(base, "ddpm")
+    base_card = base_cfg.get("card") or {}
+    size = int(base_cfg["unet"]["resolution"])
+    data = load_slice_folder(data_dir, size=size, healthy_only=True, max_slices=max_slices,
+                             mri_reference=mri_reference_for(base_card, "auto"))
+    images, groups = data["images"], data["groups"]
+    held, held_names = split_groups(groups, holdout, seed)
+    train_images = images[~held]
+    if len(train_images) < batch_size:
+        raise ValueError(f"{data_dir}: only {len(train_images)} normal slices left to train on after holding "
+                         f"{int(held.sum())} out: need at least {batch_size}")
+    rng = np.random.default_rng(seed)
+    measure_idx = np.sort(rng.choice(np.where(held)[0], min(n_measure, int(held.sum())), replace=False))
+    measure_images = images[measure_idx]
+
+    tell("false flags before", 0.02)
+    den, sal = load_default_models(base, None, device, True)
+    before = false_flags(den, sal, measure_images, seed=seed, device=device)
+    del den
+
+    partial = out / ".partial"
+    if partial.exists():
+        shutil.rmtree(partial)
+    cfg = DDPMTrainConfig(steps=10**9, batch_size=batch_size, lr=lr, seed=seed, checkpoint_every=10**9,
+                          lr_schedule="cosine", warmup_steps=10, max_seconds=60.0 * float(minutes),
+                          schedule=_schedule_of(base_cfg), unet=_unet_of(base_cfg))
+    card = {"data": {"source": "folder", "path": str(data_dir), "slices": int(len(train_images))}}
+
+    def on_step(step: int, used: float) -> bool:
+        try:
+            tell("fine-tuning", 0.1 + 0.75 * used)
+        except AdaptCancelled:
+            return True
+        return False
+
+    train_ddpm(partial, TensorPool(train_images), cfg, resume=False, progress=False, card=card, init_from=base,
+               device=device, on_step=on_step)
+    if on_progress is not None and on_progress("fine-tuning", 0.85):
+        raise AdaptCancelled(f"adaptation stopped by the user; the unfinished weights stay in {partial}")
+    tell("false flags after", 0.86)
+    new = load_denoiser(partial, device=device)
+    for key in KEPT_CARD_KEYS:                   # the base model's settings: the ones false flags are measured with
+        if key in base_card:
+            new.card[key] = base_card[key]
+    after = false_flags(new, sal, measure_images, seed=seed, device=device)
+    steps_trained = int((read_config(partial, "ddpm").get("card") or {}).get("training", {}).get("steps_done", 0)
+                        - (base_card.get("training") or {}).get("steps_done", 0))
+    from diffuse_core.evaluation.real_data import _hardware
+
+    record = {
+        "base_model": str(base), "data": str(data_dir), "normal_slices": int(len(images)),
+        "trained_on": int(len(train_images)), "held_out": int(held.sum()), "held_out_groups": held_names,
+        "measured_on": int(len(measure_idx)), "minutes_budget": float(minutes),
+        "steps": steps_trained, "batch_size": batch_size, "lr": lr, "seed": seed,
+        "seconds": round(time.perf_counter() - t0, 1), "hardware": _hardware(device),
+        "false_flags_before": {"mean": float(before.mean()), "max": float(before.max())},
+        "false_flags_after": {"mean": float(after.mean()), "max": float(after.max())},
+        "halved": bool(after.mean() <= 0.5 * before.mean()),
+        "command": f"diffuse-studio adapt --data {data_dir} --out {out} --minutes {minutes:g}",
+    }
+    update_card(partial, {**{k: base_card[k] for k in KEPT_CARD_KEYS if k in base_card}, "adaptation": record,
+                          "status": "adapted to a user's normal slices (diffuse-studio adapt); measured only on "
+                                    "their held-out slices"})
+    tell("writing the model", 0.98)
+    out.mkdir(parents=True, exist_ok=True)
+    for f in partial.iterdir():
+        if f.name in ("checkpoint.pt",):
+            continue
+        shutil.move(str(f), out / f.name)
+    shutil.rmtree(partial, ignore_errors=True)
+    atomic_write_json(out / "adaptation.json", record)
+    tell("done", 1.0)
+    return record
+
+
+def _schedule_of(cfg: dict):
+    from diffuse_core.core.schedule import ScheduleConfig
+
+    sched = cfg.get("schedule") or {}
+    return ScheduleConfig(**{k: v for k, v in sched.items() if k in ScheduleConfig.__dataclass_fields__})
+
+
+def _unet_of(cfg: dict):
+    from diffuse_core.models.denoiser import DenoiserConfig
+
+    u = cfg.get("unet") or {}
+    fields = DenoiserConfig.__dataclass_fields__
+    kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in u.items() if k in fields}
+    return DenoiserConfig(**kw)
