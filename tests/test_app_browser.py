@@ -5,6 +5,7 @@ the shipped models, comes from ``python docs/take_screenshot.py``."""
 
 import json
 import os
+import re
 import socket
 import time
 from pathlib import Path
@@ -298,3 +299,349 @@ def test_mask_preview_uncertainty_and_display_in_the_browser(server):
                         raise
         finally:
             browser.close()
+
+
+# ---- issue 36, items 3 and 4: readable, honest panels; quiz seed; Curate; bad files; the gallery ----------------
+
+
+def _page(p, server: str, width: int = 1440, height: int = 900):
+    """(browser, page) with the app open at ``width`` x ``height``; the caller closes the browser."""
+    browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    page = browser.new_page(viewport={"width": width, "height": height})
+    page.goto(server)
+    page.wait_for_selector("#df-gallery img", timeout=30_000)
+    return browser, page
+
+
+def _open_tab(page, name: str):
+    """Click the tab ``name``, from the "More tabs" menu when the page is too narrow to show it."""
+    tab = page.get_by_role("tab", name=name)
+    if tab.is_visible():
+        tab.click()
+    else:
+        page.get_by_label("More tabs").click()
+        page.locator(f".overflow-dropdown button:text-is('{name}')").click()
+
+
+def _set_number(page, elem_id: str, value) -> None:
+    box = page.locator(f"#{elem_id} input[type=number]")
+    box.fill(str(value))
+    box.press("Enter")
+
+
+def _run(page, timeout: int = 60_000) -> None:
+    """Press Run and wait for the run's result ("Done in")."""
+    page.wait_for_function("!document.querySelector('#df-run').disabled", timeout=30_000)
+    page.evaluate("""() => { window.__runLocked = false; const b = document.querySelector('#df-run');
+        new MutationObserver(() => { if (b.disabled) window.__runLocked = true; })
+            .observe(b, {attributes: true}); }""")
+    page.locator("#df-run").click()
+    page.wait_for_function("window.__runLocked && !document.querySelector('#df-run').disabled", timeout=timeout)
+    assert "Done in" in page.inner_text("#df-progress")
+
+
+RESULT_PANEL_IDS = ("df-out-input", "df-counterfactual", "df-out-overlay", "df-out-slider", "df-out-saliency",
+                    "df-out-mask")
+
+
+def test_result_panels_are_wide_enlargeable_and_the_progress_legible(server, tmp_path):
+    """At 1440 x 900 every result panel is at least 400 px wide and has its own fullscreen button; the progress line
+    is body-sized text in the body's colour, not small grey (issue 36, item 3)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser, page = _page(p, server)
+        try:
+            page.locator("#df-gallery img").first.click()
+            _set_number(page, "df-steps", 3)
+            _set_number(page, "df-k", 150)
+            _run(page)
+            page.screenshot(path=str(tmp_path / "results_1440.png"), full_page=True)
+            for elem_id in RESULT_PANEL_IDS:
+                box = page.locator(f"#{elem_id}").bounding_box()
+                assert box and box["width"] >= 400, (elem_id, box)
+                assert page.locator(f"#{elem_id} button[aria-label='Fullscreen']").count() == 1, elem_id
+            style = page.evaluate("""() => { const l = document.querySelector('#df-progress .df-progress-label');
+                const b = getComputedStyle(document.body), s = getComputedStyle(l);
+                return {size: parseFloat(s.fontSize), body: parseFloat(b.fontSize), color: s.color,
+                        bodyColor: b.color}; }""")
+            assert style["size"] >= style["body"] and style["color"] == style["bodyColor"], style
+            page.locator("#df-counterfactual button[aria-label='Fullscreen']").click()      # one click: enlarged
+            page.wait_for_function("document.querySelector('#df-counterfactual').classList.contains('fullscreen')",
+                                   timeout=10_000)
+            page.wait_for_timeout(1_000)
+            assert page.locator("#df-counterfactual img").bounding_box()["height"] >= 850    # the viewport's height
+        finally:
+            browser.close()
+
+
+def test_results_are_marked_stale_when_a_setting_changes(server):
+    """A setting moved after a run marks its results stale, with a visible marker, until the page matches the run
+    again (moved back) or Run is pressed (issue 36, item 3)."""
+    from playwright.sync_api import sync_playwright
+
+    from diffuse_core.ui.explore import STALE_TEXT
+
+    stale = ("document.querySelector('#df-stale') && "
+             f"document.querySelector('#df-stale').innerText.includes({STALE_TEXT!r})")
+    with sync_playwright() as p:
+        browser, page = _page(p, server)
+        try:
+            page.locator("#df-gallery img").first.click()
+            _set_number(page, "df-steps", 2)
+            _set_number(page, "df-k", 100)
+            _run(page)
+            page.wait_for_timeout(1_000)
+            assert not page.evaluate(stale)                                          # fresh results
+            _set_number(page, "df-seed", 7)
+            page.wait_for_function(stale, timeout=15_000)
+            assert page.locator("#df-stale .df-stale").is_visible()
+            assert "seed" in page.inner_text("#df-stale")
+            _set_number(page, "df-seed", 0)                                          # back as the run had it
+            page.wait_for_function(f"!({stale})", timeout=15_000)
+            _set_number(page, "df-steps", 3)
+            page.wait_for_function(stale, timeout=15_000)
+            _run(page)                                                               # run again: fresh
+            page.wait_for_function(f"!({stale})", timeout=15_000)
+            page.locator("#df-gallery img").nth(1).click()                           # another case: stale
+            page.wait_for_function(stale, timeout=15_000)
+        finally:
+            browser.close()
+
+
+def _chart(page) -> dict:
+    """The step chart's axis title and its "inside the mask" series."""
+    return page.evaluate("""() => { const gd = document.querySelector('#df-chart .js-plotly-plot');
+        return {title: gd.layout.xaxis.title.text, inside: gd.data[0].y, outside: gd.data[1].y,
+                hover: gd.data[0].text}; }""")
+
+
+def test_a_rerun_that_reuses_the_inversion_is_charted_as_sampling_only(server):
+    """The same slice and settings run twice: the rerun takes x_K from the inversion cache, its chart says "sampling
+    only (inversion reused)" and its points are the sampling points of the first run (no first point measured from
+    the input image) (issue 36, item 3)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser, page = _page(p, server)
+        try:
+            page.locator("#df-gallery img").first.click()
+            _set_number(page, "df-steps", 4)
+            _set_number(page, "df-k", 200)
+            _run(page)
+            page.wait_for_function("document.querySelector('#df-chart .js-plotly-plot')", timeout=15_000)
+            first = _chart(page)
+            _run(page)
+            assert "inversion was reused" in page.inner_text("#df-progress")
+            page.wait_for_function("document.querySelector('#df-chart .js-plotly-plot').layout.xaxis.title.text"
+                                   ".includes('sampling only')", timeout=15_000)
+            again = _chart(page)
+        finally:
+            browser.close()
+    assert first["title"] == "step (inversion, then sampling)"
+    assert again["title"] == "step (sampling only (inversion reused))"
+    assert len(first["inside"]) == 8 and len(again["inside"]) == 4
+    assert all(h.startswith("sample") for h in again["hover"])
+    assert again["inside"] == pytest.approx(first["inside"][4:], abs=1e-5)
+    assert again["outside"] == pytest.approx(first["outside"][4:], abs=1e-5)
+
+
+def test_run_is_disabled_while_a_run_goes_and_enabled_after(server):
+    """Run is disabled from the click to the run's end: after the result, after Stop and after an error it can be
+    pressed again (issue 36, item 3)."""
+    from playwright.sync_api import sync_playwright
+
+    disabled = "document.querySelector('#df-run').disabled"
+    with sync_playwright() as p:
+        browser, page = _page(p, server)
+        try:
+            page.locator("#df-gallery img").first.click()
+            _set_number(page, "df-k", 200)
+            _set_number(page, "df-steps", 250)                                      # seconds at least
+            page.locator("#df-run").click()
+            page.wait_for_function(disabled, timeout=10_000)
+            page.wait_for_function("document.querySelector('#df-progress').innerText.includes('Inverting')",
+                                   timeout=30_000)
+            assert page.evaluate(disabled)
+            page.locator("#df-stop").click()                                         # Stop: enabled again
+            page.wait_for_function("document.querySelector('#df-progress').innerText.includes('Stopped.')",
+                                   timeout=20_000)
+            page.wait_for_function(f"!{disabled}", timeout=10_000)
+            _set_number(page, "df-steps", 2)
+            page.locator("#df-run").click()                                          # a result: enabled again
+            page.wait_for_function("document.querySelector('#df-progress').innerText.includes('Done in')",
+                                   timeout=60_000)
+            page.wait_for_function(f"!{disabled}", timeout=10_000)
+            page.locator("#df-source label:has-text('Upload')").click()              # an error: enabled again
+            page.locator("#df-run").click()
+            page.wait_for_selector(".toast-body", timeout=20_000)
+            page.wait_for_function(f"!{disabled}", timeout=10_000)
+        finally:
+            browser.close()
+
+
+def test_a_typed_quiz_seed_is_kept_and_gives_the_same_packet(server):
+    """Quiz: a typed packet seed is used as typed by "New packet" (never replaced by a random one), so the same seed
+    draws the same packet; "New packet" without typing draws a fresh seed (issue 36, item 4)."""
+    from playwright.sync_api import sync_playwright
+
+    def first_slice(seed_typed=None) -> bytes:
+        """Type the seed (if given), press "New packet" and wait for its first slice: (its picture's PNG)."""
+        if seed_typed is not None:
+            box = page.locator("#df-rp-seed input")
+            box.fill(str(seed_typed))
+            box.press("Enter")
+        before = page.inner_text("#df-rp-header")
+        page.locator("#df-rp-new").click()
+        # the header names the packet's seed: wait for a new packet whose seed is the one the box shows
+        page.wait_for_function(f"""() => {{ const h = document.querySelector('#df-rp-header').innerText;
+            const seed = document.querySelector('#df-rp-seed input').value;
+            return h !== {before!r} && h.includes('Slice 1 of 4') && h.includes('packet seed ' + seed); }}""",
+                               timeout=60_000)
+        page.wait_for_selector("#df-rp-image img", timeout=30_000)
+        return page.request.get(page.locator("#df-rp-image img").get_attribute("src")).body()   # the PNG served
+
+    with sync_playwright() as p:
+        browser, page = _page(p, server, 1440, 1000)
+        try:
+            _open_tab(page, "Quiz")
+            _set_number(page, "df-rp-n", 4)
+            shown = first_slice(42)
+            assert page.locator("#df-rp-seed input").input_value() == "42"           # kept as typed
+            first_slice()                                                            # no typing: a fresh seed
+            fresh = page.locator("#df-rp-seed input").input_value()
+            assert fresh != "42"
+            assert first_slice(42) == shown                                          # same seed, same packet
+            assert page.locator("#df-rp-seed input").input_value() == "42"
+            assert first_slice(int(fresh)) is not None
+            assert page.locator("#df-rp-seed input").input_value() == fresh
+        finally:
+            browser.close()
+
+
+def test_curate_review_fits_its_frame_status_follows_and_copies_keep_their_label(server, tmp_path):
+    """Curate: two review tiles inside the gallery's frame and under its label (1440 and 390 wide); after Accept and
+    Save the status line says where the review stands (no "Batch done ... 0 accepted"); the saved copy keeps its
+    set's modality and lesion in the gallery, and the Quiz counts it as "1 slice" (issue 36, item 4)."""
+    from playwright.sync_api import sync_playwright
+
+    inside = """() => { const frame = document.querySelector('#df-review').getBoundingClientRect();
+        const label = document.querySelector('#df-review label').getBoundingClientRect();
+        return [...document.querySelectorAll('#df-review .gallery-item')].map(e => {
+            const r = e.getBoundingClientRect();
+            return r.left >= frame.left - 1 && r.right <= frame.right + 1 && r.bottom <= frame.bottom + 1
+                   && r.top >= label.bottom - 1; }); }"""
+    with sync_playwright() as p:
+        browser, page = _page(p, server)
+        try:
+            captions = page.evaluate("() => [...document.querySelectorAll('#df-gallery .caption-label')]"
+                                     ".map(e => e.innerText)")
+            _open_tab(page, "Curate")
+            _set_number(page, "df-curate-steps", 2)
+            _set_number(page, "df-curate-k", 100)
+            page.locator("#df-batch-cases input").click()
+            options = page.locator("ul[role=listbox] li")
+            options.nth(0).click()
+            page.locator("#df-batch-cases input").click()
+            options.nth(1).click()
+            page.keyboard.press("Escape")
+            page.locator("#df-generate").click()
+            page.wait_for_function("document.body.innerText.includes('Batch done')", timeout=90_000)
+            page.wait_for_timeout(1_000)
+            page.locator("#df-review").scroll_into_view_if_needed()
+            assert page.evaluate(inside) == [True, True]
+            page.set_viewport_size({"width": 390, "height": 900})
+            page.wait_for_timeout(1_000)
+            page.locator("#df-review").scroll_into_view_if_needed()
+            assert page.evaluate(inside) == [True, True]
+            page.screenshot(path=str(tmp_path / "curate_390.png"), full_page=True)
+            page.set_viewport_size({"width": 1440, "height": 900})
+            page.locator("#df-review .gallery-item").nth(1).click()
+            page.get_by_role("button", name="✓ Accept").click()
+            page.wait_for_function("document.body.innerText.includes('1 accepted')", timeout=20_000)
+            page.get_by_label("Teaching set name").fill("Week 1")
+            page.get_by_role("button", name="Save accepted cases").click()
+            page.wait_for_function("document.body.innerText.includes('Saved 1 case')", timeout=30_000)
+            page.wait_for_function("document.body.innerText.includes('1 accepted (1 saved)')", timeout=20_000)
+            assert "Batch done" not in page.inner_text("body")
+            page.reload()                                                           # the copy in the gallery
+            page.wait_for_function(f"document.querySelectorAll('#df-gallery .caption-label').length > "
+                                   f"{len(captions)}", timeout=30_000)
+            after = page.evaluate("() => [...document.querySelectorAll('#df-gallery .caption-label')]"
+                                  ".map(e => e.innerText)")
+            _open_tab(page, "Quiz")
+            page.locator("#df-rp-sets input").click()
+            sets = page.locator("ul[role=listbox]").inner_text()
+        finally:
+            browser.close()
+    copy = after[len(captions)]
+    assert copy.split("·")[0].strip() == captions[1].split("·")[0].strip(), (copy, captions[1])   # "FLAIR normal"
+    assert "MRI" not in copy
+    assert "Week 1 (1 slice," in sets and not re.search(r"(?<!\d)1 slices", sets), sets
+
+
+def test_a_bad_file_gets_one_message_with_its_name_as_given(server, tmp_path):
+    """Explore: a file that is not an image is reported once, where it was uploaded, with its name as given
+    ("fake_scan.png", not "Fake_scan.png"); Run then says "Not run" without a second message (issue 36, item 4)."""
+    from playwright.sync_api import sync_playwright
+
+    bad = tmp_path / "fake_scan.png"
+    bad.write_text("this is not a scan")
+    with sync_playwright() as p:
+        browser, page = _page(p, server)
+        try:
+            page.evaluate("""() => { window.__toasts = [];
+                new MutationObserver(ms => ms.forEach(m => m.addedNodes.forEach(n => {
+                    if (n.nodeType === 1) n.querySelectorAll && [n, ...n.querySelectorAll('*')].forEach(e => {
+                        if (e.matches('.toast-body')) window.__toasts.push(e.innerText); }); })))
+                  .observe(document.body, {childList: true, subtree: true}); }""")
+            page.locator("#df-source label:has-text('Upload')").click()
+            page.locator("#df-upload input[type=file]").set_input_files(str(bad))
+            page.wait_for_function("window.__toasts.length >= 1", timeout=30_000)
+            page.wait_for_timeout(1_500)
+            page.locator("#df-run").click()
+            page.wait_for_function("document.querySelector('#df-progress').innerText.includes('Not run')",
+                                   timeout=30_000)
+            page.wait_for_function("!document.querySelector('#df-run').disabled", timeout=10_000)
+            page.wait_for_timeout(2_000)
+            toasts = page.evaluate("window.__toasts")
+            text = page.inner_text("body")
+        finally:
+            browser.close()
+    assert len(toasts) == 1, toasts
+    assert "fake_scan.png" in toasts[0]
+    assert "Fake_scan.png" not in text and "Fake_scan.png" not in toasts[0]
+
+
+def test_the_gallery_shows_many_cases_uncut_with_informative_captions(server):
+    """Explore's gallery at 1440 x 900: its first row starts below its label, more than 6 cases are in view, and
+    each caption says the lesion (or normal), the difficulty and where, from the set's manifest (issue 36, item 4)."""
+    from playwright.sync_api import sync_playwright
+
+    from diffuse_core.studio.library import list_library, short_location
+
+    with sync_playwright() as p:
+        browser, page = _page(p, server)
+        try:
+            page.wait_for_timeout(1_000)
+            geometry = page.evaluate("""() => { const wrap = document.querySelector('#df-gallery .grid-wrap')
+                    .getBoundingClientRect();
+                const label = document.querySelector('#df-gallery label').getBoundingClientRect();
+                const items = [...document.querySelectorAll('#df-gallery .gallery-item')].map(e =>
+                    e.getBoundingClientRect());
+                return {labelBottom: label.bottom, firstTop: items[0].top,
+                        inView: items.filter(r => r.top >= wrap.top - 1 && r.bottom <= wrap.bottom + 1).length}; }""")
+            captions = page.evaluate("() => [...document.querySelectorAll('#df-gallery .caption-label')]"
+                                     ".map(e => e.innerText)")
+        finally:
+            browser.close()
+    assert geometry["firstTop"] >= geometry["labelBottom"], geometry
+    assert geometry["inView"] > 6, geometry
+    entries = list_library()
+    assert len(captions) == len(entries)
+    for caption, e in zip(captions, entries):
+        assert ("normal" if e.healthy else e.lesion_type) in caption and e.difficulty in caption, caption
+        if e.location:
+            assert short_location(e.location) in caption.replace("\n", " "), (caption, e.location)
+    lesions = [c for c, e in zip(captions, entries) if not e.healthy]
+    assert len(set(lesions)) >= 0.75 * len(lesions), captions        # not the same few captions over and over

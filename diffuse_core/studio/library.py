@@ -11,6 +11,7 @@ turns a key into a :class:`LoadedCase`, the form every run of the app starts fro
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,15 +40,48 @@ class LibraryEntry:
     difficulty: str = ""
     image: np.ndarray | None = None
     truth: np.ndarray | None = None
+    location: str = ""
 
     @property
     def caption(self) -> str:
+        """Modality and lesion (the HTTP API's ``/cases`` caption; the gallery shows :attr:`gallery_caption`)."""
         what = "healthy" if self.healthy else (self.lesion_type or "lesion")
         return f"{self.modality.upper() or '?'} · {what}"
 
     @property
+    def gallery_caption(self) -> str:
+        """What tells one gallery case from another: modality and lesion, difficulty, then where (from the set's
+        manifest: ``lesion_type``, ``difficulty``, ``location``), e.g. "FLAIR glioma · easy" / "R parietal"."""
+        what = "normal" if self.healthy else (self.lesion_type or "lesion")
+        first = f"{self.modality.upper() or '?'} {what}" + (f" · {self.difficulty}" if self.difficulty else "")
+        where = short_location(self.location)
+        return f"{first}\n{where}" if where else first
+
+    @property
     def long_caption(self) -> str:
         return f"{self.caption} ({self.set_name}/{self.case_id})"
+
+
+_WORDS = ((r"\bwhite matter\b", "WM"), (r"\bcortex and\s*", ""), (r"\s*\bsubcortical region\b", ""),
+          (r"^right\b", "R"), (r"^left\b", "L"), (r"^bilateral\b", "bilat."), (r"\s+and\s+", " + "))
+
+
+def short_location(location: str) -> str:
+    """A manifest's location in a few words for a caption: "right parietal cortex and white matter" -> "R parietal
+    WM", "left occipital subcortical region (PCA territory)" -> "L occipital, PCA", "axial level of the basal
+    ganglia and third ventricle" -> "basal ganglia level"."""
+    loc = " ".join(str(location or "").split())
+    if not loc:
+        return ""
+    territory = re.search(r"\((\w+)(?: branch)? territory\)", loc)
+    loc = re.sub(r"\s*\(.*?\)", "", loc)
+    level = re.match(r"axial level of (?:the )?(.*)", loc)
+    if level:
+        first = re.sub(r"^bodies of the ", "", level.group(1).split(" and ")[0])
+        return f"{first} level"
+    for pattern, short in _WORDS:
+        loc = re.sub(pattern, short, loc)
+    return loc + (f", {territory.group(1)}" if territory else "")
 
 
 @dataclass
@@ -64,6 +98,7 @@ class LoadedCase:
     note: str = ""
     notes: tuple = ()
     origin: dict = field(default_factory=dict)   # how to load it again (diffuse_core.studio.selection.reload_case)
+    modality_label: str = ""  # the modality as its set names it ("flair"), where case.modality is "mri" or "ct"
 
 
 def teaching_root() -> Path:
@@ -139,7 +174,7 @@ def _read_teaching_sets() -> list[LibraryEntry]:
                 lesion_type=str(getattr(c, "lesion_type", "") or ""),
                 healthy=bool(getattr(c, "healthy", False)), has_truth=truth is not None and np.asarray(truth).any(),
                 note=str(getattr(c, "note", "") or ""), difficulty=str(getattr(c, "difficulty", "") or ""),
-                image=np.asarray(c.image), truth=truth))
+                image=np.asarray(c.image), truth=truth, location=str(getattr(c, "location", "") or "")))
     return entries
 
 
@@ -162,7 +197,7 @@ def _read_curated_sets(croot: Path, kind: str) -> list[LibraryEntry]:
                 key=f"{kind}/{name}/{e['id']}", set_name=name, case_id=e["id"], modality=e.get("modality", ""),
                 lesion_type=e.get("lesion_type", "") or "curated", healthy=bool(e.get("healthy")),
                 has_truth=bool(e.get("has_ground_truth")), note=e.get("note", ""),
-                difficulty=str(e.get("difficulty", "") or ""),
+                difficulty=str(e.get("difficulty", "") or ""), location=str(e.get("location", "") or ""),
                 image=arrays["image"], truth=arrays.get("ground_truth")))
     return entries
 
@@ -201,4 +236,4 @@ def load_library_case(key: str) -> LoadedCase:
                                 spacing=spacing)
     what = "healthy" if healthy else (meta["lesion_type"] or "lesion")
     return LoadedCase(case=case, key=key, title=f"{set_name} / {case_id} — {modality.upper()}, {what}",
-                      healthy=healthy, origin={"kind": "library", "key": key}, **meta)
+                      healthy=healthy, origin={"kind": "library", "key": key}, modality_label=modality, **meta)

@@ -47,14 +47,20 @@ def run_for_review(lc: LoadedCase, k, steps, seed, percentile) -> dict:
     mask_from, drawn = review_mask_source(lc)
     for item in run_case(lc, mask_from, None, drawn, k, steps, seed, percentile):
         if item["kind"] == "result":
-            return result_record(lc, item)
+            return {**result_record(lc, item), "modality_label": modality_label(lc)}
     raise RuntimeError("the sampler ended without a result")  # pragma: no cover
+
+
+def modality_label(lc: LoadedCase) -> str:
+    """The modality as the case's set names it ("flair"), kept by a saved copy; the grid's "mri" or "ct" where the
+    set names none (an upload)."""
+    return lc.modality_label or lc.case.modality
 
 
 def item_from_state(state: dict) -> curation.ReviewItem:
     """The Explore tab's last run (its state: a record plus "key") as a pending review item."""
     return curation.ReviewItem(key=state["key"], label=state["title"].split(" — ")[0],
-                               result={k: state[k] for k in RECORD_FIELDS})
+                               result={k: state[k] for k in RECORD_FIELDS + ("modality_label",) if k in state})
 
 
 def save_accepted(items: list, set_name: str) -> tuple[str, list[str], Path, int]:
@@ -81,7 +87,8 @@ def save_accepted(items: list, set_name: str) -> tuple[str, list[str], Path, int
             case_id=curation.unique_case_id(set_name, base_id, root), image=r["image"],
             counterfactual=r["counterfactual"], anomaly=r["anomaly"], mask=r["mask"], settings=r["settings"],
             seed=r["settings"]["seed"], model_version=r["model_version"], note=it.note, geometry=r["geometry"],
-            spacing=r["spacing"], ground_truth=r.get("truth"), brain_mask=r["brain"], modality=r["modality"],
+            spacing=r["spacing"], ground_truth=r.get("truth"), brain_mask=r["brain"],
+            modality=r.get("modality_label") or r["modality"],     # "flair" stays "flair", not the grid's "mri"
             lesion_type=r.get("lesion_type") or "", location=r.get("location") or "",
             difficulty=r.get("difficulty") or "", healthy=bool(r.get("healthy")), source=source,
             slice_index=int(r["slice"]), full=r.get("full"), full_ground_truth=r.get("full_truth"))

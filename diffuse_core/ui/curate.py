@@ -30,6 +30,17 @@ def review_gallery(items: list) -> list:
     return out
 
 
+def batch_status(items) -> str:
+    """The Curate status line after a decision or a save: where the review stands now (replaces "Batch done")."""
+    items = list(items or [])
+    if not items:
+        return ""
+    counts = curation.review_counts(items)
+    saved = sum(1 for it in items if it.result.get("saved_as"))
+    return (f"To review: {counts['pending']} pending, {counts['accepted']} accepted ({saved} saved), "
+            f"{counts['rejected']} rejected.")
+
+
 def _counts_text(items) -> str:
     counts = curation.review_counts(items)
     return f"{counts['accepted']} accepted, {counts['rejected']} rejected, {counts['pending']} pending."

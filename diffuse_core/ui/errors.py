@@ -31,13 +31,21 @@ def short_message(msg: str) -> str:
     return msg if len(msg) <= MESSAGE_CHARS else msg[:MESSAGE_CHARS - 1] + "…"
 
 
+def capitalised(msg: str) -> str:
+    """``msg`` with its first letter capitalised, unless its first word is a name (a file name such as
+    "fake_scan.png", a path, a key): names are shown as given."""
+    first = msg.split(maxsplit=1)[0] if msg.strip() else ""
+    if not first or not first.isalpha() and not first.rstrip(":,;").isalpha():
+        return msg
+    return msg[0].upper() + msg[1:]
+
+
 def as_gr_error(err: BaseException) -> gr.Error:
     """``err`` as the gr.Error the page shows: its message, capitalised, for :data:`USER_ERRORS`."""
     if isinstance(err, gr.Error):
         return err
     if isinstance(err, USER_ERRORS):
-        msg = short_message(str(err) or type(err).__name__)
-        return gr.Error(msg[0].upper() + msg[1:], print_exception=False)
+        return gr.Error(capitalised(short_message(str(err) or type(err).__name__)), print_exception=False)
     log.exception("unexpected error in the app: %s", short_message(str(err)))
     return gr.Error(short_message(f"Something went wrong ({type(err).__name__}: {err}). Try other settings or another "
                                   f"case; if it persists, report it with this message."), print_exception=False)

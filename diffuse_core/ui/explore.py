@@ -11,11 +11,13 @@ import gradio as gr
 from diffuse_core.studio.display import display_result
 from diffuse_core.studio.library import LoadedCase
 from diffuse_core.studio.model_store import MODELS
+from diffuse_core.studio.review import modality_label
 from diffuse_core.studio.runs import result_record, run_case
 from diffuse_core.studio.scoring import looks_healthy, result_summary
 from diffuse_core.studio.selection import load_selected
 from diffuse_core.studio.guard import RunCancelled, request_guard
 from diffuse_core.studio.session import LIVE_RUNS, session_id
+from diffuse_core.studio.uploads import upload_paths
 from diffuse_core.ui.errors import USER_ERRORS, user_errors
 from diffuse_core.ui.pictures import (drawing_to_mask, grey_rgb, mask_picture, overlay_picture, saliency_picture,
                                       with_outlines)
@@ -24,6 +26,12 @@ from diffuse_core.ui.progress import change_chart, progress_html, step_fraction
 EXPLORE_OUTPUTS = ["live_noisy", "live_clean", "progress", "out_input", "out_saliency", "out_mask", "out_cf",
                    "out_overlay", "out_slider", "out_metrics", "out_chart", "out_summary", "run_state"]
 STOPPED_TEXT = "Stopped. Change the settings and press Run again."
+RUN_LABEL, RUNNING_LABEL = "▶ Run", "⏳ Running…"
+STALE_TEXT = "stale: settings changed since this run — press Run"
+NOT_RUN_TEXT = "Not run: the uploaded file was refused (see the message under “1 · Choose a case”)."
+# what a run's results depend on, in the order of the inputs of :func:`stale_marker` after the run's state
+SETTING_NAMES = ("source", "case", "files", "slice", "channel", "window", "mask_from", "k", "percentile", "steps",
+                 "seed")
 
 
 def skip_all(n: int) -> list:
@@ -70,16 +78,85 @@ def preview_mask(source, gallery_key, files, slice_index, channel, window, gt_fi
                                     f"percentile, {share:.0f} % of the brain (cyan). Press Run to redraw it.")
 
 
+def _number(v):
+    try:
+        return None if v is None else float(v)
+    except (TypeError, ValueError):
+        return v
+
+
+def run_settings_shown(source, gallery_key, files, slice_index, channel, window, mask_from, k, percentile, steps,
+                       seed) -> dict:
+    """What the page shows of the settings a run depends on (compared by :func:`stale_marker`); only what applies to
+    the chosen source counts (the gallery's key for a teaching case; the files, slice, channel and window for an
+    upload)."""
+    upload = source == "upload"
+    names = tuple(sorted(upload_paths(files))) if upload else ()
+    return dict(zip(SETTING_NAMES, (source, None if upload else gallery_key, names,
+                                    _number(slice_index) if upload else None, channel if upload else None,
+                                    window if upload else None, mask_from, _number(k), _number(percentile),
+                                    _number(steps), _number(seed))))
+
+
+def stale_marker(state, source, gallery_key, files, slice_index, channel, window, mask_from, k, percentile, steps,
+                 seed) -> str:
+    """A setting or the case changed after the last run -> the visible "stale" marker over its results ("" while
+    they match the page, or before any run)."""
+    ran = (state or {}).get("shown_settings")
+    if not ran:
+        return ""
+    now = run_settings_shown(source, gallery_key, files, slice_index, channel, window, mask_from, k, percentile,
+                             steps, seed)
+    changed = [name for name in SETTING_NAMES if now.get(name) != ran.get(name)]
+    if not changed:
+        return ""
+    words = {"source": "case source", "case": "case", "files": "uploaded file", "slice": "slice",
+             "mask_from": "mask source", "k": "K", "percentile": "percentile", "steps": "steps", "seed": "seed"}
+    what = ", ".join(dict.fromkeys(words.get(c, c) for c in changed))
+    return (f'<div class="df-stale" role="status"><b>⚠ {STALE_TEXT}</b> <span>(changed: {html.escape(what)}; the '
+            f'results below are from the previous run)</span></div>')
+
+
+def lock_run():
+    """Run pressed: the button is disabled until the run ends (:func:`unlock_run`), so a second press is never
+    dropped silently."""
+    return gr.update(interactive=False, value=RUNNING_LABEL)
+
+
+def unlock_run():
+    """The run ended (results, error or Stop): Run can be pressed again."""
+    return gr.update(interactive=True, value=RUN_LABEL)
+
+
+def report_bad_upload(source, gallery_key, files, slice_index, channel, window, gt_file):
+    """:func:`preview_case` plus which upload was refused (its files and message, for :func:`explore_run`: a file
+    is reported once, where it was uploaded), or None."""
+    shown = preview_case(source, gallery_key, files, slice_index, channel, window, gt_file)
+    refused = None
+    if source == "upload" and shown[0] is None and upload_paths(files):
+        refused = {"files": sorted(upload_paths(files)), "message": shown[1]}
+    return (*shown, refused)
+
+
 @user_errors
 def explore_run(source, gallery_key, files, slice_index, channel, window, gt_file, mask_from, mask_file, drawing,
-                k, percentile, steps, seed, opacity, request: Optional[gr.Request] = None):
+                k, percentile, steps, seed, opacity, request: Optional[gr.Request] = None, refused=None):
     """The Run button: streams (live noisy, live clean, progress, ...skips) per step, then every result.
 
     Ends early, with the "Stopped." message, once :func:`request_stop` cancels this session's run (or the request
-    itself is cancelled)."""
+    itself is cancelled). ``refused``: the upload the page already reported as refused (:func:`report_bad_upload`);
+    a run of those same files says "Not run" in its progress line instead of a second message."""
     n = len(EXPLORE_OUTPUTS)
     guard = request_guard(session_id(request))    # a Stop pressed before this run started is not for it
-    lc = load_selected(source, gallery_key, files, slice_index, channel, window, gt_file)
+    try:
+        lc = load_selected(source, gallery_key, files, slice_index, channel, window, gt_file)
+    except USER_ERRORS:
+        if refused and source == "upload" and sorted(upload_paths(files)) == refused.get("files"):
+            yield [gr.skip(), gr.skip(), progress_html(0, 1, NOT_RUN_TEXT, "error"), *skip_all(n - 3)]
+            return
+        raise
+    shown = run_settings_shown(source, gallery_key, files, slice_index, channel, window, mask_from, k, percentile,
+                               steps, seed)
     drawn = drawing_to_mask(drawing, lc.case.image.shape[-1]) if mask_from == "draw" else None
     yield [None, None, progress_html(0, 1, "Computing the saliency map and the mask…"), *skip_all(n - 3)]
     mask = None
@@ -104,7 +181,9 @@ def explore_run(source, gallery_key, files, slice_index, channel, window, gt_fil
                                                     f"t = {item['timestep']}")
                 yield out
             else:
-                yield explore_outputs(lc, item, opacity)
+                out = explore_outputs(lc, item, opacity)
+                out[EXPLORE_OUTPUTS.index("run_state")]["shown_settings"] = shown
+                yield out
     except RunCancelled:
         yield [gr.skip(), gr.skip(), progress_html(0, 1, STOPPED_TEXT), *skip_all(n - 3)]
 
@@ -116,7 +195,7 @@ def explore_outputs(lc: LoadedCase, item: dict, opacity: float) -> list:
     summary = result_summary(lc, item)
     d = display_result(lc.case, r)              # the panels at the input's own resolution
     state = {**result_record(lc, item, summary), "key": lc.key, "saliency": r.saliency,
-             "threshold": item["threshold"], "display": d}
+             "threshold": item["threshold"], "display": d, "modality_label": modality_label(lc)}
     values = {
         "live_noisy": gr.skip(), "live_clean": with_outlines(grey_rgb(r.counterfactual[0]), r.mask),
         "progress": progress_html(1, 1, f"Done in {r.seconds:.1f} s ({r.network_calls} network calls"
@@ -220,3 +299,8 @@ def request_stop(request: Optional[gr.Request] = None):
     if LIVE_RUNS.stop_session(sid):
         LIVE_RUNS.wait_idle(sid)
     return progress_html(0, 1, STOPPED_TEXT)
+
+
+def stop_run(request: Optional[gr.Request] = None):
+    """The Stop button of the page: :func:`request_stop`, and Run enabled again -> (progress, Run button)."""
+    return request_stop(request), unlock_run()

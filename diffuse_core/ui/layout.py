@@ -24,6 +24,7 @@ from diffuse_core.ui.progress import progress_html
 
 log = logging.getLogger(__name__)
 GALLERY_HINT = "Pick a case in the gallery or upload one."
+RESULT_PANEL = 420      # pixels high of a result panel (about as wide: two a row, at least ~400 px at 1440)
 
 
 def status_markdown() -> str:
@@ -63,7 +64,7 @@ def refresh_library():
     """Page load / refresh -> gallery, its keys, hint, healthy-case choices, batch choices, status, mask source,
     saved sets."""
     entries = list_library()
-    items = [(thumbnail(e.image, e.truth), e.caption) for e in entries]
+    items = [(thumbnail(e.image, e.truth), e.gallery_caption) for e in entries]
     keys = [e.key for e in entries]
     healthy_cases = [(e.long_caption, e.key) for e in entries if e.healthy]
     choices = [(e.long_caption, e.key) for e in entries]
@@ -118,7 +119,7 @@ def build_demo(title: str = "Dif-fuse Studio") -> gr.Blocks:
     d = DEFAULTS["display_size"]
     img_kw = dict(height=d, width=d, interactive=False, buttons=["download", "fullscreen"], format="png")
     # delete_cache: every 30 min, drop cached pictures older than 2 h (streamed frames would pile up on a host)
-    with gr.Blocks(title=title, analytics_enabled=False, delete_cache=(1800, 7200)) as demo:
+    with gr.Blocks(title=title, analytics_enabled=False, delete_cache=(1800, 7200), fill_width=True) as demo:
         gr.Markdown(f"# {title}\nHealthy counterfactuals of brain slices with **Dif-fuse**: a diffusion model "
                     "trained only on healthy brains redraws the suspicious region; the difference is the anomaly map.")
         status = gr.Markdown(status_markdown(), elem_classes="df-status")
@@ -128,6 +129,7 @@ def build_demo(title: str = "Dif-fuse Studio") -> gr.Blocks:
         run_state = gr.State(None)
         review_items = gr.State([])
         review_index = gr.State(None)
+        refused_upload = gr.State(None)     # the upload the page reported as refused (explore.report_bad_upload)
 
         with gr.Tabs():
             # ===================================================================================== Explore
@@ -138,8 +140,8 @@ def build_demo(title: str = "Dif-fuse Studio") -> gr.Blocks:
                         source = gr.Radio([("Teaching set", "gallery"), ("Upload", "upload")], value="gallery",
                                           label="Case from", elem_id="df-source")
                         with gr.Group(visible=True) as gallery_group:
-                            gallery = gr.Gallery(label="Teaching cases (green = lesion outline)", columns=3,
-                                                 height=300, allow_preview=False, object_fit="contain",
+                            gallery = gr.Gallery(label="Teaching cases (green = lesion outline)", columns=4,
+                                                 height=560, allow_preview=False, object_fit="contain",
                                                  elem_id="df-gallery", interactive=False)
                             refresh = gr.Button("↻ Refresh the case list", size="sm")
                         with gr.Group(visible=False) as upload_group:
@@ -155,7 +157,7 @@ def build_demo(title: str = "Dif-fuse Studio") -> gr.Blocks:
                         gr.Markdown("### 2 · Settings")
                         ctl = explore_controls("df")
                         with gr.Row():
-                            run_btn = gr.Button("▶ Run", variant="primary", elem_id="df-run")
+                            run_btn = gr.Button(explore.RUN_LABEL, variant="primary", elem_id="df-run")
                             stop_btn = gr.Button("■ Stop", variant="stop", elem_id="df-stop")
                         with gr.Accordion("Mask source", open=False, elem_id="df-mask-source"):
                             mask_from = gr.Radio(MASK_SOURCES, value=DEFAULTS["mask_from"], label="Mask from",
@@ -174,17 +176,24 @@ def build_demo(title: str = "Dif-fuse Studio") -> gr.Blocks:
                             preview = gr.Image(label="Selected slice", **img_kw)
                             live_noisy = gr.Image(label="Noisy image x_t", **{**img_kw, "format": "webp"})
                             live_clean = gr.Image(label="Predicted clean", **{**img_kw, "format": "webp"})
-                        progress = gr.HTML(progress_html(0, 1, "Ready."))
+                        progress = gr.HTML(progress_html(0, 1, "Ready."), elem_id="df-progress")
                         gr.Markdown("### 4 · Results")
-                        with gr.Row():
-                            out_input = gr.Image(label="Input", **img_kw)
-                            out_saliency = gr.Image(label="Saliency", **img_kw)
-                            out_mask = gr.Image(label="Mask", **img_kw)
-                        with gr.Row():
-                            out_cf = gr.Image(label="Counterfactual", elem_id="df-counterfactual", **img_kw)
-                            out_overlay = gr.Image(label="Anomaly map", **img_kw)
-                            out_slider = gr.ImageSlider(label="Before / after", type="numpy", height=d,
-                                                        interactive=False, max_height=d)
+                        # shown when a setting or the case changed after the run (explore.stale_marker)
+                        stale = gr.HTML("", elem_id="df-stale")
+                        # the slice verdict (normal / abnormal) of issue 36 item 1 goes here, above the panels
+                        explore_verdict = gr.Markdown("", elem_id="df-verdict", visible=False)  # noqa: F841
+                        res_kw = {**img_kw, "height": RESULT_PANEL, "width": None}
+                        with gr.Row(elem_classes="df-results"):
+                            out_input = gr.Image(label="Input", elem_id="df-out-input", **res_kw)
+                            out_cf = gr.Image(label="Counterfactual", elem_id="df-counterfactual", **res_kw)
+                        with gr.Row(elem_classes="df-results"):
+                            out_overlay = gr.Image(label="Anomaly map", elem_id="df-out-overlay", **res_kw)
+                            out_slider = gr.ImageSlider(label="Before / after", type="numpy", height=RESULT_PANEL,
+                                                        interactive=False, max_height=RESULT_PANEL,
+                                                        buttons=["download", "fullscreen"], elem_id="df-out-slider")
+                        with gr.Row(elem_classes="df-results"):
+                            out_saliency = gr.Image(label="Saliency", elem_id="df-out-saliency", **res_kw)
+                            out_mask = gr.Image(label="Mask", elem_id="df-out-mask", **res_kw)
                         gr.Markdown("Outlines: <span style='color:#00c8ff'>**cyan**</span> = the mask (region "
                                     "redrawn), <span style='color:#3cdc3c'>**green**</span> = the expert's lesion "
                                     "outline. Heat maps: black = nothing, bright yellow = strongest.",
@@ -207,7 +216,7 @@ def build_demo(title: str = "Dif-fuse Studio") -> gr.Blocks:
                                 view_reset = gr.Button("Reset the view", size="sm")
                             view_focus = gr.State(None)
                         out_metrics = gr.Markdown()
-                        out_chart = gr.Plot(show_label=False)
+                        out_chart = gr.Plot(show_label=False, elem_id="df-chart")
                         with gr.Row():
                             to_curate = gr.Button("Send this result to Curate", size="sm")
                         with gr.Accordion("Uncertainty: where is the model unsure?", open=False,
@@ -272,6 +281,8 @@ def build_demo(title: str = "Dif-fuse Studio") -> gr.Blocks:
                             rp_heat = gr.Image(label="Anomaly map, expert outline", interactive=False,
                                                height=rapids.PANEL, width=rapids.PANEL, format="png",
                                                elem_id="df-rp-heat")
+                        # the slice verdict (normal / abnormal) of issue 36 item 1 goes here, above the feedback
+                        rp_verdict = gr.Markdown("", elem_id="df-rp-verdict", visible=False)  # noqa: F841
                         rp_feedback = gr.Markdown(elem_id="df-rp-feedback")
                 rp_review = gr.Markdown(visible=False, elem_id="df-rp-review")
                 rp_state = gr.State(None)
@@ -323,14 +334,17 @@ def build_demo(title: str = "Dif-fuse Studio") -> gr.Blocks:
                         gen_btn = gr.Button("Generate counterfactuals", variant="primary", elem_id="df-generate")
                         curate_status = gr.Markdown()
                     with gr.Column(scale=7):
-                        review = gr.Gallery(label="Review: input, counterfactual / anomaly, mask", columns=3,
-                                            height=360,
+                        review = gr.Gallery(label="Review: input, counterfactual / anomaly, mask", columns=4,
+                                            height=480,
                                             elem_id="df-review",
                                             allow_preview=False, object_fit="contain", interactive=False)
                         with gr.Row():
                             review_slider = gr.ImageSlider(label="Selected: before / after", type="numpy",
                                                            height=d, interactive=False, max_height=d)
                             with gr.Column():
+                                # the slice verdict (normal / abnormal) of issue 36 item 1 goes here
+                                review_verdict = gr.Markdown("", elem_id="df-review-verdict",  # noqa: F841
+                                                             visible=False)
                                 review_md = gr.Markdown("Select a result above.")
                                 review_note = gr.Textbox(label="Note for this case (saved in the manifest)",
                                                          lines=2, max_length=500)
@@ -365,10 +379,10 @@ def build_demo(title: str = "Dif-fuse Studio") -> gr.Blocks:
         source.change(on_source, source, [gallery_group, upload_group], **light)
         mask_from.change(on_mask_from, mask_from, [mask_file, mask_draw], **light)
 
-        preview_outputs = [preview, case_info, quiz_editor, mask_draw]
+        preview_outputs = [preview, case_info, quiz_editor, mask_draw, refused_upload]
         # an upload is decoded once, in a worker process that a cancel kills (diffuse_core.studio.decoding): the
         # probe, the previews and the run share it; bounded() hands each request's cancel to that worker
-        show_case = bounded(explore.preview_case)
+        show_case = bounded(explore.report_bad_upload)
         gallery.select(on_gallery_select, gallery_keys, [selected_key, source], **light).then(
             show_case, case_inputs, preview_outputs, **light)
         upload_event = files.upload(bounded(on_upload), files, [slice_slider, channel, window, source], **light)
@@ -382,16 +396,26 @@ def build_demo(title: str = "Dif-fuse Studio") -> gr.Blocks:
         mask_from.input(explore.preview_mask, preview_mask_ins, [preview, progress], trigger_mode="always_last",
                         **light)
         explore_inputs = case_inputs + [mask_from, mask_file, mask_draw, ctl["k"], ctl["percentile"], ctl["steps"],
-                                        ctl["seed"], opacity]
+                                        ctl["seed"], opacity, refused_upload]
         explore_outs = [live_noisy, live_clean, progress, out_input, out_saliency, out_mask, out_cf, out_overlay,
                         out_slider, out_metrics, out_chart, out_summary, run_state]
-        run_event = run_btn.click(bounded(explore.explore_run), explore_inputs, explore_outs, api_name="explore",
-                                  show_progress="hidden", **heavy)
+        # Run is disabled from the click to the run's end (results, error or Stop), so no press is dropped silently
+        run_event = run_btn.click(explore.lock_run, None, run_btn, **light).then(
+            bounded(explore.explore_run), explore_inputs, explore_outs, api_name="explore", show_progress="hidden",
+            **heavy)
+        run_event.then(explore.unlock_run, None, run_btn, **light)
+        run_event.failure(explore.unlock_run, None, run_btn, **light)      # .then does not follow an error
+        # the results are marked stale while the settings or the case differ from the run's
+        stale_ins = [run_state, source, selected_key, files, slice_slider, channel, window, mask_from, ctl["k"],
+                     ctl["percentile"], ctl["steps"], ctl["seed"]]
+        run_event.then(explore.stale_marker, stale_ins, stale, **light)
+        for comp in stale_ins[1:]:
+            comp.change(explore.stale_marker, stale_ins, stale, trigger_mode="always_last", **light)
         unc_event = unc_btn.click(bounded(uncertainty.uncertainty_run), case_inputs + [
             mask_from, mask_file, mask_draw, ctl["k"], ctl["percentile"], ctl["steps"], ctl["seed"], unc_samples],
             [unc_progress, unc_std, unc_mean, unc_anomaly, unc_md], api_visibility="undocumented",
             show_progress="hidden", **heavy)
-        stop_btn.click(explore.request_stop, None, progress,
+        stop_btn.click(explore.stop_run, None, [progress, run_btn],
                        cancels=[run_event, unc_event, upload_event, upload_preview, *slice_events], **light)
         view_ins = [run_state, opacity, win_centre, win_width, zoom, view_focus]
         view_outs = [out_input, out_saliency, out_mask, out_cf, out_overlay, out_slider]
@@ -410,7 +434,7 @@ def build_demo(title: str = "Dif-fuse Studio") -> gr.Blocks:
         rp_outs = [rp_state, rp_point, rp_header, rp_image, rp_reveal, rp_slider, rp_heat, rp_feedback,
                    rp_normal, rp_abnormal, rp_next, rp_play, rp_review, rp_timer]
         rp_start_ins = [rp_sets, rp_n, rp_seed, rp_minutes]
-        rp_new.click(rapids.new_seed, None, rp_seed, **light).then(
+        rp_new.click(rapids.new_seed, [rp_state, rp_seed], rp_seed, **light).then(
             rapids.start_packet, rp_start_ins, rp_outs, api_visibility="undocumented", **heavy)
         rp_repeat.click(rapids.repeat_seed, [rp_state, rp_seed], rp_seed, **light).then(
             rapids.start_packet, rp_start_ins, rp_outs, api_visibility="undocumented", **heavy)
@@ -435,13 +459,16 @@ def build_demo(title: str = "Dif-fuse Studio") -> gr.Blocks:
                       **light)
         decide_ins = [review_items, review_index, review_note]
         decide_outs = [review, review_items, review_slider, review_md, review_status]
-        accept_btn.click(curate.review_decide("accepted"), decide_ins, decide_outs, **light)
-        reject_btn.click(curate.review_decide("rejected"), decide_ins, decide_outs, **light)
-        rerun_btn.click(bounded(curate.review_rerun),
-                        [review_items, review_index, cctl["k"], cctl["steps"], cctl["percentile"], cctl["seed"]],
-                        decide_outs, api_visibility="undocumented", **heavy)
-        save_btn.click(curate.curate_save, [review_items, set_name], [review_status, set_zip, saved_sets, review,
-                                                                      review_items], api_visibility="undocumented")
+        # the batch's status line follows every decision and save (it never keeps a finished batch's counts)
+        for event in (accept_btn.click(curate.review_decide("accepted"), decide_ins, decide_outs, **light),
+                      reject_btn.click(curate.review_decide("rejected"), decide_ins, decide_outs, **light),
+                      rerun_btn.click(bounded(curate.review_rerun),
+                                      [review_items, review_index, cctl["k"], cctl["steps"], cctl["percentile"],
+                                       cctl["seed"]], decide_outs, api_visibility="undocumented", **heavy),
+                      save_btn.click(curate.curate_save, [review_items, set_name],
+                                     [review_status, set_zip, saved_sets, review, review_items],
+                                     api_visibility="undocumented")):
+            event.success(curate.batch_status, review_items, curate_status, **light)
         zip_btn.click(curate.curate_zip, saved_sets, set_zip, api_visibility="undocumented")
         dicom_btn.click(curate.curate_dicom_zip, saved_sets, set_zip, api_visibility="undocumented")
 

@@ -30,8 +30,13 @@ def set_choices() -> list[tuple[str, str]]:
     for e in list_library():
         kind = e.key.split("/", 1)[0]
         counts.setdefault(f"{kind}/{e.set_name}", []).append(e.healthy)
-    return [(f"{v.split('/', 1)[1]} ({len(h)} slices, {sum(h)} normal{'' if v.startswith('teaching/') else ', curated'})",
-             v) for v, h in sorted(counts.items())]
+    return [(f"{v.split('/', 1)[1]} ({slices(len(h))}, {sum(h)} normal"
+             f"{'' if v.startswith('teaching/') else ', curated'})", v) for v, h in sorted(counts.items())]
+
+
+def slices(n: int) -> str:
+    """"1 slice", "2 slices"."""
+    return f"{n} slice" if n == 1 else f"{n} slices"
 
 
 def _packet_cases(sets) -> list[rapids.PacketCase]:
@@ -65,7 +70,7 @@ def _header(packet: rapids.Packet, revealing: bool = False) -> str:
     if packet.done and not revealing:
         return f"**Packet done**: {sum(a.points for a in packet.answers)} / {rapids.MAX_PER_CASE * n} marks"
     number = len(packet.answers) if revealing else packet.index + 1
-    parts = [f"**Slice {number} of {n}**" + (" — the answer" if revealing else ""),
+    parts = [f"**Slice {number} of {n}**" + (" — the answer" if revealing else ""), f"packet seed {packet.seed}",
              f"marks so far {sum(a.points for a in packet.answers)} / {rapids.MAX_PER_CASE * len(packet.answers)}"]
     left = packet.remaining_s()
     if left is not None:
@@ -101,7 +106,12 @@ def start_packet(sets, n, seed, minutes, progress=gr.Progress()):
             gr.update(visible=True), gr.update(visible=False, value=""), gr.Timer(active=bool(minutes)))
 
 
-def new_seed() -> int:
+def new_seed(state=None, seed=None) -> int:
+    """"New packet": the seed as the trainee typed it, so that the same seed gives the same packet; a fresh random
+    seed only when the box still holds the seed of the packet just played (or is empty)."""
+    typed = None if seed is None or seed == "" else int(seed)
+    if typed is not None and (not state or typed != int(state.get("seed", -1))):
+        return typed
     return random.randrange(1, 10**6)
 
 

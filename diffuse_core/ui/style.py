@@ -6,10 +6,17 @@ CSS = """
 .df-progress { width: 100%; height: 12px; background: var(--neutral-200, #e5e7eb); border-radius: 6px;
                overflow: hidden; }
 .df-progress-bar { height: 100%; background: linear-gradient(90deg, #0ea5e9, #6366f1); transition: width .2s; }
-.df-progress-label { font-size: 0.85em; margin-top: 4px; color: var(--body-text-color-subdued, #666); }
+.df-progress-label { font-size: 1rem; font-weight: 500; margin-top: 6px; color: var(--body-text-color, #1f2937); }
+.df-progress-error { color: #b42318; }
+.df-stale { background: #fff4d6; border: 2px solid #d97706; color: #7a3e00; border-radius: 8px; padding: 8px 12px;
+            font-size: 1.05em; }
+.df-results .image-container img { object-fit: contain; }
+#df-gallery .caption-label { font-size: 0.78em; white-space: pre-line; line-height: 1.2; max-width: 96%;
+                             overflow: hidden; text-overflow: ellipsis; }
+#df-gallery .grid-container, #df-review .grid-container { padding-top: 40px; }
+@media (max-width: 640px) { #df-review .grid-container { padding-top: 64px; } }
 .df-status { font-size: 0.9em; }
 .df-hint { font-size: 0.8em; color: var(--body-text-color-subdued, #666); }
-#df-gallery .caption-label { font-size: 0.75em; }
 footer { display: none !important; }
 """
 
