@@ -290,28 +290,33 @@ def test_while_an_upload_decodes_the_server_answers_and_a_cancel_frees_it(server
     heavy = tmp_path / "heavy.nii.gz"
     heavy.write_bytes(gzip_nifti_bomb((512, 512, 1024), np.int16))
     client = Client(f"{server}/", verbose=False)
+    assert httpx.get(f"{server}/", timeout=30).status_code == 200 and client.predict(api_name="/status")  # warm
     rss_before = _rss_mb()
     job = client.submit(handle_file(str(heavy)), "", 100, 2, 90, 0, 1023, "", None, api_name="/counterfactual")
-    assert _wait_for(lambda: bool(decode_workers()), 30), job.exception() if job.done() else "no decode worker"
-    waits = []
-    for _ in range(2):
-        start = time.perf_counter()
-        page = httpx.get(f"{server}/", timeout=10)
-        waits.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        status = client.predict(api_name="/status")
-        waits.append(time.perf_counter() - start)
-        assert page.status_code == 200 and "ddpm" in status
-    assert max(waits) < 1.0, waits
-    assert decode_workers(), "the decode ended before the cancel: nothing was tested"
-    job.cancel()
+    try:
+        assert _wait_for(lambda: bool(decode_workers()), 30), job.exception() if job.done() else "no decode worker"
+        waits = []
+        for _ in range(2):
+            start = time.perf_counter()
+            page = httpx.get(f"{server}/", timeout=10)
+            waits.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            status = client.predict(api_name="/status")
+            waits.append(time.perf_counter() - start)
+            assert page.status_code == 200 and "ddpm" in status
+        assert max(waits) < 1.0, waits
+        assert decode_workers(), "the decode ended before the cancel: nothing was tested"
+    finally:
+        job.cancel()
     stopped = time.monotonic()
     assert _wait_for(lambda: decode_workers() == [], 5.0), "the decode worker outlived the cancel"
     assert time.monotonic() - stopped < 5.0
     cpu = time.process_time()
     time.sleep(1.0)
-    assert time.process_time() - cpu < 0.3, "the server kept computing after the cancel"
-    assert _rss_mb() - rss_before < 100
+    busy = time.process_time() - cpu
+    assert busy < 0.5, f"the server kept computing after the cancel: {busy:.2f} s of CPU in 1 s"
+    grown = _rss_mb() - rss_before
+    assert grown < 100, f"the server holds {grown:.0f} MB more than before the upload"
 
 
 def test_a_deflate_bomb_upload_is_refused_by_the_server_at_once(server, tmp_path):
@@ -325,7 +330,7 @@ def test_a_deflate_bomb_upload_is_refused_by_the_server_at_once(server, tmp_path
     assert bomb.stat().st_size < LIMITS["max_upload_mb"] * 2**20
     client = Client(f"{server}/", verbose=False)
     start = time.perf_counter()
-    with pytest.raises(Exception, match=r"private_bomb.dcm declares 512 MiB in data element \(0009,1000\).*the "
+    with pytest.raises(Exception, match=r"(?i)private_bomb.dcm declares 512 MiB in data element \(0009,1000\).*the "
                                         r"limit is 64 MiB of non-image data per DICOM file"):
         client.predict(handle_file(str(bomb)), "", 100, 2, 90, 0, -1, "", None, api_name="/counterfactual")
     assert time.perf_counter() - start < 5.0
