@@ -293,6 +293,12 @@ def load_default_models(model_dir=None, saliency_dir=None, device="cpu", need_sa
     return denoiser, saliency_models
 
 
+def _verdict(result, denoiser):
+    from diffuse_core.core.verdict import verdict_of
+
+    return verdict_of(result.anomaly, result.brain_mask, getattr(denoiser, "card", None))
+
+
 def anomaly_threshold_of(denoiser) -> float:
     """The binarisation threshold stored in the model card (chosen on validation data), or the fallback."""
     t = (denoiser.card or {}).get("anomaly_threshold")
@@ -459,7 +465,9 @@ def run_file(source, out_dir, *, slice_index=None, gt=None, mask_from="acat", k:
         "channels": list(case.channel_names), "spacing_mm": list(case.spacing), "mask_from": str(mask_from),
         "percentile": percentile if rule["kind"] == "percentile" else None, "mask_rule": rule,
         "mask_share": float(mask[case.brain_mask.astype(bool)].mean()) if case.brain_mask.any() else 0.0,
-        "score": (denoiser.card or {}).get("score") or "abs", "intensity": resolve_intensity(denoiser, intensity) if case.modality == "mri" else None,
+        "score": (denoiser.card or {}).get("score") or "abs",
+        "verdict": None if _verdict(result, denoiser) is None else _verdict(result, denoiser).to_dict(),
+        "intensity": resolve_intensity(denoiser, intensity) if case.modality == "mri" else None,
         "threshold": thr, "anomaly_pixels": int(predicted.sum()),
         "dice": None if truth is None else dice(predicted, truth),
         "iou": None if truth is None else iou(predicted, truth),

@@ -87,6 +87,51 @@ def leave_case_out(maps, lesions, groups, grid) -> np.ndarray:
     return out
 
 
+def _auroc(labels, scores) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    labels = np.asarray(labels, bool)
+    return float(roc_auc_score(labels, scores)) if 0 < labels.sum() < len(labels) else float("nan")
+
+
+def verdicts(maps, zmaps, brains, tumour, groups, card: dict, false_abnormal: float = 0.05) -> dict:
+    """Slice verdicts (tumour slice -> abnormal, tumour-free -> normal) of Dif-fuse (peak anomaly; at the card's
+    threshold, chosen on healthy SynthBrain validation, and at a threshold chosen on the other cases' tumour-free
+    slices for ``false_abnormal``) and of the FLAIR threshold (peak z-score, the same leave-one-case-out choice):
+    AUROC, sensitivity and specificity with case-level intervals."""
+    from diffuse_core.core.verdict import slice_score
+
+    pct = float(((card or {}).get("verdict") or {}).get("percentile", 99.5))
+    s_df = np.array([slice_score(m, b, pct) for m, b in zip(maps, brains)])
+    s_z = np.array([slice_score(zz, b, pct) for zz, b in zip(zmaps, brains)])
+    tumour, groups = np.asarray(tumour, bool), np.asarray(groups)
+
+    def lco_calls(scores):
+        calls = np.zeros(len(scores), bool)
+        for c in np.unique(groups):
+            held = groups == c
+            ref = scores[~held & ~tumour]
+            thr = np.quantile(ref, 1.0 - false_abnormal) if ref.size else np.inf
+            calls[held] = scores[held] > thr
+        return calls
+
+    def rates(calls):
+        sens, spec = calls[tumour].astype(float), (~calls[~tumour]).astype(float)
+        return {"sensitivity": float(sens.mean()), "sensitivity_ci95_cases": list(case_bootstrap(sens, groups[tumour])),
+                "specificity": float(spec.mean()), "specificity_ci95_cases": list(case_bootstrap(spec, groups[~tumour]))}
+
+    auc_df = _auroc(tumour, s_df)
+    out = {"score": f"peak anomaly: the {pct:g}th percentile of the map (FLAIR: of the z-score) inside the brain",
+           "auroc": {"dif_fuse": auc_df, "threshold": _auroc(tumour, s_z)},
+           "leave_case_out": {"false_abnormal_rate": false_abnormal, "dif_fuse": rates(lco_calls(s_df)),
+                              "threshold": rates(lco_calls(s_z))}}
+    v = (card or {}).get("verdict")
+    if isinstance(v, dict) and v.get("threshold") is not None:
+        out["card"] = {"threshold": float(v["threshold"]), "false_abnormal_rate_on_synthbrain":
+                       float(v.get("false_abnormal_rate", 0.05)), **rates(s_df > float(v["threshold"]))}
+    return out
+
+
 def _commit() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
@@ -159,6 +204,8 @@ def measure(brats_dir, model_dir=None, saliency_dir=None, device="cpu", per_case
     change_free = np.array([np.abs(x[0] - c[0])[b].mean() for x, c, b in zip(data.images[free], cfs[free],
                                                                              brains[free])])
 
+    verdict_block = verdicts(maps, z, data.brains, tum, groups, denoiser.card)
+
     def summary(values, groups_):
         lo, hi = case_bootstrap(values, groups_)
         return {"mean": float(np.nanmean(values)), "ci95_cases": [lo, hi], "n": int(np.isfinite(values).sum())}
@@ -187,6 +234,7 @@ def measure(brats_dir, model_dir=None, saliency_dir=None, device="cpu", per_case
             kept, groups[tum], stat=np.nanmedian)), "above_0.55": int(np.sum(kept > 0.55)), "n": int(np.isfinite(
                 kept).sum())},
         "normal_change": summary(change_free, groups[free]),
+        "verdict": verdict_block,
         "mask_share_of_brain": {"tumour": float(mask_share[tum].mean()), "tumour_free": float(mask_share[free].mean())},
         "lesion_in_mask": float(lesion_in_mask.mean()),
         "per_slice": [{"id": data.ids[i], "tumour": bool(tum[i]), "mask_share": round(float(mask_share[i]), 4)}

@@ -65,16 +65,41 @@ def markdown(res: dict, grid_name: str | None = None) -> str:
         f"{_pct(res['mask_share_of_brain']['tumour_free'])} on tumour-free ones; it holds "
         f"{_pct(res['lesion_in_mask'])} of the tumour on average.",
     ]
+    v = res.get("verdict")
+    if v:
+        lco = v["leave_case_out"]
+        lines += [
+            "",
+            f"Slice verdict (tumour slice = abnormal, tumour-free = normal), score: {v['score']}; AUROC Dif-fuse "
+            f"{v['auroc']['dif_fuse']:.2f}, FLAIR threshold {v['auroc']['threshold']:.2f}.",
+            "",
+            "| verdict threshold | Dif-fuse sensitivity | Dif-fuse specificity | FLAIR sensitivity | FLAIR specificity |",
+            "|---|---|---|---|---|",
+            f"| chosen on the other cases' tumour-free slices for {100 * lco['false_abnormal_rate']:.0f} % false "
+            f"abnormal | {_rate(lco['dif_fuse'], 'sensitivity')} | {_rate(lco['dif_fuse'], 'specificity')} | "
+            f"{_rate(lco['threshold'], 'sensitivity')} | {_rate(lco['threshold'], 'specificity')} |",
+        ]
+        if v.get("card"):
+            c = v["card"]
+            lines.append(f"| the app's ({c['threshold']:.3g}, chosen on healthy SynthBrain validation for "
+                         f"{100 * c['false_abnormal_rate_on_synthbrain']:.0f} % false abnormal) | "
+                         f"{_rate(c, 'sensitivity')} | {_rate(c, 'specificity')} | | |")
     if grid_name:
         lines += ["", f"Every reported slice (input with the expert outline in green, counterfactual, Dif-fuse's "
                       f"anomaly mask in red, the threshold's in blue): [{grid_name}]({grid_name})."]
     return "\n".join(lines) + "\n"
 
 
+def _rate(d: dict, key: str) -> str:
+    lo, hi = d[f"{key}_ci95_cases"]
+    return f"{100 * d[key]:.0f} % ({100 * lo:.0f} to {100 * hi:.0f})"
+
+
 def _rule(rule: dict) -> str:
     if rule.get("kind") == "percentile":
         return f"{rule['percentile']:g}th percentile (the paper's)"
-    return f"saliency >= {rule['level']:g} x its maximum, at most {_pct(rule['max_share'])} of the brain"
+    weight = " weighted by the classifier's P(diseased)" if rule.get("kind") == "weighted" else ""
+    return f"saliency{weight} >= {rule['level']:g} x its maximum, at most {_pct(rule['max_share'])} of the brain"
 
 
 def _grey(x: np.ndarray) -> np.ndarray:

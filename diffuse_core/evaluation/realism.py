@@ -200,7 +200,8 @@ def measure(brats: str | Path, augment: bool = False, size: int = 128, steps: in
     out.update({"synthetic": "SynthBrain FLAIR, healthy, test split" + (" + scanner augmentation" if augment else "")
                 + (f", {synthetic_normalisation} scale" if synthetic_normalisation != "absolute" else ""),
                 "real": f"tumour-free BraTS FLAIR slices of {groups.max() + 1} cases",
-                "intensity": "model" if mri_reference else "percentile", "size": size})
+                "intensity": ("tissue" if mri_reference.get("method") == "tissue" else "model") if mri_reference
+                else "percentile", "size": size})
     return out
 
 
@@ -210,9 +211,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--brats", required=True, help="folder of BraTS cases (real tumour-free slices are taken)")
     ap.add_argument("--augment", action="store_true", help="pass SynthBrain through the scanner augmentation")
-    ap.add_argument("--intensity", choices=("percentile", "model"), default="percentile",
+    ap.add_argument("--intensity", choices=("percentile", "model", "tissue"), default="percentile",
                     help="how the real slices are normalised (as diffuse-studio run --intensity)")
-    ap.add_argument("--synthetic", choices=("absolute", "percentile"), default="absolute",
+    ap.add_argument("--synthetic", choices=("absolute", "percentile", "tissue"), default="absolute",
                     help="SynthBrain as rendered, or stretched as the app prepares a real MRI (train ddpm --normalise)")
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--seed", type=int, default=0)
@@ -226,6 +227,10 @@ def main(argv=None) -> int:
         from diffuse_core.models.registry import model_dir_for
 
         ref = intensity_reference_of(load_denoiser(model_dir_for("ddpm", None), device="cpu"))
+    elif args.intensity == "tissue":
+        from diffuse_core.io.intensity import TISSUE_SCALE
+
+        ref = dict(TISSUE_SCALE)
     res = measure(args.brats, augment=args.augment, steps=args.steps, seed=args.seed, mri_reference=ref,
                   synthetic_normalisation=args.synthetic)
     print(f"{res['synthetic']} vs {res['real']}, intensity {res['intensity']} ({res['n_real']} real, {res['n_synthetic']} synthetic slices): "

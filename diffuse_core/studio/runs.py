@@ -45,9 +45,28 @@ class MaskChoice:
     saliency_method: str | None = None
     mask: np.ndarray | None = None
     saliency: np.ndarray | None = None
+    rule: str = "card"            # a saliency method's region: "card" (the model card's rule) or "percentile"
 
 
-def resolve_mask(lc: LoadedCase, mask_from: str, mask_file=None, drawn=None, percentile: float = 90.0) -> MaskChoice:
+def redrawn_region(case: CaseInput, saliency: np.ndarray, percentile: float, rule: str, denoiser, models):
+    """The region a saliency map redraws: the model card's ``mask_rule`` (``rule`` "card"; the slider's percentile
+    where the card names none) or the paper's rule at ``percentile`` (``rule`` "percentile"), as ``run`` makes it."""
+    from diffuse_core.core.masks import mask_from_saliency
+    from diffuse_core.core.redraw import mask_rule_of, needs_probability, redrawn_mask
+    from diffuse_core.saliency.dispatch import diseased_probability
+
+    if rule not in ("card", "percentile"):
+        raise ValueError(f"unknown mask rule {shown(rule)}: choose 'card' or 'percentile'")
+    chosen = mask_rule_of(denoiser.card, percentile if rule == "percentile" else None)
+    sal = np.asarray(saliency, np.float32) * case.brain_mask
+    if chosen["kind"] == "percentile":
+        return mask_from_saliency(sal, case.brain_mask, float(percentile))
+    p = diseased_probability(case.image, models) if needs_probability(chosen) else None
+    return redrawn_mask(sal, case.brain_mask, chosen, p)
+
+
+def resolve_mask(lc: LoadedCase, mask_from: str, mask_file=None, drawn=None, percentile: float = 90.0,
+                 mask_rule: str | None = None) -> MaskChoice:
     """What the mask comes from, checked before any GPU time is spent. ``drawn`` (R, R) is the painted region of
     ``mask_from="draw"`` on the model's grid (:func:`diffuse_core.ui.pictures.drawing_to_mask`)."""
     check_percentile(percentile)
@@ -55,7 +74,10 @@ def resolve_mask(lc: LoadedCase, mask_from: str, mask_file=None, drawn=None, per
     case = lc.case
     if mask_from in SALIENCY_METHODS:
         MODELS.require_acat()
-        return MaskChoice(saliency_method=mask_from)
+        rule = mask_rule or DEFAULTS["mask_rule"]
+        if rule not in ("card", "percentile"):
+            raise ValueError(f"unknown mask rule {shown(rule)}: choose 'card' or 'percentile'")
+        return MaskChoice(saliency_method=mask_from, rule=rule)
     if mask_from == "file":
         paths = upload_paths(mask_file)
         if not paths:
@@ -86,14 +108,14 @@ def dif_fuse_stream(case: CaseInput, choice: MaskChoice, k: int, steps: int, see
     """The model work, on the GPU where there is one: the mask, then every sampler step, then the result.
     ``reuse_inversion``: take x_K from :data:`INVERSION_CACHE` when this slice, K and steps ran before."""
     from diffuse_core.cases import anomaly_threshold_of
-    from diffuse_core.core.masks import mask_from_saliency
     from diffuse_core.pipeline import CounterfactualResult, iter_counterfactual
 
     device = model_device()
     denoiser = MODELS.denoiser(device, case.modality)          # the CT model for CT, where one is installed
     if choice.saliency_method is not None:             # kept per slice: a rerun or the preview computed it already
-        saliency = SALIENCY_CACHE.saliency(case, choice.saliency_method, MODELS.saliency(device, case.modality))
-        mask = mask_from_saliency(saliency, case.brain_mask, percentile)
+        models = MODELS.saliency(device, case.modality)
+        saliency = SALIENCY_CACHE.saliency(case, choice.saliency_method, models)
+        mask = redrawn_region(case, saliency, percentile, choice.rule, denoiser, models)
     else:
         mask, saliency = choice.mask, choice.saliency
     mask = np.asarray(mask, np.uint8)
@@ -102,20 +124,41 @@ def dif_fuse_stream(case: CaseInput, choice: MaskChoice, k: int, steps: int, see
     inside = mask.astype(bool)
     outside = brain.astype(bool) & ~inside
     prev = np.asarray(case.image, np.float32)
+    cached_x_k = _cached_x_k(denoiser, case.image, k, steps) if reuse_inversion else None
+    inverted = False
     for item in iter_counterfactual(denoiser, case.image, mask, brain_mask=brain, k=k, steps=steps, seed=seed,
                                     variant=DEFAULTS["variant"], solver=DEFAULTS["solver"], saliency=saliency,
                                     inversion_cache=INVERSION_CACHE if reuse_inversion else None):
         if isinstance(item, CounterfactualResult):
+            from diffuse_core.core.verdict import verdict_of
+
             yield {"kind": "result", "result": item, "threshold": anomaly_threshold_of(denoiser),
-                   "model_version": denoiser.card.get("_version", "unknown")}
+                   "model_version": denoiser.card.get("_version", "unknown"),
+                   "verdict": verdict_of(item.anomaly, item.brain_mask, denoiser.card)}
             return
         x_t = item.x_t[0].detach().float().cpu().numpy()
+        inverted = inverted or item.phase == "invert"
+        if item.phase == "sample" and item.index == 0 and not inverted and cached_x_k is not None:
+            prev = cached_x_k              # the inversion was reused: sampling starts from the kept x_K, not the image
         diff = np.abs(x_t - prev).mean(axis=0)
         prev = x_t
         yield {"kind": "step", "phase": item.phase, "index": item.index, "total": item.total,
                "timestep": int(item.timestep), "x_t": x_t[0], "x0": item.x0_pred[0, 0].detach().float().cpu().numpy(),
                "inside": float(diff[inside].mean()) if inside.any() else 0.0,
                "outside": float(diff[outside].mean()) if outside.any() else 0.0}
+
+
+def _cached_x_k(denoiser, image, k: int, steps: int) -> np.ndarray | None:
+    """x_K (C, H, W) that :data:`INVERSION_CACHE` holds for this slice, K and steps (the one the sampler will start
+    from instead of inverting), or None: what the first sampling step of a rerun changed is measured from it."""
+    img = np.asarray(image, np.float32)
+    img = img[None] if img.ndim == 3 else img[None, None]
+    try:
+        n = len(denoiser.schedule.respaced_timesteps(int(k), int(steps)))
+        hit = INVERSION_CACHE.get(InversionCache.key(denoiser, img, k, n, "auto", DEFAULTS["solver"]), denoiser)
+    except Exception:                     # a chart detail: never a reason for a run to fail
+        return None
+    return None if hit is None else hit[0].detach().float().cpu().numpy()
 
 
 _model_work = dif_fuse_stream    # what run_case calls: dif_fuse_stream, or it wrapped by the host
@@ -139,7 +182,7 @@ def run_settings(k=None, steps=None, seed=None, percentile=None) -> tuple[int, i
 
 
 def run_case(lc: LoadedCase, mask_from="acat", mask_file=None, drawn=None, k=None, steps=None, seed=None,
-             percentile=None, guard: RunGuard | None = None, reuse_inversion: bool = True):
+             percentile=None, guard: RunGuard | None = None, reuse_inversion: bool = True, mask_rule=None):
     """Validate, then stream :func:`dif_fuse_stream` for a loaded case (same items; the result also carries
     "changes", the per-step mean change inside/outside the mask, and "settings").
 
@@ -151,7 +194,7 @@ def run_case(lc: LoadedCase, mask_from="acat", mask_file=None, drawn=None, k=Non
     MODELS.require_ddpm()
     guard.check("before the mask")
     start = time.perf_counter()
-    choice = resolve_mask(lc, mask_from, mask_file, drawn, percentile)
+    choice = resolve_mask(lc, mask_from, mask_file, drawn, percentile, mask_rule)
     mask_ready = None
     changes, result = [], None
     with LIVE_RUNS.running(guard):               # counted as running until the result, or the run's end
@@ -189,7 +232,7 @@ def run_case(lc: LoadedCase, mask_from="acat", mask_file=None, drawn=None, k=Non
                          "post": max(0.0, end - mask_ready - walk), "total": end - start}
     result["changes"] = changes
     result["settings"] = {"k": k, "steps": steps, "seed": seed, "percentile": percentile, "mask_from": mask_from,
-                          "variant": DEFAULTS["variant"]}
+                          "variant": DEFAULTS["variant"], "mask_rule": choice.rule}
     yield result
 
 

@@ -55,14 +55,18 @@ class SaliencyCache:
 SALIENCY_CACHE = SaliencyCache()
 
 
-def mask_preview(lc, method: str, percentile: float) -> tuple[np.ndarray, np.ndarray]:
-    """(mask, saliency) of a library or uploaded case at ``percentile``, as the run would make them."""
-    from diffuse_core.core.masks import mask_from_saliency
+def mask_preview(lc, method: str, percentile: float, mask_rule: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(mask, saliency) of a library or uploaded case at ``percentile`` (the paper's rule) or by the model card's rule
+    (``mask_rule`` "card", the default), as the run would make them."""
     from diffuse_core.studio.model_store import MODELS, model_device
-    from diffuse_core.studio.settings import check_percentile
+    from diffuse_core.studio.runs import redrawn_region
+    from diffuse_core.studio.settings import DEFAULTS, check_percentile
 
     check_percentile(percentile)
     MODELS.require_acat()
-    models = MODELS.saliency(model_device(), lc.case.modality)
+    device = model_device()
+    models = MODELS.saliency(device, lc.case.modality)
     saliency = SALIENCY_CACHE.saliency(lc.case, method, models)
-    return mask_from_saliency(saliency, lc.case.brain_mask, percentile), saliency
+    denoiser = MODELS.denoiser(device, lc.case.modality)
+    return redrawn_region(lc.case, saliency, percentile, mask_rule or DEFAULTS["mask_rule"], denoiser,
+                          models), saliency

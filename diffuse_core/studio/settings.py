@@ -19,6 +19,7 @@ DEFAULTS = {
     "variant": "paper",       # one network call per step (Algorithm 1)
     "solver": "ddim",         # deterministic updates: ddim (the paper's) | dpm-solver++ (2nd order) | ddim-refined
     "mask_from": "acat",      # acat | gradcam | gradient | file | draw
+    "mask_rule": "card",      # card: the model card's redrawn region (sized to the lesion) | percentile: the paper's
     "opacity": 0.6,           # anomaly heat-map opacity over the input
     "display_size": 256,      # pixels a side of every picture shown
     "max_upload_mb": float(os.environ.get("DIFFUSE_MAX_UPLOAD_MB", 50)),   # per file, and all files of a request
@@ -39,6 +40,7 @@ K_RANGE = (1, 1000)
 STEPS_RANGE = (1, 250)
 PERCENTILE_RANGE = (50, 99)       # what the sliders offer (the engine accepts any value strictly inside (0, 100))
 CT_WINDOW_CHOICES = ["brain", "stroke", "subdural"]
+MASK_RULES = [("Fits the lesion (the model's rule)", "card"), ("Paper: the saliency percentile", "percentile")]
 MASK_SOURCES = [("ACAT saliency (paper)", "acat"), ("Grad-CAM", "gradcam"), ("Gradient", "gradient"),
                 ("Mask file", "file"), ("Draw the mask", "draw")]
 SALIENCY_METHODS = ("acat", "gradcam", "gradient")

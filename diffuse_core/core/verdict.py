@@ -1,0 +1,58 @@
+"""Normal or abnormal: a slice verdict from its anomaly map, calibrated on healthy validation slices.
+
+A slice's score is its peak anomaly, the ``percentile``-th percentile (99.5) of its anomaly map inside the brain:
+one number that a lesion raises and that the grain of a healthy slice's walk back keeps low. The card's ``verdict``
+block holds the percentile, the threshold and the false-abnormal rate the threshold was chosen for on healthy
+SynthBrain validation slices (:mod:`diffuse_core.evaluation.calibrate`). A model card without it gives no verdict
+(None): the app then says nothing rather than guess.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+
+@dataclass
+class Verdict:
+    label: str                 # "normal" | "abnormal"
+    score: float               # the slice's peak anomaly
+    threshold: float           # above it: abnormal
+    false_abnormal_rate: float  # the share of healthy validation slices the threshold calls abnormal
+
+    @property
+    def abnormal(self) -> bool:
+        return self.label == "abnormal"
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "abnormal": self.abnormal}
+
+    def sentence(self) -> str:
+        """One line for a reader."""
+        if self.abnormal:
+            return (f"Looks abnormal: peak anomaly {self.score:.2f}, above the {self.threshold:.2f} that "
+                    f"{100 * (1 - self.false_abnormal_rate):.0f} % of healthy validation slices stay under.")
+        return (f"Looks normal: peak anomaly {self.score:.2f}, under the {self.threshold:.2f} that "
+                f"{100 * (1 - self.false_abnormal_rate):.0f} % of healthy validation slices stay under; no region "
+                f"is flagged.")
+
+
+def slice_score(anomaly, brain_mask, percentile: float = 99.5) -> float:
+    """The peak anomaly of one slice: the ``percentile``-th percentile of its map inside the brain (0 if none)."""
+    a = np.asarray(anomaly, np.float32)
+    b = np.asarray(brain_mask).astype(bool)
+    if a.shape != b.shape:
+        raise ValueError(f"anomaly map {a.shape} and brain mask {b.shape} differ in size")
+    return float(np.percentile(a[b], percentile)) if b.any() else 0.0
+
+
+def verdict_of(anomaly, brain_mask, card: dict | None) -> Verdict | None:
+    """The slice verdict under a model card's ``verdict`` block, or None where the card has none."""
+    v = (card or {}).get("verdict")
+    if not isinstance(v, dict) or v.get("threshold") is None:
+        return None
+    score = slice_score(anomaly, brain_mask, float(v.get("percentile", 99.5)))
+    thr = float(v["threshold"])
+    return Verdict("abnormal" if score > thr else "normal", round(score, 4), round(thr, 4),
+                   float(v.get("false_abnormal_rate", 0.05)))

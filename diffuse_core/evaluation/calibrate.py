@@ -1,0 +1,161 @@
+"""Choose a healthy model's app settings on SynthBrain validation and write them into its card.
+
+``python -m diffuse_core.evaluation.calibrate --model assets/ddpm --write-card`` puts validation slices on the
+model's preparation (``--normalisation``, default the tissue scale), computes ACAT saliency and the classifier's
+P(diseased), draws the redrawn region by ``--rule`` and runs Dif-fuse at the card's K and steps, then chooses
+
+- the anomaly threshold: the one of the threshold grid with the best mean Dice on the diseased validation slices
+  (score ``--score``);
+- the slice verdict (normal / abnormal): a slice's score is its peak anomaly (the 99.5th percentile of its anomaly
+  map inside the brain); the threshold is the (1 - ``--false-abnormal``) quantile of that score over healthy
+  validation slices, so about that share of healthy slices is called abnormal.
+
+The card gets ``input_normalisation``, ``tissue_scale``, ``mask_rule``, ``score``, ``anomaly_threshold``,
+``verdict`` and a ``calibration`` record (slices, seeds, hardware, date, command, what was measured). Nothing is
+chosen on real scans: they are the test (``diffuse-studio real-data``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import numpy as np
+
+VERDICT_PERCENTILE = 99.5      # a slice's score: this percentile of its anomaly map inside the brain
+DEFAULT_FALSE_ABNORMAL = 0.05
+
+
+def slice_scores(maps: np.ndarray, brains: np.ndarray) -> np.ndarray:
+    """Each slice's peak anomaly: the :data:`VERDICT_PERCENTILE`-th percentile of its map inside the brain."""
+    return np.array([float(np.percentile(m[b.astype(bool)], VERDICT_PERCENTILE)) if b.any() else 0.0
+                     for m, b in zip(maps, brains)])
+
+
+def probabilities(images: np.ndarray, models, batch: int = 32) -> np.ndarray:
+    """The classifier's P(diseased) of each slice (N, C, H, W)."""
+    import torch
+
+    out = []
+    with torch.no_grad():
+        for s in range(0, len(images), batch):
+            x = torch.as_tensor(np.asarray(images[s:s + batch], np.float32)).to(models.device)
+            out.append(np.asarray(models.classifier.predict_proba(x).float().cpu()).ravel())
+    return np.concatenate(out)
+
+
+def run_set(denoiser, sal, data, rule: dict, seed: int = 0, batch_size: int = 8):
+    """(counterfactuals, anomaly maps, redrawn masks, P(diseased)) of a set under the denoiser's card settings."""
+    from diffuse_core.cases import default_settings
+    from diffuse_core.core.redraw import needs_probability, redrawn_masks
+    from diffuse_core.evaluation.protocol import compute_saliency_maps, run_on_set
+
+    compute_saliency_maps(data, sal, sources=("acat",))
+    p = probabilities(data.images, sal)
+    masks = redrawn_masks(data.saliency["acat"], data.brains, rule, p if needs_probability(rule) else None)
+    chosen = default_settings(denoiser)
+    cfs, anos, _, _ = run_on_set("dif-fuse", denoiser, data, {"acat": masks}, k=chosen["k"], steps=chosen["steps"],
+                                 seed=seed, batch_size=batch_size)
+    return cfs, anos, masks, p
+
+
+def calibrate(model_dir=None, rule: dict | None = None, score: str = "signed", normalisation: str = "tissue",
+              n_val: int = 32, n_healthy: int = 32, false_abnormal: float = DEFAULT_FALSE_ABNORMAL, seed: int = 0,
+              device="cpu", batch_size: int = 8) -> dict:
+    from diffuse_core.cases import load_default_models
+    from diffuse_core.core.metrics import dice
+    from diffuse_core.core.redraw import check_rule, score_of
+    from diffuse_core.evaluation.protocol import choose_threshold, identity_change, model_scale, synthbrain_set
+    from diffuse_core.evaluation.real_data import _commit, _hardware
+    from diffuse_core.io.intensity import TISSUE_SCALE
+
+    t0 = time.perf_counter()
+    denoiser, sal = load_default_models(model_dir, None, device, True)
+    rule = check_rule(dict(rule or {"kind": "weighted", "level": 0.2, "max_share": 0.5}))
+    settings = {"input_normalisation": normalisation, "mask_rule": rule, "score": score_of({}, score)}
+    if normalisation == "tissue":
+        settings["tissue_scale"] = {**TISSUE_SCALE, **(denoiser.card.get("tissue_scale") or {})}
+    denoiser.card = {**(denoiser.card or {}), **settings}
+    val = model_scale(denoiser, synthbrain_set("val", n_val, healthy_fraction=0.25))
+    healthy = model_scale(denoiser, synthbrain_set("val", n_healthy, base_seed=1, healthy_fraction=1.0))
+    _, anos, masks, _ = run_set(denoiser, sal, val, rule, seed, batch_size)
+    sick = val.diseased
+    thr = choose_threshold(anos[sick], val.lesions[sick])
+    val_dice = float(np.mean([dice(a > thr, l) for a, l in zip(anos[sick], val.lesions[sick])]))
+    h_cfs, h_anos, h_masks, h_p = run_set(denoiser, sal, healthy, rule, seed, batch_size)
+    flagged = np.array([(a[b.astype(bool)] > thr).mean() for a, b in zip(h_anos, healthy.brains)])
+    h_scores = slice_scores(h_anos, healthy.brains)
+    v_scores = slice_scores(anos[sick], val.brains[sick])
+    verdict_thr = float(np.quantile(h_scores, 1.0 - false_abnormal))
+    record = {
+        "date": time.strftime("%Y-%m-%d", time.gmtime()), "commit": _commit(), "hardware": _hardware(device),
+        "seconds": round(time.perf_counter() - t0, 1), "command": None,
+        "data": {"synthbrain_val_diseased": int(sick.sum()), "synthbrain_val_healthy_in_threshold_set":
+                 int((~sick).sum()), "synthbrain_val_healthy": int(len(healthy)), "seed": seed},
+        "settings": {**settings, "k": None, "steps": None},
+        "anomaly_threshold": thr, "validation_dice": val_dice,
+        "healthy_flagged": {"mean": float(flagged.mean()), "max": float(flagged.max())},
+        "healthy_change": identity_change(healthy.images, h_cfs, healthy.brains),
+        "redrawn_share": {"diseased": float(np.mean([m[b.astype(bool)].mean() for m, b in
+                                                     zip(masks[sick], val.brains[sick])])),
+                          "healthy": float(np.mean([m[b.astype(bool)].mean() for m, b in
+                                                    zip(h_masks, healthy.brains)]))},
+        "verdict": {"score": f"peak anomaly (the {VERDICT_PERCENTILE:g}th percentile of the map inside the brain)",
+                    "threshold": verdict_thr, "false_abnormal_rate_chosen": false_abnormal,
+                    "sensitivity_on_validation": float((v_scores > verdict_thr).mean()),
+                    "healthy_called_abnormal": float((h_scores > verdict_thr).mean())},
+    }
+    from diffuse_core.cases import default_settings
+
+    chosen = default_settings(denoiser)
+    record["settings"].update(k=chosen["k"], steps=chosen["steps"])
+    return record
+
+
+def write_card(model_dir, record: dict) -> dict:
+    from diffuse_core.models.checkpoint import update_card
+
+    s = record["settings"]
+    entries = {"input_normalisation": s["input_normalisation"], "mask_rule": s["mask_rule"], "score": s["score"],
+               "anomaly_threshold": record["anomaly_threshold"],
+               "verdict": {"percentile": VERDICT_PERCENTILE, "threshold": record["verdict"]["threshold"],
+                           "false_abnormal_rate": record["verdict"]["false_abnormal_rate_chosen"]},
+               "calibration": record}
+    if "tissue_scale" in s:
+        entries["tissue_scale"] = s["tissue_scale"]
+    return update_card(model_dir, entries)
+
+
+def main(argv=None) -> int:
+    from diffuse_core.evaluation.report import command_line
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="assets/ddpm")
+    ap.add_argument("--rule", default='{"kind": "weighted", "level": 0.2, "max_share": 0.5}',
+                    help="the mask rule as JSON (see diffuse_core.core.redraw)")
+    ap.add_argument("--score", default="signed", choices=("abs", "signed", "signed-floor"))
+    ap.add_argument("--normalisation", default="tissue", choices=("absolute", "percentile", "tissue"))
+    ap.add_argument("--n-val", type=int, default=32)
+    ap.add_argument("--n-healthy", type=int, default=32)
+    ap.add_argument("--false-abnormal", type=float, default=DEFAULT_FALSE_ABNORMAL)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--out", default=None, help="also write the record to this JSON file")
+    ap.add_argument("--write-card", action="store_true")
+    args = ap.parse_args(argv)
+    rec = calibrate(args.model, json.loads(args.rule), args.score, args.normalisation, args.n_val, args.n_healthy,
+                    args.false_abnormal, device=args.device)
+    rec["command"] = command_line()
+    print(json.dumps(rec, indent=1))
+    if args.out:
+        from pathlib import Path
+
+        Path(args.out).write_text(json.dumps(rec, indent=1) + "\n")
+    if args.write_card:
+        write_card(args.model, rec)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
