@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -303,8 +304,20 @@ def render_hero(root: Path) -> str:
                 "{hardware/summary}. Made by `{command}` ({measured_on}, commit {commit:sha}).*\n", doc)
 
 
+def render_real_data(root: Path) -> str:
+    """The real-data section (docs/results.md) from ``diffuse-studio real-data``'s results file."""
+    from diffuse_core.evaluation.real_data_report import markdown
+
+    path = root / RESULTS_DIR / "real_data.json"
+    if not path.is_file():
+        return "*Not measured yet: run `diffuse-studio real-data --brats DIR --write-docs`.*\n"
+    doc = json.loads(path.read_text())
+    grid = doc.get("grid")
+    return markdown(doc, None if not grid else os.path.relpath(root / grid, root / "docs"))
+
+
 GENERATORS = {"models": render_models, "model_sources": render_sources, "training": render_training,
-              "hero": render_hero}
+              "hero": render_hero, "real_data": render_real_data}
 
 
 def _regions_of(text: str, path: str) -> list[str]:
