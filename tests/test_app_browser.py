@@ -634,8 +634,22 @@ def test_the_gallery_shows_many_cases_uncut_with_informative_captions(server):
                         inView: items.filter(r => r.top >= wrap.top - 1 && r.bottom <= wrap.bottom + 1).length}; }""")
             captions = page.evaluate("() => [...document.querySelectorAll('#df-gallery .caption-label')]"
                                      ".map(e => e.innerText)")
+            covered = page.evaluate("""() => [...document.querySelectorAll('#df-gallery .thumbnail-item')]
+                .filter(t => t.querySelector('.caption-label').getBoundingClientRect().top <
+                             t.querySelector('img').getBoundingClientRect().bottom - 1).length""")
+            page.set_viewport_size({"width": 390, "height": 844})                   # a phone: nothing spills out
+            page.wait_for_timeout(1_000)
+            narrow = page.evaluate("""() => { const frame = document.querySelector('#df-gallery')
+                    .getBoundingClientRect();
+                const label = document.querySelector('#df-gallery label').getBoundingClientRect();
+                const items = [...document.querySelectorAll('#df-gallery .gallery-item')].map(e =>
+                    e.getBoundingClientRect());
+                return {outside: items.filter(r => r.right > frame.right + 1 || r.left < frame.left - 1).length,
+                        underLabel: items[0].top >= label.bottom - 1}; }""")
         finally:
             browser.close()
+    assert covered == 0                                                      # captions under the pictures
+    assert narrow == {"outside": 0, "underLabel": True}, narrow
     assert geometry["firstTop"] >= geometry["labelBottom"], geometry
     assert geometry["inView"] > 6, geometry
     entries = list_library()

@@ -141,7 +141,7 @@ def build_demo(title: str = "Dif-fuse Studio") -> gr.Blocks:
                                           label="Case from", elem_id="df-source")
                         with gr.Group(visible=True) as gallery_group:
                             gallery = gr.Gallery(label="Teaching cases (green = lesion outline)", columns=4,
-                                                 height=560, allow_preview=False, object_fit="contain",
+                                                 height=640, allow_preview=False, object_fit="contain",
                                                  elem_id="df-gallery", interactive=False)
                             refresh = gr.Button("↻ Refresh the case list", size="sm")
                         with gr.Group(visible=False) as upload_group:

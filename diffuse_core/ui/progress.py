@@ -43,7 +43,7 @@ def change_chart(changes: list[dict]):
                       xaxis_title=f"step ({what_ran})",
                       yaxis_title="mean |change|",
                       title={"text": "How much each step changes the image", "font": {"size": 14}},
-                      legend={"orientation": "h", "y": -0.3})
+                      legend={"orientation": "h", "y": -0.3}, xaxis={"dtick": 1 if len(changes) <= 24 else None})
     return fig
 
 

@@ -11,10 +11,15 @@ CSS = """
 .df-stale { background: #fff4d6; border: 2px solid #d97706; color: #7a3e00; border-radius: 8px; padding: 8px 12px;
             font-size: 1.05em; }
 .df-results .image-container img { object-fit: contain; }
-#df-gallery .caption-label { font-size: 0.78em; white-space: pre-line; line-height: 1.2; max-width: 96%;
-                             overflow: hidden; text-overflow: ellipsis; }
+#df-gallery .thumbnail-item { aspect-ratio: auto; display: flex; flex-direction: column; }
+#df-gallery .thumbnail-item img { aspect-ratio: 1 / 1; width: 100%; height: auto; object-fit: contain; }
+#df-gallery .caption-label { position: static; max-width: 100%; border: none; border-radius: 0; font-size: 0.75em;
+                             white-space: pre-line; line-height: 1.25; padding: 3px 5px; }
 #df-gallery .grid-container, #df-review .grid-container { padding-top: 40px; }
-@media (max-width: 640px) { #df-review .grid-container { padding-top: 64px; } }
+@media (max-width: 640px) {
+  #df-review .grid-container, #df-gallery .grid-container { padding-top: 64px; }
+  #df-gallery .grid-container { grid-template-columns: repeat(3, minmax(0, 1fr)); }
+}
 .df-status { font-size: 0.9em; }
 .df-hint { font-size: 0.8em; color: var(--body-text-color-subdued, #666); }
 footer { display: none !important; }
