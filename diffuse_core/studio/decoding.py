@@ -133,9 +133,13 @@ def load_in_worker(src: str, slice_index, guard=None) -> LoadedImage:
 
     guard = guard if guard is not None else request_guard()
     slice_arg = "none" if slice_index is None else str(slice_index)
-    worker = subprocess.Popen([sys.executable, "-m", "diffuse_core.studio.decoding", str(src), slice_arg,
-                               str(LOAD_MEMORY_BYTES)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                              stderr=subprocess.DEVNULL, env=_worker_env(), close_fds=True)
+    try:
+        worker = subprocess.Popen([sys.executable, "-m", "diffuse_core.studio.decoding", str(src), slice_arg,
+                                   str(LOAD_MEMORY_BYTES)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                  stderr=subprocess.DEVNULL, env=_worker_env(), close_fds=True)
+    except OSError as exc:
+        raise ValueError(f"the server could not start a decoder for {Path(src).name} ({exc.strerror or exc}): "
+                         f"try again in a minute") from None
     deadline = time.monotonic() + LOAD_SECONDS
     try:
         while True:
@@ -153,7 +157,7 @@ def load_in_worker(src: str, slice_index, guard=None) -> LoadedImage:
             worker.kill()                               # Stop / time limit: the CPU and memory come back now
             worker.communicate()
     if not out:
-        if worker.returncode in (-9, -11, -6, 1):       # out of memory (killed or failed), or the decoder crashed
+        if worker.returncode in (-9, -11, -6):          # killed or crashed: a decoder out of its memory
             raise _too_much_memory(src)
         raise ValueError(f"{Path(src).name} could not be decoded (the decoder stopped with code "
                          f"{worker.returncode}): export it again, uncompressed")
