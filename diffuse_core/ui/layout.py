@@ -18,6 +18,7 @@ from diffuse_core.studio.uploads import inspect_upload, upload_paths
 from diffuse_core.studio import rapids as rapids_engine
 from diffuse_core.ui import api, curate, explore, healthy, quiz, rapids, uncertainty
 from diffuse_core.ui.bounded import bounded
+from diffuse_core.ui.curate_tab import curate_tab, wire_curate
 from diffuse_core.ui.notes import METHOD, NOTES
 from diffuse_core.ui.pictures import thumbnail
 from diffuse_core.ui.progress import progress_html
@@ -321,48 +322,7 @@ def build_demo(title: str = "Dif-fuse Studio") -> gr.Blocks:
                                                         interactive=False, max_height=d)
 
             # ===================================================================================== Curate
-            with gr.Tab("Curate", id="curate"):
-                gr.Markdown("For educators: generate counterfactuals for a batch, review each (accept, reject, rerun "
-                            "with other settings), then save the accepted ones into a named teaching set "
-                            "(PNG + NIfTI at the input's size, with a manifest) and download it as a zip.")
-                with gr.Row(equal_height=False):
-                    with gr.Column(scale=4, min_width=320):
-                        batch_cases = gr.Dropdown([], multiselect=True, label="Cases from the teaching sets",
-                                                  elem_id="df-batch-cases", info="type to filter; pick several")
-                        batch_files = gr.File(label="…or upload slices", file_count="multiple")
-                        cctl = explore_controls("df-curate")
-                        gen_btn = gr.Button("Generate counterfactuals", variant="primary", elem_id="df-generate")
-                        curate_status = gr.Markdown()
-                    with gr.Column(scale=7):
-                        review = gr.Gallery(label="Review: input, counterfactual / anomaly, mask", columns=4,
-                                            height=480,
-                                            elem_id="df-review",
-                                            allow_preview=False, object_fit="contain", interactive=False)
-                        with gr.Row():
-                            review_slider = gr.ImageSlider(label="Selected: before / after", type="numpy",
-                                                           height=d, interactive=False, max_height=d)
-                            with gr.Column():
-                                # the slice verdict (normal / abnormal) of issue 36 item 1 goes here
-                                review_verdict = gr.Markdown("", elem_id="df-review-verdict",  # noqa: F841
-                                                             visible=False)
-                                review_md = gr.Markdown("Select a result above.")
-                                review_note = gr.Textbox(label="Note for this case (saved in the manifest)",
-                                                         lines=2, max_length=500)
-                                with gr.Row():
-                                    accept_btn = gr.Button("✓ Accept", size="sm")
-                                    reject_btn = gr.Button("✗ Reject", size="sm")
-                                    rerun_btn = gr.Button("↻ Rerun with the settings", size="sm")
-                                review_status = gr.Markdown()
-                        with gr.Row():
-                            set_name = gr.Textbox(label="Teaching set name", placeholder="e.g. Gliomas week 3",
-                                                  max_length=curation.MAX_NAME_LENGTH,
-                                                  info="letters, digits, space, _ and -")
-                            save_btn = gr.Button("Save accepted cases", variant="primary")
-                        with gr.Row():
-                            saved_sets = gr.Dropdown(curation.list_sets(), label="Saved sets", allow_custom_value=False)
-                            zip_btn = gr.Button("Download the set as a zip")
-                            dicom_btn = gr.Button("Download as DICOM", elem_id="df-dicom-zip")
-                        set_zip = gr.File(label="Set archive", interactive=False)
+            cur = curate_tab(d, explore_controls)
 
             with gr.Tab("About", id="about"):
                 gr.Markdown("\n\n".join(NOTES) + "\n\n" + METHOD)
@@ -373,7 +333,8 @@ def build_demo(title: str = "Dif-fuse Studio") -> gr.Blocks:
         heavy = dict(concurrency_id="model", concurrency_limit="default")
         case_inputs = [source, selected_key, files, slice_slider, channel, window, gt_file]
 
-        lib_outputs = [gallery, gallery_keys, case_info, healthy_choice, batch_cases, status, mask_from, saved_sets]
+        lib_outputs = [gallery, gallery_keys, case_info, healthy_choice, cur.batch_cases, status, mask_from,
+                       cur.saved_sets]
         demo.load(refresh_library, None, lib_outputs, **light)
         refresh.click(refresh_library, None, lib_outputs, **light)
         source.change(on_source, source, [gallery_group, upload_group], **light)
@@ -429,7 +390,7 @@ def build_demo(title: str = "Dif-fuse Studio") -> gr.Blocks:
                          [win_centre, win_width, zoom, view_focus, win_preset], **light).then(
             explore.render_view, view_ins, view_outs, **light)
         run_event.then(explore.render_view, view_ins, view_outs, **light)   # a new run keeps the reader's view
-        to_curate.click(curate.send_to_curate, [run_state, review_items], [review, review_items], **light)
+        to_curate.click(curate.send_to_curate, [run_state, review_items], [cur.review, review_items], **light)
 
         rp_outs = [rp_state, rp_point, rp_header, rp_image, rp_reveal, rp_slider, rp_heat, rp_feedback,
                    rp_normal, rp_abnormal, rp_next, rp_play, rp_review, rp_timer]
@@ -452,25 +413,7 @@ def build_demo(title: str = "Dif-fuse Studio") -> gr.Blocks:
                           [healthy_choice] + case_inputs + [ctl["k"], ctl["percentile"], ctl["steps"], ctl["seed"]],
                           [healthy_slider, healthy_md], api_name="healthy_check", **heavy)
 
-        gen_btn.click(bounded(curate.curate_generate),
-                      [batch_cases, batch_files, cctl["k"], cctl["steps"], cctl["percentile"], cctl["seed"],
-                       review_items], [curate_status, review, review_items], api_visibility="undocumented", **heavy)
-        review.select(curate.review_select, review_items, [review_index, review_slider, review_md, review_note],
-                      **light)
-        decide_ins = [review_items, review_index, review_note]
-        decide_outs = [review, review_items, review_slider, review_md, review_status]
-        # the batch's status line follows every decision and save (it never keeps a finished batch's counts)
-        for event in (accept_btn.click(curate.review_decide("accepted"), decide_ins, decide_outs, **light),
-                      reject_btn.click(curate.review_decide("rejected"), decide_ins, decide_outs, **light),
-                      rerun_btn.click(bounded(curate.review_rerun),
-                                      [review_items, review_index, cctl["k"], cctl["steps"], cctl["percentile"],
-                                       cctl["seed"]], decide_outs, api_visibility="undocumented", **heavy),
-                      save_btn.click(curate.curate_save, [review_items, set_name],
-                                     [review_status, set_zip, saved_sets, review, review_items],
-                                     api_visibility="undocumented")):
-            event.success(curate.batch_status, review_items, curate_status, **light)
-        zip_btn.click(curate.curate_zip, saved_sets, set_zip, api_visibility="undocumented")
-        dicom_btn.click(curate.curate_dicom_zip, saved_sets, set_zip, api_visibility="undocumented")
+        wire_curate(cur, review_items, review_index, light, heavy)
 
         _add_api(heavy)
     return demo
