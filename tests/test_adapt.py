@@ -9,7 +9,7 @@ from PIL import Image
 from diffuse_core.cli import main
 from diffuse_core.data.synthbrain import generate_slice, sample_seed
 from diffuse_core.models.denoiser import DenoiserConfig, new_denoiser, save_denoiser
-from diffuse_core.train.adapt import AdaptCancelled, adapt, split_groups
+from diffuse_core.evaluation.adapt import AdaptCancelled, adapt, split_groups
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""The ``diffuse-studio`` command line: ``run``, ``synth``, ``train``, ``evaluate``, ``app``.
+"""The ``diffuse-studio`` command line: ``run``, ``synth``, ``train``, ``evaluate``, ``app``, ``models``, ``adapt``,
+``real-data`` (the last two in :mod:`diffuse_core.cli.real_scans`).
 
 Subcommand names, options and output file names are a contract that scripts and checks rely on. Heavy imports
 happen inside each command so that ``--help`` is instant. Errors a user can fix are printed as one line on stderr
@@ -12,18 +13,7 @@ import sys
 from pathlib import Path
 
 
-class UserError(Exception):
-    """An error caused by the command's input, shown as one line."""
-
-
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {v}")
-    return v
+from diffuse_core.cli.common import UserError, positive_int as _positive_int  # noqa: E402
 
 
 # --------------------------------------------------------------------------------------------------------- run
@@ -457,103 +447,6 @@ def _cmd_models(args) -> int:
     return 0
 
 
-# ------------------------------------------------------------------------------------------------------- adapt
-def _add_adapt(sub) -> None:
-    p = sub.add_parser("adapt", help="fine-tune the healthy model on your own normal slices within a time budget",
-                       description="Fine-tune the installed MRI DDPM (or --model) on a folder of NORMAL slices (image "
-                                   "files, a teaching/curated set, or BraTS-layout cases: their tumour-free slices), "
-                                   "holding whole cases out, and write a new model folder whose card states the false "
-                                   "flags on the held-out slices before and after. Use it with run --model OUT or "
-                                   "DIFFUSE_MODEL_DIR=OUT diffuse-studio app.")
-    p.add_argument("--data", required=True, metavar="DIR", help="the folder of normal slices")
-    p.add_argument("--out", required=True, metavar="DIR", help="a new folder for the adapted model")
-    p.add_argument("--model", default=None, metavar="DIR", help="the model to start from (default: the installed one)")
-    p.add_argument("--minutes", type=float, default=20.0, help="fine-tuning budget in minutes (default 20); the "
-                                                               "two measurements come on top")
-    p.add_argument("--holdout", type=float, default=0.2, help="share of cases (or files) held out (default 0.2)")
-    p.add_argument("--measure", type=_positive_int, default=24, help="held-out slices measured (default 24)")
-    p.add_argument("--batch-size", type=_positive_int, default=8)
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.set_defaults(func=_cmd_adapt)
-
-
-def _cmd_adapt(args) -> int:
-    from diffuse_core.models.device import pick_device
-    from diffuse_core.train.adapt import AdaptCancelled, adapt
-
-    from tqdm.auto import tqdm
-
-    bars = []                         # made at the first report, after the arguments were checked
-
-    def progress(stage: str, fraction: float) -> bool:
-        if not bars:
-            bars.append(tqdm(total=100, desc="adapt", unit="%", dynamic_ncols=True))
-        bar = bars[0]
-        bar.set_postfix_str(stage)
-        bar.update(max(0, int(100 * fraction) - bar.n))
-        return False
-
-    try:
-        rec = adapt(args.data, args.out, args.model, minutes=args.minutes, holdout=args.holdout,
-                    n_measure=args.measure, batch_size=args.batch_size, device=pick_device(args.device),
-                    on_progress=progress)
-    except AdaptCancelled as err:
-        raise UserError(str(err)) from None
-    finally:
-        for bar in bars:
-            bar.close()
-    b, a = rec["false_flags_before"]["mean"], rec["false_flags_after"]["mean"]
-    print(f"adapted model saved in {args.out}: {rec['steps']} steps on {rec['trained_on']} slices in "
-          f"{rec['seconds'] / 60:.1f} min; normal brain flagged on {rec['measured_on']} held-out slices "
-          f"{100 * b:.1f} % -> {100 * a:.1f} %")
-    return 0
-
-
-# ------------------------------------------------------------------------------------------------------ real-data
-def _add_real_data(sub) -> None:
-    p = sub.add_parser("real-data", help="Dif-fuse on real BraTS FLAIR slices beside the FLAIR threshold: the "
-                                         "real-data section of docs/results.md",
-                       description="Measure Dif-fuse at the app's defaults on real BraTS cases (tumour and tumour-"
-                                   "free slices) beside the FLAIR z-score threshold, with case-level intervals; "
-                                   "write the results file, the picture grid of every slice and (with --write-docs) "
-                                   "the generated sections of README/docs.")
-    p.add_argument("--brats", required=True, metavar="DIR", help="a folder of BraTS-layout cases")
-    p.add_argument("--out", default="docs/results/real_data.json", help="results file (JSON)")
-    p.add_argument("--grid", default="docs/real_data_grid.png", help="picture of every reported slice")
-    p.add_argument("--model", default=None, metavar="DIR", help="the DDPM (default: the installed MRI model)")
-    p.add_argument("--intensity", default="auto", choices=("auto", "tissue", "percentile", "model"))
-    p.add_argument("--per-case", type=_positive_int, default=4, help="tumour slices per case (default 4)")
-    p.add_argument("--healthy-per-case", type=int, default=3, help="tumour-free slices per case (default 3)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--write-docs", action="store_true", help="regenerate the README/docs tables from the results")
-    p.set_defaults(func=_cmd_real_data)
-
-
-def _cmd_real_data(args) -> int:
-    from diffuse_core.evaluation.real_data import measure, write
-    from diffuse_core.evaluation.real_data_report import slice_grid
-    from diffuse_core.evaluation.report import command_line
-    from diffuse_core.models.device import pick_device
-
-    if not Path(args.brats).is_dir():
-        raise UserError(f"--brats {args.brats}: not a folder")
-    res = measure(args.brats, model_dir=args.model, device=pick_device(args.device), per_case=args.per_case,
-                  healthy_per_case=args.healthy_per_case, intensity=args.intensity, keep_arrays=True)
-    res["command"] = command_line()
-    slice_grid(res, args.grid)
-    res["grid"] = str(args.grid)
-    write(res, args.out)
-    d, n = res["dice"], res["normal_flagged"]["dif_fuse"]
-    print(f"real data: Dice {d['dif_fuse']['mean']:.3f} vs threshold {d['threshold']['mean']:.3f}; normal brain "
-          f"flagged {100 * n['mean']:.1f} % (max {100 * n['max']:.1f} %); lesion contrast kept "
-          f"{res['lesion_contrast_kept']['median']:.2f}; written {args.out}, {args.grid}")
-    if args.write_docs:
-        from diffuse_core.evaluation.docs_tables import main as write_tables
-
-        write_tables([])
-    return 0
-
-
 # -------------------------------------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     from diffuse_core import __version__
@@ -563,12 +456,18 @@ def build_parser() -> argparse.ArgumentParser:
         description="Dif-fuse Studio: healthy counterfactuals and anomaly maps of brain slices (Dif-fuse method).")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in _SUBCOMMANDS:
+    for add in _SUBCOMMANDS + _more_subcommands():
         add(sub)
     return parser
 
 
-_SUBCOMMANDS = [_add_run, _add_synth, _add_train, _add_evaluate, _add_app, _add_models, _add_adapt, _add_real_data]
+def _more_subcommands() -> list:
+    from diffuse_core.cli.real_scans import add_adapt, add_real_data
+
+    return [add_adapt, add_real_data]
+
+
+_SUBCOMMANDS = [_add_run, _add_synth, _add_train, _add_evaluate, _add_app, _add_models]
 
 
 def main(argv: list[str] | None = None) -> int:

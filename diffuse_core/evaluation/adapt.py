@@ -156,14 +156,14 @@ def adapt(data_dir, out_dir, base_dir=None, minutes: float = DEFAULT_MINUTES, ho
     after = false_flags(new, sal, measure_images, seed=seed, device=device)
     steps_trained = int((read_config(partial, "ddpm").get("card") or {}).get("training", {}).get("steps_done", 0)
                         - (base_card.get("training") or {}).get("steps_done", 0))
-    from diffuse_core.evaluation.real_data import _hardware
+    from diffuse_core.evaluation.real_data import hardware_summary
 
     record = {
         "base_model": str(base), "data": str(data_dir), "normal_slices": int(len(images)),
         "trained_on": int(len(train_images)), "held_out": int(held.sum()), "held_out_groups": held_names,
         "measured_on": int(len(measure_idx)), "minutes_budget": float(minutes),
         "steps": steps_trained, "batch_size": batch_size, "lr": lr, "seed": seed,
-        "seconds": round(time.perf_counter() - t0, 1), "hardware": _hardware(device),
+        "seconds": round(time.perf_counter() - t0, 1), "hardware": hardware_summary(device),
         "false_flags_before": {"mean": float(before.mean()), "max": float(before.max())},
         "false_flags_after": {"mean": float(after.mean()), "max": float(after.max())},
         "halved": bool(after.mean() <= 0.5 * before.mean()),

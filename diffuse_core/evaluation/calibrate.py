@@ -46,7 +46,7 @@ def probabilities(images: np.ndarray, models, batch: int = 32) -> np.ndarray:
     return np.concatenate(out)
 
 
-def run_set(denoiser, sal, data, rule: dict, seed: int = 0, batch_size: int = 8):
+def run_set(denoiser, sal, data, rule: dict, seed: int = 0, batch_size: int = 8, k: int | None = None):
     """(counterfactuals, anomaly maps, redrawn masks, P(diseased)) of a set under the denoiser's card settings."""
     from diffuse_core.cases import default_settings
     from diffuse_core.core.redraw import needs_probability, redrawn_masks
@@ -56,19 +56,19 @@ def run_set(denoiser, sal, data, rule: dict, seed: int = 0, batch_size: int = 8)
     p = probabilities(data.images, sal)
     masks = redrawn_masks(data.saliency["acat"], data.brains, rule, p if needs_probability(rule) else None)
     chosen = default_settings(denoiser)
-    cfs, anos, _, _ = run_on_set("dif-fuse", denoiser, data, {"acat": masks}, k=chosen["k"], steps=chosen["steps"],
-                                 seed=seed, batch_size=batch_size)
+    cfs, anos, _, _ = run_on_set("dif-fuse", denoiser, data, {"acat": masks}, k=k or chosen["k"],
+                                 steps=chosen["steps"], seed=seed, batch_size=batch_size)
     return cfs, anos, masks, p
 
 
 def calibrate(model_dir=None, rule: dict | None = None, score: str = "signed", normalisation: str = "tissue",
               n_val: int = 32, n_healthy: int = 32, false_abnormal: float = DEFAULT_FALSE_ABNORMAL, seed: int = 0,
-              device="cpu", batch_size: int = 8) -> dict:
+              device="cpu", batch_size: int = 8, k: int | None = None) -> dict:
     from diffuse_core.cases import load_default_models
     from diffuse_core.core.metrics import dice
     from diffuse_core.core.redraw import check_rule, score_of
     from diffuse_core.evaluation.protocol import choose_threshold, identity_change, model_scale, synthbrain_set
-    from diffuse_core.evaluation.real_data import _commit, _hardware
+    from diffuse_core.evaluation.real_data import commit_id, hardware_summary
     from diffuse_core.io.intensity import TISSUE_SCALE
 
     t0 = time.perf_counter()
@@ -80,17 +80,17 @@ def calibrate(model_dir=None, rule: dict | None = None, score: str = "signed", n
     denoiser.card = {**(denoiser.card or {}), **settings}
     val = model_scale(denoiser, synthbrain_set("val", n_val, healthy_fraction=0.25))
     healthy = model_scale(denoiser, synthbrain_set("val", n_healthy, base_seed=1, healthy_fraction=1.0))
-    _, anos, masks, _ = run_set(denoiser, sal, val, rule, seed, batch_size)
+    _, anos, masks, _ = run_set(denoiser, sal, val, rule, seed, batch_size, k)
     sick = val.diseased
     thr = choose_threshold(anos[sick], val.lesions[sick])
     val_dice = float(np.mean([dice(a > thr, l) for a, l in zip(anos[sick], val.lesions[sick])]))
-    h_cfs, h_anos, h_masks, h_p = run_set(denoiser, sal, healthy, rule, seed, batch_size)
+    h_cfs, h_anos, h_masks, h_p = run_set(denoiser, sal, healthy, rule, seed, batch_size, k)
     flagged = np.array([(a[b.astype(bool)] > thr).mean() for a, b in zip(h_anos, healthy.brains)])
     h_scores = slice_scores(h_anos, healthy.brains)
     v_scores = slice_scores(anos[sick], val.brains[sick])
     verdict_thr = float(np.quantile(h_scores, 1.0 - false_abnormal))
     record = {
-        "date": time.strftime("%Y-%m-%d", time.gmtime()), "commit": _commit(), "hardware": _hardware(device),
+        "date": time.strftime("%Y-%m-%d", time.gmtime()), "commit": commit_id(), "hardware": hardware_summary(device),
         "seconds": round(time.perf_counter() - t0, 1), "command": None,
         "data": {"synthbrain_val_diseased": int(sick.sum()), "synthbrain_val_healthy_in_threshold_set":
                  int((~sick).sum()), "synthbrain_val_healthy": int(len(healthy)), "seed": seed},
@@ -110,7 +110,7 @@ def calibrate(model_dir=None, rule: dict | None = None, score: str = "signed", n
     from diffuse_core.cases import default_settings
 
     chosen = default_settings(denoiser)
-    record["settings"].update(k=chosen["k"], steps=chosen["steps"])
+    record["settings"].update(k=int(k or chosen["k"]), steps=chosen["steps"])
     return record
 
 
@@ -125,6 +125,12 @@ def write_card(model_dir, record: dict) -> dict:
                "calibration": record}
     if "tissue_scale" in s:
         entries["tissue_scale"] = s["tissue_scale"]
+    from diffuse_core.models.checkpoint import read_config
+
+    rec = dict((read_config(model_dir).get("card") or {}).get("recommended_settings") or {})
+    if rec.get("k") != s["k"]:
+        rec.update(k=s["k"], k_chosen_by="diffuse_core.evaluation.calibrate (see calibration.k_choice)")
+        entries["recommended_settings"] = rec
     return update_card(model_dir, entries)
 
 
@@ -141,11 +147,12 @@ def main(argv=None) -> int:
     ap.add_argument("--n-healthy", type=int, default=32)
     ap.add_argument("--false-abnormal", type=float, default=DEFAULT_FALSE_ABNORMAL)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--k", type=int, default=None, help="noise level K (default: the card's); written into the card")
     ap.add_argument("--out", default=None, help="also write the record to this JSON file")
     ap.add_argument("--write-card", action="store_true")
     args = ap.parse_args(argv)
     rec = calibrate(args.model, json.loads(args.rule), args.score, args.normalisation, args.n_val, args.n_healthy,
-                    args.false_abnormal, device=args.device)
+                    args.false_abnormal, device=args.device, k=args.k)
     rec["command"] = command_line()
     print(json.dumps(rec, indent=1))
     if args.out:

@@ -132,7 +132,7 @@ def verdicts(maps, zmaps, brains, tumour, groups, card: dict, false_abnormal: fl
     return out
 
 
-def _commit() -> str:
+def commit_id() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
                               cwd=Path(__file__).resolve().parent).stdout.strip() or "unknown"
@@ -140,7 +140,7 @@ def _commit() -> str:
         return "unknown"
 
 
-def _hardware(device) -> str:
+def hardware_summary(device) -> str:
     from diffuse_core.models.device import cpu_has_fast_bf16
 
     cpu = platform.processor() or "cpu"
@@ -212,8 +212,8 @@ def measure(brats_dir, model_dir=None, saliency_dir=None, device="cpu", per_case
 
     res = {
         "what": "Dif-fuse on real BraTS FLAIR slices beside the FLAIR z-score threshold (diffuse-studio real-data)",
-        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d"), "commit": _commit(),
-        "hardware": _hardware(device), "seconds": round(time.perf_counter() - t0, 1),
+        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d"), "commit": commit_id(),
+        "hardware": hardware_summary(device), "seconds": round(time.perf_counter() - t0, 1),
         "command": None,
         "data": {"folder": Path(brats_dir).name, "cases": sorted(set(groups.tolist())),
                  "tumour_slices": int(tum.sum()), "tumour_free_slices": int(free.sum()),

@@ -27,6 +27,7 @@ from diffuse_core.studio.model_store import MODELS, model_device
 from diffuse_core.studio.saliency_cache import SALIENCY_CACHE
 from diffuse_core.studio.scoring import result_summary
 from diffuse_core.studio.session import LIVE_RUNS
+from diffuse_core.studio.region import redrawn_region
 from diffuse_core.studio.settings import (DEFAULTS, MASK_SOURCES, SALIENCY_METHODS, check_percentile, check_settings,
                                           max_upload_bytes, shown)
 from diffuse_core.studio.uploads import upload_paths
@@ -46,23 +47,6 @@ class MaskChoice:
     mask: np.ndarray | None = None
     saliency: np.ndarray | None = None
     rule: str = "card"            # a saliency method's region: "card" (the model card's rule) or "percentile"
-
-
-def redrawn_region(case: CaseInput, saliency: np.ndarray, percentile: float, rule: str, denoiser, models):
-    """The region a saliency map redraws: the model card's ``mask_rule`` (``rule`` "card"; the slider's percentile
-    where the card names none) or the paper's rule at ``percentile`` (``rule`` "percentile"), as ``run`` makes it."""
-    from diffuse_core.core.masks import mask_from_saliency
-    from diffuse_core.core.redraw import mask_rule_of, needs_probability, redrawn_mask
-    from diffuse_core.saliency.dispatch import diseased_probability
-
-    if rule not in ("card", "percentile"):
-        raise ValueError(f"unknown mask rule {shown(rule)}: choose 'card' or 'percentile'")
-    chosen = mask_rule_of(denoiser.card, percentile if rule == "percentile" else None)
-    sal = np.asarray(saliency, np.float32) * case.brain_mask
-    if chosen["kind"] == "percentile":
-        return mask_from_saliency(sal, case.brain_mask, float(percentile))
-    p = diseased_probability(case.image, models) if needs_probability(chosen) else None
-    return redrawn_mask(sal, case.brain_mask, chosen, p)
 
 
 def resolve_mask(lc: LoadedCase, mask_from: str, mask_file=None, drawn=None, percentile: float = 90.0,
@@ -115,7 +99,7 @@ def dif_fuse_stream(case: CaseInput, choice: MaskChoice, k: int, steps: int, see
     if choice.saliency_method is not None:             # kept per slice: a rerun or the preview computed it already
         models = MODELS.saliency(device, case.modality)
         saliency = SALIENCY_CACHE.saliency(case, choice.saliency_method, models)
-        mask = redrawn_region(case, saliency, percentile, choice.rule, denoiser, models)
+        mask = redrawn_region(case, saliency, percentile, choice.rule, denoiser, models)   # studio.region
     else:
         mask, saliency = choice.mask, choice.saliency
     mask = np.asarray(mask, np.uint8)

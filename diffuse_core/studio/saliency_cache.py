@@ -59,7 +59,7 @@ def mask_preview(lc, method: str, percentile: float, mask_rule: str | None = Non
     """(mask, saliency) of a library or uploaded case at ``percentile`` (the paper's rule) or by the model card's rule
     (``mask_rule`` "card", the default), as the run would make them."""
     from diffuse_core.studio.model_store import MODELS, model_device
-    from diffuse_core.studio.runs import redrawn_region
+    from diffuse_core.studio.region import redrawn_region
     from diffuse_core.studio.settings import DEFAULTS, check_percentile
 
     check_percentile(percentile)
