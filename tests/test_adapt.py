@@ -28,6 +28,7 @@ def base_model(tmp_path_factory):
     folder = tmp_path_factory.mktemp("base")
     save_denoiser(new_denoiser(cfg, seed=0), folder, card={
         "anomaly_threshold": 0.15, "input_normalisation": "tissue", "score": "signed",
+        "mask_rule": {"kind": "weighted", "level": 0.2, "max_share": 0.5},
         "recommended_settings": {"k": 100, "percentile": 90.0, "steps": 2},
         "data": {"generator": "SynthBrain", "modalities": ["flair"]}})
     return folder

@@ -638,23 +638,38 @@ def test_a_percentile_only_rerun_reuses_the_inversion_and_says_so(studio):
 
 def test_the_percentile_slider_previews_the_runs_mask_before_any_run(studio):
     """Teaching v2, item 3: moving the percentile shows the mask at once (the saliency map is computed once per
-    slice and kept), and it is the mask the run then uses; the run reuses the kept map."""
+    slice and kept), and it is the mask the run then uses; the run reuses the kept map. The percentile is the
+    paper's region ("acat-paper"); "acat" redraws the region the model card's rule fits to the lesion."""
     from diffuse_core.studio.saliency_cache import SALIENCY_CACHE, mask_preview
 
     SALIENCY_CACHE._items.clear()
     key = library.list_library()[0].key
-    rgb, line = explore.preview_mask("gallery", key, None, 0, None, None, None, "acat", 80)
+    rgb, line = explore.preview_mask("gallery", key, None, 0, None, None, None, "acat-paper", 80)
     assert rgb.ndim == 3 and "80th percentile" in line and len(SALIENCY_CACHE) == 1
     hits = SALIENCY_CACHE.hits
-    rgb95, line95 = explore.preview_mask("gallery", key, None, 0, None, None, None, "acat", 95)
+    rgb95, line95 = explore.preview_mask("gallery", key, None, 0, None, None, None, "acat-paper", 95)
     assert SALIENCY_CACHE.hits == hits + 1 and not np.array_equal(rgb, rgb95)
     lc = library.load_library_case(key)
-    m80, _ = mask_preview(lc, "acat", 80)
-    m95, _ = mask_preview(lc, "acat", 95)
+    m80, _ = mask_preview(lc, "acat", 80, "percentile")
+    m95, _ = mask_preview(lc, "acat", 95, "percentile")
     assert m95.sum() < m80.sum() and not (m95 & ~m80.astype(bool)).any()         # nested
-    state = out(run_explore(key=key, percentile=80.0)[-1], "run_state")
+    state = out(run_explore(key=key, percentile=80.0, mask_from="acat-paper")[-1], "run_state")
     assert np.array_equal(state["mask"], m80)
     assert SALIENCY_CACHE.hits >= hits + 4                                         # the run took the kept map
+    # the card's rule: the percentile slider does not move it, and the run redraws the region it previews
+    from diffuse_core.models.checkpoint import update_card
+
+    ddpm = studio["full"] / "ddpm"
+    update_card(ddpm, mask_rule={"kind": "weighted", "level": 0.2, "max_share": 0.5})
+    try:
+        card_a, line_a = explore.preview_mask("gallery", key, None, 0, None, None, None, "acat", 80)
+        card_b, _ = explore.preview_mask("gallery", key, None, 0, None, None, None, "acat", 95)
+        assert np.array_equal(card_a, card_b) and "by the model" in line_a
+        m_card, _ = mask_preview(lc, "acat", 80)
+        state = out(run_explore(key=key, percentile=95.0)[-1], "run_state")
+        assert np.array_equal(state["mask"], m_card)
+    finally:
+        update_card(ddpm, mask_rule=None)
     skipped = explore.preview_mask("gallery", key, None, 0, None, None, None, "draw", 80)
     assert all(is_skip(v) for v in skipped)                                        # a drawn mask: nothing to preview
 

@@ -131,7 +131,7 @@ def test_every_default_case_has_its_quiz_reveal_shipped_for_the_installed_models
     (weights, ACAT pair, the card's K/percentile/steps and anomaly kernel): after a model or card change, rerun
     ``python -m diffuse_core.studio.reveal_cache default``."""
     from diffuse_core.studio.library import list_library, load_library_case
-    from diffuse_core.studio.model_store import apply_recommended_defaults
+    from diffuse_core.studio.model_store import apply_recommended_defaults, k_for_modality
     from diffuse_core.studio.reveal_cache import settings_key, shipped_folder
     from diffuse_core.studio.settings import DEFAULTS
 
@@ -142,9 +142,47 @@ def test_every_default_case_has_its_quiz_reveal_shipped_for_the_installed_models
         assert len(entries) >= 20
         for e in entries:
             lc = load_library_case(e.key)
-            key = settings_key(lc.case.modality, DEFAULTS["k"], DEFAULTS["percentile"], DEFAULTS["steps"],
-                               DEFAULTS["seed"], DEFAULTS["variant"], solver=DEFAULTS["solver"])
+            key = settings_key(lc.case.modality, k_for_modality(DEFAULTS["k"], lc.case.modality),
+                               DEFAULTS["percentile"], DEFAULTS["steps"], DEFAULTS["seed"], DEFAULTS["variant"],
+                               solver=DEFAULTS["solver"])
             assert (shipped_folder(e.key) / key / f"{e.key.rsplit('/', 1)[1]}.npz").is_file(), (e.key, key)
+    finally:
+        DEFAULTS.clear()
+        DEFAULTS.update(saved)
+
+
+def test_every_shipped_healthy_case_is_called_normal_and_passes_the_healthy_check():
+    """Issue 36, item 2: the quiz, the Healthy check and the verdict agree on the shipped set: every case marked
+    healthy gets a "normal" verdict from its shipped reveal (the installed models at the app's defaults) and stays
+    under the Healthy check's limit, with nothing flagged. (The CT model's card has no calibrated verdict yet.)"""
+    from diffuse_core.core.verdict import verdict_of
+    from diffuse_core.studio.library import list_library, load_library_case
+    from diffuse_core.studio.model_store import MODELS, apply_recommended_defaults, k_for_modality
+    from diffuse_core.studio.reveal_cache import load, settings_key
+    from diffuse_core.studio.scoring import looks_normal, scores
+    from diffuse_core.studio.settings import DEFAULTS
+
+    saved = dict(DEFAULTS)
+    try:
+        apply_recommended_defaults()
+        healthy_seen, verdicts = 0, 0
+        for e in [e for e in list_library() if e.key.startswith("teaching/default/")]:
+            lc = load_library_case(e.key)
+            key = settings_key(lc.case.modality, k_for_modality(DEFAULTS["k"], lc.case.modality),
+                               DEFAULTS["percentile"], DEFAULTS["steps"], DEFAULTS["seed"], DEFAULTS["variant"],
+                               solver=DEFAULTS["solver"])
+            r = load(e.key, key)
+            assert r is not None, (e.key, key)
+            card = MODELS.ddpm_info(lc.case.modality).get("card") or {}
+            threshold = float(card.get("anomaly_threshold", 0.2))
+            v = verdict_of(r.anomaly, r.brain_mask, card)
+            summary = {**scores(r, None, threshold), "verdict": None if v is None else v.to_dict()}
+            if lc.healthy and v is not None:     # CT: no calibrated verdict yet (its healthy case: issue 36, open)
+                healthy_seen += 1
+                assert looks_normal(summary) and not v.abnormal, (e.key, summary)
+                assert summary["flagged_fraction_of_brain"] == 0.0, (e.key, summary)   # no red on a normal slice
+            verdicts += v is not None
+        assert healthy_seen >= 5 and verdicts >= 15      # the MRI model's card carries a calibrated verdict
     finally:
         DEFAULTS.clear()
         DEFAULTS.update(saved)

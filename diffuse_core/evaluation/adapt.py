@@ -58,7 +58,8 @@ def false_flags(denoiser, saliency_models, images: np.ndarray, seed: int = 0, ba
     """The share of each normal slice's brain that Dif-fuse flags at the model card's settings."""
     from diffuse_core.cases import anomaly_threshold_of, default_settings
     from diffuse_core.core.brain import brain_masks
-    from diffuse_core.core.redraw import mask_rule_of, redrawn_masks, score_maps, score_of
+    from diffuse_core.core.redraw import mask_rule_of, needs_probability, redrawn_masks, score_maps, score_of
+    from diffuse_core.evaluation.calibrate import probabilities
     from diffuse_core.evaluation.protocol import EvalSet, compute_saliency_maps, run_on_set
 
     imgs = np.asarray(images, np.float32)
@@ -67,7 +68,9 @@ def false_flags(denoiser, saliency_models, images: np.ndarray, seed: int = 0, ba
     data = EvalSet(imgs, np.zeros_like(brains), brains, ["none"] * n, ["none"] * n, [str(i) for i in range(n)])
     compute_saliency_maps(data, saliency_models, sources=("acat",), device=device)
     card = denoiser.card or {}
-    masks = redrawn_masks(data.saliency["acat"], brains, mask_rule_of(card))
+    rule = mask_rule_of(card)
+    p = probabilities(imgs, saliency_models) if needs_probability(rule) else None
+    masks = redrawn_masks(data.saliency["acat"], brains, rule, p)
     chosen = default_settings(denoiser)
     cfs, _, _, _ = run_on_set("dif-fuse", denoiser, data, {"acat": masks}, k=chosen["k"], steps=chosen["steps"],
                               seed=seed, batch_size=batch_size)

@@ -135,8 +135,6 @@ def write_card(model_dir, record: dict) -> dict:
 
 
 def main(argv=None) -> int:
-    from diffuse_core.evaluation.report import command_line
-
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="assets/ddpm")
     ap.add_argument("--rule", default='{"kind": "weighted", "level": 0.2, "max_share": 0.5}',
@@ -153,7 +151,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     rec = calibrate(args.model, json.loads(args.rule), args.score, args.normalisation, args.n_val, args.n_healthy,
                     args.false_abnormal, device=args.device, k=args.k)
-    rec["command"] = command_line()
+    rec["command"] = "python -m diffuse_core.evaluation.calibrate " + " ".join(sys.argv[1:] if argv is None else argv)
     print(json.dumps(rec, indent=1))
     if args.out:
         from pathlib import Path
@@ -166,3 +164,39 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
+
+
+def verdict_on_real_normals(folder, model_dir=None, healthy_per_case: int = 6, false_abnormal: float = 0.05,
+                            seed: int = 0, device="cpu", batch_size: int = 8) -> dict:
+    """The verdict threshold chosen on real tumour-free slices of the BraTS-layout cases in ``folder`` (cases kept
+    apart from the ones reported): the (1 - ``false_abnormal``) quantile of their peak anomaly at the card's settings.
+    Real normal slices change more under the walk than SynthBrain's, so a threshold from SynthBrain calls most of
+    them abnormal (measured: docs/results.md, real-data section)."""
+    from diffuse_core.cases import load_default_models
+    from diffuse_core.core.redraw import mask_rule_of
+    from diffuse_core.evaluation.protocol import brats_set
+
+    denoiser, sal = load_default_models(model_dir, None, device, True)
+    from diffuse_core.cases import mri_reference_for
+
+    data = brats_set(folder, size=denoiser.config.resolution, per_case=1, healthy_per_case=healthy_per_case,
+                     mri_reference=mri_reference_for(denoiser, "auto"))
+    normal = data.subset(np.where(~data.diseased)[0])
+    _, anos, _, _ = run_set(denoiser, sal, normal, mask_rule_of(denoiser.card), seed, batch_size)
+    peaks = slice_scores(anos, normal.brains)
+    thr = float(np.quantile(peaks, 1.0 - false_abnormal))
+    return {"threshold": thr, "false_abnormal_rate_chosen": false_abnormal, "slices": int(len(normal)),
+            "cases": sorted({i.split("-z")[0] for i in normal.ids}), "peaks": [round(float(p), 4) for p in peaks],
+            "date": time.strftime("%Y-%m-%d", time.gmtime()), "commit": _commit_id(), "hardware": _hw(device)}
+
+
+def _commit_id() -> str:
+    from diffuse_core.evaluation.real_data import commit_id
+
+    return commit_id()
+
+
+def _hw(device) -> str:
+    from diffuse_core.evaluation.real_data import hardware_summary
+
+    return hardware_summary(device)

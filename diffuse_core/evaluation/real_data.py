@@ -178,7 +178,11 @@ def measure(brats_dir, model_dir=None, saliency_dir=None, device="cpu", per_case
     data = brats_set(brats_dir, size=denoiser.config.resolution, per_case=per_case, healthy_per_case=healthy_per_case,
                      mri_reference=mri_reference_for(denoiser, intensity))
     compute_saliency_maps(data, sal, sources=("acat",), device=device)
-    masks = {"acat": redrawn_masks(data.saliency["acat"], data.brains, rule)}
+    from diffuse_core.core.redraw import needs_probability
+    from diffuse_core.evaluation.calibrate import probabilities
+
+    p_diseased = probabilities(data.images, sal) if needs_probability(rule) else None
+    masks = {"acat": redrawn_masks(data.saliency["acat"], data.brains, rule, p_diseased)}
     cfs, _, calls, secs = run_on_set("dif-fuse", denoiser, data, masks, k=chosen["k"], steps=chosen["steps"],
                                      seed=seed, batch_size=batch_size)
     kernel = int(denoiser.card.get("anomaly_kernel", 5))

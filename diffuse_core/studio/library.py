@@ -202,6 +202,21 @@ def _read_curated_sets(croot: Path, kind: str) -> list[LibraryEntry]:
     return entries
 
 
+def _on_model_scale(image, modality: str):
+    """A stored MRI slice (background -1) on the tissue scale where the installed MRI model's card asks for it (the
+    preparation of its training slices and of every upload); CT and other cards: as stored."""
+    ref = MODELS.mri_reference() if modality != "ct" else None
+    if not ref or ref.get("method") != "tissue":
+        return image
+    from diffuse_core.io.intensity import tissue_scale
+
+    img = np.asarray(image, np.float32)
+    brain = (img[0] if img.ndim == 3 else img) > -1.0 + 1e-3
+    if brain.sum() < 16:
+        return image
+    return tissue_scale(img, brain, ref)[0]
+
+
 def load_library_case(key: str) -> LoadedCase:
     """The gallery case ``key`` on the installed model's grid."""
     if not key or not isinstance(key, str):
@@ -232,6 +247,7 @@ def load_library_case(key: str) -> LoadedCase:
                     difficulty=entry.get("difficulty", ""), note=entry.get("note", ""))
     else:
         raise ValueError(f"unknown case {key!r}: pick one in the gallery")
+    image = _on_model_scale(image, modality)
     case = case_from_normalized(image, truth, size=size, channels=channels, source=key, modality=modality,
                                 spacing=spacing)
     what = "healthy" if healthy else (meta["lesion_type"] or "lesion")

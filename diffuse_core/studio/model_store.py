@@ -188,6 +188,19 @@ class ModelStore:
 MODELS = ModelStore()
 
 
+def k_for_modality(k: int, modality: str | None) -> int:
+    """The noise level a case of ``modality`` runs at: ``k`` as given, except the app's default K (the MRI model's
+    card's), which a CT case replaces by its own model's recommended K (each card's K was chosen for its model)."""
+    if str(modality or "").lower() != "ct" or int(k) != int(DEFAULTS["k"]):
+        return int(k)
+    rec = MODELS.ddpm_info("ct").get("recommended") or {}
+    try:
+        own = int(rec["k"])
+    except (KeyError, TypeError, ValueError):
+        return int(k)
+    return own if K_RANGE[0] <= own <= K_RANGE[1] else int(k)
+
+
 def apply_recommended_defaults(defaults: dict = DEFAULTS) -> dict:
     """K, percentile, steps and solver from the installed model card's ``recommended_settings`` (chosen by
     ``diffuse-studio evaluate --write-cards`` or ``--sweeps-only --write-cards`` on validation data), where present

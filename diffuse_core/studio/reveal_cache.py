@@ -72,6 +72,14 @@ def settings_key(modality: str, k: int, percentile: float, steps: int, seed: int
         key += f"_{solver}"
     if kernel != MORPHOLOGY_KERNEL:               # so does the paper's kernel
         key += f"_m{kernel}"
+    card = read_config(ddpm_dir).get("card") or {}
+    rule, score = card.get("mask_rule"), card.get("score")
+    if rule and rule.get("kind") != "percentile":  # the card's region and score make other masks and maps
+        key += f"_{rule['kind'][0]}{rule.get('level', 0):g}"
+    if score and score != "abs":
+        key += f"_{score}"
+    if card.get("input_normalisation") == "tissue":
+        key += "_tissue"
     return re.sub(r"[^A-Za-z0-9_.-]", "-", key)
 
 
@@ -153,8 +161,10 @@ def _app_key(lc) -> str:
     """The settings key of a run of ``lc`` at the app's defaults with the ACAT mask (what the quiz reveals)."""
     from diffuse_core.studio.settings import DEFAULTS
 
-    return settings_key(lc.case.modality, DEFAULTS["k"], DEFAULTS["percentile"], DEFAULTS["steps"], DEFAULTS["seed"],
-                        DEFAULTS["variant"], solver=DEFAULTS["solver"])
+    from diffuse_core.studio.model_store import k_for_modality
+
+    return settings_key(lc.case.modality, k_for_modality(DEFAULTS["k"], lc.case.modality), DEFAULTS["percentile"],
+                        DEFAULTS["steps"], DEFAULTS["seed"], DEFAULTS["variant"], solver=DEFAULTS["solver"])
 
 
 def _run(lc) -> CounterfactualResult:

@@ -23,12 +23,13 @@ from diffuse_core.pipeline import InversionCache
 from diffuse_core.data import curation
 from diffuse_core.studio.guard import RunGuard, request_guard
 from diffuse_core.studio.library import LoadedCase
-from diffuse_core.studio.model_store import MODELS, model_device
+from diffuse_core.studio.model_store import MODELS, k_for_modality, model_device
 from diffuse_core.studio.saliency_cache import SALIENCY_CACHE
 from diffuse_core.studio.scoring import result_summary
 from diffuse_core.studio.session import LIVE_RUNS
 from diffuse_core.studio.region import redrawn_region
 from diffuse_core.studio.settings import (DEFAULTS, MASK_SOURCES, SALIENCY_METHODS, check_percentile, check_settings,
+                                          split_mask_source,
                                           max_upload_bytes, shown)
 from diffuse_core.studio.uploads import upload_paths
 
@@ -54,11 +55,11 @@ def resolve_mask(lc: LoadedCase, mask_from: str, mask_file=None, drawn=None, per
     """What the mask comes from, checked before any GPU time is spent. ``drawn`` (R, R) is the painted region of
     ``mask_from="draw"`` on the model's grid (:func:`diffuse_core.ui.pictures.drawing_to_mask`)."""
     check_percentile(percentile)
-    mask_from = mask_from or DEFAULTS["mask_from"]
+    mask_from, source_rule = split_mask_source(mask_from or DEFAULTS["mask_from"])
     case = lc.case
     if mask_from in SALIENCY_METHODS:
         MODELS.require_acat()
-        rule = mask_rule or DEFAULTS["mask_rule"]
+        rule = mask_rule or source_rule or DEFAULTS["mask_rule"]
         if rule not in ("card", "percentile"):
             raise ValueError(f"unknown mask rule {shown(rule)}: choose 'card' or 'percentile'")
         return MaskChoice(saliency_method=mask_from, rule=rule)
@@ -175,6 +176,7 @@ def run_case(lc: LoadedCase, mask_from="acat", mask_file=None, drawn=None, k=Non
     with RunTimeLimit, within one step."""
     guard = guard if guard is not None else request_guard()
     k, steps, seed, percentile = run_settings(k, steps, seed, percentile)
+    k = k_for_modality(k, lc.case.modality)          # a CT case at the app's default K: its own card's K
     MODELS.require_ddpm()
     guard.check("before the mask")
     start = time.perf_counter()

@@ -34,8 +34,29 @@ def result_summary(lc, item: dict) -> dict:
             "output_size": list(full.shape), "case": lc.title,
             "modality": lc.case.modality, "percentile": item["settings"]["percentile"],
             "mask_from": item["settings"]["mask_from"], "model_version": item["model_version"],
-            "notes": list(lc.notes),
+            "notes": list(lc.notes), "mask_rule": item["settings"].get("mask_rule", "percentile"),
+            "verdict": None if item.get("verdict") is None else item["verdict"].to_dict(),
             "timings": {k: round(float(v), 4) for k, v in (item.get("timings") or r.timings).items()}}
+
+
+def looks_normal(summary: dict) -> bool:
+    """Whether a run calls its slice normal: the calibrated verdict where the model card has one, else under
+    ``DEFAULTS["healthy_flag_fraction"]`` of the brain flagged (:func:`looks_healthy`)."""
+    v = summary.get("verdict")
+    return (not v["abnormal"]) if v else looks_healthy(summary["flagged_fraction_of_brain"])
+
+
+def verdict_line(verdict: dict | None) -> str:
+    """The verdict as one line of markdown for the app ("" without a calibrated verdict)."""
+    if not verdict:
+        return ""
+    if verdict["abnormal"]:
+        return (f"🔴 **Looks abnormal** — peak anomaly {verdict['score']:.2f}, above the {verdict['threshold']:.2f} "
+                f"that {100 * (1 - verdict['false_abnormal_rate']):.0f} % of healthy validation slices stay under. "
+                f"The overlay shows where.")
+    return (f"🟢 **Looks normal** — peak anomaly {verdict['score']:.2f}, under the {verdict['threshold']:.2f} that "
+            f"{100 * (1 - verdict['false_abnormal_rate']):.0f} % of healthy validation slices stay under, so no "
+            f"region is flagged. (A teaching tool's call, not a diagnosis.)")
 
 
 def looks_healthy(flagged_fraction_of_brain: float) -> bool:

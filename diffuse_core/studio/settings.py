@@ -41,9 +41,22 @@ STEPS_RANGE = (1, 250)
 PERCENTILE_RANGE = (50, 99)       # what the sliders offer (the engine accepts any value strictly inside (0, 100))
 CT_WINDOW_CHOICES = ["brain", "stroke", "subdural"]
 MASK_RULES = [("Fits the lesion (the model's rule)", "card"), ("Paper: the saliency percentile", "percentile")]
-MASK_SOURCES = [("ACAT saliency (paper)", "acat"), ("Grad-CAM", "gradcam"), ("Gradient", "gradient"),
-                ("Mask file", "file"), ("Draw the mask", "draw")]
+MASK_SOURCES = [("ACAT saliency, region fitted to the lesion", "acat"),
+                ("ACAT saliency, the paper's percentile region", "acat-paper"), ("Grad-CAM", "gradcam"),
+                ("Gradient", "gradient"), ("Mask file", "file"), ("Draw the mask", "draw")]
 SALIENCY_METHODS = ("acat", "gradcam", "gradient")
+PAPER_SUFFIX = "-paper"           # "acat-paper": the ACAT saliency thresholded at the percentile slider (the paper's)
+
+
+def split_mask_source(mask_from: str) -> tuple[str, str | None]:
+    """(saliency method or mask source, region rule): "acat" -> ("acat", "card"), "acat-paper" -> ("acat",
+    "percentile"), "file"/"draw" -> (same, None)."""
+    m = str(mask_from or "")
+    if m.endswith(PAPER_SUFFIX) and m[: -len(PAPER_SUFFIX)] in SALIENCY_METHODS:
+        return m[: -len(PAPER_SUFFIX)], "percentile"
+    return m, ("card" if m in SALIENCY_METHODS else None)
+
+
 MESSAGE_VALUE_CHARS = 80          # at most this much of a user's value is quoted back in an error message
 
 

@@ -11,6 +11,7 @@ from diffuse_core.data import curation
 from diffuse_core.studio.guard import RunCancelled, RunTimeLimit
 from diffuse_core.studio.library import load_library_case
 from diffuse_core.studio.model_store import MODELS, ModelUnavailable
+from diffuse_core.studio.scoring import verdict_line
 from diffuse_core.studio.review import batch_sources, item_from_state, run_for_review, save_accepted
 from diffuse_core.studio.selection import reload_case
 from diffuse_core.studio.settings import check_settings
@@ -101,9 +102,21 @@ def review_details(items, i):
     s = r["summary"]
     dice = f", Dice {s['dice']:.3f}" if "dice" in s else ""
     md = (f"**{html.escape(it.label)}** — {STATUS_ICON[it.status]} {it.status} · run {it.runs} · K={s['k']}, "
-          f"{s['steps']} steps, seed {s['seed']}, percentile {s['percentile']:g}{dice}, mean change in brain "
+          f"{s['steps']} steps, seed {s['seed']}, {_region(s)}{dice}, mean change in brain "
           f"{s['mean_abs_change_in_brain']:.4f}")
+    line = verdict_line(s.get("verdict"))
+    if line:
+        md = f"{line}\n\n{md}"
+        if it.result.get("healthy") and s["verdict"]["abnormal"]:
+            md += ("\n\n⚠ This slice is labelled **healthy** but the verdict is **abnormal**: check it before it "
+                   "goes into a healthy teaching set.")
     return (with_outlines(grey_rgb(r["image"][0]), truth=r.get("truth")), grey_rgb(r["counterfactual"][0])), md, it.note
+
+
+def _region(summary: dict) -> str:
+    if summary.get("mask_rule") == "card":
+        return "region by the model's rule"
+    return f"percentile {summary['percentile']:g}"
 
 
 def review_decide(decision: str):

@@ -7,13 +7,14 @@ import html
 from typing import Optional
 
 import gradio as gr
+import numpy as np
 
 from diffuse_core.studio.display import display_result
 from diffuse_core.studio.library import LoadedCase
 from diffuse_core.studio.model_store import MODELS
 from diffuse_core.studio.review import modality_label
 from diffuse_core.studio.runs import result_record, run_case
-from diffuse_core.studio.scoring import looks_healthy, result_summary
+from diffuse_core.studio.scoring import looks_normal, result_summary, verdict_line
 from diffuse_core.studio.selection import load_selected
 from diffuse_core.studio.guard import RunCancelled, request_guard
 from diffuse_core.studio.session import LIVE_RUNS, session_id
@@ -62,20 +63,23 @@ def preview_mask(source, gallery_key, files, slice_index, channel, window, gt_fi
     any run: the saliency map is computed once per slice and kept (:mod:`diffuse_core.studio.saliency_cache`).
     -> (preview picture, progress line)."""
     from diffuse_core.studio.saliency_cache import mask_preview
-    from diffuse_core.studio.settings import SALIENCY_METHODS
+    from diffuse_core.studio.settings import SALIENCY_METHODS, split_mask_source
 
-    if mask_from not in SALIENCY_METHODS:
+    method, rule = split_mask_source(mask_from)
+    if method not in SALIENCY_METHODS:
         return gr.skip(), gr.skip()
     try:
         lc = load_selected(source, gallery_key, files, slice_index, channel, window, gt_file)
-        mask, _ = mask_preview(lc, mask_from, percentile)
+        mask, _ = mask_preview(lc, method, percentile, rule)
     except USER_ERRORS:
         return gr.skip(), gr.skip()             # nothing selected yet, or no ACAT: the run says why
     rgb = with_outlines(grey_rgb(lc.case.image[0]), mask, lc.case.ground_truth)
     brain = lc.case.brain_mask.astype(bool)
     share = 100.0 * mask[brain].mean() if brain.any() else 0.0
-    return rgb, progress_html(0, 1, f"Mask preview: {mask_from.upper()} saliency above the {float(percentile):g}th "
-                                    f"percentile, {share:.0f} % of the brain (cyan). Press Run to redraw it.")
+    how = (f"above the {float(percentile):g}th percentile" if rule == "percentile" else
+           "by the model's rule (sized to the lesion; the paper's percentile is the other ACAT choice)")
+    return rgb, progress_html(0, 1, f"Mask preview: {method.upper()} saliency {how}, {share:.0f} % of the brain "
+                                    f"(cyan). Press Run to redraw it.")
 
 
 def _number(v):
@@ -188,14 +192,23 @@ def explore_run(source, gallery_key, files, slice_index, channel, window, gt_fil
         yield [gr.skip(), gr.skip(), progress_html(0, 1, STOPPED_TEXT), *skip_all(n - 3)]
 
 
+def verdict_view(state):
+    """The verdict line above the results (hidden when the run's model card has no calibrated verdict)."""
+    line = verdict_line((state or {}).get("verdict"))
+    return gr.update(value=line, visible=bool(line))
+
+
 def explore_outputs(lc: LoadedCase, item: dict, opacity: float) -> list:
     """Every Explore output for a finished run (a "result" item), in :data:`EXPLORE_OUTPUTS` order; "run_state" is
     the run's record plus what the quiz and the overlay need."""
     r = item["result"]
     summary = result_summary(lc, item)
     d = display_result(lc.case, r)              # the panels at the input's own resolution
+    if summary.get("verdict") and not summary["verdict"]["abnormal"]:
+        d.anomaly = np.zeros_like(d.anomaly)    # a slice called normal shows no red
     state = {**result_record(lc, item, summary), "key": lc.key, "saliency": r.saliency,
-             "threshold": item["threshold"], "display": d, "modality_label": modality_label(lc)}
+             "threshold": item["threshold"], "display": d, "modality_label": modality_label(lc),
+             "verdict": summary.get("verdict")}
     values = {
         "live_noisy": gr.skip(), "live_clean": with_outlines(grey_rgb(r.counterfactual[0]), r.mask),
         "progress": progress_html(1, 1, f"Done in {r.seconds:.1f} s ({r.network_calls} network calls"
@@ -219,9 +232,13 @@ def metrics_markdown(lc: LoadedCase, summary: dict) -> str:
     rows.append(("Run", f"K={summary['k']}, {summary['steps']} steps, seed {summary['seed']}, "
                         f"{summary['network_calls']} network calls, {summary['seconds']:.1f} s on {summary['device']}"))
     table = "\n".join(f"| {a} | {b} |" for a, b in rows)
+    if summary.get("verdict"):
+        v = summary["verdict"]
+        rows.insert(0, ("Verdict", f"**{'abnormal' if v['abnormal'] else 'normal'}** (peak anomaly {v['score']:.3f}; "
+                                   f"threshold {v['threshold']:.3f})"))
     head = f"**{html.escape(lc.title)}**"
     if lc.healthy:
-        ok = looks_healthy(summary["flagged_fraction_of_brain"])
+        ok = looks_normal(summary)
         head += (" — a **healthy** case: the model should leave it nearly unchanged "
                  f"({'✓ it did' if ok else '⚠ it changed more than expected'}).")
     elif lc.case.ground_truth is None:

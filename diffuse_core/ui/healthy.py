@@ -30,7 +30,7 @@ def healthy_check(choice, source, gallery_key, files, slice_index, channel, wind
     else:
         lc = load_library_case(choice)
     if MODELS.acat_info()["available"]:
-        mask_from, drawn, how = "acat", None, "the ACAT mask (top 10 % of the saliency)"
+        mask_from, drawn, how = "acat", None, "the ACAT mask, by the model's rule"
     else:  # without ACAT the harshest test: redraw the whole brain
         mask_from, drawn, how = "draw", lc.case.brain_mask, "the whole brain (ACAT is unavailable)"
     result = None
@@ -45,8 +45,12 @@ def healthy_check(choice, source, gallery_key, files, slice_index, channel, wind
     r = result["result"]
     s = scores(r, None, result["threshold"])
     change = r.summary()["mean_abs_change_in_brain"]
-    verdict = ("✓ **Nearly unchanged**, as a model trained on healthy slices should leave a healthy slice."
-               if looks_healthy(s["flagged_fraction_of_brain"]) else
+    v = result.get("verdict")                       # the calibrated verdict, where the model card has one
+    normal = (not v.abnormal) if v is not None else looks_healthy(s["flagged_fraction_of_brain"])
+    verdict = ("✓ **Nearly unchanged**, as a model trained on healthy slices should leave a healthy slice"
+               + (f": the verdict is **normal** (peak anomaly {v.score:.3f}, threshold {v.threshold:.3f})."
+                  if v is not None else ".")
+               if normal else
                "⚠ **Changed more than expected** for a healthy slice: the model may be undertrained, or the slice "
                "is not healthy.")
     label = "healthy case" if lc.healthy else ("case not marked healthy" if lc.healthy is False else "uploaded case")

@@ -182,7 +182,7 @@ def build_demo(title: str = "Dif-fuse Studio") -> gr.Blocks:
                         # shown when a setting or the case changed after the run (explore.stale_marker)
                         stale = gr.HTML("", elem_id="df-stale")
                         # the slice verdict (normal / abnormal) of issue 36 item 1 goes here, above the panels
-                        explore_verdict = gr.Markdown("", elem_id="df-verdict", visible=False)  # noqa: F841
+                        explore_verdict = gr.Markdown("", elem_id="df-verdict", visible=False)
                         res_kw = {**img_kw, "height": RESULT_PANEL, "width": None}
                         with gr.Row(elem_classes="df-results"):
                             out_input = gr.Image(label="Input", elem_id="df-out-input", **res_kw)
@@ -370,6 +370,7 @@ def build_demo(title: str = "Dif-fuse Studio") -> gr.Blocks:
         stale_ins = [run_state, source, selected_key, files, slice_slider, channel, window, mask_from, ctl["k"],
                      ctl["percentile"], ctl["steps"], ctl["seed"]]
         run_event.then(explore.stale_marker, stale_ins, stale, **light)
+        run_event.then(explore.verdict_view, run_state, explore_verdict, **light)
         for comp in stale_ins[1:]:
             comp.change(explore.stale_marker, stale_ins, stale, trigger_mode="always_last", **light)
         unc_event = unc_btn.click(bounded(uncertainty.uncertainty_run), case_inputs + [

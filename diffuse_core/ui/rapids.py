@@ -15,7 +15,9 @@ import numpy as np
 from diffuse_core.studio import rapids
 from diffuse_core.studio.display import display_result
 from diffuse_core.studio.library import list_library, load_library_case
+from diffuse_core.studio.model_store import MODELS
 from diffuse_core.studio.reveal_cache import result_for_case
+from diffuse_core.studio.scoring import verdict_line
 from diffuse_core.studio.settings import DEFAULTS
 from diffuse_core.ui.errors import user_errors
 from diffuse_core.ui.pictures import USER_COLOR, grey_rgb, overlay_picture, resize_mask, with_outlines
@@ -58,10 +60,18 @@ def _marker(rgb: np.ndarray, point_px, color=USER_COLOR) -> np.ndarray:
 
 
 def _view(key: str):
-    """The case's picture (panel pixels), its Display and LoadedCase (the reveal result is cached: instant)."""
+    """The case's picture (panel pixels), its Display and LoadedCase (the reveal result is cached: instant); the
+    Display carries the slice verdict (``d.verdict``) and, for a slice called normal, no anomaly to show."""
+    from diffuse_core.core.verdict import verdict_of
+
     lc = load_library_case(key)
     result = result_for_case(lc)
     d = display_result(lc.case, result)
+    card = (MODELS.ddpm_info(lc.case.modality).get("card") or {})
+    v = verdict_of(result.anomaly, result.brain_mask, card)
+    d.verdict = None if v is None else v.to_dict()
+    if v is not None and not v.abnormal:
+        d.anomaly = np.zeros_like(d.anomaly)       # a slice called normal shows no anomaly spots
     return lc, d
 
 
@@ -138,7 +148,10 @@ def _reveal(lc, d, answer: rapids.Answer, point_px):
                            truth, d.vmax, PANEL)
     heat = _marker(heat, point_px)
     sign = f"+{answer.points}" if answer.points else "0"
-    lines = [f"### {sign} — {rapids.VERDICT_TEXT[answer.verdict]}", "",
+    lines = [f"### {sign} — {rapids.VERDICT_TEXT[answer.verdict]}", ""]
+    if getattr(d, "verdict", None):
+        lines += [f"Dif-fuse's verdict: {verdict_line(d.verdict)}", ""]
+    lines += [
              f"**{lc.title}** · {'normal' if answer.healthy else answer.lesion_type} · difficulty "
              f"{answer.difficulty}" + (f" · {lc.location}" if lc.location else "")]
     if lc.note:
