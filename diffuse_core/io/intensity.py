@@ -11,6 +11,24 @@ REFERENCE_PERCENTILES = (10.0, 25.0, 50.0, 75.0)   # brain landmarks of the inte
                                                    # lesions' share of most slices, above the CSF-only lowest tail
 
 
+def slice_and_brain(image, brain_mask) -> tuple[np.ndarray, np.ndarray, bool]:
+    """(image as (C, H, W) float32, brain (H, W) bool, whether the image was 2-D), checked: a slice of the brain's
+    size, a brain that is not empty."""
+    arr = np.asarray(image, dtype=np.float32)
+    squeeze = arr.ndim == 2
+    arr = arr[None] if squeeze else arr
+    if arr.ndim != 3:
+        raise ValueError(f"expected a slice (H, W) or (C, H, W), got shape {arr.shape}")
+    brain = np.asarray(brain_mask)
+    brain = brain[0] if brain.ndim == 3 and brain.shape[0] == 1 else brain
+    if brain.shape != arr.shape[1:]:
+        raise ValueError(f"brain mask {brain.shape} and image {arr.shape[1:]} differ in size")
+    brain = brain > 0
+    if not brain.any():
+        raise ValueError("the brain mask is empty: no brain to normalise (pass a mask, or check the image)")
+    return arr, brain, squeeze
+
+
 def intensity_reference(images, brains=None, percentiles=REFERENCE_PERCENTILES) -> dict:
     """Where a model's training slices put the brain's intensity landmarks: per channel, the median over slices of
     each brain percentile. ``images`` (N, C, H, W) on the model's scale; ``brains`` (N, H, W) (default: > -1).
@@ -36,18 +54,7 @@ def standardize_mri(image, brain_mask, reference: dict):
     reference's values (the model's training data, :func:`intensity_reference`); clipped to [-1, 1], background -1.
     Linear, so contrasts keep their ratios; fitted on the 10th-75th percentiles, so a bright lesion of up to about a
     quarter of the brain does not move it. Returns (image, ranges): ranges are the raw values mapped to -1 and 1."""
-    arr = np.asarray(image, dtype=np.float32)
-    squeeze = arr.ndim == 2
-    arr = arr[None] if squeeze else arr
-    if arr.ndim != 3:
-        raise ValueError(f"expected a slice (H, W) or (C, H, W), got shape {arr.shape}")
-    brain = np.asarray(brain_mask)
-    brain = brain[0] if brain.ndim == 3 and brain.shape[0] == 1 else brain
-    if brain.shape != arr.shape[1:]:
-        raise ValueError(f"brain mask {brain.shape} and image {arr.shape[1:]} differ in size")
-    brain = brain > 0
-    if not brain.any():
-        raise ValueError("the brain mask is empty: no brain to normalise (pass a mask, or check the image)")
+    arr, brain, squeeze = slice_and_brain(image, brain_mask)
     q = np.asarray(reference.get("percentiles", ()), dtype=np.float64)
     values = np.asarray(reference.get("values", ()), dtype=np.float64)
     if values.ndim == 1:
@@ -117,18 +124,7 @@ def tissue_scale(image, brain_mask, scale: dict | None = None):
     around a head, SynthBrain's -1). Returns (image, ranges): ranges are the raw values mapped to -1 and 1."""
     sc = {**TISSUE_SCALE, **(scale or {})}
     level = float(sc["tissue_level"])
-    arr = np.asarray(image, dtype=np.float32)
-    squeeze = arr.ndim == 2
-    arr = arr[None] if squeeze else arr
-    if arr.ndim != 3:
-        raise ValueError(f"expected a slice (H, W) or (C, H, W), got shape {arr.shape}")
-    brain = np.asarray(brain_mask)
-    brain = brain[0] if brain.ndim == 3 and brain.shape[0] == 1 else brain
-    if brain.shape != arr.shape[1:]:
-        raise ValueError(f"brain mask {brain.shape} and image {arr.shape[1:]} differ in size")
-    brain = brain > 0
-    if not brain.any():
-        raise ValueError("the brain mask is empty: no brain to normalise (pass a mask, or check the image)")
+    arr, brain, squeeze = slice_and_brain(image, brain_mask)
     out = np.full(arr.shape, -1.0, dtype=np.float32)
     ranges = []
     for c in range(arr.shape[0]):

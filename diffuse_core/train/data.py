@@ -220,17 +220,23 @@ def percentile_stretch(images, low_pct: float = 1.0, high_pct: float = 99.0) -> 
     the whole [-1, 1] inside the brain. A model trained on stretched slices sees healthy brain as the app shows it
     real ones (docs/real_scans.md: the intensity histogram alone tells the absolute scale from real slices with
     AUROC 1.00, the stretched one with 0.77). The brain is the slice's non-background (:func:`brain_masks`)."""
-    from diffuse_core.core.brain import brain_masks
     from diffuse_core.io.preprocess import normalize_mri
+
+    return _per_slice(images, lambda img, brain: normalize_mri(img, brain, low_pct, high_pct), min_brain=1)
+
+
+def _per_slice(images, prepare, min_brain: int) -> np.ndarray:
+    """``prepare(slice, brain)`` over slices (N, C, H, W) whose brain (their non-background, :func:`brain_masks`)
+    holds at least ``min_brain`` pixels; the others stay background (-1)."""
+    from diffuse_core.core.brain import brain_masks
 
     x = np.asarray(images, dtype=np.float32)
     if x.ndim != 4:
         raise ValueError(f"expected slices (N, C, H, W), got shape {x.shape}")
-    brains = brain_masks(x)
     out = np.full_like(x, -1.0)
-    for i, (img, brain) in enumerate(zip(x, brains)):
-        if brain.any():
-            out[i] = normalize_mri(img, brain, low_pct, high_pct)
+    for i, (img, brain) in enumerate(zip(x, brain_masks(x))):
+        if brain.sum() >= min_brain:
+            out[i] = prepare(img, brain)
     return out
 
 
@@ -238,18 +244,9 @@ def tissue_scaled(images, scale: dict | None = None) -> np.ndarray:
     """SynthBrain slices (N, C, H, W) put on the tissue scale (:func:`diffuse_core.io.intensity.tissue_scale`), the
     same preparation a real MRI gets in ``run`` and the app when the model's card says ``input_normalisation:
     tissue``. The brain is the slice's non-background (:func:`brain_masks`)."""
-    from diffuse_core.core.brain import brain_masks
     from diffuse_core.io.intensity import tissue_scale
 
-    x = np.asarray(images, dtype=np.float32)
-    if x.ndim != 4:
-        raise ValueError(f"expected slices (N, C, H, W), got shape {x.shape}")
-    brains = brain_masks(x)
-    out = np.full_like(x, -1.0)
-    for i, (img, brain) in enumerate(zip(x, brains)):
-        if brain.sum() >= 16:
-            out[i] = tissue_scale(img, brain, scale)[0]
-    return out
+    return _per_slice(images, lambda img, brain: tissue_scale(img, brain, scale)[0], min_brain=16)
 
 
 def normalise_slices(images, normalisation: str, scale: dict | None = None) -> np.ndarray:
