@@ -244,6 +244,10 @@ def measure(brats_dir, model_dir=None, saliency_dir=None, device="cpu", per_case
         "per_slice": [{"id": data.ids[i], "tumour": bool(tum[i]), "mask_share": round(float(mask_share[i]), 4)}
                       for i in range(len(data))],
     }
+    from diffuse_core.core.verdict import slice_score
+
+    for i in range(len(data)):
+        res["per_slice"][i]["peak_anomaly"] = round(slice_score(maps[i], data.brains[i]), 4)
     ti, fi = np.where(tum)[0], np.where(free)[0]
     for j, i in enumerate(ti):
         res["per_slice"][i].update(dice=round(float(dice_df[j]), 4), dice_threshold=round(float(dice_z[j]), 4),
