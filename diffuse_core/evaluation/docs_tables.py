@@ -313,7 +313,11 @@ def render_real_data(root: Path) -> str:
         return "*Not measured yet: run `diffuse-studio real-data --brats DIR --write-docs`.*\n"
     doc = json.loads(path.read_text())
     grid = doc.get("grid")
-    return markdown(doc, None if not grid else os.path.relpath(root / grid, root / "docs"))
+    try:
+        return markdown(doc, None if not grid else os.path.relpath(root / grid, root / "docs"))
+    except KeyError as err:
+        return (f"*{path.relative_to(root)} lacks {err} (not written by `diffuse-studio real-data`?): run "
+                f"`diffuse-studio real-data --brats DIR --write-docs`.*\n")
 
 
 GENERATORS = {"models": render_models, "model_sources": render_sources, "training": render_training,
