@@ -265,6 +265,7 @@ def test_mask_preview_uncertainty_and_display_in_the_browser(server):
     with sync_playwright() as p:
         browser, page = _first_case(p, server, 1000)
         try:
+            page.locator("label", has_text="the paper's percentile region").first.click()   # the paper's region
             box = page.locator("#df-percentile input[type=number]")
             box.fill("80")
             box.press("Enter")

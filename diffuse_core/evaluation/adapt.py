@@ -59,7 +59,7 @@ def false_flags(denoiser, saliency_models, images: np.ndarray, seed: int = 0, ba
     from diffuse_core.cases import anomaly_threshold_of, default_settings
     from diffuse_core.core.brain import brain_masks
     from diffuse_core.core.redraw import mask_rule_of, needs_probability, redrawn_masks, score_maps, score_of
-    from diffuse_core.evaluation.calibrate import probabilities
+    from diffuse_core.saliency.dispatch import diseased_probabilities as probabilities
     from diffuse_core.evaluation.protocol import EvalSet, compute_saliency_maps, run_on_set
 
     imgs = np.asarray(images, np.float32)
@@ -159,7 +159,7 @@ def adapt(data_dir, out_dir, base_dir=None, minutes: float = DEFAULT_MINUTES, ho
     after = false_flags(new, sal, measure_images, seed=seed, device=device)
     steps_trained = int((read_config(partial, "ddpm").get("card") or {}).get("training", {}).get("steps_done", 0)
                         - (base_card.get("training") or {}).get("steps_done", 0))
-    from diffuse_core.evaluation.real_data import hardware_summary
+    from diffuse_core.evaluation.provenance import hardware_summary
 
     record = {
         "base_model": str(base), "data": str(data_dir), "normal_slices": int(len(images)),

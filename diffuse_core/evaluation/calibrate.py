@@ -34,26 +34,16 @@ def slice_scores(maps: np.ndarray, brains: np.ndarray) -> np.ndarray:
                      for m, b in zip(maps, brains)])
 
 
-def probabilities(images: np.ndarray, models, batch: int = 32) -> np.ndarray:
-    """The classifier's P(diseased) of each slice (N, C, H, W)."""
-    import torch
-
-    out = []
-    with torch.no_grad():
-        for s in range(0, len(images), batch):
-            x = torch.as_tensor(np.asarray(images[s:s + batch], np.float32)).to(models.device)
-            out.append(np.asarray(models.classifier.predict_proba(x).float().cpu()).ravel())
-    return np.concatenate(out)
-
-
 def run_set(denoiser, sal, data, rule: dict, seed: int = 0, batch_size: int = 8, k: int | None = None):
     """(counterfactuals, anomaly maps, redrawn masks, P(diseased)) of a set under the denoiser's card settings."""
     from diffuse_core.cases import default_settings
     from diffuse_core.core.redraw import needs_probability, redrawn_masks
     from diffuse_core.evaluation.protocol import compute_saliency_maps, run_on_set
 
+    from diffuse_core.saliency.dispatch import diseased_probabilities
+
     compute_saliency_maps(data, sal, sources=("acat",))
-    p = probabilities(data.images, sal)
+    p = diseased_probabilities(data.images, sal)
     masks = redrawn_masks(data.saliency["acat"], data.brains, rule, p if needs_probability(rule) else None)
     chosen = default_settings(denoiser)
     cfs, anos, _, _ = run_on_set("dif-fuse", denoiser, data, {"acat": masks}, k=k or chosen["k"],
@@ -68,7 +58,7 @@ def calibrate(model_dir=None, rule: dict | None = None, score: str = "signed", n
     from diffuse_core.core.metrics import dice
     from diffuse_core.core.redraw import check_rule, score_of
     from diffuse_core.evaluation.protocol import choose_threshold, identity_change, model_scale, synthbrain_set
-    from diffuse_core.evaluation.real_data import commit_id, hardware_summary
+    from diffuse_core.evaluation.provenance import commit_id, hardware_summary
     from diffuse_core.io.intensity import TISSUE_SCALE
 
     t0 = time.perf_counter()
@@ -175,6 +165,7 @@ def verdict_on_real_normals(folder, model_dir=None, healthy_per_case: int = 6, f
     from diffuse_core.cases import load_default_models
     from diffuse_core.core.redraw import mask_rule_of
     from diffuse_core.evaluation.protocol import brats_set
+    from diffuse_core.evaluation.provenance import commit_id, hardware_summary
 
     denoiser, sal = load_default_models(model_dir, None, device, True)
     from diffuse_core.cases import mri_reference_for
@@ -187,16 +178,4 @@ def verdict_on_real_normals(folder, model_dir=None, healthy_per_case: int = 6, f
     thr = float(np.quantile(peaks, 1.0 - false_abnormal))
     return {"threshold": thr, "false_abnormal_rate_chosen": false_abnormal, "slices": int(len(normal)),
             "cases": sorted({i.split("-z")[0] for i in normal.ids}), "peaks": [round(float(p), 4) for p in peaks],
-            "date": time.strftime("%Y-%m-%d", time.gmtime()), "commit": _commit_id(), "hardware": _hw(device)}
-
-
-def _commit_id() -> str:
-    from diffuse_core.evaluation.real_data import commit_id
-
-    return commit_id()
-
-
-def _hw(device) -> str:
-    from diffuse_core.evaluation.real_data import hardware_summary
-
-    return hardware_summary(device)
+            "date": time.strftime("%Y-%m-%d", time.gmtime()), "commit": commit_id(), "hardware": hardware_summary(device)}

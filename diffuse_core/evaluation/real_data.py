@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import platform
-import subprocess
 import time
 from pathlib import Path
 
@@ -132,31 +130,6 @@ def verdicts(maps, zmaps, brains, tumour, groups, card: dict, false_abnormal: fl
     return out
 
 
-def commit_id() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
-                              cwd=Path(__file__).resolve().parent).stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def hardware_summary(device) -> str:
-    from diffuse_core.models.device import cpu_has_fast_bf16
-
-    cpu = platform.processor() or "cpu"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import os
-
-    return (f"{cpu}, {os.cpu_count()} cores" + (" (bf16 autocast)" if cpu_has_fast_bf16() else " (fp32)")
-            if str(device) == "cpu" else str(device))
-
-
 def measure(brats_dir, model_dir=None, saliency_dir=None, device="cpu", per_case: int = 4, healthy_per_case: int = 3,
             intensity: str = "auto", mask_rule: str | None = None, score: str | None = None,
             threshold: float | None = None, seed: int = 0, batch_size: int = 8, keep_arrays: bool = False) -> dict:
@@ -167,6 +140,7 @@ def measure(brats_dir, model_dir=None, saliency_dir=None, device="cpu", per_case
     from diffuse_core.core.redraw import mask_rule_of, redrawn_masks, score_maps, score_of
     from diffuse_core.evaluation.baselines import zscore_maps
     from diffuse_core.evaluation.protocol import brats_set, compute_saliency_maps, run_on_set
+    from diffuse_core.evaluation.provenance import commit_id, hardware_summary
 
     t0 = time.perf_counter()
     denoiser, sal = load_default_models(model_dir, saliency_dir, device, True)
@@ -179,7 +153,7 @@ def measure(brats_dir, model_dir=None, saliency_dir=None, device="cpu", per_case
                      mri_reference=mri_reference_for(denoiser, intensity))
     compute_saliency_maps(data, sal, sources=("acat",), device=device)
     from diffuse_core.core.redraw import needs_probability
-    from diffuse_core.evaluation.calibrate import probabilities
+    from diffuse_core.saliency.dispatch import diseased_probabilities as probabilities
 
     p_diseased = probabilities(data.images, sal) if needs_probability(rule) else None
     masks = {"acat": redrawn_masks(data.saliency["acat"], data.brains, rule, p_diseased)}

@@ -123,3 +123,13 @@ def diseased_probability(image, models: SaliencyModels) -> float:
     with torch.no_grad():
         p = models.classifier.predict_proba(x.to(models.device))
     return float(np.asarray(p.detach().float().cpu()).ravel()[0])
+
+
+def diseased_probabilities(images, models: SaliencyModels, batch: int = 32) -> np.ndarray:
+    """The classifier's P(diseased) of each slice of a stack (N, C, H, W) in [-1, 1]."""
+    out = []
+    with torch.no_grad():
+        for s in range(0, len(images), batch):
+            x = torch.as_tensor(np.asarray(images[s:s + batch], np.float32)).to(models.device)
+            out.append(np.asarray(models.classifier.predict_proba(x).float().cpu()).ravel())
+    return np.concatenate(out) if out else np.zeros(0)
