@@ -265,11 +265,13 @@ def test_mask_preview_uncertainty_and_display_in_the_browser(server):
     with sync_playwright() as p:
         browser, page = _first_case(p, server, 1000)
         try:
-            page.locator("label", has_text="the paper's percentile region").first.click()   # the paper's region
+            page.locator("#df-mask-source").click()                                  # open the accordion
+            page.locator("#df-mask-from label", has_text="percentile region").first.click()   # the paper's region
             box = page.locator("#df-percentile input[type=number]")
             box.fill("80")
             box.press("Enter")
             page.wait_for_function("document.body.innerText.includes('Mask preview')", timeout=30_000)
+            page.wait_for_function("document.body.innerText.includes('80th percentile')", timeout=30_000)
             assert "80th percentile" in page.inner_text("body")
             for slider, value in (("#df-steps", "3"), ("#df-k", "200")):
                 box = page.locator(f"{slider} input[type=number]")

@@ -162,7 +162,8 @@ def build_demo(title: str = "Dif-fuse Studio") -> gr.Blocks:
                             stop_btn = gr.Button("■ Stop", variant="stop", elem_id="df-stop")
                         with gr.Accordion("Mask source", open=False, elem_id="df-mask-source"):
                             mask_from = gr.Radio(MASK_SOURCES, value=DEFAULTS["mask_from"], label="Mask from",
-                                                 info="ACAT as in the paper, or your own region")
+                                                 info="ACAT's region sized to the lesion (default), the paper's "
+                                                      "percentile region, or your own", elem_id="df-mask-from")
                             mask_file = gr.File(label="Mask file (binary mask or saliency map)", file_count="single",
                                                 visible=False)
                             mask_draw = gr.ImageEditor(label="Paint the region to redraw", type="numpy",
