@@ -51,10 +51,10 @@ def verdict_line(verdict: dict | None) -> str:
     if not verdict:
         return ""
     if verdict["abnormal"]:
-        return (f"🔴 **Looks abnormal** — peak anomaly {verdict['score']:.2f}, above the {verdict['threshold']:.2f} "
+        return (f"**Looks abnormal** — peak anomaly {verdict['score']:.2f}, above the {verdict['threshold']:.2f} "
                 f"that {100 * (1 - verdict['false_abnormal_rate']):.0f} % of healthy validation slices stay under. "
                 f"The overlay shows where.")
-    return (f"🟢 **Looks normal** — peak anomaly {verdict['score']:.2f}, under the {verdict['threshold']:.2f} that "
+    return (f"**Looks normal** — peak anomaly {verdict['score']:.2f}, under the {verdict['threshold']:.2f} that "
             f"{100 * (1 - verdict['false_abnormal_rate']):.0f} % of healthy validation slices stay under, so no "
             f"region is flagged. (A teaching tool's call, not a diagnosis.)")
 
