@@ -20,7 +20,6 @@ import argparse
 import datetime
 import json
 import platform
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -34,17 +33,11 @@ sys.path.insert(0, str(ROOT))
 import bad_inputs as bi  # noqa: E402
 import input_cost  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from bench_app_load import cpu_model  # noqa: E402  (one CPU description for every benchmark's results file)
+
 RESULTS = ROOT / "benchmarks" / "results" / "bombs.json"
 REPORT = ROOT / "benchmarks" / "bombs.md"
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
-        return f"{fields.get('Model name', '?').strip()}, {fields.get('CPU(s)', '?').strip()} CPUs"
-    except (OSError, subprocess.CalledProcessError):
-        return platform.processor() or "unknown CPU"
 
 
 def inputs(folder: Path) -> list[dict]:
