@@ -25,7 +25,7 @@ from PIL import Image  # noqa: E402
 from diffuse_core.data import curation  # noqa: E402
 from diffuse_core.models.denoiser import DenoiserConfig, new_denoiser, save_denoiser  # noqa: E402
 from diffuse_core.studio import library, model_store, session, settings, uploads  # noqa: E402
-from diffuse_core.ui import curate, explore, healthy, launch, layout, pictures, quiz  # noqa: E402
+from diffuse_core.ui import curate, explore, healthy, launch, layout, outline_practice, pictures  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -154,7 +154,7 @@ def test_recommended_settings_from_the_model_card_become_the_defaults(studio, en
 
     assets = tmp_path / "assets"
     shutil.copytree(env["full"], assets)
-    update_card(assets / "ddpm", {"recommended_settings": {"k": 250, "percentile": 85.0, "steps": 2000}})
+    update_card(assets / "ddpm", {"recommended_settings": {"k": 250, "percentile": 85.0, "steps": 2000}}, by="evaluate")
     monkeypatch.setenv("DIFFUSE_ASSETS", str(assets))
     d = model_store.apply_recommended_defaults({"k": 500, "percentile": 90.0, "steps": 50})
     assert d == {"k": 250, "percentile": 85.0, "steps": 50}   # 2000 steps is out of range: the default stays
@@ -456,15 +456,15 @@ def test_quiz_scores_the_drawing_against_truth_and_model(studio):
     s = 256 / R
     drawing = box(256, 256, int(rows.min() * s), int((rows.max() + 1) * s), int(cols.min() * s),
                   int((cols.max() + 1) * s))
-    picture, md = quiz.quiz_check(drawing, None, "gallery", key, None, 0, None, None, None)
+    picture, md = outline_practice.quiz_check(drawing, None, "gallery", key, None, 0, None, None, None)
     assert picture.shape == (256, 256, 3) and "ground truth" in md and "Run the model" in md
     dice = float(md.split("**")[1])
     assert dice > 0.8
     state = out(run_explore(key=key)[-1], "run_state")
-    _, md = quiz.quiz_check(drawing, state, "gallery", key, None, 0, None, None, None)
+    _, md = outline_practice.quiz_check(drawing, state, "gallery", key, None, 0, None, None, None)
     assert "model's anomaly map" in md
     with pytest.raises(gr.Error, match="Draw where"):
-        quiz.quiz_check(None, state, "gallery", key, None, 0, None, None, None)
+        outline_practice.quiz_check(None, state, "gallery", key, None, 0, None, None, None)
 
 
 def test_curate_batch_review_save_and_zip(studio, env):
@@ -660,7 +660,7 @@ def test_the_percentile_slider_previews_the_runs_mask_before_any_run(studio):
     from diffuse_core.models.checkpoint import update_card
 
     ddpm = studio["full"] / "ddpm"
-    update_card(ddpm, mask_rule={"kind": "weighted", "level": 0.2, "max_share": 0.5})
+    update_card(ddpm, mask_rule={"kind": "weighted", "level": 0.2, "max_share": 0.5}, by="calibrate")
     try:
         card_a, line_a = explore.preview_mask("gallery", key, None, 0, None, None, None, "acat", 80)
         card_b, _ = explore.preview_mask("gallery", key, None, 0, None, None, None, "acat", 95)
@@ -669,7 +669,7 @@ def test_the_percentile_slider_previews_the_runs_mask_before_any_run(studio):
         state = out(run_explore(key=key, percentile=95.0)[-1], "run_state")
         assert np.array_equal(state["mask"], m_card)
     finally:
-        update_card(ddpm, mask_rule=None)
+        update_card(ddpm, mask_rule=None, by="calibrate")
     skipped = explore.preview_mask("gallery", key, None, 0, None, None, None, "draw", 80)
     assert all(is_skip(v) for v in skipped)                                        # a drawn mask: nothing to preview
 

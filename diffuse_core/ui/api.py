@@ -1,8 +1,10 @@
 """The app's HTTP API for ``gradio_client`` (README, "The app's HTTP API"): ``/status``, ``/cases`` and
-``/counterfactual``. Their parameters and outputs are a contract: keep their order."""
+``/counterfactual``: the callbacks and their hidden components and events (:func:`add_api`). Their parameters and
+outputs are a contract: keep their order."""
 
 from __future__ import annotations
 
+import gradio as gr
 import numpy as np
 
 from diffuse_core.studio.display import display_result
@@ -12,6 +14,7 @@ from diffuse_core.studio.runs import run_case
 from diffuse_core.studio.scoring import result_summary
 from diffuse_core.studio.settings import DEFAULTS
 from diffuse_core.studio.uploads import load_upload_case, upload_paths
+from diffuse_core.ui.bounded import bounded
 from diffuse_core.ui.errors import user_errors
 from diffuse_core.ui.pictures import grey_rgb, mask_picture, overlay_picture, with_outlines
 
@@ -60,3 +63,25 @@ def api_status() -> dict:
     """``/status``: which models are installed, the device and the defaults."""
     return {"ddpm": MODELS.ddpm_info(), "acat": MODELS.acat_info(), "device": str(model_device()),
             "defaults": {k: DEFAULTS[k] for k in STATUS_DEFAULTS}}
+
+
+def add_api(heavy: dict) -> None:
+    """The hidden components and events of the HTTP API (inside the Blocks being built); the labels are the
+    parameter names of :data:`~diffuse_core.ui.api.COUNTERFACTUAL_INPUTS` and the outputs of
+    :data:`~diffuse_core.ui.api.COUNTERFACTUAL_OUTPUTS`, in that order."""
+    with gr.Column(visible=False):
+        api_in = [gr.File(label="file"), gr.Textbox(value="", label="case_key"),
+                  gr.Number(value=DEFAULTS["k"], label="k", precision=0),
+                  gr.Number(value=DEFAULTS["steps"], label="steps", precision=0),
+                  gr.Number(value=DEFAULTS["percentile"], label="percentile"),
+                  gr.Number(value=DEFAULTS["seed"], label="seed", precision=0),
+                  gr.Number(value=-1, label="slice_index", precision=0), gr.Textbox(value="", label="window"),
+                  gr.File(label="mask_file")]
+        api_out = [gr.Image(label="frame", format="png"), gr.Textbox(label="status"),
+                   gr.Image(label="counterfactual", format="png"), gr.Image(label="overlay", format="png"),
+                   gr.Image(label="mask", format="png"), gr.JSON(label="summary")]
+        cases_json, status_json = gr.JSON(label="cases"), gr.JSON(label="status")
+        api_btn, cases_btn, status_btn = gr.Button("api"), gr.Button("cases"), gr.Button("status")
+    api_btn.click(bounded(api_counterfactual), api_in, api_out, api_name="counterfactual", **heavy)
+    cases_btn.click(api_cases, None, cases_json, api_name="cases", concurrency_limit=None)
+    status_btn.click(api_status, None, status_json, api_name="status", concurrency_limit=None)

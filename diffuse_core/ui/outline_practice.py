@@ -1,5 +1,5 @@
-"""The Quiz tab: the trainee paints where the lesion is and is scored (Dice, IoU) against the expert's outline and
-the model's anomaly map."""
+"""The Quiz tab's outline practice: the trainee paints where the lesion is and is scored (Dice, IoU) against the
+expert's outline and the model's anomaly map."""
 
 from __future__ import annotations
 
