@@ -140,15 +140,17 @@ class ModelStore:
         modality = str(modality or "").lower()
         return list(trained_on) if trained_on and modality in MODALITY_NAMES and modality not in trained_on else []
 
-    def denoiser(self, device, modality: str | None = None):
+    def denoiser(self, device, modality: str | None = None, model_dir=None):
         """The denoiser for a case of ``modality`` on ``device`` (cached until its weights change), its card holding
-        ``_version``."""
+        ``_version``; ``model_dir``: another denoiser folder (a model adapted in the app), instead of the installed
+        one."""
         from diffuse_core.cases import load_default_models
 
-        folder = self.ddpm_dir(modality)
+        folder = Path(model_dir) if model_dir else self.ddpm_dir(modality)
         stamp = _stamp(folder)
         if stamp is None:
-            raise ModelUnavailable(self.ddpm_info(modality)["reason"])
+            raise ModelUnavailable(f"no model in {folder} (config.json + model.safetensors): choose another model"
+                                   if model_dir else self.ddpm_info(modality)["reason"])
         key = ("ddpm", str(folder), str(device))
         with self._lock:
             hit = self._cache.get(key)

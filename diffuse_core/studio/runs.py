@@ -89,14 +89,15 @@ INVERSION_CACHE = InversionCache(size=32)
 
 
 def dif_fuse_stream(case: CaseInput, choice: MaskChoice, k: int, steps: int, seed: int, percentile: float,
-                    reuse_inversion: bool = True):
+                    reuse_inversion: bool = True, model_dir=None):
     """The model work, on the GPU where there is one: the mask, then every sampler step, then the result.
     ``reuse_inversion``: take x_K from :data:`INVERSION_CACHE` when this slice, K and steps ran before."""
     from diffuse_core.cases import anomaly_threshold_of
     from diffuse_core.pipeline import CounterfactualResult, iter_counterfactual
 
     device = model_device()
-    denoiser = MODELS.denoiser(device, case.modality)          # the CT model for CT, where one is installed
+    denoiser = MODELS.denoiser(device, case.modality, model_dir)   # the CT model for CT, where installed;
+    # model_dir: a model adapted in the app (diffuse_core.studio.adapt_jobs), else the installed one
     if choice.saliency_method is not None:             # kept per slice: a rerun or the preview computed it already
         models = MODELS.saliency(device, case.modality)
         saliency = SALIENCY_CACHE.saliency(case, choice.saliency_method, models)
@@ -167,7 +168,8 @@ def run_settings(k=None, steps=None, seed=None, percentile=None) -> tuple[int, i
 
 
 def run_case(lc: LoadedCase, mask_from="acat", mask_file=None, drawn=None, k=None, steps=None, seed=None,
-             percentile=None, guard: RunGuard | None = None, reuse_inversion: bool = True, mask_rule=None):
+             percentile=None, guard: RunGuard | None = None, reuse_inversion: bool = True, mask_rule=None,
+             model_dir=None):
     """Validate, then stream :func:`dif_fuse_stream` for a loaded case (same items; the result also carries
     "changes", the per-step mean change inside/outside the mask, and "settings").
 
@@ -183,8 +185,9 @@ def run_case(lc: LoadedCase, mask_from="acat", mask_file=None, drawn=None, k=Non
     choice = resolve_mask(lc, mask_from, mask_file, drawn, percentile, mask_rule)
     mask_ready = None
     changes, result = [], None
+    # model_dir: the denoiser folder instead of the installed one (a model adapted in the app)
     with LIVE_RUNS.running(guard):               # counted as running until the result, or the run's end
-        work = iter(_model_work(lc.case, choice, k, steps, seed, percentile, reuse_inversion))
+        work = iter(_model_work(lc.case, choice, k, steps, seed, percentile, reuse_inversion, model_dir))
         where = "while computing the mask"
         try:
             while result is None:
