@@ -76,13 +76,22 @@ def real_healthy_slices(folder, size: int = 128, mri_reference: dict | None = No
 
 
 def synthbrain_healthy(n: int, size: int = 128, augment: bool = False, seed: int = 0,
-                       normalisation: str = "absolute") -> np.ndarray:
+                       normalisation: str = "absolute", realism="default") -> np.ndarray:
     """``n`` healthy SynthBrain FLAIR test slices (N, 1, size, size); ``augment`` passes them through the scanner
     augmentation (every slice augmented); ``normalisation`` "percentile" then stretches them as the app prepares a
-    real MRI (what a model trained with ``train ddpm --normalise percentile`` sees)."""
+    real MRI (what a model trained with ``train ddpm --normalise percentile`` sees). ``realism``: the generator's
+    (:func:`diffuse_core.data.synthbrain.generate_slice`); the same seeds whatever it is, stored as float16 as a
+    training pool stores them, so two realisms give paired slices."""
+    from diffuse_core.data.synthbrain import check_realism, generate_slice, sample_seed
     from diffuse_core.train.data import normalise_slices, scanner_augment, synthbrain_pool
 
-    images = synthbrain_pool(n, "test", seed, size, ("flair",), healthy=True, workers=1)["images"].astype(np.float32)
+    if check_realism(realism):
+        images = np.stack([generate_slice(sample_seed("test", seed, i), ("flair",), size, healthy=True,
+                                          realism=realism).image.astype(np.float16) for i in range(n)])
+        images = images.astype(np.float32)
+    else:
+        images = synthbrain_pool(n, "test", seed, size, ("flair",), healthy=True, workers=1)["images"]
+        images = images.astype(np.float32)
     if augment:
         images = scanner_augment(torch.from_numpy(images), torch.Generator().manual_seed(seed), p=1.0).numpy()
     return normalise_slices(images, normalisation).astype(np.float32)
@@ -191,14 +200,18 @@ def realism_auroc(data: RealismSet, steps: int = 300, batch: int = 32, seed: int
 
 
 def measure(brats: str | Path, augment: bool = False, size: int = 128, steps: int = 300, seed: int = 0,
-            mri_reference: dict | None = None, synthetic_normalisation: str = "absolute") -> dict:
-    """The realism AUROC of (optionally scanner-augmented) SynthBrain against the BraTS cases in ``brats``, the real
-    slices prepared as the app prepares them (with ``mri_reference``: matched to the model's training data)."""
-    real, _, groups = real_healthy_slices(brats, size, mri_reference)
-    synthetic = synthbrain_healthy(len(real), size, augment=augment, seed=seed, normalisation=synthetic_normalisation)
-    out = realism_auroc(build_set(real, groups, synthetic), steps=steps, seed=seed)
+            mri_reference: dict | None = None, synthetic_normalisation: str = "absolute", realism="default",
+            real: tuple | None = None) -> dict:
+    """The realism AUROC of (optionally scanner-augmented) SynthBrain, of the generator's ``realism``, against the
+    BraTS cases in ``brats``, the real slices prepared as the app prepares them (with ``mri_reference``: matched to
+    the model's training data). ``real``: the output of :func:`real_healthy_slices` when already loaded."""
+    images, _, groups = real if real is not None else real_healthy_slices(brats, size, mri_reference)
+    synthetic = synthbrain_healthy(len(images), size, augment=augment, seed=seed,
+                                   normalisation=synthetic_normalisation, realism=realism)
+    out = realism_auroc(build_set(images, groups, synthetic), steps=steps, seed=seed)
     out.update({"synthetic": "SynthBrain FLAIR, healthy, test split" + (" + scanner augmentation" if augment else "")
                 + (f", {synthetic_normalisation} scale" if synthetic_normalisation != "absolute" else ""),
+                "realism": realism if isinstance(realism, str) else ",".join(realism),
                 "real": f"tumour-free BraTS FLAIR slices of {groups.max() + 1} cases",
                 "intensity": ("tissue" if mri_reference.get("method") == "tissue" else "model") if mri_reference
                 else "percentile", "size": size})
@@ -215,6 +228,9 @@ def main(argv=None) -> int:
                     help="how the real slices are normalised (as diffuse-studio run --intensity)")
     ap.add_argument("--synthetic", choices=("absolute", "percentile", "tissue"), default="absolute",
                     help="SynthBrain as rendered, or stretched as the app prepares a real MRI (train ddpm --normalise)")
+    ap.add_argument("--realism", action="append", metavar="REALISM",
+                    help="SynthBrain's realism: default, scanner, or effects joined by commas (e.g. bias,noise); "
+                         "repeat to measure several on the same real slices (default: default)")
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", help="write the result as JSON here")
@@ -231,14 +247,26 @@ def main(argv=None) -> int:
         from diffuse_core.io.intensity import TISSUE_SCALE
 
         ref = dict(TISSUE_SCALE)
-    res = measure(args.brats, augment=args.augment, steps=args.steps, seed=args.seed, mri_reference=ref,
-                  synthetic_normalisation=args.synthetic)
-    print(f"{res['synthetic']} vs {res['real']}, intensity {res['intensity']} ({res['n_real']} real, {res['n_synthetic']} synthetic slices): "
-          f"CNN AUROC {res['cnn']['auroc']:.3f} ({res['cnn']['ci95'][0]:.3f}-{res['cnn']['ci95'][1]:.3f}), "
-          f"intensity histogram AUROC {res['histogram']['auroc']:.3f} "
-          f"({res['histogram']['ci95'][0]:.3f}-{res['histogram']['ci95'][1]:.3f}); 0.5 = indistinguishable")
-    if args.out:
-        Path(args.out).write_text(json.dumps(res, indent=1))
+    realisms = args.realism or ["default"]
+    real = real_healthy_slices(args.brats, 128, ref)
+    results = []
+    for realism in realisms:
+        res = measure(args.brats, augment=args.augment, steps=args.steps, seed=args.seed, mri_reference=ref,
+                      synthetic_normalisation=args.synthetic, realism=realism, real=real)
+        print(f"{res['synthetic']}, realism {res['realism']} vs {res['real']}, intensity {res['intensity']} "
+              f"({res['n_real']} real, {res['n_synthetic']} synthetic slices): "
+              f"CNN AUROC {res['cnn']['auroc']:.3f} ({res['cnn']['ci95'][0]:.3f}-{res['cnn']['ci95'][1]:.3f}), "
+              f"intensity histogram AUROC {res['histogram']['auroc']:.3f} "
+              f"({res['histogram']['ci95'][0]:.3f}-{res['histogram']['ci95'][1]:.3f}); 0.5 = indistinguishable",
+              flush=True)
+        results.append(res)
+        if args.out:                                  # written after each, so a long list keeps what it measured
+            from diffuse_core.evaluation.provenance import commit_id, hardware_summary
+
+            Path(args.out).write_text(json.dumps(results[0] if len(realisms) == 1 else
+                                                 {"results": results, "commit": commit_id(),
+                                                  "hardware": hardware_summary("cpu"),
+                                                  "threads": torch.get_num_threads()}, indent=1))
     return 0
 
 

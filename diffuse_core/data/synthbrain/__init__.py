@@ -18,6 +18,8 @@ Modules, one idea each (nothing imports a module above it in this list):
 * :mod:`.fields`: smooth random fields and soft indicators;
 * :mod:`.anatomy`: ICBM templates, the axial level's source maps, the random affine and elastic deformation;
 * :mod:`.lesions`: glioma, stroke and WMH drawers, lesion location and size class;
+* :mod:`.scanner`: what a clinical scanner adds (``realism="scanner"``: levels, field of view, slice thickness,
+  contrast, caps, bias, resolution, Rician noise, skull-strip edge), each effect measurable alone;
 * :mod:`.render`: modality contrasts, bias field, noise and blur;
 * :mod:`.dataset`: seeds and splits, :func:`generate_slice`, :class:`SynthSlice`, :class:`SynthBrainDataset`;
 * :mod:`.files`: NIfTI writing and reading (true spacing), previews, :func:`write_split`.
@@ -34,9 +36,11 @@ from diffuse_core.data.synthbrain.files import (INDEX_COLUMNS, read_nifti_slice,
 from diffuse_core.data.synthbrain.lesions import (LESION_LEVELS, LESION_MEDIUM_MAX_PX, LESION_SMALL_MAX_PX,
                                                   LESION_TYPES, MIN_LESION_PX)
 from diffuse_core.data.synthbrain.render import CT_WINDOW, MODALITIES, MRI4, PRESETS, preset_modalities
+from diffuse_core.data.synthbrain.scanner import EFFECTS, REALISMS, SCANNER, check_realism
 
 __all__ = ["SYNTHBRAIN_VERSION", "MODALITIES", "LESION_TYPES", "SPLITS", "SEED_SPLITS", "PRESETS", "SynthSlice",
            "sample_seed", "generate_slice", "SynthBrainDataset", "write_split", "render_grid", "to_uint8",
            "load_templates", "preset_modalities", "read_nifti_slice", "save_case", "seed_split", "FOV_MM",
            "pixel_mm", "INDEX_COLUMNS", "MRI4", "CT_WINDOW", "LEVEL_RANGE", "LESION_LEVELS", "MIN_SIZE", "MAX_SIZE",
-           "MIN_LESION_PX", "LESION_SMALL_MAX_PX", "LESION_MEDIUM_MAX_PX"]
+           "MIN_LESION_PX", "LESION_SMALL_MAX_PX", "LESION_MEDIUM_MAX_PX", "EFFECTS", "REALISMS", "SCANNER",
+           "check_realism"]

@@ -119,13 +119,14 @@ class Geometry:
     scale: float             # output px per source px
 
 
-def draw_geometry(rng: np.random.Generator, level: int, size: int) -> Geometry:
+def draw_geometry(rng: np.random.Generator, level: int, size: int, zoom: float = 1.0) -> Geometry:
     """Random affine (rotation, isotropic scale, shear) plus a smooth elastic field, shrunk if needed so the whole
-    brain of ``level`` stays inside the field of view."""
+    brain of ``level`` stays inside the field of view. ``zoom`` multiplies the drawn scale (a scanner's field of view
+    other than ``FOV_MM``: ``FOV_MM / fov``)."""
     xx, yy = pixel_grid(size)
     c = (size - 1) / 2.0
     theta = math.radians(rng.uniform(-15.0, 15.0))
-    scale = float(rng.uniform(0.9, 1.1))
+    scale = float(rng.uniform(0.9, 1.1)) * zoom
     shear = float(rng.uniform(-0.06, 0.06))
     amp = float(rng.uniform(0.8, 2.5)) * size / 128.0              # elastic amplitude, px
     ex = smooth_noise(rng, size, 4) * amp

@@ -20,6 +20,8 @@ from diffuse_core.data.synthbrain.anatomy import (FOV_MM, LEVEL_RANGE, draw_geom
 from diffuse_core.data.synthbrain.lesions import (LESION_LEVELS, LESION_TYPES, MIN_LESION_PX, describe, glioma,
                                                   size_class, stroke, wmh)
 from diffuse_core.data.synthbrain.render import MODALITIES, check_modalities, render
+from diffuse_core.data.synthbrain.scanner import (SCANNER_LEVELS, check_realism, draw_channel, draw_slice, slab,
+                                                  strip_edge)
 
 try:  # torch is a project dependency; keep the generator importable without it
     import torch
@@ -51,6 +53,7 @@ class SynthSlice:
     location: str = ""       # e.g. "left frontal periventricular white matter" ("" when healthy)
     detail: str = ""         # e.g. "MCA territory", "high-grade (necrotic, enhancing)", "8 spots"
     contrast: float = 0.0    # lesion contrast factor used (0 when healthy)
+    fov_mm: float = FOV_MM   # side of the square field of view (mm); realism "fov" draws it
 
     @property
     def healthy(self) -> bool:
@@ -58,9 +61,9 @@ class SynthSlice:
 
     @property
     def spacing(self) -> tuple[float, float]:
-        """``(row, col)`` pixel spacing in mm: the ``FOV_MM`` field of view over the image's height and width."""
+        """``(row, col)`` pixel spacing in mm: the field of view (``fov_mm``) over the image's height and width."""
         h, w = self.image.shape[-2:]
-        return pixel_mm(h), pixel_mm(w)
+        return pixel_mm(h) * self.fov_mm / FOV_MM, pixel_mm(w) * self.fov_mm / FOV_MM
 
 
 # ---------------------------------------------------------------------------------------------------------- seeds
@@ -101,7 +104,7 @@ def check_size(size) -> int:
 # ---------------------------------------------------------------------------------------------------------- sample
 def generate_slice(seed: int, modalities=("flair",), size: int = 128, healthy: bool | None = None,
                    lesion_type: str | None = None, lesion_scale: float | None = None,
-                   contrast: float | None = None, skull: bool = False) -> SynthSlice:
+                   contrast: float | None = None, skull: bool = False, realism="default") -> SynthSlice:
     """One SynthBrain slice, fully determined by its arguments.
 
     ``healthy=None`` draws healthy with p = 0.5, unless ``lesion_type`` is given (then the slice is diseased);
@@ -111,6 +114,8 @@ def generate_slice(seed: int, modalities=("flair",), size: int = 128, healthy: b
     default drawn, subtle ones included) scales its intensity change. ``skull=True`` adds a bone ring on CT channels.
     The same seed with ``healthy=True`` (and the same ``lesion_type``, when one was given or drawn) gives the paired
     healthy slice: same level, anatomy and noise. Pixels are ``FOV_MM / size`` mm (:attr:`SynthSlice.spacing`).
+    ``realism``: "default" (the generator the shipped models were trained on), "scanner" (slice thickness, scanner
+    contrast, bias, resolution, Rician noise, skull-strip edge: :mod:`.scanner`) or a list of those effects.
     """
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or int(seed) < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
@@ -139,10 +144,15 @@ def generate_slice(seed: int, modalities=("flair",), size: int = 128, healthy: b
     lo, hi = LESION_LEVELS[lesion_type] if lesion_type is not None else LEVEL_RANGE
     scale_f = float(lesion_scale) if lesion_scale is not None else scale_draw
     contrast_v = float(contrast) if contrast is not None else contrast_draw
+    effects = check_realism(realism)
+    scan = draw_slice(np.random.default_rng([seed, 4]))
+    if lesion_type is None and "levels" in effects:
+        lo, hi = SCANNER_LEVELS
 
     level = min(hi, lo + int(rng_geo.random() * (hi - lo + 1)))
-    geo = draw_geometry(rng_geo, level, size)
-    src = source_slice(level, size)
+    fov = scan["fov"] if "fov" in effects else float(FOV_MM)
+    geo = draw_geometry(rng_geo, level, size, FOV_MM / fov)
+    src = slab(level, size, scan["thickness"]) if "thickness" in effects else source_slice(level, size)
     t = load_templates()
     mm = pixel_mm(size)
     u = (geo.map_x - t["mid_col"] * size / FOV_MM) * mm             # atlas mm, + towards the image right
@@ -151,8 +161,11 @@ def generate_slice(seed: int, modalities=("flair",), size: int = 128, healthy: b
     def tissue_from(map_x, map_y) -> dict:
         w = warp(src["stack"], map_x, map_y)
         gm, wm = w[..., 0], w[..., 1]
-        return {"gm": gm, "wm": wm, "csf": np.clip(w[..., 2] - gm - wm, 0, 1), "brain": w[..., 2] > 0.5,
-                "d_edge": w[..., 3]}
+        out = {"gm": gm, "wm": wm, "csf": np.clip(w[..., 2] - gm - wm, 0, 1), "brain": w[..., 2] > 0.5,
+               "d_edge": w[..., 3]}
+        if "caps" in effects:
+            out["d_vent"] = warp(src["d_vent"], map_x, map_y)
+        return out
 
     tissue = tissue_from(geo.map_x, geo.map_y)
     lesion = None
@@ -181,6 +194,8 @@ def generate_slice(seed: int, modalities=("flair",), size: int = 128, healthy: b
         near = cv2.dilate(lesion.mask.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))) > 0
         for name in lesion.alphas:
             lesion.alphas[name] = lesion.alphas[name] * near
+    if "edge" in effects:
+        tissue["brain"], tissue["rim"] = strip_edge(tissue["brain"], scan, size)
     if skull and "ct" in mods:
         b = tissue["brain"].astype(np.uint8)
         k = max(3, int(round(size / 128.0 * 6)) | 1)
@@ -189,7 +204,8 @@ def generate_slice(seed: int, modalities=("flair",), size: int = 128, healthy: b
     channels = []
     for m in mods:
         rng_m = np.random.default_rng([seed, 3, MODALITIES.index(m)])
-        channels.append(render(m, rng_m, tissue, lesion, contrast_v, size, skull))
+        acq = draw_channel(np.random.default_rng([seed, 5, MODALITIES.index(m)]), size) if effects else None
+        channels.append(render(m, rng_m, tissue, lesion, contrast_v, size, skull, effects, acq))
     image = np.stack(channels).astype(np.float32)
     brain_mask = tissue["brain"].astype(np.uint8)
     if lesion is None:
@@ -222,7 +238,7 @@ def generate_slice(seed: int, modalities=("flair",), size: int = 128, healthy: b
     return SynthSlice(image=image, lesion_mask=lesion_mask, brain_mask=brain_mask, modalities=mods,
                       lesion_type=ltype, seed=seed, level=level,
                       lesion_size=size_class(int(lesion_mask.sum()), size), location=location, detail=detail,
-                      contrast=cval)
+                      contrast=cval, fov_mm=fov)
 
 
 # --------------------------------------------------------------------------------------------------------- dataset

@@ -10,6 +10,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from diffuse_core.data.synthbrain import scanner
 from diffuse_core.data.synthbrain.fields import smooth_noise
 from diffuse_core.data.synthbrain.lesions import Lesion
 
@@ -59,9 +60,10 @@ def preset_modalities(preset: str) -> tuple[str, ...]:
 
 
 def render(mod: str, rng: np.random.Generator, tissue: dict, lesion: Lesion | None, contrast: float,
-           size: int, skull: bool) -> np.ndarray:
-    """One ``mod`` channel (H, W) in [-1, 1] from ``tissue`` (gm, wm, csf, brain[, skull]) and ``lesion`` scaled by
-    ``contrast``. Draws from ``rng`` in a fixed order, lesion or not, so a healthy counterpart has the same noise."""
+           size: int, skull: bool, effects: frozenset = frozenset(), acq: dict | None = None) -> np.ndarray:
+    """One ``mod`` channel (H, W) in [-1, 1] from ``tissue`` (gm, wm, csf, brain[, skull, d_vent, rim]) and
+    ``lesion`` scaled by ``contrast``. Draws from ``rng`` in a fixed order, lesion or not, so a healthy counterpart
+    has the same noise. ``effects`` (:mod:`.scanner`, MRI only but ``edge``) use the channel's scanner draws ``acq``."""
     p = CONTRAST[mod]
     ct = mod == "ct"
     jit = (lambda v, s: v + rng.normal(0, s)) if ct else (lambda v, s: v * (1.0 + rng.normal(0, s)))
@@ -82,9 +84,18 @@ def render(mod: str, rng: np.random.Generator, tissue: dict, lesion: Lesion | No
     sigma = float(rng.uniform(1.2, 3.5)) if ct else float(rng.uniform(0.006, 0.03))
     n1 = rng.standard_normal((size, size)).astype(np.float32)
     n2 = rng.standard_normal((size, size)).astype(np.float32)
+    fx = effects if not ct else effects & {"edge"}
+    wm_gain = 1.0 + (0.015 if ct else 0.025) * texture
+    if "contrast" in fx:
+        gm_v, csf_v = scanner.tissue_values(csf_v, gm_v, wm_v, acq, p)
+        wm_gain = 1.0 + scanner.texture(acq, size)
 
     gm, wm, csf = tissue["gm"], tissue["wm"], tissue["csf"]
-    base = gm * gm_v + wm * wm_v * (1.0 + (0.015 if ct else 0.025) * texture) + csf * csf_v
+    if "caps" in fx and mod in ("flair", "t2"):
+        wm_gain = wm_gain * (1.0 + scanner.caps(tissue["d_vent"], wm, acq))
+    base = gm * gm_v + wm * wm_v * wm_gain + csf * csf_v
+    if "edge" in fx and "rim" in tissue and not ct:
+        base = base * (1.0 + tissue["rim"] * (1.0 if mod in ("flair", "t2") else -0.5))   # dura, CSF left
     img = base
     if lesion is not None:
         a = lesion.alphas
@@ -101,13 +112,21 @@ def render(mod: str, rng: np.random.Generator, tissue: dict, lesion: Lesion | No
         else:
             les = les + a["wmh"] * p["d_wmh"] * lscale
         img = base + contrast * (les - base)
-    if blur > 0.05:
+    if blur > 0.05 and "resolution" not in fx:
         img = cv2.GaussianBlur(img, (0, 0), blur)
     brain = tissue["brain"]
     if ct:
         img = img + sigma * n1
         lo = CT_WINDOW[0] - CT_WINDOW[1] / 2
         out = (img - lo) / CT_WINDOW[1] * 2.0 - 1.0
+    elif fx & {"bias", "resolution", "noise"}:
+        img = img * (scanner.bias_field(acq, size) if "bias" in fx else np.exp(bias_amp * bias))
+        if "noise" not in fx:
+            img = scanner.acquire(img, acq, n1, n2, wm_v, "resolution" in fx, False)
+            img = np.sqrt((img + sigma * n1) ** 2 + (sigma * n2) ** 2)
+        else:
+            img = scanner.acquire(img, acq, n1, n2, wm_v, "resolution" in fx, True)
+        out = img * 2.0 - 1.0
     else:
         img = img * np.exp(bias_amp * bias)
         img = np.sqrt((img + sigma * n1) ** 2 + (sigma * n2) ** 2)    # Rician magnitude

@@ -1,0 +1,171 @@
+"""SynthBrain as a clinical scanner acquires it: the effects behind ``generate_slice(..., realism="scanner")``.
+
+The default generator (``realism="default"``, what the shipped models were trained on) renders a clean, sharp,
+skull-stripped slice. Each *effect* below adds one thing real scans have; each can be switched on alone (to measure
+it: :mod:`diffuse_core.evaluation.realism`) or all the kept ones together with ``realism="scanner"``:
+
+* ``levels``: healthy slices drawn over every axial level where the brain covers at least half of its largest
+  section (template levels 39-130: temporal poles and cerebellum at the bottom, the high convexity at the top), as a
+  whole scan is read, instead of the default's middle levels 48-128;
+* ``fov``: the field of view 220-280 mm instead of the fixed 220 (clinical FOVs of 220-260 mm, BraTS 240 mm, and
+  the ICBM152 brain is larger than most adults'): the brain smaller in the frame, the pixel ``fov / size`` mm;
+* ``thickness``: a slice 1-6 mm thick: the tissue maps averaged over the slab (partial volume through-plane, as in a
+  2-D clinical FLAIR with 4-6 mm slices);
+* ``contrast``: each scanner's own contrast: grey/white ratio, incomplete CSF suppression on FLAIR, white-matter
+  texture, drawn wider than the default's small jitter;
+* ``caps``: thin, smooth periventricular caps and rims, brighter on FLAIR/T2 (healthy variation in older brains);
+* ``bias``: a stronger, smoother receive-coil bias field (log-gain s.d. 0.08-0.25 with a linear gradient);
+* ``resolution``: an acquisition matrix of 45-100 % of the pixel grid: k-space truncated (blur and Gibbs ringing),
+  with or without a tapered window;
+* ``noise``: Rician noise at a signal-to-noise ratio of 8-40 on white matter, added in k-space before the magnitude,
+  so it is as correlated as the acquisition's resolution makes it;
+* ``edge``: an imperfect skull strip: the brain's edge moved in and out by up to two pixels, sometimes a bright rim of
+  dura and CSF left on it.
+
+Draws come from the sample's own streams ([seed, 4] for the slice, [seed, 5, modality] per channel), never from the
+default generator's, so ``realism="default"`` stays byte-identical and a healthy counterpart stays paired (same
+effects, pixel-identical away from the lesion).
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+from diffuse_core.data.synthbrain.anatomy import source_slice
+from diffuse_core.data.synthbrain.fields import smooth_noise
+
+EFFECTS = ("levels", "fov", "thickness", "contrast", "caps", "bias", "resolution", "noise", "edge")
+SCANNER = EFFECTS                               # the effects of realism="scanner" (each kept by the measured gap)
+REALISMS = ("default", "scanner")
+SCANNER_LEVELS = (39, 130)                      # template levels where the brain covers >= half its largest section
+FOV_RANGE = (220.0, 280.0)                      # field of view (mm) of the slice as the app resizes it
+
+
+def check_realism(realism) -> frozenset:
+    """The effects of ``realism``: "default" (none), "scanner" (:data:`SCANNER`), or an iterable (or comma-separated
+    string) of effect names; ValueError for an unknown one."""
+    if realism is None or realism == "default":
+        return frozenset()
+    if realism == "scanner":
+        return frozenset(SCANNER)
+    names = realism.split(",") if isinstance(realism, str) else list(realism)
+    names = [str(n).strip().lower() for n in names if str(n).strip()]
+    bad = [n for n in names if n not in EFFECTS]
+    if bad:
+        raise ValueError(f"unknown realism {bad[0]!r}: use {', '.join(REALISMS)} or effects among {', '.join(EFFECTS)}")
+    return frozenset(names)
+
+
+# ------------------------------------------------------------------------------------------------ slice effects
+def slab(level: int, size: int, thickness_mm: float) -> dict:
+    """The source maps of :func:`anatomy.source_slice` with the tissue stack (gm, wm, mask, edge distance) averaged
+    over a slab ``thickness_mm`` thick centred on ``level`` (1 mm template levels, end levels weighted by their
+    covered fraction); ventricle distance and hull of the centre level."""
+    centre = source_slice(level, size)
+    half = max(0.5, float(thickness_mm) / 2.0)
+    lo, hi = level - half, level + half
+    acc = np.zeros_like(centre["stack"])
+    total = 0.0
+    for z in range(int(math.floor(lo + 0.5)), int(math.ceil(hi - 0.5)) + 1):
+        w = min(hi, z + 0.5) - max(lo, z - 0.5)                    # level z covers [z - 0.5, z + 0.5]
+        if w <= 0 or not 0 <= z <= 180:
+            continue
+        acc += w * (centre["stack"] if z == level else source_slice(z, size)["stack"])
+        total += w
+    return {**centre, "stack": (acc / max(total, 1e-6)).astype(np.float32)}
+
+
+def draw_slice(rng: np.random.Generator) -> dict:
+    """The slice-level draws, in a fixed order whatever the effects: thickness (mm), the strip's edge, field of view
+    (mm)."""
+    return {"thickness": float(rng.uniform(1.0, 6.0)), "edge_amp": float(rng.uniform(0.0, 2.0)),
+            "edge_cells": int(rng.integers(6, 16)), "rim": float(rng.uniform(0.0, 0.5)) * (rng.random() < 0.5),
+            "edge_seed": int(rng.integers(0, 2 ** 31)),
+            "fov": float(math.exp(rng.uniform(math.log(FOV_RANGE[0]), math.log(FOV_RANGE[1]))))}
+
+
+def strip_edge(brain: np.ndarray, draw: dict, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """An imperfect skull strip of ``brain`` (bool): the edge moved by up to ``edge_amp`` px along a smooth random
+    field. Returns the new brain and a rim gain (H, W) in [0, ``rim``] one pixel inside its edge (dura and CSF left)."""
+    rng = np.random.default_rng(draw["edge_seed"])
+    b = brain.astype(np.uint8)
+    inside = cv2.distanceTransform(b, cv2.DIST_L2, 3)
+    outside = cv2.distanceTransform(1 - b, cv2.DIST_L2, 3)
+    signed = np.where(brain, inside, -outside).astype(np.float32)
+    shift = draw["edge_amp"] * size / 128.0 * smooth_noise(rng, size, draw["edge_cells"])
+    new = (signed + shift) > 0.5
+    new &= cv2.dilate(b, np.ones((3, 3), np.uint8), iterations=max(1, int(round(2 * size / 128)))) > 0
+    d_new = cv2.distanceTransform(new.astype(np.uint8), cv2.DIST_L2, 3)
+    rim = np.clip(1.5 - d_new, 0, 1) * new * (0.5 + 0.5 * smooth_noise(rng, size, 10) > 0) * draw["rim"]
+    return new, rim.astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------- channel effects
+def draw_channel(rng: np.random.Generator, size: int) -> dict:
+    """One channel's scanner draws, in a fixed order whatever the effects."""
+    return {"gm_ratio": float(np.exp(rng.normal(0.0, 0.10))), "csf_ratio": float(np.exp(rng.normal(0.3, 0.5))),
+            "texture_amp": float(rng.uniform(0.01, 0.07)), "texture_cells": int(rng.integers(8, 40)),
+            "cap_gain": float(rng.uniform(0.0, 0.35)), "cap_mm": float(rng.uniform(2.0, 5.0)),
+            "bias_sd": float(rng.uniform(0.08, 0.25)), "bias_cells": int(rng.integers(2, 4)),
+            "bias_grad": float(rng.uniform(-0.2, 0.2)), "bias_angle": float(rng.uniform(0, 2 * math.pi)),
+            "acq_frac": float(rng.uniform(0.45, 1.0)), "taper": bool(rng.random() < 0.5),
+            "snr": float(math.exp(rng.uniform(math.log(8.0), math.log(40.0)))),
+            "field_seed": int(rng.integers(0, 2 ** 31))}
+
+
+def tissue_values(csf_v: float, gm_v: float, wm_v: float, draw: dict, default: dict) -> tuple[float, float]:
+    """Grey matter and CSF of a scanner's contrast: ratios to white matter spread around the default's
+    (``default``: the modality's csf, gm, wm)."""
+    gm = wm_v * default["gm"] / default["wm"] * draw["gm_ratio"]
+    csf = wm_v * default["csf"] / default["wm"] * draw["csf_ratio"]
+    if default["gm"] > default["wm"]:
+        gm = max(gm, wm_v * 1.05)
+    else:
+        gm = min(gm, wm_v / 1.1)
+    return float(gm), float(max(csf, 0.0))
+
+
+def texture(draw: dict, size: int) -> np.ndarray:
+    """White-matter texture of a scanner (unit field times ``texture_amp``)."""
+    rng = np.random.default_rng([draw["field_seed"], 0])
+    return draw["texture_amp"] * smooth_noise(rng, size, draw["texture_cells"] * size // 128 + 2)
+
+
+def caps(d_vent_mm: np.ndarray, wm: np.ndarray, draw: dict) -> np.ndarray:
+    """Relative brightening (H, W) of periventricular white matter: ``cap_gain`` on the ventricle's rim, fading over
+    ``cap_mm``."""
+    return draw["cap_gain"] * np.exp(-np.maximum(d_vent_mm, 0) / draw["cap_mm"]) * np.clip(wm, 0, 1)
+
+
+def bias_field(draw: dict, size: int) -> np.ndarray:
+    """A multiplicative receive-coil bias field (H, W): smooth log-gain plus a linear gradient across the head."""
+    rng = np.random.default_rng([draw["field_seed"], 1])
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size - 0.5
+    grad = draw["bias_grad"] * 2 * (math.cos(draw["bias_angle"]) * xx + math.sin(draw["bias_angle"]) * yy)
+    return np.exp(draw["bias_sd"] * smooth_noise(rng, size, draw["bias_cells"]) + grad).astype(np.float32)
+
+
+def acquire(img: np.ndarray, draw: dict, n1: np.ndarray, n2: np.ndarray, wm_v: float, resolution: bool,
+            noise: bool) -> np.ndarray:
+    """Magnitude image of ``img`` (H, W, signal >= 0) as acquired: with ``resolution`` k-space truncated to the
+    acquisition matrix (``acq_frac`` of the grid, a Hann taper when ``taper``); with ``noise`` complex Gaussian noise
+    (``n1``, ``n2``) at white-matter SNR ``snr``, through the same k-space window."""
+    h, w = img.shape
+    if resolution:
+        fy, fx = np.abs(np.fft.fftfreq(h))[:, None], np.abs(np.fft.fftfreq(w))[None, :]
+        cut = draw["acq_frac"] / 2.0
+        win = ((fy <= cut) & (fx <= cut)).astype(np.float64)
+        if draw["taper"]:
+            win = win * np.cos(np.pi / 2 * np.clip(fy / cut, 0, 1)) * np.cos(np.pi / 2 * np.clip(fx / cut, 0, 1))
+        obj = np.fft.ifft2(np.fft.fft2(img) * win)
+    else:
+        win, obj = None, img.astype(np.complex128)
+    if noise:
+        z = n1.astype(np.float64) + 1j * n2.astype(np.float64)
+        if win is not None:
+            z = np.fft.ifft2(np.fft.fft2(z) * win) / math.sqrt(max(float((win ** 2).mean()), 1e-6))
+        obj = obj + (wm_v / draw["snr"]) * z                         # each component s.d. wm / SNR
+    return np.abs(obj).astype(np.float32)
