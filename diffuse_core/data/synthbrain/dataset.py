@@ -18,7 +18,7 @@ import numpy as np
 from diffuse_core.data.synthbrain.anatomy import (FOV_MM, LEVEL_RANGE, draw_geometry, load_templates, pixel_mm,
                                                   source_slice, warp)
 from diffuse_core.data.synthbrain.lesions import (LESION_LEVELS, LESION_TYPES, MIN_LESION_PX, describe, glioma,
-                                                  size_class, stroke, wmh)
+                                                  size_class, stroke, wmh, wmh_fazekas)
 from diffuse_core.data.synthbrain.render import MODALITIES, check_modalities, render
 from diffuse_core.data.synthbrain.scanner import (SCANNER_LEVELS, check_realism, draw_channel, draw_slice, slab,
                                                   strip_edge)
@@ -174,11 +174,11 @@ def generate_slice(seed: int, modalities=("flair",), size: int = 128, healthy: b
         for attempt in range(40):
             f = scale_f * (1.0 + 0.15 * (attempt // 8))
             if lesion_type == "glioma":
-                les = glioma(rng_les, src, geo, size, f, tissue)
+                les = glioma(rng_les, src, geo, size, f, tissue, tracts="lesions" in effects)
             elif lesion_type == "stroke":
                 les = stroke(rng_les, src, geo, size, f, tissue, u, v)
             else:
-                les = wmh(rng_les, src, geo, size, f, tissue)
+                les = (wmh_fazekas if "lesions" in effects else wmh)(rng_les, src, geo, size, f, tissue)
             if les is not None and int(les.mask.sum()) >= min_px:
                 lesion = les
                 break

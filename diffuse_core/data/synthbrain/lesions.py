@@ -52,9 +52,11 @@ def _pick(rng: np.random.Generator, cand: np.ndarray) -> tuple[float, float] | N
     return float(i % w) + float(rng.uniform(-0.5, 0.5)), float(i // w) + float(rng.uniform(-0.5, 0.5))
 
 
-def glioma(rng, src, geo: Geometry, size, scale_f, tissue) -> Lesion | None:
+def glioma(rng, src, geo: Geometry, size, scale_f, tissue, tracts: bool = False) -> Lesion | None:
     """Core (and, high-grade, necrosis and enhancing rim) inside oedema, centred in deep white matter, pushing the
-    tissue around it away (mass effect). ``scale_f`` scales the radius; None when no centre fits this level."""
+    tissue around it away (mass effect). ``scale_f`` scales the radius; None when no centre fits this level.
+    ``tracts``: the oedema follows the white matter further and spares the cortex (finger-like, as on real FLAIR);
+    no extra draws, so the rest of the sample is unchanged."""
     mm = pixel_mm(size)                                              # mm per source px
     stack = src["stack"]
     r_mm = float(rng.uniform(5.0, 19.0)) * scale_f
@@ -89,8 +91,13 @@ def glioma(rng, src, geo: Geometry, size, scale_f, tissue) -> Lesion | None:
     gm, wm, brain = warped[..., 0], warped[..., 1], warped[..., 2] > 0.5
     csf = np.clip(warped[..., 2] - gm - wm, 0, 1)
     r_oed = r * oed_f
-    f_oed = 1.0 - rho / r_oed + 0.4 * n2 + 0.35 * (wm - 0.5) - 2.0 * np.clip(csf - 0.3, 0, 1)
+    if tracts:                                                        # along white matter, not into cortex
+        f_oed = 1.0 - rho / (1.3 * r_oed) + 0.5 * n2 + 0.9 * (wm - 0.5) - 2.0 * np.clip(csf - 0.3, 0, 1)
+    else:
+        f_oed = 1.0 - rho / r_oed + 0.4 * n2 + 0.35 * (wm - 0.5) - 2.0 * np.clip(csf - 0.3, 0, 1)
     a_oed = soft(f_oed * r_oed, geo.scale) * brain                    # field in source px -> edge in output px
+    if tracts:
+        a_oed = a_oed * np.clip((wm - 0.2) / 0.3, 0, 1)
     a_core = soft(f_core * r, geo.scale) * brain
     alphas = {"oedema": a_oed, "solid": a_core}
     if high_grade:
@@ -190,6 +197,55 @@ def wmh(rng, src, geo: Geometry, size, scale_f, tissue) -> Lesion | None:
     mask = alpha > 0.5
     detail = f"{n_spots} foci ({n_pv} periventricular)"
     return Lesion("wmh", {"wmh": alpha}, mask, detail, info={"n": n_spots, "n_pv": n_pv})
+
+
+FAZEKAS_P = (0.35, 0.40, 0.25)                 # grades 1 (caps, pencil-thin lining), 2 (smooth halo), 3 (irregular)
+
+
+def wmh_fazekas(rng, src, geo: Geometry, size, scale_f, tissue) -> Lesion | None:
+    """White-matter hyperintensities as real FLAIR shows them (shared/DOMAIN.md): a periventricular component, caps
+    at the frontal and occipital horns and a rim along the lateral ventricles whose thickness grows with the Fazekas
+    grade (1: thin caps and lining, 2: smooth halo, 3: irregular bands reaching into deep white matter), symmetric
+    as it follows both ventricles; plus deep foci, punctate at grades 1-2 and confluent patches at grade 3. Only
+    white matter is affected. None when the level has neither ventricles nor room for deep foci."""
+    stack, d_vent_src = src["stack"], src["d_vent"]
+    mm = pixel_mm(size)
+    wm_s, d_edge_s = stack[..., 1], stack[..., 3]
+    grade = 1 + int(rng.choice(3, p=FAZEKAS_P))
+    t_rim = float(rng.uniform(*((0.8, 1.8), (2.0, 4.0), (4.0, 7.0))[grade - 1])) * scale_f
+    t_cap = float(rng.uniform(*((2.5, 5.0), (4.5, 8.0), (7.0, 12.0))[grade - 1])) * scale_f
+    rough = (0.15, 0.25, 0.45)[grade - 1]
+    n_deep = int(rng.integers(*((0, 3), (1, 6), (1, 4))[grade - 1]))
+    noise = smooth_noise(rng, size, max(8, size // 6))
+    deep_noise = smooth_noise(rng, size, max(10, size // 4))
+    field = np.full((size, size), -1e3, np.float32)                  # mm, > 0 inside
+    vent = d_vent_src < 0.5
+    n_pv = 0
+    if vent.any():
+        rows = np.nonzero(vent.any(axis=1))[0]
+        v_src = geo.map_y * mm                                        # source row of each output pixel, mm
+        front, back, fade = rows.min() * mm, rows.max() * mm, 12.0
+        cap = np.clip((front + fade - v_src) / fade, 0, 1) + np.clip((v_src - (back - fade)) / fade, 0, 1)
+        thick = t_rim + (t_cap - t_rim) * np.clip(cap, 0, 1)
+        d_vent = warp(np.ascontiguousarray(d_vent_src), geo.map_x, geo.map_y)
+        field = thick * (1.0 + rough * noise) - d_vent
+        n_pv = 1
+    deep = (wm_s > 0.6) & (d_edge_s > 9.0) & (d_vent_src >= (4.0 if grade == 3 else 7.0))
+    for _ in range(n_deep):
+        c = _pick(rng, deep)
+        r_mm = float(rng.uniform(4.0, 9.0) if grade == 3 else rng.uniform(1.2, 3.0)) * math.sqrt(scale_f)
+        if c is None:
+            continue
+        rho = np.hypot(geo.map_x - c[0], geo.map_y - c[1]) * mm
+        field = np.maximum(field, r_mm - rho + 0.35 * r_mm * deep_noise)
+    if field.max() < 0:
+        return None
+    alpha = soft(field / mm, geo.scale) * np.clip((tissue["wm"] - 0.2) / 0.35, 0, 1) * tissue["brain"]
+    mask = alpha > 0.5
+    words = ("thin caps and lining", "smooth periventricular halo", "irregular periventricular bands")[grade - 1]
+    detail = f"Fazekas {grade}: " + (words if n_pv else "no ventricle at this level") + \
+        (f", {n_deep} deep " + (("patch", "patches"), ("focus", "foci"))[grade < 3][n_deep > 1] if n_deep else "")
+    return Lesion("wmh", {"wmh": alpha}, mask, detail, info={"n": n_pv + n_deep, "n_pv": n_pv, "grade": grade})
 
 
 def describe(u: float, v: float, z_mni: float, d_edge: float, d_vent: float, wm: float, kind: str,

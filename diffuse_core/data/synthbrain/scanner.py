@@ -19,6 +19,9 @@ it: :mod:`diffuse_core.evaluation.realism`) or all the kept ones together with `
   with or without a tapered window;
 * ``noise``: Rician noise at a signal-to-noise ratio of 8-40 on white matter, added in k-space before the magnitude,
   so it is as correlated as the acquisition's resolution makes it;
+* ``lesions``: lesion shapes as real scans show them (shared/DOMAIN.md): white-matter hyperintensities as
+  periventricular caps and bands by Fazekas grade with deep foci (:func:`.lesions.wmh_fazekas`) instead of scattered
+  round foci, glioma oedema that follows white matter and spares cortex; healthy slices are unchanged by it;
 * ``edge``: an imperfect skull strip: the brain's edge moved in and out by up to two pixels, sometimes a bright rim of
   dura and CSF left on it.
 
@@ -37,7 +40,7 @@ import numpy as np
 from diffuse_core.data.synthbrain.anatomy import source_slice
 from diffuse_core.data.synthbrain.fields import smooth_noise
 
-EFFECTS = ("levels", "fov", "thickness", "contrast", "caps", "bias", "resolution", "noise", "edge")
+EFFECTS = ("levels", "fov", "thickness", "contrast", "caps", "bias", "resolution", "noise", "edge", "lesions")
 SCANNER = EFFECTS                               # the effects of realism="scanner" (each kept by the measured gap)
 REALISMS = ("default", "scanner")
 SCANNER_LEVELS = (39, 130)                      # template levels where the brain covers >= half its largest section
@@ -148,24 +151,41 @@ def bias_field(draw: dict, size: int) -> np.ndarray:
     return np.exp(draw["bias_sd"] * smooth_noise(rng, size, draw["bias_cells"]) + grad).astype(np.float32)
 
 
+PSF_RADIUS = 6                                   # px: the acquisition's point spread function is cut here
+
+
+def psf(frac: float, taper: bool, size: int) -> np.ndarray:
+    """1-D point spread function of a k-space truncated to ``frac`` of the grid: a sinc of main lobe 2 / ``frac`` px
+    (Gibbs ringing), cut at :data:`PSF_RADIUS` (times ``size / 128``) px with a smooth end, or, ``taper``, the
+    smoother PSF of a Hann-windowed k-space (less ringing, wider lobe). Sums to 1."""
+    r = max(2, int(round(PSF_RADIUS * size / 128)))
+    n = np.arange(-r, r + 1, dtype=np.float64)
+    if taper:
+        k = np.sinc(frac * n) / np.maximum(1.0 - (frac * n) ** 2, 1e-3) * (np.abs(frac * n) < 0.999)
+        k[np.abs(np.abs(frac * n) - 1.0) < 1e-3] = 0.5                  # the Hann window's sinc pair, at its limit
+    else:
+        k = np.sinc(frac * n)
+    k = k * np.cos(np.pi / 2 * n / (r + 1)) ** 2                       # no hard cut at the radius
+    return (k / k.sum()).astype(np.float32)
+
+
 def acquire(img: np.ndarray, draw: dict, n1: np.ndarray, n2: np.ndarray, wm_v: float, resolution: bool,
             noise: bool) -> np.ndarray:
-    """Magnitude image of ``img`` (H, W, signal >= 0) as acquired: with ``resolution`` k-space truncated to the
-    acquisition matrix (``acq_frac`` of the grid, a Hann taper when ``taper``); with ``noise`` complex Gaussian noise
-    (``n1``, ``n2``) at white-matter SNR ``snr``, through the same k-space window."""
-    h, w = img.shape
-    if resolution:
-        fy, fx = np.abs(np.fft.fftfreq(h))[:, None], np.abs(np.fft.fftfreq(w))[None, :]
-        cut = draw["acq_frac"] / 2.0
-        win = ((fy <= cut) & (fx <= cut)).astype(np.float64)
-        if draw["taper"]:
-            win = win * np.cos(np.pi / 2 * np.clip(fy / cut, 0, 1)) * np.cos(np.pi / 2 * np.clip(fx / cut, 0, 1))
-        obj = np.fft.ifft2(np.fft.fft2(img) * win)
-    else:
-        win, obj = None, img.astype(np.complex128)
+    """Magnitude image of ``img`` (H, W, signal >= 0) as acquired: with ``resolution`` seen through the point spread
+    function of the acquisition matrix (``acq_frac`` of the grid, :func:`psf`); with ``noise`` complex Gaussian
+    noise (``n1``, ``n2``) at white-matter SNR ``snr``, through the same PSF (correlated as a zero-filled
+    reconstruction makes it, its s.d. kept). The PSF is local, so a lesion changes only pixels near it."""
+    size = img.shape[0]
+    re_, im = img.astype(np.float32), np.zeros_like(img, dtype=np.float32)
+    k = psf(draw["acq_frac"], draw["taper"], size) if resolution else None
+    if k is not None:
+        re_ = cv2.sepFilter2D(re_, -1, k, k, borderType=cv2.BORDER_CONSTANT)
     if noise:
-        z = n1.astype(np.float64) + 1j * n2.astype(np.float64)
-        if win is not None:
-            z = np.fft.ifft2(np.fft.fft2(z) * win) / math.sqrt(max(float((win ** 2).mean()), 1e-6))
-        obj = obj + (wm_v / draw["snr"]) * z                         # each component s.d. wm / SNR
-    return np.abs(obj).astype(np.float32)
+        sd = wm_v / draw["snr"]                                          # each component's s.d.
+        a, b = n1.astype(np.float32), n2.astype(np.float32)
+        if k is not None:
+            g = 1.0 / float(np.sum(k.astype(np.float64) ** 2))          # 2-D: (sum k^2)^2, per dimension once
+            a = cv2.sepFilter2D(a, -1, k, k, borderType=cv2.BORDER_REFLECT) * g
+            b = cv2.sepFilter2D(b, -1, k, k, borderType=cv2.BORDER_REFLECT) * g
+        re_, im = re_ + sd * a, im + sd * b
+    return np.sqrt(re_ ** 2 + im ** 2).astype(np.float32)
