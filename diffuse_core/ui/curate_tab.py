@@ -10,12 +10,14 @@ import gradio as gr
 
 from diffuse_core.data import curation
 from diffuse_core.ui import curate
+from diffuse_core.ui.adapt_panel import adapt_panel
 from diffuse_core.ui.bounded import bounded
 
 
 def curate_tab(d: int, controls) -> SimpleNamespace:
     """The tab's components (``d``: the display size; ``controls(prefix)``: the K, percentile, steps and seed
-    controls), by name. ``review_verdict`` is the place kept for the slice verdict (issue 36, item 1)."""
+    controls), by name. ``review_verdict`` is the place kept for the slice verdict (issue 36, item 1); ``adapt``:
+    the "Adapt the healthy model" panel (:mod:`diffuse_core.ui.adapt_panel`)."""
     with gr.Tab("Curate", id="curate"):
         gr.Markdown("For educators: generate counterfactuals for a batch, review each (accept, reject, rerun "
                     "with other settings), then save the accepted ones into a named teaching set "
@@ -56,12 +58,13 @@ def curate_tab(d: int, controls) -> SimpleNamespace:
                     zip_btn = gr.Button("Download the set as a zip")
                     dicom_btn = gr.Button("Download as DICOM", elem_id="df-dicom-zip")
                 set_zip = gr.File(label="Set archive", interactive=False)
+                adapt = adapt_panel()        # fine-tune the healthy model on a set's normal slices
     return SimpleNamespace(batch_cases=batch_cases, batch_files=batch_files, cctl=cctl, gen_btn=gen_btn,
                            curate_status=curate_status, review=review, review_slider=review_slider,
                            review_verdict=review_verdict, review_md=review_md, review_note=review_note,
                            accept_btn=accept_btn, reject_btn=reject_btn, rerun_btn=rerun_btn,
                            review_status=review_status, set_name=set_name, save_btn=save_btn, saved_sets=saved_sets,
-                           zip_btn=zip_btn, dicom_btn=dicom_btn, set_zip=set_zip)
+                           zip_btn=zip_btn, dicom_btn=dicom_btn, set_zip=set_zip, adapt=adapt)
 
 
 def wire_curate(c: SimpleNamespace, review_items, review_index, light: dict, heavy: dict) -> None:

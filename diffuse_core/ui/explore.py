@@ -9,6 +9,7 @@ from typing import Optional
 import gradio as gr
 import numpy as np
 
+from diffuse_core.studio.adapt_jobs import adapted_model_dir
 from diffuse_core.studio.display import display_result
 from diffuse_core.studio.library import LoadedCase
 from diffuse_core.studio.model_store import MODELS
@@ -32,7 +33,7 @@ STALE_TEXT = "stale: settings changed since this run — press Run"
 NOT_RUN_TEXT = "Not run: the uploaded file was refused (see the message under “1 · Choose a case”)."
 # what a run's results depend on, in the order of the inputs of :func:`stale_marker` after the run's state
 SETTING_NAMES = ("source", "case", "files", "slice", "channel", "window", "mask_from", "k", "percentile", "steps",
-                 "seed")
+                 "seed", "model")
 
 
 def skip_all(n: int) -> list:
@@ -90,7 +91,7 @@ def _number(v):
 
 
 def run_settings_shown(source, gallery_key, files, slice_index, channel, window, mask_from, k, percentile, steps,
-                       seed) -> dict:
+                       seed, model="") -> dict:
     """What the page shows of the settings a run depends on (compared by :func:`stale_marker`); only what applies to
     the chosen source counts (the gallery's key for a teaching case; the files, slice, channel and window for an
     upload)."""
@@ -99,23 +100,24 @@ def run_settings_shown(source, gallery_key, files, slice_index, channel, window,
     return dict(zip(SETTING_NAMES, (source, None if upload else gallery_key, names,
                                     _number(slice_index) if upload else None, channel if upload else None,
                                     window if upload else None, mask_from, _number(k), _number(percentile),
-                                    _number(steps), _number(seed))))
+                                    _number(steps), _number(seed), model or "")))
 
 
 def stale_marker(state, source, gallery_key, files, slice_index, channel, window, mask_from, k, percentile, steps,
-                 seed) -> str:
+                 seed, model="") -> str:
     """A setting or the case changed after the last run -> the visible "stale" marker over its results ("" while
     they match the page, or before any run)."""
     ran = (state or {}).get("shown_settings")
     if not ran:
         return ""
     now = run_settings_shown(source, gallery_key, files, slice_index, channel, window, mask_from, k, percentile,
-                             steps, seed)
+                             steps, seed, model)
     changed = [name for name in SETTING_NAMES if now.get(name) != ran.get(name)]
     if not changed:
         return ""
     words = {"source": "case source", "case": "case", "files": "uploaded file", "slice": "slice",
-             "mask_from": "mask source", "k": "K", "percentile": "percentile", "steps": "steps", "seed": "seed"}
+             "mask_from": "mask source", "k": "K", "percentile": "percentile", "steps": "steps", "seed": "seed",
+             "model": "healthy model"}
     what = ", ".join(dict.fromkeys(words.get(c, c) for c in changed))
     return (f'<div class="df-stale" role="status"><b>⚠ {STALE_TEXT}</b> <span>(changed: {html.escape(what)}; the '
             f'results below are from the previous run)</span></div>')
@@ -144,12 +146,14 @@ def report_bad_upload(source, gallery_key, files, slice_index, channel, window, 
 
 @user_errors
 def explore_run(source, gallery_key, files, slice_index, channel, window, gt_file, mask_from, mask_file, drawing,
-                k, percentile, steps, seed, opacity, request: Optional[gr.Request] = None, refused=None):
+                k, percentile, steps, seed, opacity, request: Optional[gr.Request] = None, refused=None, model=""):
     """The Run button: streams (live noisy, live clean, progress, ...skips) per step, then every result.
 
     Ends early, with the "Stopped." message, once :func:`request_stop` cancels this session's run (or the request
     itself is cancelled). ``refused``: the upload the page already reported as refused (:func:`report_bad_upload`);
-    a run of those same files says "Not run" in its progress line instead of a second message."""
+    a run of those same files says "Not run" in its progress line instead of a second message. ``model``: the
+    name of a model adapted in the app (:mod:`diffuse_core.studio.adapt_jobs`) for an MRI case, "" the installed
+    one (a CT case always runs through the CT model)."""
     n = len(EXPLORE_OUTPUTS)
     guard = request_guard(session_id(request))    # a Stop pressed before this run started is not for it
     try:
@@ -159,13 +163,15 @@ def explore_run(source, gallery_key, files, slice_index, channel, window, gt_fil
             yield [gr.skip(), gr.skip(), progress_html(0, 1, NOT_RUN_TEXT, "error"), *skip_all(n - 3)]
             return
         raise
+    model_dir = adapted_model_dir(model) if lc.case.modality != "ct" else None
     shown = run_settings_shown(source, gallery_key, files, slice_index, channel, window, mask_from, k, percentile,
-                               steps, seed)
+                               steps, seed, model)
     drawn = drawing_to_mask(drawing, lc.case.image.shape[-1]) if mask_from == "draw" else None
     yield [None, None, progress_html(0, 1, "Computing the saliency map and the mask…"), *skip_all(n - 3)]
     mask = None
     try:
-        for item in run_case(lc, mask_from, mask_file, drawn, k, steps, seed, percentile, guard=guard):
+        for item in run_case(lc, mask_from, mask_file, drawn, k, steps, seed, percentile, guard=guard,
+                             model_dir=model_dir):
             out = skip_all(n)
             if item["kind"] == "mask":
                 mask = item["mask"]
@@ -187,6 +193,8 @@ def explore_run(source, gallery_key, files, slice_index, channel, window, gt_fil
             else:
                 out = explore_outputs(lc, item, opacity)
                 out[EXPLORE_OUTPUTS.index("run_state")]["shown_settings"] = shown
+                if model_dir is not None:
+                    out[EXPLORE_OUTPUTS.index("out_metrics")] += f"\n\nModel: **adapted, {html.escape(model)}**."
                 yield out
     except RunCancelled:
         yield [gr.skip(), gr.skip(), progress_html(0, 1, STOPPED_TEXT), *skip_all(n - 3)]

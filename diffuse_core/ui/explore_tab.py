@@ -16,6 +16,7 @@ from diffuse_core.studio.settings import (CT_WINDOW_CHOICES, DEFAULTS, K_RANGE, 
                                           STEPS_RANGE)
 from diffuse_core.studio.uploads import inspect_upload, upload_paths
 from diffuse_core.ui import curate, explore, uncertainty
+from diffuse_core.ui.adapt_panel import INSTALLED
 from diffuse_core.ui.bounded import bounded
 from diffuse_core.ui.notes import NOTES
 from diffuse_core.ui.progress import progress_html
@@ -103,6 +104,8 @@ def explore_tab(page: SimpleNamespace, d: int, img_kw: dict) -> SimpleNamespace:
                 e.case_info = gr.Markdown(GALLERY_HINT)
                 gr.Markdown("### 2 · Settings")
                 e.ctl = explore_controls("df")
+                e.model = gr.Dropdown([INSTALLED], value="", label="Healthy model", elem_id="df-model",
+                                      info="the installed model, or one adapted to your scanner (Curate tab)")
                 with gr.Row():
                     e.run_btn = gr.Button(explore.RUN_LABEL, variant="primary", elem_id="df-run")
                     e.stop_btn = gr.Button("■ Stop", variant="stop", elem_id="df-stop")
@@ -219,7 +222,7 @@ def wire_explore(e: SimpleNamespace, page: SimpleNamespace, quiz_editor, cur: Si
     e.mask_from.input(explore.preview_mask, preview_mask_ins, [e.preview, e.progress], trigger_mode="always_last",
                       **light)
     explore_inputs = case_inputs + [e.mask_from, e.mask_file, e.mask_draw, ctl["k"], ctl["percentile"],
-                                    ctl["steps"], ctl["seed"], e.opacity, page.refused_upload]
+                                    ctl["steps"], ctl["seed"], e.opacity, page.refused_upload, e.model]
     explore_outs = [e.live_noisy, e.live_clean, e.progress, e.out_input, e.out_saliency, e.out_mask, e.out_cf,
                     e.out_overlay, e.out_slider, e.out_metrics, e.out_chart, e.out_summary, page.run_state]
     # Run is disabled from the click to the run's end (results, error or Stop), so no press is dropped silently
@@ -230,7 +233,7 @@ def wire_explore(e: SimpleNamespace, page: SimpleNamespace, quiz_editor, cur: Si
     run_event.failure(explore.unlock_run, None, e.run_btn, **light)      # .then does not follow an error
     # the results are marked stale while the settings or the case differ from the run's
     stale_ins = [page.run_state, e.source, page.selected_key, e.files, e.slice_slider, e.channel, e.window,
-                 e.mask_from, ctl["k"], ctl["percentile"], ctl["steps"], ctl["seed"]]
+                 e.mask_from, ctl["k"], ctl["percentile"], ctl["steps"], ctl["seed"], e.model]
     run_event.then(explore.stale_marker, stale_ins, e.stale, **light)
     run_event.then(explore.verdict_view, page.run_state, e.explore_verdict, **light)
     for comp in stale_ins[1:]:

@@ -14,6 +14,7 @@ from diffuse_core.studio.library import list_library, teaching_root
 from diffuse_core.studio.model_store import MODELS, apply_recommended_defaults, model_device
 from diffuse_core.studio.settings import DEFAULTS
 from diffuse_core.ui import healthy
+from diffuse_core.ui.adapt_panel import wire_adapt
 from diffuse_core.ui.api import add_api
 from diffuse_core.ui.curate_tab import curate_tab, wire_curate
 from diffuse_core.ui.explore_tab import GALLERY_HINT, explore_controls, explore_tab, wire_explore
@@ -94,5 +95,6 @@ def build_demo(title: str = "Dif-fuse Studio") -> gr.Blocks:
         wire_quiz(demo, quiz, page, ex.case_inputs)
         wire_healthy(check, page, ex.case_inputs, ex.ctl)
         wire_curate(cur, page.review_items, page.review_index, page.light, page.heavy)
+        wire_adapt(demo, cur.adapt, ex.model, page.light)
         add_api(page.heavy)
     return demo

@@ -1,0 +1,140 @@
+"""The Curate tab's "Adapt the healthy model" panel: fine-tune the installed healthy model on an educator's own
+normal slices (a curated or teaching set) within a time budget, with a progress bar and a cancel, then use the new
+model in Explore (issue 31, item 5). The work is :mod:`diffuse_core.studio.adapt_jobs` (the engine:
+:func:`diffuse_core.evaluation.adapt.adapt`, also ``diffuse-studio adapt``).
+
+:func:`adapt_panel` builds the components (inside the Curate tab), :func:`wire_adapt` their events. The adaptation
+runs in a background thread of the server: a closed browser tab does not stop it (reopening the page shows it
+again); the Cancel button does.
+"""
+
+from __future__ import annotations
+
+import html
+from types import SimpleNamespace
+
+import gradio as gr
+
+from diffuse_core.evaluation.adapt import DEFAULT_MINUTES
+from diffuse_core.studio import adapt_jobs
+from diffuse_core.ui.errors import user_errors
+from diffuse_core.ui.progress import progress_html
+
+INSTALLED = ("Installed healthy model", "")      # Explore's model choice: "" = the installed model
+POLL_SECONDS = 0.5
+
+
+def adapt_panel() -> SimpleNamespace:
+    """The panel's components, by name (built inside the Curate tab)."""
+    a = SimpleNamespace()
+    with gr.Accordion("Adapt the healthy model to your scanner (your normal slices)", open=False,
+                      elem_id="df-adapt"):
+        gr.Markdown("Fine-tune the installed healthy model on the **normal** MRI slices of a set (yours, saved "
+                    "above, or a teaching set), on this machine, within the time you give it. Whole cases are held "
+                    "out: the share of their normal brain flagged is measured before and after, and written in the "
+                    "new model's card. The new model is then offered in **Explore** (\"Healthy model\"). Aim for 100 "
+                    "normal slices or more; the installed model is never changed.", elem_classes="df-hint")
+        with gr.Row():
+            a.source = gr.Dropdown(adapt_jobs.adapt_sources(), label="Normal slices from", elem_id="df-adapt-source",
+                                   scale=3)
+            a.minutes = gr.Number(DEFAULT_MINUTES, label="Time budget (minutes)", minimum=adapt_jobs.MINUTES_RANGE[0],
+                                  maximum=adapt_jobs.MINUTES_RANGE[1], elem_id="df-adapt-minutes", scale=1,
+                                  info="fine-tuning; the two measurements come on top")
+        with gr.Row():
+            a.start = gr.Button("Adapt the model", variant="primary", elem_id="df-adapt-start")
+            a.cancel = gr.Button("■ Cancel", variant="stop", elem_id="df-adapt-cancel")
+        a.progress = gr.HTML(progress_html(0, 1, "Not started."), elem_id="df-adapt-progress")
+        a.result = gr.Markdown("", elem_id="df-adapt-result")
+    return a
+
+
+def stage_text(job: adapt_jobs.AdaptJob) -> str:
+    """The progress line of a running job: its stage and time against the budget."""
+    return (f"Adapting on {job.n_slices} normal slices of {html.escape(job.source.split('/', 1)[-1])}: "
+            f"{job.stage} · {job.elapsed / 60:.1f} min (budget {job.minutes:g} min + measurements)")
+
+
+def card_markdown(rec: dict, name: str) -> str:
+    """The new model's card, in the panel: data, held-out slices, steps, time, false flags before and after."""
+    b, a = rec["false_flags_before"], rec["false_flags_after"]
+    if b["mean"] <= 0:
+        verdict = "none were flagged before: nothing to halve"
+    else:
+        verdict = ("at least halved" if rec.get("halved") else "not halved: more normal slices or a longer budget "
+                   "may help")
+    return (f"**Adapted model `{html.escape(name)}`** — now offered in Explore (\"Healthy model\").\n\n"
+            f"| The new model's card | |\n|---|---|\n"
+            f"| Data | {rec['normal_slices']} normal slices: {rec['trained_on']} trained on, {rec['held_out']} held "
+            f"out (whole cases), {rec['measured_on']} measured |\n"
+            f"| Training | {rec['steps']} steps (batch {rec['batch_size']}) in {rec['seconds'] / 60:.1f} min, "
+            f"{html.escape(str(rec.get('hardware', '')))} |\n"
+            f"| Normal brain flagged, held-out slices | before **{100 * b['mean']:.1f} %** (max {100 * b['max']:.1f} "
+            f"%), after **{100 * a['mean']:.1f} %** (max {100 * a['max']:.1f} %): {verdict} |")
+
+
+def _end(job: adapt_jobs.AdaptJob):
+    """(progress, result) of a finished job."""
+    if job.record is not None:
+        return (progress_html(1, 1, f"Done in {job.elapsed / 60:.1f} min: the adapted model is saved."),
+                card_markdown(job.record, job.name))
+    if job.cancelled:
+        return progress_html(0, 1, "Stopped: no model was written.", "error"), ""
+    return (progress_html(0, 1, f"Adaptation failed: {html.escape(job.error or 'unknown error')}", "error"),
+            "")
+
+
+@user_errors
+def adapt_run(source, minutes):
+    """The Adapt button: start the adaptation, then stream (progress, result) until it ends (finished, stopped or
+    failed). The adaptation itself runs in a background thread (:func:`diffuse_core.studio.adapt_jobs.start_adapt`)."""
+    if not source:
+        raise ValueError("choose the set of normal slices to adapt the model to")
+    job = adapt_jobs.start_adapt(source, minutes)
+    yield progress_html(0, 1, stage_text(job)), ""
+    yield from follow(job)
+
+
+def follow(job: adapt_jobs.AdaptJob):
+    """(progress, result) of ``job`` every half second while it runs, then its end."""
+    while not job.done.wait(POLL_SECONDS):
+        yield progress_html(job.fraction, 1, stage_text(job)), gr.skip()
+    yield _end(job)
+
+
+def adapt_resume():
+    """Page load: a running adaptation of this server is shown (and followed) again; else the last one's end."""
+    job = adapt_jobs.current_job()
+    if job is None:
+        yield gr.skip(), gr.skip()
+        return
+    yield from follow(job)
+
+
+def adapt_cancel():
+    """The Cancel button: stop the running adaptation at its next training step (its progress line then says
+    "Stopped")."""
+    job = adapt_jobs.current_job()
+    if job is None or not job.running:
+        gr.Info("No adaptation is running.")
+        return
+    job.cancel()
+
+
+def model_choices(current=None):
+    """Explore's "Healthy model" choices: the installed model and every finished adapted model (newest first);
+    the current choice is kept while it exists."""
+    choices = [INSTALLED] + [(m.label, m.name) for m in adapt_jobs.adapted_models()]
+    values = [v for _, v in choices]
+    return gr.update(choices=choices, value=current if current in values else "")
+
+
+def wire_adapt(demo: gr.Blocks, a: SimpleNamespace, model_choice, light: dict) -> None:
+    """The panel's events; ``model_choice``: Explore's "Healthy model" dropdown, refreshed when an adaptation ends
+    and on page load. The progress stream takes no model-run slot (the fine-tuning is in its own thread)."""
+    poll = dict(concurrency_limit=None, api_visibility="undocumented", show_progress="hidden")
+    run = a.start.click(adapt_run, [a.source, a.minutes], [a.progress, a.result], **poll)
+    run.then(model_choices, model_choice, model_choice, **light)
+    a.cancel.click(adapt_cancel, None, None, **light)
+    a.source.focus(lambda: gr.update(choices=adapt_jobs.adapt_sources()), None, a.source, **light)
+    demo.load(model_choices, model_choice, model_choice, **light)
+    demo.load(adapt_resume, None, [a.progress, a.result], **poll)

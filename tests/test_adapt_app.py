@@ -1,0 +1,137 @@
+"""The app's "Adapt the healthy model" (issue 31, item 5) without a browser: the sets it offers, an adaptation in the
+background that finishes with its card and is then listed and used by a run, a cancel that leaves nothing, and the
+checks before anything starts. Tiny untrained models keep it fast; the browser test is in test_app_browser_adapt.py."""
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+R = 64
+
+
+def tiny_assets(assets: Path) -> Path:
+    """A tiny untrained DDPM (with a card carrying the app's settings) and tiny ACAT models under ``assets``."""
+    from diffuse_core.models.autoencoder import AutoencoderConfig, new_autoencoder
+    from diffuse_core.models.checkpoint import save, update_card
+    from diffuse_core.models.classifier import ClassifierConfig, new_classifier
+    from diffuse_core.models.denoiser import DenoiserConfig, new_denoiser, save_denoiser
+
+    save_denoiser(new_denoiser(DenoiserConfig(resolution=R, block_channels=(16, 32), attention_levels=(False, True),
+                                              norm_num_groups=8, attention_head_dim=8)), assets / "ddpm")
+    settings = {"anomaly_threshold": 0.15, "recommended_settings": {"k": 100, "percentile": 90.0, "steps": 3}}
+    try:
+        update_card(assets / "ddpm", settings, by="calibrate")       # a card whose fields name their writer
+    except TypeError:
+        update_card(assets / "ddpm", settings)
+    save(new_autoencoder(AutoencoderConfig(resolution=R, widths=(8, 16), latent_channels=4)), assets / "autoencoder")
+    save(new_classifier(ClassifierConfig(resolution=R, widths=(8, 16))), assets / "classifier")
+    return assets
+
+
+@pytest.fixture()
+def env(tmp_path, monkeypatch):
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    monkeypatch.setenv("DIFFUSE_ASSETS", str(tiny_assets(tmp_path / "assets")))
+    monkeypatch.setenv("DIFFUSE_TEACHING_ROOT", str(ROOT / "teaching_sets"))
+    monkeypatch.setenv("DIFFUSE_CURATED_ROOT", str(tmp_path / "curated"))
+    monkeypatch.setenv("DIFFUSE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("DIFFUSE_DEVICE", "cpu")
+    yield tmp_path
+    torch.set_num_threads(threads)
+
+
+def wait(job, seconds=240):
+    assert job.done.wait(seconds), f"the adaptation did not end within {seconds} s (stage {job.stage})"
+
+
+def test_the_teaching_sets_normal_mri_slices_are_offered_and_ct_left_out(env):
+    from diffuse_core.studio import adapt_jobs
+
+    slices = adapt_jobs.normal_slices("teaching/default")
+    manifest = json.loads((ROOT / "teaching_sets" / "default" / "manifest.json").read_text())
+    expected = {c["id"] for c in manifest["cases"] if c["healthy"] and c["modality"] != "ct"}
+    assert {cid for cid, _ in slices} == expected and all(p.is_file() for _, p in slices)
+    assert ("default (5 normal slices, teaching)", "teaching/default") in adapt_jobs.adapt_sources()
+
+
+def test_an_adaptation_writes_a_model_with_its_card_that_a_run_then_uses(env):
+    from diffuse_core.studio import adapt_jobs
+    from diffuse_core.studio.library import load_library_case
+    from diffuse_core.studio.runs import run_case
+
+    job = adapt_jobs.start_adapt("teaching/default", minutes=0.02)
+    with pytest.raises(ValueError, match="already running"):
+        adapt_jobs.start_adapt("teaching/default", minutes=0.02)
+    seen = set()
+    while not job.done.wait(0.05):
+        seen.add(job.stage)
+    assert job.error is None and job.record is not None, job.error
+    assert "fine-tuning" in seen and job.fraction == 1.0
+    rec = job.record
+    assert rec["normal_slices"] == 5 and rec["trained_on"] == 4 and rec["held_out"] == 1 and rec["steps"] >= 1
+    card = json.loads((job.out / "config.json").read_text())["card"]
+    assert card["adaptation"]["false_flags_after"] == rec["false_flags_after"]
+    assert job.out.parent == env / "data" / "models"
+
+    listed = adapt_jobs.adapted_models()
+    assert [m.name for m in listed] == [job.name] and "4 normal slices" in listed[0].label
+    assert adapt_jobs.adapted_model_dir(job.name) == job.out and adapt_jobs.adapted_model_dir("") is None
+
+    lc = load_library_case("teaching/default/case16_flair_healthy")
+    versions = {}
+    for name, folder in (("installed", None), ("adapted", job.out)):
+        *_, result = run_case(lc, "acat", k=20, steps=2, seed=0, model_dir=folder)
+        versions[name] = (result["model_version"], result["result"].counterfactual)
+    assert versions["installed"][0] != versions["adapted"][0]           # another model's weights ran
+    assert not np.array_equal(versions["installed"][1], versions["adapted"][1])
+
+
+def test_cancel_stops_the_training_and_leaves_no_model(env):
+    from diffuse_core.studio import adapt_jobs
+
+    job = adapt_jobs.start_adapt("teaching/default", minutes=5)
+    t0 = time.monotonic()
+    while job.stage != "fine-tuning" and not job.done.is_set():
+        assert time.monotonic() - t0 < 180, f"never reached fine-tuning (stage {job.stage})"
+        time.sleep(0.05)
+    job.cancel()
+    wait(job, 60)
+    assert job.cancelled and job.record is None and "no model" in job.error
+    assert not job.out.exists() and adapt_jobs.adapted_models() == []
+    assert job.elapsed < 120                                            # far short of the 5-minute budget
+
+
+def test_what_is_refused_before_anything_starts(env):
+    from diffuse_core.studio import adapt_jobs
+
+    for bad in (0, -1, "x", 10_000):
+        with pytest.raises(ValueError, match="time budget"):
+            adapt_jobs.start_adapt("teaching/default", minutes=bad)
+    with pytest.raises(ValueError, match="unknown set"):
+        adapt_jobs.start_adapt("elsewhere/default", minutes=1)
+    for name in ("nothing-here", "../assets"):
+        with pytest.raises(ValueError, match="no adapted model"):
+            adapt_jobs.adapted_model_dir(name)
+    assert adapt_jobs.current_job() is None or not adapt_jobs.current_job().running
+
+
+def test_the_panels_card_says_what_was_measured_and_never_calls_zero_to_zero_halved():
+    from diffuse_core.ui.adapt_panel import card_markdown
+
+    rec = {"normal_slices": 120, "trained_on": 96, "held_out": 24, "measured_on": 24, "steps": 900, "batch_size": 8,
+           "seconds": 1200.0, "hardware": "2 cores", "halved": True,
+           "false_flags_before": {"mean": 0.08, "max": 0.2}, "false_flags_after": {"mean": 0.03, "max": 0.09}}
+    md = card_markdown(rec, "mine")
+    assert "96 trained on, 24 held out" in md and "before **8.0 %**" in md and "after **3.0 %**" in md
+    assert "at least halved" in md and "20.0 min" in md
+    zero = {**rec, "false_flags_before": {"mean": 0.0, "max": 0.0}, "false_flags_after": {"mean": 0.0, "max": 0.0}}
+    assert "nothing to halve" in card_markdown(zero, "mine") and "at least halved" not in card_markdown(zero, "m")
+    worse = {**rec, "halved": False}
+    assert "not halved" in card_markdown(worse, "mine")
