@@ -46,10 +46,11 @@ def looks_normal(summary: dict) -> bool:
     return (not v["abnormal"]) if v else looks_healthy(summary["flagged_fraction_of_brain"])
 
 
-def verdict_line(verdict: dict | None) -> str:
-    """The verdict as one line of markdown for the app ("" without a calibrated verdict)."""
+def verdict_line(verdict: dict | None, modality: str | None = None) -> str:
+    """The verdict as one line of markdown for the app. Without a calibrated verdict: "" when ``modality`` is None
+    (no run), else :func:`no_verdict_line` (the app says so rather than keep silent)."""
     if not verdict:
-        return ""
+        return "" if modality is None else no_verdict_line(modality)
     if verdict["abnormal"]:
         return (f"**Looks abnormal** — peak anomaly {verdict['score']:.2f}, above the {verdict['threshold']:.2f} "
                 f"that {100 * (1 - verdict['false_abnormal_rate']):.0f} % of healthy validation slices stay under. "
@@ -57,6 +58,13 @@ def verdict_line(verdict: dict | None) -> str:
     return (f"**Looks normal** — peak anomaly {verdict['score']:.2f}, under the {verdict['threshold']:.2f} that "
             f"{100 * (1 - verdict['false_abnormal_rate']):.0f} % of healthy validation slices stay under, so no "
             f"region is flagged. (A teaching tool's call, not a diagnosis.)")
+
+
+def no_verdict_line(modality: str | None) -> str:
+    """What the app says of a run whose model card has no calibrated verdict (the shipped CT model's): no call."""
+    what = "CT" if str(modality or "").lower() == "ct" else "this model"
+    return (f"**No verdict for {what}** (no calibrated threshold: its model card has none), so no normal / abnormal "
+            f"call is made. Read the anomaly map yourself.")
 
 
 def looks_healthy(flagged_fraction_of_brain: float) -> bool:

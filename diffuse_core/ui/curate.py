@@ -104,10 +104,10 @@ def review_details(items, i):
     md = (f"**{html.escape(it.label)}** — {STATUS_ICON[it.status]} {it.status} · run {it.runs} · K={s['k']}, "
           f"{s['steps']} steps, seed {s['seed']}, {_region(s)}{dice}, mean change in brain "
           f"{s['mean_abs_change_in_brain']:.4f}")
-    line = verdict_line(s.get("verdict"))
+    line = verdict_line(s.get("verdict"), r.get("modality") or "")
     if line:
         md = f"{line}\n\n{md}"
-        if it.result.get("healthy") and s["verdict"]["abnormal"]:
+        if it.result.get("healthy") and s.get("verdict") and s["verdict"]["abnormal"]:
             md += ("\n\n⚠ This slice is labelled **healthy** but the verdict is **abnormal**: check it before it "
                    "goes into a healthy teaching set.")
     return (with_outlines(grey_rgb(r["image"][0]), truth=r.get("truth")), grey_rgb(r["counterfactual"][0])), md, it.note

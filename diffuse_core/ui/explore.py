@@ -201,8 +201,9 @@ def explore_run(source, gallery_key, files, slice_index, channel, window, gt_fil
 
 
 def verdict_view(state):
-    """The verdict line above the results (hidden when the run's model card has no calibrated verdict)."""
-    line = verdict_line((state or {}).get("verdict"))
+    """The verdict line above the results; after a run whose model card has no calibrated verdict (CT today), the
+    line says there is none (hidden only before any run)."""
+    line = verdict_line(state.get("verdict"), state.get("modality") or "") if state else ""
     return gr.update(value=line, visible=bool(line))
 
 

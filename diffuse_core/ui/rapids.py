@@ -149,8 +149,7 @@ def _reveal(lc, d, answer: rapids.Answer, point_px):
     heat = _marker(heat, point_px)
     sign = f"+{answer.points}" if answer.points else "0"
     lines = [f"### {sign} — {rapids.VERDICT_TEXT[answer.verdict]}", ""]
-    if getattr(d, "verdict", None):
-        lines += [f"Dif-fuse's verdict: {verdict_line(d.verdict)}", ""]
+    lines += [f"Dif-fuse's verdict: {verdict_line(getattr(d, 'verdict', None), lc.case.modality)}", ""]
     lines += [
              f"**{lc.title}** · {'normal' if answer.healthy else answer.lesion_type} · difficulty "
              f"{answer.difficulty}" + (f" · {lc.location}" if lc.location else "")]
