@@ -13,7 +13,8 @@ one generator seeded with ``seed``: a slice's result depends on the seed and the
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from types import SimpleNamespace
 
 import numpy as np
@@ -48,6 +49,7 @@ class VolumeEngine:
     settings: dict
     mri_reference: dict | None
     rule: dict
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @property
     def size(self) -> int:
@@ -64,6 +66,10 @@ class VolumeEngine:
     def run_slices(self, cases: list[CaseInput], seed: int,
                    callback: Callable | None = None) -> list[SliceResult]:
         """Dif-fuse on a batch of prepared slices (one network batch), each result at its input's size."""
+        with self.lock:                  # one batch at a time through the models (workers may share an engine)
+            return self._run(cases, seed, callback)
+
+    def _run(self, cases: list[CaseInput], seed: int, callback: Callable | None) -> list[SliceResult]:
         from diffuse_core.core.anomaly import binarize
         from diffuse_core.pipeline import run_batch
 

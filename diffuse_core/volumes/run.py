@@ -117,11 +117,12 @@ def _assemble(volume: Volume, done: dict[int, Path], key: str, dtype) -> np.ndar
     return out
 
 
-def iter_volume_run(source, out_dir, engine: VolumeEngine, *, slices: str | None = "all", seed: int = 0,
+def iter_volume_run(source, out_dir, engine, *, slices: str | None = "all", seed: int = 0,
                     batch_size: int = 8, cancel: threading.Event | None = None,
                     max_bytes: int | None = None) -> Iterator[VolumeProgress]:
     """Run ``engine`` over the brain slices of ``source`` into ``out_dir`` (see the module docstring); returns the
-    summary dict (the generator's return value)."""
+    summary dict (the generator's return value). ``engine``: a :class:`~diffuse_core.volumes.compute.VolumeEngine`,
+    or a function of the volume's modality ("mri" / "ct") returning one."""
     from diffuse_core.io.loaded import DEFAULT_MAX_BYTES
 
     source, out = Path(source), Path(out_dir)
@@ -130,6 +131,8 @@ def iter_volume_run(source, out_dir, engine: VolumeEngine, *, slices: str | None
     yield VolumeProgress("read", 0, 1, str(source))
     start = time.perf_counter()
     volume = read_volume(source, DEFAULT_MAX_BYTES if max_bytes is None else max_bytes)
+    if not isinstance(engine, VolumeEngine):
+        engine = engine(volume_modality_hint(volume))
     asked = parse_slices(slices, volume.num_slices)
     todo = brain_slices(volume, asked)
     if not todo:
