@@ -3,7 +3,7 @@
 
 Starts the app on a free local port (shipped ``assets/``, the default teaching set, default settings), opens it in
 Debian's headless Chromium through Playwright and saves a PNG: ``explore`` picks a teaching case, runs it and takes
-the full page (``docs/app_screenshot.png``); ``quiz`` draws a packet (``--seed``, default 2), clicks the first slice where its
+the page down to the anomaly map, the verdict line included (``docs/app_screenshot.png``); ``quiz`` draws a packet (``--seed``, default 2), clicks the first slice where its
 lesion is (or calls it normal) and takes the reveal (``docs/quiz_reveal.png``); ``uncertainty`` runs 4 draws of a
 teaching case and takes the uncertainty panels (``docs/uncertainty.png``). ``--out`` overrides the file. Needs
 ``/usr/bin/chromium``; never downloads a browser.
@@ -69,8 +69,14 @@ def main() -> int:
                 else:
                     page.locator("#df-run").click()
                     page.wait_for_function("document.body.innerText.includes('Done in')", timeout=args.timeout * 1000)
+                    page.wait_for_selector("#df-verdict", state="visible", timeout=30_000)   # the slice verdict
                     page.wait_for_timeout(1_500)
-                    page.screenshot(path=args.out, full_page=True)
+                    # the page down to the anomaly map's row: the verdict line and the panels at a readable scale
+                    # (the whole page is too tall to read in the README)
+                    bottom = page.evaluate("() => { const r = document.querySelector('#df-out-overlay')"
+                                           ".getBoundingClientRect(); return r.bottom + window.scrollY + 12; }")
+                    page.screenshot(path=args.out, full_page=True,
+                                    clip={"x": 0, "y": 0, "width": 1400, "height": bottom})
             browser.close()
     finally:
         get_demo().close()

@@ -1,4 +1,4 @@
-"""The page's look: its CSS (progress bar, hints, gallery captions) and theme."""
+"""The page's look: its CSS (progress bar, hints, gallery captions, the verdict line) and theme."""
 
 import gradio as gr
 
@@ -11,6 +11,8 @@ CSS = """
 .df-stale { background: #fff4d6; border: 2px solid #d97706; color: #7a3e00; border-radius: 8px; padding: 8px 12px;
             font-size: 1.05em; }
 .df-results .image-container img { object-fit: contain; }
+#df-verdict, #df-rp-verdict { font-size: 1.2em; line-height: 1.4; padding: 8px 14px; border-radius: 8px;
+                              border-left: 6px solid #0284c7; background: var(--neutral-50, #f8fafc); }
 #df-gallery .thumbnail-item { aspect-ratio: auto; display: flex; flex-direction: column; }
 #df-gallery .thumbnail-item img { aspect-ratio: 1 / 1; width: 100%; height: auto; object-fit: contain; }
 #df-gallery .caption-label { position: static; max-width: 100%; border: none; border-radius: 0; font-size: 0.75em;
