@@ -17,8 +17,8 @@ import numpy as np
 
 from diffuse_core.data.synthbrain.anatomy import (FOV_MM, LEVEL_RANGE, draw_geometry, load_templates, pixel_mm,
                                                   source_slice, warp)
-from diffuse_core.data.synthbrain.lesions import (LESION_LEVELS, LESION_TYPES, MIN_LESION_PX, describe, glioma,
-                                                  size_class, stroke, wmh, wmh_fazekas)
+from diffuse_core.data.synthbrain.lesions import (LESION_LEVELS, LESION_TYPES, MIN_LESION_PX, WMH_LEVELS_REAL,
+                                                  describe, glioma, size_class, stroke, wmh, wmh_fazekas)
 from diffuse_core.data.synthbrain.render import MODALITIES, check_modalities, render
 from diffuse_core.data.synthbrain.scanner import (SCANNER_LEVELS, check_realism, draw_channel, draw_slice, slab,
                                                   strip_edge)
@@ -148,6 +148,8 @@ def generate_slice(seed: int, modalities=("flair",), size: int = 128, healthy: b
     scan = draw_slice(np.random.default_rng([seed, 4]))
     if lesion_type is None and "levels" in effects:
         lo, hi = SCANNER_LEVELS
+    elif lesion_type == "wmh" and "lesions" in effects:
+        lo, hi = WMH_LEVELS_REAL
 
     level = min(hi, lo + int(rng_geo.random() * (hi - lo + 1)))
     fov = scan["fov"] if "fov" in effects else float(FOV_MM)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from diffuse_core.data.synthbrain.anatomy import FOV_MM, Geometry, load_templates, pixel_mm, warp
@@ -200,6 +201,7 @@ def wmh(rng, src, geo: Geometry, size, scale_f, tissue) -> Lesion | None:
 
 
 FAZEKAS_P = (0.35, 0.40, 0.25)                 # grades 1 (caps, pencil-thin lining), 2 (smooth halo), 3 (irregular)
+WMH_LEVELS_REAL = (76, 122)                    # wmh_fazekas: from the lateral ventricles' lower bodies up
 
 
 def wmh_fazekas(rng, src, geo: Geometry, size, scale_f, tissue) -> Lesion | None:
@@ -215,25 +217,28 @@ def wmh_fazekas(rng, src, geo: Geometry, size, scale_f, tissue) -> Lesion | None
     t_rim = float(rng.uniform(*((0.8, 1.8), (2.0, 4.0), (4.0, 7.0))[grade - 1])) * scale_f
     t_cap = float(rng.uniform(*((2.5, 5.0), (4.5, 8.0), (7.0, 12.0))[grade - 1])) * scale_f
     rough = (0.15, 0.25, 0.45)[grade - 1]
-    n_deep = int(rng.integers(*((0, 3), (1, 6), (1, 4))[grade - 1]))
+    n_deep = int(rng.integers(*((0, 3), (0, 4), (0, 3))[grade - 1]))
     noise = smooth_noise(rng, size, max(8, size // 6))
     deep_noise = smooth_noise(rng, size, max(10, size // 4))
     field = np.full((size, size), -1e3, np.float32)                  # mm, > 0 inside
-    vent = d_vent_src < 0.5
+    k = max(3, int(round(3 * size / 128)) | 1)                        # the open ventricles, not the thin fissure
+    vent = cv2.morphologyEx((d_vent_src < 0.5).astype(np.uint8), cv2.MORPH_OPEN, np.ones((k, k), np.uint8))
     n_pv = 0
-    if vent.any():
+    if vent.sum() * mm * mm >= 40.0:
         rows = np.nonzero(vent.any(axis=1))[0]
         v_src = geo.map_y * mm                                        # source row of each output pixel, mm
         front, back, fade = rows.min() * mm, rows.max() * mm, 12.0
         cap = np.clip((front + fade - v_src) / fade, 0, 1) + np.clip((v_src - (back - fade)) / fade, 0, 1)
         thick = t_rim + (t_cap - t_rim) * np.clip(cap, 0, 1)
-        d_vent = warp(np.ascontiguousarray(d_vent_src), geo.map_x, geo.map_y)
+        d_src = cv2.distanceTransform(1 - vent, cv2.DIST_L2, 5).astype(np.float32) * mm
+        d_vent = warp(d_src, geo.map_x, geo.map_y) + 1e3 * (1.0 - warp(np.ones_like(d_src), geo.map_x, geo.map_y))
         field = thick * (1.0 + rough * noise) - d_vent
         n_pv = 1
     deep = (wm_s > 0.6) & (d_edge_s > 9.0) & (d_vent_src >= (4.0 if grade == 3 else 7.0))
+    # (deep foci keep the generator's ventricle distance: away from any deep CSF)
     for _ in range(n_deep):
         c = _pick(rng, deep)
-        r_mm = float(rng.uniform(4.0, 9.0) if grade == 3 else rng.uniform(1.2, 3.0)) * math.sqrt(scale_f)
+        r_mm = float(rng.uniform(3.0, 7.0) if grade == 3 else rng.uniform(1.2, 3.0)) * math.sqrt(scale_f)
         if c is None:
             continue
         rho = np.hypot(geo.map_x - c[0], geo.map_y - c[1]) * mm
@@ -243,8 +248,9 @@ def wmh_fazekas(rng, src, geo: Geometry, size, scale_f, tissue) -> Lesion | None
     alpha = soft(field / mm, geo.scale) * np.clip((tissue["wm"] - 0.2) / 0.35, 0, 1) * tissue["brain"]
     mask = alpha > 0.5
     words = ("thin caps and lining", "smooth periventricular halo", "irregular periventricular bands")[grade - 1]
-    detail = f"Fazekas {grade}: " + (words if n_pv else "no ventricle at this level") + \
-        (f", {n_deep} deep " + (("patch", "patches"), ("focus", "foci"))[grade < 3][n_deep > 1] if n_deep else "")
+    deep_words = f"{n_deep} deep " + (("patch", "patches"), ("focus", "foci"))[grade < 3][n_deep > 1]
+    detail = (f"Fazekas {grade}: {words}" + (f", {deep_words}" if n_deep else "")) if n_pv else \
+        f"Fazekas {grade}, above the ventricles: {deep_words}"
     return Lesion("wmh", {"wmh": alpha}, mask, detail, info={"n": n_pv + n_deep, "n_pv": n_pv, "grade": grade})
 
 
