@@ -1,5 +1,6 @@
 """The ``diffuse-studio`` command line: ``run``, ``synth``, ``train``, ``evaluate``, ``app``, ``models``, ``adapt``,
-``real-data`` (the last two in :mod:`diffuse_core.cli.real_scans`).
+``real-data`` (those two in :mod:`diffuse_core.cli.real_scans`), ``batch`` and ``run --slices`` (volume runs, in
+:mod:`diffuse_core.cli.volumes`).
 
 Subcommand names, options and output file names are a contract that scripts and checks rely on. Heavy imports
 happen inside each command so that ``--help`` is instant. Errors a user can fix are printed as one line on stderr
@@ -463,8 +464,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _more_subcommands() -> list:
     from diffuse_core.cli.real_scans import add_adapt, add_real_data
+    from diffuse_core.cli.volumes import add_batch
 
-    return [add_adapt, add_real_data]
+    return [add_adapt, add_real_data, add_batch]
 
 
 _SUBCOMMANDS = [_add_run, _add_synth, _add_train, _add_evaluate, _add_app, _add_models]

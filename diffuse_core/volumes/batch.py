@@ -60,8 +60,8 @@ def _row(summary: dict) -> dict:
             "seconds": (summary.get("seconds") or {}).get("total")}
 
 
-def run_study(source: str, out_folder: str, options: dict, slices: str = "all", seed: int = 0, batch_size: int = 8,
-              progress=None) -> dict:
+def run_study(source: str, out_folder: str, options: dict, slices: str = "all", seed: int = 0,
+              batch_size: int | None = None, progress=None) -> dict:
     """One study's volume run (on whichever process runs it): ``{"status": "done", "row": ...}`` or
     ``{"status": "failed", "error": one line}``. ``progress(done, total)`` sees its slices."""
     from diffuse_core.volumes.run import iter_volume_run
@@ -82,7 +82,7 @@ def run_study(source: str, out_folder: str, options: dict, slices: str = "all", 
         return {"status": "failed", "error": f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"}
 
 
-def iter_batch(root, out_dir, options: dict, *, slices: str = "all", seed: int = 0, batch_size: int = 8,
+def iter_batch(root, out_dir, options: dict, *, slices: str = "all", seed: int = 0, batch_size: int | None = None,
                client=None) -> Iterator[BatchProgress]:
     """Run every pending study of ``root`` into ``out_dir`` (see the module docstring)."""
     out = Path(out_dir)

@@ -118,21 +118,26 @@ def _assemble(volume: Volume, done: dict[int, Path], key: str, dtype) -> np.ndar
 
 
 def iter_volume_run(source, out_dir, engine, *, slices: str | None = "all", seed: int = 0,
-                    batch_size: int = 8, cancel: threading.Event | None = None,
-                    max_bytes: int | None = None) -> Iterator[VolumeProgress]:
+                    batch_size: int | None = None, cancel: threading.Event | None = None,
+                    max_bytes: int | None = None, window=None) -> Iterator[VolumeProgress]:
     """Run ``engine`` over the brain slices of ``source`` into ``out_dir`` (see the module docstring); returns the
     summary dict (the generator's return value). ``engine``: a :class:`~diffuse_core.volumes.compute.VolumeEngine`,
-    or a function of the volume's modality ("mri" / "ct") returning one."""
+    or a function of the volume's modality ("mri" / "ct") returning one. ``batch_size`` None: 8 on a CPU, from the
+    free memory on a GPU (:func:`~diffuse_core.volumes.throughput.auto_batch_size`). ``window``: a CT window."""
     from diffuse_core.io.loaded import DEFAULT_MAX_BYTES
 
+    from diffuse_core.volumes.throughput import auto_batch_size
+
     source, out = Path(source), Path(out_dir)
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch size must be at least 1, got {batch_size}")
     yield VolumeProgress("read", 0, 1, str(source))
     start = time.perf_counter()
     volume = read_volume(source, DEFAULT_MAX_BYTES if max_bytes is None else max_bytes)
     if not isinstance(engine, VolumeEngine):
         engine = engine(volume_modality_hint(volume))
+    if batch_size is None:
+        batch_size = auto_batch_size(engine.device, engine.size, engine.channels, engine.settings.get("precision", ""))
     asked = parse_slices(slices, volume.num_slices)
     todo = brain_slices(volume, asked)
     if not todo:
@@ -171,7 +176,7 @@ def iter_volume_run(source, out_dir, engine, *, slices: str | None = "all", seed
             continue
         if cancel is not None and cancel.is_set():
             raise VolumeRunCancelled(f"cancelled after {len(done)} of {len(todo)} slices; run again to resume")
-        cases = [slice_case(volume, z, size=size, channels=channels, mri_reference=engine.mri_reference)
+        cases = [slice_case(volume, z, size=size, channels=channels, window=window, mri_reference=engine.mri_reference)
                  for z in zs]
         results = engine.run_slices(cases, seed=int(seed) + zs[0])
         _save_batch(_batch_file(partial, zs), volume, results)
