@@ -19,8 +19,9 @@ import numpy as np
 import torch
 
 from diffuse_core.core.anomaly import anomaly_kernel_of, anomaly_map
+from diffuse_core.core.defaults import PAPER_K, PAPER_STEPS
 from diffuse_core.core.brain import BRAIN_THRESHOLD, brain_mask_from_image, brain_masks
-from diffuse_core.core.walks import WALKS, WalkInputs, follow
+from diffuse_core.core.walks import WALKS, WalkInputs
 from diffuse_core.core.sampler import (CallCounter, SamplerStep, denoiser_eps_model, solver_order, solver_refinements)
 from diffuse_core.core.schedule import validate_noise_level
 from diffuse_core.models.denoiser import Denoiser
@@ -207,9 +208,9 @@ def anomaly_maps(denoiser, images: np.ndarray, counterfactuals: np.ndarray, brai
 
 
 def iter_batch(denoiser: Denoiser, images: np.ndarray, masks: np.ndarray | None, brains: np.ndarray | None = None, *,
-               k: int = 500, steps: int = 50, seed: int = 0, variant: str = "paper", precision: str = "auto",
+               k: int = PAPER_K, steps: int = PAPER_STEPS, seed: int = 0, variant: str = "paper", precision: str = "auto",
                paste_background: bool = True, inversion_cache: InversionCache | None = None,
-               solver: str = "ddim") -> Iterator[SamplerStep | BatchResult]:
+               solver: str = "ddim", x_k: torch.Tensor | None = None) -> Iterator[SamplerStep | BatchResult]:
     """Run the walk ``variant`` on a batch, yielding every :class:`SamplerStep` and finally a :class:`BatchResult`.
 
     1. validate: images (B, C, R, R) in [-1, 1], masks (B, R, R) in {0, 1} (None for the unmasked ablations),
@@ -224,7 +225,8 @@ def iter_batch(denoiser: Denoiser, images: np.ndarray, masks: np.ndarray | None,
     kept from an earlier run of the same images, K and steps replaces loop 1 (see :class:`InversionCache`).
     ``solver`` names the deterministic updates (:data:`diffuse_core.core.sampler.SOLVERS`): "ddim", the paper's, or
     "dpm-solver++" (second order, same network calls), or "ddim-refined" (DDIM with a fixed-point refined inversion,
-    one more call per inversion step); the DDPM step inside the mask is the paper's either way.
+    one more call per inversion step); the DDPM step inside the mask is the paper's either way. ``x_k`` (B, C, R, R),
+    an inversion made already (the S copies of one slice's x_K, :func:`iter_uncertainty`), replaces loop 1 too.
     """
     img, m, brain = _validate(denoiser, images, masks, brains, variant, k, steps)
     order = solver_order(solver)
@@ -235,7 +237,7 @@ def iter_batch(denoiser: Denoiser, images: np.ndarray, masks: np.ndarray | None,
     start = time.perf_counter()
     cache_key = None if inversion_cache is None else InversionCache.key(denoiser, img, k, len(timesteps), precision,
                                                                         solver)
-    cached = None if cache_key is None else inversion_cache.get(cache_key, denoiser)
+    cached = x_k if cache_key is None else inversion_cache.get(cache_key, denoiser)
     inputs = WalkInputs(model=counter, schedule=denoiser.schedule, x0=torch.from_numpy(img).to(device),
                         mask=None if m is None else torch.from_numpy(m)[:, None].to(device),
                         timesteps=timesteps, generator=generator, k=int(k), steps=int(steps), inverted=cached,
@@ -270,7 +272,7 @@ def run_batch(denoiser: Denoiser, images: np.ndarray, masks: np.ndarray | None, 
 
 
 def iter_counterfactual(denoiser: Denoiser, image: np.ndarray, mask: np.ndarray, *, brain_mask=None,
-                        k: int = 500, steps: int = 50, seed: int = 0, variant: str = "paper",
+                        k: int = PAPER_K, steps: int = PAPER_STEPS, seed: int = 0, variant: str = "paper",
                         precision: str = "auto", paste_background: bool = True,
                         saliency: np.ndarray | None = None, inversion_cache: InversionCache | None = None,
                         solver: str = "ddim") -> Iterator[SamplerStep | CounterfactualResult]:
@@ -338,14 +340,14 @@ class UncertaintyResult:
 
 
 def iter_uncertainty(denoiser: Denoiser, image: np.ndarray, mask: np.ndarray, *, samples: int = 4, brain_mask=None,
-                     k: int = 500, steps: int = 50, seed: int = 0, precision: str = "auto",
+                     k: int = PAPER_K, steps: int = PAPER_STEPS, seed: int = 0, precision: str = "auto",
                      inversion_cache: InversionCache | None = None, solver: str = "ddim"
                      ) -> Iterator[SamplerStep | UncertaintyResult]:
     """Algorithm 1 ``samples`` times on one slice as one batch: loop 1 (the deterministic DDIM inversion) runs once
     for the slice (or comes from ``inversion_cache``), then loop 2 runs the S copies of x_K together, one network call
     per step for the whole batch, each copy with its own DDPM noise inside the mask. Yields every step, then an
     :class:`UncertaintyResult`."""
-    from diffuse_core.core.sampler import iter_ddim_inversion
+    from diffuse_core.core.sampler import follow, iter_ddim_inversion
 
     s = int(samples)
     if not 2 <= s <= 32:
@@ -357,9 +359,8 @@ def iter_uncertainty(denoiser: Denoiser, image: np.ndarray, mask: np.ndarray, *,
     img1, m1, brain1 = _validate(denoiser, img[None], m[None], brain, "paper", k, steps)
     start = time.perf_counter()
     timesteps = denoiser.schedule.respaced_timesteps(k, steps)
-    cache = inversion_cache if inversion_cache is not None else InversionCache(size=1)
     key = InversionCache.key(denoiser, img1, k, len(timesteps), precision, solver)
-    x_k = cache.get(key, denoiser)
+    x_k = None if inversion_cache is None else inversion_cache.get(key, denoiser)
     reused = x_k is not None
     inversion_calls = 0
     if x_k is None:                                                                 # loop 1, once
@@ -368,15 +369,13 @@ def iter_uncertainty(denoiser: Denoiser, image: np.ndarray, mask: np.ndarray, *,
                                                             torch.from_numpy(img1).to(denoiser.device), timesteps,
                                                             solver_order(solver), solver_refinements(solver)))
         inversion_calls = counter.calls
-        cache.put(key, denoiser, x_k.detach())
+        if inversion_cache is not None:
+            inversion_cache.put(key, denoiser, x_k.detach())
     batch = np.repeat(img1, s, axis=0)
-    shared = InversionCache(size=1)                                                 # the S copies of x_K
-    shared.put(InversionCache.key(denoiser, batch, k, len(timesteps), precision, solver), denoiser,
-               x_k.repeat(s, 1, 1, 1))
     result = None
     for item in iter_batch(denoiser, batch, np.repeat(m1, s, axis=0), np.repeat(brain1, s, axis=0), k=k,
-                           steps=steps, seed=seed, variant="paper", precision=precision, inversion_cache=shared,
-                           solver=solver):
+                           steps=steps, seed=seed, variant="paper", precision=precision, solver=solver,
+                           x_k=x_k.repeat(s, 1, 1, 1)):
         if isinstance(item, BatchResult):
             result = item
         else:

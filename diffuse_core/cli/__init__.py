@@ -68,7 +68,7 @@ def _add_run(sub) -> None:
 def _cmd_run(args) -> int:
     from tqdm.auto import tqdm
 
-    from diffuse_core.cases import run_file
+    from diffuse_core.run.files import run_file
 
     bar, phase = None, None
 
@@ -76,10 +76,10 @@ def _cmd_run(args) -> int:
         # the phase is tracked here, not read back from the bar: a disabled tqdm (TQDM_DISABLE=1, no terminal)
         # keeps no attributes
         nonlocal bar, phase
-        if bar is None or phase != step.phase:
+        if bar is None or phase != step["phase"]:
             if bar is not None:
                 bar.close()
-            bar, phase = tqdm(total=step.total, desc=step.phase, leave=False), step.phase
+            bar, phase = tqdm(total=step["total"], desc=step["phase"], leave=False), step["phase"]
         bar.update(1)
 
     summary = run_file(args.input, out_dir=args.out, slice_index=args.slice, gt=args.gt, mask_from=args.mask_from,
@@ -249,7 +249,8 @@ def _cmd_evaluate(args) -> int:
     from diffuse_core.models.device import pick_device
     from diffuse_core.evaluation.methods import ALL_METHODS, METHODS
     from diffuse_core.evaluation.report import EvalSettings, command_line, run_evaluation
-    from diffuse_core.cases import default_settings, load_default_models
+    from diffuse_core.run.models import load_default_models
+    from diffuse_core.run.settings import default_settings
 
     device = pick_device(args.device)
     denoiser, sal = load_default_models(args.model, args.saliency_models, device, need_saliency=not args.samples_only)

@@ -11,8 +11,10 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from diffuse_core.core.defaults import PAPER_PERCENTILE
+
 SMOOTHING_KERNEL = 5      # paper Sec. III-B: "smooth the saliency map with a Gaussian kernel of size 5 x 5"
-DEFAULT_PERCENTILE = 90.0  # paper Sec. IV-D, Fig. 5
+DEFAULT_PERCENTILE = PAPER_PERCENTILE  # paper Sec. IV-D, Fig. 5
 
 
 def smooth_saliency(saliency: np.ndarray, kernel_size: int = SMOOTHING_KERNEL) -> np.ndarray:

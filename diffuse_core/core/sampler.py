@@ -39,7 +39,6 @@ from diffuse_core.core.schedule import NoiseSchedule
 EpsModel = Callable[[torch.Tensor, int], torch.Tensor]
 """A noise predictor: eps = model(x_t, t) for a batch x_t (B, C, H, W) at the integer timestep t."""
 
-VARIANTS = ("paper", "two-chain")
 SOLVERS = {"ddim": 1, "dpm-solver++": 2, "ddim-refined": 1}
 """The deterministic updates by name -> order: "ddim" is the paper's (eqs. 7-8); "dpm-solver++" the second-order
 multistep DPM-Solver++ (2M) at the same network calls (see the module notes); "ddim-refined" the paper's DDIM whose
@@ -401,16 +400,27 @@ def repaint_path(n: int, jump_length: int, resamplings: int) -> list[int]:
     return path
 
 
-def run_to_end(steps: Iterator[SamplerStep], callback: Callable[[SamplerStep], None] | None = None) -> torch.Tensor:
-    """Exhaust a sampler generator (calling ``callback`` at each step) and return its final image."""
+def follow(steps: Iterator[SamplerStep]):
+    """Yield a sampler's steps and return its last image (``x = yield from follow(...)`` inside a walk)."""
     last = None
     for step in steps:
-        if callback is not None:
-            callback(step)
         last = step
+        yield step
     if last is None:
         raise ValueError("the sampler made no step: check the timesteps")
     return last.x_t
+
+
+def run_to_end(steps: Iterator[SamplerStep], callback: Callable[[SamplerStep], None] | None = None) -> torch.Tensor:
+    """Exhaust a sampler generator (calling ``callback`` at each step) and return its final image."""
+    walk = follow(steps)
+    while True:
+        try:
+            step = next(walk)
+        except StopIteration as end:
+            return end.value
+        if callback is not None:
+            callback(step)
 
 
 def ddim_invert(model: EpsModel, schedule: NoiseSchedule, x0: torch.Tensor, timesteps: list[int]) -> torch.Tensor:
@@ -419,17 +429,7 @@ def ddim_invert(model: EpsModel, schedule: NoiseSchedule, x0: torch.Tensor, time
 
 
 def dif_fuse(model: EpsModel, schedule: NoiseSchedule, x_k: torch.Tensor, mask: torch.Tensor, timesteps: list[int],
-             generator: torch.Generator | None = None, variant: str = "paper", clip_x0: bool = True) -> torch.Tensor:
-    """The healthy counterfactual x0_hat from x_K (Algorithm 1), ``variant`` "paper" or "two-chain"."""
-    return run_to_end(iter_sampler(variant, model, schedule, x_k, mask, timesteps, generator, clip_x0))
-
-
-def iter_sampler(variant: str, model: EpsModel, schedule: NoiseSchedule, x_k: torch.Tensor, mask: torch.Tensor,
-                 timesteps: list[int], generator: torch.Generator | None = None,
-                 clip_x0: bool = True) -> Iterator[SamplerStep]:
-    """The Dif-fuse walk of the named variant (see :data:`VARIANTS`)."""
-    if variant == "paper":
-        return iter_dif_fuse(model, schedule, x_k, mask, timesteps, generator, clip_x0)
-    if variant == "two-chain":
-        return iter_two_chain(model, schedule, x_k, mask, timesteps, generator, clip_x0)
-    raise ValueError(f"unknown variant {variant!r}: choose one of {', '.join(VARIANTS)}")
+             generator: torch.Generator | None = None, clip_x0: bool = True) -> torch.Tensor:
+    """The healthy counterfactual x0_hat from x_K (Algorithm 1, loop 2). The other walks (the authors' two chains,
+    the ablations) are named in :data:`diffuse_core.core.walks.WALKS`, the one dispatcher of walks."""
+    return run_to_end(iter_dif_fuse(model, schedule, x_k, mask, timesteps, generator, clip_x0))

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from diffuse_core.core.sampler import (EpsModel, SamplerStep, iter_ddim_inversion, iter_ddim_sampling,
+from diffuse_core.core.sampler import (EpsModel, SamplerStep, follow, iter_ddim_inversion, iter_ddim_sampling,
                                        iter_ddpm_sampling, iter_dif_fuse, iter_repaint, iter_two_chain)
 from diffuse_core.core.schedule import NoiseSchedule
 
@@ -61,17 +61,6 @@ class Walk:
     run: Callable[[WalkInputs], WalkGenerator]
     needs_mask: bool
     description: str
-
-
-def follow(steps: Iterator[SamplerStep]) -> WalkGenerator:
-    """Yield a sampler's steps and return its last image."""
-    last = None
-    for step in steps:
-        last = step
-        yield step
-    if last is None:
-        raise ValueError("the sampler made no step: check the timesteps")
-    return last.x_t
 
 
 def forward_noise(schedule: NoiseSchedule, x0: torch.Tensor, t: int, generator: torch.Generator) -> torch.Tensor:

@@ -26,16 +26,17 @@ from pathlib import Path
 
 import numpy as np
 
+from diffuse_core.core.defaults import PAPER_K, PAPER_PERCENTILE, PAPER_STEPS
 from diffuse_core.evaluation.baselines import ZSCORE_GRID, oracle_masks, zscore_maps
 from diffuse_core.evaluation.protocol import (app_scale_factors, brats_set, choose_threshold, compute_saliency_maps,
                                               flagged_share, masks_at, normalised_set, run_on_set,
                                               scores, synthbrain_set)
 
 def compare(candidates: dict[str, Path], brats_dir: str, saliency_dir=None, device="cpu", n_val: int = 16,
-            n_healthy: int = 16, k: int = 500, steps: int = 50, percentile: float = 90.0, batch_size: int = 64,
+            n_healthy: int = 16, k: int = PAPER_K, steps: int = PAPER_STEPS, percentile: float = PAPER_PERCENTILE, batch_size: int = 64,
             per_case: int = 4, size: int = 128, samples_dir: str | Path | None = None,
             healthy_per_case: int = 3) -> dict:
-    from diffuse_core.cases import input_normalisation_of
+    from diffuse_core.run.card import input_normalisation_of
     from diffuse_core.models.denoiser import load_denoiser
     from diffuse_core.saliency.dispatch import load_saliency_models
 
@@ -121,16 +122,17 @@ def compare(candidates: dict[str, Path], brats_dir: str, saliency_dir=None, devi
 
 
 def paired(result: dict, a: str, b: str, n_boot: int = 10000, seed: int = 0) -> dict:
-    """Candidate ``a`` minus ``b`` per measure on the same slices: the mean difference and a 95 % bootstrap interval
-    over slices (a result written by :func:`compare` with per-slice values; both candidates may come from different
-    runs of it on the same slices)."""
-    rng = np.random.default_rng(seed)
+    """Candidate ``a`` minus ``b`` per measure on the same slices (a result written by :func:`compare` with per-slice
+    values; both candidates may come from different runs of it on the same slices): the mean difference, its 95 %
+    bootstrap interval over slices and a verdict (:func:`diffuse_core.evaluation.protocol.paired_difference`)."""
+    from diffuse_core.evaluation.protocol import paired_difference
+
     out = {}
     for key in result["candidates"][a]["per_slice"]:
-        x = np.asarray(result["candidates"][a]["per_slice"][key]) - np.asarray(result["candidates"][b]["per_slice"][key])
-        boots = x[rng.integers(0, len(x), (n_boot, len(x)))].mean(axis=1)
-        out[key] = {"mean": round(float(x.mean()), 4), "ci95": [round(float(v), 4) for v in np.percentile(boots, [2.5, 97.5])],
-                    "n": int(len(x))}
+        d = paired_difference(result["candidates"][a]["per_slice"][key], result["candidates"][b]["per_slice"][key],
+                              n=n_boot, seed=seed)
+        out[key] = {"mean": round(d["mean"], 4), "ci95": [round(float(v), 4) for v in d["ci"]], "n": d["n"],
+                    "verdict": d["verdict"]}
     return out
 
 
@@ -146,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--per-case", type=int, default=4)
     p.add_argument("--healthy-per-case", type=int, default=3,
                    help="tumour-free slices per BraTS case: the share of real normal brain each candidate flags")
-    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--steps", type=int, default=PAPER_STEPS)
     p.add_argument("--samples", default=None, metavar="DIR", help="also draw 16 samples from noise per candidate")
     a = p.parse_args(argv)
     from diffuse_core.models.device import pick_device

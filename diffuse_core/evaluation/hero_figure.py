@@ -71,7 +71,8 @@ def make_hero(root: Path, case_id: str = "case05_flair_stroke", seed: int = 0, d
     """Run the case, write the PNG and the results file, return the results file's content."""
     import torch
 
-    from diffuse_core.cases import prepare_case, run_file
+    from diffuse_core.cases import prepare_case
+    from diffuse_core.run.files import run_file
     from diffuse_core.io.export import LESION_OUTLINE_RGB, outline, to_uint8
 
     root = Path(root)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from diffuse_core.core.defaults import PAPER_K, PAPER_STEPS
 from diffuse_core.evaluation.baselines import ZSCORE_GRID, hypodensity_maps, zscore_maps
 from diffuse_core.models.denoiser import Denoiser
 from diffuse_core.pipeline import run_batch
@@ -64,7 +65,7 @@ class MethodOutput:
 
 
 def run_method(name: str, denoiser: Denoiser, images: np.ndarray, brains: np.ndarray, masks: dict[str, np.ndarray],
-               k: int = 500, steps: int = 50, seed: int = 0, precision: str = "auto",
+               k: int = PAPER_K, steps: int = PAPER_STEPS, seed: int = 0, precision: str = "auto",
                inversion_cache=None) -> MethodOutput:
     """Run one method on a batch (B, C, H, W). ``masks`` maps a mask source ("acat", "gradcam", "gradient") to
     (B, H, W) masks; ``brains`` are (B, H, W) brain masks; ``inversion_cache``: see

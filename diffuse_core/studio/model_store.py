@@ -13,7 +13,7 @@ import os
 import threading
 from pathlib import Path
 
-from diffuse_core.studio.settings import DEFAULTS, K_RANGE, PERCENTILE_RANGE, STEPS_RANGE
+from diffuse_core.studio.settings import DEFAULTS, K_RANGE, PERCENTILE_RANGE
 
 MODALITY_NAMES = ("flair", "t1", "t1c", "t2", "ct")   # the modalities a model card can name (SynthBrain presets)
 WEIGHT_FILES = ("config.json", "model.safetensors")   # what a model folder must hold to count as installed
@@ -67,7 +67,7 @@ class ModelStore:
 
     @staticmethod
     def saliency_dirs(modality: str | None = None) -> tuple[Path, Path]:
-        from diffuse_core.cases import saliency_model_dirs
+        from diffuse_core.run.models import saliency_model_dirs
 
         return saliency_model_dirs(os.environ.get("DIFFUSE_SALIENCY_DIR"), modality)
 
@@ -129,7 +129,7 @@ class ModelStore:
     def mri_reference(self) -> dict | None:
         """How an uploaded MRI is prepared for the installed MRI denoiser (its card's preparation, as ``run``
         prepares it: :func:`diffuse_core.cases.mri_reference_for` with "auto")."""
-        from diffuse_core.cases import mri_reference_for
+        from diffuse_core.run.card import mri_reference_for
 
         return mri_reference_for(self.ddpm_info().get("card") or {}, "auto")
 
@@ -144,7 +144,7 @@ class ModelStore:
         """The denoiser for a case of ``modality`` on ``device`` (cached until its weights change), its card holding
         ``_version``; ``model_dir``: another denoiser folder (a model adapted in the app), instead of the installed
         one."""
-        from diffuse_core.cases import load_default_models
+        from diffuse_core.run.models import load_default_models
 
         folder = Path(model_dir) if model_dir else self.ddpm_dir(modality)
         stamp = _stamp(folder)
@@ -164,6 +164,17 @@ class ModelStore:
             model.card.setdefault("_version", model_version(folder, model.card))
             self._cache[key] = (stamp, model)
             return model
+
+    def run_models(self, device, modality: str | None = None, need_saliency: bool = True, model_dir=None):
+        """The :class:`~diffuse_core.run.models.RunModels` of a case of ``modality`` (cached, as
+        :meth:`denoiser` and :meth:`saliency`), with the note a CT case run through the MRI model carries;
+        ``model_dir``: the denoiser folder to use instead of the installed one (a model adapted in the app)."""
+        from diffuse_core.run.models import RunModels, denoiser_dir
+
+        notes = () if os.environ.get("DIFFUSE_MODEL_DIR") else denoiser_dir(modality)[1]
+        return RunModels(denoiser=self.denoiser(device, modality, model_dir),
+                         saliency=self.saliency(device, modality) if need_saliency else None,
+                         folder=str(model_dir or self.ddpm_dir(modality)), notes=notes)
 
     def saliency(self, device, modality: str | None = None):
         """The ACAT models for a case of ``modality`` on ``device`` (cached until their weights change), or
@@ -205,21 +216,17 @@ def k_for_modality(k: int, modality: str | None) -> int:
 
 def apply_recommended_defaults(defaults: dict = DEFAULTS) -> dict:
     """K, percentile, steps and solver from the installed model card's ``recommended_settings`` (chosen by
-    ``diffuse-studio evaluate --write-cards`` or ``--sweeps-only --write-cards`` on validation data), where present
-    and in range; ``defaults`` is updated in place and returned."""
-    rec = MODELS.ddpm_info().get("recommended") or {}
-    checks = {"k": lambda v: K_RANGE[0] <= v <= K_RANGE[1],
-              "percentile": lambda v: PERCENTILE_RANGE[0] <= v <= PERCENTILE_RANGE[1],
-              "steps": lambda v: STEPS_RANGE[0] <= v <= STEPS_RANGE[1]}
-    for key, ok in checks.items():
-        try:
-            value = float(rec[key])
-        except (KeyError, TypeError, ValueError):
-            continue
-        if ok(value):
-            defaults[key] = value if key == "percentile" else int(value)
-    from diffuse_core.core.sampler import SOLVERS
+    ``diffuse-studio evaluate --write-cards`` or ``python -m diffuse_core.evaluation.calibrate --write-card`` on
+    validation data), where present and in range (:func:`diffuse_core.run.settings.default_settings`, as ``run``
+    reads them); ``defaults`` is updated in place and returned. A percentile outside the sliders' range keeps the
+    app's."""
+    from diffuse_core.run.settings import default_settings
 
-    if rec.get("solver") in SOLVERS:
-        defaults["solver"] = rec["solver"]
+    chosen = default_settings(MODELS.ddpm_info().get("card") or {})
+    rec = MODELS.ddpm_info().get("recommended") or {}
+    for key in ("k", "steps", "solver", "percentile"):
+        if key not in rec or str(chosen[key]) != str(type(chosen[key])(rec[key])):
+            continue                                  # absent or out of range: the app's stays
+        if key != "percentile" or PERCENTILE_RANGE[0] <= chosen[key] <= PERCENTILE_RANGE[1]:
+            defaults[key] = chosen[key]
     return defaults

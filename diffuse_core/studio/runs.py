@@ -1,9 +1,8 @@
 """One run of the app: choose the mask, then Dif-fuse, streamed step by step.
 
 :func:`run_case` checks everything a user can get wrong before any model time is spent, then streams
-:func:`dif_fuse_stream` (the model work: the saliency map, kept per slice by
-:mod:`diffuse_core.studio.saliency_cache`, the mask, and
-:func:`diffuse_core.pipeline.iter_counterfactual`). Items are plain-numpy dicts (picklable, as ZeroGPU needs):
+:func:`dif_fuse_stream` (the model work: the run's one assembly, :func:`diffuse_core.run.assembly.iter_run`, with
+the saliency maps kept per slice by :mod:`diffuse_core.studio.saliency_cache`). Items are plain-numpy dicts (picklable, as ZeroGPU needs):
 ``{"kind": "mask"}``, one ``{"kind": "step"}`` per sampler step, then ``{"kind": "result"}``. :func:`run_case`
 checks the request's :class:`~diffuse_core.studio.guard.RunGuard` (wall-time limit, cancel) before every step.
 
@@ -13,12 +12,12 @@ with ``spaces.GPU``); elsewhere it runs as is.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import numpy as np
 
 from diffuse_core.cases import CaseInput
+from diffuse_core.core.masks import DEFAULT_PERCENTILE
 from diffuse_core.pipeline import InversionCache
 from diffuse_core.data import curation
 from diffuse_core.studio.guard import RunGuard, request_guard
@@ -27,7 +26,6 @@ from diffuse_core.studio.model_store import MODELS, k_for_modality, model_device
 from diffuse_core.studio.saliency_cache import SALIENCY_CACHE
 from diffuse_core.studio.scoring import result_summary
 from diffuse_core.studio.session import LIVE_RUNS
-from diffuse_core.studio.region import redrawn_region
 from diffuse_core.studio.settings import (DEFAULTS, MASK_SOURCES, SALIENCY_METHODS, check_percentile, check_settings,
                                           split_mask_source,
                                           max_upload_bytes, shown)
@@ -50,7 +48,7 @@ class MaskChoice:
     rule: str = "card"            # a saliency method's region: "card" (the model card's rule) or "percentile"
 
 
-def resolve_mask(lc: LoadedCase, mask_from: str, mask_file=None, drawn=None, percentile: float = 90.0,
+def resolve_mask(lc: LoadedCase, mask_from: str, mask_file=None, drawn=None, percentile: float = DEFAULT_PERCENTILE,
                  mask_rule: str | None = None) -> MaskChoice:
     """What the mask comes from, checked before any GPU time is spent. ``drawn`` (R, R) is the painted region of
     ``mask_from="draw"`` on the model's grid (:func:`diffuse_core.ui.pictures.drawing_to_mask`)."""
@@ -68,7 +66,7 @@ def resolve_mask(lc: LoadedCase, mask_from: str, mask_file=None, drawn=None, per
         if not paths:
             raise ValueError("mask source is 'Mask file' but no mask file was uploaded")
         curation.check_upload_size(paths[0], max_upload_bytes())
-        from diffuse_core.cases import mask_for_case
+        from diffuse_core.run.region import mask_for_case
 
         mask, saliency = mask_for_case(case, paths[0], percentile)
         return MaskChoice(mask=mask, saliency=saliency)
@@ -90,61 +88,27 @@ INVERSION_CACHE = InversionCache(size=32)
 
 def dif_fuse_stream(case: CaseInput, choice: MaskChoice, k: int, steps: int, seed: int, percentile: float,
                     reuse_inversion: bool = True, model_dir=None):
-    """The model work, on the GPU where there is one: the mask, then every sampler step, then the result.
-    ``reuse_inversion``: take x_K from :data:`INVERSION_CACHE` when this slice, K and steps ran before."""
-    from diffuse_core.cases import anomaly_threshold_of
-    from diffuse_core.pipeline import CounterfactualResult, iter_counterfactual
+    """The model work, on the GPU where there is one: the run's one assembly
+    (:func:`diffuse_core.run.assembly.iter_run`) with the app's models, its saliency maps kept per slice and, with
+    ``reuse_inversion``, x_K taken from :data:`INVERSION_CACHE` when this slice, K and steps ran before."""
+    from diffuse_core.run.assembly import ReadyMask, iter_run
 
     device = model_device()
-    denoiser = MODELS.denoiser(device, case.modality, model_dir)   # the CT model for CT, where installed;
-    # model_dir: a model adapted in the app (diffuse_core.studio.adapt_jobs), else the installed one
-    if choice.saliency_method is not None:             # kept per slice: a rerun or the preview computed it already
-        models = MODELS.saliency(device, case.modality)
-        saliency = SALIENCY_CACHE.saliency(case, choice.saliency_method, models)
-        mask = redrawn_region(case, saliency, percentile, choice.rule, denoiser, models)   # studio.region
-    else:
-        mask, saliency = choice.mask, choice.saliency
-    mask = np.asarray(mask, np.uint8)
-    yield {"kind": "mask", "mask": mask, "saliency": np.asarray(saliency, np.float32)}
-    brain = case.brain_mask
-    inside = mask.astype(bool)
-    outside = brain.astype(bool) & ~inside
-    prev = np.asarray(case.image, np.float32)
-    cached_x_k = _cached_x_k(denoiser, case.image, k, steps) if reuse_inversion else None
-    inverted = False
-    for item in iter_counterfactual(denoiser, case.image, mask, brain_mask=brain, k=k, steps=steps, seed=seed,
-                                    variant=DEFAULTS["variant"], solver=DEFAULTS["solver"], saliency=saliency,
-                                    inversion_cache=INVERSION_CACHE if reuse_inversion else None):
-        if isinstance(item, CounterfactualResult):
-            from diffuse_core.core.verdict import verdict_of
-
-            yield {"kind": "result", "result": item, "threshold": anomaly_threshold_of(denoiser),
-                   "model_version": denoiser.card.get("_version", "unknown"),
-                   "verdict": verdict_of(item.anomaly, item.brain_mask, denoiser.card)}
-            return
-        x_t = item.x_t[0].detach().float().cpu().numpy()
-        inverted = inverted or item.phase == "invert"
-        if item.phase == "sample" and item.index == 0 and not inverted and cached_x_k is not None:
-            prev = cached_x_k              # the inversion was reused: sampling starts from the kept x_K, not the image
-        diff = np.abs(x_t - prev).mean(axis=0)
-        prev = x_t
-        yield {"kind": "step", "phase": item.phase, "index": item.index, "total": item.total,
-               "timestep": int(item.timestep), "x_t": x_t[0], "x0": item.x0_pred[0, 0].detach().float().cpu().numpy(),
-               "inside": float(diff[inside].mean()) if inside.any() else 0.0,
-               "outside": float(diff[outside].mean()) if outside.any() else 0.0}
+    models = MODELS.run_models(device, case.modality, need_saliency=choice.saliency_method is not None,
+                               model_dir=model_dir)      # model_dir: a model adapted in the app, else the installed
+    settings = run_settings_for(models.card, k, steps, seed, percentile, choice.rule)
+    mask_from = choice.saliency_method or ReadyMask(choice.mask, choice.saliency)
+    yield from iter_run(case, models, settings, mask_from, saliency_of=SALIENCY_CACHE.saliency,
+                        inversion_cache=INVERSION_CACHE if reuse_inversion else None, frames=True)
 
 
-def _cached_x_k(denoiser, image, k: int, steps: int) -> np.ndarray | None:
-    """x_K (C, H, W) that :data:`INVERSION_CACHE` holds for this slice, K and steps (the one the sampler will start
-    from instead of inverting), or None: what the first sampling step of a rerun changed is measured from it."""
-    img = np.asarray(image, np.float32)
-    img = img[None] if img.ndim == 3 else img[None, None]
-    try:
-        n = len(denoiser.schedule.respaced_timesteps(int(k), int(steps)))
-        hit = INVERSION_CACHE.get(InversionCache.key(denoiser, img, k, n, "auto", DEFAULTS["solver"]), denoiser)
-    except Exception:                     # a chart detail: never a reason for a run to fail
-        return None
-    return None if hit is None else hit[0].detach().float().cpu().numpy()
+def run_settings_for(card: dict, k: int, steps: int, seed: int, percentile: float, rule: str = "card"):
+    """The :class:`~diffuse_core.run.settings.RunSettings` of an app run: the user's K, steps, seed, percentile
+    and region rule, with the app's solver and variant."""
+    from diffuse_core.run.settings import settings_for
+
+    return settings_for(card, k=k, steps=steps, seed=seed, percentile=percentile, rule=rule,
+                        solver=DEFAULTS["solver"], variant=DEFAULTS["variant"])
 
 
 _model_work = dif_fuse_stream    # what run_case calls: dif_fuse_stream, or it wrapped by the host
@@ -181,9 +145,7 @@ def run_case(lc: LoadedCase, mask_from="acat", mask_file=None, drawn=None, k=Non
     k = k_for_modality(k, lc.case.modality)          # a CT case at the app's default K: its own card's K
     MODELS.require_ddpm()
     guard.check("before the mask")
-    start = time.perf_counter()
     choice = resolve_mask(lc, mask_from, mask_file, drawn, percentile, mask_rule)
-    mask_ready = None
     changes, result = [], None
     # model_dir: the denoiser folder instead of the installed one (a model adapted in the app)
     with LIVE_RUNS.running(guard):               # counted as running until the result, or the run's end
@@ -195,8 +157,6 @@ def run_case(lc: LoadedCase, mask_from="acat", mask_file=None, drawn=None, k=Non
                 item = next(work, None)
                 if item is None:
                     return
-                if item["kind"] == "mask":
-                    mask_ready = time.perf_counter()
                 if item["kind"] == "step":
                     LIVE_RUNS.step()
                     changes.append({c: item[c] for c in ("phase", "index", "total", "timestep", "inside",
@@ -211,14 +171,6 @@ def run_case(lc: LoadedCase, mask_from="acat", mask_file=None, drawn=None, k=Non
             close = getattr(work, "close", None)
             if close is not None:
                 close()                          # a stopped run leaves no suspended model work behind
-    # the split of issue "performance": saliency (the mask), the walk's two loops, and everything after the walk
-    # up to here (clamp, anomaly map, the result's panels are the caller's); model loading excluded
-    r, end = result["result"], time.perf_counter()
-    mask_ready = mask_ready or start
-    walk = r.timings.get("inversion", 0.0) + r.timings.get("sampling", 0.0)
-    result["timings"] = {"saliency": mask_ready - start, "inversion": r.timings.get("inversion", 0.0),
-                         "sampling": r.timings.get("sampling", 0.0),
-                         "post": max(0.0, end - mask_ready - walk), "total": end - start}
     result["changes"] = changes
     result["settings"] = {"k": k, "steps": steps, "seed": seed, "percentile": percentile, "mask_from": mask_from,
                           "variant": DEFAULTS["variant"], "mask_rule": choice.rule}

@@ -58,8 +58,10 @@ SALIENCY_CACHE = SaliencyCache()
 def mask_preview(lc, method: str, percentile: float, mask_rule: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(mask, saliency) of a library or uploaded case at ``percentile`` (the paper's rule) or by the model card's rule
     (``mask_rule`` "card", the default), as the run would make them."""
+    from diffuse_core.run.region import redrawn_region
+    from diffuse_core.run.settings import mask_rule as rule_of
+    from diffuse_core.run.settings import settings_for
     from diffuse_core.studio.model_store import MODELS, model_device
-    from diffuse_core.studio.region import redrawn_region
     from diffuse_core.studio.settings import DEFAULTS, check_percentile
 
     check_percentile(percentile)
@@ -67,6 +69,7 @@ def mask_preview(lc, method: str, percentile: float, mask_rule: str | None = Non
     device = model_device()
     models = MODELS.saliency(device, lc.case.modality)
     saliency = SALIENCY_CACHE.saliency(lc.case, method, models)
-    denoiser = MODELS.denoiser(device, lc.case.modality)
-    return redrawn_region(lc.case, saliency, percentile, mask_rule or DEFAULTS["mask_rule"], denoiser,
-                          models), saliency
+    card = MODELS.denoiser(device, lc.case.modality).card
+    settings = settings_for(card, k=DEFAULTS["k"], steps=DEFAULTS["steps"], percentile=percentile,
+                            rule=mask_rule or DEFAULTS["mask_rule"])
+    return redrawn_region(lc.case, saliency, rule_of(settings, card), models), saliency

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
+from diffuse_core.core.defaults import PAPER_K, PAPER_PERCENTILE, PAPER_STEPS
+
+from diffuse_core.run.settings import (MESSAGE_VALUE_CHARS, RANGES, check_percentile,  # noqa: F401
+                                        settings_for, shown, whole_number)
 
 DEFAULTS = {
-    "k": 500,                 # noise level K in [1, T]; the paper's choice
-    "percentile": 90.0,       # saliency percentile that becomes the mask (paper Fig. 5: 90 is best)
-    "steps": 50,              # respaced sampling steps spanning [0, K]: fewer = faster, coarser
+    "k": PAPER_K,             # noise level K in [1, T]; the paper's choice (the card's replaces it)
+    "percentile": PAPER_PERCENTILE,       # saliency percentile that becomes the mask (paper Fig. 5: 90 is best)
+    "steps": PAPER_STEPS,     # respaced sampling steps spanning [0, K]: fewer = faster, coarser
     "seed": 0,                # fixes every random draw of a run
     "window": "brain",        # CT window preset (CT inputs only)
     "variant": "paper",       # one network call per step (Algorithm 1)
@@ -36,8 +39,8 @@ DEFAULTS = {
     "host": "127.0.0.1",
     "port": 7860,
 }
-K_RANGE = (1, 1000)
-STEPS_RANGE = (1, 250)
+K_RANGE = RANGES["k"]             # one range for the app, the CLI and the cards (diffuse_core.run.settings)
+STEPS_RANGE = RANGES["steps"]
 PERCENTILE_RANGE = (50, 99)       # what the sliders offer (the engine accepts any value strictly inside (0, 100))
 CT_WINDOW_CHOICES = ["brain", "stroke", "subdural"]
 MASK_RULES = [("Fits the lesion (the model's rule)", "card"), ("Paper: the saliency percentile", "percentile")]
@@ -57,7 +60,6 @@ def split_mask_source(mask_from: str) -> tuple[str, str | None]:
     return m, ("card" if m in SALIENCY_METHODS else None)
 
 
-MESSAGE_VALUE_CHARS = 80          # at most this much of a user's value is quoted back in an error message
 
 
 def max_upload_bytes() -> int:
@@ -74,43 +76,8 @@ def torch_threads() -> int:
     return max(1, cores // max(1, int(DEFAULTS["concurrency"])))
 
 
-def shown(value, limit: int = MESSAGE_VALUE_CHARS) -> str:
-    """``repr(value)`` for an error message, cut to ``limit`` characters: a message never echoes a large input."""
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[:limit - 1]}… ({len(text)} characters)"
-
-
-def whole_number(value, what: str) -> int:
-    """``value`` as an int, or ValueError naming ``what`` when it is not a finite whole number."""
-    try:
-        f = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{what} must be a whole number, got {shown(value)}") from None
-    if not np.isfinite(f) or f != round(f):
-        raise ValueError(f"{what} must be a whole number, got {shown(value)}")
-    return int(round(f))
-
-
 def check_settings(k, steps, seed) -> tuple[int, int, int]:
-    """K, steps and seed as ints, checked before any model time is spent."""
-    from diffuse_core.core.schedule import validate_noise_level
-
-    k, steps, seed = whole_number(k, "K"), whole_number(steps, "the number of steps"), whole_number(seed, "the seed")
-    validate_noise_level(k, steps, K_RANGE[1])
-    if steps > STEPS_RANGE[1]:
-        raise ValueError(f"at most {STEPS_RANGE[1]} sampling steps, got {steps}")
-    if not 0 <= seed < 2**63:
-        raise ValueError(f"the seed must be a non-negative whole number, got {seed}")
-    return k, steps, seed
-
-
-def check_percentile(percentile) -> float:
-    """The saliency percentile as a float strictly inside (0, 100)."""
-    try:
-        value = float(percentile)
-    except (TypeError, ValueError):
-        value = float("nan")
-    if not 0.0 < value < 100.0:
-        raise ValueError(f"the saliency percentile must lie strictly between 0 and 100 (the paper uses 90), got "
-                         f"{shown(percentile)}")
-    return value
+    """K, steps and seed as ints, checked before any model time is spent (the run's own checks,
+    :func:`diffuse_core.run.settings.settings_for`)."""
+    chosen = settings_for({}, k=k, steps=steps, seed=seed)
+    return chosen.k, chosen.steps, chosen.seed
