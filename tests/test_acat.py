@@ -172,12 +172,12 @@ def test_other_resolutions_and_channels():
 def test_save_load_round_trip(tmp_path):
     ae = new_autoencoder(AE_CFG, seed=1)
     clf = new_classifier(CLF_CFG, seed=2)
-    save(ae, tmp_path / "ae", card={"note": "x"})
+    save(ae, tmp_path / "ae", card={"model": "x"})
     save(clf, tmp_path / "clf")
     meta = json.loads((tmp_path / "ae" / "config.json").read_text())
-    assert meta["kind"] == "autoencoder" and meta["config"]["widths"] == [8, 16] and meta["card"] == {"note": "x"}
+    assert meta["kind"] == "autoencoder" and meta["config"]["widths"] == [8, 16] and meta["card"]["model"] == "x"
     ae2, clf2 = load_autoencoder(tmp_path / "ae"), load_classifier(tmp_path / "clf")
-    assert ae2.config == ae.config and clf2.config == clf.config and ae2.card == {"note": "x"}
+    assert ae2.config == ae.config and clf2.config == clf.config and ae2.card == meta["card"]
     for k, v in ae.state_dict().items():
         assert torch.equal(v, ae2.state_dict()[k])
     x = torch.randn(2, 1, SIZE, SIZE)
@@ -214,18 +214,19 @@ def test_training_writes_checkpoint_and_weights_and_resumes(tmp_path):
     assert (out / CHECKPOINT_NAME).is_file() and (out / "model.safetensors").is_file()
     assert torch.load(out / CHECKPOINT_NAME, weights_only=False)["step"] == 4
     card = load_autoencoder(out).card
-    assert card["steps"] == 4 and card["seed"] == 0 and np.isfinite(card["final_loss"])
-    assert {"wall_time_s", "hardware", "data"} <= set(card) and "torch_threads" in card["hardware"]
+    tr = card["training"]                       # the same layout as the DDPM's card
+    assert tr["steps_done"] == 4 and tr["steps"] == 4 and tr["seed"] == 0 and np.isfinite(tr["final_loss_ema"])
+    assert {"wall_seconds", "hardware"} <= set(tr) and "data" in card and "torch_threads" in tr["hardware"]
     train_autoencoder(tmp_path / "ae", steps=6, **kw)  # resumes: 2 more steps
     assert torch.load(out / CHECKPOINT_NAME, weights_only=False)["step"] == 6
-    assert load_autoencoder(out).card["steps"] == 6
+    assert load_autoencoder(out).card["training"]["steps_done"] == 6
     # resuming gives the same weights as one uninterrupted run
     straight = train_autoencoder(tmp_path / "ae_straight", steps=6, **kw)
     a, b = load_autoencoder(out).state_dict(), load_autoencoder(straight).state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     # the classifier trainer too, and a single-class data set is refused
     clf_out = train_classifier(tmp_path / "clf", steps=2, batch_size=4, data=data, progress=False, config=CLF_CFG)
-    assert load_classifier(clf_out).card["steps"] == 2
+    assert load_classifier(clf_out).card["training"]["steps_done"] == 2
     with pytest.raises(ValueError, match="both classes"):
         train_classifier(tmp_path / "clf1", steps=2, data={"images": data["images"], "labels": np.zeros(32)},
                          progress=False, config=CLF_CFG)

@@ -47,7 +47,7 @@ def test_adapt_writes_a_model_with_its_card_and_the_app_settings_of_its_base(nor
     rec = adapt(normal_folder, tmp_path / "adapted", base_model, minutes=0.05, holdout=0.25, n_measure=2,
                 batch_size=4, on_progress=lambda stage, f: stages.append((stage, f)))
     out = tmp_path / "adapted"
-    card = json.loads((out / "model_card.json").read_text())
+    card = json.loads((out / "config.json").read_text())["card"]
     assert (out / "model.safetensors").is_file() and not (out / ".partial").exists()
     assert card["adaptation"] == rec and rec["steps"] >= 1 and rec["trained_on"] == 9 and rec["held_out"] == 3
     assert len(rec["held_out_groups"]) == 3 and rec["measured_on"] == 2
@@ -55,6 +55,7 @@ def test_adapt_writes_a_model_with_its_card_and_the_app_settings_of_its_base(nor
         assert 0.0 <= rec[f"false_flags_{key}"]["mean"] <= rec[f"false_flags_{key}"]["max"] <= 1.0
     assert card["input_normalisation"] == "tissue" and card["score"] == "signed"        # the base's settings
     assert card["anomaly_threshold"] == 0.15
+    assert card["written_by"]["adaptation"]["command"] == rec["command"]          # the command that measured it
     fractions = [f for _, f in stages]
     assert fractions == sorted(fractions) and stages[-1] == ("done", 1.0)
     assert any(s == "fine-tuning" for s, _ in stages)

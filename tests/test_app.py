@@ -154,7 +154,7 @@ def test_recommended_settings_from_the_model_card_become_the_defaults(studio, en
 
     assets = tmp_path / "assets"
     shutil.copytree(env["full"], assets)
-    update_card(assets / "ddpm", {"recommended_settings": {"k": 250, "percentile": 85.0, "steps": 2000}})
+    update_card(assets / "ddpm", {"recommended_settings": {"k": 250, "percentile": 85.0, "steps": 2000}}, by="evaluate")
     monkeypatch.setenv("DIFFUSE_ASSETS", str(assets))
     d = model_store.apply_recommended_defaults({"k": 500, "percentile": 90.0, "steps": 50})
     assert d == {"k": 250, "percentile": 85.0, "steps": 50}   # 2000 steps is out of range: the default stays
@@ -660,7 +660,7 @@ def test_the_percentile_slider_previews_the_runs_mask_before_any_run(studio):
     from diffuse_core.models.checkpoint import update_card
 
     ddpm = studio["full"] / "ddpm"
-    update_card(ddpm, mask_rule={"kind": "weighted", "level": 0.2, "max_share": 0.5})
+    update_card(ddpm, mask_rule={"kind": "weighted", "level": 0.2, "max_share": 0.5}, by="calibrate")
     try:
         card_a, line_a = explore.preview_mask("gallery", key, None, 0, None, None, None, "acat", 80)
         card_b, _ = explore.preview_mask("gallery", key, None, 0, None, None, None, "acat", 95)
@@ -669,7 +669,7 @@ def test_the_percentile_slider_previews_the_runs_mask_before_any_run(studio):
         state = out(run_explore(key=key, percentile=95.0)[-1], "run_state")
         assert np.array_equal(state["mask"], m_card)
     finally:
-        update_card(ddpm, mask_rule=None)
+        update_card(ddpm, mask_rule=None, by="calibrate")
     skipped = explore.preview_mask("gallery", key, None, 0, None, None, None, "draw", 80)
     assert all(is_skip(v) for v in skipped)                                        # a drawn mask: nothing to preview
 

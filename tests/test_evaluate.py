@@ -119,8 +119,10 @@ def test_write_cards_puts_measured_quality_into_all_three_cards(models, tmp_path
     assert clf["n"] == 8 and 0.0 <= clf["accuracy"] <= 1.0 and "per_lesion_type" in clf
     ae = json.loads((tmp_path / "sal" / "autoencoder" / "config.json").read_text())["card"]["quality"]
     assert set(ae["saliency"]) == {"acat", "gradcam", "gradient"}
-    card = json.loads((tmp_path / "ddpm" / "model_card.json").read_text())     # the card beside the weights
-    assert card["quality"] == q and card["kind"] == "ddpm"
+    card = json.loads((tmp_path / "ddpm" / "config.json").read_text())["card"]     # its one copy, with provenance
+    assert card["quality"] == q and not (tmp_path / "ddpm" / "model_card.json").exists()
+    assert card["written_by"]["quality.dif_fuse"]["writer"] == "evaluate"
+    assert card["written_by"]["quality.dif_fuse"]["command"].split()[0] not in ("", "None")
     assert 0.0 <= ae["saliency"]["acat"]["lesion_share"] <= 1.0
     assert clf["measured_for"]["weights_sha256"]["classifier"] is not None
 
@@ -167,7 +169,8 @@ def test_sweeps_only_writes_just_the_recommended_settings(models, tmp_path):
     from diffuse_core.models.denoiser import load_denoiser, save_denoiser
 
     den, sal = models
-    save_denoiser(den, tmp_path / "ddpm", card={"model": "tiny", "quality": {"dif_fuse": {"dice": 0.5}}})
+    save_denoiser(den, tmp_path / "ddpm", card={"model": "tiny"})
+    saliency_models.update_card(tmp_path / "ddpm", quality={"dif_fuse": {"dice": 0.5}}, by="evaluate")
     saliency_models.save(sal.autoencoder, tmp_path / "sal" / "autoencoder")
     saliency_models.save(sal.classifier, tmp_path / "sal" / "classifier")
     assert main(["evaluate", "--sweeps-only", "--write-cards", "--n-val", "4", "--k", "200", "--steps", "2",
@@ -202,8 +205,11 @@ def test_samples_only_writes_both_grids_and_only_that_block_of_the_card(models, 
     from diffuse_core.models.denoiser import load_denoiser, save_denoiser
     from diffuse_core.evaluation.cards import sample_from_noise
 
+    from diffuse_core.models.checkpoint import update_card
+
     den, _ = models
-    save_denoiser(den, tmp_path / "ddpm", card={"model": "tiny", "quality": {"dif_fuse": {"dice": 0.5}}})
+    save_denoiser(den, tmp_path / "ddpm", card={"model": "tiny"})
+    update_card(tmp_path / "ddpm", quality={"dif_fuse": {"dice": 0.5}}, by="evaluate")
     args = ["evaluate", "--samples-only", "--n-samples", "3", "--n-cards", "4", "--device", "cpu",
             "--model", str(tmp_path / "ddpm"), "--docs", str(tmp_path / "docs")]
     assert main(args) == 0                                   # without --write-cards the card is left alone
@@ -215,7 +221,7 @@ def test_samples_only_writes_both_grids_and_only_that_block_of_the_card(models, 
     assert s["ddpm"]["n"] == 3 and s["ddim"]["n"] == 3 and s["reference"]["n"] == 4
     assert s["ddpm"]["clean"] + max(s["ddpm"]["grainy"], s["ddpm"]["grey_background"]) <= 3
     assert (tmp_path / "docs" / "ddpm_samples.png").exists() and (tmp_path / "docs" / "ddpm_samples_ddim.png").exists()
-    assert json.loads((tmp_path / "ddpm" / "model_card.json").read_text())["quality"] == q
+    assert json.loads((tmp_path / "ddpm" / "config.json").read_text())["card"]["quality"] == q
     # the two samplers start from the same noise and differ: the stochastic one adds fresh noise on the way
     a = sample_from_noise(den, 2, 4, seed=1, sampler="ddpm")
     b = sample_from_noise(den, 2, 4, seed=1, sampler="ddim")

@@ -157,11 +157,12 @@ def test_the_reveal_cache_key_names_a_kernel_other_than_the_papers(tmp_path, mon
     shutil.copytree(model_dir_for("ddpm", "mri"), model)
     monkeypatch.setenv("DIFFUSE_MODEL_DIR", str(model))
     update_card(model, anomaly_kernel=5, mask_rule={"kind": "percentile", "percentile": 90.0}, score="abs",
-                input_normalisation="absolute")
+                input_normalisation="absolute", by="adapt")
     paper = settings_key("mri", 500, 90.0, 25, 0)
     assert paper.endswith("_seed0_paper")
-    update_card(model, anomaly_kernel=3)
+    update_card(model, anomaly_kernel=3, by="adapt")
     assert settings_key("mri", 500, 90.0, 25, 0) == paper + "_m3"
     # the region rule, the score and the preparation make other masks and maps: other keys
-    update_card(model, mask_rule={"kind": "weighted", "level": 0.2}, score="signed", input_normalisation="tissue")
+    update_card(model, mask_rule={"kind": "weighted", "level": 0.2}, score="signed", input_normalisation="tissue",
+                by="calibrate")
     assert settings_key("mri", 500, 90.0, 25, 0) == paper + "_m3_w0.2_signed_tissue"

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from diffuse_core.cli import main
+from diffuse_core.models.checkpoint import update_card
 from diffuse_core.models.denoiser import DenoiserConfig, load_denoiser
 from diffuse_core.train.ddpm import DDPMTrainConfig, TensorPool, train_ddpm
 
@@ -68,8 +69,8 @@ def test_loss_decreases(tmp_path):
 def test_init_from_continues_from_saved_weights(tmp_path):
     cfg = DDPMTrainConfig(steps=3, batch_size=4, checkpoint_every=3, unet=TINY, precision="fp32")
     flair = {"data": {"modalities": ["flair"]}}
-    train_ddpm(tmp_path / "a", _pool(), cfg, progress=False,
-               card={**flair, "anomaly_kernel": 3, "anomaly_threshold": 0.2})
+    train_ddpm(tmp_path / "a", _pool(), cfg, progress=False, card={**flair, "anomaly_kernel": 3})
+    update_card(tmp_path / "a", anomaly_threshold=0.2, by="calibrate")              # measured on these weights
     saved = _weights(tmp_path / "a")
     # a run asked for no more steps than the saved weights have: its weights are the saved ones
     train_ddpm(tmp_path / "same", _pool(), cfg, progress=False, init_from=tmp_path / "a")
@@ -109,8 +110,9 @@ def test_cli_trains_ddpm_on_synthbrain(tmp_path, monkeypatch, capsys):
     assert card["training"]["steps_done"] == 2 and card["data"]["generator"] == "SynthBrain"
     assert card["data"]["healthy_only"] is True and card["data"]["n_slices"] == 4
     assert meta["unet"]["block_channels"] == [16, 32]
-    # the card for people says the same as the one the loader reads
-    assert json.loads((tmp_path / "m" / "model_card.json").read_text()) == {"kind": "ddpm", **card}
+    # one copy of the card, each field stamped with the command that wrote it
+    assert not (tmp_path / "m" / "model_card.json").exists() and card["training"]["steps"] == 2
+    assert card["written_by"]["training"]["writer"] == "train" and card["written_by"]["data"]["command"]
     # --steps is the total: from weights that record 2 steps, --steps 2 would train nothing, and says so
     again = ["train", "ddpm", "--out", str(tmp_path / "n"), "--init-from", str(tmp_path / "m"), "--batch-size", "2",
              "--pool", "4", "--size", "32", "--channels", "16,32"]
@@ -133,7 +135,7 @@ def test_cli_trains_on_percentile_stretched_synthbrain_and_says_so(tmp_path, mon
     code = main(["train", "ddpm", "--out", str(tmp_path / "m"), "--steps", "1", "--batch-size", "2", "--pool", "4",
                  "--size", "32", "--channels", "16,32", "--normalise", "percentile"])
     assert code == 0
-    card = json.loads((tmp_path / "m" / "model_card.json").read_text())
+    card = json.loads((tmp_path / "m" / "config.json").read_text())["card"]
     assert card["input_normalisation"] == "percentile"
     # the intensity reference is that of the stretched slices: the brain's median sits well above SynthBrain's -0.2
     ref = dict(zip((float(p) for p in card["intensity_reference"]["percentiles"]),

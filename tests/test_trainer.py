@@ -61,7 +61,7 @@ def test_resumed_run_equals_an_uninterrupted_one(tmp_path, train, load, cfg):
     assert [int(r[0]) for r in run_log] == [1, 3, 5]          # one log for both calls, no step twice
     assert run_log[-1][1] == straight_log[-1][1]              # the same last loss
     assert torch.load(tmp_path / "run" / CHECKPOINT_NAME, weights_only=False)["step"] == 5
-    assert load(tmp_path / "run").card["steps"] == 5
+    assert load(tmp_path / "run").card["training"]["steps_done"] == 5
 
 
 def test_resume_refuses_a_checkpoint_of_another_architecture(tmp_path):
@@ -83,7 +83,7 @@ def test_init_from_starts_at_the_saved_weights_and_step_count(tmp_path):
     train_autoencoder(tmp_path / "b", steps=4, init_from=tmp_path / "a", **kw)
     train_autoencoder(tmp_path / "fresh", steps=4, **kw)
     b = load_autoencoder(tmp_path / "b")
-    assert b.card["steps"] == 4 and not same(b.state_dict(), saved)
+    assert b.card["training"]["steps_done"] == 4 and not same(b.state_dict(), saved)
     assert not same(b.state_dict(), load_autoencoder(tmp_path / "fresh").state_dict())
     with pytest.raises(ValueError, match="but a classifier was expected"):
         train_classifier(tmp_path / "c", steps=4, batch_size=4, data=toy(), progress=False, config=CLF_CFG,
@@ -115,16 +115,26 @@ def test_a_checkpoint_of_the_earlier_ddpm_trainer_resumes(tmp_path):
     assert load_denoiser(tmp_path).card["training"]["steps_done"] == 3
 
 
-def test_every_save_keeps_model_card_json_in_step_with_config_json(tmp_path):
-    save(new_autoencoder(AE_CFG), tmp_path / "ae", card={"note": "x"})
-    save_denoiser(new_denoiser(UNET), tmp_path / "ddpm", card={"note": "y"})
-    for folder, kind in ((tmp_path / "ae", "autoencoder"), (tmp_path / "ddpm", "ddpm")):
+def test_every_save_stores_the_card_once_with_who_wrote_each_field(tmp_path):
+    save(new_autoencoder(AE_CFG), tmp_path / "ae", card={"model": "x"}, by="train")
+    save_denoiser(new_denoiser(UNET), tmp_path / "ddpm", card={"model": "y"}, by="train")
+    for folder in (tmp_path / "ae", tmp_path / "ddpm"):
+        (folder / CARD_NAME).write_text("{}")          # the second copy an older folder had: gone at the next write
+        card = update_card(folder, {"quality": {"dif_fuse": {"dice": np.float32(0.5)}}}, by="evaluate",
+                           command="diffuse-studio evaluate --write-cards", anomaly_threshold=0.2)
         meta = json.loads((folder / "config.json").read_text())
-        assert json.loads((folder / CARD_NAME).read_text()) == {"kind": kind, **meta["card"]}
-        card = update_card(folder, {"quality": {"dice": np.float32(0.5)}}, measured_on="today")
-        meta = json.loads((folder / "config.json").read_text())
-        assert meta["card"] == card and card["quality"] == {"dice": 0.5} and card["measured_on"] == "today"
-        assert json.loads((folder / CARD_NAME).read_text()) == {"kind": kind, **card}
+        assert meta["card"] == card and card["quality"] == {"dif_fuse": {"dice": 0.5}} and not (folder / CARD_NAME).exists()
+        stamp = card["written_by"]["quality.dif_fuse"]
+        assert stamp == card["written_by"]["anomaly_threshold"] and stamp["writer"] == "evaluate"
+        assert stamp["command"] == "diffuse-studio evaluate --write-cards" and stamp["commit"] and stamp["hardware"]
+        assert card["written_by"]["model"]["writer"] == "train" and card["schema"] == 2
+        with pytest.raises(ValueError, match="calibrate may not write card field.*ct_check"):
+            update_card(folder, ct_check={"x": 1}, by="calibrate")         # a field its command does not measure
+        with pytest.raises(ValueError, match="may not write card field.*quality.note"):
+            update_card(folder, {"quality": {"note": "typed by hand"}}, by="evaluate")
+        with pytest.raises(ValueError, match="unknown card writer"):
+            update_card(folder, anomaly_threshold=0.1, by="hand")
+        assert json.loads((folder / "config.json").read_text())["card"] == card      # refused writes change nothing
         assert not list(folder.glob("*.tmp*"))
     digest = weights_digest(tmp_path / "ae")
     save(new_autoencoder(AE_CFG, seed=1), tmp_path / "ae")
@@ -148,14 +158,17 @@ def test_a_time_box_stops_the_run_and_still_exports(tmp_path):
     from diffuse_core.models.denoiser import DenoiserConfig
     from diffuse_core.train.ddpm import DDPMTrainConfig, TensorPool, train_ddpm
 
-    cfg = DDPMTrainConfig(steps=10_000, batch_size=2, checkpoint_every=5000, max_seconds=0.5,
+    cfg = DDPMTrainConfig(steps=None, batch_size=2, checkpoint_every=5000, max_seconds=0.5,
                           unet=DenoiserConfig(channels=1, resolution=16, block_channels=(8, 16),
                                               attention_levels=(False, True), norm_num_groups=4,
                                               attention_head_dim=4))
     out = train_ddpm(tmp_path / "run", TensorPool(np.zeros((4, 1, 16, 16), np.float32)), cfg, progress=False)
     card = _json.loads((out / "config.json").read_text())["card"]
-    assert 0 < card["training"]["steps_done"] < 10_000
+    assert card["training"]["steps_done"] > 0 and card["training"]["max_seconds"] == 0.5
+    assert card["training"]["steps"] is None              # no step limit: the card says so, no placeholder count
     assert (out / "model.safetensors").is_file()
+    with pytest.raises(ValueError, match="needs a time box"):
+        DDPMTrainConfig(steps=None).settings()
 
 
 def test_scanner_augmentation_keeps_air_and_range_and_follows_the_generator():

@@ -166,10 +166,10 @@ def test_train_command_augment_reaches_the_ddpm_run_and_its_card(tmp_path):
     out = tmp_path / "aug"
     assert main(["train", "ddpm", "--out", str(out), "--steps", "1", "--batch-size", "2", "--pool", "2", "--size",
                  "32", "--channels", "32,32", "--threads", "1", "--checkpoint-every", "1", "--augment"]) == 0
-    assert '"augment": true' in (out / "model_card.json").read_text()
+    assert json.loads((out / "config.json").read_text())["card"]["training"]["augment"] is True
     plain = tmp_path / "plain"
     assert main(["train", "ddpm", "--out", str(plain), "--steps", "1", "--batch-size", "2", "--pool", "2", "--size",
                  "32", "--channels", "32,32", "--threads", "1", "--checkpoint-every", "1"]) == 0
-    assert '"augment": false' in (plain / "model_card.json").read_text()
+    assert json.loads((plain / "config.json").read_text())["card"]["training"]["augment"] is False
     with pytest.raises(ValueError, match="DDPM only"):
         TrainCommand(model="autoencoder", augment=True)

@@ -253,6 +253,7 @@ def _cmd_evaluate(args) -> int:
     from diffuse_core.run.settings import default_settings
 
     device = pick_device(args.device)
+    args.device = str(device)                  # the device the card writes record as their hardware
     denoiser, sal = load_default_models(args.model, args.saliency_models, device, need_saliency=not args.samples_only)
     if args.sweeps_only and args.samples_only:
         raise UserError("--sweeps-only and --samples-only are separate runs: choose one")
@@ -310,9 +311,10 @@ def _write_cards(args, denoiser, sal, result: dict) -> None:
         print("measuring the classifier and the saliency methods on held-out slices", file=sys.stderr)
         q = measure_saliency_models(sal, n=args.n_cards, percentile=args.percentile)
         update_card(clf_dir, {"quality": {"measured_on": stamp(), "measured_for": measured_for, "data": q["data"],
-                                          **q["classifier"]}})
+                                          **q["classifier"]}}, by="evaluate", device=args.device)
         update_card(ae_dir, {"quality": {"measured_on": stamp(), "measured_for": measured_for, "data": q["data"],
-                                         "saliency": {m: q[m] for m in ("acat", "gradcam", "gradient")}}})
+                                         "saliency": {m: q[m] for m in ("acat", "gradcam", "gradient")}}},
+                    by="evaluate", device=args.device)
     samples = _write_sample_quality(args, denoiser, ddpm_dir)
     ours = result["methods"].get("dif-fuse")
     quality = {"measured_on": stamp(), "samples_from_noise": samples, "evaluation": f"{args.docs}/results.md"}
@@ -329,7 +331,7 @@ def _write_cards(args, denoiser, sal, result: dict) -> None:
     updates["recommended_settings"] = recommended_settings(result)
     if ours:
         updates["anomaly_threshold"] = ours["threshold"]
-    update_card(ddpm_dir, updates)
+    update_card(ddpm_dir, updates, by="evaluate", device=args.device)
     print(f"wrote quality into {clf_dir}, {ae_dir} and {ddpm_dir} model cards; samples in {samples['png']}")
 
 
@@ -356,7 +358,8 @@ def _sweeps_only(args, denoiser, sal, s) -> int:
     if args.write_cards and rec:
         ddpm_dir = Path(args.model) if args.model else default_model_dir("ddpm")
         update_card(ddpm_dir, {"recommended_settings": {**rec, "command": s.command,
-                                                        "n_validation_diseased": int(val.diseased.sum())}})
+                                                        "n_validation_diseased": int(val.diseased.sum())}},
+                    by="evaluate", device=args.device)
         print(f"wrote recommended_settings into the {ddpm_dir} model card")
     return 0
 
@@ -374,16 +377,16 @@ def _write_sample_quality(args, denoiser, ddpm_dir: Path) -> dict:
     if args.samples_only and args.write_cards:
         quality = dict(_card_quality(ddpm_dir))
         quality["samples_from_noise"] = {"measured_on": stamp(), **samples}
-        update_card(ddpm_dir, {"quality": quality})
+        update_card(ddpm_dir, {"quality": quality}, by="evaluate", device=args.device)
         print(f"wrote the samples from noise into the {ddpm_dir} model card")
     return samples
 
 
 def _card_quality(model_dir: Path) -> dict:
-    import json
+    from diffuse_core.models.checkpoint import read_config
 
     try:
-        return json.loads((Path(model_dir) / "config.json").read_text()).get("card", {}).get("quality", {}) or {}
+        return read_config(model_dir).get("card", {}).get("quality", {}) or {}
     except (OSError, ValueError):
         return {}
 

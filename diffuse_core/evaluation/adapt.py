@@ -135,7 +135,7 @@ def adapt(data_dir, out_dir, base_dir=None, minutes: float = DEFAULT_MINUTES, ho
     partial = out / ".partial"
     if partial.exists():
         shutil.rmtree(partial)
-    cfg = DDPMTrainConfig(steps=10**9, batch_size=batch_size, lr=lr, seed=seed, checkpoint_every=10**9,
+    cfg = DDPMTrainConfig(steps=None, batch_size=batch_size, lr=lr, seed=seed, checkpoint_every=10**9,
                           lr_schedule="cosine", warmup_steps=10, max_seconds=60.0 * float(minutes),
                           schedule=_schedule_of(base_cfg), unet=_unet_of(base_cfg))
     card = {"data": {"source": "folder", "path": str(data_dir), "slices": int(len(train_images))}}
@@ -172,9 +172,9 @@ def adapt(data_dir, out_dir, base_dir=None, minutes: float = DEFAULT_MINUTES, ho
         "halved": bool(after.mean() <= 0.5 * before.mean()),
         "command": f"diffuse-studio adapt --data {data_dir} --out {out} --minutes {minutes:g}",
     }
-    update_card(partial, {**{k: base_card[k] for k in KEPT_CARD_KEYS if k in base_card}, "adaptation": record,
-                          "status": "adapted to a user's normal slices (diffuse-studio adapt); measured only on "
-                                    "their held-out slices"})
+    record["status"] = "adapted to a user's normal slices (diffuse-studio adapt); measured only on their held-out slices"
+    update_card(partial, {**{k: base_card[k] for k in KEPT_CARD_KEYS if k in base_card}, "adaptation": record},
+                by="adapt", command=record["command"], device=device)
     tell("writing the model", 0.98)
     out.mkdir(parents=True, exist_ok=True)
     for f in partial.iterdir():

@@ -121,7 +121,8 @@ def write_card(model_dir, record: dict) -> dict:
     if rec.get("k") != s["k"]:
         rec.update(k=s["k"], k_chosen_by="diffuse_core.evaluation.calibrate (see calibration.k_choice)")
         entries["recommended_settings"] = rec
-    return update_card(model_dir, entries)
+    return update_card(model_dir, entries, by="calibrate", command=record.get("command"),
+                       hardware=record.get("hardware"))
 
 
 def main(argv=None) -> int:

@@ -153,12 +153,14 @@ def write_cards(result: dict, name: str, command: str, hardware, n_saliency: int
                                       "rule": "the MRI model's recommended settings (the app's defaults); the "
                                               "threshold chosen on SynthBrain CT validation strokes"},
                 ct_check={"measured_on": stamp(), "hardware": hardware, "command": command, "shipped": name,
-                          **result})
+                          **result}, by="ct-check", command=command, hardware=hardware)
     sal = Path(c["saliency"])
     models = load_saliency_models(sal / "autoencoder", sal / "classifier", "cpu")
     q = measure_saliency_models(models, n=n_saliency, methods=("acat",), modalities=("ct",))
-    update_card(sal / "classifier", quality={"measured_on": stamp(), **q["classifier"], "data": q["data"]})
-    update_card(sal / "autoencoder", quality={"measured_on": stamp(), "data": q["data"], "saliency": {"acat": q["acat"]}})
+    stamps = {"by": "ct-check", "command": command, "device": "cpu"}
+    update_card(sal / "classifier", quality={"measured_on": stamp(), **q["classifier"], "data": q["data"]}, **stamps)
+    update_card(sal / "autoencoder", quality={"measured_on": stamp(), "data": q["data"], "saliency": {"acat": q["acat"]}},
+                **stamps)
 
 
 def merge(result: dict, earlier: dict) -> dict:

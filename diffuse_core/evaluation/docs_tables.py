@@ -8,7 +8,7 @@ the docs, fails the suite). No number in a region is typed here: each comes from
 
 The results files:
 
-- the model cards, ``assets/**/model_card.json``: written by the commands recorded inside them (``command`` beside
+- the model cards, ``assets/**/config.json`` (``card``): written by the commands recorded inside them (``command`` beside
   ``measured_on`` and ``hardware`` in the section that holds the figure); :data:`CARD_FIGURES` names which card keys
   the shipped-models table shows and where their provenance sits;
 - ``docs/results/*.json``: any file there with a ``figures`` list (see :func:`results_file_rows` for the format) adds
@@ -42,30 +42,27 @@ MARKER = re.compile(r"<!-- (/?)generated:([a-z_]+) -->")
 #: has none and names it in prose, as its ``quality.note`` does for the samples).
 CARD_FIGURES: list[dict] = [
     {"id": "flair.synthbrain_test_dice", "card": "assets/ddpm", "figure": "Dif-fuse Dice, SynthBrain test lesions",
-     "value": "{quality/synthbrain_test/test_seeds/dif-fuse/test_dice_mean}",
-     "baseline": "{quality/synthbrain_test/flair_threshold/test_dice} (FLAIR threshold, z > "
-                 "{quality/synthbrain_test/flair_threshold/threshold_from_val:f2})",
-     "on": "{quality/synthbrain_test/kernel_3_paired_vs_flair_threshold/n} diseased slices, seeds "
-           "{quality/synthbrain_test/test_seeds/seeds}, threshold "
-           "{quality/synthbrain_test/test_seeds/dif-fuse/threshold_from_val:f2} (the app's: {anomaly_threshold:f2}), "
-           "{quality/synthbrain_test/test_seeds/kernel}x{quality/synthbrain_test/test_seeds/kernel} kernel",
-     "source": ["quality/synthbrain_test", "quality/synthbrain_test/other_methods_kernel_3"]},
+     "value": "{ST/test_seeds/dif-fuse/test_dice_mean}",
+     "baseline": "{ST/flair_threshold/test_dice} (FLAIR threshold, z > {ST/flair_threshold/threshold_from_val:f2})",
+     "on": "{ST/kernel_3_paired_vs_flair_threshold/n} diseased slices, seeds {ST/test_seeds/seeds}, threshold "
+           "{ST/test_seeds/dif-fuse/threshold_from_val:f2} (the app's: {anomaly_threshold:f2}), "
+           "{ST/test_seeds/kernel}x{ST/test_seeds/kernel} kernel",
+     "source": ["ST", "ST/other_methods_kernel_3"]},
     {"id": "flair.brats_dice", "card": "assets/ddpm", "figure": "Dif-fuse Dice, real BraTS 2015 FLAIR tumours",
-     "value": "{real_data_check/brats_dice_acat_mask}",
-     "baseline": "{real_data_check/flair_threshold_baseline/brats_dice} (FLAIR threshold, z > "
-                 "{real_data_check/flair_threshold_baseline/threshold_from_validation_z:f2})",
-     "on": "{real_data_check/slices/brats_tumour} tumour slices, seed {real_data_check/settings/seed}, "
-           "threshold {real_data_check/settings/threshold_from_validation:f2}",
-     "source": "real_data_check"},
+     "value": "{RD/brats_dice_acat_mask}",
+     "baseline": "{RD/flair_threshold_baseline/brats_dice} (FLAIR threshold, z > "
+                 "{RD/flair_threshold_baseline/threshold_from_validation_z:f2})",
+     "on": "{RD/slices/brats_tumour} tumour slices, seed {RD/settings/seed}, "
+           "threshold {RD/settings/threshold_from_validation:f2}",
+     "source": "RD"},
     {"id": "flair.brats_normal_flagged", "card": "assets/ddpm", "figure": "tumour-free real brain flagged",
-     "value": "{real_data_check/brats_tumour_free_brain_flagged:pct}", "baseline": "",
-     "on": "{real_data_check/slices/brats_tumour_free} tumour-free BraTS slices, seed {real_data_check/settings/seed}",
-     "source": "real_data_check"},
+     "value": "{RD/brats_tumour_free_brain_flagged:pct}", "baseline": "",
+     "on": "{RD/slices/brats_tumour_free} tumour-free BraTS slices, seed {RD/settings/seed}",
+     "source": "RD"},
     {"id": "flair.healthy_change", "card": "assets/ddpm", "figure": "mean change on healthy slices",
-     "value": "{real_data_check/healthy_mean_abs_change_in_brain}", "baseline": "",
-     "on": "{real_data_check/slices/synthbrain_healthy} healthy SynthBrain slices, "
-           "seed {real_data_check/settings/seed}",
-     "source": "real_data_check"},
+     "value": "{RD/healthy_mean_abs_change_in_brain}", "baseline": "",
+     "on": "{RD/slices/synthbrain_healthy} healthy SynthBrain slices, seed {RD/settings/seed}",
+     "source": "RD"},
     {"id": "flair.samples_grey", "card": "assets/ddpm", "figure": "samples from pure noise with a grey background",
      "value": "{quality/samples_from_noise/ddpm/grey_background} of {quality/samples_from_noise/ddpm/n}",
      "baseline": "", "on": "DDPM sampler, seed {quality/samples_from_noise/ddpm/seed}",
@@ -120,8 +117,17 @@ class RegionError(ValueError):
     """A marked region that cannot be rewritten: unbalanced markers or a name no generator knows."""
 
 
+#: Short names in the templates for the two blocks of the FLAIR card that no command writes any more: they were
+#: assembled by hand from the outputs of benchmarks/bench_anomaly_kernel.py and evaluation.candidates (their commands
+#: and hardware are inside), and the card migration (:func:`diffuse_core.models.card.migrate`) keeps them in
+#: ``history`` as recorded.
+ALIASES = {"ST": "history/quality.synthbrain_test/value", "RD": "history/real_data_check/value"}
+
+
 def _get(doc, path: str):
     node = doc
+    head, _, rest = path.partition("/")
+    path = ALIASES[head] + ("/" + rest if rest else "") if head in ALIASES else path
     for key in path.split("/"):
         if not isinstance(node, dict) or key not in node:
             raise KeyError(f"no key {path!r} (missing {key!r})")
@@ -160,9 +166,12 @@ def _hardware(hw) -> str:
 
 
 def load_cards(root: Path) -> dict[str, dict]:
-    """Every model card under ``assets/``, keyed by its folder relative to ``root`` (``assets/ct/ddpm``)."""
-    return {p.parent.relative_to(root).as_posix(): json.loads(p.read_text())
-            for p in sorted((root / "assets").rglob("model_card.json"))}
+    """Every model card under ``assets/`` (``config.json``'s ``card``, read as the loaders read it), keyed by its
+    folder relative to ``root`` (``assets/ct/ddpm``)."""
+    from diffuse_core.models.card import read_card
+
+    return {p.parent.relative_to(root).as_posix(): read_card(p.parent)
+            for p in sorted((root / "assets").rglob("config.json"))}
 
 
 def load_results(root: Path) -> dict[str, dict]:
@@ -175,6 +184,8 @@ def _provenance(file: str, doc: dict, key: str | None, command: str | None = Non
     """Where a figure comes from: the file, the section (``key``, ``None`` for the whole file) and that section's
     command, date (``measured_on`` or ``date``), hardware, commit and weights digest."""
     sec = doc if key is None else _get(doc, key)
+    if key is not None and key.partition("/")[0] in ALIASES:
+        key = ALIASES[key.partition("/")[0]] + key[len(key.partition("/")[0]):]
     return {"file": file, "key": None if key is None else key.replace("/", "."),
             "command": sec.get("command") or command,
             "measured_on": sec.get("measured_on") or sec.get("date") or "date not recorded",
@@ -236,7 +247,7 @@ def model_rows(root: Path) -> tuple[list[dict], list[dict]]:
     then :data:`RESULT_FIGURES` of the results files present, then every results file's own ``figures``."""
     cards = load_cards(root)
     results = load_results(root)
-    rows = [_spec_row(spec, f"{spec['card']}/model_card.json", cards[spec["card"]])
+    rows = [_spec_row(spec, f"{spec['card']}/config.json", cards[spec["card"]])
             for spec in CARD_FIGURES if spec["card"] in cards]   # a model not installed here has no row
     for spec in RESULT_FIGURES:
         if spec["file"] in results:
@@ -284,12 +295,11 @@ def render_training(root: Path) -> str:
            "|---|---|---|---|---|---|"]
     for folder, card in load_cards(root).items():
         tr = card.get("training") or {}
-        steps = tr.get("steps_done", card.get("steps"))
-        seconds = tr.get("wall_seconds", card.get("wall_time_s"))
-        batch = tr.get("batch_size", card.get("batch_size"))
-        hw = _hardware(tr.get("hardware") or card.get("hardware"))
+        steps, seconds, batch = tr.get("steps_done"), tr.get("wall_seconds"), tr.get("batch_size")
+        hw = _hardware(tr.get("hardware"))
         wall = "not recorded" if seconds is None else f"{float(seconds) / 3600:.1f} h"
-        cmd = f"`{str(card['command']).split('  #')[0].strip()}`" if card.get("command") else "not recorded in the card"
+        command = ((card.get("written_by") or {}).get("training") or {}).get("command")
+        cmd = f"`{str(command).split('  #')[0].strip()}`" if command else "not recorded in the card"
         out.append("| " + " | ".join(_cell(c) for c in (f"`{folder}`", _fmt(steps, "int") if steps is not None else "",
                                                            wall, _fmt(batch, None) if batch else "", hw,
                                                            cmd)) + " |")

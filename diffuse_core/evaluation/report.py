@@ -449,12 +449,12 @@ def _write_markdown(path: Path, result: dict, denoiser, figures: dict) -> None:
 def targets_section(result: dict, card: dict) -> list[str]:
     """The models issue's measured targets beside what this run (and the DDPM and CT cards) measured: a target not
     reached stays in the table with its value, never lowered."""
+    from diffuse_core.models.card import history_value
     methods, real = result.get("methods", {}), result.get("real") or {}
     ours, thr = methods.get("dif-fuse"), methods.get("flair-threshold")
     if ours is None:
         return []
-    ranked = sorted(methods, key=lambda m: -methods[m]["dice"])
-    rows = []
+    ranked, rows = sorted(methods, key=lambda m: -methods[m]["dice"]), []
     if "dif-fuse" in real and "flair-threshold" in real:
         d, t = real["dif-fuse"]["dice"], real["flair-threshold"]["dice"]
         rows.append(("Real BraTS Dice above the FLAIR threshold (both thresholds from SynthBrain validation); aim 0.85",
@@ -464,7 +464,7 @@ def targets_section(result: dict, card: dict) -> list[str]:
                  f"{ours['dice']:.3f}, rank {ranked.index('dif-fuse') + 1} of {len(methods)}"
                  + (f" (FLAIR threshold {thr['dice']:.3f})" if thr else ""),
                  "yes" if ours["dice"] >= 0.70 and ranked[0] == "dif-fuse" else "no"))
-    hb = card.get("healthy_change_breakdown") or {}
+    hb = card.get("healthy_change_breakdown") or history_value(card, "previous_weights/healthy_change_breakdown") or {}
     best = min(hb.get("rows", []), key=lambda r: r["healthy_change"]["brain"], default=None)
     rows.append(("Healthy slices: mean absolute change <= 0.03",
                  f"{ours['identity_change']:.3f}" + (f" (lowest option: {best['walk']} walk + {best['solver']} "
@@ -478,8 +478,8 @@ def targets_section(result: dict, card: dict) -> list[str]:
                      "yes" if q["grey_background"] == 0 and q["grainy"] == 0 else "no"))
     out = ["", "## Where the models issue's targets stand", "",
            "Measured by this run where it can (the Dif-fuse and threshold rows above); the healthy-change options from "
-           "the DDPM card's `healthy_change_breakdown` (`benchmarks/bench_inversion.py`), the samples from its "
-           "`quality`; CT below. A target not reached is listed with its value.", "",
+           "the DDPM card's `healthy_change_breakdown` (`benchmarks/bench_inversion.py`; its `history` keeps that of the "
+           "previous weights), the samples from its `quality`; CT below. A target not reached is listed with its value.", "",
            "| target | measured | reached |", "|---|---|---|"]
     return out + [f"| {a} | {b} | {c} |" for a, b, c in rows] + [""]
 

@@ -5,9 +5,10 @@ A saved model is a folder holding
 - ``model.safetensors``: the weights, float32, contiguous, with ``{"format": "pt", "kind": KIND}`` as metadata;
 - ``config.json``: ``{"kind": KIND, <architecture entries>, "card": {...}}``, what the loaders read. The architecture
   entries are ``"config"`` for the autoencoder and the classifier, ``"unet"`` and ``"schedule"`` for the DDPM
-  (:data:`ARCHITECTURE_KEY`; the DDPM's names predate the others and the shipped weights carry them);
-- ``model_card.json``: ``{"kind": KIND, **card}``, the same card for people, kept in step with ``config.json`` by
-  every write (:func:`write_model`, :func:`update_card`).
+  (:data:`ARCHITECTURE_KEY`; the DDPM's names predate the others and the shipped weights carry them). The card is
+  stored here only (:mod:`diffuse_core.models.card`: its schema, who writes each field, the migration of older
+  cards, which :func:`read_config` applies on every read; a ``model_card.json`` of an older folder, a second copy
+  of the card, is removed at the next write).
 
 Every file is written to a temporary name and renamed over the old one, so an interrupted save never leaves a
 half-written file under the real name. The denoiser's save/load (:mod:`diffuse_core.models.denoiser`) and the trainer
@@ -26,11 +27,12 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from diffuse_core.models.autoencoder import Autoencoder, AutoencoderConfig
+from diffuse_core.models.card import SCHEMA, check_fields, fields_of, migrate, provenance
 from diffuse_core.models.classifier import Classifier, ClassifierConfig
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
-CARD_NAME = "model_card.json"
+CARD_NAME = "model_card.json"       # the second copy of the card that folders before card schema 2 held
 KINDS = {"autoencoder": (Autoencoder, AutoencoderConfig), "classifier": (Classifier, ClassifierConfig)}
 ARCHITECTURE_KEY = {"ddpm": "unet", "autoencoder": "config", "classifier": "config"}
 
@@ -79,21 +81,33 @@ def retrain_hint(kind: str | None) -> str:
     return "retrain it with `diffuse-studio train ddpm|autoencoder|classifier`"
 
 
-def write_model(folder: str | Path, kind: str, state_dict: dict, architecture: dict, card: dict | None) -> Path:
-    """Write ``model.safetensors``, ``config.json`` and ``model_card.json`` into ``folder`` (created), each atomically.
+def write_model(folder: str | Path, kind: str, state_dict: dict, architecture: dict, card: dict | None,
+                by: str | None = "train", command: str | None = None, device=None) -> Path:
+    """Write ``model.safetensors`` and ``config.json`` (with the card) into ``folder`` (created), each atomically.
 
-    ``architecture`` is what ``config.json`` holds beside ``kind`` and ``card`` (e.g. ``{"config": {...}}``).
+    ``architecture`` is what ``config.json`` holds beside ``kind`` and ``card`` (e.g. ``{"config": {...}}``); every
+    field of ``card`` must be one writer ``by`` writes (:func:`diffuse_core.models.card.check_fields`) and is
+    stamped with its provenance (command line, commit, hardware of ``device``, date) in ``written_by``. ``by``
+    None: the card of a model read from a folder, saved again as it is (no check, no new stamp).
     """
     if kind not in ARCHITECTURE_KEY:
         raise ValueError(f"unknown model kind {kind!r}: choose one of {', '.join(ARCHITECTURE_KEY)}")
+    card = dict(card or {})
+    if by is not None:
+        stamp = provenance(by, command, device=device)
+        card["written_by"] = {**(card.get("written_by") or {}), **{f: stamp for f in check_fields(by, card)}}
+    card["schema"] = SCHEMA
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     sd = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in state_dict.items()}
     atomic_write(folder / WEIGHTS_NAME, lambda p: save_file(sd, str(p), metadata={"format": "pt", "kind": kind}))
-    meta = {"kind": kind, **architecture, "card": card or {}}
-    atomic_write_json(folder / CONFIG_NAME, meta)
-    atomic_write_json(folder / CARD_NAME, {"kind": kind, **meta["card"]})
+    _write_config(folder, {"kind": kind, **architecture, "card": card})
     return folder
+
+
+def _write_config(folder: Path, meta: dict) -> None:
+    atomic_write_json(folder / CONFIG_NAME, meta)
+    (folder / CARD_NAME).unlink(missing_ok=True)          # the older second copy: config.json is the card now
 
 
 def read_config(folder: str | Path, expected_kind: str | None = None) -> dict:
@@ -119,6 +133,13 @@ def read_config(folder: str | Path, expected_kind: str | None = None) -> dict:
         raise ValueError(f"{folder} holds a {kind}, but a {expected_kind} was expected; {hint}")
     if ARCHITECTURE_KEY[kind] not in meta:
         raise ValueError(f"{cfg_path} lacks the {ARCHITECTURE_KEY[kind]!r} entry of a saved {kind}; {hint}")
+    card = meta.get("card")
+    if not card and (folder / CARD_NAME).is_file():       # a folder whose card only model_card.json held
+        try:
+            card = json.loads((folder / CARD_NAME).read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            card = None
+    meta["card"] = migrate(card if isinstance(card, dict) else {}, kind)
     return meta
 
 
@@ -143,18 +164,33 @@ def load_weights_into(module: torch.nn.Module, state: dict, folder: str | Path, 
                          f"{retrain_hint(kind)}") from err
 
 
-def update_card(folder: str | Path, updates: dict | None = None, **entries) -> dict:
-    """Merge ``updates`` (and keyword ``entries``) into the card of the saved model in ``folder``: ``config.json``'s
-    ``card`` block and ``model_card.json`` are both rewritten atomically. Returns the new card."""
+def update_card(folder: str | Path, updates: dict | None = None, *, by: str, command: str | None = None,
+                device=None, hardware=None, **entries) -> dict:
+    """Merge ``updates`` (and keyword ``entries``) into the card of the saved model in ``folder``, as writer ``by``
+    (:data:`diffuse_core.models.card.WRITERS`: a field it is not registered for raises ValueError). Each field
+    written gets its provenance in ``written_by``: ``command`` (default: this process's command line), commit,
+    ``hardware`` (default: a summary of ``device``) and date. An older card is migrated first. Returns the new card."""
     folder = Path(folder)
+    updates = {**(updates or {}), **entries}
+    fields = check_fields(by, updates)
     meta = read_config(folder)
-    card = dict(meta.get("card") or {})
-    card.update(updates or {})
-    card.update(entries)
+    card = dict(meta["card"])
+    card.update(updates)
+    stamp = provenance(by, command, hardware, device)
+    kept = set(fields_of(card))
+    card["written_by"] = {f: v for f, v in {**(card.get("written_by") or {}), **{f: stamp for f in fields}}.items()
+                          if f in kept}
     meta["card"] = card
-    atomic_write_json(folder / CONFIG_NAME, meta)
-    atomic_write_json(folder / CARD_NAME, {"kind": meta["kind"], **card})
+    _write_config(folder, meta)
     return card
+
+
+def migrate_folder(folder: str | Path) -> dict:
+    """Rewrite an older model folder in card schema 2 (:func:`diffuse_core.models.card.migrate`; one copy of the card,
+    in ``config.json``); the weights are not touched. Returns the card."""
+    meta = read_config(folder)
+    _write_config(Path(folder), meta)
+    return meta["card"]
 
 
 def weights_digest(folder: str | Path) -> str | None:
@@ -170,11 +206,9 @@ def weights_digest(folder: str | Path) -> str | None:
 
 
 def steps_done(card: dict) -> tuple[int, float]:
-    """(optimiser steps, wall seconds) a card records: DDPM cards under ``training``, ACAT cards at the top."""
+    """(optimiser steps, wall seconds) a card (as :func:`read_config` gives it) records under ``training``."""
     training = card.get("training") or {}
-    if "steps_done" in training:
-        return int(training["steps_done"]), float(training.get("wall_seconds", 0.0))
-    return int(card.get("steps", 0)), float(card.get("wall_time_s", 0.0))
+    return int(training.get("steps_done") or 0), float(training.get("wall_seconds") or 0.0)
 
 
 # -------------------------------------------------------------------------------------- autoencoder, classifier
@@ -186,14 +220,15 @@ def _kind_of(model) -> str:
     raise TypeError(f"can only save an Autoencoder or a Classifier, got {type(model).__name__}")
 
 
-def save(model: Autoencoder | Classifier, folder: str | Path, card: dict | None = None) -> Path:
+def save(model: Autoencoder | Classifier, folder: str | Path, card: dict | None = None, by: str | None = None) -> Path:
     """Save an autoencoder or classifier into ``folder`` (:func:`write_model`).
 
-    ``card`` defaults to the card the model was loaded with (``model.card``), if any.
+    ``card`` defaults to the card the model was loaded with (``model.card``), if any. ``by``: the writer of the card's
+    fields, checked and stamped (:func:`write_model`); None (the Python API, tests) writes the card as given.
     """
     if card is None:
         card = getattr(model, "card", None) or {}
-    return write_model(folder, _kind_of(model), model.state_dict(), {"config": model.config.to_dict()}, card)
+    return write_model(folder, _kind_of(model), model.state_dict(), {"config": model.config.to_dict()}, card, by)
 
 
 def load(folder: str | Path, expected_kind: str | None = None, device: torch.device | str = "cpu"):

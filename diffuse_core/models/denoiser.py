@@ -2,7 +2,7 @@
 
 A saved denoiser is a model folder in the one format of :mod:`diffuse_core.models.checkpoint`: ``model.safetensors``,
 ``config.json`` (kind ``ddpm``, the UNet's architecture under ``unet``, the noise schedule under ``schedule``, and the
-``card``) and ``model_card.json``. ``load_denoiser`` restores both; the schedule travels with the weights so that a
+``card``, :mod:`diffuse_core.models.card`). ``load_denoiser`` restores both; the schedule travels with the weights so that a
 sampler can never be run with the wrong one.
 """
 
@@ -107,15 +107,16 @@ def new_denoiser(config: DenoiserConfig | None = None, schedule: ScheduleConfig 
 
 
 def save_denoiser(denoiser: Denoiser, folder: str | Path, card: dict | None = None,
-                  state_dict: dict | None = None) -> Path:
+                  state_dict: dict | None = None, by: str | None = None) -> Path:
     """Write the denoiser into ``folder`` in the one model format (:func:`diffuse_core.models.checkpoint.write_model`:
-    ``model.safetensors``, ``config.json`` with the architecture and schedule, ``model_card.json``).
+    ``model.safetensors``, ``config.json`` with the architecture, the schedule and the card).
 
-    ``card`` defaults to ``denoiser.card``; ``state_dict`` overrides the UNet's own weights (e.g. an EMA copy).
+    ``card`` defaults to ``denoiser.card``; ``by``: the writer of its fields, checked and stamped (None: the Python
+    API, the card written as given); ``state_dict`` overrides the UNet's own weights (e.g. an EMA copy).
     """
     sd = state_dict if state_dict is not None else denoiser.unet.state_dict()
     architecture = {"unet": denoiser.config.to_dict(), "schedule": denoiser.schedule.to_dict()}
-    return write_model(folder, KIND, sd, architecture, card if card is not None else denoiser.card)
+    return write_model(folder, KIND, sd, architecture, denoiser.card if card is None else card, by=by)
 
 
 def load_denoiser(folder: str | Path, device: torch.device | str = "cpu") -> Denoiser:

@@ -282,7 +282,7 @@ def write_intensity_reference(folder, n: int = 1000) -> dict:
                            tuple(data.get("modalities", ("flair",))), healthy=bool(data.get("healthy_only", True)))
     ref = intensity_reference(pool["images"].astype(np.float32))
     ref["source"] = f"{n} slices of the training pool (SynthBrain {data.get('split', 'train')}, healthy)"
-    update_card(folder, intensity_reference=ref)
+    update_card(folder, intensity_reference=ref, by="intensity-reference")
     return ref
 
 

@@ -9,7 +9,7 @@ AdamW (lr 1e-4, betas 0.9/0.999, weight decay 0.05), an exponential moving avera
 beta schedule 1e-4..0.02 over T = 1000, on healthy slices only. This module supplies the batches and the loss; the
 :class:`~diffuse_core.train.trainer.Trainer` owns the loop, the EMA, mixed precision, multi-GPU, checkpoints
 (``checkpoint.pt``, resumed by a re-run), ``log.csv`` and the export of the EMA weights as a loadable denoiser
-(``model.safetensors`` + ``config.json`` + ``model_card.json``).
+(``model.safetensors`` + ``config.json`` with the model card).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from diffuse_core.train.trainer import Trainer, TrainingRecord, TrainSettings, T
 class DDPMTrainConfig:
     """Training settings (paper Sec. III-C unless noted)."""
 
-    steps: int = 4000
+    steps: int | None = 4000           # None: no step limit, the time box (max_seconds) ends the run
     batch_size: int = 16
     lr: float = 1e-4
     adam_betas: tuple[float, float] = (0.9, 0.999)
@@ -67,7 +67,7 @@ class DDPMTrainConfig:
                 "weight_decay": self.weight_decay, "ema_decay": self.ema_decay, "seed": self.seed,
                 "precision": self.precision, "augment": self.augment, "batch_device": self.batch_device,
                 "lr_schedule": self.lr_schedule, "warmup_steps": self.warmup_steps, "lr_floor": self.lr_floor,
-                "min_snr_gamma": self.min_snr_gamma,
+                "min_snr_gamma": self.min_snr_gamma, "max_seconds": self.max_seconds,
                 "unet": self.unet.to_dict(), "schedule": self.schedule.to_dict()}
 
 

@@ -5,7 +5,7 @@
 
 Both: an in-memory pool of slices (SynthBrain's train split generated once, by default), AdamW with a 50-step warm-up
 and a cosine decay, no EMA; the run folder holds ``checkpoint.pt`` (a re-run resumes), ``log.csv`` and the weights as
-a loadable model folder (``model.safetensors`` + ``config.json`` + ``model_card.json``: data, steps, wall time,
+a loadable model folder (``model.safetensors`` + ``config.json`` with the card: data, steps, wall time,
 hardware, seed, final loss). Their quality is measured by :mod:`diffuse_core.evaluation.saliency_quality`.
 """
 
@@ -33,13 +33,14 @@ def _settings(defaults: dict, steps: int, batch_size: int, lr: float, seed: int,
 
 
 def _card(description: dict, r: TrainingRecord) -> dict:
-    """The ACAT models' card layout: the description, then the run's facts at the top level."""
+    """The ACAT models' card: the description, then the run's facts under ``training`` (as the DDPM's card)."""
     s = r.settings
-    return {**description, "steps": r.steps_done, "batch_size": s.batch_size, "lr": s.lr,
-            "weight_decay": s.weight_decay, "wall_time_s": r.wall_seconds, "hardware": r.hardware, "seed": s.seed,
-            "precision": "bfloat16" if r.precision == "bf16" else "float32",
-            "final_loss": None if r.loss_ema is None else round(r.loss_ema, 6), "parameters": r.parameters,
-            "loss_curve": r.loss_curve}
+    return {**description, "parameters": r.parameters,
+            "training": {"steps": s.steps, "steps_done": r.steps_done, "batch_size": s.batch_size, "lr": s.lr,
+                         "weight_decay": s.weight_decay, "wall_seconds": r.wall_seconds, "hardware": r.hardware,
+                         "seed": s.seed, "precision": "bfloat16" if r.precision == "bf16" else "float32",
+                         "final_loss_ema": None if r.loss_ema is None else round(r.loss_ema, 6),
+                         "loss_curve": r.loss_curve}}
 
 
 def _run(task: TrainTask, settings: TrainSettings, out_dir, resume: bool, progress: bool, device,

@@ -87,7 +87,7 @@ def _worker(name: str, out: Path, seconds: float, tiny: bool, assets: Path) -> N
 
         run = DDPM_RUNS[name]
         init = assets / run["init"]
-        cfg = DDPMTrainConfig(steps=10**7, batch_size=batch, lr=LR, max_seconds=seconds, checkpoint_every=500,
+        cfg = DDPMTrainConfig(steps=None, batch_size=batch, lr=LR, max_seconds=seconds, checkpoint_every=500,
                               augment=run["augment"], unet=DenoiserConfig(), batch_device=gpu, lr_schedule="cosine",
                               warmup_steps=100, schedule=ScheduleConfig(prediction_type=run["prediction"]))
         if run["modality"] == "flair":
@@ -142,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--assets", type=Path, default=None, help="the shipped models to start from (default: assets/)")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
+    from diffuse_core.models.checkpoint import read_config
     from diffuse_core.models.registry import assets_root
 
     assets = a.assets or assets_root()
@@ -187,11 +188,9 @@ def main(argv: list[str] | None = None) -> int:
             cfg = folder / "config.json"
             if cfg.is_file():
                 to_float16(folder)
-                card = json.loads(cfg.read_text()).get("card", {})
-                tr = card.get("training", card)
+                tr = read_config(folder).get("card", {}).get("training") or {}
                 summary["runs"][str(folder.relative_to(a.out))] = {
-                    "steps": tr.get("steps_done", tr.get("steps")), "wall": tr.get("wall_seconds", tr.get("wall_time_s")),
-                    "loss": tr.get("final_loss_ema", tr.get("final_loss"))}
+                    "steps": tr.get("steps_done"), "wall": tr.get("wall_seconds"), "loss": tr.get("final_loss_ema")}
             (folder / "checkpoint.pt").unlink(missing_ok=True)
     (a.out / "session.json").write_text(json.dumps(summary, indent=1))
     print(json.dumps(summary, indent=1))

@@ -12,8 +12,8 @@ generator, the loss of one batch, and its model card. The trainer owns the rest,
    state; written atomically every ``checkpoint_every`` steps, so a killed run resumes and, on one process, ends
    with the same weights as an uninterrupted one), ``log.csv`` (step, loss, seconds at the first step and every
    ``log_every`` steps) and the (EMA) weights as a loadable model folder, written at each checkpoint in the one
-   model format (:func:`diffuse_core.models.checkpoint.write_model`: ``model.safetensors``, ``config.json``,
-   ``model_card.json``).
+   model format (:func:`diffuse_core.models.checkpoint.write_model`: ``model.safetensors``, ``config.json`` with
+   the model card, its fields stamped as written by ``train``).
 
 Without a checkpoint, ``init_from`` (a saved model folder of the same kind and architecture, e.g. ``assets/ddpm``)
 starts the model and its EMA from those weights and continues the step count its card records; the optimiser starts
@@ -47,7 +47,8 @@ LOG_NAME = "log.csv"
 class TrainSettings:
     """How long and how to optimise; saved in the checkpoint and the model card."""
 
-    steps: int = 1000                   # total optimiser steps (a resumed run trains up to this count)
+    steps: int | None = 1000            # total optimiser steps (a resumed run trains up to this count); None: no
+                                        # step limit, a run bounded by its time box (max_seconds) only
     batch_size: int = 16
     lr: float = 1e-4                    # peak learning rate
     weight_decay: float = 0.0           # AdamW's decoupled weight decay
@@ -66,7 +67,9 @@ class TrainSettings:
     def __post_init__(self):
         if self.lr_schedule not in ("constant", "cosine"):
             raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
-        if self.steps < 1 or self.batch_size < 1 or self.checkpoint_every < 1:
+        if self.steps is None and not self.max_seconds:
+            raise ValueError("steps None (no step limit) needs a time box (max_seconds)")
+        if (self.steps is not None and self.steps < 1) or self.batch_size < 1 or self.checkpoint_every < 1:
             raise ValueError(f"steps, batch_size and checkpoint_every must be >= 1, got {self.steps}, "
                              f"{self.batch_size}, {self.checkpoint_every}")
 
@@ -78,7 +81,8 @@ class TrainSettings:
             return self.lr
         if step < self.warmup_steps:
             return self.lr * (step + 1) / self.warmup_steps
-        t = min(1.0, max((step - self.warmup_steps) / max(1, self.steps - self.warmup_steps), box_fraction))
+        by_steps = 0.0 if self.steps is None else (step - self.warmup_steps) / max(1, self.steps - self.warmup_steps)
+        t = min(1.0, max(by_steps, box_fraction))
         return self.lr * (self.lr_floor + (1 - self.lr_floor) * 0.5 * (1 + math.cos(math.pi * t)))
 
     def to_dict(self) -> dict:
@@ -244,6 +248,7 @@ class Trainer:
         autocast = torch.autocast(acc.device.type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None)
         self._precision = "fp32" if amp_dtype is None else "bf16"
         self._hardware = hardware(acc.device, acc.num_processes)
+        self._device_name = str(acc.device.type)
 
         def checkpoint() -> None:
             if not acc.is_main_process:
@@ -264,13 +269,13 @@ class Trainer:
         if self.progress and acc.is_main_process:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=s.steps, initial=min(self.step, s.steps), desc=f"train {task.kind}", unit="step",
+            bar = tqdm(total=s.steps, initial=min(self.step, s.steps or self.step), desc=f"train {task.kind}", unit="step",
                        dynamic_ncols=True)
         t_start = time.perf_counter() - self.seconds
         t_box = time.perf_counter() + s.max_seconds if s.max_seconds else math.inf
         try:
             t_fit = time.perf_counter()
-            while self.step < s.steps and time.perf_counter() < t_box:
+            while (s.steps is None or self.step < s.steps) and time.perf_counter() < t_box:
                 box = (time.perf_counter() - t_fit) / s.max_seconds if s.max_seconds else 0.0
                 for g in opt.param_groups:
                     g["lr"] = s.lr_at(self.step, box)
@@ -327,4 +332,5 @@ class Trainer:
                                 hardware=self._hardware, parameters=sum(p.numel() for p in net.parameters()),
                                 settings=self.settings)
         card = self.task.card(record)
-        write_model(self.out, self.task.kind, net.state_dict(), self.task.architecture, card)
+        write_model(self.out, self.task.kind, net.state_dict(), self.task.architecture, card, by="train",
+                    device=self._device_name)
