@@ -20,8 +20,8 @@ from diffuse_core.data.synthbrain.anatomy import (FOV_MM, LEVEL_RANGE, draw_geom
 from diffuse_core.data.synthbrain.lesions import (LESION_LEVELS, LESION_TYPES, MIN_LESION_PX, WMH_LEVELS_REAL,
                                                   describe, glioma, size_class, stroke, wmh, wmh_fazekas)
 from diffuse_core.data.synthbrain.render import MODALITIES, check_modalities, render
-from diffuse_core.data.synthbrain.scanner import (SCANNER_LEVELS, check_realism, draw_channel, draw_slice, slab,
-                                                  strip_edge)
+from diffuse_core.data.synthbrain.scanner import (SCANNER_LEVELS, check_realism, draw_channel, draw_slice,
+                                                  head_layers, slab, strip_edge)
 
 try:  # torch is a project dependency; keep the generator importable without it
     import torch
@@ -115,7 +115,8 @@ def generate_slice(seed: int, modalities=("flair",), size: int = 128, healthy: b
     The same seed with ``healthy=True`` (and the same ``lesion_type``, when one was given or drawn) gives the paired
     healthy slice: same level, anatomy and noise. Pixels are ``FOV_MM / size`` mm (:attr:`SynthSlice.spacing`).
     ``realism``: "default" (the generator the shipped models were trained on), "scanner" (slice thickness, scanner
-    contrast, bias, resolution, Rician noise, skull-strip edge: :mod:`.scanner`) or a list of those effects.
+    contrast, bias, resolution, Rician noise, skull-strip edge, lesion shapes: :mod:`.scanner`) or a list of those
+    effects (``"head"`` among them: not skull-stripped on MRI).
     """
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or int(seed) < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
@@ -198,6 +199,8 @@ def generate_slice(seed: int, modalities=("flair",), size: int = 128, healthy: b
             lesion.alphas[name] = lesion.alphas[name] * near
     if "edge" in effects:
         tissue["brain"], tissue["rim"] = strip_edge(tissue["brain"], scan, size)
+    if "head" in effects:
+        tissue["head"] = head_layers(tissue["brain"], scan, size, fov)
     if skull and "ct" in mods:
         b = tissue["brain"].astype(np.uint8)
         k = max(3, int(round(size / 128.0 * 6)) | 1)

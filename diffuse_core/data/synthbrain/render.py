@@ -94,6 +94,9 @@ def render(mod: str, rng: np.random.Generator, tissue: dict, lesion: Lesion | No
     if "caps" in fx and mod in ("flair", "t2"):
         wm_gain = wm_gain * (1.0 + scanner.caps(tissue["d_vent"], wm, acq))
     base = gm * gm_v + wm * wm_v * wm_gain + csf * csf_v
+    head = tissue.get("head") if "head" in fx else None
+    if head is not None:                                              # not skull-stripped
+        base = base + head["csf"] * csf_v + head["bone"] * scanner.BONE + head["scalp"] * scanner.FAT[mod]
     if "edge" in fx and "rim" in tissue and not ct:
         base = base * (1.0 + tissue["rim"] * (1.0 if mod in ("flair", "t2") else -0.5))   # dura, CSF left
     img = base
@@ -132,7 +135,7 @@ def render(mod: str, rng: np.random.Generator, tissue: dict, lesion: Lesion | No
         img = np.sqrt((img + sigma * n1) ** 2 + (sigma * n2) ** 2)    # Rician magnitude
         out = img * 2.0 - 1.0
     out = np.clip(out, -1.0, 1.0).astype(np.float32)
-    out[~brain] = -1.0
+    out[~(brain | head["mask"]) if head is not None else ~brain] = -1.0
     if ct and skull:
         out[tissue["skull"]] = 1.0
     return out

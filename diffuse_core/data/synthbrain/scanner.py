@@ -22,6 +22,8 @@ it: :mod:`diffuse_core.evaluation.realism`) or all the kept ones together with `
 * ``lesions``: lesion shapes as real scans show them (shared/DOMAIN.md): white-matter hyperintensities as
   periventricular caps and bands by Fazekas grade with deep foci (:func:`.lesions.wmh_fazekas`) instead of scattered
   round foci, glioma oedema that follows white matter and spares cortex; healthy slices are unchanged by it;
+* ``head`` (not in "scanner"): not skull-stripped: a CSF space 1-3 mm, the skull (no signal) 3-7 mm and the scalp
+  (fat, bright on FLAIR and T1) 3-7 mm around the brain on MRI channels; ``brain_mask`` stays the brain;
 * ``edge``: an imperfect skull strip: the brain's edge moved in and out by up to two pixels, sometimes a bright rim of
   dura and CSF left on it.
 
@@ -40,8 +42,11 @@ import numpy as np
 from diffuse_core.data.synthbrain.anatomy import source_slice
 from diffuse_core.data.synthbrain.fields import smooth_noise
 
-EFFECTS = ("levels", "fov", "thickness", "contrast", "caps", "bias", "resolution", "noise", "edge", "lesions")
-SCANNER = EFFECTS                               # the effects of realism="scanner" (each kept by the measured gap)
+EFFECTS = ("levels", "fov", "thickness", "contrast", "caps", "bias", "resolution", "noise", "edge", "lesions",
+           "head")
+SCANNER = tuple(e for e in EFFECTS if e != "head")   # realism="scanner": skull-stripped, as BraTS and the app's input
+FAT = {"flair": 0.55, "t1": 0.85, "t1c": 0.85, "t2": 0.65}   # scalp fat (MRI, 0..1 scale); bone gives no signal
+BONE = 0.03
 REALISMS = ("default", "scanner")
 SCANNER_LEVELS = (39, 130)                      # template levels where the brain covers >= half its largest section
 FOV_RANGE = (220.0, 280.0)                      # field of view (mm) of the slice as the app resizes it
@@ -49,17 +54,18 @@ FOV_RANGE = (220.0, 280.0)                      # field of view (mm) of the slic
 
 def check_realism(realism) -> frozenset:
     """The effects of ``realism``: "default" (none), "scanner" (:data:`SCANNER`), or an iterable (or comma-separated
-    string) of effect names; ValueError for an unknown one."""
+    string) of effect names, "scanner" among them standing for its effects (e.g. "scanner,head"); ValueError for an
+    unknown one."""
     if realism is None or realism == "default":
         return frozenset()
     if realism == "scanner":
         return frozenset(SCANNER)
     names = realism.split(",") if isinstance(realism, str) else list(realism)
     names = [str(n).strip().lower() for n in names if str(n).strip()]
-    bad = [n for n in names if n not in EFFECTS]
+    bad = [n for n in names if n not in EFFECTS + REALISMS]
     if bad:
         raise ValueError(f"unknown realism {bad[0]!r}: use {', '.join(REALISMS)} or effects among {', '.join(EFFECTS)}")
-    return frozenset(names)
+    return frozenset(e for n in names if n != "default" for e in (SCANNER if n == "scanner" else (n,)))
 
 
 # ------------------------------------------------------------------------------------------------ slice effects
@@ -87,7 +93,10 @@ def draw_slice(rng: np.random.Generator) -> dict:
     return {"thickness": float(rng.uniform(1.0, 6.0)), "edge_amp": float(rng.uniform(0.0, 2.0)),
             "edge_cells": int(rng.integers(6, 16)), "rim": float(rng.uniform(0.0, 0.5)) * (rng.random() < 0.5),
             "edge_seed": int(rng.integers(0, 2 ** 31)),
-            "fov": float(math.exp(rng.uniform(math.log(FOV_RANGE[0]), math.log(FOV_RANGE[1]))))}
+            "fov": float(math.exp(rng.uniform(math.log(FOV_RANGE[0]), math.log(FOV_RANGE[1])))),
+            "csf_mm": float(rng.uniform(1.0, 3.0)), "bone_mm": float(rng.uniform(3.0, 7.0)),
+            "scalp_mm": float(rng.uniform(3.0, 7.0)), "head_cells": int(rng.integers(4, 9)),
+            "head_seed": int(rng.integers(0, 2 ** 31))}
 
 
 def strip_edge(brain: np.ndarray, draw: dict, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -104,6 +113,25 @@ def strip_edge(brain: np.ndarray, draw: dict, size: int) -> tuple[np.ndarray, np
     d_new = cv2.distanceTransform(new.astype(np.uint8), cv2.DIST_L2, 3)
     rim = np.clip(1.5 - d_new, 0, 1) * new * (0.5 + 0.5 * smooth_noise(rng, size, 10) > 0) * draw["rim"]
     return new, rim.astype(np.float32)
+
+
+def head_layers(brain: np.ndarray, draw: dict, size: int, fov_mm: float) -> dict:
+    """Soft maps (H, W) of the tissues around a brain that was not skull-stripped: ``csf`` (the subarachnoid space),
+    ``bone`` and ``scalp``, their thicknesses (mm) from ``draw`` varying smoothly around the head, and ``mask`` (bool,
+    the whole head). ``fov_mm``: the slice's field of view."""
+    rng = np.random.default_rng(draw["head_seed"])
+    mm = fov_mm / size
+    d = cv2.distanceTransform((~brain).astype(np.uint8), cv2.DIST_L2, 5) * mm     # mm outside the brain
+    vary = 1.0 + 0.25 * smooth_noise(rng, size, draw["head_cells"])
+    t1 = draw["csf_mm"] * vary
+    t2 = t1 + draw["bone_mm"] * vary
+    t3 = t2 + draw["scalp_mm"] * vary
+    out = ~brain
+
+    def band(a, b):
+        return (np.clip(d - a + 0.5, 0, 1) * np.clip(b - d + 0.5, 0, 1) * out).astype(np.float32)
+
+    return {"csf": band(0.0, t1), "bone": band(t1, t2), "scalp": band(t2, t3), "mask": out & (d < t3 + 0.5)}
 
 
 # ---------------------------------------------------------------------------------------------- channel effects
