@@ -242,3 +242,22 @@ def test_a_batched_slice_equals_the_one_slice_path_where_no_noise_reaches(tmp_pa
     assert outside.sum() > 1000
     assert np.abs(a.counterfactual - b.counterfactual)[outside].max() < 1e-4
     assert not np.array_equal(a.counterfactual, b.counterfactual)       # inside m the noise differs
+
+
+@pytest.mark.skipif(not BRATS.is_dir(), reason="the BraTS cases (../shared/real_cases/brats2015) are not here")
+@pytest.mark.parametrize("method", ["acat", "gradcam"])
+def test_saliency_in_a_batch_equals_each_slice_alone(engine, method):
+    """The masks of a batch are the masks each slice gets alone (the saliency models see a batch, the maps and the
+    card's mask rule stay per slice)."""
+    from diffuse_core.volumes.compute import regions_of
+    from diffuse_core.volumes.prepare import slice_case
+    from diffuse_core.volumes.read import read_volume
+
+    vol = read_volume(sorted(BRATS.iterdir())[0])
+    cases = [slice_case(vol, z, mri_reference=engine.mri_reference) for z in (75, 85)]
+    masks, maps = regions_of(cases, method, engine.saliency_models, engine.rule)
+    for i, case in enumerate(cases):
+        m, s = regions_of([case], method, engine.saliency_models, engine.rule)
+        assert np.abs(maps[i] - s[0]).max() < 2e-3          # float32 sums in another order (measured 4e-4)
+        assert (masks[i] != m[0]).mean() < 1e-3
+    assert masks.any()

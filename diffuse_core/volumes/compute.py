@@ -74,12 +74,8 @@ class VolumeEngine:
         from diffuse_core.pipeline import run_batch
 
         s = self.settings
-        masks, saliencies = [], []
-        for case in cases:
-            m, sal = region_of(case, s["mask_from"], self.saliency_models, self.rule)
-            masks.append(m)
-            saliencies.append(sal)
-        batch = run_batch(self.denoiser, np.stack([c.image for c in cases]), np.stack(masks),
+        masks, saliencies = regions_of(cases, s["mask_from"], self.saliency_models, self.rule)
+        batch = run_batch(self.denoiser, np.stack([c.image for c in cases]), masks,
                           np.stack([c.brain_mask for c in cases]), callback=callback, k=s["k"], steps=s["steps"],
                           seed=seed, variant=s["variant"], precision=s["precision"], solver=s["solver"])
         out = []
@@ -95,19 +91,25 @@ class VolumeEngine:
         return out
 
 
-def region_of(case: CaseInput, method: str, saliency_models, rule: dict) -> tuple[np.ndarray, np.ndarray]:
-    """The Dif-fuse mask m (R, R) uint8 of a prepared slice and its saliency map (R, R) float32: ``method``'s map
-    inside the brain, thresholded by ``rule`` (:func:`diffuse_core.core.redraw.mask_rule_of`)."""
+def regions_of(cases: list[CaseInput], method: str, saliency_models, rule: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The Dif-fuse masks m (B, R, R) uint8 of prepared slices and their saliency maps (B, R, R) float32:
+    ``method``'s maps inside the brain (one batch through the saliency models; each map is its slice's own, as
+    alone: ACAT normalises per sample), thresholded by ``rule`` (:func:`diffuse_core.core.redraw.mask_rule_of`)
+    slice by slice, as ``diffuse-studio run`` thresholds one."""
     from diffuse_core.core.masks import mask_from_saliency
     from diffuse_core.core.redraw import needs_probability, redrawn_mask
-    from diffuse_core.saliency.dispatch import compute_saliency, diseased_probability
+    from diffuse_core.saliency.dispatch import compute_saliency, diseased_probabilities
 
-    saliency = np.asarray(compute_saliency(method, case.image, saliency_models, brain_mask=case.brain_mask),
-                          np.float32) * case.brain_mask
+    images = np.stack([c.image for c in cases])
+    brains = np.stack([c.brain_mask for c in cases])
+    saliency = np.asarray(compute_saliency(method, images, saliency_models, brain_mask=brains), np.float32)
+    saliency = saliency.reshape(brains.shape) * brains
     if rule.get("kind") == "percentile":
-        return mask_from_saliency(saliency, case.brain_mask, rule["percentile"]), saliency
-    p = diseased_probability(case.image, saliency_models) if needs_probability(rule) else None
-    return redrawn_mask(saliency, case.brain_mask, rule, p), saliency
+        masks = [mask_from_saliency(saliency[i], brains[i], rule["percentile"]) for i in range(len(cases))]
+    else:
+        ps = diseased_probabilities(images, saliency_models) if needs_probability(rule) else [None] * len(cases)
+        masks = [redrawn_mask(saliency[i], brains[i], rule, ps[i]) for i in range(len(cases))]
+    return np.stack(masks).astype(np.uint8), saliency
 
 
 def load_engine(*, model_dir=None, saliency_dir=None, device="auto", k=None, steps=None, percentile=None,
