@@ -1,19 +1,20 @@
 """The per-slice compute of a volume run: a stack of prepared slices (:class:`~diffuse_core.cases.CaseInput`) ->
-full-resolution results, batched through the network. The ONE place a volume run calls the engine.
+full-resolution results, batched through the network. The one place a volume run calls the engine, and it calls the
+project's one assembly of a run: :func:`diffuse_core.run.assembly.run_stack` (the redrawn region, the walk, the
+anomaly map, the threshold), with the models (:func:`diffuse_core.run.models.load_run_models`) and the settings
+(:func:`diffuse_core.run.settings.settings_for`) resolved as ``diffuse-studio run`` resolves them.
 
-:class:`VolumeEngine` holds the models and the settings resolved once, as ``diffuse-studio run`` resolves them
-(the model card's K, steps, solver, mask rule and threshold unless given); :meth:`VolumeEngine.run_slices` makes each
-slice's Dif-fuse mask (:func:`diffuse_core.cases.mask_for_case`), runs the batch through
-:func:`diffuse_core.pipeline.run_batch` and brings every result back to the input's pixels
-(:meth:`CaseInput.full_resolution <diffuse_core.cases.CaseInput.full_resolution>`). The noise of a batch comes from
-one generator seeded with ``seed``: a slice's result depends on the seed and the batch it ran in, which
-:mod:`.run` keeps fixed (same seed, same batches, same bytes, resumed or not).
+:meth:`VolumeEngine.run_slices` runs one batch (``len(cases)`` slices through the network at once) and brings every
+result back to the input's pixels (:meth:`CaseInput.full_resolution <diffuse_core.cases.CaseInput.full_resolution>`).
+The noise of a batch comes from one generator seeded with ``seed``: a slice's result depends on the seed and the batch
+it ran in, which :mod:`.run` keeps fixed (same seed, same batches, same bytes, resumed or not).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
@@ -41,105 +42,80 @@ class SliceResult:
 
 @dataclass
 class VolumeEngine:
-    """Models and resolved settings of a volume run; :attr:`settings` is JSON-able (a run's fingerprint)."""
+    """The models (:class:`diffuse_core.run.models.RunModels`), the run settings
+    (:class:`diffuse_core.run.settings.RunSettings`) and the mask source of a volume run; :attr:`settings` is their
+    JSON-able record (a run's fingerprint)."""
 
-    denoiser: object
-    saliency_models: object
+    models: object
+    run_settings: object
+    mask_from: str
     device: object
     settings: dict
     mri_reference: dict | None
-    rule: dict
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @property
     def size(self) -> int:
-        return int(self.denoiser.config.resolution)
+        return int(self.models.denoiser.config.resolution)
 
     @property
     def channels(self) -> int:
-        return int(self.denoiser.config.channels)
+        return int(self.models.denoiser.config.channels)
 
     @property
-    def threshold(self) -> float:
-        return float(self.settings["threshold"])
+    def saliency_models(self):
+        return self.models.saliency
 
     def run_slices(self, cases: list[CaseInput], seed: int,
                    callback: Callable | None = None) -> list[SliceResult]:
         """Dif-fuse on a batch of prepared slices (one network batch), each result at its input's size."""
-        with self.lock:                  # one batch at a time through the models (workers may share an engine)
-            return self._run(cases, seed, callback)
-
-    def _run(self, cases: list[CaseInput], seed: int, callback: Callable | None) -> list[SliceResult]:
         from diffuse_core.core.anomaly import binarize
-        from diffuse_core.pipeline import run_batch
+        from diffuse_core.run.assembly import run_stack
 
-        s = self.settings
-        masks, saliencies = regions_of(cases, s["mask_from"], self.saliency_models, self.rule)
-        batch = run_batch(self.denoiser, np.stack([c.image for c in cases]), masks,
-                          np.stack([c.brain_mask for c in cases]), callback=callback, k=s["k"], steps=s["steps"],
-                          seed=seed, variant=s["variant"], precision=s["precision"], solver=s["solver"])
+        settings = dataclasses.replace(self.run_settings, seed=int(seed))
+        with self.lock:                  # one batch at a time through the models (workers may share an engine)
+            outcomes = dict(run_stack(cases, self.models, settings, self.mask_from, batch_size=max(1, len(cases))))
         out = []
         for i, case in enumerate(cases):
-            one = SimpleNamespace(counterfactual=batch.counterfactuals[i], anomaly=batch.anomalies[i],
-                                  mask=batch.masks[i], saliency=saliencies[i])
-            full = case.full_resolution(one)
+            o = outcomes[i]
+            r = o.result
+            full = case.full_resolution(SimpleNamespace(counterfactual=r.counterfactual, anomaly=r.anomaly,
+                                                        mask=r.mask, saliency=r.saliency))
             case.last_full = None                       # the stack's results are kept by the caller, not twice
             out.append(SliceResult(z=case.slice_index, counterfactual=full.counterfactual[0], image=full.image[0],
                                    anomaly=full.anomaly, redrawn=full.mask, brain=full.brain,
-                                   flagged=binarize(full.anomaly, self.threshold), peak=float(full.anomaly.max()),
+                                   flagged=binarize(full.anomaly, o.threshold), peak=float(full.anomaly.max()),
                                    truth=case.truth_at_input_size))
         return out
-
-
-def regions_of(cases: list[CaseInput], method: str, saliency_models, rule: dict) -> tuple[np.ndarray, np.ndarray]:
-    """The Dif-fuse masks m (B, R, R) uint8 of prepared slices and their saliency maps (B, R, R) float32:
-    ``method``'s maps inside the brain (one batch through the saliency models; each map is its slice's own, as
-    alone: ACAT normalises per sample), thresholded by ``rule`` (:func:`diffuse_core.core.redraw.mask_rule_of`)
-    slice by slice, as ``diffuse-studio run`` thresholds one."""
-    from diffuse_core.core.masks import mask_from_saliency
-    from diffuse_core.core.redraw import needs_probability, redrawn_mask
-    from diffuse_core.saliency.dispatch import compute_saliency, diseased_probabilities
-
-    images = np.stack([c.image for c in cases])
-    brains = np.stack([c.brain_mask for c in cases])
-    saliency = np.asarray(compute_saliency(method, images, saliency_models, brain_mask=brains), np.float32)
-    saliency = saliency.reshape(brains.shape) * brains
-    if rule.get("kind") == "percentile":
-        masks = [mask_from_saliency(saliency[i], brains[i], rule["percentile"]) for i in range(len(cases))]
-    else:
-        ps = diseased_probabilities(images, saliency_models) if needs_probability(rule) else [None] * len(cases)
-        masks = [redrawn_mask(saliency[i], brains[i], rule, ps[i]) for i in range(len(cases))]
-    return np.stack(masks).astype(np.uint8), saliency
 
 
 def load_engine(*, model_dir=None, saliency_dir=None, device="auto", k=None, steps=None, percentile=None,
                 mask_from: str = "acat", solver=None, threshold=None, intensity: str = "auto",
                 precision: str = "auto", variant: str = "paper", modality: str | None = None) -> VolumeEngine:
-    """The models for ``modality`` ("mri"/"ct"; CT models where installed) and the settings a one-slice
-    ``diffuse-studio run`` with the same options would use."""
-    from diffuse_core.cases import (anomaly_threshold_of, default_settings, load_default_models, mri_reference_for,
-                                    resolve_intensity)
-    from diffuse_core.saliency.dispatch import SALIENCY_METHODS
-    from diffuse_core.core.redraw import mask_rule_of
-    from diffuse_core.core.schedule import validate_noise_level
+    """The models for ``modality`` ("mri"/"ct"; the CT models where installed) and the settings a one-slice
+    ``diffuse-studio run`` with the same options would use (a ``percentile`` asks for the paper's region rule)."""
     from diffuse_core.models.device import pick_device
+    from diffuse_core.run.card import anomaly_threshold_of, mri_reference_for, resolve_intensity
+    from diffuse_core.run.models import load_run_models
+    from diffuse_core.run.region import SALIENCY_CHOICES
+    from diffuse_core.run.settings import check_percentile, mask_rule, settings_for
 
-    if mask_from not in SALIENCY_METHODS:
-        raise ValueError(f"--mask-from {mask_from}: a volume run takes a saliency method ({', '.join(SALIENCY_METHODS)})")
-    if percentile is not None and not 0.0 < float(percentile) < 100.0:
-        raise ValueError(f"percentile must lie strictly between 0 and 100 (the paper uses 90), got {percentile}")
+    if mask_from not in SALIENCY_CHOICES:
+        raise ValueError(f"--mask-from {mask_from}: a volume run takes a saliency method ({', '.join(SALIENCY_CHOICES)})")
+    if percentile is not None:
+        check_percentile(percentile)
     dev = pick_device(device)
-    denoiser, sal = load_default_models(model_dir, saliency_dir, dev, True, modality=modality)
-    chosen = default_settings(denoiser)
-    k = chosen["k"] if k is None else int(k)
-    steps = chosen["steps"] if steps is None else int(steps)
-    validate_noise_level(k, steps, denoiser.schedule.num_train_timesteps)
-    rule = mask_rule_of(denoiser.card, percentile)
-    settings = {"k": k, "steps": steps, "percentile": chosen["percentile"] if percentile is None else float(percentile),
-                "mask_rule": rule, "solver": chosen["solver"] if solver is None else solver, "mask_from": mask_from,
-                "threshold": anomaly_threshold_of(denoiser) if threshold is None else float(threshold),
-                "intensity": resolve_intensity(denoiser, intensity), "precision": precision, "variant": variant,
-                "model": str(model_dir or "installed"), "device": str(dev),
-                "model_steps": ((denoiser.card or {}).get("training") or {}).get("steps_done")}
-    ref = mri_reference_for(denoiser, intensity) if modality != "ct" else None
-    return VolumeEngine(denoiser, sal, dev, settings, ref, rule)
+    models = load_run_models(modality, model_dir=model_dir, saliency_dir=saliency_dir, device=dev)
+    run_settings = settings_for(models.card, k=k, steps=steps, percentile=percentile, solver=solver,
+                                variant=variant, precision=precision, threshold=threshold,
+                                rule="percentile" if percentile is not None else "card",
+                                num_train_timesteps=models.denoiser.schedule.num_train_timesteps)
+    rec = run_settings.to_dict()
+    rec.pop("seed")
+    settings = {**rec, "mask_rule": mask_rule(run_settings, models.card), "mask_from": mask_from,
+                "threshold": anomaly_threshold_of(models.denoiser) if threshold is None else float(threshold),
+                "intensity": resolve_intensity(models.card, intensity), "model": models.folder,
+                "model_version": models.version, "device": str(dev),
+                "model_steps": (models.card.get("training") or {}).get("steps_done"), "notes": list(models.notes)}
+    ref = mri_reference_for(models.card, intensity) if modality != "ct" else None
+    return VolumeEngine(models, run_settings, mask_from, dev, settings, ref)
