@@ -12,7 +12,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "diffuse_core"
 MAX_LINES = 500
-RANK = {"core": 0, "models": 1, "io": 1, "saliency": 2, "data": 2, "pipeline": 2, "train": 3, "cases": 3,
+RANK = {"core": 0, "models": 1, "io": 1, "saliency": 2, "data": 2, "pipeline": 2, "train": 3, "cases": 3, "run": 3,
         "evaluation": 4, "volumes": 4, "studio": 5, "ui": 6, "cli": 7, "__main__": 8, "__init__": 0}
 
 
