@@ -168,6 +168,25 @@ def iter_run(case, models: RunModels, settings: RunSettings, mask_from="acat", *
         yield step
 
 
+def iter_uncertainty_run(case, models: RunModels, settings: RunSettings, mask_from="acat", *, samples: int = 4,
+                         saliency_of: Callable | None = None, inversion_cache=None) -> Iterator[dict]:
+    """S counterfactuals of one slice from different draws inside m, in one batch
+    (:func:`diffuse_core.pipeline.iter_uncertainty`), over the same region a run makes (1.): one ``{"kind": "mask"}``,
+    one ``{"kind": "step"}`` per sampler step, then ``{"kind": "result", "result": UncertaintyResult}``."""
+    from diffuse_core.pipeline import UncertaintyResult, iter_uncertainty
+
+    mask, saliency = _region(case, models, settings, mask_from, saliency_of)                   # 1.
+    yield {"kind": "mask", "mask": mask, "saliency": saliency}
+    for item in iter_uncertainty(models.denoiser, case.image, mask, samples=samples, brain_mask=case.brain_mask,
+                                 k=settings.k, steps=settings.steps, seed=settings.seed, precision=settings.precision,
+                                 inversion_cache=inversion_cache, solver=settings.solver):
+        if isinstance(item, UncertaintyResult):
+            yield {"kind": "result", "result": item}
+            return
+        yield {"kind": "step", "phase": item.phase, "index": item.index, "total": item.total,
+               "timestep": int(item.timestep)}
+
+
 def run_one(case, models: RunModels, settings: RunSettings, mask_from="acat", *,
             callback: Callable | None = None, **kwargs) -> RunOutcome:
     """:func:`iter_run` to the end; ``callback`` sees every step item."""

@@ -11,14 +11,12 @@ from __future__ import annotations
 import threading
 import time
 
-import numpy as np
 import torch
 
 from diffuse_core.studio.guard import RunGuard, request_guard
 from diffuse_core.studio.library import LoadedCase
 from diffuse_core.studio.model_store import MODELS, model_device
 from diffuse_core.studio.session import LIVE_RUNS
-from diffuse_core.studio.settings import DEFAULTS
 
 SAMPLES_RANGE = (2, 8)
 _CALL_SECONDS: dict = {}
@@ -62,10 +60,9 @@ def run_uncertainty(lc: LoadedCase, mask_from="acat", mask_file=None, drawn=None
     """Stream an uncertainty run: ``{"kind": "estimate", "seconds"}`` first (before any model time beyond two
     timing calls), then ``{"kind": "mask"}``, one ``{"kind": "step"}`` per sampler step, and
     ``{"kind": "result", "result": UncertaintyResult, "seconds_estimated"}``."""
-    from diffuse_core.core.masks import mask_from_saliency
-    from diffuse_core.pipeline import UncertaintyResult, iter_uncertainty
+    from diffuse_core.run.assembly import ReadyMask, iter_uncertainty_run
+    from diffuse_core.studio.runs import INVERSION_CACHE, resolve_mask, run_settings, run_settings_for
     from diffuse_core.studio.saliency_cache import SALIENCY_CACHE
-    from diffuse_core.studio.runs import INVERSION_CACHE, resolve_mask, run_settings
 
     guard = guard if guard is not None else request_guard()
     k, steps, seed, percentile = run_settings(k, steps, seed, percentile)
@@ -80,22 +77,21 @@ def run_uncertainty(lc: LoadedCase, mask_from="acat", mask_file=None, drawn=None
     yield {"kind": "estimate", "seconds": estimate, "samples": samples, "steps": steps}
     with LIVE_RUNS.running(guard):
         guard.check("before the mask")
-        if choice.saliency_method is not None:
-            saliency = SALIENCY_CACHE.saliency(lc.case, choice.saliency_method,
-                                               MODELS.saliency(device, lc.case.modality))
-            mask = mask_from_saliency(saliency, lc.case.brain_mask, percentile)
-        else:
-            mask, saliency = choice.mask, choice.saliency
-        yield {"kind": "mask", "mask": np.asarray(mask, np.uint8), "saliency": np.asarray(saliency, np.float32)}
-        for item in iter_uncertainty(denoiser, lc.case.image, mask, samples=samples, brain_mask=lc.case.brain_mask,
-                                     k=k, steps=steps, seed=seed, inversion_cache=INVERSION_CACHE,
-                                     solver=DEFAULTS["solver"]):
-            if isinstance(item, UncertaintyResult):
-                yield {"kind": "result", "result": item, "seconds_estimated": estimate,
+        models = MODELS.run_models(device, lc.case.modality, need_saliency=choice.saliency_method is not None)
+        settings = run_settings_for(models.card, k, steps, seed, percentile, choice.rule)
+        for item in iter_uncertainty_run(lc.case, models, settings,
+                                         choice.saliency_method or ReadyMask(choice.mask, choice.saliency),
+                                         samples=samples, saliency_of=SALIENCY_CACHE.saliency,
+                                         inversion_cache=INVERSION_CACHE):
+            if item["kind"] == "mask":
+                yield item
+                continue
+            if item["kind"] == "result":
+                yield {"kind": "result", "result": item["result"], "seconds_estimated": estimate,
                        "settings": {"k": k, "steps": steps, "seed": seed, "percentile": percentile,
-                                    "samples": samples, "mask_from": mask_from}}
+                                    "samples": samples, "mask_from": mask_from, "mask_rule": choice.rule}}
                 return
-            guard.check(f"at {'inversion' if item.phase == 'invert' else 'sampling'} step "
-                        f"{item.index + 1}/{item.total}")
+            guard.check(f"at {'inversion' if item['phase'] == 'invert' else 'sampling'} step "
+                        f"{item['index'] + 1}/{item['total']}")
             LIVE_RUNS.step()
-            yield {"kind": "step", "phase": item.phase, "index": item.index, "total": item.total}
+            yield {"kind": "step", "phase": item["phase"], "index": item["index"], "total": item["total"]}
