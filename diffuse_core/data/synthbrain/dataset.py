@@ -198,7 +198,8 @@ def generate_slice(seed: int, modalities=("flair",), size: int = 128, healthy: b
         for name in lesion.alphas:
             lesion.alphas[name] = lesion.alphas[name] * near
     if "edge" in effects:
-        tissue["brain"], tissue["rim"] = strip_edge(tissue["brain"], scan, size)
+        tissue["brain"], tissue["rim"], kept_csf = strip_edge(tissue["brain"], scan, size, fov)
+        tissue["csf"] = np.where(kept_csf, np.float32(1.0), tissue["csf"])
     if "head" in effects:
         tissue["head"] = head_layers(tissue["brain"], scan, size, fov)
     if skull and "ct" in mods:

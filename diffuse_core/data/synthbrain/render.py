@@ -87,7 +87,7 @@ def render(mod: str, rng: np.random.Generator, tissue: dict, lesion: Lesion | No
     fx = effects if not ct else effects & {"edge"}
     wm_gain = 1.0 + (0.015 if ct else 0.025) * texture
     if "contrast" in fx:
-        gm_v, csf_v = scanner.tissue_values(csf_v, gm_v, wm_v, acq, p)
+        gm_v, csf_v = scanner.tissue_values(csf_v, gm_v, wm_v, acq, mod, p)
         wm_gain = 1.0 + scanner.texture(acq, size)
 
     gm, wm, csf = tissue["gm"], tissue["wm"], tissue["csf"]

@@ -11,8 +11,8 @@ it: :mod:`diffuse_core.evaluation.realism`) or all the kept ones together with `
   the ICBM152 brain is larger than most adults'): the brain smaller in the frame, the pixel ``fov / size`` mm;
 * ``thickness``: a slice 1-6 mm thick: the tissue maps averaged over the slab (partial volume through-plane, as in a
   2-D clinical FLAIR with 4-6 mm slices);
-* ``contrast``: each scanner's own contrast: grey/white ratio, incomplete CSF suppression on FLAIR, white-matter
-  texture, drawn wider than the default's small jitter;
+* ``contrast``: each scanner's own contrast: grey/white ratio around typical values (FLAIR 1.2, the default 1.43),
+  incomplete CSF suppression on FLAIR, white-matter texture, drawn wider than the default's small jitter;
 * ``caps``: thin, smooth periventricular caps and rims, brighter on FLAIR/T2 (healthy variation in older brains);
 * ``bias``: a stronger, smoother receive-coil bias field (log-gain s.d. 0.08-0.25 with a linear gradient);
 * ``resolution``: an acquisition matrix of 45-100 % of the pixel grid: k-space truncated (blur and Gibbs ringing),
@@ -24,8 +24,8 @@ it: :mod:`diffuse_core.evaluation.realism`) or all the kept ones together with `
   round foci, glioma oedema that follows white matter and spares cortex; healthy slices are unchanged by it;
 * ``head`` (not in "scanner"): not skull-stripped: a CSF space 1-3 mm, the skull (no signal) 3-7 mm and the scalp
   (fat, bright on FLAIR and T1) 3-7 mm around the brain on MRI channels; ``brain_mask`` stays the brain;
-* ``edge``: an imperfect skull strip: the brain's edge moved in and out by up to two pixels, sometimes a bright rim of
-  dura and CSF left on it.
+* ``edge``: a real skull strip: it keeps 0-3 mm of the dark subarachnoid CSF around the brain (as BraTS's masks
+  do), its edge ragged by up to 1.5 px, sometimes a bright rim of dura left on it.
 
 Draws come from the sample's own streams ([seed, 4] for the slice, [seed, 5, modality] per channel), never from the
 default generator's, so ``realism="default"`` stays byte-identical and a healthy counterpart stays paired (same
@@ -44,7 +44,8 @@ from diffuse_core.data.synthbrain.fields import smooth_noise
 
 EFFECTS = ("levels", "fov", "thickness", "contrast", "caps", "bias", "resolution", "noise", "edge", "lesions",
            "head")
-SCANNER = tuple(e for e in EFFECTS if e != "head")   # realism="scanner": skull-stripped, as BraTS and the app's input
+SCANNER = tuple(e for e in EFFECTS if e not in ("head", "bias"))   # realism="scanner": skull-stripped as BraTS and
+# the app's input; without "bias", which widened the brain's histogram (realism AUROC, docs/research 2026-12-06)
 FAT = {"flair": 0.55, "t1": 0.85, "t1c": 0.85, "t2": 0.65}   # scalp fat (MRI, 0..1 scale); bone gives no signal
 BONE = 0.03
 REALISMS = ("default", "scanner")
@@ -90,29 +91,31 @@ def slab(level: int, size: int, thickness_mm: float) -> dict:
 def draw_slice(rng: np.random.Generator) -> dict:
     """The slice-level draws, in a fixed order whatever the effects: thickness (mm), the strip's edge, field of view
     (mm)."""
-    return {"thickness": float(rng.uniform(1.0, 6.0)), "edge_amp": float(rng.uniform(0.0, 2.0)),
+    return {"thickness": float(rng.uniform(1.0, 6.0)), "edge_amp": float(rng.uniform(0.0, 1.5)),
             "edge_cells": int(rng.integers(6, 16)), "rim": float(rng.uniform(0.0, 0.5)) * (rng.random() < 0.5),
             "edge_seed": int(rng.integers(0, 2 ** 31)),
             "fov": float(math.exp(rng.uniform(math.log(FOV_RANGE[0]), math.log(FOV_RANGE[1])))),
             "csf_mm": float(rng.uniform(1.0, 3.0)), "bone_mm": float(rng.uniform(3.0, 7.0)),
             "scalp_mm": float(rng.uniform(3.0, 7.0)), "head_cells": int(rng.integers(4, 9)),
-            "head_seed": int(rng.integers(0, 2 ** 31))}
+            "head_seed": int(rng.integers(0, 2 ** 31)), "strip_csf_mm": float(rng.uniform(0.0, 3.0))}
 
 
-def strip_edge(brain: np.ndarray, draw: dict, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """An imperfect skull strip of ``brain`` (bool): the edge moved by up to ``edge_amp`` px along a smooth random
-    field. Returns the new brain and a rim gain (H, W) in [0, ``rim``] one pixel inside its edge (dura and CSF left)."""
+def strip_edge(brain: np.ndarray, draw: dict, size: int, fov_mm: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A real skull strip of ``brain`` (bool): it keeps ``strip_csf_mm`` (0-3 mm, varying around the head) of the
+    subarachnoid CSF around the brain, and its edge is ragged (moved by up to ``edge_amp`` px along a smooth random
+    field). Returns the new brain, a rim gain (H, W) in [0, ``rim``] one pixel inside its edge (dura left on it)
+    and the CSF it added (bool)."""
     rng = np.random.default_rng(draw["edge_seed"])
     b = brain.astype(np.uint8)
     inside = cv2.distanceTransform(b, cv2.DIST_L2, 3)
     outside = cv2.distanceTransform(1 - b, cv2.DIST_L2, 3)
     signed = np.where(brain, inside, -outside).astype(np.float32)
+    grow = draw["strip_csf_mm"] * size / fov_mm * np.clip(1.0 + 0.4 * smooth_noise(rng, size, 5), 0, 2)
     shift = draw["edge_amp"] * size / 128.0 * smooth_noise(rng, size, draw["edge_cells"])
-    new = (signed + shift) > 0.5
-    new &= cv2.dilate(b, np.ones((3, 3), np.uint8), iterations=max(1, int(round(2 * size / 128)))) > 0
+    new = (signed + grow + shift) > 0.5
     d_new = cv2.distanceTransform(new.astype(np.uint8), cv2.DIST_L2, 3)
     rim = np.clip(1.5 - d_new, 0, 1) * new * (0.5 + 0.5 * smooth_noise(rng, size, 10) > 0) * draw["rim"]
-    return new, rim.astype(np.float32)
+    return new, rim.astype(np.float32), new & ~brain
 
 
 def head_layers(brain: np.ndarray, draw: dict, size: int, fov_mm: float) -> dict:
@@ -147,10 +150,14 @@ def draw_channel(rng: np.random.Generator, size: int) -> dict:
             "field_seed": int(rng.integers(0, 2 ** 31))}
 
 
-def tissue_values(csf_v: float, gm_v: float, wm_v: float, draw: dict, default: dict) -> tuple[float, float]:
-    """Grey matter and CSF of a scanner's contrast: ratios to white matter spread around the default's
-    (``default``: the modality's csf, gm, wm)."""
-    gm = wm_v * default["gm"] / default["wm"] * draw["gm_ratio"]
+GM_WM = {"flair": 1.2, "t2": 1.3, "t1": 0.8, "t1c": 0.8}   # typical grey/white ratios at 1.5-3 T (the default's
+#                                                        are 1.43, 1.52, 0.68: the contrast of a sharper template)
+
+
+def tissue_values(csf_v: float, gm_v: float, wm_v: float, draw: dict, mod: str, default: dict) -> tuple[float, float]:
+    """Grey matter and CSF of a scanner's contrast: grey/white ratio spread around the typical :data:`GM_WM`, CSF/white
+    around the default's (``default``: the modality's csf, gm, wm)."""
+    gm = wm_v * GM_WM[mod] * draw["gm_ratio"]
     csf = wm_v * default["csf"] / default["wm"] * draw["csf_ratio"]
     if default["gm"] > default["wm"]:
         gm = max(gm, wm_v * 1.05)
