@@ -42,6 +42,7 @@ def test_whole_groups_are_held_out():
     assert names == [] and held.sum() == 2
 
 
+@pytest.mark.slow
 def test_adapt_writes_a_model_with_its_card_and_the_app_settings_of_its_base(normal_folder, base_model, tmp_path):
     stages = []
     rec = adapt(normal_folder, tmp_path / "adapted", base_model, minutes=0.05, holdout=0.25, n_measure=2,
@@ -61,6 +62,7 @@ def test_adapt_writes_a_model_with_its_card_and_the_app_settings_of_its_base(nor
     assert any(s == "fine-tuning" for s, _ in stages)
 
 
+@pytest.mark.slow
 def test_stop_leaves_no_finished_model(normal_folder, base_model, tmp_path):
     def stop_in_training(stage, fraction):
         return stage == "fine-tuning"

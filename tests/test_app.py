@@ -180,30 +180,6 @@ def test_cli_app_command_launches_the_ui_module(monkeypatch):
     assert calls == [{"host": "0.0.0.0", "port": 8123, "share": False}]
 
 
-def test_only_the_ui_package_imports_gradio():
-    """Every module of diffuse_core outside diffuse_core/ui/ imports without gradio (in a fresh interpreter)."""
-    code = """
-import importlib, pkgutil, sys
-import diffuse_core
-
-def walk(package):
-    for info in pkgutil.iter_modules(package.__path__, package.__name__ + "."):
-        if info.name in ("diffuse_core.ui", "diffuse_core.__main__"):
-            continue
-        module = importlib.import_module(info.name)
-        yield info.name
-        if info.ispkg:
-            yield from walk(module)
-
-names = list(walk(diffuse_core))
-assert "diffuse_core.studio.runs" in names and "diffuse_core.cli" in names, names
-print(sorted(m for m in sys.modules if m == "gradio" or m.startswith("gradio.")))
-"""
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "[]", done.stdout
-
-
 def test_gallery_lists_teaching_cases_with_modality_and_lesion_captions(studio):
     entries = library.list_library()
     assert [e.key for e in entries] == ["teaching/demo/glioma1", "teaching/demo/healthy1"]

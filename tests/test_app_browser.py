@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 R = 64
 
 pytestmark = [
-    pytest.mark.browser,
+    pytest.mark.browser, pytest.mark.slow,
     pytest.mark.skipif(not Path(CHROMIUM).exists(),
                        reason=f"no Chromium at {CHROMIUM} (apt-get install chromium); the test never downloads one"),
 ]

@@ -18,6 +18,8 @@ import torch  # noqa: E402
 
 pytest.importorskip("gradio")
 httpx = pytest.importorskip("httpx")
+# a live server per module and timing contracts under load (page answers within 1 s while a decode runs): slow
+pytestmark = pytest.mark.slow
 from PIL import Image  # noqa: E402
 
 from diffuse_core.data import curation  # noqa: E402

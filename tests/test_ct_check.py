@@ -31,6 +31,7 @@ def test_candidate_names_a_ddpm_and_its_acat_pair():
     assert ct_check._candidate("mri=assets/ddpm:assets") == ("mri", (Path("assets/ddpm"), Path("assets")))
 
 
+@pytest.mark.slow
 def test_compare_measures_candidates_and_the_ct_threshold_on_the_same_slices(tmp_path, monkeypatch):
     # a tiny untrained CT DDPM beside the shipped ACAT pair: checks the bookkeeping, not the quality
     tiny = DenoiserConfig(channels=1, resolution=128, block_channels=(8, 16), attention_levels=(False, True),

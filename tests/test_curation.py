@@ -446,6 +446,7 @@ def _debris(root: Path) -> list[Path]:
     return out
 
 
+@pytest.mark.slow
 def test_saves_killed_at_random_moments_leave_only_complete_sets_after_the_next_start(tmp_path):
     root = tmp_path / "curated"
     script = tmp_path / "saver.py"

@@ -74,6 +74,7 @@ def test_kid_is_near_zero_for_same_distribution_and_positive_for_shifted():
     assert kid(a, b + 2.0) > 0.5
 
 
+@pytest.mark.slow
 def test_quick_report_writes_tables_and_figures(models, tmp_path):
     den, sal = models
     s = EvalSettings(n_val=4, n_test=4, seeds=(0,), steps=2, k=200, sweep_k=(100, 200), sweep_percentiles=(90.0,),
@@ -89,6 +90,7 @@ def test_quick_report_writes_tables_and_figures(models, tmp_path):
     assert np.array(result["sweeps"]["k_percentile"]).shape == (2, 1)
 
 
+@pytest.mark.slow
 def test_write_cards_puts_measured_quality_into_all_three_cards(models, tmp_path):
     import json
 
@@ -163,6 +165,7 @@ def test_recommended_settings_move_off_the_paper_setting_only_on_paired_evidence
     assert recommended_settings(old) is None
 
 
+@pytest.mark.slow
 def test_sweeps_only_writes_just_the_recommended_settings(models, tmp_path):
     from diffuse_core.models import checkpoint as saliency_models
     from diffuse_core.cli import main
@@ -198,6 +201,7 @@ def test_sample_judging_counts_grain_and_grey_backgrounds_against_real_slices():
     assert (verdict["n"], verdict["grainy"], verdict["grey_background"], verdict["clean"]) == (9, 3, 3, 3)
 
 
+@pytest.mark.slow
 def test_samples_only_writes_both_grids_and_only_that_block_of_the_card(models, tmp_path):
     import json
 

@@ -8,6 +8,8 @@ core (the paper's math) < models, io < saliency, data, pipeline < train, cases <
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "diffuse_core"
@@ -99,6 +101,8 @@ def test_no_import_circles():
 
 
 def test_only_the_ui_package_imports_gradio():
+    """No module outside diffuse_core/ui/ names gradio (at any depth, functions included), and every one of them
+    imports in a fresh interpreter without gradio getting loaded on the way (through another package)."""
     offenders = []
     for mod, path in _modules().items():
         if _layer(mod) == "ui":
@@ -109,3 +113,12 @@ def test_only_the_ui_package_imports_gradio():
             if any(n.split(".")[0] in ("gradio", "gradio_client") for n in names):
                 offenders.append(mod)
     assert not offenders, f"gradio imported outside diffuse_core.ui: {offenders}"
+    outside = sorted(m for m in _modules() if _layer(m) != "ui" and m != "diffuse_core.__main__")
+    code = ("import importlib, sys\n"
+            f"for name in {outside!r}:\n"
+            "    importlib.import_module(name)\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('gradio', 'gradio_client')))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=PACKAGE.parent,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]", f"importing the modules outside ui loads {done.stdout.strip()}"

@@ -127,8 +127,6 @@ def test_brain_mask_ct_inside_skull():
 def test_brain_mask_of_a_large_slice_is_estimated_at_bounded_resolution(monkeypatch):
     """Above MASK_MAX_SIDE the mask comes from a shrunk copy (fast) and still covers the head; at and below 512
     pixels nothing changes (the same mask as with no bound at all)."""
-    import time
-
     from diffuse_core.io import preprocess
 
     def head(side):
@@ -137,9 +135,12 @@ def test_brain_mask_of_a_large_slice_is_estimated_at_bounded_resolution(monkeypa
         return img + np.random.default_rng(0).normal(0, 1, img.shape).astype(np.float32) * (img > 0)
 
     big = head(4096)
-    start = time.perf_counter()
-    mask = estimate_brain_mask(big)
-    assert time.perf_counter() - start < 5.0
+    shapes = []                                     # what the estimate actually works on (its time: benchmarks)
+    monkeypatch.setattr(preprocess, "estimate_brain_mask",
+                        lambda a, *r, **k: shapes.append(np.shape(a)) or estimate_brain_mask(a, *r, **k))
+    mask = preprocess.estimate_brain_mask(big)
+    monkeypatch.undo()
+    assert shapes == [(4096, 4096), (1024, 1024)], shapes          # the morphology ran on a copy at the bound
     truth = big > 50
     assert mask.shape == big.shape and (mask.astype(bool) & truth).sum() / (mask.astype(bool) | truth).sum() > 0.99
     small = head(512)

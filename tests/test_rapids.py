@@ -79,6 +79,7 @@ def test_a_timed_packet_scores_late_answers_zero_and_the_review_adds_up():
         p.answer("normal")
 
 
+@pytest.mark.slow
 def test_a_whole_packet_through_the_quiz_tab_with_an_instant_second_reveal(tmp_path, monkeypatch):
     """Start a packet of the default teaching set, call every slice (abnormal ones clicked on their lesion, one
     clicked away from it, normal ones called normal but one), and check the review's arithmetic; the reveal results

@@ -14,6 +14,7 @@ def _groups(n, folds=3):
     return np.arange(n) % folds
 
 
+@pytest.mark.slow
 def test_same_source_is_indistinguishable_and_a_changed_contrast_is_not():
     a = synthbrain_healthy(36, size=32, seed=0)
     b = synthbrain_healthy(36, size=32, seed=1)            # other slices of the same generator
@@ -28,18 +29,36 @@ def test_same_source_is_indistinguishable_and_a_changed_contrast_is_not():
     assert lo <= gap["cnn"]["auroc"] <= hi
 
 
+@pytest.mark.slow
 def test_real_healthy_slices_are_tumour_free_and_grouped_by_case():
     cases = sorted(BRATS.glob("brats_*")) if BRATS.is_dir() else []
     if not cases:
         pytest.skip(f"real BraTS cases not available at {BRATS}")
     from diffuse_core.io.brats import load_brats_case
+    from diffuse_core.io.preprocess import prepare_slice
 
     images, brains, groups = real_healthy_slices(BRATS, size=64)
     assert images.shape[1:] == (1, 64, 64) and len(images) == len(brains) == len(groups)
     assert set(groups) == set(range(len(cases)))
     assert images.min() >= -1 and images.max() <= 1
-    tumour = set(load_brats_case(cases[0], modalities=("flair",)).tumour_slices())
-    assert tumour and (groups == 0).sum() > 0      # case 0 has tumour slices, and tumour-free ones were kept
+    # every kept slice of the first two cases is found among the case's own slices, and that slice's label holds no
+    # tumour voxel: the labels are read here, not through the function under test
+    for i, case_dir in enumerate(cases[:2]):
+        case = load_brats_case(case_dir, modalities=("flair",))
+        assert (case.labels > 0).any(), f"{case_dir.name}: a case with a tumour tests the exclusion"
+        by_slice = {}
+        for z in case.brain_slices():
+            raw, tumour, brain = case.slice(z)
+            try:
+                by_slice[z] = (prepare_slice(raw, size=64, modality="mri", brain_mask=brain).image, bool(tumour.any()))
+            except ValueError:                  # a sliver of brain at the top or bottom: never one of the kept
+                continue
+        kept = images[groups == i]
+        assert len(kept) > 0
+        for image in kept:
+            z = [z for z, (prepared, _) in by_slice.items() if np.array_equal(prepared, image)]
+            assert len(z) == 1, f"{case_dir.name}: a kept slice that is no one slice of the case"
+            assert not by_slice[z[0]][1], f"{case_dir.name}: slice {z[0]} holds tumour but was kept as healthy"
 
 
 def test_synthetic_slices_on_the_apps_scale_span_the_brain_like_a_prepared_real_slice():

@@ -25,6 +25,7 @@ def _slice():
     return s, oracle_masks(s.lesion_mask[None], s.brain_mask[None])[0]
 
 
+@pytest.mark.slow
 def test_draws_differ_inside_the_mask_far_more_than_outside_with_one_call_per_step(denoiser):
     from diffuse_core.pipeline import UncertaintyResult, iter_uncertainty, run_counterfactual
 
@@ -54,14 +55,22 @@ def test_draws_differ_inside_the_mask_far_more_than_outside_with_one_call_per_st
         next(iter_uncertainty(denoiser, s.image, mask, samples=1))
 
 
+@pytest.mark.slow
 def test_the_app_says_how_long_before_it_starts_and_reuses_the_inversion(monkeypatch):
     from diffuse_core.studio.library import load_library_case
     from diffuse_core.studio.runs import INVERSION_CACHE
+    from diffuse_core.studio import uncertainty
     from diffuse_core.studio.uncertainty import run_uncertainty
 
     lc = load_library_case("teaching/default/case01_flair_glioma")
     items = list(run_uncertainty(lc, "acat", k=300, steps=4, seed=0, percentile=90, samples=3))
-    assert items[0]["kind"] == "estimate" and items[0]["seconds"] > 0
+    # the estimate is the run's calls priced by the measured cost of one call: 4 at one slice (the inversion) and
+    # 4 at three slices (the draws walking back together), the figure the result carries too
+    device = uncertainty.model_device()
+    denoiser = uncertainty.MODELS.denoiser(device, lc.case.modality)
+    per_call = {n: uncertainty.call_seconds(denoiser, n, device) for n in (1, 3)}
+    assert items[0]["kind"] == "estimate" and items[0]["seconds"] == pytest.approx(4 * (per_call[1] + per_call[3]))
+    assert items[-1]["seconds_estimated"] == items[0]["seconds"] and min(per_call.values()) > 0
     assert items[1]["kind"] == "mask" and items[-1]["kind"] == "result"
     first = items[-1]["result"]
     assert first.network_calls == 8 and first.samples.shape[0] == 3

@@ -95,10 +95,8 @@ def test_a_refusal_is_kept_too_and_names_the_uploaded_file(tmp_path, monkeypatch
     real, calls = decoding.load_in_worker, []
     monkeypatch.setattr(decoding, "load_in_worker", lambda *a, **k: calls.append(1) or real(*a, **k))
     for _ in range(3):
-        start = time.perf_counter()
         with pytest.raises(ValueError, match=r"2048 MiB in data element \(0009,1000\).*limit is 64 MiB") as err:
             inspect_upload([str(path)])
-        assert time.perf_counter() - start < 5.0
         assert str(tmp_path) not in str(err.value) and "\n" not in str(err.value)
     assert len(calls) == 1
 
