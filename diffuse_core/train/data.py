@@ -24,32 +24,37 @@ def cache_dir() -> Path:
 
 
 def make_one(task: tuple) -> tuple[np.ndarray, int, np.ndarray]:
-    """One SynthBrain slice for a pool: task = (seed, modalities, size, healthy) -> (image f16, label, lesion mask)."""
+    """One SynthBrain slice for a pool: task = (seed, modalities, size, healthy[, realism]) -> (image f16, label,
+    lesion mask)."""
     from diffuse_core.data.synthbrain import generate_slice
 
-    seed, modalities, size, healthy = task
-    s = generate_slice(seed, modalities=modalities, size=size, healthy=healthy)
+    seed, modalities, size, healthy = task[:4]
+    realism = task[4] if len(task) > 4 else "default"
+    s = generate_slice(seed, modalities=modalities, size=size, healthy=healthy, realism=realism)
     return s.image.astype(np.float16), int(s.lesion_type != "none"), s.lesion_mask.astype(np.uint8)
 
 
 def synthbrain_pool(n: int, split: str = "train", base_seed: int = 0, size: int = 128,
                     modalities: tuple[str, ...] = ("flair",), healthy: bool | None = True,
-                    workers: int | None = None) -> dict[str, np.ndarray]:
+                    workers: int | None = None, realism="default") -> dict[str, np.ndarray]:
     """``n`` SynthBrain slices as arrays: images (N, C, H, W) float16, labels (N,), lesion masks (N, H, W), seeds.
 
-    ``healthy``: True healthy slices only, None SynthBrain's own mix of healthy and diseased.
+    ``healthy``: True healthy slices only, None SynthBrain's own mix of healthy and diseased. ``realism``: the
+    generator's (:func:`diffuse_core.data.synthbrain.generate_slice`; "scanner" for scanner effects and lesion shapes).
     """
-    from diffuse_core.data.synthbrain import SYNTHBRAIN_VERSION, sample_seed
+    from diffuse_core.data.synthbrain import SYNTHBRAIN_VERSION, check_realism, sample_seed
 
+    effects = ",".join(sorted(check_realism(realism)))
     pkg = Path(__file__).resolve().parents[1] / "data" / "synthbrain"          # every module of the generator
     source = hashlib.sha1(b"".join(f.name.encode() + f.read_bytes() for f in sorted(pkg.glob("*.py")))).hexdigest()[:12]
     key = f"{SYNTHBRAIN_VERSION}|{source}|{split}|{base_seed}|{n}|{size}|{','.join(modalities)}|{healthy}"
+    key += f"|{effects}" if effects else ""
     path = cache_dir() / f"pool_{hashlib.sha1(key.encode()).hexdigest()[:16]}.npz"
     if path.exists():
         with np.load(path) as z:
             return {k: z[k] for k in z.files}
     seeds = [sample_seed(split, base_seed, i) for i in range(n)]
-    tasks = [(s, tuple(modalities), size, healthy) for s in seeds]
+    tasks = [(s, tuple(modalities), size, healthy, realism) for s in seeds]
     workers = workers or max(1, min(4, os.cpu_count() or 1))
     with ProcessPoolExecutor(workers) as ex:
         results = list(ex.map(make_one, tasks, chunksize=64))
