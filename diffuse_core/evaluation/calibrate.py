@@ -59,7 +59,7 @@ def calibrate(model_dir=None, rule: dict | None = None, score: str = "signed", n
     from diffuse_core.core.redraw import check_rule, score_of
     from diffuse_core.evaluation.protocol import choose_threshold, identity_change, model_scale, synthbrain_set
     from diffuse_core.evaluation.provenance import commit_id, hardware_summary
-    from diffuse_core.io.intensity import TISSUE_SCALE
+    from diffuse_core.core.intensity import TISSUE_SCALE
 
     t0 = time.perf_counter()
     denoiser, sal = load_default_models(model_dir, None, device, True)

@@ -244,7 +244,7 @@ def main(argv=None) -> int:
 
         ref = intensity_reference_of(load_denoiser(model_dir_for("ddpm", None), device="cpu"))
     elif args.intensity == "tissue":
-        from diffuse_core.io.intensity import TISSUE_SCALE
+        from diffuse_core.core.intensity import TISSUE_SCALE
 
         ref = dict(TISSUE_SCALE)
     realisms = args.realism or ["default"]

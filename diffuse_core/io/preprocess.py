@@ -26,7 +26,7 @@ import numpy as np
 from scipy import ndimage
 
 from diffuse_core.io.image import LoadedImage, load_image
-from diffuse_core.io.intensity import TISSUE_SCALE, intensity_reference, standardize_mri, tissue_scale
+from diffuse_core.core.intensity import TISSUE_SCALE, intensity_reference, standardize_mri, tissue_scale
 
 __all__ = ["Geometry", "PreparedSlice", "CT_WINDOWS", "to_model_grid", "from_model_grid", "estimate_brain_mask",
            "normalize_mri", "standardize_mri", "intensity_reference", "normalize_ct", "prepare_slice",

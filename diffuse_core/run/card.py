@@ -11,7 +11,7 @@ DEFAULT_ANOMALY_THRESHOLD = 0.15  # used only when a model card carries none (in
 INTENSITY_CHOICES = ("auto", "tissue", "percentile", "model")
 """How MRI intensities reach the model. "auto" (the default): the model's own preparation, its card's
 ``input_normalisation`` ("tissue" for a model trained on the tissue scale, else "percentile"). "tissue": air -> -1
-and the brain's tissue peak -> the card's ``tissue_scale`` level (:func:`diffuse_core.io.intensity.tissue_scale`),
+and the brain's tissue peak -> the card's ``tissue_scale`` level (:func:`diffuse_core.core.intensity.tissue_scale`),
 the preparation SynthBrain training slices get too, robust to bright lesions. "percentile" stretches the brain's
 1st-99th percentiles to [-1, 1] (the default until wave 3); "model" matches the brain's 10th-75th percentiles to
 where the model's training data has them (the card's ``intensity_reference``). Measured on real BraTS FLAIR:
@@ -44,8 +44,8 @@ def input_normalisation_of(denoiser) -> str:
 
 
 def tissue_scale_of(denoiser) -> dict:
-    """The card's ``tissue_scale`` over the default :data:`diffuse_core.io.intensity.TISSUE_SCALE`."""
-    from diffuse_core.io.intensity import TISSUE_SCALE
+    """The card's ``tissue_scale`` over the default :data:`diffuse_core.core.intensity.TISSUE_SCALE`."""
+    from diffuse_core.core.intensity import TISSUE_SCALE
 
     given = card_of(denoiser).get("tissue_scale")
     return {**TISSUE_SCALE, **(given if isinstance(given, dict) else {})}

@@ -208,7 +208,7 @@ def _on_model_scale(image, modality: str):
     ref = MODELS.mri_reference() if modality != "ct" else None
     if not ref or ref.get("method") != "tissue":
         return image
-    from diffuse_core.io.intensity import tissue_scale
+    from diffuse_core.core.intensity import tissue_scale
 
     img = np.asarray(image, np.float32)
     brain = (img[0] if img.ndim == 3 else img) > -1.0 + 1e-3

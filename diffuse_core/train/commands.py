@@ -135,7 +135,7 @@ def _train_ddpm(cmd: TrainCommand) -> Path:
         card = {"data": synthbrain_card(pool, "train", cmd.seed, cmd.size, cmd.modalities, healthy_only=True)}
         card["input_normalisation"] = cmd.normalise
         if cmd.normalise == "tissue":
-            from diffuse_core.io.intensity import TISSUE_SCALE
+            from diffuse_core.core.intensity import TISSUE_SCALE
 
             card["tissue_scale"] = dict(TISSUE_SCALE)
         if cmd.normalise != "absolute":

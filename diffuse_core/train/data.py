@@ -246,17 +246,17 @@ def _per_slice(images, prepare, min_brain: int) -> np.ndarray:
 
 
 def tissue_scaled(images, scale: dict | None = None) -> np.ndarray:
-    """SynthBrain slices (N, C, H, W) put on the tissue scale (:func:`diffuse_core.io.intensity.tissue_scale`), the
+    """SynthBrain slices (N, C, H, W) put on the tissue scale (:func:`diffuse_core.core.intensity.tissue_scale`), the
     same preparation a real MRI gets in ``run`` and the app when the model's card says ``input_normalisation:
     tissue``. The brain is the slice's non-background (:func:`brain_masks`)."""
-    from diffuse_core.io.intensity import tissue_scale
+    from diffuse_core.core.intensity import tissue_scale
 
     return _per_slice(images, lambda img, brain: tissue_scale(img, brain, scale)[0], min_brain=16)
 
 
 def normalise_slices(images, normalisation: str, scale: dict | None = None) -> np.ndarray:
     """Slices as a model trained with ``normalisation`` (a card's ``input_normalisation``) expects them;
-    ``scale``: the card's ``tissue_scale`` for "tissue" (default :data:`diffuse_core.io.intensity.TISSUE_SCALE`)."""
+    ``scale``: the card's ``tissue_scale`` for "tissue" (default :data:`diffuse_core.core.intensity.TISSUE_SCALE`)."""
     if normalisation not in NORMALISATIONS:
         raise ValueError(f"unknown normalisation {normalisation!r}: choose one of {', '.join(NORMALISATIONS)}")
     if normalisation == "percentile":
