@@ -219,3 +219,22 @@ def test_what_a_volume_run_cannot_read_is_named(tmp_path):
     assert "a volume run reads a NIfTI volume, a DICOM series" in _one_line(err)
     with pytest.raises(FileNotFoundError):
         read_volume(tmp_path / "absent.nii.gz")
+
+
+def test_the_cuda_batch_size_follows_the_free_memory():
+    """The GPU's batch size as a function of its free memory (the code path a GPU takes, run here on numbers)."""
+    import torch
+
+    from diffuse_core.volumes.throughput import (BYTES_PER_SLICE_128, CPU_BATCH, MAX_BATCH, RESERVE_FRACTION,
+                                                 auto_batch_size, batch_size_for_memory)
+
+    assert batch_size_for_memory(0) == 1                                   # never zero: one slice is tried
+    assert batch_size_for_memory(80 * 2**30) == MAX_BATCH                  # an H100 is capped
+    free = 4 * 2**30
+    expected = int(free * (1 - RESERVE_FRACTION) // BYTES_PER_SLICE_128)
+    assert batch_size_for_memory(free) == expected > 1
+    assert batch_size_for_memory(free, precision="bf16") in (min(MAX_BATCH, 2 * expected),
+                                                             min(MAX_BATCH, 2 * expected + 1))
+    assert batch_size_for_memory(free, size=256) == max(1, expected // 4)
+    assert batch_size_for_memory(free // 2) < batch_size_for_memory(free)
+    assert auto_batch_size(torch.device("cpu")) == CPU_BATCH

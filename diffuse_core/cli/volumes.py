@@ -73,7 +73,6 @@ def cmd_run_volume(args) -> int:
     from tqdm.auto import tqdm
 
     from diffuse_core.volumes.batch import engine_for
-    from diffuse_core.volumes.read import read_volume  # noqa: F401 - a bad input fails before the models load
     from diffuse_core.volumes.run import VolumeRunCancelled, iter_volume_run
 
     options = _engine_options(args)
