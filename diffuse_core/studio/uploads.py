@@ -31,6 +31,35 @@ def upload_paths(files) -> list[str]:
     return [str(getattr(f, "name", None) or getattr(f, "path", None) or f) for f in files]
 
 
+def series_uid(path) -> str | None:
+    """The SeriesInstanceUID of a DICOM file (its header only), None for anything else."""
+    from diffuse_core.io.dicom import is_dicom_candidate
+
+    p = Path(path)
+    if not is_dicom_candidate(p):
+        return None
+    try:
+        import pydicom
+
+        ds = pydicom.dcmread(p, stop_before_pixels=True, specific_tags=["SeriesInstanceUID"])
+        return str(ds.SeriesInstanceUID) if "SeriesInstanceUID" in ds else None
+    except Exception:
+        return None
+
+
+def replacing_upload(previous, current) -> list[str]:
+    """What an upload box should hold after an upload: ``current`` is the box's value (the browser adds new files
+    to those it held, ``previous``). The files just added replace the earlier ones, unless all of them, old and new,
+    are DICOM files of one series (the user adding the files of a series in several goes)."""
+    before, now = upload_paths(previous), upload_paths(current)
+    added = [p for p in now if p not in set(before)]
+    kept = [p for p in now if p in set(before)]
+    if not added or not kept:
+        return now
+    uids = {series_uid(p) for p in kept + added}
+    return now if len(uids) == 1 and None not in uids else added
+
+
 def upload_source(files) -> str:
     """One uploaded file -> its path; several (a DICOM series) -> a folder holding copies. Checked: the number of
     files, each file's size and their total (``DEFAULTS["max_upload_files"]``, ``DEFAULTS["max_upload_mb"]``)."""

@@ -20,7 +20,7 @@ from diffuse_core.studio.selection import load_selected
 from diffuse_core.studio.guard import RunCancelled, request_guard
 from diffuse_core.studio.session import LIVE_RUNS, session_id
 from diffuse_core.studio.uploads import upload_paths
-from diffuse_core.ui.errors import USER_ERRORS, user_errors
+from diffuse_core.ui.errors import USER_ERRORS, short_message, user_errors
 from diffuse_core.ui.pictures import (drawing_to_mask, grey_rgb, mask_picture, overlay_picture, saliency_picture,
                                       with_outlines)
 from diffuse_core.ui.progress import change_chart, progress_html, step_fraction
@@ -158,11 +158,35 @@ def explore_run(source, gallery_key, files, slice_index, channel, window, gt_fil
     guard = request_guard(session_id(request))    # a Stop pressed before this run started is not for it
     try:
         lc = load_selected(source, gallery_key, files, slice_index, channel, window, gt_file)
-    except USER_ERRORS:
+    except USER_ERRORS as err:
         if refused and source == "upload" and sorted(upload_paths(files)) == refused.get("files"):
-            yield [gr.skip(), gr.skip(), progress_html(0, 1, NOT_RUN_TEXT, "error"), *skip_all(n - 3)]
+            yield cleared_outputs(NOT_RUN_TEXT)
             return
+        yield cleared_outputs(f"Run failed: {short_message(str(err))}")     # the previous run's results do not stay on screen
         raise
+    try:
+        yield from _run_loaded(lc, source, gallery_key, files, slice_index, channel, window, mask_from, mask_file,
+                               drawing, k, percentile, steps, seed, opacity, guard, model)
+    except (GeneratorExit, KeyboardInterrupt):
+        raise
+    except Exception as err:
+        yield cleared_outputs(f"Run failed: {short_message(str(err))}")
+        raise
+
+
+def cleared_outputs(message: str) -> list:
+    """Every Explore output of a run that failed: the result panels, scores and the run's state emptied (nothing
+    of the run it replaced stays on screen as if it were this one's), ``message`` in the progress line."""
+    values = {name: None for name in EXPLORE_OUTPUTS}
+    values["progress"] = progress_html(0, 1, message, "error")
+    values["out_metrics"] = ""
+    return [values[name] for name in EXPLORE_OUTPUTS]
+
+
+def _run_loaded(lc, source, gallery_key, files, slice_index, channel, window, mask_from, mask_file, drawing, k,
+                percentile, steps, seed, opacity, guard, model):
+    """:func:`explore_run` once the case is loaded."""
+    n = len(EXPLORE_OUTPUTS)
     model_dir = adapted_model_dir(model) if lc.case.modality != "ct" else None
     shown = run_settings_shown(source, gallery_key, files, slice_index, channel, window, mask_from, k, percentile,
                                steps, seed, model)

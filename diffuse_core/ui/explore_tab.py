@@ -14,7 +14,7 @@ from diffuse_core.studio.display import WINDOW_PRESETS, ZOOM_RANGE
 from diffuse_core.studio.model_store import MODELS
 from diffuse_core.studio.settings import (CT_WINDOW_CHOICES, DEFAULTS, K_RANGE, MASK_SOURCES, PERCENTILE_RANGE,
                                           STEPS_RANGE)
-from diffuse_core.studio.uploads import inspect_upload, upload_paths
+from diffuse_core.studio.uploads import inspect_upload, replacing_upload, upload_paths
 from diffuse_core.ui import curate, explore, uncertainty
 from diffuse_core.ui.adapt_panel import INSTALLED
 from diffuse_core.ui.bounded import bounded
@@ -56,6 +56,16 @@ def on_gallery_select(evt: gr.SelectData, keys):
     return (keys[i] if keys and 0 <= i < len(keys) else None), "gallery"
 
 
+def on_replace_upload(fs, previous):
+    """An upload into a box that held files: the new files replace the old ones unless they are all the files of
+    one DICOM series (:func:`~diffuse_core.studio.uploads.replacing_upload`) -> (the box's files, the same to
+    remember)."""
+    keep = replacing_upload(previous, fs)
+    if keep == upload_paths(fs):
+        return gr.skip(), keep
+    return keep, keep
+
+
 def on_upload(fs):
     """Files uploaded -> (slice slider, channel choice, CT window, source) fitted to them."""
     if not upload_paths(fs):
@@ -94,6 +104,7 @@ def explore_tab(page: SimpleNamespace, d: int, img_kw: dict) -> SimpleNamespace:
                     e.refresh = gr.Button("↻ Refresh the case list", size="sm")
                 with gr.Group(visible=False) as e.upload_group:
                     e.files = gr.File(label="Slice or volume", file_count="multiple", elem_id="df-upload")
+                    e.last_upload = gr.State([])     # the files the box held after the last upload
                     gr.Markdown("PNG, JPEG, TIFF, NIfTI, or DICOM (one file, or all files of a series); "
                                 f"up to {DEFAULTS['max_upload_mb']:g} MB.", elem_classes="df-hint")
                     e.slice_slider = gr.Slider(0, 1, value=0, step=1, label="Axial slice", visible=False)
@@ -210,11 +221,15 @@ def wire_explore(e: SimpleNamespace, page: SimpleNamespace, quiz_editor, cur: Si
     show_case = bounded(explore.report_bad_upload)
     e.gallery.select(on_gallery_select, page.gallery_keys, [page.selected_key, e.source], **light).then(
         show_case, case_inputs, preview_outputs, **light)
-    upload_event = e.files.upload(bounded(on_upload), e.files, [e.slice_slider, e.channel, e.window, e.source],
-                                  **light)
+    # a new upload replaces the box's earlier files (unless it adds files of the same DICOM series), then is read
+    upload_event = e.files.upload(on_replace_upload, [e.files, e.last_upload], [e.files, e.last_upload],
+                                  **light).then(bounded(on_upload), e.files,
+                                                [e.slice_slider, e.channel, e.window, e.source], **light)
+    e.files.clear(lambda: [], None, e.last_upload, **light)
     upload_preview = upload_event.then(show_case, case_inputs, preview_outputs, **light)
     slice_events = [comp.change(show_case, case_inputs, preview_outputs, trigger_mode="always_last", **light)
                     for comp in (e.slice_slider, e.channel, e.window, e.gt_file)]
+    e.show_case, e.preview_outputs = show_case, preview_outputs      # the Volume tab hands a slice to Explore
 
     preview_mask_ins = case_inputs + [e.mask_from, ctl["percentile"]]
     ctl["percentile"].change(explore.preview_mask, preview_mask_ins, [e.preview, e.progress],
@@ -231,6 +246,8 @@ def wire_explore(e: SimpleNamespace, page: SimpleNamespace, quiz_editor, cur: Si
         **heavy)
     run_event.then(explore.unlock_run, None, e.run_btn, **light)
     run_event.failure(explore.unlock_run, None, e.run_btn, **light)      # .then does not follow an error
+    # a failed run emptied the results (explore.cleared_outputs): no verdict or stale marker of the run it replaced
+    run_event.failure(lambda: (gr.update(value="", visible=False), ""), None, [e.explore_verdict, e.stale], **light)
     # the results are marked stale while the settings or the case differ from the run's
     stale_ins = [page.run_state, e.source, page.selected_key, e.files, e.slice_slider, e.channel, e.window,
                  e.mask_from, ctl["k"], ctl["percentile"], ctl["steps"], ctl["seed"], e.model]
