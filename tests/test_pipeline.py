@@ -110,7 +110,7 @@ def test_bad_inputs_raise_clear_errors(tiny_denoiser, image, mask, kwargs, match
 def test_save_and_load_denoiser_round_trip(tmp_path, tiny_denoiser):
     save_denoiser(tiny_denoiser, tmp_path / "m", card={"note": "test"})
     back = load_denoiser(tmp_path / "m")
-    assert back.config == tiny_denoiser.config and back.card == {"note": "test"}
+    assert back.config == tiny_denoiser.config and back.card == {"note": "test", "schema": 2}   # as given, one layout
     for (k1, v1), (k2, v2) in zip(tiny_denoiser.unet.state_dict().items(), back.unet.state_dict().items()):
         assert k1 == k2 and torch.equal(v1, v2)
 
