@@ -12,6 +12,7 @@ from diffuse_core.models.denoiser import DenoiserConfig, new_denoiser, save_deno
 BRATS = Path(__file__).resolve().parents[2] / "shared" / "real_cases" / "brats2015"
 
 
+@pytest.mark.slow
 def test_candidates_on_their_own_scale_with_real_normal_brain_flagged(tmp_path):
     if not (BRATS.is_dir() and any(BRATS.glob("brats_*"))):
         pytest.skip(f"real BraTS cases not available at {BRATS}")

@@ -291,6 +291,7 @@ def test_the_ct_threshold_flags_the_darkest_pixels_of_a_real_synthbrain_ct_strok
 BRATS = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "real_cases" / "brats2015"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not BRATS.is_dir(), reason="the shared BraTS cases are not on this machine")
 def test_real_data_table_has_healthy_controls_threshold_free_scores_and_intervals(models, tmp_path):
     den, sal = models

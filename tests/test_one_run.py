@@ -57,6 +57,7 @@ def test_cli_and_app_give_the_same_result(tmp_path):
     assert set(summary["timings"]) == set(app["timings"]) == {"saliency", "inversion", "sampling", "post", "total"}
 
 
+@pytest.mark.slow
 def test_a_stack_matches_single_runs_outside_the_mask(tmp_path):
     from diffuse_core.cases import case_from_normalized
     from diffuse_core.data.synthbrain import generate_slice
