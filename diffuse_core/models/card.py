@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import datetime as _dt
+import functools
 import json
 import os
 import platform
@@ -121,8 +122,10 @@ def check_fields(by: str, updates: dict) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------------------- provenance
+@functools.lru_cache(maxsize=1)
 def commit_id() -> str:
-    """The short commit of the working tree the code runs from, or "unknown"."""
+    """The short commit of the working tree the code runs from (when this process first asked: the code it loaded),
+    or "unknown"."""
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
                               cwd=Path(__file__).resolve().parent).stdout.strip() or "unknown"
