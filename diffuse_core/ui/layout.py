@@ -1,6 +1,6 @@
 """The page: the header and status line, the tabs, each built and wired by its own module
-(:mod:`~diffuse_core.ui.explore_tab`, :mod:`~diffuse_core.ui.quiz_tab`, :mod:`~diffuse_core.ui.healthy_tab`,
-:mod:`~diffuse_core.ui.curate_tab`), the library refresh that fills several of them, and the HTTP API
+(:mod:`~diffuse_core.ui.explore_tab`, :mod:`~diffuse_core.ui.volume_tab`, :mod:`~diffuse_core.ui.quiz_tab`,
+:mod:`~diffuse_core.ui.healthy_tab`, :mod:`~diffuse_core.ui.curate_tab`), the library refresh that fills several of them, and the HTTP API
 (:func:`diffuse_core.ui.api.add_api`). :func:`build_demo` returns it unlaunched."""
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from diffuse_core.ui.healthy_tab import healthy_tab, wire_healthy
 from diffuse_core.ui.notes import METHOD, NOTES
 from diffuse_core.ui.pictures import thumbnail
 from diffuse_core.ui.quiz_tab import quiz_tab, wire_quiz
+from diffuse_core.ui.volume_tab import volume_tab, wire_volume
 
 
 def status_markdown() -> str:
@@ -79,8 +80,9 @@ def build_demo(title: str = "Dif-fuse Studio") -> gr.Blocks:
             # model runs: one queue of DEFAULTS["concurrency"] slots, each callback bounded (time limit, cancel)
             heavy=dict(concurrency_id="model", concurrency_limit="default"))
 
-        with gr.Tabs():
+        with gr.Tabs() as tabs:
             ex = explore_tab(page, d, img_kw)
+            vol = volume_tab(img_kw)
             quiz = quiz_tab(d, img_kw)
             check = healthy_tab(d)
             cur = curate_tab(d, explore_controls)
@@ -96,5 +98,6 @@ def build_demo(title: str = "Dif-fuse Studio") -> gr.Blocks:
         wire_healthy(check, page, ex.case_inputs, ex.ctl)
         wire_curate(cur, page.review_items, page.review_index, page.light, page.heavy)
         wire_adapt(demo, cur.adapt, ex.model, page.light)
+        wire_volume(demo, vol, tabs, ex, page.light, page.heavy)
         add_api(page.heavy)
     return demo
