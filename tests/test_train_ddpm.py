@@ -149,3 +149,32 @@ def test_percentile_normalisation_is_for_the_ddpm_on_synthbrain_only(tmp_path, c
     with pytest.raises(SystemExit):                                          # argparse: not one of the choices
         main(["train", "ddpm", "--out", str(tmp_path / "d"), "--normalise", "zscore"])
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_ctrl_c_stops_training_and_keeps_what_it_trained(tmp_path):
+    """A background CPU training run stopped by Ctrl-C (SIGINT) or SIGTERM saves its checkpoint and exports the
+    weights of the last finished step, exits 0, and the same command resumes from there."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "m"
+    cmd = [sys.executable, "-m", "diffuse_core", "train", "ddpm", "--out", str(out), "--steps", "100000",
+           "--batch-size", "2", "--pool", "4", "--size", "32", "--channels", "16,32", "--checkpoint-every", "100000",
+           "--threads", "1"]
+    env = {**__import__("os").environ, "DIFFUSE_CACHE": str(tmp_path / "cache"), "TQDM_DISABLE": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = out / "log.csv"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not (log.is_file() and len(log.read_text().splitlines()) >= 3):
+        time.sleep(0.5)                                   # a few steps logged: the loop is running
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-2000:]
+    meta = json.loads((out / "config.json").read_text())
+    done = meta["card"]["training"]["steps_done"]
+    assert 2 <= done < 100000 and (out / "checkpoint.pt").is_file() and (out / "model.safetensors").is_file()
+    again = subprocess.run(cmd[:8] + [str(done + 1)] + cmd[9:], env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert json.loads((out / "config.json").read_text())["card"]["training"]["steps_done"] == done + 1

@@ -273,9 +273,10 @@ class Trainer:
                        dynamic_ncols=True)
         t_start = time.perf_counter() - self.seconds
         t_box = time.perf_counter() + s.max_seconds if s.max_seconds else math.inf
+        interrupted = _StopOnSignal()      # Ctrl-C / SIGTERM: finish the step, save, export, return (twice: abort)
         try:
             t_fit = time.perf_counter()
-            while (s.steps is None or self.step < s.steps) and time.perf_counter() < t_box:
+            while (s.steps is None or self.step < s.steps) and time.perf_counter() < t_box and not interrupted.asked:
                 box = (time.perf_counter() - t_fit) / s.max_seconds if s.max_seconds else 0.0
                 for g in opt.param_groups:
                     g["lr"] = s.lr_at(self.step, box)
@@ -313,8 +314,10 @@ class Trainer:
                         self.stopped = True
                         break
         finally:
+            interrupted.restore()
             if bar is not None:
                 bar.close()
+        self.stopped = self.stopped or interrupted.asked
         if acc.is_main_process and (self.step % s.checkpoint_every != 0 and self.step != s.steps
                                     or not (ckpt_path.is_file() and (self.out / "model.safetensors").is_file())):
             checkpoint()    # a time box ended it between checkpoints, or nothing was left to train: still export
@@ -334,3 +337,30 @@ class Trainer:
         card = self.task.card(record)
         write_model(self.out, self.task.kind, net.state_dict(), self.task.architecture, card, by="train",
                     device=self._device_name)
+
+
+class _StopOnSignal:
+    """While a training loop runs: the first SIGINT (Ctrl-C) or SIGTERM asks it to stop after the step in hand (it
+    then saves a checkpoint and exports the weights, as at a time box's end); a second one interrupts at once."""
+
+    def __init__(self):
+        import signal
+        import threading
+
+        self.asked, self._previous = False, {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._ask)
+
+    def _ask(self, signum, frame) -> None:
+        import signal
+
+        self.asked = True
+        signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))   # the next one is not caught
+
+    def restore(self) -> None:
+        import signal
+
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
