@@ -42,7 +42,7 @@ SOURCES = ("acat", "oracle")
 
 def compute(args) -> dict[str, np.ndarray]:
     """Images, lesions, brains, lesion types/sizes and the counterfactuals of each set and mask source."""
-    from diffuse_core.cases import default_settings
+    from diffuse_core.run.settings import default_settings
     from diffuse_core.evaluation.protocol import brats_set, compute_saliency_maps, masks_at, run_on_set, synthbrain_set
     from diffuse_core.models.denoiser import load_denoiser
     from diffuse_core.models.registry import default_model_dir
@@ -76,7 +76,7 @@ def compute(args) -> dict[str, np.ndarray]:
 
 def _flair_models(args):
     """The shipped FLAIR DDPM, its card's K, steps (or --steps) and mask percentile, and the ACAT pair beside it."""
-    from diffuse_core.cases import default_settings
+    from diffuse_core.run.settings import default_settings
     from diffuse_core.models.denoiser import load_denoiser
     from diffuse_core.models.registry import default_model_dir
     from diffuse_core.saliency.dispatch import load_saliency_models

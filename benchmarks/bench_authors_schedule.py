@@ -41,7 +41,9 @@ def main() -> int:
 
     import torch
 
-    from diffuse_core.cases import anomaly_threshold_of, default_settings, load_default_models
+    from diffuse_core.run.card import anomaly_threshold_of
+    from diffuse_core.run.models import load_default_models
+    from diffuse_core.run.settings import default_settings
     from diffuse_core.evaluation.protocol import (choose_threshold, compute_saliency_maps, masks_at, run_on_set,
                                                   scores, synthbrain_set)
     from diffuse_core.models.device import pick_device

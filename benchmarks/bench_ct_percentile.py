@@ -32,7 +32,7 @@ def main() -> int:
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
 
-    from diffuse_core.cases import default_settings
+    from diffuse_core.run.settings import default_settings
     from diffuse_core.evaluation.ct_check import CT_THRESHOLD_GRID
     from diffuse_core.evaluation.protocol import (choose_threshold, compute_saliency_maps, masks_at, run_on_set,
                                                   scores, synthbrain_set)

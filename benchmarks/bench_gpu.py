@@ -76,7 +76,9 @@ def main() -> int:
 
     import torch
 
-    from diffuse_core.cases import default_settings, load_default_models, mask_for_case
+    from diffuse_core.run.models import load_default_models
+    from diffuse_core.run.region import mask_for_case
+    from diffuse_core.run.settings import default_settings
     from diffuse_core.data.synthbrain import generate_slice, sample_seed
     from diffuse_core.models.denoiser import DenoiserConfig, new_denoiser
     from diffuse_core.models.device import pick_device, resolve_precision

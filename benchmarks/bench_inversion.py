@@ -42,7 +42,8 @@ def main() -> int:
     ap.add_argument("--out", default=None, help="write the rows as JSON here")
     args = ap.parse_args()
 
-    from diffuse_core.cases import default_settings, load_default_models
+    from diffuse_core.run.models import load_default_models
+    from diffuse_core.run.settings import default_settings
     from diffuse_core.evaluation.protocol import (brats_set, choose_threshold, compute_saliency_maps, masks_at,
                                                   pixel_scores, scores, synthbrain_set)
     from diffuse_core.pipeline import InversionCache, run_batch

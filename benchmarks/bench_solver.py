@@ -30,7 +30,9 @@ def main() -> int:
     ap.add_argument("--out", default=None, help="write the rows as JSON here")
     args = ap.parse_args()
 
-    from diffuse_core.cases import anomaly_threshold_of, default_settings, load_default_models
+    from diffuse_core.run.card import anomaly_threshold_of
+    from diffuse_core.run.models import load_default_models
+    from diffuse_core.run.settings import default_settings
     from diffuse_core.evaluation.protocol import (choose_threshold, compute_saliency_maps, identity_change, masks_at,
                                                   pixel_scores, scores, synthbrain_set)
     from diffuse_core.pipeline import run_batch

@@ -14,15 +14,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-# what a model card says about using its model, and the models of a case's modality, read from here by older callers
-# (notebooks); new code imports them from diffuse_core.run
-from diffuse_core.run.card import (DEFAULT_ANOMALY_THRESHOLD, INTENSITY_CHOICES,  # noqa: F401
-                                   anomaly_threshold_of, input_normalisation_of, intensity_reference_of,
-                                   mri_reference_for, resolve_intensity, tissue_scale_of)
-from diffuse_core.run.models import load_default_models, saliency_model_dirs  # noqa: F401
-from diffuse_core.run.settings import PAPER_SETTINGS, default_settings  # noqa: F401
-
-
 if TYPE_CHECKING:
     from diffuse_core.io.full_resolution import FullResolution
 

@@ -97,7 +97,7 @@ def test_write_cards_puts_measured_quality_into_all_three_cards(models, tmp_path
     from diffuse_core.models import checkpoint as saliency_models
     from diffuse_core.cli import main
     from diffuse_core.models.denoiser import load_denoiser, save_denoiser
-    from diffuse_core.cases import anomaly_threshold_of
+    from diffuse_core.run.card import anomaly_threshold_of
 
     den, sal = models
     save_denoiser(den, tmp_path / "ddpm", card={"model": "tiny"})

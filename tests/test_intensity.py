@@ -99,7 +99,7 @@ def test_run_with_intensity_model(tiny_models, tmp_path, capsys):
 
 
 def test_a_percentile_model_gets_its_synthbrain_slices_stretched_and_its_change_on_the_apps_scale():
-    from diffuse_core.cases import input_normalisation_of
+    from diffuse_core.run.card import input_normalisation_of
     from diffuse_core.evaluation.protocol import app_scale_factors, normalised_set, synthbrain_set
 
     tiny = DenoiserConfig(resolution=32, block_channels=(8, 16), attention_levels=(False, True), norm_num_groups=4,

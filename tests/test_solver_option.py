@@ -6,7 +6,7 @@ import json
 import numpy as np
 from PIL import Image
 
-from diffuse_core.cases import default_settings
+from diffuse_core.run.settings import default_settings
 from diffuse_core.cli import main
 from diffuse_core.models.denoiser import DenoiserConfig, new_denoiser, save_denoiser
 from diffuse_core.pipeline import InversionCache, run_batch

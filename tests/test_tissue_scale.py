@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from diffuse_core.cases import mri_reference_for, resolve_intensity
+from diffuse_core.run.card import mri_reference_for, resolve_intensity
 from diffuse_core.data.synthbrain import generate_slice, sample_seed
 from diffuse_core.core.intensity import TISSUE_SCALE, tissue_peak, tissue_scale
 from diffuse_core.io.preprocess import prepare_slice

@@ -33,7 +33,7 @@ def load_slice_folder(folder, size: int = 128, modalities: tuple[str, ...] = ("f
     """Arrays for training: ``images`` (N, C, size, size) float32 in [-1, 1], ``labels`` (N,) 1 = diseased,
     ``masks`` (N, size, size) uint8 lesion masks, ``groups`` (N,) the case (BraTS layout) or file each slice comes
     from, ``source``. ``healthy_only`` keeps label-0 slices only. ``mri_reference``: MRI prepared as a model's card
-    says (:func:`diffuse_core.cases.mri_reference_for`; None: the brain's 1st-99th percentiles stretched)."""
+    says (:func:`diffuse_core.run.card.mri_reference_for`; None: the brain's 1st-99th percentiles stretched)."""
     from diffuse_core.io.brats import load_brats_case
     from diffuse_core.io.image import load_image, load_mask
     from diffuse_core.io.preprocess import prepare_slice, to_model_grid

@@ -55,28 +55,19 @@ def split_groups(groups, holdout: float = 0.2, seed: int = 0) -> tuple[np.ndarra
 
 def false_flags(denoiser, saliency_models, images: np.ndarray, seed: int = 0, batch_size: int = 8,
                 device="cpu") -> np.ndarray:
-    """The share of each normal slice's brain that Dif-fuse flags at the model card's settings."""
-    from diffuse_core.cases import anomaly_threshold_of, default_settings
+    """The share of each normal slice's brain that Dif-fuse flags at the model card's settings, through the one
+    assembly of a run (:func:`diffuse_core.run.assembly.run_stack`, as the app and ``run`` make it)."""
     from diffuse_core.core.brain import brain_masks
-    from diffuse_core.core.redraw import mask_rule_of, needs_probability, redrawn_masks, score_maps, score_of
-    from diffuse_core.saliency.dispatch import diseased_probabilities as probabilities
-    from diffuse_core.evaluation.protocol import EvalSet, compute_saliency_maps, run_on_set
+    from diffuse_core.run.assembly import run_stack, slices_of
+    from diffuse_core.run.models import RunModels
+    from diffuse_core.run.settings import settings_for
 
     imgs = np.asarray(images, np.float32)
-    brains = brain_masks(imgs).astype(np.uint8)
-    n = len(imgs)
-    data = EvalSet(imgs, np.zeros_like(brains), brains, ["none"] * n, ["none"] * n, [str(i) for i in range(n)])
-    compute_saliency_maps(data, saliency_models, sources=("acat",), device=device)
-    card = denoiser.card or {}
-    rule = mask_rule_of(card)
-    p = probabilities(imgs, saliency_models) if needs_probability(rule) else None
-    masks = redrawn_masks(data.saliency["acat"], brains, rule, p)
-    chosen = default_settings(denoiser)
-    cfs, _, _, _ = run_on_set("dif-fuse", denoiser, data, {"acat": masks}, k=chosen["k"], steps=chosen["steps"],
-                              seed=seed, batch_size=batch_size)
-    maps = score_maps(imgs, cfs, brains, masks, score_of(card), int(card.get("anomaly_kernel", 5)))
-    thr = anomaly_threshold_of(denoiser)
-    return np.array([(m[b.astype(bool)] > thr).mean() for m, b in zip(maps, brains)])
+    models = RunModels(denoiser=denoiser, saliency=saliency_models, folder="adapted model")
+    settings = settings_for(denoiser.card or {}, seed=seed)
+    out = dict(run_stack(slices_of(imgs, brain_masks(imgs)), models, settings, "acat", batch_size=batch_size))
+    return np.array([float((out[i].result.anomaly[out[i].result.brain_mask.astype(bool)] > out[i].threshold).mean())
+                     for i in range(len(imgs))])
 
 
 def adapt(data_dir, out_dir, base_dir=None, minutes: float = DEFAULT_MINUTES, holdout: float = 0.2,
@@ -85,9 +76,8 @@ def adapt(data_dir, out_dir, base_dir=None, minutes: float = DEFAULT_MINUTES, ho
     """Fine-tune ``base_dir`` (default: the installed MRI DDPM) on ``data_dir``'s normal slices for ``minutes``;
     write the model to ``out_dir`` and return its card's ``adaptation`` record. ``on_progress(stage, fraction)``
     is called through the run; a true return stops it (:class:`AdaptCancelled`, nothing finished written)."""
-    import torch
-
-    from diffuse_core.cases import load_default_models, mri_reference_for
+    from diffuse_core.run.card import mri_reference_for
+    from diffuse_core.run.models import load_default_models
     from diffuse_core.data.slice_folder import load_slice_folder
     from diffuse_core.models.checkpoint import atomic_write_json, read_config, update_card
     from diffuse_core.models.denoiser import load_denoiser

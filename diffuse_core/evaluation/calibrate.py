@@ -35,26 +35,24 @@ def slice_scores(maps: np.ndarray, brains: np.ndarray) -> np.ndarray:
 
 
 def run_set(denoiser, sal, data, rule: dict, seed: int = 0, batch_size: int = 8, k: int | None = None):
-    """(counterfactuals, anomaly maps, redrawn masks, P(diseased)) of a set under the denoiser's card settings."""
-    from diffuse_core.cases import default_settings
-    from diffuse_core.core.redraw import needs_probability, redrawn_masks
-    from diffuse_core.evaluation.protocol import compute_saliency_maps, run_on_set
+    """(counterfactuals, anomaly maps, redrawn masks) of a set through the one assembly of a run
+    (:func:`diffuse_core.run.assembly.run_stack`) at the card's settings, redrawn by ``rule`` (K ``k`` where given)."""
+    from diffuse_core.run.assembly import run_stack, slices_of
+    from diffuse_core.run.models import RunModels
+    from diffuse_core.run.settings import settings_for
 
-    from diffuse_core.saliency.dispatch import diseased_probabilities
-
-    compute_saliency_maps(data, sal, sources=("acat",))
-    p = diseased_probabilities(data.images, sal)
-    masks = redrawn_masks(data.saliency["acat"], data.brains, rule, p if needs_probability(rule) else None)
-    chosen = default_settings(denoiser)
-    cfs, anos, _, _ = run_on_set("dif-fuse", denoiser, data, {"acat": masks}, k=k or chosen["k"],
-                                 steps=chosen["steps"], seed=seed, batch_size=batch_size)
-    return cfs, anos, masks, p
+    models = RunModels(denoiser=denoiser, saliency=sal, folder="calibrated model")
+    settings = settings_for(denoiser.card, k=k, seed=seed, mask_rule=rule)
+    out = dict(run_stack(slices_of(data.images, data.brains), models, settings, "acat", batch_size=batch_size))
+    results = [out[i].result for i in range(len(data))]
+    return (np.stack([r.counterfactual for r in results]), np.stack([r.anomaly for r in results]),
+            np.stack([r.mask for r in results]).astype(np.uint8))
 
 
 def calibrate(model_dir=None, rule: dict | None = None, score: str = "signed", normalisation: str = "tissue",
               n_val: int = 32, n_healthy: int = 32, false_abnormal: float = DEFAULT_FALSE_ABNORMAL, seed: int = 0,
               device="cpu", batch_size: int = 8, k: int | None = None) -> dict:
-    from diffuse_core.cases import load_default_models
+    from diffuse_core.run.models import load_default_models
     from diffuse_core.core.metrics import dice
     from diffuse_core.core.redraw import check_rule, score_of
     from diffuse_core.evaluation.protocol import choose_threshold, identity_change, model_scale, synthbrain_set
@@ -70,11 +68,11 @@ def calibrate(model_dir=None, rule: dict | None = None, score: str = "signed", n
     denoiser.card = {**(denoiser.card or {}), **settings}
     val = model_scale(denoiser, synthbrain_set("val", n_val, healthy_fraction=0.25))
     healthy = model_scale(denoiser, synthbrain_set("val", n_healthy, base_seed=1, healthy_fraction=1.0))
-    _, anos, masks, _ = run_set(denoiser, sal, val, rule, seed, batch_size, k)
+    _, anos, masks = run_set(denoiser, sal, val, rule, seed, batch_size, k)
     sick = val.diseased
     thr = choose_threshold(anos[sick], val.lesions[sick])
     val_dice = float(np.mean([dice(a > thr, l) for a, l in zip(anos[sick], val.lesions[sick])]))
-    h_cfs, h_anos, h_masks, h_p = run_set(denoiser, sal, healthy, rule, seed, batch_size, k)
+    h_cfs, h_anos, h_masks = run_set(denoiser, sal, healthy, rule, seed, batch_size, k)
     flagged = np.array([(a[b.astype(bool)] > thr).mean() for a, b in zip(h_anos, healthy.brains)])
     h_scores = slice_scores(h_anos, healthy.brains)
     v_scores = slice_scores(anos[sick], val.brains[sick])
@@ -97,7 +95,7 @@ def calibrate(model_dir=None, rule: dict | None = None, score: str = "signed", n
                     "sensitivity_on_validation": float((v_scores > verdict_thr).mean()),
                     "healthy_called_abnormal": float((h_scores > verdict_thr).mean())},
     }
-    from diffuse_core.cases import default_settings
+    from diffuse_core.run.settings import default_settings
 
     chosen = default_settings(denoiser)
     record["settings"].update(k=int(k or chosen["k"]), steps=chosen["steps"])
@@ -163,18 +161,18 @@ def verdict_on_real_normals(folder, model_dir=None, healthy_per_case: int = 6, f
     apart from the ones reported): the (1 - ``false_abnormal``) quantile of their peak anomaly at the card's settings.
     Real normal slices change more under the walk than SynthBrain's, so a threshold from SynthBrain calls most of
     them abnormal (measured: docs/results.md, real-data section)."""
-    from diffuse_core.cases import load_default_models
+    from diffuse_core.run.models import load_default_models
     from diffuse_core.core.redraw import mask_rule_of
     from diffuse_core.evaluation.protocol import brats_set
     from diffuse_core.evaluation.provenance import commit_id, hardware_summary
 
     denoiser, sal = load_default_models(model_dir, None, device, True)
-    from diffuse_core.cases import mri_reference_for
+    from diffuse_core.run.card import mri_reference_for
 
     data = brats_set(folder, size=denoiser.config.resolution, per_case=1, healthy_per_case=healthy_per_case,
                      mri_reference=mri_reference_for(denoiser, "auto"))
     normal = data.subset(np.where(~data.diseased)[0])
-    _, anos, _, _ = run_set(denoiser, sal, normal, mask_rule_of(denoiser.card), seed, batch_size)
+    _, anos, _ = run_set(denoiser, sal, normal, mask_rule_of(denoiser.card), seed, batch_size)
     peaks = slice_scores(anos, normal.brains)
     thr = float(np.quantile(peaks, 1.0 - false_abnormal))
     return {"threshold": thr, "false_abnormal_rate_chosen": false_abnormal, "slices": int(len(normal)),

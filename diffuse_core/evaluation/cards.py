@@ -169,7 +169,7 @@ def measure_samples(denoiser: Denoiser, docs_dir: str | Path, n: int = 16, seed:
     """Samples from pure noise with both samplers, as PNG grids in ``docs_dir`` and judged against held-out slices
     of the model's modality (:func:`judge_samples`); returns the ``samples_from_noise`` block of the DDPM card. The
     grids are ``ddpm_samples.png`` / ``ddpm_samples_ddim.png``, prefixed ``ct_`` for a CT model."""
-    from diffuse_core.cases import input_normalisation_of
+    from diffuse_core.run.card import input_normalisation_of
 
     docs = Path(docs_dir)
     modality = model_modality(denoiser)

@@ -70,7 +70,7 @@ def compare(candidates: dict[str, tuple[Path, Path]], n_val: int = 16, n_test: i
     """Measure every candidate (name -> (ddpm folder, saliency folder)) and the CT threshold on the same slices.
     ``keep`` (a dict) receives the teaching set (``"data"``) and, per method, its (counterfactuals, anomaly maps,
     threshold) there, for :func:`diffuse_core.evaluation.picture.real_data_grid`."""
-    from diffuse_core.cases import default_settings
+    from diffuse_core.run.settings import default_settings
     from diffuse_core.models.denoiser import load_denoiser
     from diffuse_core.saliency.dispatch import load_saliency_models
 

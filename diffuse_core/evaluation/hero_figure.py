@@ -1,7 +1,7 @@
 """The README's hero figure: a shipped teaching case through the shipped models, four panels in one small PNG.
 
 ``python -m diffuse_core.evaluation.hero_figure`` runs a case of ``teaching_sets/default`` (default
-``case05_flair_stroke``, an easy stroke) through :func:`diffuse_core.cases.run_file` (what ``diffuse-studio run --gt``
+``case05_flair_stroke``, an easy stroke) through :func:`diffuse_core.run.files.run_file` (what ``diffuse-studio run --gt``
 runs, the model card's settings, seed 0, on the CPU) and writes
 
 - ``docs/hero.png``: input with the expert's outline (green) | ACAT saliency | healthy counterfactual | anomaly map

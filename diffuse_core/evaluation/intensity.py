@@ -32,7 +32,9 @@ import numpy as np
 def compare(brats: str | Path, per_case: int = 4, healthy_per_case: int = 3, seed: int = 0, batch_size: int = 12,
             realism: bool = True, progress=print) -> dict:
     """The table of the module docstring as a dict keyed by intensity choice."""
-    from diffuse_core.cases import anomaly_threshold_of, default_settings, intensity_reference_of, load_default_models
+    from diffuse_core.run.card import anomaly_threshold_of, intensity_reference_of
+    from diffuse_core.run.models import load_default_models
+    from diffuse_core.run.settings import default_settings
     from diffuse_core.evaluation.baselines import ZSCORE_GRID, zscore_maps
     from diffuse_core.evaluation.protocol import (brats_set, choose_threshold, compute_saliency_maps, flagged_share,
                                                   masks_at, pixel_scores, scores)

@@ -84,7 +84,7 @@ def normalised_set(data: EvalSet, normalisation: str) -> EvalSet:
 def model_scale(denoiser, data: EvalSet) -> EvalSet:
     """A SynthBrain set on the intensity scale the DDPM was trained on (card ``input_normalisation``): as rendered,
     or stretched as the app prepares a real MRI. Every method of an evaluation then sees the same slices."""
-    from diffuse_core.cases import input_normalisation_of
+    from diffuse_core.run.card import input_normalisation_of
 
     return normalised_set(data, input_normalisation_of(denoiser))
 

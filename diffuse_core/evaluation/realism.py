@@ -240,7 +240,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     ref = None
     if args.intensity == "model":
-        from diffuse_core.cases import intensity_reference_of
+        from diffuse_core.run.card import intensity_reference_of
         from diffuse_core.models.denoiser import load_denoiser
         from diffuse_core.models.registry import model_dir_for
 

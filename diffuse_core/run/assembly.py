@@ -29,6 +29,21 @@ from diffuse_core.run.settings import RunSettings, mask_rule
 
 
 @dataclass
+class PreparedSlice:
+    """A slice already on the model's grid, from arrays (an evaluation set, a training pool): what
+    :func:`run_stack` needs of a :class:`diffuse_core.cases.CaseInput`. ``image`` (C, R, R) in [-1, 1]."""
+
+    image: np.ndarray
+    brain_mask: np.ndarray
+    notes: tuple[str, ...] = ()
+
+
+def slices_of(images, brains) -> list[PreparedSlice]:
+    """Prepared slices of a stack: images (N, C, R, R) in [-1, 1] and brain masks (N, R, R)."""
+    return [PreparedSlice(np.asarray(i, np.float32), np.asarray(b).astype(np.uint8)) for i, b in zip(images, brains)]
+
+
+@dataclass
 class ReadyMask:
     """A mask the user gave (a file read, a drawing): (R, R) {0, 1}, and the map shown as its saliency."""
 
@@ -87,6 +102,28 @@ def _region(case, models: RunModels, settings: RunSettings, mask_from, saliency_
         return redrawn_region(case, saliency, rule, models.saliency), saliency
     mask, saliency = mask_for_case(case, mask_from, settings.percentile, models.saliency, rule=rule)
     return np.asarray(mask, np.uint8), np.asarray(saliency, np.float32)
+
+
+def _regions(chunk: list, models: RunModels, settings: RunSettings, mask_from) -> list[tuple[np.ndarray, np.ndarray]]:
+    """1. for a batch: the saliency maps of a saliency method in one pass through its models, and the classifier's
+    P(diseased) of the batch where the rule weighs by it; the region of each slice as :func:`_region` makes it."""
+    from diffuse_core.core.redraw import needs_probability, redrawn_mask
+    from diffuse_core.run.region import SALIENCY_CHOICES
+
+    if not (isinstance(mask_from, str) and mask_from in SALIENCY_CHOICES) or len(chunk) == 1:
+        return [_region(c, models, settings, mask_from, None) for c in chunk]
+    if models.saliency is None:
+        raise ValueError(f"the {mask_from} mask needs the ACAT autoencoder and classifier")
+    from diffuse_core.core.masks import mask_from_saliency
+    from diffuse_core.saliency.dispatch import compute_saliency, diseased_probabilities
+
+    images, brains = np.stack([c.image for c in chunk]), np.stack([c.brain_mask for c in chunk])
+    maps = np.asarray(compute_saliency(mask_from, images, models.saliency, brain_mask=brains), np.float32) * brains
+    rule = mask_rule(settings, models.card)
+    if rule["kind"] == "percentile":
+        return [(mask_from_saliency(m, b, rule["percentile"]), m) for m, b in zip(maps, brains)]
+    ps = diseased_probabilities(images, models.saliency) if needs_probability(rule) else [None] * len(chunk)
+    return [(redrawn_mask(m, b, rule, p).astype(np.uint8), m) for m, b, p in zip(maps, brains, ps)]
 
 
 def _outcome(result, models: RunModels, settings: RunSettings, timings: dict, notes=()) -> RunOutcome:
@@ -217,7 +254,7 @@ def run_stack(cases: Sequence, models: RunModels, settings: RunSettings, mask_fr
             raise RuntimeError(f"cancelled after {first} of {total} slices")
         chunk = list(cases[first:first + batch_size])
         start = time.perf_counter()
-        regions = [_region(c, models, settings, mask_from, None) for c in chunk]                    # 1.
+        regions = _regions(chunk, models, settings, mask_from)                                      # 1.
         mask_ready = time.perf_counter()
         batch = None
         for item in iter_batch(models.denoiser, np.stack([c.image for c in chunk]),                   # 2.

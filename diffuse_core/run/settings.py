@@ -34,6 +34,7 @@ class RunSettings:
     variant: str = VARIANT
     precision: str = "auto"
     threshold: float | None = None
+    mask_rule: dict | None = None     # a rule replacing the card's (evaluations comparing rules), else None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -91,7 +92,7 @@ def default_settings(card) -> dict:
 
 
 def settings_for(card, *, k=None, steps=None, seed=None, percentile=None, rule=None, solver=None, variant=None,
-                 precision=None, threshold=None, num_train_timesteps: int = 1000) -> RunSettings:
+                 precision=None, threshold=None, mask_rule=None, num_train_timesteps: int = 1000) -> RunSettings:
     """The settings of a run: each one given, else the card's (:func:`default_settings`), checked (ValueError
     saying what is wrong and what to do) before any model time is spent."""
     from diffuse_core.core.sampler import SOLVERS
@@ -122,15 +123,23 @@ def settings_for(card, *, k=None, steps=None, seed=None, percentile=None, rule=N
         threshold = float(threshold)
         if not math.isfinite(threshold) or threshold < 0:
             raise ValueError(f"the anomaly threshold must be a finite number >= 0, got {threshold}")
+    if mask_rule is not None:
+        from diffuse_core.core.redraw import check_rule
+
+        mask_rule = check_rule(dict(mask_rule))
     return RunSettings(k=int(k), steps=int(steps), seed=int(seed), percentile=float(percentile), rule=rule,
-                       solver=solver, variant=variant, precision=precision or "auto", threshold=threshold)
+                       solver=solver, variant=variant, precision=precision or "auto", threshold=threshold,
+                       mask_rule=mask_rule)
 
 
 def mask_rule(settings: RunSettings, card) -> dict:
-    """The redrawn region's rule (:func:`diffuse_core.core.redraw.mask_rule_of`): the card's ``mask_rule``, or the
-    paper's rule at ``settings.percentile`` when ``settings.rule`` is "percentile" or the card names no rule."""
+    """The redrawn region's rule (:func:`diffuse_core.core.redraw.mask_rule_of`): the settings' own ``mask_rule``
+    where given, else the card's, or the paper's rule at ``settings.percentile`` when ``settings.rule`` is
+    "percentile" or the card names no rule."""
     from diffuse_core.core.redraw import mask_rule_of
     from diffuse_core.run.card import card_of
 
+    if settings.mask_rule is not None:
+        return dict(settings.mask_rule)
     own = card_of(card).get("mask_rule")
     return mask_rule_of(card_of(card), settings.percentile if settings.rule == "percentile" or not own else None)

@@ -128,7 +128,7 @@ class ModelStore:
 
     def mri_reference(self) -> dict | None:
         """How an uploaded MRI is prepared for the installed MRI denoiser (its card's preparation, as ``run``
-        prepares it: :func:`diffuse_core.cases.mri_reference_for` with "auto")."""
+        prepares it: :func:`diffuse_core.run.card.mri_reference_for` with "auto")."""
         from diffuse_core.run.card import mri_reference_for
 
         return mri_reference_for(self.ddpm_info().get("card") or {}, "auto")
