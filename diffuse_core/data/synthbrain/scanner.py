@@ -2,7 +2,7 @@
 
 The default generator (``realism="default"``, what the shipped models were trained on) renders a clean, sharp,
 skull-stripped slice. Each *effect* below adds one thing real scans have; each can be switched on alone (to measure
-it: :mod:`diffuse_core.evaluation.realism`) or all the kept ones together with ``realism="scanner"``:
+it: :mod:`diffuse_core.evaluation.realism`) or the kept ones (:data:`SCANNER`) together with ``realism="scanner"``:
 
 * ``levels``: healthy slices drawn over every axial level where the brain covers at least half of its largest
   section (template levels 39-130: temporal poles and cerebellum at the bottom, the high convexity at the top), as a
@@ -44,8 +44,11 @@ from diffuse_core.data.synthbrain.fields import smooth_noise
 
 EFFECTS = ("levels", "fov", "thickness", "contrast", "caps", "bias", "resolution", "noise", "edge", "lesions",
            "head")
-SCANNER = tuple(e for e in EFFECTS if e not in ("head", "bias"))   # realism="scanner": skull-stripped as BraTS and
-# the app's input; without "bias", which widened the brain's histogram (realism AUROC, docs/research 2026-12-06)
+# realism="scanner": the effects that narrowed the measured domain gap alone (realism AUROC against real BraTS
+# tumour-free slices, CNN or histogram, docs/research/2026-12-06-synthbrain-realism.md), and the lesion shapes.
+# Skull-stripped, as BraTS and the app's input. "bias" widened the histogram gap; "noise", "contrast" and "caps"
+# did not narrow it: available alone, not in "scanner".
+SCANNER = ("levels", "fov", "thickness", "resolution", "edge", "lesions")
 FAT = {"flair": 0.55, "t1": 0.85, "t1c": 0.85, "t2": 0.65}   # scalp fat (MRI, 0..1 scale); bone gives no signal
 BONE = 0.03
 REALISMS = ("default", "scanner")
