@@ -87,7 +87,8 @@ def write_summary_table(out_dir: Path, rows: list[dict]) -> tuple[Path, Path]:
     for r in rows:
         vol = "" if r.get("anomaly_volume_ml") is None else f"{r['anomaly_volume_ml']:.2f}"
         status = r["status"] if not r.get("error") else f"{r['status']}: {r['error']}"
-        lines.append(f"| {r['study']} | {status} | {_cell(r.get('slices'))} ({_cell(r.get('slices_processed'))}) | "
+        slices = "" if r.get("slices") is None else f"{r['slices']} ({_cell(r.get('slices_processed'))})"
+        lines.append(f"| {r['study']} | {status} | {slices} | "
                      f"{vol} | {_cell(r.get('top_slices'))} | {_cell(r.get('seconds'))} |")
     md_path = atomic_write_bytes(Path(out_dir) / "summary.md", ("\n".join(lines) + "\n").encode())
     return csv_path, md_path
