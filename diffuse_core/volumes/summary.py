@@ -48,11 +48,16 @@ def write_slices_csv(path: Path, rows: list[dict]) -> Path:
 
 
 def display_grey(raw: np.ndarray) -> np.ndarray:
-    """A raw slice stretched to [-1, 1] between its 1st and 99th percentiles of the non-background pixels."""
+    """A raw slice stretched to [-1, 1] between the 1st and 99th percentiles of its non-background pixels; the
+    background (the most frequent value where it fills over a fifth of the slice, e.g. a skull-stripped scan's 0 amid
+    z-scored tissue, else the minimum) is black."""
     raw = np.asarray(raw, np.float32)
-    vals = raw[raw != raw.min()] if raw.max() > raw.min() else raw.ravel()
-    lo, hi = (np.percentile(vals, [1, 99]) if vals.size else (0.0, 1.0))
-    return np.clip((raw - lo) / max(float(hi - lo), 1e-6) * 2 - 1, -1, 1)
+    values, counts = np.unique(raw, return_counts=True)
+    background = values[np.argmax(counts)] if counts.max() > raw.size / 5 else raw.min()
+    fg = raw != background
+    vals = raw[fg] if fg.any() else raw.ravel()
+    lo, hi = np.percentile(vals, [1, 99])
+    return np.where(fg, np.clip((raw - lo) / max(float(hi - lo), 1e-6) * 2 - 1, -1, 1), -1.0).astype(np.float32)
 
 
 def write_worst_png(path: Path, volume, done: dict, z: int) -> Path:
