@@ -19,8 +19,8 @@ Modules, one idea each (nothing imports a module above it in this list):
 * :mod:`.anatomy`: ICBM templates, the axial level's source maps, the random affine and elastic deformation;
 * :mod:`.lesions`: glioma, stroke and WMH drawers, lesion location and size class;
 * :mod:`.scanner`: what a clinical scan adds, effect by effect (``realism="scanner"``: whole-scan levels, field of
-  view, slice thickness, acquisition resolution, a real skull strip's edge, lesion shapes; contrast, caps, bias,
-  noise and an unstripped head on request);
+  view, slice thickness, acquisition resolution and noise, a real skull strip's edge, lesion shapes; contrast, caps,
+  bias and an unstripped head on request);
 * :mod:`.render`: modality contrasts, bias field, noise and blur;
 * :mod:`.dataset`: seeds and splits, :func:`generate_slice`, :class:`SynthSlice`, :class:`SynthBrainDataset`;
 * :mod:`.files`: NIfTI writing and reading (true spacing), previews, :func:`write_split`.

@@ -115,8 +115,8 @@ def generate_slice(seed: int, modalities=("flair",), size: int = 128, healthy: b
     The same seed with ``healthy=True`` (and the same ``lesion_type``, when one was given or drawn) gives the paired
     healthy slice: same level, anatomy and noise. Pixels are ``FOV_MM / size`` mm (:attr:`SynthSlice.spacing`).
     ``realism``: "default" (the generator the shipped models were trained on), "scanner" (whole-scan levels, field of
-    view, slice thickness, acquisition resolution, a real skull strip's edge, lesion shapes: :mod:`.scanner`) or a
-    list of effects (contrast, caps, bias, noise and ``"head"``, not skull-stripped on MRI, among them).
+    view, slice thickness, acquisition resolution and noise, a real skull strip's edge, lesion shapes: :mod:`.scanner`)
+    or a list of effects (contrast, caps, bias and ``"head"``, not skull-stripped on MRI, among them).
     """
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or int(seed) < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")

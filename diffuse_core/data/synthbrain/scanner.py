@@ -44,11 +44,11 @@ from diffuse_core.data.synthbrain.fields import smooth_noise
 
 EFFECTS = ("levels", "fov", "thickness", "contrast", "caps", "bias", "resolution", "noise", "edge", "lesions",
            "head")
-# realism="scanner": the effects that narrowed the measured domain gap alone (realism AUROC against real BraTS
-# tumour-free slices, CNN or histogram, docs/research/2026-12-06-synthbrain-realism.md), and the lesion shapes.
-# Skull-stripped, as BraTS and the app's input. "bias" widened the histogram gap; "noise", "contrast" and "caps"
-# did not narrow it: available alone, not in "scanner".
-SCANNER = ("levels", "fov", "thickness", "resolution", "edge", "lesions")
+# realism="scanner": the effects that narrowed the measured domain gap (realism AUROC against real BraTS tumour-free
+# slices, CNN or histogram, docs/research/2026-12-06-synthbrain-realism.md): alone, or "noise" on top of the others
+# (neutral alone, it narrowed both beside the acquisition's resolution), and the lesion shapes. Skull-stripped, as
+# BraTS and the app's input. "bias" widened the histogram gap; "contrast" and "caps" did not narrow it.
+SCANNER = ("levels", "fov", "thickness", "resolution", "noise", "edge", "lesions")
 FAT = {"flair": 0.55, "t1": 0.85, "t1c": 0.85, "t2": 0.65}   # scalp fat (MRI, 0..1 scale); bone gives no signal
 BONE = 0.03
 REALISMS = ("default", "scanner")
