@@ -15,9 +15,10 @@ it: :mod:`diffuse_core.evaluation.realism`) or the kept ones (:data:`SCANNER`) t
   incomplete CSF suppression on FLAIR, white-matter texture, drawn wider than the default's small jitter;
 * ``caps``: thin, smooth periventricular caps and rims, brighter on FLAIR/T2 (healthy variation in older brains);
 * ``bias``: a stronger, smoother receive-coil bias field (log-gain s.d. 0.08-0.25 with a linear gradient);
-* ``resolution``: an acquisition matrix of 45-100 % of the pixel grid: k-space truncated (blur and Gibbs ringing),
-  with or without a tapered window;
-* ``noise``: Rician noise at a signal-to-noise ratio of 8-40 on white matter, added in k-space before the magnitude,
+* ``resolution``: an acquisition matrix of 45-100 % of the pixel grid, seen through its point spread function (the
+  truncated k-space's sinc, with Gibbs ringing, or a Hann-windowed one; cut at 6 px so a lesion changes only pixels
+  near it);
+* ``noise``: complex Gaussian noise at a white-matter SNR of 8-40 before the magnitude (Rician), through the same PSF,
   so it is as correlated as the acquisition's resolution makes it;
 * ``lesions``: lesion shapes as real scans show them (shared/DOMAIN.md): white-matter hyperintensities as
   periventricular caps and bands by Fazekas grade with deep foci (:func:`.lesions.wmh_fazekas`) instead of scattered
@@ -27,7 +28,8 @@ it: :mod:`diffuse_core.evaluation.realism`) or the kept ones (:data:`SCANNER`) t
 * ``edge``: a real skull strip: it keeps 0-3 mm of the dark subarachnoid CSF around the brain (as BraTS's masks
   do), its edge ragged by up to 1.5 px, sometimes a bright rim of dura left on it.
 
-Draws come from the sample's own streams ([seed, 4] for the slice, [seed, 5, modality] per channel), never from the
+On CT channels only the slice's effects act (levels, fov, thickness, edge, lesions); contrast, caps, bias,
+resolution, noise and head are MRI's. Draws come from the sample's own streams ([seed, 4] for the slice, [seed, 5, modality] per channel), never from the
 default generator's, so ``realism="default"`` stays byte-identical and a healthy counterpart stays paired (same
 effects, pixel-identical away from the lesion).
 """
