@@ -178,3 +178,16 @@ def test_ctrl_c_stops_training_and_keeps_what_it_trained(tmp_path):
     again = subprocess.run(cmd[:8] + [str(done + 1)] + cmd[9:], env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-2000:]
     assert json.loads((out / "config.json").read_text())["card"]["training"]["steps_done"] == done + 1
+
+
+def test_train_on_scanner_synthbrain_records_the_realism(tmp_path, monkeypatch):
+    monkeypatch.setenv("DIFFUSE_CACHE", str(tmp_path / "cache"))
+    base = ["--steps", "1", "--batch-size", "2", "--pool", "4", "--size", "32", "--checkpoint-every", "1"]
+    assert main(["train", "ddpm", "--out", str(tmp_path / "d"), "--channels", "16,32", "--realism", "scanner"] + base) == 0
+    data = json.loads((tmp_path / "d" / "config.json").read_text())["card"]["data"]
+    from diffuse_core.data.synthbrain import check_realism
+
+    assert data["realism"] == ",".join(sorted(check_realism("scanner"))) and data["n_slices"] == 4
+    assert main(["train", "classifier", "--out", str(tmp_path / "c"), "--realism", "scanner,nope"] + base) == 2
+    assert main(["train", "ddpm", "--out", str(tmp_path / "e"), "--data", str(tmp_path), "--realism", "scanner"]
+                + base) == 2

@@ -157,6 +157,10 @@ def _add_train(sub) -> None:
                    help="DDPM: min-SNR loss weighting (Hang et al. 2023; they use 5); default: the paper's plain loss")
     p.add_argument("--lr-schedule", choices=["constant", "cosine"], default="constant",
                    help="DDPM: constant, or a warm-up then a cosine decay to 5 %% of --lr")
+    p.add_argument("--realism", default="default", metavar="EFFECTS",
+                   help="SynthBrain's realism: default (what the shipped models saw), scanner (the scanner effects "
+                        "that narrowed the measured domain gap, and lesion shapes as real scans show them), or "
+                        "effects joined by commas (docs/research/2026-12-06-synthbrain-realism.md); saved in the card")
     p.add_argument("--augment", action="store_true",
                    help="DDPM: scanner augmentation of the healthy slices (contrast, bias field, noise, blur; "
                         "how the shipped FLAIR model's v-prediction stage was trained)")
@@ -178,7 +182,8 @@ def _cmd_train(args) -> int:
                        data=args.data, pool=args.pool, checkpoint_every=args.checkpoint_every, channels=channels,
                        resume=not args.no_resume, init_from=args.init_from, threads=args.threads,
                        normalise=args.normalise, prediction=args.prediction, min_snr_gamma=args.min_snr,
-                       lr_schedule=args.lr_schedule, augment=args.augment, max_minutes=args.max_minutes)
+                       lr_schedule=args.lr_schedule, augment=args.augment, max_minutes=args.max_minutes,
+                       realism=args.realism)
     out = train_model(cmd)
     print(f"model saved in {out}")
     return 0

@@ -43,6 +43,7 @@ class TrainCommand:
     lr_schedule: str = "constant"               # DDPM: constant or cosine (warm-up, then down to 5 %)
     augment: bool = False                       # DDPM: scanner augmentation (the shipped FLAIR model's 2nd stage)
     max_minutes: float | None = None            # DDPM: a time box; the weights are exported when it ends
+    realism: str = "default"                    # SynthBrain's realism ("scanner": scanner effects, lesion shapes)
 
     def __post_init__(self):
         if self.model not in MODEL_KINDS:
@@ -54,6 +55,11 @@ class TrainCommand:
 
         if self.normalise not in NORMALISATIONS:
             raise ValueError(f"unknown --normalise {self.normalise!r}: choose one of {', '.join(NORMALISATIONS)}")
+        from diffuse_core.data.synthbrain import check_realism
+
+        check_realism(self.realism)                # a ValueError naming the known effects
+        if self.realism != "default" and self.data:
+            raise ValueError("--realism applies to SynthBrain training slices, not to --data")
         if self.normalise != "absolute" and (self.model != "ddpm" or self.data):
             raise ValueError("--normalise applies to the DDPM's SynthBrain slices only")
         from diffuse_core.core.schedule import PREDICTION_TYPES
@@ -88,7 +94,7 @@ def train_model(cmd: TrainCommand) -> Path:
     fn = train_saliency.train_autoencoder if cmd.model == "autoencoder" else train_saliency.train_classifier
     kwargs = {"seed": cmd.seed, "size": cmd.size, "modalities": cmd.modalities, "resume": cmd.resume,
               "checkpoint_every": cmd.checkpoint_every, "progress": True, "init_from": cmd.init_from,
-              "pool_size": cmd.pool or train_saliency.DEFAULT_POOL}
+              "pool_size": cmd.pool or train_saliency.DEFAULT_POOL, "realism": cmd.realism}
     for name in ("steps", "batch_size", "lr"):
         if getattr(cmd, name):
             kwargs[name] = getattr(cmd, name)
@@ -131,8 +137,10 @@ def _train_ddpm(cmd: TrainCommand) -> Path:
         images = load_slice_folder(cmd.data, size=cmd.size, modalities=cmd.modalities, healthy_only=True)["images"]
         card = {"data": {"source": "folder", "path": str(cmd.data)}}
     else:
-        images = synthbrain_pool(pool, "train", cmd.seed, cmd.size, cmd.modalities, healthy=True)["images"]
-        card = {"data": synthbrain_card(pool, "train", cmd.seed, cmd.size, cmd.modalities, healthy_only=True)}
+        images = synthbrain_pool(pool, "train", cmd.seed, cmd.size, cmd.modalities, healthy=True,
+                                 realism=cmd.realism)["images"]
+        card = {"data": synthbrain_card(pool, "train", cmd.seed, cmd.size, cmd.modalities, healthy_only=True,
+                                        realism=cmd.realism)}
         card["input_normalisation"] = cmd.normalise
         if cmd.normalise == "tissue":
             from diffuse_core.core.intensity import TISSUE_SCALE

@@ -67,13 +67,22 @@ def synthbrain_pool(n: int, split: str = "train", base_seed: int = 0, size: int 
 
 
 def synthbrain_card(n: int, split: str, base_seed: int, size: int, modalities: tuple[str, ...],
-                    healthy_only: bool) -> dict:
+                    healthy_only: bool, realism="default") -> dict:
     """The ``data`` block of a model card for a SynthBrain pool."""
     from diffuse_core.data.synthbrain import SYNTHBRAIN_VERSION, sample_seed
 
     return {"generator": "SynthBrain", "version": SYNTHBRAIN_VERSION, "split": split, "modalities": list(modalities),
             "size": size, "healthy_only": healthy_only, "n_slices": n,
-            "seed_range": [sample_seed(split, base_seed, 0), sample_seed(split, base_seed, n - 1)]}
+            "seed_range": [sample_seed(split, base_seed, 0), sample_seed(split, base_seed, n - 1)],
+            "realism": realism_name(realism)}
+
+
+def realism_name(realism) -> str:
+    """SynthBrain's realism as a card records it: "default", or its effects sorted and joined by commas."""
+    from diffuse_core.data.synthbrain import check_realism
+
+    effects = sorted(check_realism(realism))
+    return ",".join(effects) if effects else "default"
 
 
 # ---------------------------------------------------------------------------------------------- data forms
@@ -134,18 +143,20 @@ def as_arrays(data) -> dict:
     return out
 
 
-def labelled_training_data(data, pool_size: int, seed: int, size: int, modalities) -> tuple[dict, dict]:
+def labelled_training_data(data, pool_size: int, seed: int, size: int, modalities,
+                           realism="default") -> tuple[dict, dict]:
     """Arrays (:func:`as_arrays`) and the card's ``data`` block for the ACAT trainers: ``data`` as given, or, where it
-    is None, ``pool_size`` SynthBrain train slices (healthy and diseased)."""
+    is None, ``pool_size`` SynthBrain train slices (healthy and diseased) of the generator's ``realism``."""
     if data is None:
         from diffuse_core.data.synthbrain import SYNTHBRAIN_VERSION
 
-        arrays = as_arrays(synthbrain_pool(pool_size, "train", seed, size, tuple(modalities), healthy=None))
+        arrays = as_arrays(synthbrain_pool(pool_size, "train", seed, size, tuple(modalities), healthy=None,
+                                           realism=realism))
         seeds = arrays.get("seeds")
         card = {"generator": "SynthBrain", "version": SYNTHBRAIN_VERSION, "split": "train", "base_seed": seed,
                 "n_slices": int(pool_size), "size": size, "modalities": list(modalities),
                 "seed_range": [int(np.min(seeds)), int(np.max(seeds))] if seeds is not None and len(seeds) else None,
-                "diseased_fraction": float(np.mean(arrays["labels"] > 0))}
+                "diseased_fraction": float(np.mean(arrays["labels"] > 0)), "realism": realism_name(realism)}
         return arrays, card
     arrays = as_arrays(data)
     card = {"source": str(data.get("source", "caller")) if isinstance(data, dict) else "caller",
