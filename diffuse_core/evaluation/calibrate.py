@@ -51,7 +51,7 @@ def run_set(denoiser, sal, data, rule: dict, seed: int = 0, batch_size: int = 8,
 
 def calibrate(model_dir=None, rule: dict | None = None, score: str = "signed", normalisation: str = "tissue",
               n_val: int = 32, n_healthy: int = 32, false_abnormal: float = DEFAULT_FALSE_ABNORMAL, seed: int = 0,
-              device="cpu", batch_size: int = 8, k: int | None = None) -> dict:
+              device="cpu", batch_size: int = 8, k: int | None = None, realism: str = "default") -> dict:
     from diffuse_core.run.models import load_default_models
     from diffuse_core.core.metrics import dice
     from diffuse_core.core.redraw import check_rule, score_of
@@ -66,8 +66,9 @@ def calibrate(model_dir=None, rule: dict | None = None, score: str = "signed", n
     if normalisation == "tissue":
         settings["tissue_scale"] = {**TISSUE_SCALE, **(denoiser.card.get("tissue_scale") or {})}
     denoiser.card = {**(denoiser.card or {}), **settings}
-    val = model_scale(denoiser, synthbrain_set("val", n_val, healthy_fraction=0.25))
-    healthy = model_scale(denoiser, synthbrain_set("val", n_healthy, base_seed=1, healthy_fraction=1.0))
+    val = model_scale(denoiser, synthbrain_set("val", n_val, healthy_fraction=0.25, realism=realism))
+    healthy = model_scale(denoiser, synthbrain_set("val", n_healthy, base_seed=1, healthy_fraction=1.0,
+                                                   realism=realism))
     _, anos, masks = run_set(denoiser, sal, val, rule, seed, batch_size, k)
     sick = val.diseased
     thr = choose_threshold(anos[sick], val.lesions[sick])
@@ -81,7 +82,8 @@ def calibrate(model_dir=None, rule: dict | None = None, score: str = "signed", n
         "date": time.strftime("%Y-%m-%d", time.gmtime()), "commit": commit_id(), "hardware": hardware_summary(device),
         "seconds": round(time.perf_counter() - t0, 1), "command": None,
         "data": {"synthbrain_val_diseased": int(sick.sum()), "synthbrain_val_healthy_in_threshold_set":
-                 int((~sick).sum()), "synthbrain_val_healthy": int(len(healthy)), "seed": seed},
+                 int((~sick).sum()), "synthbrain_val_healthy": int(len(healthy)), "seed": seed,
+                 "synthbrain_realism": realism},
         "settings": {**settings, "k": None, "steps": None},
         "anomaly_threshold": thr, "validation_dice": val_dice,
         "healthy_flagged": {"mean": float(flagged.mean()), "max": float(flagged.max())},
@@ -133,13 +135,16 @@ def main(argv=None) -> int:
     ap.add_argument("--n-val", type=int, default=32)
     ap.add_argument("--n-healthy", type=int, default=32)
     ap.add_argument("--false-abnormal", type=float, default=DEFAULT_FALSE_ABNORMAL)
+    ap.add_argument("--realism", default="default",
+                    help="SynthBrain's realism of the validation slices: default, scanner, or effects joined by "
+                         "commas (diffuse_core.data.synthbrain.check_realism)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--k", type=int, default=None, help="noise level K (default: the card's); written into the card")
     ap.add_argument("--out", default=None, help="also write the record to this JSON file")
     ap.add_argument("--write-card", action="store_true")
     args = ap.parse_args(argv)
     rec = calibrate(args.model, json.loads(args.rule), args.score, args.normalisation, args.n_val, args.n_healthy,
-                    args.false_abnormal, device=args.device, k=args.k)
+                    args.false_abnormal, device=args.device, k=args.k, realism=args.realism)
     rec["command"] = "python -m diffuse_core.evaluation.calibrate " + " ".join(sys.argv[1:] if argv is None else argv)
     print(json.dumps(rec, indent=1))
     if args.out:

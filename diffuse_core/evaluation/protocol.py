@@ -55,13 +55,14 @@ class EvalSet:
 
 
 def synthbrain_set(split: str, n: int, base_seed: int = 0, size: int = 128, modalities=("flair",),
-                   healthy_fraction: float = 0.25) -> EvalSet:
-    """``n`` SynthBrain slices of a split; the first ``healthy_fraction`` of them healthy, the rest diseased."""
+                   healthy_fraction: float = 0.25, realism="default") -> EvalSet:
+    """``n`` SynthBrain slices of a split; the first ``healthy_fraction`` of them healthy, the rest diseased;
+    ``realism``: the generator's (:func:`diffuse_core.data.synthbrain.generate_slice`)."""
     from diffuse_core.data.synthbrain import generate_slice, sample_seed
 
     n_healthy = int(round(n * healthy_fraction))
     items = [generate_slice(sample_seed(split, base_seed, i), modalities=tuple(modalities), size=size,
-                            healthy=i < n_healthy) for i in range(n)]
+                            healthy=i < n_healthy, realism=realism) for i in range(n)]
     return EvalSet(np.stack([s.image for s in items]).astype(np.float32),
                    np.stack([s.lesion_mask for s in items]).astype(np.uint8),
                    np.stack([s.brain_mask for s in items]).astype(np.uint8),
