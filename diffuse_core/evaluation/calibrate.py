@@ -34,7 +34,8 @@ def slice_scores(maps: np.ndarray, brains: np.ndarray) -> np.ndarray:
                      for m, b in zip(maps, brains)])
 
 
-def run_set(denoiser, sal, data, rule: dict, seed: int = 0, batch_size: int = 8, k: int | None = None):
+def run_set(denoiser, sal, data, rule: dict, seed: int = 0, batch_size: int = 8, k: int | None = None,
+            steps: int | None = None):
     """(counterfactuals, anomaly maps, redrawn masks) of a set through the one assembly of a run
     (:func:`diffuse_core.run.assembly.run_stack`) at the card's settings, redrawn by ``rule`` (K ``k`` where given)."""
     from diffuse_core.run.assembly import run_stack, slices_of
@@ -42,7 +43,7 @@ def run_set(denoiser, sal, data, rule: dict, seed: int = 0, batch_size: int = 8,
     from diffuse_core.run.settings import settings_for
 
     models = RunModels(denoiser=denoiser, saliency=sal, folder="calibrated model")
-    settings = settings_for(denoiser.card, k=k, seed=seed, mask_rule=rule)
+    settings = settings_for(denoiser.card, k=k, steps=steps, seed=seed, mask_rule=rule)
     out = dict(run_stack(slices_of(data.images, data.brains), models, settings, "acat", batch_size=batch_size))
     results = [out[i].result for i in range(len(data))]
     return (np.stack([r.counterfactual for r in results]), np.stack([r.anomaly for r in results]),
@@ -51,7 +52,8 @@ def run_set(denoiser, sal, data, rule: dict, seed: int = 0, batch_size: int = 8,
 
 def calibrate(model_dir=None, rule: dict | None = None, score: str = "signed", normalisation: str = "tissue",
               n_val: int = 32, n_healthy: int = 32, false_abnormal: float = DEFAULT_FALSE_ABNORMAL, seed: int = 0,
-              device="cpu", batch_size: int = 8, k: int | None = None, realism: str = "default") -> dict:
+              device="cpu", batch_size: int = 8, k: int | None = None, realism: str = "default",
+              steps: int | None = None) -> dict:
     from diffuse_core.run.models import load_default_models
     from diffuse_core.core.metrics import dice
     from diffuse_core.core.redraw import check_rule, score_of
@@ -69,11 +71,11 @@ def calibrate(model_dir=None, rule: dict | None = None, score: str = "signed", n
     val = model_scale(denoiser, synthbrain_set("val", n_val, healthy_fraction=0.25, realism=realism))
     healthy = model_scale(denoiser, synthbrain_set("val", n_healthy, base_seed=1, healthy_fraction=1.0,
                                                    realism=realism))
-    _, anos, masks = run_set(denoiser, sal, val, rule, seed, batch_size, k)
+    _, anos, masks = run_set(denoiser, sal, val, rule, seed, batch_size, k, steps)
     sick = val.diseased
     thr = choose_threshold(anos[sick], val.lesions[sick])
     val_dice = float(np.mean([dice(a > thr, l) for a, l in zip(anos[sick], val.lesions[sick])]))
-    h_cfs, h_anos, h_masks = run_set(denoiser, sal, healthy, rule, seed, batch_size, k)
+    h_cfs, h_anos, h_masks = run_set(denoiser, sal, healthy, rule, seed, batch_size, k, steps)
     flagged = np.array([(a[b.astype(bool)] > thr).mean() for a, b in zip(h_anos, healthy.brains)])
     h_scores = slice_scores(h_anos, healthy.brains)
     v_scores = slice_scores(anos[sick], val.brains[sick])
@@ -100,7 +102,7 @@ def calibrate(model_dir=None, rule: dict | None = None, score: str = "signed", n
     from diffuse_core.run.settings import default_settings
 
     chosen = default_settings(denoiser)
-    record["settings"].update(k=int(k or chosen["k"]), steps=chosen["steps"])
+    record["settings"].update(k=int(k or chosen["k"]), steps=int(steps or chosen["steps"]))
     return record
 
 
@@ -118,8 +120,8 @@ def write_card(model_dir, record: dict) -> dict:
     from diffuse_core.models.checkpoint import read_config
 
     rec = dict((read_config(model_dir).get("card") or {}).get("recommended_settings") or {})
-    if rec.get("k") != s["k"]:
-        rec.update(k=s["k"], k_chosen_by="diffuse_core.evaluation.calibrate (see calibration.k_choice)")
+    if rec.get("k") != s["k"] or rec.get("steps") != s["steps"]:
+        rec.update(k=s["k"], steps=s["steps"], k_chosen_by="diffuse_core.evaluation.calibrate (see calibration.k_choice)")
         entries["recommended_settings"] = rec
     return update_card(model_dir, entries, by="calibrate", command=record.get("command"),
                        hardware=record.get("hardware"))
@@ -140,11 +142,13 @@ def main(argv=None) -> int:
                          "commas (diffuse_core.data.synthbrain.check_realism)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--k", type=int, default=None, help="noise level K (default: the card's); written into the card")
+    ap.add_argument("--steps", type=int, default=None, help="sampling steps (default: the card's); written into the card")
     ap.add_argument("--out", default=None, help="also write the record to this JSON file")
     ap.add_argument("--write-card", action="store_true")
     args = ap.parse_args(argv)
     rec = calibrate(args.model, json.loads(args.rule), args.score, args.normalisation, args.n_val, args.n_healthy,
-                    args.false_abnormal, device=args.device, k=args.k, realism=args.realism)
+                    args.false_abnormal, device=args.device, k=args.k, realism=args.realism,
+                    steps=args.steps)
     rec["command"] = "python -m diffuse_core.evaluation.calibrate " + " ".join(sys.argv[1:] if argv is None else argv)
     print(json.dumps(rec, indent=1))
     if args.out:
