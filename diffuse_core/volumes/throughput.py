@@ -1,10 +1,11 @@
 """How many slices go through the network at once.
 
 On a GPU the batch is sized from the free memory (:func:`batch_size_for_memory`, measured by
-:func:`cuda_free_bytes`): the activations of one slice of the shipped UNet at 128 x 128 in fp32 with autograd off were
-measured at about 60 MiB in the forward pass (``benchmarks/bench_volume.py``); :data:`BYTES_PER_SLICE_128` keeps
-four times that as margin (the sampler's buffers, the allocator's fragmentation) and scales with the pixel count.
-On a CPU more than a few slices per batch buys nothing (the cores are saturated already) and costs memory:
+:func:`cuda_free_bytes`). What one more slice costs in a batch was measured on the CPU (no GPU was at hand): one more
+128 x 128 slice adds about 77 MiB to the peak resident memory of a batch (the ACAT mask with autograd, the walk, and
+the full-size post-processing of a 512 x 512 slice; ``benchmarks/results/volume_memory.json``).
+:data:`BYTES_PER_SLICE_128` budgets 256 MiB, over three times that, for what a GPU's allocator and cuDNN workspaces
+add; it scales with the pixel count. On a CPU more than a few slices per batch buys little and costs memory:
 :data:`CPU_BATCH`.
 """
 
