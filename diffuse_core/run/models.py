@@ -60,14 +60,17 @@ def denoiser_dir(modality: str | None, model_dir=None) -> tuple[Path, tuple[str,
 
 
 def read_card(folder) -> dict:
-    """A model folder's card and grid, read from ``config.json`` without loading the weights: the card with
-    ``_grid`` = (resolution, channels) added; {} where the folder holds no readable config."""
+    """A model folder's card (an older folder's migrated, :func:`diffuse_core.models.card.read_card`) and grid,
+    without loading the weights: the card with ``_grid`` = (resolution, channels) added; {} where the folder holds
+    no readable config."""
+    from diffuse_core.models.card import read_card as card_in
+
     try:
-        meta = json.loads((Path(folder) / "config.json").read_text())
-        unet = meta.get("unet") or {}
-        return {**(meta.get("card") or {}), "_grid": (int(unet.get("resolution", 128)), int(unet.get("channels", 1)))}
-    except (OSError, ValueError, TypeError):
+        unet = json.loads((Path(folder) / "config.json").read_text()).get("unet") or {}
+        grid = (int(unet.get("resolution", 128)), int(unet.get("channels", 1)))
+    except (OSError, ValueError, TypeError, AttributeError):
         return {}
+    return {**card_in(folder), "_grid": grid}
 
 
 def load_default_models(model_dir=None, saliency_dir=None, device="cpu", need_saliency: bool = True,

@@ -82,11 +82,13 @@ class ModelStore:
                               f"{folder}): train it with `diffuse-studio train ddpm`, or set DIFFUSE_ASSETS / "
                               f"DIFFUSE_MODEL_DIR to a folder holding it")
             return info
+        from diffuse_core.models.card import read_card
+
         try:
             meta = json.loads((folder / "config.json").read_text())
             info["resolution"] = int(meta["unet"]["resolution"])
             info["channels"] = int(meta["unet"].get("channels", 1))
-            card = meta.get("card") or {}
+            card = read_card(folder)                       # an older folder's card migrated
             info["steps_done"] = (card.get("training") or {}).get("steps_done")
             mods = (card.get("data") or {}).get("modalities") or []
             info["modalities"] = [str(m).strip().lower() for m in (mods.split(",") if isinstance(mods, str) else mods)]
