@@ -14,6 +14,7 @@ import os
 import socket
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,9 +33,52 @@ def main() -> int:
     args = parser.parse_args()
     args.out = args.out or str(ROOT / "docs" / {"explore": "app_screenshot.png", "quiz": "quiz_reveal.png",
                                                 "uncertainty": "uncertainty.png"}[args.view])
-    if not Path(CHROMIUM).exists():
-        print(f"no Chromium at {CHROMIUM}: apt-get install chromium", file=sys.stderr)
+    if not chromium_found():
         return 2
+    start = time.monotonic()
+    with app_page(1400, 900) as page:
+        page.wait_for_selector("#df-gallery img", timeout=60_000)
+        if args.view == "quiz":
+            _quiz(page, args)
+        else:
+            page.locator("#df-gallery img").nth(args.case).click()
+            page.wait_for_function("document.body.innerText.includes('ground-truth') || "
+                                   "document.body.innerText.includes('healthy')", timeout=30_000)
+            if args.view == "uncertainty":
+                page.locator("#df-uncertainty").click()
+                page.locator("#df-unc-run").click()
+                page.wait_for_function("document.querySelector('#df-unc-md') && "
+                                       "document.querySelector('#df-unc-md').innerText.includes('draws')",
+                                       timeout=args.timeout * 1000)
+                page.wait_for_timeout(1_500)
+                page.locator("#df-uncertainty").screenshot(path=args.out)
+            else:
+                page.locator("#df-run").click()
+                page.wait_for_function("document.body.innerText.includes('Done in')", timeout=args.timeout * 1000)
+                page.wait_for_selector("#df-verdict", state="visible", timeout=30_000)   # the slice verdict
+                page.wait_for_timeout(1_500)
+                # the page down to the anomaly map's row: the verdict line and the panels at a readable scale
+                # (the whole page is too tall to read in the README)
+                bottom = page.evaluate("() => { const r = document.querySelector('#df-out-overlay')"
+                                       ".getBoundingClientRect(); return r.bottom + window.scrollY + 12; }")
+                page.screenshot(path=args.out, full_page=True,
+                                clip={"x": 0, "y": 0, "width": 1400, "height": bottom})
+    print(f"wrote {args.out} ({time.monotonic() - start:.0f} s)")
+    return 0
+
+
+def chromium_found() -> bool:
+    """Whether Debian's Chromium is there (said on stderr when not)."""
+    if Path(CHROMIUM).exists():
+        return True
+    print(f"no Chromium at {CHROMIUM}: apt-get install chromium", file=sys.stderr)
+    return False
+
+
+@contextmanager
+def app_page(width: int, height: int):
+    """The app (shipped ``assets/``, default settings) started on a free local port and opened in headless Chromium
+    at ``width`` x ``height``: yields the page; closes the browser and the app after."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     sys.path.insert(0, str(ROOT))
     from playwright.sync_api import sync_playwright
@@ -45,43 +89,17 @@ def main() -> int:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     launch("127.0.0.1", port, prevent_thread_lock=True, quiet=True)
-    start = time.monotonic()
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.goto(f"http://127.0.0.1:{port}/")
-            page.wait_for_selector("#df-gallery img", timeout=60_000)
-            if args.view == "quiz":
-                _quiz(page, args)
-            else:
-                page.locator("#df-gallery img").nth(args.case).click()
-                page.wait_for_function("document.body.innerText.includes('ground-truth') || "
-                                       "document.body.innerText.includes('healthy')", timeout=30_000)
-                if args.view == "uncertainty":
-                    page.locator("#df-uncertainty").click()
-                    page.locator("#df-unc-run").click()
-                    page.wait_for_function("document.querySelector('#df-unc-md') && "
-                                           "document.querySelector('#df-unc-md').innerText.includes('draws')",
-                                           timeout=args.timeout * 1000)
-                    page.wait_for_timeout(1_500)
-                    page.locator("#df-uncertainty").screenshot(path=args.out)
-                else:
-                    page.locator("#df-run").click()
-                    page.wait_for_function("document.body.innerText.includes('Done in')", timeout=args.timeout * 1000)
-                    page.wait_for_selector("#df-verdict", state="visible", timeout=30_000)   # the slice verdict
-                    page.wait_for_timeout(1_500)
-                    # the page down to the anomaly map's row: the verdict line and the panels at a readable scale
-                    # (the whole page is too tall to read in the README)
-                    bottom = page.evaluate("() => { const r = document.querySelector('#df-out-overlay')"
-                                           ".getBoundingClientRect(); return r.bottom + window.scrollY + 12; }")
-                    page.screenshot(path=args.out, full_page=True,
-                                    clip={"x": 0, "y": 0, "width": 1400, "height": bottom})
-            browser.close()
+            try:
+                page = browser.new_page(viewport={"width": width, "height": height})
+                page.goto(f"http://127.0.0.1:{port}/")
+                yield page
+            finally:
+                browser.close()
     finally:
         get_demo().close()
-    print(f"wrote {args.out} ({time.monotonic() - start:.0f} s)")
-    return 0
 
 
 def _quiz(page, args) -> None:

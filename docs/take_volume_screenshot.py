@@ -8,17 +8,12 @@ Needs ``/usr/bin/chromium``; never downloads a browser.
 """
 
 import argparse
-import os
-import socket
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run"]
+from take_screenshot import ROOT, app_page, chromium_found
 
 
 def cropped(path: Path, slices: str, every: int, folder: Path) -> Path:
@@ -40,40 +35,22 @@ def main() -> int:
     parser.add_argument("--out", default=str(ROOT / "docs" / "volume_tab.png"))
     parser.add_argument("--timeout", type=float, default=3000, help="seconds to wait for every slice")
     args = parser.parse_args()
-    if not Path(CHROMIUM).exists():
-        print(f"no Chromium at {CHROMIUM}: apt-get install chromium", file=sys.stderr)
+    if not chromium_found():
         return 2
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    sys.path.insert(0, str(ROOT))
-    from playwright.sync_api import sync_playwright
-
-    from diffuse_core.ui.launch import get_demo, launch
-
     tmp = Path(tempfile.mkdtemp(prefix="diffuse-shot-"))
     volume = cropped(Path(args.volume), args.slices, args.every, tmp) if args.slices else Path(args.volume)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    launch("127.0.0.1", port, prevent_thread_lock=True, quiet=True)
     start = time.monotonic()
-    try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 1440, "height": 900})
-            page.goto(f"http://127.0.0.1:{port}/")
-            page.get_by_role("tab", name="Volume").click()
-            page.locator("#df-vol-upload input[type=file]").set_input_files(str(volume))
-            page.wait_for_selector("#df-vol-input img", timeout=300_000)
-            page.wait_for_function("document.querySelector('#df-vol-progress').innerText.includes('brain slices "
-                                   "computed')", timeout=args.timeout * 1000, polling=2000)
-            page.locator("#df-vol-worst").click()
-            page.wait_for_timeout(4_000)
-            page.locator("#df-vol-reformat-of label:has-text('Anomaly overlay')").click()
-            page.wait_for_timeout(4_000)
-            page.screenshot(path=args.out, full_page=True)
-            browser.close()
-    finally:
-        get_demo().close()
+    with app_page(1440, 900) as page:
+        page.get_by_role("tab", name="Volume").click()
+        page.locator("#df-vol-upload input[type=file]").set_input_files(str(volume))
+        page.wait_for_selector("#df-vol-input img", timeout=300_000)
+        page.wait_for_function("document.querySelector('#df-vol-progress').innerText.includes('brain slices "
+                               "computed')", timeout=args.timeout * 1000, polling=2000)
+        page.locator("#df-vol-worst").click()
+        page.wait_for_timeout(4_000)
+        page.locator("#df-vol-reformat-of label:has-text('Anomaly overlay')").click()
+        page.wait_for_timeout(4_000)
+        page.screenshot(path=args.out, full_page=True)
     print(f"{args.out} ({time.monotonic() - start:.0f} s)")
     return 0
 

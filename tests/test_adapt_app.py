@@ -4,47 +4,42 @@ checks before anything starts. Tiny untrained models keep it fast; the browser t
 
 import json
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tiny_app import ROOT, app_env, one_torch_thread, tiny_models
+
 R = 64
 
 
 def tiny_assets(assets: Path) -> Path:
     """A tiny untrained DDPM (with a card carrying the app's settings) and tiny ACAT models under ``assets``."""
-    from diffuse_core.models.autoencoder import AutoencoderConfig, new_autoencoder
-    from diffuse_core.models.checkpoint import save, update_card
-    from diffuse_core.models.classifier import ClassifierConfig, new_classifier
-    from diffuse_core.models.denoiser import DenoiserConfig, new_denoiser, save_denoiser
+    from diffuse_core.models.checkpoint import update_card
 
-    save_denoiser(new_denoiser(DenoiserConfig(resolution=R, block_channels=(16, 32), attention_levels=(False, True),
-                                              norm_num_groups=8, attention_head_dim=8)), assets / "ddpm")
+    tiny_models(assets, R)
     settings = {"anomaly_threshold": 0.15, "recommended_settings": {"k": 100, "percentile": 90.0, "steps": 3}}
     try:
         update_card(assets / "ddpm", settings, by="calibrate")       # a card whose fields name their writer
     except TypeError:
         update_card(assets / "ddpm", settings)
-    save(new_autoencoder(AutoencoderConfig(resolution=R, widths=(8, 16), latent_channels=4)), assets / "autoencoder")
-    save(new_classifier(ClassifierConfig(resolution=R, widths=(8, 16))), assets / "classifier")
     return assets
+
+
+@contextmanager
+def adapt_env(tmp_path, monkeypatch):
+    """The app's environment on tiny models (:func:`tiny_assets`) and the project's teaching sets, on one thread."""
+    with one_torch_thread():
+        app_env(monkeypatch, tmp_path, tiny_assets(tmp_path / "assets"))
+        yield
 
 
 @pytest.fixture()
 def env(tmp_path, monkeypatch):
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    monkeypatch.setenv("DIFFUSE_ASSETS", str(tiny_assets(tmp_path / "assets")))
-    monkeypatch.setenv("DIFFUSE_TEACHING_ROOT", str(ROOT / "teaching_sets"))
-    monkeypatch.setenv("DIFFUSE_CURATED_ROOT", str(tmp_path / "curated"))
-    monkeypatch.setenv("DIFFUSE_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("DIFFUSE_DEVICE", "cpu")
-    yield tmp_path
-    torch.set_num_threads(threads)
+    with adapt_env(tmp_path, monkeypatch):
+        yield tmp_path
 
 
 def wait(job, seconds=240):

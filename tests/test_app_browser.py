@@ -4,34 +4,19 @@ counterfactual itself is noise inside the mask: this checks the page, not the mo
 the shipped models, comes from ``python docs/take_screenshot.py``."""
 
 import json
-import os
 import re
-import socket
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+from browser import BROWSER_MARKS, app_server, open_app
+from tiny_app import ROOT, app_env, one_torch_thread, tiny_models
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run"]
-ROOT = Path(__file__).resolve().parent.parent
 R = 64
 
-pytestmark = [
-    pytest.mark.browser, pytest.mark.slow,
-    pytest.mark.skipif(not Path(CHROMIUM).exists(),
-                       reason=f"no Chromium at {CHROMIUM} (apt-get install chromium); the test never downloads one"),
-]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+pytestmark = BROWSER_MARKS
 
 
 def _teaching_root(tmp: Path) -> Path:
@@ -68,10 +53,7 @@ def _teaching_root(tmp: Path) -> Path:
 
 def _first_case(p, server: str, height: int):
     """(browser, page) with the app open and the gallery's first case picked; the caller closes the browser."""
-    browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-    page = browser.new_page(viewport={"width": 1400, "height": height})
-    page.goto(server)
-    page.wait_for_selector("#df-gallery img", timeout=30_000)
+    browser, page = open_app(p, server, 1400, height)
     page.locator("#df-gallery img").first.click()
     page.wait_for_timeout(1_000)
     return browser, page
@@ -79,42 +61,18 @@ def _first_case(p, server: str, height: int):
 
 @pytest.fixture()
 def server(tmp_path, monkeypatch):
-    import torch
+    with one_torch_thread():    # tiny models run fastest on one thread
+        assets = tiny_models(tmp_path / "assets", R, card={"anomaly_threshold": 0.15})
+        app_env(monkeypatch, tmp_path, assets, _teaching_root(tmp_path))
+        from diffuse_core.studio.session import LIVE_RUNS
 
-    from diffuse_core.models.autoencoder import AutoencoderConfig, new_autoencoder
-    from diffuse_core.models.classifier import ClassifierConfig, new_classifier
-    from diffuse_core.models.denoiser import DenoiserConfig, new_denoiser, save_denoiser
-    from diffuse_core.models.checkpoint import save
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)    # tiny models run fastest on one thread; restored below
-    assets = tmp_path / "assets"
-    save_denoiser(new_denoiser(DenoiserConfig(resolution=R, block_channels=(16, 32), attention_levels=(False, True),
-                                              norm_num_groups=8, attention_head_dim=8)),
-                  assets / "ddpm", card={"anomaly_threshold": 0.15})
-    save(new_autoencoder(AutoencoderConfig(resolution=R, widths=(8, 16), latent_channels=4)), assets / "autoencoder")
-    save(new_classifier(ClassifierConfig(resolution=R, widths=(8, 16))), assets / "classifier")
-    monkeypatch.setenv("DIFFUSE_ASSETS", str(assets))
-    monkeypatch.setenv("DIFFUSE_TEACHING_ROOT", str(_teaching_root(tmp_path)))
-    monkeypatch.setenv("DIFFUSE_CURATED_ROOT", str(tmp_path / "curated"))
-    monkeypatch.setenv("DIFFUSE_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("DIFFUSE_DEVICE", "cpu")
-    from diffuse_core.studio.session import LIVE_RUNS
-    from diffuse_core.ui.launch import get_demo, launch
-
-    # Each sampler step takes at least 15 ms here, so the 500-call run that the test stops lasts over 7 s however
-    # fast or loaded the machine is: Stop then always lands mid-run (a run that ends before Stop is not a failure of
-    # Stop, but it made this test flaky on a busy machine).
-    count_step = LIVE_RUNS.step
-    monkeypatch.setattr(LIVE_RUNS, "step", lambda: (time.sleep(0.015), count_step()))
-
-    port = _free_port()
-    launch("127.0.0.1", port, prevent_thread_lock=True, quiet=True)
-    try:
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        get_demo().close()
-        torch.set_num_threads(threads)
+        # Each sampler step takes at least 15 ms here, so the 500-call run that the test stops lasts over 7 s however
+        # fast or loaded the machine is: Stop then always lands mid-run (a run that ends before Stop is not a failure
+        # of Stop, but it made this test flaky on a busy machine).
+        count_step = LIVE_RUNS.step
+        monkeypatch.setattr(LIVE_RUNS, "step", lambda: (time.sleep(0.015), count_step()))
+        with app_server() as url:
+            yield url
 
 
 def test_pick_a_case_move_sliders_run_and_see_the_counterfactual(server, tmp_path):
@@ -124,11 +82,8 @@ def test_pick_a_case_move_sliders_run_and_see_the_counterfactual(server, tmp_pat
 
     start = time.monotonic()
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser, page = open_app(p, server, 1400, 900)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.goto(server)
-            page.wait_for_selector("#df-gallery img", timeout=30_000)
             assert "Healthy diffusion model" in page.content()
             page.locator("#df-gallery img").first.click()                            # pick a case
             page.wait_for_function("document.querySelectorAll('img').length > 8 || "
@@ -214,11 +169,8 @@ def test_play_a_rapid_reporting_packet_to_the_end(server, tmp_path):
     from diffuse_core.studio.rapids import SCORES, VERDICT_TEXT
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser, page = open_app(p, server, 1400, 1000)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(server)
-            page.wait_for_selector("#df-gallery img", timeout=30_000)
             page.get_by_role("tab", name="Quiz").click()
             box = page.locator("#df-rp-n input[type=number]")
             box.fill("4")
@@ -307,15 +259,6 @@ def test_mask_preview_uncertainty_and_display_in_the_browser(server):
 # ---- issue 36, items 3 and 4: readable, honest panels; quiz seed; Curate; bad files; the gallery ----------------
 
 
-def _page(p, server: str, width: int = 1440, height: int = 900):
-    """(browser, page) with the app open at ``width`` x ``height``; the caller closes the browser."""
-    browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-    page = browser.new_page(viewport={"width": width, "height": height})
-    page.goto(server)
-    page.wait_for_selector("#df-gallery img", timeout=30_000)
-    return browser, page
-
-
 def _open_tab(page, name: str):
     """Click the tab ``name``, from the "More tabs" menu when the page is too narrow to show it."""
     tab = page.get_by_role("tab", name=name)
@@ -353,7 +296,7 @@ def test_result_panels_are_wide_enlargeable_and_the_progress_legible(server, tmp
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser, page = _page(p, server)
+        browser, page = open_app(p, server)
         try:
             page.locator("#df-gallery img").first.click()
             _set_number(page, "df-steps", 3)
@@ -388,7 +331,7 @@ def test_results_are_marked_stale_when_a_setting_changes(server):
     stale = ("document.querySelector('#df-stale') && "
              f"document.querySelector('#df-stale').innerText.includes({STALE_TEXT!r})")
     with sync_playwright() as p:
-        browser, page = _page(p, server)
+        browser, page = open_app(p, server)
         try:
             page.locator("#df-gallery img").first.click()
             _set_number(page, "df-steps", 2)
@@ -426,7 +369,7 @@ def test_a_rerun_that_reuses_the_inversion_is_charted_as_sampling_only(server):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser, page = _page(p, server)
+        browser, page = open_app(p, server)
         try:
             page.locator("#df-gallery img").first.click()
             _set_number(page, "df-steps", 4)
@@ -456,7 +399,7 @@ def test_run_is_disabled_while_a_run_goes_and_enabled_after(server):
 
     disabled = "document.querySelector('#df-run').disabled"
     with sync_playwright() as p:
-        browser, page = _page(p, server)
+        browser, page = open_app(p, server)
         try:
             page.locator("#df-gallery img").first.click()
             _set_number(page, "df-k", 200)
@@ -505,7 +448,7 @@ def test_a_typed_quiz_seed_is_kept_and_gives_the_same_packet(server):
         return page.request.get(page.locator("#df-rp-image img").get_attribute("src")).body()   # the PNG served
 
     with sync_playwright() as p:
-        browser, page = _page(p, server, 1440, 1000)
+        browser, page = open_app(p, server, 1440, 1000)
         try:
             _open_tab(page, "Quiz")
             _set_number(page, "df-rp-n", 4)
@@ -535,7 +478,7 @@ def test_curate_review_fits_its_frame_status_follows_and_copies_keep_their_label
             return r.left >= frame.left - 1 && r.right <= frame.right + 1 && r.bottom <= frame.bottom + 1
                    && r.top >= label.bottom - 1; }); }"""
     with sync_playwright() as p:
-        browser, page = _page(p, server)
+        browser, page = open_app(p, server)
         try:
             captions = page.evaluate("() => [...document.querySelectorAll('#df-gallery .caption-label')]"
                                      ".map(e => e.innerText)")
@@ -591,7 +534,7 @@ def test_a_bad_file_gets_one_message_with_its_name_as_given(server, tmp_path):
     bad = tmp_path / "fake_scan.png"
     bad.write_text("this is not a scan")
     with sync_playwright() as p:
-        browser, page = _page(p, server)
+        browser, page = open_app(p, server)
         try:
             page.evaluate("""() => { window.__toasts = [];
                 new MutationObserver(ms => ms.forEach(m => m.addedNodes.forEach(n => {
@@ -625,7 +568,7 @@ def test_the_gallery_shows_many_cases_uncut_with_informative_captions(server):
     from diffuse_core.studio.library import list_library, short_location
 
     with sync_playwright() as p:
-        browser, page = _page(p, server)
+        browser, page = open_app(p, server)
         try:
             page.wait_for_timeout(1_000)
             geometry = page.evaluate("""() => { const wrap = document.querySelector('#df-gallery .grid-wrap')

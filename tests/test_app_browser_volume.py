@@ -4,32 +4,17 @@ change together, jump with the "most abnormal" button and with a click on the cu
 Explore's upload box, where a second file replaces the first. Tiny untrained models: this checks the page, not the
 model. Screenshots go to the test's temporary folder."""
 
-import os
-import socket
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+from browser import BROWSER_MARKS, app_server, open_app, wait_text
+from tiny_app import app_env, one_torch_thread, tiny_models
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run"]
 R = 32
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.slow,
-    pytest.mark.skipif(not Path(CHROMIUM).exists(),
-                       reason=f"no Chromium at {CHROMIUM} (apt-get install chromium); the test never downloads one"),
-]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+pytestmark = BROWSER_MARKS
 
 
 def synth_volume(path: Path, n: int = 7, size: int = 96) -> Path:
@@ -51,35 +36,10 @@ def synth_volume(path: Path, n: int = 7, size: int = 96) -> Path:
 
 @pytest.fixture()
 def server(tmp_path, monkeypatch):
-    import torch
-
-    from diffuse_core.models.autoencoder import AutoencoderConfig, new_autoencoder
-    from diffuse_core.models.checkpoint import save
-    from diffuse_core.models.classifier import ClassifierConfig, new_classifier
-    from diffuse_core.models.denoiser import DenoiserConfig, new_denoiser, save_denoiser
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    assets = tmp_path / "assets"
-    save_denoiser(new_denoiser(DenoiserConfig(resolution=R, block_channels=(16, 32), attention_levels=(False, True),
-                                              norm_num_groups=8, attention_head_dim=8)),
-                  assets / "ddpm", card={"anomaly_threshold": 0.05})
-    save(new_autoencoder(AutoencoderConfig(resolution=R, widths=(8, 16), latent_channels=4)), assets / "autoencoder")
-    save(new_classifier(ClassifierConfig(resolution=R, widths=(8, 16))), assets / "classifier")
-    monkeypatch.setenv("DIFFUSE_ASSETS", str(assets))
-    monkeypatch.setenv("DIFFUSE_TEACHING_ROOT", str(Path(__file__).resolve().parent.parent / "teaching_sets"))
-    monkeypatch.setenv("DIFFUSE_CURATED_ROOT", str(tmp_path / "curated"))
-    monkeypatch.setenv("DIFFUSE_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("DIFFUSE_DEVICE", "cpu")
-    from diffuse_core.ui.launch import get_demo, launch
-
-    port = _free_port()
-    launch("127.0.0.1", port, prevent_thread_lock=True, quiet=True)
-    try:
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        get_demo().close()
-        torch.set_num_threads(threads)
+    with one_torch_thread():
+        app_env(monkeypatch, tmp_path, tiny_models(tmp_path / "assets", R, card={"anomaly_threshold": 0.05}))
+        with app_server() as url:
+            yield url
 
 
 def _src(page, elem_id: str) -> str:
@@ -103,10 +63,8 @@ def test_scroll_a_volume_jump_to_the_worst_slice_and_open_it_in_explore(server, 
 
     vol = synth_volume(tmp_path / "synth_flair.nii.gz")
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser, page = open_app(p, server, ready=None)
         try:
-            page = browser.new_page(viewport={"width": 1440, "height": 900})
-            page.goto(server)
             page.get_by_role("tab", name="Volume").click()
             page.locator("#df-vol-settings").click()                              # tiny K and steps
             page.wait_for_selector("#df-vol-k input[type=number]", state="visible", timeout=10_000)
@@ -120,8 +78,7 @@ def test_scroll_a_volume_jump_to_the_worst_slice_and_open_it_in_explore(server, 
             page.locator("#df-vol-upload input[type=file]").set_input_files(str(vol))
             page.wait_for_selector("#df-vol-slice", state="visible", timeout=60_000)
             page.wait_for_selector("#df-vol-input img", timeout=30_000)
-            page.wait_for_function("document.querySelector('#df-vol-progress').innerText.includes('All 5 brain')",
-                                   timeout=180_000)
+            wait_text(page, "df-vol-progress", "All 5 brain", 180_000)
             (session,) = [VOLUMES.get(k) for k in list(VOLUMES._open)]
             assert session.store.complete
             assert (session.store.engine.settings["k"], session.store.engine.settings["steps"]) == (100, 3)
@@ -169,11 +126,8 @@ def test_a_second_upload_in_explore_replaces_the_first(server, tmp_path):
     for name, value in (("first_slice.png", 120), ("second_slice.png", 160)):
         Image.fromarray(np.where(np.hypot(yy - 24, xx - 24) < 18, value, 0).astype(np.uint8)).save(tmp_path / name)
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser, page = open_app(p, server, ready="#df-source")
         try:
-            page = browser.new_page(viewport={"width": 1440, "height": 900})
-            page.goto(server)
-            page.wait_for_selector("#df-source", timeout=30_000)
             page.locator("#df-source label:has-text('Upload')").click()
             page.locator("#df-upload input[type=file]").set_input_files(str(tmp_path / "first_slice.png"))
             page.wait_for_function("document.body.innerText.includes('first_slice.png')", timeout=30_000)

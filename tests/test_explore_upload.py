@@ -10,13 +10,12 @@ import pytest
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-import torch  # noqa: E402
-
 gr = pytest.importorskip("gradio")
 
 from diffuse_core.studio.uploads import replacing_upload  # noqa: E402
 from diffuse_core.ui import explore  # noqa: E402
 
+from tiny_app import one_torch_thread, tiny_models  # noqa: E402
 from volume_data import write_series  # noqa: E402
 
 R = 32
@@ -24,23 +23,11 @@ R = 32
 
 @pytest.fixture()
 def studio(tmp_path, monkeypatch):
-    from diffuse_core.models.autoencoder import AutoencoderConfig, new_autoencoder
-    from diffuse_core.models.checkpoint import save
-    from diffuse_core.models.classifier import ClassifierConfig, new_classifier
-    from diffuse_core.models.denoiser import DenoiserConfig, new_denoiser, save_denoiser
-
-    tiny = DenoiserConfig(channels=1, resolution=R, block_channels=(16, 32), attention_levels=(False, True),
-                          norm_num_groups=8, attention_head_dim=8)
-    save_denoiser(new_denoiser(tiny, seed=0), tmp_path / "assets" / "ddpm", card={"anomaly_threshold": 0.05})
-    save(new_autoencoder(AutoencoderConfig(resolution=R, widths=(8, 16), latent_channels=4)),
-         tmp_path / "assets" / "autoencoder")
-    save(new_classifier(ClassifierConfig(resolution=R, widths=(8, 16))), tmp_path / "assets" / "classifier")
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    monkeypatch.setenv("DIFFUSE_ASSETS", str(tmp_path / "assets"))
-    monkeypatch.setenv("DIFFUSE_DEVICE", "cpu")
-    yield tmp_path
-    torch.set_num_threads(before)
+    tiny_models(tmp_path / "assets", R, card={"anomaly_threshold": 0.05})
+    with one_torch_thread():
+        monkeypatch.setenv("DIFFUSE_ASSETS", str(tmp_path / "assets"))
+        monkeypatch.setenv("DIFFUSE_DEVICE", "cpu")
+        yield tmp_path
 
 
 def test_a_second_upload_replaces_the_first_unless_it_adds_files_of_the_same_series(tmp_path):

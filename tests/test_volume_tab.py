@@ -12,13 +12,12 @@ import pytest
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-import torch  # noqa: E402
-
 gr = pytest.importorskip("gradio")
 
 from diffuse_core.studio import volume_session  # noqa: E402
 from diffuse_core.ui import volume  # noqa: E402
 
+from tiny_app import one_torch_thread, tiny_models  # noqa: E402
 from volume_data import write_series  # noqa: E402
 
 R = 32
@@ -47,31 +46,19 @@ def synth_volume(path: Path, n: int = 6, size: int = 64, step: float = 2.0) -> P
 
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory):
-    from diffuse_core.models.autoencoder import AutoencoderConfig, new_autoencoder
-    from diffuse_core.models.checkpoint import save
-    from diffuse_core.models.classifier import ClassifierConfig, new_classifier
-    from diffuse_core.models.denoiser import DenoiserConfig, new_denoiser, save_denoiser
-
     base = tmp_path_factory.mktemp("voltab")
-    tiny = DenoiserConfig(channels=1, resolution=R, block_channels=(16, 32), attention_levels=(False, True),
-                          norm_num_groups=8, attention_head_dim=8)
-    save_denoiser(new_denoiser(tiny, seed=0), base / "assets" / "ddpm", card={"anomaly_threshold": 0.05})
-    save(new_autoencoder(AutoencoderConfig(resolution=R, widths=(8, 16), latent_channels=4)),
-         base / "assets" / "autoencoder")
-    save(new_classifier(ClassifierConfig(resolution=R, widths=(8, 16))), base / "assets" / "classifier")
+    tiny_models(base / "assets", R, card={"anomaly_threshold": 0.05})
     return base
 
 
 @pytest.fixture()
 def studio(assets, monkeypatch, tmp_path):
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    monkeypatch.setenv("DIFFUSE_ASSETS", str(assets / "assets"))
-    monkeypatch.setenv("DIFFUSE_DEVICE", "cpu")
-    monkeypatch.setenv("DIFFUSE_TEACHING_ROOT", str(tmp_path / "no_sets"))
-    yield assets
-    volume_session.VOLUMES.close("local")
-    torch.set_num_threads(before)
+    with one_torch_thread():
+        monkeypatch.setenv("DIFFUSE_ASSETS", str(assets / "assets"))
+        monkeypatch.setenv("DIFFUSE_DEVICE", "cpu")
+        monkeypatch.setenv("DIFFUSE_TEACHING_ROOT", str(tmp_path / "no_sets"))
+        yield assets
+        volume_session.VOLUMES.close("local")
 
 
 def opened(files, **kw):

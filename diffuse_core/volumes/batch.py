@@ -137,9 +137,6 @@ def _record(manifest: Manifest, sid: str, got: dict) -> None:
 
 def run_batch_folder(root, out_dir, options: dict, **kwargs) -> list[dict]:
     """:func:`iter_batch` run to the end; the summary rows."""
-    it = iter_batch(root, out_dir, options, **kwargs)
-    while True:
-        try:
-            next(it)
-        except StopIteration as stop:
-            return stop.value
+    from diffuse_core.volumes.run import run_to_end
+
+    return run_to_end(iter_batch(root, out_dir, options, **kwargs))

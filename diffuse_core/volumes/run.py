@@ -235,11 +235,15 @@ def _write_outputs(volume: Volume, out: Path, done: dict[int, Path], todo: list[
     return summary
 
 
-def run_volume(source, out_dir, engine: VolumeEngine, **kwargs) -> dict:
-    """:func:`iter_volume_run` run to the end; the summary."""
-    it = iter_volume_run(source, out_dir, engine, **kwargs)
+def run_to_end(events: Iterator):
+    """Run a generator of progress events to its end; what it returns."""
     while True:
         try:
-            next(it)
+            next(events)
         except StopIteration as stop:
             return stop.value
+
+
+def run_volume(source, out_dir, engine: VolumeEngine, **kwargs) -> dict:
+    """:func:`iter_volume_run` run to the end; the summary."""
+    return run_to_end(iter_volume_run(source, out_dir, engine, **kwargs))
