@@ -12,11 +12,13 @@ closed tab drops its volume (:meth:`VolumeRegistry.close`).
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import tempfile
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,6 +119,9 @@ class VolumeSession:
         self._cancel = threading.Event()
         self._thread = threading.Thread(target=self._work, args=(self._cancel,), daemon=True,
                                         name=f"diffuse-volume-{self.name[:20]}")
+        for key in [k for k, r in _WORKERS.items() if r() is None]:
+            del _WORKERS[key]
+        _WORKERS[id(self)] = weakref.ref(self)
         self._thread.start()
 
     def _work(self, cancel: threading.Event) -> None:
@@ -219,6 +224,20 @@ class VolumeRegistry:
     def __len__(self) -> int:
         with self._lock:
             return len(self._open)
+
+
+# sessions whose worker thread was started: stopped and waited for when the process exits, so that no torch call is
+# cut off by the interpreter's shutdown (which aborts the process: "terminate called without an active exception")
+_WORKERS: dict[int, weakref.ref] = {}
+
+
+@atexit.register
+def _stop_workers(timeout: float = 120.0) -> None:
+    live = [s for s in (r() for r in list(_WORKERS.values())) if s is not None]
+    for s in live:
+        s.stop()
+    for s in live:
+        s.wait(timeout)
 
 
 def _drop(session: VolumeSession) -> None:

@@ -236,10 +236,17 @@ def to_explore(z, request: Optional[gr.Request] = None):
         raise gr.Error(NO_VOLUME, print_exception=False)
     z = int(z or 0)
     n = s.volume.num_slices
+    # the slider's range first; its value in a second step (slice_to_explore): a browser applying a value before a
+    # wider maximum would clamp it to the old range
     return (gr.Tabs(selected="explore"), "upload", list(s.files),
-            gr.update(visible=n > 1, minimum=0, maximum=max(n - 1, 1), value=z),
+            gr.update(visible=n > 1, minimum=0, maximum=max(n - 1, 1)),
             gr.update(visible=False, choices=list(s.volume.channel_names), value=s.volume.channel_names[0]),
             gr.update(visible=s.modality == "ct"), list(s.files))
+
+
+def slice_to_explore(z):
+    """The second step of "Open this slice in Explore": the slice, once the slider's range is the volume's."""
+    return int(z or 0)
 
 
 def close_session(request: Optional[gr.Request] = None):

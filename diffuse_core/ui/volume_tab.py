@@ -135,6 +135,7 @@ def wire_volume(demo: gr.Blocks, v: SimpleNamespace, tabs: gr.Tabs, ex: SimpleNa
     v.download_btn.click(volume.download, None, v.download, **heavy)
     v.explore.click(volume.to_explore, v.slice, [tabs, ex.source, ex.files, ex.slice_slider, ex.channel, ex.window,
                                        ex.last_upload],
-                    **light).then(ex.show_case, ex.case_inputs, ex.preview_outputs, **light)
+                    **light).then(volume.slice_to_explore, v.slice, ex.slice_slider, **light).then(
+                        ex.show_case, ex.case_inputs, ex.preview_outputs, **light)
     demo.load(None, None, None, js=CURVE_CLICK_JS)
     demo.unload(volume.close_session)
