@@ -75,6 +75,7 @@ def main(argv=None) -> int:
     from diffuse_core.run.settings import settings_for
     from diffuse_core.studio.guard import RunGuard
     from diffuse_core.studio.runs import run_case
+    from diffuse_core.studio.saliency_cache import SALIENCY_CACHE
     from diffuse_core.studio.uploads import load_upload_case
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_one_run_"))
@@ -86,15 +87,20 @@ def main(argv=None) -> int:
     def cli():
         run_file(path, tmp / "out", k=settings.k, steps=settings.steps, device="cpu")
 
-    def app():
+    def app():                          # the first run of a slice: nothing kept from an earlier run
+        SALIENCY_CACHE.clear()
         for _ in run_case(lc, k=settings.k, steps=settings.steps, guard=RunGuard(3600), reuse_inversion=False):
+            pass
+
+    def app_rerun():                    # a rerun of the same slice (another seed): saliency and x_K kept
+        for _ in run_case(lc, k=settings.k, steps=settings.steps, seed=1, guard=RunGuard(3600)):
             pass
 
     def assembly():
         run_one(lc.case, models, settings)
 
     rows = {}
-    for name, fn in (("assembly", assembly), ("cli", cli), ("app", app)):
+    for name, fn in (("assembly", assembly), ("cli", cli), ("app", app), ("app_rerun", app_rerun)):
         fn()                                                    # warm-up: models and caches loaded
         times = []
         for _ in range(args.repeats):
@@ -107,7 +113,9 @@ def main(argv=None) -> int:
            "seconds": rows, "in_unet_calls": {n: s / call for n, s in rows.items()},
            "app_over_cli": rows["app"] / rows["cli"], "cpu": cpu_model(), "torch_threads": torch.get_num_threads(),
            "commit": commit_id(), "note": "cli includes reading the file and writing the results; app includes "
-                                          "the step frames it streams; neither includes loading the models"}
+                                          "the step frames it streams and starts with no saliency map kept; "
+                                          "app_rerun is the same slice again with another seed (saliency map and "
+                                          "inversion kept); none includes loading the models"}
     print(f"| caller | seconds | UNet calls |\n|---|---:|---:|")
     for n, s in rows.items():
         print(f"| {n} | {s:.2f} | {s / call:.0f} |")

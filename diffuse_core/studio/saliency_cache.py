@@ -48,6 +48,11 @@ class SaliencyCache:
                 self._items.popitem(last=False)
         return saliency
 
+    def clear(self) -> None:
+        """Forget every kept map (the next run of any slice computes its saliency again)."""
+        with self._lock:
+            self._items.clear()
+
     def __len__(self) -> int:
         return len(self._items)
 
