@@ -213,13 +213,20 @@ def _add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="Dif-fuse against its ablations and peers: tables, sweeps, figures",
                        description="Run every method on SynthBrain validation/test slices (and optionally real BraTS "
                                    "cases) and write results.md, results_per_slice.csv and Plotly figures into --docs.")
-    p.add_argument("--quick", action="store_true", help="a few slices and steps: tests the code path (CI)")
-    p.add_argument("--n-val", type=_positive_int, default=32, help="validation slices (threshold choice; a quarter "
-                                                                    "healthy)")
-    p.add_argument("--n-test", type=_positive_int, default=80, help="test slices (a quarter healthy)")
-    p.add_argument("--seeds", default="0,1,2",
-                   help="sampling seeds (comma-separated) for Dif-fuse and its oracle-mask run; the other methods "
-                        "use the first")
+    p.add_argument("--quick", action="store_true",
+                   help="the stated subset on the shipped weights, about 15 minutes on one CPU core: the app's "
+                        "Dif-fuse, its paper-mask and oracle-mask runs, ACAT alone and the FLAIR threshold on 48 test "
+                        "slices (a quarter healthy), 16 validation slices, seed 0, no sweeps; written to "
+                        "docs/results/evaluation_quick.json and its region of results.md (sizes, seeds and methods "
+                        "given explicitly win)")
+    p.add_argument("--n-val", type=_positive_int, default=None, help="validation slices (threshold choice; a quarter "
+                                                                      "healthy; default 32)")
+    p.add_argument("--n-test", type=_positive_int, default=None, help="test slices (a quarter healthy; default 80)")
+    p.add_argument("--seeds", default=None,
+                   help="sampling seeds (comma-separated, default 0,1,2) for Dif-fuse and its oracle-mask run; the "
+                        "other methods use the first (all of them with --every-seed)")
+    p.add_argument("--every-seed", action="store_true", help="every method runs with every seed (the full run)")
+    p.add_argument("--threads", type=_positive_int, default=None, help="CPU threads (default: torch's choice)")
     p.add_argument("--k", type=int, default=None, help="noise level (default: the model card's, as in the app)")
     p.add_argument("--steps", type=_positive_int, default=None,
                    help="sampling steps over [0, K] (default: the model card's, as in the app)")
@@ -257,12 +264,23 @@ def _cmd_evaluate(args) -> int:
     from diffuse_core.run.models import load_default_models
     from diffuse_core.run.settings import default_settings
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     device = pick_device(args.device)
     args.device = str(device)                  # the device the card writes record as their hardware
     denoiser, sal = load_default_models(args.model, args.saliency_models, device, need_saliency=not args.samples_only)
     if args.sweeps_only and args.samples_only:
         raise UserError("--sweeps-only and --samples-only are separate runs: choose one")
-    methods = tuple(m.strip() for m in args.methods.split(",")) if args.methods else METHODS
+    from diffuse_core.evaluation.report import QUICK_METHODS, QUICK_SIZES
+
+    quick = QUICK_SIZES if args.quick else {"n_val": 32, "n_test": 80, "seeds": (0, 1, 2)}
+    args.n_val = quick["n_val"] if args.n_val is None else args.n_val
+    args.n_test = quick["n_test"] if args.n_test is None else args.n_test
+    args.seeds = ",".join(map(str, quick["seeds"])) if args.seeds is None else args.seeds
+    default_methods = QUICK_METHODS if args.quick else METHODS
+    methods = tuple(m.strip() for m in args.methods.split(",")) if args.methods else default_methods
     unknown = [m for m in methods if m not in ALL_METHODS]
     if unknown:
         raise UserError(f"unknown method(s) {', '.join(unknown)}: choose from {', '.join(ALL_METHODS)}")
@@ -273,10 +291,10 @@ def _cmd_evaluate(args) -> int:
     s = EvalSettings(n_val=args.n_val, n_test=args.n_test, seeds=tuple(int(x) for x in args.seeds.split(",")),
                      k=args.k, steps=args.steps, percentile=args.percentile, methods=methods, brats_dir=args.brats,
                      precision=args.precision, batch_size=args.batch_size, command=command_line())
-    if args.quick:
-        s.n_val, s.n_test, s.steps, s.seeds = 4, 4, 3, (0,)
-        s.sweep_k, s.sweep_percentiles, s.sweep_steps, s.brats_per_case = (250, 500), (90.0,), (2, 3), 1
-        s.brats_healthy_per_case = 1
+    if args.every_seed:
+        s.all_seed_methods = methods
+    if args.quick:                   # the stated subset (QUICK_SIZES, QUICK_METHODS): no sweeps, its own results file
+        s.name, s.sweep_k, s.sweep_steps, s.brats_per_case, s.brats_healthy_per_case = "evaluation_quick", (), (), 1, 1
         s.png_figures = False
     if args.no_sweeps:
         s.sweep_k, s.sweep_steps = (), ()
@@ -291,7 +309,8 @@ def _cmd_evaluate(args) -> int:
         return 0
     result = run_evaluation(denoiser, sal, s, args.docs, progress=lambda t: print(t, file=sys.stderr))
     best = max(result["methods"], key=lambda m: result["methods"][m]["dice"])
-    print(f"wrote {args.docs}/results.md; best Dice {result['methods'][best]['dice']:.3f} ({best})")
+    print(f"wrote {args.docs}/results/{s.name}.json and its region of {args.docs}/results.md "
+          f"({result['wall_seconds'] / 60:.1f} min); best Dice {result['methods'][best]['dice']:.3f} ({best})")
     if args.write_cards:
         _write_cards(args, denoiser, sal, result)
     return 0

@@ -17,7 +17,9 @@ The results files:
   ``python -m diffuse_core.evaluation.hero_figure``) also feeds the hero figure's caption.
 
 Regions: ``models`` (the shipped models, one table), ``model_sources`` (each source: command, date, hardware, commit or
-weights), ``training`` (each card's training: steps, wall time, hardware), ``hero`` (the README figure's caption).
+weights), ``training`` (each card's training: steps, wall time, hardware), ``hero`` (the README figure's caption),
+``real_data``, ``evaluation_quick`` and ``evaluation`` (docs/results.md: ``diffuse-studio real-data``'s and
+``diffuse-studio evaluate [--quick]``'s results files).
 A new card key: add one entry to :data:`CARD_FIGURES` and re-run; a new results file: drop it in ``docs/results/``
 and re-run. docs/results_files.md describes both.
 """
@@ -330,8 +332,28 @@ def render_real_data(root: Path) -> str:
                 f"`diffuse-studio real-data --brats DIR --write-docs`.*\n")
 
 
+EVALUATION_COMMANDS = {
+    "evaluation_quick": "diffuse-studio evaluate --quick --threads 2",
+    "evaluation": "nohup diffuse-studio evaluate --every-seed --threads 2 > evaluate.log 2>&1 &",
+}
+
+
+def render_evaluation(root: Path, name: str = "evaluation") -> str:
+    """An evaluation's region of docs/results.md (``evaluation_quick``: ``diffuse-studio evaluate --quick``;
+    ``evaluation``: the full run) from its results file ``docs/results/NAME.json``
+    (:func:`diffuse_core.evaluation.report.markdown`)."""
+    from diffuse_core.evaluation.report import markdown
+
+    path = root / RESULTS_DIR / f"{name}.json"
+    if not path.is_file():
+        return (f"*Not run on the shipped weights yet: `{EVALUATION_COMMANDS[name]}` writes "
+                f"`{path.relative_to(root).as_posix()}` and this section.*\n")
+    return markdown(json.loads(path.read_text()))
+
+
 GENERATORS = {"models": render_models, "model_sources": render_sources, "training": render_training,
-              "hero": render_hero, "real_data": render_real_data}
+              "hero": render_hero, "real_data": render_real_data,
+              "evaluation": render_evaluation, "evaluation_quick": lambda root: render_evaluation(root, "evaluation_quick")}
 
 
 def _regions_of(text: str, path: str) -> list[str]:

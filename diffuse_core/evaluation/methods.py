@@ -1,9 +1,12 @@
 """Counterfactual methods compared in the evaluation (paper Sec. IV-B, Table I, Fig. 3, Sec. IV-F), as a registry.
 
 A method is a walk of :data:`diffuse_core.core.walks.WALKS` and the saliency map its mask comes from. Every method
-with a walk runs through :func:`diffuse_core.pipeline.run_batch`, the same assembly the app and ``diffuse-studio run``
-use, with the same denoiser and the same budget of respaced steps over [0, K]. ``acat`` alone runs no diffusion: its
-mask is its anomaly map.
+with a walk runs through :func:`diffuse_core.pipeline.run_batch`, the walk the app and ``diffuse-studio run`` use,
+with the same denoiser and the same budget of respaced steps over [0, K]. ``dif-fuse`` (``assembly``) is the app's run
+itself: in an evaluation it goes through :func:`diffuse_core.run.assembly.run_stack` with the model card's mask rule,
+score and anomaly threshold (:func:`diffuse_core.evaluation.protocol.run_assembly_on_set`); given a mask,
+:func:`run_method` runs its walk on that mask. ``dif-fuse-percentile`` is the same walk on the paper's mask (the
+saliency's top percentile). ``acat`` alone runs no diffusion: its mask is its anomaly map.
 """
 
 from __future__ import annotations
@@ -29,10 +32,13 @@ class Method:
     label: str
     threshold_grid: tuple | None = None     # where the validation threshold is sought (None: the protocol's grid)
     modality: str = "any"                   # "ct": only for CT sets (not in the default FLAIR evaluation)
+    assembly: bool = False                  # the app's run (card mask rule, score, threshold) in an evaluation
 
 
 REGISTRY: dict[str, Method] = {m.name: m for m in (
-    Method("dif-fuse", "paper", "acat", "Dif-fuse (paper variant, 1 call/step)"),
+    Method("dif-fuse", "paper", "acat", "Dif-fuse (the app's run: card mask rule, score, threshold)",
+           assembly=True),
+    Method("dif-fuse-percentile", "paper", "acat", "Dif-fuse, the paper's percentile mask"),
     Method("dif-fuse-two-chain", "two-chain", "acat", "Dif-fuse (authors' code, 2 chains)"),
     Method("acat", None, "acat", "ACAT saliency alone"),
     Method("flair-threshold", None, None, "FLAIR threshold (z-score in the brain)", ZSCORE_GRID),

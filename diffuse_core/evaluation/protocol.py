@@ -222,6 +222,36 @@ def run_on_set(method: str, denoiser, data: EvalSet, masks: dict[str, np.ndarray
     return np.concatenate(cfs), np.concatenate(anos), calls, secs / max(len(data), 1)
 
 
+def run_assembly_on_set(denoiser, saliency_models, data: EvalSet, k: int, steps: int, seed: int,
+                        batch_size: int = 8, precision: str = "auto") -> dict:
+    """Dif-fuse over a set as the app runs it: :func:`diffuse_core.run.assembly.run_stack` (the one assembly of a run)
+    at the model card's settings (mask rule, score, anomaly threshold, verdict), K ``k``, ``steps`` steps, sampler
+    seed ``seed``. Returns counterfactuals (N, C, H, W), anomalies (N, H, W), the redrawn masks and the ACAT
+    saliency maps it drew them from (N, H, W), the card's threshold, each slice's verdict (True: abnormal; None
+    where the card has no verdict), network calls and seconds per slice (saliency included: the app's cost)."""
+    import time
+
+    from diffuse_core.run.assembly import run_stack, slices_of
+    from diffuse_core.run.models import RunModels
+    from diffuse_core.run.settings import settings_for
+
+    models = RunModels(denoiser=denoiser, saliency=saliency_models, folder="evaluated model")
+    settings = settings_for(denoiser.card, k=k, steps=steps, seed=seed, precision=precision)
+    start = time.perf_counter()
+    out = dict(run_stack(slices_of(data.images, data.brains), models, settings, "acat", batch_size=batch_size))
+    seconds = (time.perf_counter() - start) / max(len(data), 1)
+    outcomes = [out[i] for i in range(len(data))]
+    results = [o.result for o in outcomes]
+    return {"counterfactuals": np.stack([r.counterfactual for r in results]),
+            "anomalies": np.stack([r.anomaly for r in results]),
+            "masks": np.stack([r.mask for r in results]).astype(np.uint8),
+            "saliency": np.stack([np.asarray(r.saliency, np.float32) for r in results]),
+            "threshold": outcomes[0].threshold if outcomes else float("nan"),
+            "abnormal": [None if o.verdict is None else bool(o.verdict.abnormal) for o in outcomes],
+            "rule": outcomes[0].rule if outcomes else None,
+            "calls_per_slice": float(results[0].network_calls) if results else 0.0, "seconds_per_slice": seconds}
+
+
 def choose_threshold(anomalies: np.ndarray, lesions: np.ndarray, grid=THRESHOLD_GRID) -> float:
     """The threshold of ``grid`` that maximises mean Dice over the diseased slices given."""
     best, best_d = float(grid[0]), -1.0
@@ -270,5 +300,5 @@ def scores(anomalies: np.ndarray, lesions: np.ndarray, threshold: float) -> tupl
     return d, j
 
 
-__all__ = ["EvalSet", "synthbrain_set", "brats_set", "bootstrap_ci", "paired_difference", "pixel_scores", "flagged_share", "compute_saliency_maps", "masks_at", "run_on_set",
+__all__ = ["EvalSet", "synthbrain_set", "brats_set", "bootstrap_ci", "paired_difference", "pixel_scores", "flagged_share", "compute_saliency_maps", "masks_at", "run_on_set", "run_assembly_on_set",
            "choose_threshold", "identity_change", "classifier_features", "kid", "scores", "METHODS", "MASK_SOURCE"]

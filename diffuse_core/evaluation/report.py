@@ -56,6 +56,8 @@ class EvalSettings:
     precision: str = "auto"
     command: str = ""
     png_figures: bool = True      # PNG copies of the figures (kaleido drives a local Chromium; off for --quick)
+    name: str = "evaluation"      # the results file docs/results/NAME.json and its region of results.md
+    synth_grid: bool = True       # the SynthBrain picture grid (NAME_grid.png): test slices x the main methods
     extra: dict = field(default_factory=dict)
 
 
@@ -100,7 +102,7 @@ def run_validation_sweeps(denoiser, val, s: EvalSettings, progress: Callable[[st
         for a, k in enumerate(s.sweep_k):
             for b, p in enumerate(s.sweep_percentiles):
                 m = {kk: v[val.diseased] for kk, v in masks_at(val, p).items()}
-                _, ano, _, _ = run_on_set("dif-fuse", denoiser, val_d, m, k, s.steps, 0, s.batch_size, s.precision,
+                _, ano, _, _ = run_on_set("dif-fuse-percentile", denoiser, val_d, m, k, s.steps, 0, s.batch_size, s.precision,
                                           inversion_cache=cache)
                 per_slice[a, b] = scores(ano, val_d.lesions, choose_threshold(ano, val_d.lesions))[0]
         sweeps["k_percentile"] = per_slice.mean(axis=2).tolist()
@@ -110,7 +112,7 @@ def run_validation_sweeps(denoiser, val, s: EvalSettings, progress: Callable[[st
         masks = {k: v[val.diseased] for k, v in masks_at(val, s.percentile).items()}
         dice_steps, sec_steps, per_slice_steps = [], [], []
         for n in s.sweep_steps:
-            _, ano, _, sec = run_on_set("dif-fuse", denoiser, val_d, masks, s.k, n, 0, s.batch_size, s.precision)
+            _, ano, _, sec = run_on_set("dif-fuse-percentile", denoiser, val_d, masks, s.k, n, 0, s.batch_size, s.precision)
             d = scores(ano, val_d.lesions, choose_threshold(ano, val_d.lesions))[0]
             dice_steps.append(float(d.mean()))
             per_slice_steps.append(d.round(4).tolist())
@@ -120,65 +122,203 @@ def run_validation_sweeps(denoiser, val, s: EvalSettings, progress: Callable[[st
     return sweeps
 
 
+QUICK_METHODS = ("dif-fuse", "dif-fuse-percentile", "dif-fuse-oracle", "acat", "flair-threshold")
+QUICK_SIZES = {"n_val": 16, "n_test": 48, "seeds": (0,)}
+"""``diffuse-studio evaluate --quick``: the app's Dif-fuse beside the FLAIR threshold and three informative peers
+(the paper's percentile mask, the oracle mask, ACAT alone) on 36 + 12 test slices, one seed, no sweeps: about 15
+minutes on one CPU core (measured: docs/results/evaluation_quick.json)."""
+
+
+def _json_safe(value):
+    """``value`` with numpy scalars and arrays, tuples and paths as plain JSON values."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _json_safe(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def _fingerprint(denoiser, s: EvalSettings) -> str:
+    """What a saved method result depends on: the settings (not the command line) and the denoiser's card."""
+    import hashlib
+    import json
+
+    keep = {k: v for k, v in s.__dict__.items() if k not in ("command", "extra", "png_figures", "synth_grid")}
+    text = json.dumps(_json_safe({"settings": keep, "card": denoiser.card or {}}), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class _Parts:
+    """Each finished method's numbers (and its grid pictures) kept on disk while an evaluation runs, so the same
+    command started again after an interruption resumes at the first unfinished method; removed once the run is
+    written. Kept per fingerprint: other settings or other weights start afresh."""
+
+    def __init__(self, folder: Path, fingerprint: str):
+        self.folder, self.fingerprint = folder, fingerprint
+
+    def load(self, method: str):
+        import json
+
+        path = self.folder / f"{method}.json"
+        if not path.is_file():
+            return None
+        doc = json.loads(path.read_text())
+        if doc.get("fingerprint") != self.fingerprint:
+            return None
+        arrays = self.folder / f"{method}.npz"
+        grid = dict(np.load(arrays)) if arrays.is_file() else None
+        return doc["summary"], doc["rows"], grid
+
+    def save(self, method: str, summary: dict, rows: list, grid: dict | None) -> None:
+        import json
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        if grid is not None:
+            np.savez_compressed(self.folder / f"{method}.npz", **grid)
+        tmp = self.folder / f"{method}.json.tmp"
+        tmp.write_text(json.dumps(_json_safe({"fingerprint": self.fingerprint, "summary": summary, "rows": rows})))
+        os.replace(tmp, self.folder / f"{method}.json")
+
+    def clear(self) -> None:
+        import shutil
+
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+GRID_ROWS = 6      # diseased test slices in the SynthBrain picture grid
+
+
 def run_evaluation(denoiser, saliency_models, settings: EvalSettings, docs_dir: str | Path = "docs",
                    progress: Callable[[str], None] | None = None) -> dict:
-    """Run the whole protocol and write the report; returns the numbers as a dict."""
+    """Run the protocol and write its results file (``DOCS/results/NAME.json``, NAME = ``settings.name``), its
+    region of ``DOCS/results.md`` (``<!-- generated:NAME -->``, the rest of the page kept), the per-slice CSV, the
+    figures and the picture grids; returns the results file's content. Each finished method is kept under
+    ``DOCS/results/.NAME_parts/`` until the run is written: the same command resumes an interrupted run."""
+    import torch
+
+    from diffuse_core.evaluation.methods import SALIENCY_SOURCES
+    from diffuse_core.evaluation.protocol import run_assembly_on_set
+    from diffuse_core.evaluation.provenance import commit_id, hardware_summary
+    from diffuse_core.pipeline import InversionCache
+    from diffuse_core.run.settings import default_settings
+
     docs = Path(docs_dir)
     docs.mkdir(parents=True, exist_ok=True)
     s = settings
     size, chans = denoiser.config.resolution, denoiser.config.channels
     mods = ("flair",) if chans == 1 else ("flair", "t1", "t1c", "t2")
     t_start = time.perf_counter()
-    from diffuse_core.pipeline import InversionCache
+    load_at_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    card = denoiser.card or {}
+    card_threshold = card.get("anomaly_threshold")
+    parts = _Parts(docs / "results" / f".{s.name}_parts", _fingerprint(denoiser, s))
 
     _emit(progress, "generating SynthBrain validation and test slices")
     val = model_scale(denoiser, synthbrain_set("val", s.n_val, size=size, modalities=mods, healthy_fraction=0.25))
     test = model_scale(denoiser, synthbrain_set("test", s.n_test, size=size, modalities=mods, healthy_fraction=0.25))
     healthy_ref = model_scale(denoiser, synthbrain_set("val", max(8, s.n_test // 2), base_seed=1, size=size,
                                                        modalities=mods, healthy_fraction=1.0))
-    _emit(progress, "saliency maps (ACAT, Grad-CAM, gradient)")
-    for data in (val, test):
-        compute_saliency_maps(data, saliency_models)
+
+    def from_card(method: str) -> bool:         # the app's run at the card's threshold: no validation pass
+        return REGISTRY[method].assembly and card_threshold is not None
+
+    kept = {m: parts.load(m) for m in s.methods}
+    todo = [m for m in s.methods if kept[m] is None]
+    if len(todo) < len(s.methods):
+        _emit(progress, f"resuming: {', '.join(m for m in s.methods if kept[m] is not None)} kept from "
+                        f"{parts.folder}")
+    sources = {REGISTRY[m].mask_source for m in todo} & set(SALIENCY_SOURCES)
+    val_sources = {REGISTRY[m].mask_source for m in todo if not from_card(m)} & set(SALIENCY_SOURCES)
+    first_assembly = {}
+    for m in todo:                       # the app's run first: its ACAT maps serve the other methods' masks too
+        if REGISTRY[m].assembly:
+            _emit(progress, f"method {m}: the app's run on the test split, seed {s.seeds[0]}")
+            first_assembly[m] = run_assembly_on_set(denoiser, saliency_models, test, s.k, s.steps, s.seeds[0],
+                                                    s.batch_size, s.precision)
+            test.saliency.setdefault("acat", first_assembly[m]["saliency"])
+    _emit(progress, "saliency maps (" + ", ".join(sorted(sources | val_sources)) + ")")
+    compute_saliency_maps(test, saliency_models, sources=tuple(sorted(sources)))
+    compute_saliency_maps(val, saliency_models, sources=tuple(sorted(val_sources)))
     val_masks, test_masks = masks_at(val, s.percentile), masks_at(test, s.percentile)
     val_d = val.subset(np.where(val.diseased)[0])
     val_d_masks = {k: v[val.diseased] for k, v in val_masks.items()}
 
     rows: list[dict] = []
     summary: dict[str, dict] = {}
+    grid_outputs: dict[str, tuple] = {}
     feats_ref = classifier_features(saliency_models.classifier, healthy_ref.images)
     test_cache = InversionCache(size=len(test) // max(s.batch_size, 1) + 1)
     dis = test.diseased
+    grid_rows = np.where(dis)[0][:GRID_ROWS]
     for method in s.methods:
-        _emit(progress, f"method {method}: choosing the threshold on validation")
-        # a fresh run (no inversion reuse): its calls and seconds per slice are the method's cost in the tables
-        _, ano_val, calls, sec_fresh = run_on_set(method, denoiser, val_d, val_d_masks, s.k, s.steps, seed=0,
-                                                  batch_size=s.batch_size, precision=s.precision)
-        grid = REGISTRY[method].threshold_grid
-        thr = 0.5 if method == "acat" else (choose_threshold(ano_val, val_d.lesions, grid=grid) if grid
-                                            else choose_threshold(ano_val, val_d.lesions))
+        spec = REGISTRY[method]
+        if kept[method] is not None:
+            m_summary, m_rows, grid = kept[method]
+            summary[method], rows = m_summary, rows + m_rows
+            if grid is not None:
+                grid_outputs[method] = (grid["counterfactuals"], grid["anomalies"], m_summary["threshold"])
+            continue
+        calls = sec_fresh = None
+        if from_card(method):
+            thr = float(card_threshold)
+        else:
+            _emit(progress, f"method {method}: choosing the threshold on validation")
+            # a fresh run (no inversion reuse): its calls and seconds per slice are the method's cost in the tables
+            if spec.assembly:
+                run = run_assembly_on_set(denoiser, saliency_models, val_d, s.k, s.steps, 0, s.batch_size, s.precision)
+                ano_val, calls, sec_fresh = run["anomalies"], run["calls_per_slice"], run["seconds_per_slice"]
+            else:
+                _, ano_val, calls, sec_fresh = run_on_set(method, denoiser, val_d, val_d_masks, s.k, s.steps, seed=0,
+                                                          batch_size=s.batch_size, precision=s.precision)
+            grid = spec.threshold_grid
+            thr = 0.5 if method == "acat" else (choose_threshold(ano_val, val_d.lesions, grid=grid) if grid
+                                                else choose_threshold(ano_val, val_d.lesions))
         seeds = s.seeds if method in s.all_seed_methods else s.seeds[:1]
         per_seed_dice, per_seed_iou, per_seed_id, per_seed_kid = [], [], [], []
         per_slice_dice = np.zeros((len(seeds), len(test)))
-        first_ano = None
+        first_ano, m_rows, verdicts, shares = None, [], [], []
         for si, seed in enumerate(seeds):
             _emit(progress, f"method {method}: test split, seed {seed}")
-            cf, ano, _, _ = run_on_set(method, denoiser, test, test_masks, s.k, s.steps, seed=seed + 1,
-                                       batch_size=s.batch_size, precision=s.precision, inversion_cache=test_cache)
-            first_ano = ano if first_ano is None else first_ano
+            if spec.assembly:
+                run = (first_assembly.pop(method) if si == 0 and method in first_assembly else
+                       run_assembly_on_set(denoiser, saliency_models, test, s.k, s.steps, seed, s.batch_size,
+                                           s.precision))
+                cf, ano = run["counterfactuals"], run["anomalies"]
+                if calls is None:
+                    calls, sec_fresh = run["calls_per_slice"], run["seconds_per_slice"]
+                verdicts.append(run["abnormal"])
+                shares.append([float(mk[b.astype(bool)].mean()) if b.any() else 0.0
+                               for mk, b in zip(run["masks"], test.brains)])
+            else:
+                cf, ano, calls_t, _ = run_on_set(method, denoiser, test, test_masks, s.k, s.steps, seed=seed + 1,
+                                                 batch_size=s.batch_size, precision=s.precision,
+                                                 inversion_cache=test_cache)
+                if calls is None:                # no validation pass (never happens today): the test pass's cost
+                    calls, sec_fresh = calls_t, float("nan")
+            if first_ano is None:
+                first_ano = ano
+                if method in GRID_METHODS and s.synth_grid:
+                    grid_outputs[method] = (cf[grid_rows], ano[grid_rows], thr)
             d, j = scores(ano, test.lesions, thr)
             per_seed_dice.append(d[dis].mean())
             per_seed_iou.append(j[dis].mean())
             per_seed_id.append(identity_change(test.images[~dis], cf[~dis], test.brains[~dis]) if (~dis).any()
                                else float("nan"))
-            if REGISTRY[method].walk is not None and dis.sum() >= 2:
+            if spec.walk is not None and dis.sum() >= 2:
                 per_seed_kid.append(kid(classifier_features(saliency_models.classifier, cf[dis]), feats_ref))
             per_slice_dice[si] = d
             for i in range(len(test)):
-                rows.append({"method": method, "seed": seed, "id": test.ids[i], "lesion_type": test.lesion_types[i],
-                             "lesion_size": test.lesion_sizes[i], "healthy": int(not dis[i]),
-                             "dice": round(float(d[i]), 4), "iou": round(float(j[i]), 4),
-                             "mean_abs_change_in_brain": round(float(np.abs(test.images[i] - cf[i]).mean(axis=0)[
-                                 test.brains[i].astype(bool)].mean()), 4), "threshold": thr})
+                m_rows.append({"method": method, "seed": seed, "id": test.ids[i], "lesion_type": test.lesion_types[i],
+                               "lesion_size": test.lesion_sizes[i], "healthy": int(not dis[i]),
+                               "dice": round(float(d[i]), 4), "iou": round(float(j[i]), 4),
+                               "mean_abs_change_in_brain": round(float(np.abs(test.images[i] - cf[i]).mean(axis=0)[
+                                   test.brains[i].astype(bool)].mean()), 4), "threshold": thr})
         by_type = {}
         for lt in sorted(set(t for t, dd in zip(test.lesion_types, dis) if dd)):
             sel = np.array([t == lt for t in test.lesion_types]) & dis
@@ -189,7 +329,7 @@ def run_evaluation(denoiser, saliency_models, settings: EvalSettings, docs_dir: 
             if sel.any():
                 by_size[sz] = float(per_slice_dice[:, sel].mean())
         slice_dice = per_slice_dice[:, dis].mean(axis=0)
-        summary[method] = {
+        m_summary = {
             "dice": float(np.mean(per_seed_dice)), "dice_se": _se(per_seed_dice),
             "dice_ci": bootstrap_ci(slice_dice), "dice_per_slice": slice_dice.round(4).tolist(),
             "iou": float(np.mean(per_seed_iou)), "iou_se": _se(per_seed_iou),
@@ -199,56 +339,180 @@ def run_evaluation(denoiser, saliency_models, settings: EvalSettings, docs_dir: 
             **pixel_scores(first_ano, test.lesions, test.brains),
             "kid": float(np.mean(per_seed_kid)) if per_seed_kid else float("nan"),
             "kid_se": _se(per_seed_kid) if per_seed_kid else float("nan"),
-            "threshold": thr, "calls_per_slice": calls, "seconds_per_slice": sec_fresh,
+            "threshold": thr, "threshold_from": "card" if from_card(method) else "validation",
+            "calls_per_slice": calls, "seconds_per_slice": sec_fresh,
             "seeds": list(seeds), "by_type": by_type, "by_size": by_size,
         }
+        if shares:
+            share = np.mean(shares, axis=0)
+            m_summary["redrawn_share"] = {"diseased": float(share[dis].mean()) if dis.any() else float("nan"),
+                                          "healthy": float(share[~dis].mean()) if (~dis).any() else float("nan")}
+        if verdicts and all(v is not None for v in verdicts[0]):
+            calls_ab = np.array(verdicts, dtype=bool)                     # seeds x slices: True = abnormal
+            m_summary["verdict"] = {"threshold": float((card.get("verdict") or {}).get("threshold")),
+                                    "sensitivity": float(calls_ab[:, dis].mean()) if dis.any() else float("nan"),
+                                    "specificity": float((~calls_ab[:, ~dis]).mean()) if (~dis).any() else float("nan")}
+        summary[method] = m_summary
+        rows += m_rows
+        grid = grid_outputs.get(method)
+        parts.save(method, m_summary, m_rows, None if grid is None else
+                   {"counterfactuals": grid[0], "anomalies": grid[1]})
 
-    sweeps = run_validation_sweeps(denoiser, val, s, progress) if "dif-fuse" in s.methods else {}
+    sweeps = (run_validation_sweeps(denoiser, _with_acat(val, saliency_models), s, progress)
+              if (s.sweep_k or s.sweep_steps) and {"dif-fuse", "dif-fuse-percentile"} & set(s.methods) else {})
 
     real = {}
     if s.brats_dir and Path(s.brats_dir).is_dir():
-        _emit(progress, "real BraTS cases (out of domain)")
-        brats = brats_set(s.brats_dir, size=size, per_case=s.brats_per_case,
-                          healthy_per_case=s.brats_healthy_per_case)
-        compute_saliency_maps(brats, saliency_models)
-        bm = masks_at(brats, s.percentile)
-        tum = brats.diseased
-        brats_cache = InversionCache(size=len(brats) // max(s.batch_size, 1) + 1)
-        grid_outputs = {}
-        for method in s.methods:
-            _emit(progress, f"method {method}: BraTS slices")
+        real = _brats_check(denoiser, saliency_models, s, summary, docs, progress)
+
+    grid_name = None
+    if grid_outputs:
+        grid_name = f"{s.name}_grid.png"
+        order = {m: grid_outputs[m] for m in GRID_METHODS if m in grid_outputs}
+        _small_png(real_data_grid(test.subset(grid_rows), order, docs / grid_name, labels=_grid_labels(card)))
+    per_slice = "results_per_slice.csv" if s.name == "evaluation" else f"results/{s.name}_per_slice.csv"
+    _write_csv(docs / per_slice, rows)
+    result = {
+        "what": "Dif-fuse against its ablations, peers and the FLAIR threshold on SynthBrain (diffuse-studio evaluate)",
+        "name": s.name, "date": time.strftime("%Y-%m-%d", time.gmtime()), "commit": commit_id(),
+        "hardware": hardware_summary(str(denoiser.device)), "torch_threads": torch.get_num_threads(),
+        "load_average_at_start": None if load_at_start is None else round(load_at_start, 2),
+        "command": s.command or "diffuse-studio evaluate",
+        "settings": {k: v for k, v in s.__dict__.items() if k != "extra"},
+        "model": {"steps_done": (card.get("training") or {}).get("steps_done"),
+                  "anomaly_kernel": anomaly_kernel_of(card), "input_normalisation": card.get("input_normalisation"),
+                  "mask_rule": card.get("mask_rule"), "score": card.get("score"),
+                  "anomaly_threshold": card_threshold, "k": default_settings(card)["k"],
+                  "steps": default_settings(card)["steps"],
+                  "verdict_threshold": (card.get("verdict") or {}).get("threshold")},
+        "card_targets": _card_targets(card),
+        "methods": summary, "sweeps": sweeps, "real": real,
+        "n_test_diseased": int(test.diseased.sum()), "n_test_healthy": int((~test.diseased).sum()),
+        "n_val_diseased": int(val.diseased.sum()), "per_slice_csv": per_slice, "grid": grid_name,
+    }
+    result["figure_files"] = _write_figures(docs, result) if s.name == "evaluation" else {}
+    if s.brats_dir and (docs / "brats_grid.png").exists() and real:
+        result["brats_grid"] = "brats_grid.png"
+    result["wall_seconds"] = round(time.perf_counter() - t_start, 1)
+    result = write_results(docs, result)
+    parts.clear()
+    return result
+
+
+def _small_png(path: Path) -> Path:
+    """The grid as an indexed-colour PNG (a tenth of the bytes; the tiles are greyscale with a few tints)."""
+    from PIL import Image
+
+    Image.open(path).convert("RGB").quantize(colors=128, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
+    return path
+
+
+def _with_acat(val, saliency_models):
+    """``val`` with its ACAT maps (the sweeps' masks), computed where the methods run did not need them."""
+    compute_saliency_maps(val, saliency_models, sources=("acat",))
+    return val
+
+
+def _grid_labels(card: dict) -> dict:
+    return {"dif-fuse": "Dif-fuse, the app's run"}
+
+
+def _card_targets(card: dict) -> dict:
+    """What the targets table reads from the DDPM card (kept in the results file, so the page is made from it alone):
+    the healthy-change option with the lowest change, and the samples drawn from pure noise."""
+    from diffuse_core.models.card import history_value
+
+    hb = card.get("healthy_change_breakdown") or history_value(card, "previous_weights/healthy_change_breakdown") or {}
+    best = min(hb.get("rows", []), key=lambda r: r["healthy_change"]["brain"], default=None)
+    samples = ((card.get("quality") or {}).get("samples_from_noise") or {}).get("ddpm")
+    return {"lowest_healthy_change": None if best is None else
+            {"walk": best["walk"], "solver": best["solver"], "healthy_change": best["healthy_change"]["brain"],
+             "test_dice": best["test_dice"]},
+            "samples_from_noise": None if not samples else
+            {k: samples[k] for k in ("grey_background", "grainy", "n") if k in samples}}
+
+
+def _brats_check(denoiser, saliency_models, s: EvalSettings, summary: dict, docs: Path, progress) -> dict:
+    """Every method on real BraTS cases at its SynthBrain threshold (out of domain), and the BraTS picture grid."""
+    from diffuse_core.evaluation.protocol import run_assembly_on_set
+    from diffuse_core.pipeline import InversionCache
+
+    _emit(progress, "real BraTS cases (out of domain)")
+    brats = brats_set(s.brats_dir, size=denoiser.config.resolution, per_case=s.brats_per_case,
+                      healthy_per_case=s.brats_healthy_per_case)
+    compute_saliency_maps(brats, saliency_models)
+    bm = masks_at(brats, s.percentile)
+    tum = brats.diseased
+    brats_cache = InversionCache(size=len(brats) // max(s.batch_size, 1) + 1)
+    grid_outputs, real = {}, {}
+    for method in s.methods:
+        _emit(progress, f"method {method}: BraTS slices")
+        if REGISTRY[method].assembly:
+            run = run_assembly_on_set(denoiser, saliency_models, brats, s.k, s.steps, s.seeds[0], s.batch_size,
+                                      s.precision)
+            cf, ano = run["counterfactuals"], run["anomalies"]
+        else:
             cf, ano, _, _ = run_on_set(method, denoiser, brats, bm, s.k, s.steps, 1, s.batch_size, s.precision,
                                        inversion_cache=brats_cache)
-            thr = summary[method]["threshold"]
-            if method in GRID_METHODS:
-                grid_outputs[method] = (cf, ano, thr)
-            d, j = scores(ano[tum], brats.lesions[tum], thr)
-            grid = REGISTRY[method].threshold_grid or THRESHOLD_GRID
-            best = choose_threshold(ano[tum], brats.lesions[tum], grid=grid)
-            real[method] = {"dice": float(d.mean()), "iou": float(j.mean()), "n": int(tum.sum()),
-                            "dice_ci": bootstrap_ci(d), "dice_per_slice": d.round(4).tolist(),
-                            "n_healthy": int((~tum).sum()),
-                            "healthy_flagged": (float(flagged_share(ano[~tum], brats.brains[~tum], thr).mean())
-                                                if (~tum).any() else float("nan")),
-                            "dice_best_threshold": float(scores(ano[tum], brats.lesions[tum], best)[0].mean()),
-                            "best_threshold": best, **pixel_scores(ano, brats.lesions, brats.brains)}
-        if grid_outputs:
-            order = {m: grid_outputs[m] for m in GRID_METHODS if m in grid_outputs}
-            real_data_grid(brats, order, docs / "brats_grid.png")
+        thr = summary[method]["threshold"]
+        if method in GRID_METHODS:
+            grid_outputs[method] = (cf, ano, thr)
+        d, j = scores(ano[tum], brats.lesions[tum], thr)
+        grid = REGISTRY[method].threshold_grid or THRESHOLD_GRID
+        best = choose_threshold(ano[tum], brats.lesions[tum], grid=grid)
+        real[method] = {"dice": float(d.mean()), "iou": float(j.mean()), "n": int(tum.sum()),
+                        "dice_ci": bootstrap_ci(d), "dice_per_slice": d.round(4).tolist(),
+                        "n_healthy": int((~tum).sum()),
+                        "healthy_flagged": (float(flagged_share(ano[~tum], brats.brains[~tum], thr).mean())
+                                            if (~tum).any() else float("nan")),
+                        "dice_best_threshold": float(scores(ano[tum], brats.lesions[tum], best)[0].mean()),
+                        "best_threshold": best, **pixel_scores(ano, brats.lesions, brats.brains)}
+    if grid_outputs:
+        order = {m: grid_outputs[m] for m in GRID_METHODS if m in grid_outputs}
+        real_data_grid(brats, order, docs / "brats_grid.png", labels={"dif-fuse": "Dif-fuse, the app's run"})
+    return real
 
-    result = {"settings": {k: v for k, v in s.__dict__.items() if k != "extra"}, "methods": summary,
-              "sweeps": sweeps, "real": real, "wall_seconds": time.perf_counter() - t_start,
-              "n_test_diseased": int(test.diseased.sum()), "n_test_healthy": int((~test.diseased).sum()),
-              "n_val_diseased": int(val.diseased.sum())}
-    _write_csv(docs / "results_per_slice.csv", rows)
-    figures = _write_figures(docs, result)
-    _write_markdown(docs / "results.md", result, denoiser, figures)
-    return result
+
+def write_results(docs: Path, result: dict) -> dict:
+    """The results file ``DOCS/results/NAME.json`` and, from that file as written, its region of ``DOCS/results.md``
+    (the page created where missing; every other part of it kept). Returns the file's content as read back."""
+    import json
+
+    path = Path(docs) / "results" / f"{result['name']}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(_json_safe(result), indent=1) + "\n")
+    os.replace(tmp, path)
+    doc = json.loads(path.read_text())
+    write_region(Path(docs) / "results.md", doc["name"], markdown(doc))
+    return doc
+
+
+REGION_TITLES = {"evaluation_quick": "Quick evaluation on the shipped weights (`diffuse-studio evaluate --quick`)",
+                 "evaluation": "Full evaluation (`diffuse-studio evaluate`)"}
+
+
+def write_region(page: Path, name: str, body: str) -> None:
+    """Put ``body`` between ``<!-- generated:NAME -->`` and ``<!-- /generated:NAME -->`` of ``page``: in place where
+    the markers are, else appended under a heading (a new page gets a title); nothing else of the page changes."""
+    import re
+
+    opening, closing = f"<!-- generated:{name} -->\n", f"<!-- /generated:{name} -->"
+    text = page.read_text() if page.is_file() else "# Evaluation results\n"
+    pattern = re.compile(re.escape(opening) + r".*?" + re.escape(closing), re.S)
+    if pattern.search(text):
+        new = pattern.sub(lambda m: opening + body + closing, text, count=1)
+    else:
+        new = text.rstrip("\n") + f"\n\n## {REGION_TITLES.get(name, name)}\n\n{opening}{body}{closing}\n"
+    tmp = page.with_suffix(".md.tmp")
+    tmp.write_text(new)
+    os.replace(tmp, page)
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
     if not rows:
         return
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     with open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -298,16 +562,12 @@ def _write_figures(docs: Path, result: dict) -> dict[str, list[str]]:
     return figs
 
 
-def _hardware() -> str:
-    import torch
-
-    if torch.cuda.is_available():
-        return f"GPU {torch.cuda.get_device_name(0)}"
-    return f"CPU {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
-
-
 def _ci(pair) -> str:
     return f"{pair[0]:.3f}–{pair[1]:.3f}"
+
+
+def _num(value, fmt: str = ".3f", none: str = "n/a") -> str:
+    return none if value is None or (isinstance(value, float) and np.isnan(value)) else format(value, fmt)
 
 
 def answers(result: dict) -> list[str]:
@@ -315,7 +575,7 @@ def answers(result: dict) -> list[str]:
     this run's numbers. Comparisons are paired over the same slices (95% bootstrap interval of the difference)."""
     from diffuse_core.evaluation.protocol import paired_difference
 
-    out = ["## In short", ""]
+    out = ["### In short", ""]
     sets = [("SynthBrain test", result["methods"])] + ([("real BraTS", result["real"])] if result["real"] else [])
     for name, table in sets:
         ours, thr, orc = table.get("dif-fuse"), table.get("flair-threshold"), table.get("dif-fuse-oracle")
@@ -344,112 +604,150 @@ def answers(result: dict) -> list[str]:
     return out
 
 
-def _write_markdown(path: Path, result: dict, denoiser, figures: dict) -> None:
-    s, methods = result["settings"], result["methods"]
-    card = denoiser.card or {}
-    steps_trained = (card.get("training") or {}).get("steps_done")
-    ranked = sorted(methods, key=lambda m: -methods[m]["dice"])
-    rank = ranked.index("dif-fuse") + 1 if "dif-fuse" in methods else None
-    lines = [
-        "# Evaluation results",
+def _rule_text(rule) -> str:
+    if not rule:
+        return "the paper's percentile"
+    if rule.get("kind") == "percentile":
+        return f"the {rule['percentile']:g}th saliency percentile (the paper's)"
+    weighted = " weighted by the classifier's P(diseased)" if rule.get("kind") == "weighted" else ""
+    return f"saliency{weighted} >= {rule['level']:g} x its maximum, at most {100 * rule['max_share']:.0f} % of the brain"
+
+
+def _as_card(s: dict, m: dict) -> str:
+    if (s["k"], s["steps"]) == (m.get("k"), m.get("steps")):
+        return "the card's, as in the app"
+    return f"the card's: K {m.get('k')}, {m.get('steps')} steps"
+
+
+def _opening(doc: dict) -> list[str]:
+    """Who measured what, where and how: the stamp and the subset, every value read from the results file."""
+    s, m = doc["settings"], doc["model"]
+    load = doc.get("load_average_at_start")
+    seeds_all = [METHOD_LABELS.get(x, x) for x in s["all_seed_methods"] if x in s["methods"]]
+    seeds_line = (f"seeds {list(s['seeds'])} for {', '.join(seeds_all)}, seed {s['seeds'][0]} for the others"
+                  if len(s["seeds"]) > 1 and len(seeds_all) < len(s["methods"]) else f"seeds {list(s['seeds'])}")
+    ours = doc["methods"].get("dif-fuse") or {}
+    thr_from = ("the card's anomaly threshold" if ours.get("threshold_from") == "card"
+                else "a threshold chosen on validation")
+    return [
+        f"Measured {doc['date']} at commit `{doc['commit']}` on {doc['hardware']}, {doc['torch_threads']} torch "
+        f"thread(s)" + (f" (load average {load:g} at the start)" if load is not None else "") +
+        f", by `{doc['command']}` ({doc['wall_seconds'] / 60:.1f} min). Denoiser: {m['steps_done']} training steps, "
+        f"intensity `{m['input_normalisation']}`.",
         "",
-        f"Generated by `{s['command'] or 'diffuse-studio evaluate'}` on {time.strftime('%Y-%m-%d')} "
-        f"({_hardware()}; {result['wall_seconds'] / 60:.1f} min). Denoiser: {steps_trained} training steps. ",
-        f"Data: SynthBrain {result['n_test_diseased']} diseased + {result['n_test_healthy']} healthy test slices; "
-        f"thresholds chosen on {result['n_val_diseased']} diseased validation slices. K = {s['k']}, "
-        f"{s['steps']} steps, {s['percentile']:g}th percentile, seeds {list(s['seeds'])}, anomaly maps opened/closed "
-        f"with a {anomaly_kernel_of(card)}x{anomaly_kernel_of(card)} kernel (card `anomaly_kernel`).",
+        f"Subset: SynthBrain {doc['n_test_diseased']} diseased + {doc['n_test_healthy']} healthy test slices; the "
+        f"other methods' thresholds chosen on {doc['n_val_diseased']} diseased validation slices; methods: "
+        f"{', '.join(METHOD_LABELS.get(x, x) for x in s['methods'])}; {seeds_line}. K {s['k']}, {s['steps']} steps "
+        f"({_as_card(s, m)}), anomaly maps opened/closed with a {m['anomaly_kernel']}x{m['anomaly_kernel']} kernel. "
+        f"Dif-fuse is the app's run (`diffuse_core.run.assembly.run_stack`): mask {_rule_text(m['mask_rule'])}, "
+        f"score `{m['score']}`, {thr_from} ({_num(ours.get('threshold'), 'g')}), sampler seed as listed; the "
+        f"percentile-mask methods use the {s['percentile']:g}th percentile. Calls and seconds per slice: a fresh run "
+        f"(the app's run with its saliency; the others' validation pass); the test passes of the other walks share "
+        f"each slice's DDIM inversion.",
         "",
     ]
-    if s.get("all_seed_methods"):
-        lines[-2] += (f" Seeds {list(s['seeds'])} for {', '.join(METHOD_LABELS.get(m, m) for m in s['all_seed_methods'])}"
-                      f"; the other methods seed {s['seeds'][0]} only (time). Calls and seconds per slice: a fresh run "
-                      "(the validation pass); the test and BraTS passes share each slice's DDIM inversion between "
-                      "methods and seeds (the same tensor).")
-    lines += answers(result)
+
+
+def markdown(doc: dict) -> str:
+    """The evaluation's region of docs/results.md from its results file alone (no card, no model)."""
+    s, methods = doc["settings"], doc["methods"]
+    ranked = sorted(methods, key=lambda m: -methods[m]["dice"])
+    rank = ranked.index("dif-fuse") + 1 if "dif-fuse" in methods else None
+    lines = _opening(doc) + answers(doc)
+    ours = methods.get("dif-fuse") or {}
+    if ours.get("verdict") or ours.get("redrawn_share"):
+        v, share = ours.get("verdict"), ours.get("redrawn_share")
+        bits = []
+        if v:
+            bits.append(f"slice verdict at the card's threshold ({v['threshold']:.3g}): diseased test slices called "
+                        f"abnormal {100 * v['sensitivity']:.0f} %, healthy ones called normal "
+                        f"{100 * v['specificity']:.0f} %")
+        if share:
+            bits.append(f"redrawn region {100 * share['diseased']:.1f} % of the brain on diseased slices, "
+                        f"{100 * share['healthy']:.1f} % on healthy ones")
+        lines += ["The app's run: " + "; ".join(bits) + ".", ""]
     if rank is not None:
         lines += [f"**Dif-fuse ranks {rank} of {len(methods)}** by mean Dice on SynthBrain"
                   + ("." if rank == 1 else f"; ahead of it: {', '.join(METHOD_LABELS.get(m, m) for m in ranked[:rank - 1])}."),
                   ""]
-    lines += ["## Table I on SynthBrain (mean over seeds, standard error over seeds in brackets; 95% bootstrap "
+    if doc.get("grid"):
+        lines += [f"![SynthBrain test slices: input, then each main method's counterfactual and anomaly map, the "
+                  f"lesion outline in green]({doc['grid']})", ""]
+    several = lambda r: len(r.get("seeds", [0])) > 1     # noqa: E731
+    lines += ["### Table I on SynthBrain (mean over seeds, standard error over seeds in brackets; 95% bootstrap "
               "interval over slices)", "",
               "| Method | Dice | Dice 95% CI | IoU | healthy change | healthy flagged | AUPRC | AUROC | "
               "KID (own-classifier features) | threshold | calls/slice | s/slice |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for m in ranked:
         r = methods[m]
-        ci = r.get("dice_ci", (float("nan"), float("nan")))
-        lines.append(f"| {METHOD_LABELS.get(m, m)} | {_fmt(r['dice'], r['dice_se'] if len(r.get('seeds', [0, 1])) > 1 else None)} | "
-                     f"{ci[0]:.3f}–{ci[1]:.3f} | "
-                     f"{_fmt(r['iou'], r['iou_se'] if len(r.get('seeds', [0, 1])) > 1 else None)} | "
-                     f"{r['identity_change']:.4f} | {100 * r.get('healthy_flagged', float('nan')):.1f} % | "
-                     f"{r.get('auprc', float('nan')):.3f} | {r.get('auroc', float('nan')):.3f} | "
-                     f"{'n/a' if np.isnan(r['kid']) else _fmt(r['kid'], r['kid_se'] if len(r.get('seeds', [0, 1])) > 1 else None)} | "
-                     f"{r['threshold']:.2f} | {r['calls_per_slice']:.0f} | {r['seconds_per_slice']:.2f} |")
+        lines.append(f"| {METHOD_LABELS.get(m, m)} | {_fmt(r['dice'], r['dice_se'] if several(r) else None)} | "
+                     f"{_ci(r['dice_ci'])} | {_fmt(r['iou'], r['iou_se'] if several(r) else None)} | "
+                     f"{_num(r['identity_change'], '.4f')} | {_num(100 * r['healthy_flagged'], '.1f')} % | "
+                     f"{_num(r.get('auprc'))} | {_num(r.get('auroc'))} | "
+                     f"{'n/a' if _num(r['kid']) == 'n/a' else _fmt(r['kid'], r['kid_se'] if several(r) else None)} | "
+                     f"{r['threshold']:.2f} | {_num(r['calls_per_slice'], '.0f')} | "
+                     f"{_num(r['seconds_per_slice'], '.2f')} |")
     lines += ["", "*healthy change*: mean absolute intensity change inside the brain on healthy test slices "
               "(images in [-1, 1]; the identity check of paper Fig. 6). *healthy flagged*: share of the brain above "
               "the method's threshold on the healthy test slices. *AUPRC/AUROC*: over every brain pixel of the test "
               "slices (first seed; threshold-free). *KID*: kernel distance between the "
               "counterfactuals of diseased slices and real healthy slices, on pooled features of the project's own "
-              "classifier (Inception weights cannot be downloaded here), so it is not comparable to the paper's KID.",
-              "", "## Dice per lesion type and size", ""]
+              "classifier (Inception weights cannot be downloaded here), so it is not comparable to the paper's KID. "
+              f"Per slice: [{doc['per_slice_csv']}]({doc['per_slice_csv']}).",
+              "", "### Dice per lesion type and size", ""]
     types = sorted({t for r in methods.values() for t in r["by_type"]})
     sizes = [z for z in ("small", "medium", "large") if any(z in r["by_size"] for r in methods.values())]
     lines += ["| Method | " + " | ".join(types + sizes) + " |", "|---" * (1 + len(types) + len(sizes)) + "|"]
     for m in ranked:
         r = methods[m]
-        cells = [f"{r['by_type'].get(t, float('nan')):.3f}" for t in types] + \
-                [f"{r['by_size'].get(z, float('nan')):.3f}" for z in sizes]
+        cells = [_num(r["by_type"].get(t)) for t in types] + [_num(r["by_size"].get(z)) for z in sizes]
         lines.append(f"| {METHOD_LABELS.get(m, m)} | " + " | ".join(cells) + " |")
-    sw = result["sweeps"]
+    sw = doc["sweeps"]
     if "k_percentile" in sw:
-        lines += ["", "## Sweep: K x percentile (validation Dice, Fig. 5)", "",
+        lines += ["", "### Sweep: K x percentile (validation Dice, Fig. 5; the paper's percentile mask)", "",
                   "| K \\ percentile | " + " | ".join(f"{p:g}" for p in s["sweep_percentiles"]) + " |",
                   "|---" * (1 + len(s["sweep_percentiles"])) + "|"]
         for k, row in zip(s["sweep_k"], sw["k_percentile"]):
             lines.append(f"| {k} | " + " | ".join(f"{v:.3f}" for v in row) + " |")
     if "steps" in sw:
-        lines += ["", "## Sweep: sampling steps (validation)", "", "| steps | Dice | s/slice |", "|---|---|---|"]
+        lines += ["", "### Sweep: sampling steps (validation; the paper's percentile mask)", "",
+                  "| steps | Dice | s/slice |", "|---|---|---|"]
         for n, d, sec in zip(sw["steps"]["steps"], sw["steps"]["dice"], sw["steps"]["seconds_per_slice"]):
             lines.append(f"| {n} | {d:.3f} | {sec:.2f} |")
-    if result["real"]:
-        lines += ["", "## Real data, out of domain: BraTS 2015 FLAIR, whole tumour", "",
-                  *(["![Real BraTS slices: input, counterfactuals and anomaly maps of the main methods, the "
-                     "expert's outline in green](brats_grid.png)", ""]
-                    if (path.parent / "brats_grid.png").exists() else []),
-                  "Thresholds from the SynthBrain validation split; models never saw real data. Dice and IoU on the "
-                  "tumour slices (95% bootstrap interval over slices); *healthy flagged*: share of the brain flagged "
-                  "on tumour-free slices of the same cases; AUPRC/AUROC over every brain pixel of all slices "
-                  "(threshold-free); *Dice at best threshold* is an oracle (the threshold chosen on these slices "
-                  "themselves), shown beside the honest one.", "",
+    if doc["real"]:
+        lines += ["", "### Real data, out of domain: BraTS 2015 FLAIR, whole tumour", "",
+                  *([f"![Real BraTS slices: input, counterfactuals and anomaly maps of the main methods, the "
+                     f"expert's outline in green]({doc['brats_grid']})", ""] if doc.get("brats_grid") else []),
+                  "Thresholds from the SynthBrain validation split (Dif-fuse: the card's); models never saw real data. "
+                  "Dice and IoU on the tumour slices (95% bootstrap interval over slices); *healthy flagged*: share of "
+                  "the brain flagged on tumour-free slices of the same cases; AUPRC/AUROC over every brain pixel of all "
+                  "slices (threshold-free); *Dice at best threshold* is an oracle (the threshold chosen on these "
+                  "slices themselves), shown beside the honest one.", "",
                   "| Method | Dice | Dice 95% CI | IoU | healthy flagged | AUPRC | AUROC | Dice at best threshold "
                   "(oracle) | tumour / healthy slices |", "|---|---|---|---|---|---|---|---|---|"]
-        for m in sorted(result["real"], key=lambda m: -result["real"][m]["dice"]):
-            r = result["real"][m]
-            ci = r.get("dice_ci", (float("nan"), float("nan")))
-            lines.append(f"| {METHOD_LABELS.get(m, m)} | {r['dice']:.3f} | {ci[0]:.3f}–{ci[1]:.3f} | {r['iou']:.3f} | "
-                         f"{100 * r.get('healthy_flagged', float('nan')):.1f} % | {r.get('auprc', float('nan')):.3f} | "
-                         f"{r.get('auroc', float('nan')):.3f} | {r.get('dice_best_threshold', float('nan')):.3f} | "
+        for m in sorted(doc["real"], key=lambda m: -doc["real"][m]["dice"]):
+            r = doc["real"][m]
+            lines.append(f"| {METHOD_LABELS.get(m, m)} | {r['dice']:.3f} | {_ci(r['dice_ci'])} | {r['iou']:.3f} | "
+                         f"{_num(100 * r['healthy_flagged'], '.1f')} % | {_num(r.get('auprc'))} | "
+                         f"{_num(r.get('auroc'))} | {_num(r.get('dice_best_threshold'))} | "
                          f"{r['n']} / {r.get('n_healthy', 0)} |")
-    lines += targets_section(result, card)
-    lines += _ct_section()
+    lines += targets_section(doc)
+    figures = doc.get("figure_files") or {}
     if figures:
-        lines += ["", "## Figures", ""]
+        lines += ["### Figures", ""]
         for name, files in figures.items():
             png = [f for f in files if f.endswith(".png")]
             if png:
                 lines.append(f"![{name}]({png[0]})")
             lines.append(f"Interactive: [{files[0]}]({files[0]})")
             lines.append("")
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, path)
+    return "\n".join(lines).rstrip("\n") + "\n"
 
 
-def targets_section(result: dict, card: dict) -> list[str]:
-    """The models issue's measured targets beside what this run (and the DDPM and CT cards) measured: a target not
-    reached stays in the table with its value, never lowered."""
-    from diffuse_core.models.card import history_value
+def targets_section(result: dict, card: dict | None = None) -> list[str]:
+    """The models issue's measured targets beside what this run measured and what the results file kept of the DDPM
+    card (``card``: read that card instead): a target not reached stays in the table with its value, never lowered."""
     methods, real = result.get("methods", {}), result.get("real") or {}
     ours, thr = methods.get("dif-fuse"), methods.get("flair-threshold")
     if ours is None:
@@ -464,36 +762,25 @@ def targets_section(result: dict, card: dict) -> list[str]:
                  f"{ours['dice']:.3f}, rank {ranked.index('dif-fuse') + 1} of {len(methods)}"
                  + (f" (FLAIR threshold {thr['dice']:.3f})" if thr else ""),
                  "yes" if ours["dice"] >= 0.70 and ranked[0] == "dif-fuse" else "no"))
-    hb = card.get("healthy_change_breakdown") or history_value(card, "previous_weights/healthy_change_breakdown") or {}
-    best = min(hb.get("rows", []), key=lambda r: r["healthy_change"]["brain"], default=None)
+    extra = _card_targets(card) if card is not None else result.get("card_targets") or {}
+    best = extra.get("lowest_healthy_change")
     rows.append(("Healthy slices: mean absolute change <= 0.03",
                  f"{ours['identity_change']:.3f}" + (f" (lowest option: {best['walk']} walk + {best['solver']} "
-                                                     f"{best['healthy_change']['brain']:.3f}, SynthBrain test Dice "
+                                                     f"{best['healthy_change']:.3f}, SynthBrain test Dice "
                                                      f"{best['test_dice']:.3f})" if best else ""),
                  "yes" if ours["identity_change"] <= 0.03 else "no (the default)"))
-    q = ((card.get("quality") or {}).get("samples_from_noise") or {}).get("ddpm")
+    q = extra.get("samples_from_noise")
     if q:
         rows.append(("Samples from pure noise: 0 of 16 grey, 0 grainy",
                      f"{q['grey_background']} of {q['n']} grey, {q['grainy']} grainy",
                      "yes" if q["grey_background"] == 0 and q["grainy"] == 0 else "no"))
-    out = ["", "## Where the models issue's targets stand", "",
+    out = ["", "### Where the models issue's targets stand", "",
            "Measured by this run where it can (the Dif-fuse and threshold rows above); the healthy-change options from "
            "the DDPM card's `healthy_change_breakdown` (`benchmarks/bench_inversion.py`; its `history` keeps that of the "
-           "previous weights), the samples from its `quality`; CT below. A target not reached is listed with its value.", "",
+           "previous weights), the samples from its `quality`, both copied into the results file when it was written. "
+           "A target not reached is listed with its value.", "",
            "| target | measured | reached |", "|---|---|---|"]
     return out + [f"| {a} | {b} | {c} |" for a, b, c in rows] + [""]
-
-
-def _ct_section() -> list[str]:
-    """The shipped CT model's comparison (its card's ``ct_check``, :mod:`diffuse_core.evaluation.ct_check`)."""
-    from diffuse_core.evaluation.ct_check import markdown
-    from diffuse_core.models.checkpoint import read_config
-    from diffuse_core.models.registry import default_model_dir, is_installed
-
-    folder = default_model_dir("ddpm", "ct")
-    check = (read_config(folder).get("card") or {}).get("ct_check") if is_installed(folder) else None
-    return ["", *markdown(check, shipped=check.get("shipped")), "See [ct.md](ct.md) for how the CT models were "
-            "trained, the picture and what they get wrong.", ""] if check else []
 
 
 def command_line() -> str:
