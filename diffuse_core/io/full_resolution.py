@@ -93,11 +93,21 @@ def to_input_grid(image: np.ndarray, brain: np.ndarray, geometry: Geometry | Non
                          f"{geometry.original_shape[0]}x{geometry.original_shape[1]}")
     inside = brain.astype(bool)
     mask_full = ((from_model_grid(np.asarray(mask, np.float32), geometry, order=1) > 0.5) & inside).astype(np.uint8)
-    up = np.clip(from_model_grid(np.asarray(counterfactual, np.float32), geometry, order=3), -1.0, 1.0)
-    w = blend_weight(mask_full, 1.0 / geometry.scale) * inside
-    cf = np.where(inside[None], w[None] * up + (1.0 - w[None]) * image, image).astype(np.float32)
-    ano = np.clip(from_model_grid(np.asarray(anomaly, np.float32), geometry, order=1), 0.0, None) * inside
+    up = from_model_grid(np.asarray(counterfactual, np.float32), geometry, order=3).astype(np.float32, copy=False)
+    np.clip(up, -1.0, 1.0, out=up)
+    w = (blend_weight(mask_full, 1.0 / geometry.scale) * inside).astype(np.float32, copy=False)
+    # w x up + (1 - w) x image, which is the image itself outside the brain (w = 0 there); computed in place, as a
+    # 16 MP input's temporaries are 64 MB each (issue 35)
+    up -= image
+    up *= w[None]
+    up += image
+    cf = up
+    ano = from_model_grid(np.asarray(anomaly, np.float32), geometry, order=1).astype(np.float32, copy=False)
+    np.maximum(ano, 0.0, out=ano)
+    ano *= inside
     sal = None
     if saliency is not None:
-        sal = np.clip(from_model_grid(np.asarray(saliency, np.float32), geometry, order=1), 0.0, 1.0) * inside
+        sal = from_model_grid(np.asarray(saliency, np.float32), geometry, order=1).astype(np.float32, copy=False)
+        np.clip(sal, 0.0, 1.0, out=sal)
+        sal *= inside
     return FullResolution(image, cf, ano.astype(np.float32), mask_full, sal, brain, w.astype(np.float32))

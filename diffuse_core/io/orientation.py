@@ -104,9 +104,9 @@ def display_nifti(array, spacing=(1.0, 1.0), affine: np.ndarray | None = None):
     return img
 
 
-def nifti_gz_bytes(img) -> bytes:
+def nifti_gz_bytes(img, compresslevel: int = 6) -> bytes:
     """Deterministic ``.nii.gz`` bytes of a NIfTI image (no timestamp in the gzip header)."""
-    return gzip.compress(img.to_bytes(), compresslevel=6, mtime=0)
+    return gzip.compress(img.to_bytes(), compresslevel=compresslevel, mtime=0)
 
 
 def read_display_slice(img) -> tuple[np.ndarray, tuple[float, float]]:

@@ -157,9 +157,10 @@ def from_model_grid(array, geometry: Geometry, order: int = 1) -> np.ndarray:
         raise ValueError(f"expected a {geometry.size}x{geometry.size} array on the model grid, got "
                          f"{arr.shape[1]}x{arr.shape[2]}")
     r0, r1, c0, c1 = geometry.content_box
-    out = np.stack([_resize_plane(arr[c, r0:r1, c0:c1], geometry.original_shape, order)
-                    for c in range(arr.shape[0])])
-    return out[0] if squeeze else out
+    planes = [_resize_plane(arr[c, r0:r1, c0:c1], geometry.original_shape, order) for c in range(arr.shape[0])]
+    if squeeze:
+        return planes[0]
+    return planes[0][None] if len(planes) == 1 else np.stack(planes)   # no copy of a 16 MP plane to stack one
 
 
 # --------------------------------------------------------------------------------------------------------------
