@@ -145,3 +145,24 @@ def test_the_readme_stays_a_short_users_guide():
     assert "not a diagnostic device" in text.lower()
     for link in ("docs/hero.png", "docs/app_screenshot.png"):
         assert (ROOT / link).is_file() and f"]({link})" in text, link
+
+
+def test_the_evaluation_regions_are_made_from_their_results_files_alone(tmp_path):
+    """docs/results.md's `evaluation_quick` region is `diffuse-studio evaluate --quick`'s results file rendered: a
+    figure edited in the file (or in the page) makes the region stale; the full run's region says it has not run
+    until its file exists."""
+    root = _copy(tmp_path)
+    path = root / "docs" / "results" / "evaluation_quick.json"
+    if not path.is_file():
+        pytest.skip("no quick evaluation results file yet")
+    assert not docs_tables.regenerate(root, write=False)
+    doc = json.loads(path.read_text())
+    doc["methods"]["dif-fuse"]["dice"] = 0.9876
+    path.write_text(json.dumps(doc))
+    assert "docs/results.md:evaluation_quick" in docs_tables.regenerate(root, write=False)
+    docs_tables.regenerate(root)
+    assert "0.988" in (root / "docs" / "results.md").read_text()
+    (root / "docs" / "results" / "evaluation.json").unlink(missing_ok=True)
+    docs_tables.regenerate(root)
+    full = (root / "docs" / "results.md").read_text().split("<!-- generated:evaluation -->")[1]
+    assert full.lstrip().startswith("*Not run on the shipped weights yet")

@@ -334,3 +334,68 @@ def test_targets_section_reports_each_target_with_its_measured_value_and_never_a
     assert "0.800 vs 0.480 | above the threshold; 0.85 not reached |" in text
     assert "| 0.020 | yes |" in text and "Samples from pure noise" not in text
     assert targets_section({"methods": {"flair-threshold": {"dice": 0.5}}, "real": {}}, card) == []
+
+
+def _tiny_cli_models(models, tmp_path):
+    from diffuse_core.models import checkpoint as saliency_models
+    from diffuse_core.models.denoiser import save_denoiser
+
+    den, sal = models
+    save_denoiser(den, tmp_path / "ddpm", card={"model": "tiny", "anomaly_threshold": 0.2, "score": "signed",
+                                                "mask_rule": {"kind": "weighted", "level": 0.2, "max_share": 0.5},
+                                                "verdict": {"percentile": 99.5, "threshold": 0.2}})
+    saliency_models.save(sal.autoencoder, tmp_path / "sal" / "autoencoder")
+    saliency_models.save(sal.classifier, tmp_path / "sal" / "classifier")
+    return ["--model", str(tmp_path / "ddpm"), "--saliency-models", str(tmp_path / "sal"), "--device", "cpu",
+            "--precision", "fp32", "--threads", "1"]
+
+
+def test_quick_writes_its_results_file_and_only_its_region_of_the_page(models, tmp_path):
+    """`evaluate --quick` (explicit tiny sizes here) writes docs/results/evaluation_quick.json and, from it alone, its
+    region of results.md: the hand text and the other generated regions of the page stay as they were."""
+    import json
+
+    from diffuse_core.cli import main
+    from diffuse_core.evaluation.report import QUICK_METHODS, markdown
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    page = ("# Evaluation results\n\nHand text.\n\n<!-- generated:real_data -->\nkept as it is\n"
+            "<!-- /generated:real_data -->\n\n## Quick\n\n<!-- generated:evaluation_quick -->\nold\n"
+            "<!-- /generated:evaluation_quick -->\n\nMore hand text.\n")
+    (docs / "results.md").write_text(page)
+    args = ["evaluate", "--quick", "--n-val", "4", "--n-test", "4", "--steps", "2", "--k", "200", "--docs", str(docs)]
+    assert main(args + _tiny_cli_models(models, tmp_path)) == 0
+    doc = json.loads((docs / "results" / "evaluation_quick.json").read_text())
+    assert tuple(doc["settings"]["methods"]) == QUICK_METHODS and doc["settings"]["seeds"] == [0]
+    assert doc["settings"]["sweep_k"] == [] and doc["sweeps"] == {} and doc["torch_threads"] == 1
+    for key in ("date", "commit", "hardware", "command", "wall_seconds"):
+        assert doc[key], key
+    assert doc["command"].startswith("diffuse-studio evaluate")     # the typed command line where there is one
+    ours = doc["methods"]["dif-fuse"]
+    assert ours["threshold"] == 0.2 and ours["threshold_from"] == "card" and "verdict" in ours
+    text = (docs / "results.md").read_text()
+    assert "<!-- generated:real_data -->\nkept as it is\n" in text and "Hand text." in text and "More hand text." in text
+    assert f"<!-- generated:evaluation_quick -->\n{markdown(doc)}<!-- /generated:evaluation_quick -->" in text
+    assert "Subset: SynthBrain 3 diseased + 1 healthy test slices" in text
+    assert (docs / doc["grid"]).stat().st_size > 0 and (docs / doc["per_slice_csv"]).is_file()
+    assert not (docs / "results_per_slice.csv").exists()          # the full run's files are left alone
+
+
+def test_an_interrupted_evaluation_resumes_at_the_first_unfinished_method(models, tmp_path, monkeypatch):
+    from diffuse_core.evaluation import report
+
+    den, sal = models
+    s = EvalSettings(n_val=4, n_test=4, seeds=(0,), steps=2, k=200, sweep_k=(), sweep_steps=(), precision="fp32",
+                     methods=("dif-fuse", "flair-threshold"), command="pytest", name="evaluation_quick")
+    monkeypatch.setattr(report._Parts, "clear", lambda self: None)        # as if the run had stopped before the end
+    first = run_evaluation(den, sal, s, tmp_path)
+    said = []
+    again = run_evaluation(den, sal, s, tmp_path, progress=said.append)
+    assert any(t.startswith("resuming: dif-fuse, flair-threshold") for t in said)
+    assert not any(t.startswith("method ") for t in said)
+    assert again["methods"] == first["methods"]
+    s.n_test = 8                                                          # other settings: nothing is reused
+    said.clear()
+    run_evaluation(den, sal, s, tmp_path, progress=said.append)
+    assert not any(t.startswith("resuming") for t in said)

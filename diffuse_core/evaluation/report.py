@@ -1,9 +1,13 @@
 """``diffuse-studio evaluate``: run the evaluation protocol of :mod:`diffuse_core.evaluation.protocol` and write the report.
 
-Outputs (in ``--docs``, default ``docs/``): ``results.md`` (tables, with the command and hardware at the top),
-``results_per_slice.csv``, and Plotly figures as HTML (and PNG where a browser for kaleido is available):
-``fig_k_percentile`` (Dice over K x percentile, paper Fig. 5), ``fig_steps`` (Dice against sampling steps),
-``fig_methods`` (Dice per method).
+Outputs (in ``--docs``, default ``docs/``): the results file ``results/NAME.json`` (``evaluation``, or
+``evaluation_quick`` with ``--quick``: every figure with the date, commit, hardware, threads, command and settings),
+and from it alone the region ``<!-- generated:NAME -->`` of ``results.md`` (:func:`markdown`; the rest of the page is
+kept, and :mod:`diffuse_core.evaluation.docs_tables` rewrites or checks the region from the file); the picture grid
+``NAME_grid.png`` (SynthBrain test slices x the main methods); the per-slice CSV (``results_per_slice.csv``, or
+``results/evaluation_quick_per_slice.csv``); and for the full run Plotly figures as HTML (and PNG where a browser for
+kaleido is available): ``fig_k_percentile`` (Dice over K x percentile, paper Fig. 5), ``fig_steps`` (Dice against
+sampling steps), ``fig_methods`` (Dice per method).
 """
 
 from __future__ import annotations
@@ -11,7 +15,6 @@ from __future__ import annotations
 import csv
 import logging
 import os
-import platform
 import sys
 import time
 from collections.abc import Callable
