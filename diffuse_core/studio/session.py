@@ -88,3 +88,42 @@ class LiveRuns:
 
 
 LIVE_RUNS = LiveRuns()
+
+
+class OpenRequests:
+    """The guards of every heavy request in progress (a run, an upload's decode, a preview), by session: what a
+    closed tab cancels. Gradio stops a streaming callback when its tab closes, but a plain callback (an upload's
+    probe, which may be decoding a large file in a worker process) computes on; the app's ``unload`` event calls
+    :meth:`close_session`, which raises the flag of each, and the decode's waiting thread kills its worker."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._open: dict[int, RunGuard] = {}
+
+    @contextlib.contextmanager
+    def holding(self, guard: RunGuard):
+        """Keep ``guard`` while the block runs."""
+        with self._lock:
+            self._open[id(guard)] = guard
+        try:
+            yield guard
+        finally:
+            with self._lock:
+                self._open.pop(id(guard), None)
+
+    def close_session(self, sid: str | None) -> int:
+        """Cancel every open request of session ``sid`` (none without a session); how many there were."""
+        if sid is None:
+            return 0
+        with self._lock:
+            guards = [g for g in self._open.values() if g.session == sid]
+        for g in guards:
+            g.cancel()
+        return len(guards)
+
+    def open_now(self) -> int:
+        with self._lock:
+            return len(self._open)
+
+
+OPEN_REQUESTS = OpenRequests()

@@ -16,6 +16,7 @@ from diffuse_core.studio.settings import DEFAULTS
 from diffuse_core.ui import healthy
 from diffuse_core.ui.adapt_panel import wire_adapt
 from diffuse_core.ui.api import add_api
+from diffuse_core.ui.bounded import close_session
 from diffuse_core.ui.curate_tab import curate_tab, wire_curate
 from diffuse_core.ui.explore_tab import GALLERY_HINT, explore_controls, explore_tab, wire_explore
 from diffuse_core.ui.healthy_tab import healthy_tab, wire_healthy
@@ -100,4 +101,5 @@ def build_demo(title: str = "Dif-fuse Studio") -> gr.Blocks:
         wire_adapt(demo, cur.adapt, ex.model, page.light)
         wire_volume(demo, vol, tabs, ex, page.light, page.heavy)
         add_api(page.heavy)
+        demo.unload(close_session)          # a closed tab cancels its requests still computing (an upload's decode)
     return demo
