@@ -6,23 +6,46 @@ from __future__ import annotations
 from diffuse_core.studio.settings import DEFAULTS
 
 
-def scores(result, truth, threshold: float, full=None) -> dict:
-    """{"threshold", "anomaly_pixels", "flagged_fraction_of_brain"} and, with ``truth`` {0, 1}, "dice" and "iou"
-    (left out without it). ``result`` is a :class:`diffuse_core.pipeline.CounterfactualResult`; ``full`` (its
+def scores(result, truth, threshold: float, full=None, verdict=None) -> dict:
+    """{"threshold", "anomaly_pixels", "above_threshold_fraction_of_brain", "flagged_fraction_of_brain"} and, with
+    ``truth`` {0, 1}, "dice" and "iou" (left out without it). ``result`` is a
+    :class:`diffuse_core.pipeline.CounterfactualResult`; ``full`` (its
     :class:`~diffuse_core.io.full_resolution.FullResolution`) scores at the input's size, ``truth`` then on that grid,
-    as ``diffuse-studio run`` does."""
+    as ``diffuse-studio run`` does. ``anomaly_pixels`` and ``above_threshold_fraction_of_brain`` count the map above
+    the threshold; "flagged" is what the app marks anomalous: the same, except on a slice the calibrated ``verdict``
+    (a :class:`~diffuse_core.core.verdict.Verdict` or its dict) calls normal, where nothing is flagged (no red)."""
     from diffuse_core.core.anomaly import binarize
     from diffuse_core.core.metrics import dice, iou
 
     anomaly, brain = (full.anomaly, full.brain) if full is not None else (result.anomaly, result.brain_mask)
     predicted = binarize(anomaly, threshold)
     brain = brain.astype(bool)
-    out = {"threshold": threshold, "anomaly_pixels": int(predicted.sum()),
-           "flagged_fraction_of_brain": float(predicted[brain].mean()) if brain.any() else 0.0}
+    above = float(predicted[brain].mean()) if brain.any() else 0.0
+    out = {"threshold": threshold, "anomaly_pixels": int(predicted.sum()), "above_threshold_fraction_of_brain": above,
+           "flagged_fraction_of_brain": 0.0 if called_normal(verdict) else above}
     if truth is not None:
         out["dice"] = dice(predicted, truth)
         out["iou"] = iou(predicted, truth)
     return out
+
+
+def called_normal(verdict) -> bool:
+    """Whether a calibrated verdict (a Verdict, its dict, or None: no verdict) calls the slice normal."""
+    if verdict is None:
+        return False
+    abnormal = verdict.get("abnormal") if isinstance(verdict, dict) else verdict.abnormal
+    return not abnormal
+
+
+def flagged_row(s: dict, digits: int = 1) -> tuple[str, str]:
+    """The (measure, value) row of the flagged share for the app's tables, from :func:`scores`' dict: on a slice
+    called normal it says that nothing is flagged and how much of the map lies above the pixel threshold."""
+    above = s.get("above_threshold_fraction_of_brain", s["flagged_fraction_of_brain"])
+    if s["flagged_fraction_of_brain"] == above:
+        return (f"Flagged as anomalous (anomaly > {s['threshold']:.3g})",
+                f"{100 * s['flagged_fraction_of_brain']:.{digits}f} % of the brain")
+    return ("Flagged as anomalous", f"none: the slice is called normal ({100 * above:.{digits}f} % of the brain lies "
+                                    f"above the pixel threshold {s['threshold']:.3g}, not shown)")
 
 
 def result_summary(lc, item: dict) -> dict:
@@ -30,7 +53,7 @@ def result_summary(lc, item: dict) -> dict:
     loaded case ``lc``: the engine's summary, the scores, the settings and the model version."""
     r = item["result"]
     full = lc.case.full_resolution(r)
-    return {**r.summary(), **scores(r, lc.case.truth_at_input_size, item["threshold"], full),
+    return {**r.summary(), **scores(r, lc.case.truth_at_input_size, item["threshold"], full, item.get("verdict")),
             "output_size": list(full.shape), "case": lc.title,
             "modality": lc.case.modality, "percentile": item["settings"]["percentile"],
             "mask_from": item["settings"]["mask_from"], "model_version": item["model_version"],
@@ -61,7 +84,7 @@ def verdict_line(verdict: dict | None, modality: str | None = None) -> str:
 
 
 def no_verdict_line(modality: str | None) -> str:
-    """What the app says of a run whose model card has no calibrated verdict (the shipped CT model's): no call."""
+    """What the app says of a run whose model card has no calibrated verdict (a model not calibrated yet): no call."""
     what = "CT" if str(modality or "").lower() == "ct" else "this model"
     return (f"**No verdict for {what}** (no calibrated threshold: its model card has none), so no normal / abnormal "
             f"call is made. Read the anomaly map yourself.")

@@ -15,7 +15,7 @@ from diffuse_core.studio.library import LoadedCase
 from diffuse_core.studio.model_store import MODELS
 from diffuse_core.studio.review import modality_label
 from diffuse_core.studio.runs import result_record, run_case
-from diffuse_core.studio.scoring import looks_normal, result_summary, verdict_line
+from diffuse_core.studio.scoring import flagged_row, looks_normal, result_summary, verdict_line
 from diffuse_core.studio.selection import load_selected
 from diffuse_core.studio.guard import RunCancelled, request_guard
 from diffuse_core.studio.session import LIVE_RUNS, session_id
@@ -225,8 +225,8 @@ def _run_loaded(lc, source, gallery_key, files, slice_index, channel, window, ma
 
 
 def verdict_view(state):
-    """The verdict line above the results; after a run whose model card has no calibrated verdict (CT today), the
-    line says there is none (hidden only before any run)."""
+    """The verdict line above the results; after a run whose model card has no calibrated verdict (a model not
+    calibrated yet), the line says there is none (hidden only before any run)."""
     line = verdict_line(state.get("verdict"), state.get("modality") or "") if state else ""
     return gr.update(value=line, visible=bool(line))
 
@@ -257,18 +257,17 @@ def metrics_markdown(lc: LoadedCase, summary: dict) -> str:
     """The results table of a run, with a word on healthy, truthless and out-of-domain cases."""
     rows = [("Mean absolute change inside the brain", f"{summary['mean_abs_change_in_brain']:.4f} (of a 0–2 range)"),
             ("Mask (redrawn region)", f"{100 * summary['mask_fraction_of_brain']:.1f} % of the brain"),
-            (f"Flagged as anomalous (anomaly > {summary['threshold']:.3g})",
-             f"{100 * summary['flagged_fraction_of_brain']:.1f} % of the brain")]
+            flagged_row(summary)]
     if "dice" in summary:
         rows.insert(0, ("Dice vs ground truth", f"**{summary['dice']:.3f}**"))
         rows.insert(1, ("IoU vs ground truth", f"{summary['iou']:.3f}"))
     rows.append(("Run", f"K={summary['k']}, {summary['steps']} steps, seed {summary['seed']}, "
                         f"{summary['network_calls']} network calls, {summary['seconds']:.1f} s on {summary['device']}"))
-    table = "\n".join(f"| {a} | {b} |" for a, b in rows)
     if summary.get("verdict"):
         v = summary["verdict"]
         rows.insert(0, ("Verdict", f"**{'abnormal' if v['abnormal'] else 'normal'}** (peak anomaly {v['score']:.3f}; "
                                    f"threshold {v['threshold']:.3f})"))
+    table = "\n".join(f"| {a} | {b} |" for a, b in rows)
     head = f"**{html.escape(lc.title)}**"
     if lc.healthy:
         ok = looks_normal(summary)

@@ -10,7 +10,7 @@ from diffuse_core.studio.display import display_result
 from diffuse_core.studio.library import load_library_case
 from diffuse_core.studio.model_store import MODELS
 from diffuse_core.studio.runs import run_case
-from diffuse_core.studio.scoring import looks_healthy, scores
+from diffuse_core.studio.scoring import flagged_row, looks_healthy, scores
 from diffuse_core.studio.selection import load_selected
 from diffuse_core.ui.errors import user_errors
 from diffuse_core.ui.pictures import grey_rgb
@@ -43,9 +43,9 @@ def healthy_check(choice, source, gallery_key, files, slice_index, channel, wind
         elif item["kind"] == "result":
             result = item
     r = result["result"]
-    s = scores(r, None, result["threshold"])
-    change = r.summary()["mean_abs_change_in_brain"]
     v = result.get("verdict")                       # the calibrated verdict, where the model card has one
+    s = scores(r, None, result["threshold"], verdict=v)
+    change = r.summary()["mean_abs_change_in_brain"]
     normal = (not v.abnormal) if v is not None else looks_healthy(s["flagged_fraction_of_brain"])
     verdict = ("✓ **Nearly unchanged**, as a model trained on healthy slices should leave a healthy slice"
                + (f": the verdict is **normal** (peak anomaly {v.score:.3f}, threshold {v.threshold:.3f})."
@@ -53,12 +53,12 @@ def healthy_check(choice, source, gallery_key, files, slice_index, channel, wind
                if normal else
                "⚠ **Changed more than expected** for a healthy slice: the model may be undertrained, or the slice "
                "is not healthy.")
+    row = flagged_row(s, 2)
     label = "healthy case" if lc.healthy else ("case not marked healthy" if lc.healthy is False else "uploaded case")
     md = (f"**{html.escape(lc.title)}** ({label}); redrawn region: {how}.\n\n"
           f"| Measure | Value |\n|---|---|\n"
           f"| Mean absolute change inside the brain | **{change:.4f}** (intensities span 0–2) |\n"
-          f"| Brain flagged as anomalous (anomaly > {s['threshold']:.3g}) | "
-          f"**{100 * s['flagged_fraction_of_brain']:.2f} %** |\n\n"
+          f"| {row[0]} | **{row[1]}** |\n\n"
           f"{verdict}")
     d = display_result(lc.case, r)                  # at the input's own resolution
     yield (grey_rgb(d.image[0], d.panel_size), grey_rgb(d.counterfactual[0], d.panel_size)), md

@@ -92,10 +92,13 @@ def thumbnail(image_chw, truth=None, size: int = THUMBNAIL_SIZE) -> np.ndarray:
 
 
 def review_tile(record: dict, size: int = THUMBNAIL_SIZE) -> np.ndarray:
-    """2 x 2 tile of a run record: input (green truth) | counterfactual / anomaly map | mask."""
+    """2 x 2 tile of a run record: input (green truth) | counterfactual / anomaly map | mask. A slice the verdict
+    calls normal (``record["summary"]["verdict"]``) shows an empty anomaly map: no red, as in Explore and the quiz."""
     a = with_outlines(grey_rgb(record["image"][0], size), truth=record.get("truth"))
     b = grey_rgb(record["counterfactual"][0], size)
-    c = resize(heat_map(record["anomaly"], record["vmax"]), size, cv2.INTER_LINEAR)
+    verdict = (record.get("summary") or {}).get("verdict")
+    anomaly = np.zeros_like(record["anomaly"]) if verdict and not verdict["abnormal"] else record["anomaly"]
+    c = resize(heat_map(anomaly, record["vmax"]), size, cv2.INTER_LINEAR)
     d = tint_mask(a, record["mask"])
     gap = np.full((size, 2, 3), 255, np.uint8)
     top, bottom = np.concatenate([a, gap, b], axis=1), np.concatenate([c, gap, d], axis=1)
