@@ -91,6 +91,32 @@ HEALTHY = [
 ]
 
 
+# Seeds passed over: a case whose first matching seed the shipped models call against its label (issue 36: the quiz,
+# the Healthy check and the verdict agree on every shipped case; tests/test_teaching.py checks the whole set) is
+# searched again after all the other cases, from the next unused teaching seed, so that no other case changes. The
+# set therefore holds no case the shipped models miss: it is for teaching, and it does not measure them (their
+# sensitivity is measured on SynthBrain validation and test slices; see the model cards). {case number: {seed: why}}
+PASSED_OVER: dict[int, dict[int, str]] = {
+    4: {1125899906842641: "the FLAIR verdict calls it normal (peak anomaly 0.042 under 0.210; Dice 0.00); slices of "
+                          "this spec made from validation seeds are called abnormal in 5 of 6",
+        1125899906842764: "the FLAIR verdict calls it normal (peak anomaly 0.048 under 0.210; Dice 0.00; 36 pixels)"},
+}
+
+
+# Cases the shipped models' verdict misses and that no honest regeneration fixes: the CT verdict (calibrated as FLAIR's,
+# the 95th percentile of healthy validation peaks) calls only 5 of 24 SynthBrain CT validation strokes abnormal, and
+# slices of case 14's spec made from validation seeds 1 of 6 at its contrast (0 of 6 at contrast 1.0). Passing over
+# seeds until one is flagged would show trainees a CT model it is not, so these stay, marked in the manifest
+# (``verdict_misses``): tests/test_teaching.py checks that every other case agrees and that these still disagree.
+KNOWN_MISSES: dict[int, str] = {
+    14: "the CT verdict calls this stroke normal (peak anomaly 0.055 under 0.252): it misses most medium CT strokes "
+        "(5 of 24 SynthBrain CT validation strokes called abnormal); the anomaly map alone shows it (Dice 0.40)",
+    15: "the CT verdict calls this subtle stroke normal (peak anomaly 0.051 under 0.252): it misses most CT strokes "
+        "but the largest (5 of 24 SynthBrain CT validation strokes called abnormal); the anomaly map alone shows it "
+        "(Dice 0.54)",
+}
+
+
 def difficulty(s: sb.SynthSlice) -> str:
     if s.contrast < 0.6 or s.lesion_size == "small":
         return "subtle"
@@ -156,19 +182,23 @@ def build(out: Path) -> Path:
         return seed
 
     used_levels: list[int] = []
+    healthy_cases: list[dict] = []
     used_places: set[tuple[str, str]] = set()      # no two cases of one lesion type in the same place
-    for k, (mod, lt, scale, contrast, req, note) in enumerate(WANTED, start=1):
+    def find(k: int):
+        mod, lt, scale, contrast, req, _ = WANTED[k - 1]
         for _ in range(2000):
             seed = next_seed()
             s = sb.generate_slice(seed, (mod,), SIZE, healthy=False, lesion_type=lt, lesion_scale=scale,
                                   contrast=contrast)
             place = (lt, " ".join(s.location.split()[:2]), s.detail if lt == "stroke" else "")
             if _matches(s, req) and place not in used_places:
+                if seed in PASSED_OVER.get(k, {}):
+                    return None                     # searched again after the other cases
                 used_places.add(place)
-                break
-        else:
-            raise RuntimeError(f"no teaching seed matched case {k}: {mod} {lt} {req}")
-        cases.append(_entry(out, f"case{k:02d}_{mod}_{lt}", s, mod, note, lesion_scale=scale))
+                return s
+        raise RuntimeError(f"no teaching seed matched case {k}: {mod} {lt} {req}")
+
+    found = {k: find(k) for k in range(1, len(WANTED) + 1)}
     for j, (mod, (lo, hi), note) in enumerate(HEALTHY, start=len(WANTED) + 1):
         for _ in range(2000):
             seed = next_seed()
@@ -176,7 +206,18 @@ def build(out: Path) -> Path:
             if lo <= s.level <= hi and s.level not in used_levels:
                 break
         used_levels.append(s.level)
-        cases.append(_entry(out, f"case{j:02d}_{mod}_healthy", s, mod, note))
+        healthy_cases.append(_entry(out, f"case{j:02d}_{mod}_healthy", s, mod, note))
+    for k in sorted(k for k, s in found.items() if s is None):     # the passed-over cases, searched again
+        while found[k] is None:
+            found[k] = find(k)
+    for k, (mod, lt, scale, _, _, note) in enumerate(WANTED, start=1):
+        entry = _entry(out, f"case{k:02d}_{mod}_{lt}", found[k], mod, note, lesion_scale=scale)
+        if k in PASSED_OVER:
+            entry["passed_over"] = [{"seed": seed, "why": why} for seed, why in PASSED_OVER[k].items()]
+        if k in KNOWN_MISSES:
+            entry["verdict_misses"] = KNOWN_MISSES[k]
+        cases.append(entry)
+    cases += healthy_cases
     manifest = {"name": NAME, "description": DESCRIPTION,
                 "generator": {"name": "SynthBrain", "version": sb.SYNTHBRAIN_VERSION, "size": SIZE,
                               "fov_mm": sb.FOV_MM, "spacing_mm": sb.pixel_mm(SIZE),     # spacing also in headers

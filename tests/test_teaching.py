@@ -151,10 +151,14 @@ def test_every_default_case_has_its_quiz_reveal_shipped_for_the_installed_models
         DEFAULTS.update(saved)
 
 
-def test_every_shipped_healthy_case_is_called_normal_and_passes_the_healthy_check():
-    """Issue 36, item 2: the quiz, the Healthy check and the verdict agree on the shipped set: every case marked
-    healthy gets a "normal" verdict from its shipped reveal (the installed models at the app's defaults) and stays
-    under the Healthy check's limit, with nothing flagged. (The CT model's card has no calibrated verdict yet.)"""
+def test_every_shipped_case_gets_the_verdict_its_label_says():
+    """Issue 36, item 2: the quiz, the Healthy check and the verdict agree on the whole shipped set, FLAIR and CT:
+    from its shipped reveal (the installed models at the app's defaults), every case marked healthy is called
+    "normal", passes the Healthy check and has nothing flagged (no red), and every diseased case is called
+    "abnormal". Both shipped cards carry a calibrated verdict, so every case gets one. A case that disagrees is
+    regenerated or relabelled (teaching_sets/build_default.py), never fixed by a threshold chosen on it; the only
+    exceptions are the diseased cases the manifest marks ``verdict_misses`` (CT strokes the CT verdict misses, as it
+    misses most on validation), which must still disagree: a better CT verdict makes this test ask to unmark them."""
     from diffuse_core.core.verdict import verdict_of
     from diffuse_core.studio.library import list_library, load_library_case
     from diffuse_core.studio.model_store import MODELS, apply_recommended_defaults, k_for_modality
@@ -165,24 +169,33 @@ def test_every_shipped_healthy_case_is_called_normal_and_passes_the_healthy_chec
     saved = dict(DEFAULTS)
     try:
         apply_recommended_defaults()
-        healthy_seen, verdicts = 0, 0
+        seen, wrong = {}, []
+        cases = teaching.load_manifest("default", teaching.PACKAGE_ROOT)["cases"]
+        misses = {c["id"] for c in cases if c.get("verdict_misses")}
+        assert all(not c["healthy"] and c["modality"] == "ct" for c in cases if c["id"] in misses)
+        assert len(misses) <= 2                     # a marked miss is the exception, not the way out
         for e in [e for e in list_library() if e.key.startswith("teaching/default/")]:
             lc = load_library_case(e.key)
-            key = settings_key(lc.case.modality, k_for_modality(DEFAULTS["k"], lc.case.modality),
-                               DEFAULTS["percentile"], DEFAULTS["steps"], DEFAULTS["seed"], DEFAULTS["variant"],
-                               solver=DEFAULTS["solver"])
+            modality = lc.case.modality
+            key = settings_key(modality, k_for_modality(DEFAULTS["k"], modality), DEFAULTS["percentile"],
+                               DEFAULTS["steps"], DEFAULTS["seed"], DEFAULTS["variant"], solver=DEFAULTS["solver"])
             r = load(e.key, key)
             assert r is not None, (e.key, key)
-            card = MODELS.ddpm_info(lc.case.modality).get("card") or {}
-            threshold = float(card.get("anomaly_threshold", 0.2))
+            card = MODELS.ddpm_info(modality).get("card") or {}
             v = verdict_of(r.anomaly, r.brain_mask, card)
-            summary = {**scores(r, None, threshold), "verdict": None if v is None else v.to_dict()}
-            if lc.healthy and v is not None:     # CT: no calibrated verdict yet (its healthy case: issue 36, open)
-                healthy_seen += 1
-                assert looks_normal(summary) and not v.abnormal, (e.key, summary)
-                assert summary["flagged_fraction_of_brain"] == 0.0, (e.key, summary)   # no red on a normal slice
-            verdicts += v is not None
-        assert healthy_seen >= 5 and verdicts >= 15      # the MRI model's card carries a calibrated verdict
+            assert v is not None, f"{e.key}: the {modality} model's card has no calibrated verdict"
+            summary = {**scores(r, None, float(card["anomaly_threshold"]), verdict=v), "verdict": v.to_dict()}
+            kind = "healthy" if lc.healthy else "diseased"
+            seen[(modality, kind)] = seen.get((modality, kind), 0) + 1
+            if lc.healthy:
+                if v.abnormal or not looks_normal(summary) or summary["flagged_fraction_of_brain"] != 0.0:
+                    wrong.append((e.key, "healthy", v.label, v.score, v.threshold))
+            elif v.abnormal == (e.key.rsplit("/", 1)[1] in misses):
+                wrong.append((e.key, "diseased", v.label, v.score, v.threshold,
+                              "marked verdict_misses" if v.abnormal else ""))
+        assert not wrong, wrong
+        assert seen.get(("mri", "healthy"), 0) >= 5 and seen.get(("mri", "diseased"), 0) >= 12
+        assert seen.get(("ct", "healthy"), 0) >= 1 and seen.get(("ct", "diseased"), 0) >= 2
     finally:
         DEFAULTS.clear()
         DEFAULTS.update(saved)
