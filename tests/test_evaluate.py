@@ -369,7 +369,7 @@ def test_quick_writes_its_results_file_and_only_its_region_of_the_page(models, t
     doc = json.loads((docs / "results" / "evaluation_quick.json").read_text())
     assert tuple(doc["settings"]["methods"]) == QUICK_METHODS and doc["settings"]["seeds"] == [0]
     assert doc["settings"]["sweep_k"] == [] and doc["sweeps"] == {} and doc["torch_threads"] == 1
-    for key in ("date", "commit", "hardware", "command", "wall_seconds"):
+    for key in ("date", "commit", "hardware", "command", "wall_seconds", "cpu_seconds"):
         assert doc[key], key
     assert doc["command"].startswith("diffuse-studio evaluate")     # the typed command line where there is one
     ours = doc["methods"]["dif-fuse"]

@@ -218,6 +218,7 @@ def run_evaluation(denoiser, saliency_models, settings: EvalSettings, docs_dir: 
     mods = ("flair",) if chans == 1 else ("flair", "t1", "t1c", "t2")
     t_start = time.perf_counter()
     load_at_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    cpu_start = _cpu_seconds()
     card = denoiser.card or {}
     card_threshold = card.get("anomaly_threshold")
     parts = _Parts(docs / "results" / f".{s.name}_parts", _fingerprint(denoiser, s))
@@ -397,6 +398,7 @@ def run_evaluation(denoiser, saliency_models, settings: EvalSettings, docs_dir: 
     if s.brats_dir and (docs / "brats_grid.png").exists() and real:
         result["brats_grid"] = "brats_grid.png"
     result["wall_seconds"] = round(time.perf_counter() - t_start, 1)
+    result["cpu_seconds"] = round(_cpu_seconds() - cpu_start, 1)     # this process's CPU time: the cost on a quiet CPU
     result = write_results(docs, result)
     parts.clear()
     return result
@@ -408,6 +410,14 @@ def _small_png(path: Path) -> Path:
 
     Image.open(path).convert("RGB").quantize(colors=128, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
     return path
+
+
+def _cpu_seconds() -> float:
+    """User and system CPU seconds of this process so far (its threads together)."""
+    import resource
+
+    use = resource.getrusage(resource.RUSAGE_SELF)
+    return use.ru_utime + use.ru_stime
 
 
 def _with_acat(val, saliency_models):
@@ -635,7 +645,9 @@ def _opening(doc: dict) -> list[str]:
     return [
         f"Measured {doc['date']} at commit `{doc['commit']}` on {doc['hardware']}, {doc['torch_threads']} torch "
         f"thread(s)" + (f" (load average {load:g} at the start)" if load is not None else "") +
-        f", by `{doc['command']}` ({doc['wall_seconds'] / 60:.1f} min). Denoiser: {m['steps_done']} training steps, "
+        f", by `{doc['command']}` ({doc['wall_seconds'] / 60:.1f} min"
+        + (f" wall, {doc['cpu_seconds'] / 60:.1f} min CPU" if doc.get("cpu_seconds") is not None else "")
+        + f"). Denoiser: {m['steps_done']} training steps, "
         f"intensity `{m['input_normalisation']}`.",
         "",
         f"Subset: SynthBrain {doc['n_test_diseased']} diseased + {doc['n_test_healthy']} healthy test slices; the "
