@@ -104,6 +104,13 @@ RESULT_FIGURES: list[dict] = [
      "baseline": "{dice/threshold/mean} (FLAIR threshold, z > {settings/zscore_baseline:f2})",
      "on": "{data/tumour_slices} tumour slices, seed {settings/seed}, threshold {settings/threshold:f2}",
      "source": None},
+    {"id": "flair.synthbrain_app_defaults", "file": "docs/results/evaluation_quick.json", "model": "assets/ddpm",
+     "figure": "Dif-fuse Dice, SynthBrain test, the app's defaults",
+     "value": "{methods/dif-fuse/dice}",
+     "baseline": "{methods/flair-threshold/dice} (FLAIR threshold, z > {methods/flair-threshold/threshold:f2})",
+     "on": "{n_test_diseased} diseased slices, seed {settings/seeds}, K {model/k}, {model/steps} steps, threshold "
+           "{model/anomaly_threshold:f2} (`evaluate --quick`)",
+     "source": None},
     {"id": "flair.brats_normal_flagged", "file": "docs/results/real_data.json", "model": "assets/ddpm",
      "figure": "tumour-free real brain flagged",
      "value": "{normal_flagged/dif_fuse/mean:pct}", "baseline": "{normal_flagged/threshold/mean:pct} (FLAIR threshold)",
