@@ -75,3 +75,23 @@ def test_the_noise_floor_removes_the_grain_the_walk_does_not_return():
     outside = redrawn == 0
     assert (plain[outside] > 0.05).mean() > 0.1 and (floored[outside] > 0.05).mean() < 0.01
     assert floored[28, 28] > 0.3
+
+
+def test_a_margin_grows_the_region_by_its_radius_inside_the_brain_and_none_stays_none():
+    brain = np.zeros((64, 64), np.uint8)
+    brain[4:60, 4:60] = 1
+    s = _blob(radius=3.0)
+    rule = {"kind": "weighted", "level": 0.2, "max_share": 0.5}
+    tight = redrawn_mask(s, brain, rule, 1.0)
+    wide = redrawn_mask(s, brain, {**rule, "margin": 3}, 1.0)
+    assert tight.sum() > 0 and (wide >= tight).all() and wide.sum() > tight.sum()
+    rows = np.where(tight.any(axis=1))[0]
+    rows_wide = np.where(wide.any(axis=1))[0]
+    assert rows_wide.min() == rows.min() - 3 and rows_wide.max() == rows.max() + 3    # grown by the radius
+    edge = _blob(centre=(5, 32), radius=3.0)
+    assert not (redrawn_mask(edge, brain, {**rule, "margin": 4}, 1.0) & (brain == 0)).any()   # never past the brain
+    assert redrawn_mask(s, brain, {**rule, "margin": 3}, 0.0).sum() == 0      # a healthy call stays without a region
+    assert check_rule(rule) == rule and check_rule({**rule, "margin": 0}) == rule    # no margin: the rule as before
+    for bad in (-1, 17, 2.5):
+        with pytest.raises(ValueError, match="margin"):
+            check_rule({**rule, "margin": bad})

@@ -10,6 +10,8 @@ Mask rules (which pixels Algorithm 1 redraws with DDPM steps):
 - ``{"kind": "weighted", "level": L, "max_share": S}``: as "relative", with the saliency (ACAT's, normalised to a
   maximum of 1) first weighted by the classifier's P(diseased) of the slice: a slice the classifier calls healthy
   gets a small region or none, a diseased one all of its salient lesion.
+- either of the last two with ``"margin": M`` (model pixels, default 0): the region then grown by a disc of radius M
+  inside the brain, so that a small lesion's region holds its edges and some healthy tissue around them.
 
 Scores (the map thresholded into the anomaly mask; all cleaned by the opening/closing of :mod:`.anomaly` and kept
 inside the brain):
@@ -56,7 +58,11 @@ def check_rule(rule: dict) -> dict:
         level, share = float(rule.get("level", 0.4)), float(rule.get("max_share", 0.5))
         if not 0.0 < level < 1.0 or not 0.0 < share <= 1.0:
             raise ValueError(f"a {kind} mask needs 0 < level < 1 and 0 < max_share <= 1, got {level:g}, {share:g}")
-        return {"kind": kind, "level": level, "max_share": share}
+        margin = int(rule.get("margin", 0) or 0)
+        if not 0 <= margin <= 16 or margin != float(rule.get("margin", 0) or 0):
+            raise ValueError(f"a mask margin is a whole number of model pixels from 0 to 16, got {rule.get('margin')}")
+        out = {"kind": kind, "level": level, "max_share": share}
+        return {**out, "margin": margin} if margin else out
     raise ValueError(f"unknown mask rule {kind!r}: 'percentile' (the paper's), 'relative' or 'weighted'")
 
 
@@ -91,7 +97,14 @@ def redrawn_mask(saliency, brain_mask, rule: dict, p_diseased: float | None = No
         cut = rule["level"] * top / float(p_diseased)               # s * p >= level * max(s)
     if (inside >= cut).mean() > rule["max_share"]:
         cut = float(np.percentile(inside, 100.0 * (1.0 - rule["max_share"])))
-    return ((smoothed >= cut) & brain).astype(np.uint8)
+    region = ((smoothed >= cut) & brain).astype(np.uint8)
+    if rule.get("margin") and region.any():
+        import cv2
+
+        r = int(rule["margin"])
+        disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+        region = (cv2.dilate(region, disc) & brain).astype(np.uint8)
+    return region
 
 
 def redrawn_masks(saliencies, brains, rule: dict, p_diseased=None) -> np.ndarray:

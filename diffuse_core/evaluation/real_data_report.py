@@ -99,7 +99,8 @@ def _rule(rule: dict) -> str:
     if rule.get("kind") == "percentile":
         return f"{rule['percentile']:g}th percentile (the paper's)"
     weight = " weighted by the classifier's P(diseased)" if rule.get("kind") == "weighted" else ""
-    return f"saliency{weight} >= {rule['level']:g} x its maximum, at most {_pct(rule['max_share'])} of the brain"
+    grown = f", grown by {rule['margin']} px" if rule.get("margin") else ""
+    return f"saliency{weight} >= {rule['level']:g} x its maximum, at most {_pct(rule['max_share'])} of the brain{grown}"
 
 
 def _grey(x: np.ndarray) -> np.ndarray:

@@ -623,7 +623,9 @@ def _rule_text(rule) -> str:
     if rule.get("kind") == "percentile":
         return f"the {rule['percentile']:g}th saliency percentile (the paper's)"
     weighted = " weighted by the classifier's P(diseased)" if rule.get("kind") == "weighted" else ""
-    return f"saliency{weighted} >= {rule['level']:g} x its maximum, at most {100 * rule['max_share']:.0f} % of the brain"
+    grown = f", grown by {rule['margin']} px" if rule.get("margin") else ""
+    return (f"saliency{weighted} >= {rule['level']:g} x its maximum, at most {100 * rule['max_share']:.0f} % of the "
+            f"brain{grown}")
 
 
 def _as_card(s: dict, m: dict) -> str:
