@@ -21,13 +21,30 @@ def session_id(request) -> str | None:
     return getattr(request, "session_hash", None) if request is not None else None
 
 
-class LiveRuns:
-    """The guards of the runs computing now, and counters: "started", "finished", "stopped" (cancelled),
-    "timed_out", "failed" and "steps" (sampler steps done, all runs together)."""
+class _GuardsBySession:
+    """Guards held while their work runs, found by session."""
 
     def __init__(self):
         self._lock = threading.Lock()
         self._live: dict[int, RunGuard] = {}
+
+    def cancel_session(self, sid: str | None) -> int:
+        """Cancel the held guards of session ``sid`` (none without a session); how many there were."""
+        if sid is None:
+            return 0
+        with self._lock:
+            guards = [g for g in self._live.values() if g.session == sid]
+        for g in guards:
+            g.cancel()
+        return len(guards)
+
+
+class LiveRuns(_GuardsBySession):
+    """The guards of the runs computing now, and counters: "started", "finished", "stopped" (cancelled),
+    "timed_out", "failed" and "steps" (sampler steps done, all runs together)."""
+
+    def __init__(self):
+        super().__init__()
         self.counts: Counter = Counter()
 
     @contextlib.contextmanager
@@ -62,14 +79,8 @@ class LiveRuns:
             return len(self._live)
 
     def stop_session(self, sid: str | None) -> int:
-        """Cancel the running runs of session ``sid`` (none without a session); how many there were."""
-        if sid is None:
-            return 0
-        with self._lock:
-            guards = [g for g in self._live.values() if g.session == sid]
-        for g in guards:
-            g.cancel()
-        return len(guards)
+        """Cancel the running runs of session ``sid`` (the Stop button); how many there were."""
+        return self.cancel_session(sid)
 
     def wait_idle(self, sid: str | None, timeout_s: float = 5.0) -> bool:
         """Wait until session ``sid`` has no run computing (at most ``timeout_s``); True when it has none."""
@@ -90,40 +101,30 @@ class LiveRuns:
 LIVE_RUNS = LiveRuns()
 
 
-class OpenRequests:
+class OpenRequests(_GuardsBySession):
     """The guards of every heavy request in progress (a run, an upload's decode, a preview), by session: what a
     closed tab cancels. Gradio stops a streaming callback when its tab closes, but a plain callback (an upload's
     probe, which may be decoding a large file in a worker process) computes on; the app's ``unload`` event calls
     :meth:`close_session`, which raises the flag of each, and the decode's waiting thread kills its worker."""
 
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._open: dict[int, RunGuard] = {}
-
     @contextlib.contextmanager
     def holding(self, guard: RunGuard):
         """Keep ``guard`` while the block runs."""
         with self._lock:
-            self._open[id(guard)] = guard
+            self._live[id(guard)] = guard
         try:
             yield guard
         finally:
             with self._lock:
-                self._open.pop(id(guard), None)
+                self._live.pop(id(guard), None)
 
     def close_session(self, sid: str | None) -> int:
-        """Cancel every open request of session ``sid`` (none without a session); how many there were."""
-        if sid is None:
-            return 0
-        with self._lock:
-            guards = [g for g in self._open.values() if g.session == sid]
-        for g in guards:
-            g.cancel()
-        return len(guards)
+        """The tab of session ``sid`` closed: cancel its open requests; how many there were."""
+        return self.cancel_session(sid)
 
     def open_now(self) -> int:
         with self._lock:
-            return len(self._open)
+            return len(self._live)
 
 
 OPEN_REQUESTS = OpenRequests()
