@@ -77,3 +77,20 @@ def test_verdicts_compare_both_methods_on_the_same_slices():
     assert out["auroc"]["dif_fuse"] == 1.0 and out["auroc"]["threshold"] == 0.5
     assert out["card"]["sensitivity"] == 1.0 and out["card"]["specificity"] == 1.0
     assert out["leave_case_out"]["dif_fuse"]["specificity"] == 1.0
+
+
+def test_a_verdict_that_misses_most_validation_lesions_is_withheld():
+    """A "looks normal" hides the map, so a card whose threshold called fewer than MIN_SENSITIVITY of its validation
+    lesions abnormal gives no verdict, and says why; at the bar, or without a record, the verdict is used."""
+    from diffuse_core.core.verdict import MIN_SENSITIVITY, withheld_because
+
+    brain = np.ones((32, 32), np.uint8)
+    flat = np.full((32, 32), 0.05, np.float32)
+    card = {"verdict": {"percentile": 99.5, "threshold": 0.3, "false_abnormal_rate": 0.05}}
+    assert withheld_because(card) is None and verdict_of(flat, brain, card).label == "normal"
+    weak = {**card, "calibration": {"verdict": {"sensitivity_on_validation": 5 / 24, "diseased": 24}}}
+    assert verdict_of(flat, brain, weak) is None
+    assert "21 % (5 of 24)" in withheld_because(weak) and "80 %" in withheld_because(weak)
+    at_bar = {**card, "calibration": {"verdict": {"sensitivity_on_validation": MIN_SENSITIVITY}}}
+    assert verdict_of(flat, brain, at_bar) is not None
+    assert "no calibrated threshold" in withheld_because({})

@@ -1,5 +1,6 @@
 """The verdict as the app shows it (issue 36): "looks normal / abnormal" where the model card carries a calibrated
-verdict (both shipped models: FLAIR and CT), an honest "no verdict" where it does not, never silence after a run; a
+verdict it can use (the shipped FLAIR model), an honest "no verdict" and why where it does not (none, or the shipped
+CT model's, which misses most validation strokes), never silence after a run; a
 slice called normal shows no red and has nothing flagged, in Explore, the quiz reveal, Curate and the Healthy check."""
 
 import json
@@ -10,8 +11,9 @@ import pytest
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from diffuse_core.core.verdict import verdict_of  # noqa: E402
+from diffuse_core.core.verdict import MIN_SENSITIVITY, verdict_of, withheld_because  # noqa: E402
 from diffuse_core.models.registry import default_model_dir, is_installed  # noqa: E402
+from diffuse_core.studio.model_store import MODELS  # noqa: E402
 from diffuse_core.studio.scoring import verdict_line  # noqa: E402
 from diffuse_core.ui import explore  # noqa: E402
 
@@ -29,14 +31,17 @@ def test_explore_shows_the_verdict_or_says_there_is_none():
     mri = explore.verdict_view({"verdict": _flat_run(CARD), "modality": "mri"})
     assert mri["visible"] and "Looks normal" in mri["value"]
     ct = explore.verdict_view({"verdict": _flat_run({}), "modality": "ct"})
-    assert ct["visible"] and "No verdict for CT" in ct["value"] and "no calibrated threshold" in ct["value"]
+    why = withheld_because(MODELS.ddpm_info("ct").get("card") or {}) or "no calibrated threshold"
+    assert ct["visible"] and "No verdict for CT" in ct["value"] and why in ct["value"]   # and says why
     other = explore.verdict_view({"verdict": None, "modality": "mri"})
     assert "No verdict for this model" in other["value"]
     assert verdict_line(None) == ""                                           # no run, no line
 
 
-def test_the_shipped_ct_model_has_a_calibrated_verdict():
-    """The CT card carries a verdict calibrated on healthy SynthBrain CT validation slices, with its record."""
+def test_the_shipped_ct_models_verdict_is_calibrated_but_withheld_for_missing_most_strokes():
+    """The CT card carries a verdict calibrated on healthy SynthBrain CT validation slices, with its record; it calls
+    too few validation strokes abnormal to be used (a "looks normal" would hide most strokes' maps), so the app makes
+    no call on CT and says why. The same threshold with a sensitivity at the bar would be used."""
     folder = default_model_dir("ddpm", "ct")
     if not is_installed(folder):
         pytest.skip("no shipped CT model")
@@ -46,7 +51,12 @@ def test_the_shipped_ct_model_has_a_calibrated_verdict():
     assert rec["data"]["modality"] == "ct" and rec["verdict"]["threshold"] == v["threshold"]
     assert rec["command"].startswith("python -m diffuse_core.evaluation.calibrate") and rec["hardware"]
     assert card["written_by"]["verdict"]["writer"] == "calibrate"
-    assert "Looks normal" in verdict_line(_flat_run(card), "ct")          # a flat low map: normal
+    sens = rec["verdict"]["sensitivity_on_validation"]
+    assert sens < MIN_SENSITIVITY and _flat_run(card) is None
+    assert f"{100 * sens:.0f} %" in withheld_because(card)
+    usable = {**card, "calibration": {**rec, "verdict": {**rec["verdict"], "sensitivity_on_validation":
+                                                          MIN_SENSITIVITY}}}
+    assert "Looks normal" in verdict_line(_flat_run(usable), "ct")     # a flat low map: normal
 
 
 def _record(verdict_abnormal: bool | None):
@@ -93,9 +103,9 @@ def test_a_slice_called_normal_has_nothing_flagged_and_the_tables_say_why():
         assert flagged_row(s) == ("Flagged as anomalous (anomaly > 0.1)", "3.1 % of the brain")
 
 
-def test_the_quiz_reveal_of_the_shipped_healthy_ct_case_is_called_normal_with_no_red():
-    """The shipped CT model's verdict reaches the quiz reveal (its shipped result): case21 (healthy CT) reads
-    "Looks normal" and its anomaly map is empty; a CT stroke reads "Looks abnormal" with its spots."""
+def test_the_quiz_reveal_of_a_ct_case_makes_no_call_and_shows_the_map():
+    """The shipped CT model's verdict is withheld, so the quiz reveal of a CT case makes no call and says why, and the
+    map is shown: case13 (a CT stroke) with its spots."""
     from diffuse_core.studio.library import list_library
     from diffuse_core.studio.model_store import apply_recommended_defaults
     from diffuse_core.studio.settings import DEFAULTS
@@ -107,13 +117,11 @@ def test_the_quiz_reveal_of_the_shipped_healthy_ct_case_is_called_normal_with_no
     saved = dict(DEFAULTS)
     try:
         apply_recommended_defaults()
-        lc, d = rapids._view(keys["case21_ct_healthy"])
-        assert lc.case.modality == "ct" and d.verdict and not d.verdict["abnormal"]
-        assert not np.asarray(d.anomaly).any()
-        assert "Looks normal" in verdict_line(d.verdict, "ct")
-        lc, d = rapids._view(keys["case13_ct_stroke"])
-        assert d.verdict["abnormal"] and np.asarray(d.anomaly).any()
-        assert "Looks abnormal" in verdict_line(d.verdict, "ct")
+        for name in ("case21_ct_healthy", "case13_ct_stroke"):
+            lc, d = rapids._view(keys[name])
+            assert lc.case.modality == "ct" and d.verdict is None
+            assert "No verdict for CT" in verdict_line(d.verdict, "ct")
+        assert np.asarray(d.anomaly).any()                                 # the stroke's map is shown
     finally:
         DEFAULTS.clear()
         DEFAULTS.update(saved)

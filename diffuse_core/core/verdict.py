@@ -4,7 +4,9 @@ A slice's score is its peak anomaly, the ``percentile``-th percentile (99.5) of 
 one number that a lesion raises and that the grain of a healthy slice's walk back keeps low. The card's ``verdict``
 block holds the percentile, the threshold and the false-abnormal rate the threshold was chosen for on healthy
 SynthBrain validation slices (:mod:`diffuse_core.evaluation.calibrate`). A model card without it gives no verdict
-(None): the app then says nothing rather than guess.
+(None): the app then says nothing rather than guess. Nor does a card whose threshold, on its validation slices,
+called fewer than :data:`MIN_SENSITIVITY` of the diseased ones abnormal: a slice called normal shows no red, so such
+a verdict would hide most lesions' maps behind "looks normal" (:func:`withheld_because` says why).
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
+
+MIN_SENSITIVITY = 0.8      # a verdict must call at least this share of its validation lesions abnormal to be used
 
 
 @dataclass
@@ -47,11 +51,28 @@ def slice_score(anomaly, brain_mask, percentile: float = 99.5) -> float:
     return float(np.percentile(a[b], percentile)) if b.any() else 0.0
 
 
-def verdict_of(anomaly, brain_mask, card: dict | None) -> Verdict | None:
-    """The slice verdict under a model card's ``verdict`` block, or None where the card has none."""
+def withheld_because(card: dict | None) -> str | None:
+    """Why a model card gives no verdict (one phrase), or None when its verdict is used."""
     v = (card or {}).get("verdict")
     if not isinstance(v, dict) or v.get("threshold") is None:
+        return "no calibrated threshold: its model card has none"
+    measured = ((card or {}).get("calibration") or {}).get("verdict") or {}
+    sens = measured.get("sensitivity_on_validation")
+    if sens is not None and float(sens) < MIN_SENSITIVITY:
+        n = measured.get("diseased")
+        of = f" ({round(float(sens) * n)} of {n})" if isinstance(n, int) and n > 0 else ""
+        return (f"its calibrated threshold called only {100 * float(sens):.0f} %{of} of the validation lesions "
+                f"abnormal, under the {100 * MIN_SENSITIVITY:.0f} % a verdict needs: a \"looks normal\" would hide "
+                f"most lesions")
+    return None
+
+
+def verdict_of(anomaly, brain_mask, card: dict | None) -> Verdict | None:
+    """The slice verdict under a model card's ``verdict`` block, or None where the card gives none
+    (:func:`withheld_because`)."""
+    if withheld_because(card) is not None:
         return None
+    v = card["verdict"]
     score = slice_score(anomaly, brain_mask, float(v.get("percentile", 99.5)))
     thr = float(v["threshold"])
     return Verdict("abnormal" if score > thr else "normal", round(score, 4), round(thr, 4),

@@ -84,10 +84,19 @@ def verdict_line(verdict: dict | None, modality: str | None = None) -> str:
 
 
 def no_verdict_line(modality: str | None) -> str:
-    """What the app says of a run whose model card has no calibrated verdict (a model not calibrated yet): no call."""
-    what = "CT" if str(modality or "").lower() == "ct" else "this model"
-    return (f"**No verdict for {what}** (no calibrated threshold: its model card has none), so no normal / abnormal "
-            f"call is made. Read the anomaly map yourself.")
+    """What the app says of a run whose model card gives no verdict (none calibrated, or one that would miss most
+    lesions: :func:`diffuse_core.core.verdict.withheld_because`): no call, and why."""
+    from diffuse_core.core.verdict import withheld_because
+    from diffuse_core.studio.model_store import MODELS
+
+    ct = str(modality or "").lower() == "ct"
+    try:
+        why = withheld_because(MODELS.ddpm_info("ct" if ct else None).get("card") or {})
+    except (OSError, ValueError):
+        why = None
+    why = why or "no calibrated threshold: its model card has none"
+    return (f"**No verdict for {'CT' if ct else 'this model'}** ({why}), so no normal / abnormal call is made. Read "
+            f"the anomaly map yourself.")
 
 
 def looks_healthy(flagged_fraction_of_brain: float) -> bool:
