@@ -59,18 +59,12 @@ def _model_modality(model_dir, modality: str | None) -> str:
 
 def run_set(denoiser, sal, data, rule: dict, seed: int = 0, batch_size: int = 8, k: int | None = None,
             steps: int | None = None):
-    """(counterfactuals, anomaly maps, redrawn masks) of a set through the one assembly of a run
-    (:func:`diffuse_core.run.assembly.run_stack`) at the card's settings, redrawn by ``rule`` (K ``k`` where given)."""
-    from diffuse_core.run.assembly import run_stack, slices_of
-    from diffuse_core.run.models import RunModels
-    from diffuse_core.run.settings import settings_for
+    """(counterfactuals, anomaly maps, redrawn masks) of a set through the one assembly of a run at the card's
+    settings, redrawn by ``rule`` (K ``k`` where given): :func:`~diffuse_core.evaluation.protocol.run_assembly_on_set`."""
+    from diffuse_core.evaluation.protocol import run_assembly_on_set
 
-    models = RunModels(denoiser=denoiser, saliency=sal, folder="calibrated model")
-    settings = settings_for(denoiser.card, k=k, steps=steps, seed=seed, mask_rule=rule)
-    out = dict(run_stack(slices_of(data.images, data.brains), models, settings, "acat", batch_size=batch_size))
-    results = [out[i].result for i in range(len(data))]
-    return (np.stack([r.counterfactual for r in results]), np.stack([r.anomaly for r in results]),
-            np.stack([r.mask for r in results]).astype(np.uint8))
+    out = run_assembly_on_set(denoiser, sal, data, k, steps, seed, batch_size, mask_rule=rule)
+    return out["counterfactuals"], out["anomalies"], out["masks"]
 
 
 def calibrate(model_dir=None, rule: dict | None = None, score: str = "signed", normalisation: str = "tissue",

@@ -222,11 +222,11 @@ def run_on_set(method: str, denoiser, data: EvalSet, masks: dict[str, np.ndarray
     return np.concatenate(cfs), np.concatenate(anos), calls, secs / max(len(data), 1)
 
 
-def run_assembly_on_set(denoiser, saliency_models, data: EvalSet, k: int, steps: int, seed: int,
-                        batch_size: int = 8, precision: str = "auto") -> dict:
+def run_assembly_on_set(denoiser, saliency_models, data: EvalSet, k: int | None = None, steps: int | None = None,
+                        seed: int = 0, batch_size: int = 8, precision: str = "auto", mask_rule: dict | None = None) -> dict:
     """Dif-fuse over a set as the app runs it: :func:`diffuse_core.run.assembly.run_stack` (the one assembly of a run)
-    at the model card's settings (mask rule, score, anomaly threshold, verdict), K ``k``, ``steps`` steps, sampler
-    seed ``seed``. Returns counterfactuals (N, C, H, W), anomalies (N, H, W), the redrawn masks and the ACAT
+    at the model card's settings (mask rule, score, anomaly threshold, verdict), K ``k``, ``steps`` steps (None: the
+    card's), sampler seed ``seed``; ``mask_rule`` redraws by another rule than the card's. Returns counterfactuals (N, C, H, W), anomalies (N, H, W), the redrawn masks and the ACAT
     saliency maps it drew them from (N, H, W), the card's threshold, each slice's verdict (True: abnormal; None
     where the card has no verdict), network calls and seconds per slice (saliency included: the app's cost)."""
     import time
@@ -236,7 +236,7 @@ def run_assembly_on_set(denoiser, saliency_models, data: EvalSet, k: int, steps:
     from diffuse_core.run.settings import settings_for
 
     models = RunModels(denoiser=denoiser, saliency=saliency_models, folder="evaluated model")
-    settings = settings_for(denoiser.card, k=k, steps=steps, seed=seed, precision=precision)
+    settings = settings_for(denoiser.card, k=k, steps=steps, seed=seed, precision=precision, mask_rule=mask_rule)
     start = time.perf_counter()
     out = dict(run_stack(slices_of(data.images, data.brains), models, settings, "acat", batch_size=batch_size))
     seconds = (time.perf_counter() - start) / max(len(data), 1)

@@ -137,12 +137,11 @@ def measure(brats_dir, model_dir=None, saliency_dir=None, device="cpu", per_case
     and maps under "_arrays" (for the picture grid; not written to JSON)."""
     from diffuse_core.core.redraw import mask_rule_of, score_maps, score_of
     from diffuse_core.evaluation.baselines import zscore_maps
-    from diffuse_core.evaluation.protocol import brats_set
+    from diffuse_core.evaluation.protocol import brats_set, run_assembly_on_set
     from diffuse_core.evaluation.provenance import commit_id, hardware_summary
-    from diffuse_core.run.assembly import run_stack, slices_of
     from diffuse_core.run.card import anomaly_threshold_of, mri_reference_for, resolve_intensity
-    from diffuse_core.run.models import RunModels, load_default_models
-    from diffuse_core.run.settings import default_settings, settings_for
+    from diffuse_core.run.models import load_default_models
+    from diffuse_core.run.settings import default_settings
 
     t0 = time.perf_counter()
     denoiser, sal = load_default_models(model_dir, saliency_dir, device, True)
@@ -153,15 +152,10 @@ def measure(brats_dir, model_dir=None, saliency_dir=None, device="cpu", per_case
     intensity = resolve_intensity(denoiser, intensity)
     data = brats_set(brats_dir, size=denoiser.config.resolution, per_case=per_case, healthy_per_case=healthy_per_case,
                      mri_reference=mri_reference_for(denoiser, intensity))
-    models = RunModels(denoiser=denoiser, saliency=sal, folder=str(model_dir or "assets/ddpm"))
-    settings = settings_for(denoiser.card, seed=seed, mask_rule=rule)
-    t_run = time.perf_counter()
-    out = dict(run_stack(slices_of(data.images, data.brains), models, settings, "acat", batch_size=batch_size))
-    secs = (time.perf_counter() - t_run) / max(len(data), 1)
-    results = [out[i].result for i in range(len(data))]
-    cfs = np.stack([r.counterfactual for r in results])
-    masks = {"acat": np.stack([r.mask for r in results]).astype(np.uint8)}
-    calls = results[0].network_calls if results else 0
+    run = run_assembly_on_set(denoiser, sal, data, seed=seed, batch_size=batch_size, mask_rule=rule)
+    secs, calls = run["seconds_per_slice"], int(run["calls_per_slice"])
+    cfs = run["counterfactuals"]
+    masks = {"acat": run["masks"]}
     kernel = int(denoiser.card.get("anomaly_kernel", 5))
     maps = score_maps(data.images, cfs, data.brains, masks["acat"], score, kernel, modality="mri")
     z = zscore_maps(data.images, data.brains)
