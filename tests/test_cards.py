@@ -104,7 +104,7 @@ def test_a_time_boxed_runs_placeholder_step_count_is_not_shown_as_its_steps():
 
 
 def test_the_shipped_flair_card_keeps_its_hand_assembled_blocks_in_history_and_the_report_reads_them():
-    from diffuse_core.evaluation.report import targets_section
+    from diffuse_core.evaluation.results_page import targets_section
 
     card = read_config(ROOT / "assets" / "ddpm")["card"]
     assert {"real_data_check", "previous_weights", "quality.synthbrain_test"} <= set(card["history"])

@@ -311,7 +311,7 @@ def test_real_data_table_has_healthy_controls_threshold_free_scores_and_interval
 
 
 def test_targets_section_reports_each_target_with_its_measured_value_and_never_a_pass_it_did_not_earn():
-    from diffuse_core.evaluation.report import targets_section
+    from diffuse_core.evaluation.results_page import targets_section
 
     def result(ours, thr, change, real=None):
         return {"methods": {"dif-fuse": {"dice": ours, "identity_change": change},
@@ -356,7 +356,8 @@ def test_quick_writes_its_results_file_and_only_its_region_of_the_page(models, t
     import json
 
     from diffuse_core.cli import main
-    from diffuse_core.evaluation.report import QUICK_METHODS, markdown
+    from diffuse_core.evaluation.report import QUICK_METHODS
+    from diffuse_core.evaluation.results_page import markdown
 
     docs = tmp_path / "docs"
     docs.mkdir()

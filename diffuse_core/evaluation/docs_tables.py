@@ -348,8 +348,8 @@ EVALUATION_COMMANDS = {
 def render_evaluation(root: Path, name: str = "evaluation") -> str:
     """An evaluation's region of docs/results.md (``evaluation_quick``: ``diffuse-studio evaluate --quick``;
     ``evaluation``: the full run) from its results file ``docs/results/NAME.json``
-    (:func:`diffuse_core.evaluation.report.markdown`)."""
-    from diffuse_core.evaluation.report import markdown
+    (:func:`diffuse_core.evaluation.results_page.markdown`)."""
+    from diffuse_core.evaluation.results_page import markdown
 
     path = root / RESULTS_DIR / f"{name}.json"
     if not path.is_file():

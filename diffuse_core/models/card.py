@@ -46,7 +46,7 @@ WRITERS: dict[str, dict] = {
                          "input_normalisation", "tissue_scale", "intensity_reference", "anomaly_kernel"}},
     "intensity-reference": {"code": "diffuse_core.train.data:write_intensity_reference",
                             "fields": {"intensity_reference"}},
-    "evaluate": {"code": "diffuse_core.cli:_write_cards",
+    "evaluate": {"code": "diffuse_core.cli.evaluation:_write_cards",
                  "fields": {"recommended_settings", "anomaly_threshold", "quality.measured_on", "quality.measured_for",
                             "quality.data", "quality.saliency", "quality.samples_from_noise", "quality.evaluation",
                             "quality.dif_fuse", "quality.n", "quality.n_healthy", "quality.n_diseased",
