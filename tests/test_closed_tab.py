@@ -103,7 +103,8 @@ def _browser_test(fn):
 @_browser_test
 def test_closing_the_tab_while_an_upload_decodes_ends_the_decode(server, tmp_path):
     """In Chromium: upload a legal but heavy volume (0.5 MB of .nii.gz inflating to 512 MiB), close the tab while
-    its probe decodes: the decode worker is gone within 2 s, well before the decode would have ended."""
+    its probe decodes: the decode worker is gone within 2 s and before half of what the decode had left to run
+    (timed alone first, so the bound follows the machine's speed)."""
     from playwright.sync_api import sync_playwright
 
     from bad_inputs import gzip_nifti_bomb
@@ -120,7 +121,7 @@ def test_closing_the_tab_while_an_upload_decodes_ends_the_decode(server, tmp_pat
     except ValueError:
         pass                                      # constant volume: refused after the decode, which is what we time
     whole = time.monotonic() - start
-    if whole < 3.0:
+    if whole < 1.0:
         pytest.skip(f"the decode takes {whole:.1f} s here: too short to tell a cancel from its end")
 
     seen = {}
@@ -153,5 +154,6 @@ def test_closing_the_tab_while_an_upload_decodes_ends_the_decode(server, tmp_pat
             browser.close()
     watcher.join()
     assert "gone" in seen, "the decode worker outlived the closed tab"
-    assert seen["gone"] - seen["closed"] < 2.0, seen
-    assert seen["gone"] - seen["first"] < whole - 1.0, (seen, whole)   # ended by the close, not by finishing
+    left = whole - (seen["closed"] - seen["first"])      # what the decode had left to run when the tab closed
+    # ended by the close (63 ms after it on the quiet 2-core machine), well before the decode would have finished
+    assert seen["gone"] - seen["closed"] < min(2.0, 0.5 * left), (seen, whole)
