@@ -429,6 +429,7 @@ def test_run_is_disabled_while_a_run_goes_and_enabled_after(server):
 def test_a_typed_quiz_seed_is_kept_and_gives_the_same_packet(server):
     """Quiz: a typed packet seed is used as typed by "New packet" (never replaced by a random one), so the same seed
     draws the same packet; "New packet" without typing draws a fresh seed (issue 36, item 4)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
     def first_slice(seed_typed=None) -> bytes:
@@ -438,6 +439,8 @@ def test_a_typed_quiz_seed_is_kept_and_gives_the_same_packet(server):
             box.fill(str(seed_typed))
             box.press("Enter")
         before = page.inner_text("#df-rp-header")
+        old_src = page.evaluate("() => { const i = document.querySelector('#df-rp-image img'); "
+                                "return i ? i.src : ''; }")
         page.locator("#df-rp-new").click()
         # the header names the packet's seed: wait for a new packet whose seed is the one the box shows
         page.wait_for_function(f"""() => {{ const h = document.querySelector('#df-rp-header').innerText;
@@ -445,6 +448,13 @@ def test_a_typed_quiz_seed_is_kept_and_gives_the_same_packet(server):
             return h !== {before!r} && h.includes('Slice 1 of 4') && h.includes('packet seed ' + seed); }}""",
                                timeout=60_000)
         page.wait_for_selector("#df-rp-image img", timeout=30_000)
+        # the picture's address is set a moment after the header (CI once read the previous packet's picture);
+        # files are named by content, so a packet whose first picture is the same keeps the address: then wait out
+        try:
+            page.wait_for_function(f"() => document.querySelector('#df-rp-image img').src !== {old_src!r}",
+                                   timeout=5_000)
+        except PlaywrightTimeout:              # same picture, same address: nothing will change
+            pass
         return page.request.get(page.locator("#df-rp-image img").get_attribute("src")).body()   # the PNG served
 
     with sync_playwright() as p:
