@@ -123,3 +123,13 @@ def test_periventricular_wmh_are_roughly_symmetric():
         mid = np.nonzero(s.brain_mask.any(axis=0))[0].mean()
         balanced += 0.2 < float((cols > mid).mean()) < 0.8
     assert pv >= 5 and balanced >= 0.8 * pv
+
+
+def test_all_levels_reaches_the_skull_base_and_the_vertex():
+    """``all_levels`` draws healthy slices beyond the scanner's levels (39-130) at both ends, each with a brain."""
+    slices = [sb.generate_slice(sb.sample_seed("train", 0, i), healthy=True, realism="all_levels") for i in range(40)]
+    levels = [s.level for s in slices]
+    assert min(levels) < 39 and max(levels) > 130 and min(levels) >= 21 and max(levels) <= 144
+    assert min(s.brain_mask.sum() for s in slices) > 500
+    lesion = sb.generate_slice(sb.sample_seed("train", 0, 3), lesion_type="glioma", realism="all_levels")
+    assert lesion.level == sb.generate_slice(sb.sample_seed("train", 0, 3), lesion_type="glioma").level

@@ -20,7 +20,7 @@ from diffuse_core.data.synthbrain.anatomy import (FOV_MM, LEVEL_RANGE, draw_geom
 from diffuse_core.data.synthbrain.lesions import (LESION_LEVELS, LESION_TYPES, MIN_LESION_PX, WMH_LEVELS_REAL,
                                                   describe, glioma, size_class, stroke, wmh, wmh_fazekas)
 from diffuse_core.data.synthbrain.render import MODALITIES, check_modalities, render
-from diffuse_core.data.synthbrain.scanner import (SCANNER_LEVELS, check_realism, draw_channel, draw_slice,
+from diffuse_core.data.synthbrain.scanner import (ALL_LEVELS, SCANNER_LEVELS, check_realism, draw_channel, draw_slice,
                                                   head_layers, slab, strip_edge)
 
 try:  # torch is a project dependency; keep the generator importable without it
@@ -147,7 +147,9 @@ def generate_slice(seed: int, modalities=("flair",), size: int = 128, healthy: b
     contrast_v = float(contrast) if contrast is not None else contrast_draw
     effects = check_realism(realism)
     scan = draw_slice(np.random.default_rng([seed, 4]))
-    if lesion_type is None and "levels" in effects:
+    if lesion_type is None and "all_levels" in effects:
+        lo, hi = ALL_LEVELS
+    elif lesion_type is None and "levels" in effects:
         lo, hi = SCANNER_LEVELS
     elif lesion_type == "wmh" and "lesions" in effects:
         lo, hi = WMH_LEVELS_REAL
