@@ -685,3 +685,26 @@ def test_window_level_and_zoom_apply_to_every_result_panel(studio):
     assert zoom == 2.0 and np.allclose(focus, (0.25, 0.25), atol=0.02)
     assert explore.window_preset("As loaded") == (0.0, 2.0)
     assert all(is_skip(v) for v in explore.render_view(None, 0.6, 0.0, 2.0, 1.0, None))
+
+
+def test_the_k_slider_follows_the_model_of_the_case_picked(monkeypatch):
+    """The K slider shows the K a run will use: at the MRI model's default, picking a CT case moves it to the CT
+    model's own (k_for_modality's rule), picking an MRI case again moves it back; a K the user chose stays. On the
+    shipped models and teaching set (the CT card chose K 500, the FLAIR card 700)."""
+    from diffuse_core.studio.library import list_library
+    from diffuse_core.ui import explore_tab
+
+    for name in ("DIFFUSE_ASSETS", "DIFFUSE_TEACHING_ROOT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setitem(settings.DEFAULTS, "k", 700)          # as the shipped FLAIR card sets it when the app starts
+    ct_k = model_store.k_for_modality(700, "ct")
+    assert ct_k != 700                                          # the shipped CT card chose its own K
+    ct = next(e.key for e in list_library() if e.modality.lower() == "ct")
+    mri = next(e.key for e in list_library() if e.modality.lower() != "ct")
+    assert explore_tab.k_for_gallery_case(ct, 700) == ct_k
+    assert explore_tab.k_for_gallery_case(mri, ct_k) == 700
+    assert is_skip(explore_tab.k_for_gallery_case(mri, 700)) and is_skip(explore_tab.k_for_gallery_case(ct, ct_k))
+    assert is_skip(explore_tab.k_for_gallery_case(ct, 650))   # chosen by the user: kept (and run as chosen)
+    assert model_store.k_for_modality(650, "ct") == 650
+    assert is_skip(explore_tab.k_for_gallery_case("teaching/none/none", 700))
+    assert explore_tab.k_for_case(700, "ct") == ct_k and explore_tab.k_for_case(ct_k, "mri") == 700

@@ -185,3 +185,52 @@ def test_explore_shows_the_ct_verdict_and_a_normal_ct_slice_has_no_red(tmp_path,
                 assert "none: the slice is called normal" in text and "normal (peak anomaly" in text
             finally:
                 browser.close()
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.exists("/usr/bin/chromium"), reason="no Chromium at /usr/bin/chromium")
+def test_the_k_slider_shows_the_k_of_the_case_model_in_the_browser(tmp_path, monkeypatch):
+    """In the browser: each model's card recommends its own K (MRI 400, CT 300 here); picking the CT case moves the
+    slider to 300, the FLAIR case back to 400, and a K the user typed stays when the case changes."""
+    import sys
+
+    sys.path.insert(0, os.path.dirname(__file__))
+    from browser import app_server, open_app
+    from playwright.sync_api import sync_playwright
+    from tiny_app import app_env, one_torch_thread, tiny_models
+
+    from diffuse_core.models.checkpoint import update_card
+    from diffuse_core.studio.settings import DEFAULTS
+
+    saved = dict(DEFAULTS)
+    k_box = "#df-k input[type=number]"
+
+    def pick(i, expected):
+        page.locator("#df-gallery img").nth(i).click()
+        page.wait_for_function(f"document.querySelector({k_box!r}).value === {expected!r}", timeout=30_000)
+
+    try:
+        with one_torch_thread():
+            assets = tiny_models(tmp_path / "assets", 64, card={"anomaly_threshold": 0.0})
+            tiny_models(assets / "ct", 64, card={"anomaly_threshold": 0.0, "data": {"modalities": ["ct"]}})
+            update_card(assets / "ddpm", {"recommended_settings": {"k": 400, "steps": 25}}, by="calibrate")
+            update_card(assets / "ct" / "ddpm", {"recommended_settings": {"k": 300, "steps": 25}}, by="calibrate")
+            app_env(monkeypatch, tmp_path, assets, _ct_first_teaching_set(tmp_path / "teaching"))
+            with app_server() as url, sync_playwright() as p:
+                browser, page = open_app(p, url)
+                try:
+                    assert page.locator(k_box).input_value() == "400"
+                    pick(0, "300")                                  # the CT case: the CT model's K
+                    pick(1, "400")                                  # the FLAIR case: back to the MRI model's
+                    box = page.locator(k_box)
+                    box.fill("350")
+                    box.press("Enter")
+                    page.locator("#df-gallery img").nth(0).click()
+                    page.wait_for_timeout(2_000)
+                    assert page.locator(k_box).input_value() == "350"   # chosen by the user: kept
+                finally:
+                    browser.close()
+    finally:
+        DEFAULTS.clear()
+        DEFAULTS.update(saved)

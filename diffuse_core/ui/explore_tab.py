@@ -11,7 +11,8 @@ from types import SimpleNamespace
 import gradio as gr
 
 from diffuse_core.studio.display import WINDOW_PRESETS, ZOOM_RANGE
-from diffuse_core.studio.model_store import MODELS
+from diffuse_core.studio.library import list_library
+from diffuse_core.studio.model_store import MODELS, k_for_modality
 from diffuse_core.studio.settings import (CT_WINDOW_CHOICES, DEFAULTS, K_RANGE, MASK_SOURCES, PERCENTILE_RANGE,
                                           STEPS_RANGE)
 from diffuse_core.studio.uploads import inspect_upload, replacing_upload, upload_paths
@@ -30,7 +31,8 @@ def explore_controls(prefix: str) -> dict:
     """The K, percentile, steps and seed controls (Explore and Curate each have a set)."""
     c = {}
     c["k"] = gr.Slider(*K_RANGE, value=DEFAULTS["k"], step=1, label="Noise level K", elem_id=f"{prefix}-k",
-                       info="how far towards noise before redrawing (paper: 500)")
+                       info="how far towards noise before redrawing (paper: 500); follows each model's own default "
+                            "(MRI or CT) until you move it")
     c["percentile"] = gr.Slider(*PERCENTILE_RANGE, value=DEFAULTS["percentile"], step=1, label="Saliency percentile",
                                 elem_id=f"{prefix}-percentile",
                                 info="the mask is the saliency above this percentile (paper: 90)")
@@ -56,6 +58,29 @@ def on_gallery_select(evt: gr.SelectData, keys):
     return (keys[i] if keys and 0 <= i < len(keys) else None), "gallery"
 
 
+def k_for_case(k, modality):
+    """The K slider for a case of ``modality``: while it holds one model's default K it moves to the default of the
+    case's model (the CT model's card chose its own), so the slider shows the K the run will use; a K the user chose
+    stays (:func:`diffuse_core.studio.model_store.k_for_modality` is the same rule as the run applies it)."""
+    mri, ct = int(DEFAULTS["k"]), k_for_modality(DEFAULTS["k"], "ct")
+    try:
+        k = int(k)
+    except (TypeError, ValueError):
+        return gr.skip()
+    is_ct = str(modality or "").lower() == "ct"
+    if is_ct and k == mri and ct != mri:
+        return ct
+    if not is_ct and k == ct and ct != mri:
+        return mri
+    return gr.skip()
+
+
+def k_for_gallery_case(key, k):
+    """:func:`k_for_case` for the gallery case ``key``."""
+    entry = next((e for e in list_library() if e.key == key), None)
+    return gr.skip() if entry is None else k_for_case(k, entry.modality)
+
+
 def on_replace_upload(fs, previous):
     """An upload into a box that held files: the new files replace the old ones unless they are all the files of
     one DICOM series (:func:`~diffuse_core.studio.uploads.replacing_upload`) -> (the box's files, the same to
@@ -66,21 +91,21 @@ def on_replace_upload(fs, previous):
     return keep, keep
 
 
-def on_upload(fs):
-    """Files uploaded -> (slice slider, channel choice, CT window, source) fitted to them."""
+def on_upload(fs, k=None):
+    """Files uploaded -> (slice slider, channel choice, CT window, source, K) fitted to them."""
     if not upload_paths(fs):
-        return gr.update(visible=False), gr.update(visible=False), gr.update(visible=False), gr.skip()
+        return gr.update(visible=False), gr.update(visible=False), gr.update(visible=False), gr.skip(), gr.skip()
     try:
         info = inspect_upload(fs)
     except (ValueError, FileNotFoundError) as err:   # preview_case, next, shows the message
         log.info("upload refused: %s", err)
-        return gr.update(visible=False), gr.update(visible=False), gr.update(visible=False), "upload"
+        return gr.update(visible=False), gr.update(visible=False), gr.update(visible=False), "upload", gr.skip()
     n = info["num_slices"]
     _, model_channels = MODELS.grid()
     return (gr.update(visible=n > 1, minimum=0, maximum=max(n - 1, 1), value=info["slice"]),
             gr.update(visible=len(info["channels"]) > 1 and model_channels == 1, choices=info["channels"],
                       value=info["channels"][0]),
-            gr.update(visible=info["ct"]), "upload")
+            gr.update(visible=info["ct"]), "upload", k_for_case(k, "ct" if info["ct"] else "mri"))
 
 
 # ---- the tab ---------------------------------------------------------------------------------------------------
@@ -219,12 +244,13 @@ def wire_explore(e: SimpleNamespace, page: SimpleNamespace, quiz_editor, cur: Si
     # an upload is decoded once, in a worker process that a cancel kills (diffuse_core.studio.decoding): the
     # probe, the previews and the run share it; bounded() hands each request's cancel to that worker
     show_case = bounded(explore.report_bad_upload)
-    e.gallery.select(on_gallery_select, page.gallery_keys, [page.selected_key, e.source], **light).then(
-        show_case, case_inputs, preview_outputs, **light)
+    picked = e.gallery.select(on_gallery_select, page.gallery_keys, [page.selected_key, e.source], **light)
+    picked.then(show_case, case_inputs, preview_outputs, **light)
+    picked.then(k_for_gallery_case, [page.selected_key, ctl["k"]], ctl["k"], **light)
     # a new upload replaces the box's earlier files (unless it adds files of the same DICOM series), then is read
     upload_event = e.files.upload(on_replace_upload, [e.files, e.last_upload], [e.files, e.last_upload],
-                                  **light).then(bounded(on_upload), e.files,
-                                                [e.slice_slider, e.channel, e.window, e.source], **light)
+                                  **light).then(bounded(on_upload), [e.files, ctl["k"]],
+                                                [e.slice_slider, e.channel, e.window, e.source, ctl["k"]], **light)
     e.files.clear(lambda: [], None, e.last_upload, **light)
     upload_preview = upload_event.then(show_case, case_inputs, preview_outputs, **light)
     slice_events = [comp.change(show_case, case_inputs, preview_outputs, trigger_mode="always_last", **light)
