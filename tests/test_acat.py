@@ -17,7 +17,7 @@ from diffuse_core.models.autoencoder import AutoencoderConfig, new_autoencoder
 from diffuse_core.models.classifier import ClassifierConfig, new_classifier
 from diffuse_core.saliency.dispatch import (SALIENCY_METHODS, SaliencyModels, compute_saliency, gradcam_saliency,
                                    gradient_saliency, load_saliency_models)
-from diffuse_core.models.checkpoint import load, load_autoencoder, load_classifier, save
+from diffuse_core.models.checkpoint import load, load_autoencoder, load_classifier, read_config, save
 from diffuse_core.evaluation.saliency_quality import auroc, evaluate_acat, evaluate_classifier
 from diffuse_core.train.saliency import train_autoencoder, train_classifier
 from diffuse_core.train.trainer import CHECKPOINT_NAME
@@ -174,7 +174,8 @@ def test_save_load_round_trip(tmp_path):
     clf = new_classifier(CLF_CFG, seed=2)
     save(ae, tmp_path / "ae", card={"model": "x"})
     save(clf, tmp_path / "clf")
-    meta = json.loads((tmp_path / "ae" / "config.json").read_text())
+    meta = read_config(tmp_path / "ae")                    # config.json, with model_card.json as its card
+    assert "card" not in json.loads((tmp_path / "ae" / "config.json").read_text())
     assert meta["kind"] == "autoencoder" and meta["config"]["widths"] == [8, 16] and meta["card"]["model"] == "x"
     ae2, clf2 = load_autoencoder(tmp_path / "ae"), load_classifier(tmp_path / "clf")
     assert ae2.config == ae.config and clf2.config == clf.config and ae2.card == meta["card"]

@@ -48,7 +48,7 @@ def test_adapt_writes_a_model_with_its_card_and_the_app_settings_of_its_base(nor
     rec = adapt(normal_folder, tmp_path / "adapted", base_model, minutes=0.05, holdout=0.25, n_measure=2,
                 batch_size=4, on_progress=lambda stage, f: stages.append((stage, f)))
     out = tmp_path / "adapted"
-    card = json.loads((out / "config.json").read_text())["card"]
+    card = json.loads((out / "model_card.json").read_text())
     assert (out / "model.safetensors").is_file() and not (out / ".partial").exists()
     assert card["adaptation"] == rec and rec["steps"] >= 1 and rec["trained_on"] == 9 and rec["held_out"] == 3
     assert len(rec["held_out_groups"]) == 3 and rec["measured_on"] == 2

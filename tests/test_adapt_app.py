@@ -71,7 +71,7 @@ def test_an_adaptation_writes_a_model_with_its_card_that_a_run_then_uses(env):
     assert "fine-tuning" in seen and job.fraction == 1.0
     rec = job.record
     assert rec["normal_slices"] == 5 and rec["trained_on"] == 4 and rec["held_out"] == 1 and rec["steps"] >= 1
-    card = json.loads((job.out / "config.json").read_text())["card"]
+    card = json.loads((job.out / "model_card.json").read_text())
     assert card["adaptation"]["false_flags_after"] == rec["false_flags_after"]
     assert job.out.parent == env / "data" / "models"
 

@@ -34,8 +34,8 @@ def test_the_shipped_models_are_six():
 
 @pytest.mark.parametrize("folder", SHIPPED, ids=lambda p: p.relative_to(ROOT).as_posix())
 def test_every_shipped_card_holds_only_fields_a_command_writes(folder):
-    raw = json.loads((folder / "config.json").read_text())["card"]
-    assert not (folder / CARD_NAME).exists(), "one copy of the card: config.json's"
+    raw = json.loads((folder / CARD_NAME).read_text())
+    assert "card" not in json.loads((folder / "config.json").read_text()), "one copy of the card: model_card.json"
     assert raw.get("schema") == cards.SCHEMA, "an older card: run diffuse_core.models.checkpoint.migrate_folder"
     assert cards.unwritten_fields(raw) == [], "fields no command writes: register their writer, or leave them in history"
     assert cards.migrate(raw, json.loads((folder / "config.json").read_text())["kind"]) == raw
@@ -61,7 +61,7 @@ def test_every_registered_writer_is_code_that_writes_as_itself():
 
 def test_a_card_of_the_earlier_layout_loads_and_is_migrated_without_losing_a_value(tmp_path):
     """A user's own ACAT model trained before schema 2: the run's facts at the top level, a hand-typed command and
-    block, the card twice (config.json and model_card.json). It loads, continues its step count, and every value it
+    block, the card twice (config.json and model_card.json, config.json's winning as it did). It loads, continues its step count, and every value it
     held is still in the migrated card (moved into ``training`` or ``history``)."""
     from diffuse_core.models.autoencoder import AutoencoderConfig, new_autoencoder
 
@@ -89,8 +89,9 @@ def test_a_card_of_the_earlier_layout_loads_and_is_migrated_without_losing_a_val
     assert not _leaves(old) - _leaves(card), "a value of the old card was lost in the migration"
     assert cards.migrate(card, "autoencoder") == card                         # migrating twice changes nothing
 
-    migrate_folder(folder)                                                     # on disk: one copy, the new schema
-    assert not (folder / CARD_NAME).exists() and json.loads((folder / "config.json").read_text())["card"] == card
+    migrate_folder(folder)                                     # on disk: one copy beside the weights, the new schema
+    assert json.loads((folder / CARD_NAME).read_text()) == card
+    assert "card" not in json.loads((folder / "config.json").read_text())
     assert read_config(folder)["card"] == card
 
 

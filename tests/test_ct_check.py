@@ -57,11 +57,11 @@ def test_compare_measures_candidates_and_the_ct_threshold_on_the_same_slices(tmp
     assert np.isfinite(list(c["teaching_acat_share_of_lesion"].values())).all()
 
     ct_check.write_cards(out, "tiny", "the test", {"device": "cpu"}, n_saliency=4)
-    card = json.loads((tmp_path / "ddpm" / "config.json").read_text())["card"]
+    card = json.loads((tmp_path / "ddpm" / "model_card.json").read_text())
     assert card["anomaly_threshold"] == c["threshold_from_val"]
     assert card["recommended_settings"]["steps"] == 2 and card["ct_check"]["candidates"]["tiny"] == c
     assert card["written_by"]["ct_check"]["command"] == "the test" and card["written_by"]["ct_check"]["writer"] == "ct-check"
-    clf = json.loads((assets / "classifier" / "config.json").read_text())["card"]["quality"]
+    clf = json.loads((assets / "classifier" / "model_card.json").read_text())["quality"]
     assert clf["data"]["modalities"] == ["ct"] and clf["data"]["n"] == 4 and 0 <= clf["accuracy"] <= 1
     section = "\n".join(ct_check.markdown(card["ct_check"], shipped=card["ct_check"]["shipped"]))
     assert "| Dif-fuse, tiny (shipped) |" in section and "case13_ct_stroke" in section

@@ -13,16 +13,17 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _copy(tmp_path: Path) -> Path:
-    """README, docs and every model's config.json with its card (not the weights) in a scratch root."""
+    """README, docs and every model's config.json and card (not the weights) in a scratch root."""
     root = tmp_path / "repo"
     (root / "docs").mkdir(parents=True)
     shutil.copy(ROOT / "README.md", root / "README.md")
     shutil.copytree(ROOT / "docs", root / "docs", dirs_exist_ok=True,
                     ignore=shutil.ignore_patterns("*.png", "*.html", "*.csv"))
-    for card in (ROOT / "assets").rglob("config.json"):
-        dest = root / card.relative_to(ROOT)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(card, dest)
+    for config in (ROOT / "assets").rglob("config.json"):
+        dest = root / config.parent.relative_to(ROOT)
+        dest.mkdir(parents=True, exist_ok=True)
+        for name in ("config.json", "model_card.json"):
+            shutil.copy(config.parent / name, dest / name)
     return root
 
 
@@ -57,10 +58,10 @@ def test_a_figure_edited_by_hand_is_caught(tmp_path):
 
 def test_a_remeasured_card_makes_the_docs_stale(tmp_path):
     root = _copy(tmp_path)
-    card_path = root / "assets" / "ddpm" / "config.json"
-    meta = json.loads(card_path.read_text())
-    meta["card"]["quality"]["samples_from_noise"]["ddpm"]["grey_background"] = 7   # a card row no results file replaces
-    card_path.write_text(json.dumps(meta))
+    card_path = root / "assets" / "ddpm" / "model_card.json"
+    card = json.loads(card_path.read_text())
+    card["quality"]["samples_from_noise"]["ddpm"]["grey_background"] = 7   # a card row no results file replaces
+    card_path.write_text(json.dumps(card))
     stale = docs_tables.regenerate(root, write=False)
     assert "README.md:models" in stale and "docs/models.md:models" in stale
     docs_tables.regenerate(root)

@@ -108,7 +108,7 @@ def test_write_cards_puts_measured_quality_into_all_three_cards(models, tmp_path
             "--n-samples", "2",
             "--saliency-models", str(tmp_path / "sal"), "--docs", str(tmp_path / "docs")]
     assert main(args + ["--quick", "--write-cards"]) == 2  # quick numbers never go into a card
-    assert "quality" not in json.loads((tmp_path / "ddpm" / "config.json").read_text())["card"]
+    assert "quality" not in json.loads((tmp_path / "ddpm" / "model_card.json").read_text())
     assert main(args + ["--write-cards", "--n-cards", "8"]) == 0
     ddpm = load_denoiser(tmp_path / "ddpm")
     q = ddpm.card["quality"]
@@ -117,11 +117,11 @@ def test_write_cards_puts_measured_quality_into_all_three_cards(models, tmp_path
     assert (tmp_path / "docs" / "ddpm_samples.png").stat().st_size > 0
     assert q["samples_from_noise"]["ddpm"]["n"] == 2 and q["samples_from_noise"]["ddim"]["n"] == 2
     assert ddpm.card["recommended_settings"] is None        # no sweeps: no evidence to move the app off the paper
-    clf = json.loads((tmp_path / "sal" / "classifier" / "config.json").read_text())["card"]["quality"]
+    clf = json.loads((tmp_path / "sal" / "classifier" / "model_card.json").read_text())["quality"]
     assert clf["n"] == 8 and 0.0 <= clf["accuracy"] <= 1.0 and "per_lesion_type" in clf
-    ae = json.loads((tmp_path / "sal" / "autoencoder" / "config.json").read_text())["card"]["quality"]
+    ae = json.loads((tmp_path / "sal" / "autoencoder" / "model_card.json").read_text())["quality"]
     assert set(ae["saliency"]) == {"acat", "gradcam", "gradient"}
-    card = json.loads((tmp_path / "ddpm" / "config.json").read_text())["card"]     # its one copy, with provenance
+    card = json.loads((tmp_path / "ddpm" / "model_card.json").read_text())     # its one copy, with provenance
     assert card["quality"] == q and not (tmp_path / "ddpm" / "model_card.json").exists()
     assert card["written_by"]["quality.dif_fuse"]["writer"] == "evaluate"
     assert card["written_by"]["quality.dif_fuse"]["command"].split()[0] not in ("", "None")
@@ -129,14 +129,13 @@ def test_write_cards_puts_measured_quality_into_all_three_cards(models, tmp_path
     assert clf["measured_for"]["weights_sha256"]["classifier"] is not None
 
     # same classifier/autoencoder weights: their numbers are kept (not re-measured) when only the DDPM is measured
-    (tmp_path / "sal" / "classifier" / "config.json").write_text(json.dumps(
-        {**json.loads((tmp_path / "sal" / "classifier" / "config.json").read_text()),
-         "card": {"quality": {**clf, "accuracy": 0.123}}}))
+    (tmp_path / "sal" / "classifier" / "model_card.json").write_text(json.dumps(
+        {"quality": {**clf, "accuracy": 0.123}}))
     assert main(args + ["--write-cards", "--n-cards", "8"]) == 0
-    kept = json.loads((tmp_path / "sal" / "classifier" / "config.json").read_text())["card"]["quality"]
+    kept = json.loads((tmp_path / "sal" / "classifier" / "model_card.json").read_text())["quality"]
     assert kept["accuracy"] == 0.123
     assert main(args + ["--write-cards", "--n-cards", "6"]) == 0          # another measurement: measured again
-    again = json.loads((tmp_path / "sal" / "classifier" / "config.json").read_text())["card"]["quality"]
+    again = json.loads((tmp_path / "sal" / "classifier" / "model_card.json").read_text())["quality"]
     assert again["n"] == 6 and again["accuracy"] != 0.123
 
 
@@ -225,7 +224,7 @@ def test_samples_only_writes_both_grids_and_only_that_block_of_the_card(models, 
     assert s["ddpm"]["n"] == 3 and s["ddim"]["n"] == 3 and s["reference"]["n"] == 4
     assert s["ddpm"]["clean"] + max(s["ddpm"]["grainy"], s["ddpm"]["grey_background"]) <= 3
     assert (tmp_path / "docs" / "ddpm_samples.png").exists() and (tmp_path / "docs" / "ddpm_samples_ddim.png").exists()
-    assert json.loads((tmp_path / "ddpm" / "config.json").read_text())["card"]["quality"] == q
+    assert json.loads((tmp_path / "ddpm" / "model_card.json").read_text())["quality"] == q
     # the two samplers start from the same noise and differ: the stochastic one adds fresh noise on the way
     a = sample_from_noise(den, 2, 4, seed=1, sampler="ddpm")
     b = sample_from_noise(den, 2, 4, seed=1, sampler="ddim")

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from diffuse_core.cli import main
-from diffuse_core.models.checkpoint import update_card
+from diffuse_core.models.checkpoint import read_config, update_card
 from diffuse_core.models.denoiser import DenoiserConfig, load_denoiser
 from diffuse_core.train.ddpm import DDPMTrainConfig, TensorPool, train_ddpm
 
@@ -105,13 +105,14 @@ def test_cli_trains_ddpm_on_synthbrain(tmp_path, monkeypatch, capsys):
     code = main(["train", "ddpm", "--out", str(tmp_path / "m"), "--steps", "2", "--batch-size", "2", "--pool", "4",
                  "--size", "32", "--channels", "16,32", "--checkpoint-every", "1"])
     assert code == 0
-    meta = json.loads((tmp_path / "m" / "config.json").read_text())
+    meta = read_config(tmp_path / "m")
     card = meta["card"]
     assert card["training"]["steps_done"] == 2 and card["data"]["generator"] == "SynthBrain"
     assert card["data"]["healthy_only"] is True and card["data"]["n_slices"] == 4
     assert meta["unet"]["block_channels"] == [16, 32]
     # one copy of the card, each field stamped with the command that wrote it
-    assert not (tmp_path / "m" / "model_card.json").exists() and card["training"]["steps"] == 2
+    assert "card" not in json.loads((tmp_path / "m" / "config.json").read_text()) and card["training"]["steps"] == 2
+    assert json.loads((tmp_path / "m" / "model_card.json").read_text()) == card
     assert card["written_by"]["training"]["writer"] == "train" and card["written_by"]["data"]["command"]
     # --steps is the total: from weights that record 2 steps, --steps 2 would train nothing, and says so
     again = ["train", "ddpm", "--out", str(tmp_path / "n"), "--init-from", str(tmp_path / "m"), "--batch-size", "2",
@@ -120,7 +121,7 @@ def test_cli_trains_ddpm_on_synthbrain(tmp_path, monkeypatch, capsys):
     assert "nothing to train (for 2 more, ask --steps 4)" in capsys.readouterr().err
     assert not (tmp_path / "n" / "config.json").exists()
     assert main(again + ["--steps", "3"]) == 0
-    assert json.loads((tmp_path / "n" / "config.json").read_text())["card"]["training"]["steps_done"] == 3
+    assert json.loads((tmp_path / "n" / "model_card.json").read_text())["training"]["steps_done"] == 3
 
 
 def test_cli_train_refuses_bad_options(tmp_path, capsys):
@@ -135,7 +136,7 @@ def test_cli_trains_on_percentile_stretched_synthbrain_and_says_so(tmp_path, mon
     code = main(["train", "ddpm", "--out", str(tmp_path / "m"), "--steps", "1", "--batch-size", "2", "--pool", "4",
                  "--size", "32", "--channels", "16,32", "--normalise", "percentile"])
     assert code == 0
-    card = json.loads((tmp_path / "m" / "config.json").read_text())["card"]
+    card = json.loads((tmp_path / "m" / "model_card.json").read_text())
     assert card["input_normalisation"] == "percentile"
     # the intensity reference is that of the stretched slices: the brain's median sits well above SynthBrain's -0.2
     ref = dict(zip((float(p) for p in card["intensity_reference"]["percentiles"]),
@@ -172,19 +173,19 @@ def test_ctrl_c_stops_training_and_keeps_what_it_trained(tmp_path):
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err[-2000:]
-    meta = json.loads((out / "config.json").read_text())
+    meta = read_config(out)
     done = meta["card"]["training"]["steps_done"]
     assert 2 <= done < 100000 and (out / "checkpoint.pt").is_file() and (out / "model.safetensors").is_file()
     again = subprocess.run(cmd[:8] + [str(done + 1)] + cmd[9:], env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-2000:]
-    assert json.loads((out / "config.json").read_text())["card"]["training"]["steps_done"] == done + 1
+    assert json.loads((out / "model_card.json").read_text())["training"]["steps_done"] == done + 1
 
 
 def test_train_on_scanner_synthbrain_records_the_realism(tmp_path, monkeypatch):
     monkeypatch.setenv("DIFFUSE_CACHE", str(tmp_path / "cache"))
     base = ["--steps", "1", "--batch-size", "2", "--pool", "4", "--size", "32", "--checkpoint-every", "1"]
     assert main(["train", "ddpm", "--out", str(tmp_path / "d"), "--channels", "16,32", "--realism", "scanner"] + base) == 0
-    data = json.loads((tmp_path / "d" / "config.json").read_text())["card"]["data"]
+    data = json.loads((tmp_path / "d" / "model_card.json").read_text())["data"]
     from diffuse_core.data.synthbrain import check_realism
 
     assert data["realism"] == ",".join(sorted(check_realism("scanner"))) and data["n_slices"] == 4

@@ -119,11 +119,10 @@ def test_every_save_stores_the_card_once_with_who_wrote_each_field(tmp_path):
     save(new_autoencoder(AE_CFG), tmp_path / "ae", card={"model": "x"}, by="train")
     save_denoiser(new_denoiser(UNET), tmp_path / "ddpm", card={"model": "y"}, by="train")
     for folder in (tmp_path / "ae", tmp_path / "ddpm"):
-        (folder / CARD_NAME).write_text("{}")          # the second copy an older folder had: gone at the next write
         card = update_card(folder, {"quality": {"dif_fuse": {"dice": np.float32(0.5)}}}, by="evaluate",
                            command="diffuse-studio evaluate --write-cards", anomaly_threshold=0.2)
-        meta = json.loads((folder / "config.json").read_text())
-        assert meta["card"] == card and card["quality"] == {"dif_fuse": {"dice": 0.5}} and not (folder / CARD_NAME).exists()
+        assert json.loads((folder / CARD_NAME).read_text()) == card and card["quality"] == {"dif_fuse": {"dice": 0.5}}
+        assert "card" not in json.loads((folder / "config.json").read_text())            # one copy: beside the weights
         stamp = card["written_by"]["quality.dif_fuse"]
         assert stamp == card["written_by"]["anomaly_threshold"] and stamp["writer"] == "evaluate"
         assert stamp["command"] == "diffuse-studio evaluate --write-cards" and stamp["commit"] and stamp["hardware"]
@@ -134,7 +133,7 @@ def test_every_save_stores_the_card_once_with_who_wrote_each_field(tmp_path):
             update_card(folder, {"quality": {"note": "typed by hand"}}, by="evaluate")
         with pytest.raises(ValueError, match="unknown card writer"):
             update_card(folder, anomaly_threshold=0.1, by="hand")
-        assert json.loads((folder / "config.json").read_text())["card"] == card      # refused writes change nothing
+        assert json.loads((folder / "model_card.json").read_text()) == card      # refused writes change nothing
         assert not list(folder.glob("*.tmp*"))
     digest = weights_digest(tmp_path / "ae")
     save(new_autoencoder(AE_CFG, seed=1), tmp_path / "ae")
@@ -163,7 +162,7 @@ def test_a_time_box_stops_the_run_and_still_exports(tmp_path):
                                               attention_levels=(False, True), norm_num_groups=4,
                                               attention_head_dim=4))
     out = train_ddpm(tmp_path / "run", TensorPool(np.zeros((4, 1, 16, 16), np.float32)), cfg, progress=False)
-    card = _json.loads((out / "config.json").read_text())["card"]
+    card = _json.loads((out / "model_card.json").read_text())
     assert card["training"]["steps_done"] > 0 and card["training"]["max_seconds"] == 0.5
     assert card["training"]["steps"] is None              # no step limit: the card says so, no placeholder count
     assert (out / "model.safetensors").is_file()

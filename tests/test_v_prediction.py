@@ -12,6 +12,7 @@ from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 from diffuse_core.core.sampler import (ddpm_posterior_std, generalized_step, iter_ddim_sampling, predict_x0,
                                        run_to_end, unet_eps_model)
 from diffuse_core.core.schedule import NoiseSchedule, ScheduleConfig
+from diffuse_core.models.checkpoint import read_config
 
 V = NoiseSchedule(ScheduleConfig(prediction_type="v_prediction"))
 
@@ -109,7 +110,7 @@ def _train(tmp_path, name, **kw):
                           unet=DenoiserConfig(resolution=16, block_channels=(16, 16), attention_levels=(False, True),
                                               norm_num_groups=8, attention_head_dim=8), **kw)
     out = train_ddpm(tmp_path / name, TensorPool(images), cfg, progress=False, device="cpu")
-    return load_denoiser(out), json.loads((out / "config.json").read_text())
+    return load_denoiser(out), read_config(out)
 
 
 def test_v_model_trains_saves_and_loads_as_v(tmp_path):
@@ -166,10 +167,10 @@ def test_train_command_augment_reaches_the_ddpm_run_and_its_card(tmp_path):
     out = tmp_path / "aug"
     assert main(["train", "ddpm", "--out", str(out), "--steps", "1", "--batch-size", "2", "--pool", "2", "--size",
                  "32", "--channels", "32,32", "--threads", "1", "--checkpoint-every", "1", "--augment"]) == 0
-    assert json.loads((out / "config.json").read_text())["card"]["training"]["augment"] is True
+    assert json.loads((out / "model_card.json").read_text())["training"]["augment"] is True
     plain = tmp_path / "plain"
     assert main(["train", "ddpm", "--out", str(plain), "--steps", "1", "--batch-size", "2", "--pool", "2", "--size",
                  "32", "--channels", "32,32", "--threads", "1", "--checkpoint-every", "1"]) == 0
-    assert json.loads((plain / "config.json").read_text())["card"]["training"]["augment"] is False
+    assert json.loads((plain / "model_card.json").read_text())["training"]["augment"] is False
     with pytest.raises(ValueError, match="DDPM only"):
         TrainCommand(model="autoencoder", augment=True)

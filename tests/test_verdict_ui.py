@@ -45,7 +45,7 @@ def test_the_shipped_ct_models_verdict_is_calibrated_but_withheld_for_missing_mo
     folder = default_model_dir("ddpm", "ct")
     if not is_installed(folder):
         pytest.skip("no shipped CT model")
-    card = json.loads((folder / "config.json").read_text()).get("card") or {}
+    card = json.loads((folder / "model_card.json").read_text())
     v, rec = card["verdict"], card["calibration"]
     assert v["percentile"] == 99.5 and v["false_abnormal_rate"] == 0.05 and v["threshold"] > 0
     assert rec["data"]["modality"] == "ct" and rec["verdict"]["threshold"] == v["threshold"]

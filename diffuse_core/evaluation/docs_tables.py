@@ -8,7 +8,7 @@ the docs, fails the suite). No number in a region is typed here: each comes from
 
 The results files:
 
-- the model cards, ``assets/**/config.json`` (``card``): written by the commands recorded inside them (``command`` beside
+- the model cards, ``assets/**/model_card.json``: written by the commands recorded inside them (``command`` beside
   ``measured_on`` and ``hardware`` in the section that holds the figure); :data:`CARD_FIGURES` names which card keys
   the shipped-models table shows and where their provenance sits;
 - ``docs/results/*.json``: any file there with a ``figures`` list (see :func:`results_file_rows` for the format) adds
@@ -175,7 +175,7 @@ def _hardware(hw) -> str:
 
 
 def load_cards(root: Path) -> dict[str, dict]:
-    """Every model card under ``assets/`` (``config.json``'s ``card``, read as the loaders read it), keyed by its
+    """Every model card under ``assets/`` (``model_card.json``, read as the loaders read it), keyed by its
     folder relative to ``root`` (``assets/ct/ddpm``)."""
     from diffuse_core.models.card import read_card
 
@@ -256,7 +256,7 @@ def model_rows(root: Path) -> tuple[list[dict], list[dict]]:
     then :data:`RESULT_FIGURES` of the results files present, then every results file's own ``figures``."""
     cards = load_cards(root)
     results = load_results(root)
-    rows = [_spec_row(spec, f"{spec['card']}/config.json", cards[spec["card"]])
+    rows = [_spec_row(spec, f"{spec['card']}/model_card.json", cards[spec["card"]])
             for spec in CARD_FIGURES if spec["card"] in cards]   # a model not installed here has no row
     for spec in RESULT_FIGURES:
         if spec["file"] in results:

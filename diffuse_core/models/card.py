@@ -1,8 +1,8 @@
 """The model card: its one schema, which command writes each field, and the migration of older cards.
 
-A card is the ``card`` block of a model folder's ``config.json`` (the only copy; cards before schema 2 were also
-written to ``model_card.json``, which :mod:`diffuse_core.models.checkpoint` reads and removes). Every model kind has
-the same layout:
+A card is a model folder's ``model_card.json``, beside ``model.safetensors`` and ``config.json`` (the architecture),
+its only copy; older folders kept it as the ``card`` block of ``config.json``, which
+:mod:`diffuse_core.models.checkpoint` reads and moves at the next write. Every model kind has the same layout:
 
 - what the model is and how it was trained, written by ``diffuse-studio train`` (:data:`WRITERS` ``"train"``):
   ``model``, ``data``, ``training`` (the trainer's settings, ``steps_done``, ``wall_seconds``, ``final_loss_ema``,
@@ -232,7 +232,7 @@ def history_value(card: dict, path: str):
 
 def read_card(folder: str | Path) -> dict:
     """The card of the model folder ``folder`` in schema :data:`SCHEMA`, read without loading torch or the weights
-    (``config.json``'s card; ``model_card.json`` where an older folder's ``config.json`` has none). {} where the
+    (``model_card.json``; an older folder's ``config.json`` card where it has one). {} where the
     folder holds no readable config; :func:`diffuse_core.models.checkpoint.read_config` checks and explains."""
     folder = Path(folder)
     try:

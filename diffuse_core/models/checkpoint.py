@@ -3,12 +3,13 @@
 A saved model is a folder holding
 
 - ``model.safetensors``: the weights, float32, contiguous, with ``{"format": "pt", "kind": KIND}`` as metadata;
-- ``config.json``: ``{"kind": KIND, <architecture entries>, "card": {...}}``, what the loaders read. The architecture
-  entries are ``"config"`` for the autoencoder and the classifier, ``"unet"`` and ``"schedule"`` for the DDPM
-  (:data:`ARCHITECTURE_KEY`; the DDPM's names predate the others and the shipped weights carry them). The card is
-  stored here only (:mod:`diffuse_core.models.card`: its schema, who writes each field, the migration of older
-  cards, which :func:`read_config` applies on every read; a ``model_card.json`` of an older folder, a second copy
-  of the card, is removed at the next write).
+- ``config.json``: ``{"kind": KIND, <architecture entries>}``, what the loaders build the network from. The
+  architecture entries are ``"config"`` for the autoencoder and the classifier, ``"unet"`` and ``"schedule"`` for the
+  DDPM (:data:`ARCHITECTURE_KEY`; the DDPM's names predate the others and the shipped weights carry them);
+- ``model_card.json``: the model card, its only copy (:mod:`diffuse_core.models.card`: its schema, who writes each
+  field, the migration of older cards, which :func:`read_config` applies on every read, handing it back as
+  ``meta["card"]``). Folders written before 2026-12-07 kept the card inside ``config.json`` (``"card"``): read as
+  they are, and rewritten in this layout at their next write.
 
 Every file is written to a temporary name and renamed over the old one, so an interrupted save never leaves a
 half-written file under the real name. The denoiser's save/load (:mod:`diffuse_core.models.denoiser`) and the trainer
@@ -32,7 +33,7 @@ from diffuse_core.models.classifier import Classifier, ClassifierConfig
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
-CARD_NAME = "model_card.json"       # the second copy of the card that folders before card schema 2 held
+CARD_NAME = "model_card.json"       # the card, beside the weights (inside config.json in older folders)
 KINDS = {"autoencoder": (Autoencoder, AutoencoderConfig), "classifier": (Classifier, ClassifierConfig)}
 ARCHITECTURE_KEY = {"ddpm": "unet", "autoencoder": "config", "classifier": "config"}
 
@@ -106,8 +107,12 @@ def write_model(folder: str | Path, kind: str, state_dict: dict, architecture: d
 
 
 def _write_config(folder: Path, meta: dict) -> None:
+    """``meta`` as read by :func:`read_config`: its card to ``model_card.json``, the rest to ``config.json`` (the card
+    first: an interrupted write leaves an older folder's card in ``config.json``, which then still wins)."""
+    meta = dict(meta)
+    card = meta.pop("card", None) or {}
+    atomic_write_json(folder / CARD_NAME, card)
     atomic_write_json(folder / CONFIG_NAME, meta)
-    (folder / CARD_NAME).unlink(missing_ok=True)          # the older second copy: config.json is the card now
 
 
 def read_config(folder: str | Path, expected_kind: str | None = None) -> dict:
@@ -133,8 +138,8 @@ def read_config(folder: str | Path, expected_kind: str | None = None) -> dict:
         raise ValueError(f"{folder} holds a {kind}, but a {expected_kind} was expected; {hint}")
     if ARCHITECTURE_KEY[kind] not in meta:
         raise ValueError(f"{cfg_path} lacks the {ARCHITECTURE_KEY[kind]!r} entry of a saved {kind}; {hint}")
-    card = meta.get("card")
-    if not card and (folder / CARD_NAME).is_file():       # a folder whose card only model_card.json held
+    card = meta.get("card")                               # a folder written before 2026-12-07
+    if not card and (folder / CARD_NAME).is_file():       # the card beside the weights
         try:
             card = json.loads((folder / CARD_NAME).read_text())
         except (json.JSONDecodeError, UnicodeDecodeError):

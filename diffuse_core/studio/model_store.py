@@ -31,11 +31,13 @@ def model_device():
 
 
 def _stamp(folder: Path) -> tuple | None:
-    """(mtime, size) of the weight files, None when one is missing: a changed stamp means reload."""
+    """(mtime, size) of the weight files and of the card beside them, None when a weight file is missing: a changed
+    stamp means reload (a recalibrated card too)."""
     files = [folder / name for name in WEIGHT_FILES]
     if not all(f.is_file() for f in files):
         return None
-    return tuple((f.stat().st_mtime_ns, f.stat().st_size) for f in files)
+    card = folder / "model_card.json"
+    return tuple((f.stat().st_mtime_ns, f.stat().st_size) if f.is_file() else None for f in files + [card])
 
 
 def model_version(folder: Path, card: dict) -> str:
