@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from diffuse_core.io.export import LESION_OUTLINE_RGB, heat_map, outline, overlay, to_uint8
+from diffuse_core.io.export import LESION_OUTLINE_RGB, outline, overlay, to_uint8
 
 GRID_METHODS = ("dif-fuse", "dif-fuse-oracle", "flair-threshold")   # the main methods, in column order
 GRID_LABELS = {"dif-fuse": "Dif-fuse, ACAT mask", "dif-fuse-oracle": "Dif-fuse, oracle mask",

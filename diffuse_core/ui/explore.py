@@ -154,7 +154,6 @@ def explore_run(source, gallery_key, files, slice_index, channel, window, gt_fil
     a run of those same files says "Not run" in its progress line instead of a second message. ``model``: the
     name of a model adapted in the app (:mod:`diffuse_core.studio.adapt_jobs`) for an MRI case, "" the installed
     one (a CT case always runs through the CT model)."""
-    n = len(EXPLORE_OUTPUTS)
     guard = request_guard(session_id(request))    # a Stop pressed before this run started is not for it
     try:
         lc = load_selected(source, gallery_key, files, slice_index, channel, window, gt_file)
