@@ -84,7 +84,7 @@ def retrain_hint(kind: str | None) -> str:
 
 def write_model(folder: str | Path, kind: str, state_dict: dict, architecture: dict, card: dict | None,
                 by: str | None = "train", command: str | None = None, device=None) -> Path:
-    """Write ``model.safetensors`` and ``config.json`` (with the card) into ``folder`` (created), each atomically.
+    """Write ``model.safetensors``, ``config.json`` and ``model_card.json`` into ``folder`` (created), each atomically.
 
     ``architecture`` is what ``config.json`` holds beside ``kind`` and ``card`` (e.g. ``{"config": {...}}``); every
     field of ``card`` must be one writer ``by`` writes (:func:`diffuse_core.models.card.check_fields`) and is

@@ -1,8 +1,8 @@
 """The healthy denoiser: a diffusers ``UNet2DModel`` that predicts the noise epsilon (paper Sec. III-A, eq. 6).
 
 A saved denoiser is a model folder in the one format of :mod:`diffuse_core.models.checkpoint`: ``model.safetensors``,
-``config.json`` (kind ``ddpm``, the UNet's architecture under ``unet``, the noise schedule under ``schedule``, and the
-``card``, :mod:`diffuse_core.models.card`). ``load_denoiser`` restores both; the schedule travels with the weights so that a
+``config.json`` (kind ``ddpm``, the UNet's architecture under ``unet``, the noise schedule under ``schedule``) and
+``model_card.json`` (:mod:`diffuse_core.models.card`). ``load_denoiser`` restores both; the schedule travels with the weights so that a
 sampler can never be run with the wrong one.
 """
 
@@ -109,7 +109,7 @@ def new_denoiser(config: DenoiserConfig | None = None, schedule: ScheduleConfig 
 def save_denoiser(denoiser: Denoiser, folder: str | Path, card: dict | None = None,
                   state_dict: dict | None = None, by: str | None = None) -> Path:
     """Write the denoiser into ``folder`` in the one model format (:func:`diffuse_core.models.checkpoint.write_model`:
-    ``model.safetensors``, ``config.json`` with the architecture, the schedule and the card).
+    ``model.safetensors``, ``config.json`` with the architecture and the schedule, ``model_card.json``).
 
     ``card`` defaults to ``denoiser.card``; ``by``: the writer of its fields, checked and stamped (None: the Python
     API, the card written as given); ``state_dict`` overrides the UNet's own weights (e.g. an EMA copy).

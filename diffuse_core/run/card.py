@@ -19,7 +19,7 @@ docs/results.md, real-data section."""
 
 
 def card_of(denoiser) -> dict:
-    """A denoiser's card, or the card itself (a dict read from config.json without loading the weights)."""
+    """A denoiser's card, or the card itself (a dict read from model_card.json without loading the weights)."""
     return denoiser if isinstance(denoiser, dict) else (getattr(denoiser, "card", None) or {})
 
 

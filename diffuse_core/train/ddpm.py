@@ -9,7 +9,7 @@ AdamW (lr 1e-4, betas 0.9/0.999, weight decay 0.05), an exponential moving avera
 beta schedule 1e-4..0.02 over T = 1000, on healthy slices only. This module supplies the batches and the loss; the
 :class:`~diffuse_core.train.trainer.Trainer` owns the loop, the EMA, mixed precision, multi-GPU, checkpoints
 (``checkpoint.pt``, resumed by a re-run), ``log.csv`` and the export of the EMA weights as a loadable denoiser
-(``model.safetensors`` + ``config.json`` with the model card).
+(``model.safetensors``, ``config.json`` and ``model_card.json``).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@
 
 Both: an in-memory pool of slices (SynthBrain's train split generated once, by default), AdamW with a 50-step warm-up
 and a cosine decay, no EMA; the run folder holds ``checkpoint.pt`` (a re-run resumes), ``log.csv`` and the weights as
-a loadable model folder (``model.safetensors`` + ``config.json`` with the card: data, steps, wall time,
+a loadable model folder (``model.safetensors``, ``config.json`` and ``model_card.json``, the card: data, steps, wall time,
 hardware, seed, final loss). Their quality is measured by :mod:`diffuse_core.evaluation.saliency_quality`.
 """
 

@@ -12,8 +12,8 @@ generator, the loss of one batch, and its model card. The trainer owns the rest,
    state; written atomically every ``checkpoint_every`` steps, so a killed run resumes and, on one process, ends
    with the same weights as an uninterrupted one), ``log.csv`` (step, loss, seconds at the first step and every
    ``log_every`` steps) and the (EMA) weights as a loadable model folder, written at each checkpoint in the one
-   model format (:func:`diffuse_core.models.checkpoint.write_model`: ``model.safetensors``, ``config.json`` with
-   the model card, its fields stamped as written by ``train``).
+   model format (:func:`diffuse_core.models.checkpoint.write_model`: ``model.safetensors``, ``config.json`` and
+   ``model_card.json``, the card's fields stamped as written by ``train``).
 
 Without a checkpoint, ``init_from`` (a saved model folder of the same kind and architecture, e.g. ``assets/ddpm``)
 starts the model and its EMA from those weights and continues the step count its card records; the optimiser starts
