@@ -192,7 +192,8 @@ def test_explore_shows_the_ct_verdict_and_a_normal_ct_slice_has_no_red(tmp_path,
 @pytest.mark.skipif(not os.path.exists("/usr/bin/chromium"), reason="no Chromium at /usr/bin/chromium")
 def test_the_k_slider_shows_the_k_of_the_case_model_in_the_browser(tmp_path, monkeypatch):
     """In the browser: each model's card recommends its own K (MRI 400, CT 300 here); picking the CT case moves the
-    slider to 300, the FLAIR case back to 400, and a K the user typed stays when the case changes."""
+    slider to 300, the FLAIR case back to 400, and a K the user typed stays when the case changes. (The demo is built
+    once per process: built afresh here, with these cards, and dropped after.)"""
     import sys
 
     sys.path.insert(0, os.path.dirname(__file__))
@@ -203,8 +204,11 @@ def test_the_k_slider_shows_the_k_of_the_case_model_in_the_browser(tmp_path, mon
     from diffuse_core.models.checkpoint import update_card
     from diffuse_core.studio.settings import DEFAULTS
 
+    from diffuse_core.ui.launch import get_demo
+
     saved = dict(DEFAULTS)
     k_box = "#df-k input[type=number]"
+    get_demo.cache_clear()                  # the page built from these cards, not one an earlier test built
 
     def pick(i, expected):
         page.locator("#df-gallery img").nth(i).click()
@@ -234,3 +238,4 @@ def test_the_k_slider_shows_the_k_of_the_case_model_in_the_browser(tmp_path, mon
     finally:
         DEFAULTS.clear()
         DEFAULTS.update(saved)
+        get_demo.cache_clear()              # a later test builds its own
