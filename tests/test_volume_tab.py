@@ -131,6 +131,7 @@ def test_upload_scroll_curve_worst_download_and_explore(studio, tmp_path, monkey
     assert ex_slider["maximum"] >= 3 and "value" not in ex_slider                      # the range first,
     assert volume.slice_to_explore(3) == 3                                             # then the slice
     assert ex_window["visible"] is False and held == ex_files
+    assert volume.k_to_explore(volume.DEFAULTS["k"]) == {"__type__": "update"}        # an MRI volume: K as it is
 
 
 def test_a_dicom_series_downloads_a_segmentation_too(studio, tmp_path):

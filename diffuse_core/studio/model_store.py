@@ -218,6 +218,21 @@ def k_for_modality(k: int, modality: str | None) -> int:
     return own if K_RANGE[0] <= own <= K_RANGE[1] else int(k)
 
 
+def k_shown_for(k, modality) -> int | None:
+    """The K a slider holding ``k`` shows for a case of ``modality`` (None: keep ``k``): while it holds one model's
+    default it moves to the default of the case's model, so it shows the K a run uses (:func:`k_for_modality`'s
+    rule); a K the user chose stays."""
+    try:
+        k = int(k)
+    except (TypeError, ValueError):
+        return None
+    mri, ct = int(DEFAULTS["k"]), k_for_modality(DEFAULTS["k"], "ct")
+    is_ct = str(modality or "").lower() == "ct"
+    if ct != mri and k == (mri if is_ct else ct):
+        return ct if is_ct else mri
+    return None
+
+
 def apply_recommended_defaults(defaults: dict = DEFAULTS) -> dict:
     """K, percentile, steps and solver from the installed model card's ``recommended_settings`` (chosen by
     ``diffuse-studio evaluate --write-cards`` or ``python -m diffuse_core.evaluation.calibrate --write-card`` on

@@ -12,7 +12,7 @@ import gradio as gr
 
 from diffuse_core.studio.display import WINDOW_PRESETS, ZOOM_RANGE
 from diffuse_core.studio.library import list_library
-from diffuse_core.studio.model_store import MODELS, k_for_modality
+from diffuse_core.studio.model_store import MODELS, k_shown_for
 from diffuse_core.studio.settings import (CT_WINDOW_CHOICES, DEFAULTS, K_RANGE, MASK_SOURCES, PERCENTILE_RANGE,
                                           STEPS_RANGE)
 from diffuse_core.studio.uploads import inspect_upload, replacing_upload, upload_paths
@@ -59,20 +59,10 @@ def on_gallery_select(evt: gr.SelectData, keys):
 
 
 def k_for_case(k, modality):
-    """The K slider for a case of ``modality``: while it holds one model's default K it moves to the default of the
-    case's model (the CT model's card chose its own), so the slider shows the K the run will use; a K the user chose
-    stays (:func:`diffuse_core.studio.model_store.k_for_modality` is the same rule as the run applies it)."""
-    mri, ct = int(DEFAULTS["k"]), k_for_modality(DEFAULTS["k"], "ct")
-    try:
-        k = int(k)
-    except (TypeError, ValueError):
-        return gr.skip()
-    is_ct = str(modality or "").lower() == "ct"
-    if is_ct and k == mri and ct != mri:
-        return ct
-    if not is_ct and k == ct and ct != mri:
-        return mri
-    return gr.skip()
+    """The K slider for a case of ``modality`` (:func:`~diffuse_core.studio.model_store.k_shown_for`): the K a run
+    will use while it holds a model's default, else unchanged."""
+    shown = k_shown_for(k, modality)
+    return gr.skip() if shown is None else shown
 
 
 def k_for_gallery_case(key, k):

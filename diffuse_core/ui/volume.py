@@ -12,6 +12,7 @@ from typing import Optional
 
 import gradio as gr
 
+from diffuse_core.studio.model_store import k_shown_for
 from diffuse_core.studio.session import session_id
 from diffuse_core.studio.settings import DEFAULTS
 from diffuse_core.studio.uploads import replacing_upload, upload_paths
@@ -242,6 +243,14 @@ def to_explore(z, request: Optional[gr.Request] = None):
             gr.update(visible=n > 1, minimum=0, maximum=max(n - 1, 1)),
             gr.update(visible=False, choices=list(s.volume.channel_names), value=s.volume.channel_names[0]),
             gr.update(visible=s.modality == "ct"), list(s.files))
+
+
+def k_to_explore(k, request: Optional[gr.Request] = None):
+    """The third step of "Open this slice in Explore": Explore's K slider shows the K its run of this volume's
+    modality uses (:func:`~diffuse_core.studio.model_store.k_shown_for`)."""
+    s = VOLUMES.get(key_of(request))
+    shown = None if s is None else k_shown_for(k, s.modality)
+    return gr.skip() if shown is None else shown
 
 
 def slice_to_explore(z):

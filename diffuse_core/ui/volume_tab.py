@@ -136,6 +136,7 @@ def wire_volume(demo: gr.Blocks, v: SimpleNamespace, tabs: gr.Tabs, ex: SimpleNa
     v.explore.click(volume.to_explore, v.slice, [tabs, ex.source, ex.files, ex.slice_slider, ex.channel, ex.window,
                                        ex.last_upload],
                     **light).then(volume.slice_to_explore, v.slice, ex.slice_slider, **light).then(
+                        volume.k_to_explore, ex.ctl["k"], ex.ctl["k"], **light).then(
                         ex.show_case, ex.case_inputs, ex.preview_outputs, **light)
     demo.load(None, None, None, js=CURVE_CLICK_JS)
     demo.unload(volume.close_session)
