@@ -395,6 +395,16 @@ def test_an_interrupted_evaluation_resumes_at_the_first_unfinished_method(models
     assert any(t.startswith("resuming: dif-fuse, flair-threshold") for t in said)
     assert not any(t.startswith("method ") for t in said)
     assert again["methods"] == first["methods"]
+    import copy
+
+    import torch
+
+    other = copy.deepcopy(sal)                                            # another classifier: nothing is reused
+    with torch.no_grad():
+        next(other.classifier.parameters()).add_(0.01)
+    said.clear()
+    run_evaluation(den, other, s, tmp_path, progress=said.append)
+    assert not any(t.startswith("resuming") for t in said)
     s.n_test = 8                                                          # other settings: nothing is reused
     said.clear()
     run_evaluation(den, sal, s, tmp_path, progress=said.append)

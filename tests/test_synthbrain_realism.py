@@ -24,7 +24,7 @@ def test_default_realism_is_the_generator_as_before_and_unknown_effects_raise():
         sb.generate_slice(1, realism="mirror")
 
 
-@pytest.mark.parametrize("effect", [e for e in sb.EFFECTS if e != "lesions"])
+@pytest.mark.parametrize("effect", [e for e in sb.EFFECTS if e not in ("lesions", "lesion_levels")])
 def test_each_effect_changes_a_healthy_slice_deterministically_within_range(effect):
     seed = sb.sample_seed("test", 0, 5)
     base = sb.generate_slice(seed, healthy=True)
@@ -41,9 +41,10 @@ def test_each_effect_changes_a_healthy_slice_deterministically_within_range(effe
         assert (a.image[0][a.brain_mask == 0] == -1).all()
 
 
-def test_lesions_effect_leaves_healthy_slices_alone():
+@pytest.mark.parametrize("effect", ["lesions", "lesion_levels"])
+def test_lesion_effects_leave_healthy_slices_alone(effect):
     seed = sb.sample_seed("test", 0, 2)
-    assert _same(sb.generate_slice(seed, healthy=True), sb.generate_slice(seed, healthy=True, realism="lesions"))
+    assert _same(sb.generate_slice(seed, healthy=True), sb.generate_slice(seed, healthy=True, realism=effect))
 
 
 def test_field_of_view_sets_the_spacing_and_shrinks_the_brain():
@@ -133,3 +134,30 @@ def test_all_levels_reaches_the_skull_base_and_the_vertex():
     assert min(s.brain_mask.sum() for s in slices) > 500
     lesion = sb.generate_slice(sb.sample_seed("train", 0, 3), lesion_type="glioma", realism="all_levels")
     assert lesion.level == sb.generate_slice(sb.sample_seed("train", 0, 3), lesion_type="glioma").level
+
+
+def test_lesion_levels_puts_gliomas_and_strokes_at_the_skull_base_too():
+    """``lesion_levels`` draws gliomas and strokes over every level (so a classifier trained with ``all_levels`` has
+    diseased skull-base slices as well as healthy ones); WMH stays periventricular."""
+    effects = "all_levels,lesion_levels"
+    seeds = [sb.sample_seed("train", 0, i) for i in range(30)]
+    for kind in ("glioma", "stroke"):
+        slices = [sb.generate_slice(s, lesion_type=kind, realism=effects) for s in seeds]
+        levels = [s.level for s in slices]
+        assert min(levels) < 48 and max(levels) > 124, (kind, levels)
+        assert all(s.lesion_mask.sum() >= sb.MIN_LESION_PX for s in slices)
+    wmh = [sb.generate_slice(s, lesion_type="wmh", realism=effects).level for s in seeds[:10]]
+    assert min(wmh) >= 66 and max(wmh) <= 122
+
+
+def test_a_level_without_room_for_the_lesion_moves_and_keeps_its_healthy_pair():
+    """A seed whose drawn level had no room for its lesion (Fazekas WMH on a small brain in a wide field of view
+    used to raise) moves towards the middle of the lesion's levels; its healthy counterpart follows it."""
+    seed = 281474976711956
+    sick = sb.generate_slice(seed, realism="scanner")
+    well = sb.generate_slice(seed, realism="scanner", healthy=True, lesion_type=sick.lesion_type)
+    assert sick.lesion_mask.sum() >= sb.MIN_LESION_PX and well.lesion_mask.sum() == 0
+    assert sick.level == well.level
+    away = sick.lesion_mask == 0
+    far = cv2.erode(away.astype(np.uint8), np.ones((21, 21), np.uint8)).astype(bool)     # past the PSF (6 px)
+    assert np.abs(sick.image - well.image)[:, far].max() < 1e-5

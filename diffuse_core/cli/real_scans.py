@@ -71,6 +71,8 @@ def add_real_data(sub) -> None:
     p.add_argument("--out", default="docs/results/real_data.json", help="results file (JSON)")
     p.add_argument("--grid", default="docs/real_data_grid.png", help="picture of every reported slice")
     p.add_argument("--model", default=None, metavar="DIR", help="the DDPM (default: the installed MRI model)")
+    p.add_argument("--saliency-models", default=None, metavar="DIR",
+                   help="a folder holding autoencoder/ and classifier/, ACAT's models (default: the shipped ones)")
     p.add_argument("--intensity", default="auto", choices=("auto", "tissue", "percentile", "model"))
     p.add_argument("--per-case", type=positive_int, default=4, help="tumour slices per case (default 4)")
     p.add_argument("--healthy-per-case", type=int, default=3, help="tumour-free slices per case (default 3)")
@@ -87,7 +89,8 @@ def cmd_real_data(args) -> int:
 
     if not Path(args.brats).is_dir():
         raise UserError(f"--brats {args.brats}: not a folder")
-    res = measure(args.brats, model_dir=args.model, device=pick_device(args.device), per_case=args.per_case,
+    res = measure(args.brats, model_dir=args.model, saliency_dir=args.saliency_models, device=pick_device(args.device),
+                  per_case=args.per_case,
                   healthy_per_case=args.healthy_per_case, intensity=args.intensity, keep_arrays=True)
     res["command"] = command_line()
     slice_grid(res, args.grid)

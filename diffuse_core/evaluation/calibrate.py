@@ -70,7 +70,7 @@ def run_set(denoiser, sal, data, rule: dict, seed: int = 0, batch_size: int = 8,
 def calibrate(model_dir=None, rule: dict | None = None, score: str = "signed", normalisation: str = "tissue",
               n_val: int = 32, n_healthy: int = 32, false_abnormal: float = DEFAULT_FALSE_ABNORMAL, seed: int = 0,
               device="cpu", batch_size: int = 8, k: int | None = None, realism: str = "default",
-              steps: int | None = None, modality: str | None = None) -> dict:
+              steps: int | None = None, modality: str | None = None, saliency_dir=None) -> dict:
     from diffuse_core.run.models import load_default_models
     from diffuse_core.core.metrics import dice
     from diffuse_core.core.redraw import check_rule, score_of
@@ -80,7 +80,7 @@ def calibrate(model_dir=None, rule: dict | None = None, score: str = "signed", n
 
     t0 = time.perf_counter()
     modality = _model_modality(model_dir, modality)
-    denoiser, sal = load_default_models(model_dir, None, device, True, modality=modality)
+    denoiser, sal = load_default_models(model_dir, saliency_dir, device, True, modality=modality)
     rule = check_rule(dict(rule or {"kind": "weighted", "level": 0.2, "max_share": 0.5}))
     settings = {"input_normalisation": normalisation, "mask_rule": rule, "score": score_of({}, score)}
     if normalisation == "tissue":
@@ -127,7 +127,7 @@ def calibrate(model_dir=None, rule: dict | None = None, score: str = "signed", n
 
 def calibrate_verdict(model_dir=None, n_val: int = 32, n_healthy: int = 32, n_heldout: int = 32,
                       false_abnormal: float = DEFAULT_FALSE_ABNORMAL, seed: int = 0, device="cpu", batch_size: int = 8,
-                      realism: str = "default", modality: str | None = None) -> dict:
+                      realism: str = "default", modality: str | None = None, saliency_dir=None) -> dict:
     """The slice verdict alone, at the card's app settings (its K, steps, percentile, mask rule, score, preparation
     and anomaly threshold, none of them changed): the threshold is the (1 - ``false_abnormal``) quantile of the peak
     anomaly of ``n_healthy`` healthy validation slices (base seed 1, as :func:`calibrate`); it is then measured on
@@ -145,7 +145,7 @@ def calibrate_verdict(model_dir=None, n_val: int = 32, n_healthy: int = 32, n_he
 
     t0 = time.perf_counter()
     modality = _model_modality(model_dir, modality)
-    denoiser, sal = load_default_models(model_dir, None, device, True, modality=modality)
+    denoiser, sal = load_default_models(model_dir, saliency_dir, device, True, modality=modality)
     card = denoiser.card or {}
     mods = (modality,)
     sets = {"val": synthbrain_set("val", n_val, healthy_fraction=0.25, realism=realism, modalities=mods),
@@ -266,15 +266,18 @@ def main(argv=None) -> int:
     ap.add_argument("--n-heldout", type=int, default=32,
                     help="with --verdict-only: further healthy validation slices the verdict is measured on")
     ap.add_argument("--out", default=None, help="also write the record to this JSON file")
+    ap.add_argument("--saliency-models", default=None, metavar="DIR",
+                    help="a folder holding autoencoder/ and classifier/ (ACAT's models; default: the shipped ones)")
     ap.add_argument("--write-card", action="store_true")
     args = ap.parse_args(argv)
     if args.verdict_only:
         rec = calibrate_verdict(args.model, args.n_val, args.n_healthy, args.n_heldout, args.false_abnormal,
-                                device=args.device, realism=args.realism, modality=args.modality)
+                                device=args.device, realism=args.realism, modality=args.modality,
+                                saliency_dir=args.saliency_models)
     else:
         rec = calibrate(args.model, json.loads(args.rule), args.score, args.normalisation, args.n_val,
                         args.n_healthy, args.false_abnormal, device=args.device, k=args.k, realism=args.realism,
-                        steps=args.steps, modality=args.modality)
+                        steps=args.steps, modality=args.modality, saliency_dir=args.saliency_models)
     rec["command"] = "python -m diffuse_core.evaluation.calibrate " + " ".join(sys.argv[1:] if argv is None else argv)
     print(json.dumps(rec, indent=1))
     if args.out:

@@ -193,7 +193,7 @@ def measure(brats_dir, model_dir=None, saliency_dir=None, device="cpu", per_case
         "data": {"folder": Path(brats_dir).name, "cases": sorted(set(groups.tolist())),
                  "tumour_slices": int(tum.sum()), "tumour_free_slices": int(free.sum()),
                  "per_case": per_case, "healthy_per_case": healthy_per_case, "grid": int(denoiser.config.resolution)},
-        "settings": {"model": str(model_dir or "assets/ddpm"), "model_steps": (denoiser.card.get("training") or {})
+        "settings": {"model": str(model_dir or "assets/ddpm"), "saliency": str(saliency_dir or "assets"), "model_steps": (denoiser.card.get("training") or {})
                      .get("steps_done"), "intensity": intensity, "k": chosen["k"], "steps": chosen["steps"],
                      "mask_rule": rule, "score": score, "threshold": thr, "anomaly_kernel": kernel, "seed": seed,
                      "network_calls_per_slice": calls, "seconds_per_slice": round(float(secs), 3),

@@ -126,14 +126,22 @@ QUICK_SIZES = {"n_val": 16, "n_test": 48, "seeds": (0,)}
 minutes on one CPU core (measured: docs/results/evaluation_quick.json)."""
 
 
-def _fingerprint(denoiser, s: EvalSettings) -> str:
-    """What a saved method result depends on: the settings (not the command line) and the denoiser's card."""
+def _fingerprint(denoiser, s: EvalSettings, saliency_models=None) -> str:
+    """What a saved method result depends on: the settings (not the command line), the denoiser's card and the
+    saliency models' weights (a retrained classifier changes every region)."""
     import hashlib
     import json
 
     keep = {k: v for k, v in s.__dict__.items() if k not in ("command", "extra", "png_figures", "synth_grid")}
     text = json.dumps(json_safe({"settings": keep, "card": denoiser.card or {}}), sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    h = hashlib.sha256(text.encode())
+    for name in ("autoencoder", "classifier"):
+        model = getattr(saliency_models, name, None)
+        if model is not None:
+            for key, tensor in sorted(model.state_dict().items()):
+                h.update(key.encode())
+                h.update(tensor.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 class _Parts:
@@ -200,7 +208,7 @@ def run_evaluation(denoiser, saliency_models, settings: EvalSettings, docs_dir: 
     cpu_start = _cpu_seconds()
     card = denoiser.card or {}
     card_threshold = card.get("anomaly_threshold")
-    parts = _Parts(docs / "results" / f".{s.name}_parts", _fingerprint(denoiser, s))
+    parts = _Parts(docs / "results" / f".{s.name}_parts", _fingerprint(denoiser, s, saliency_models))
 
     _emit(progress, "generating SynthBrain validation and test slices")
     val = model_scale(denoiser, synthbrain_set("val", s.n_val, size=size, modalities=mods, healthy_fraction=0.25))

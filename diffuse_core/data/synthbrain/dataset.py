@@ -153,17 +153,15 @@ def generate_slice(seed: int, modalities=("flair",), size: int = 128, healthy: b
         lo, hi = SCANNER_LEVELS
     elif lesion_type == "wmh" and "lesions" in effects:
         lo, hi = WMH_LEVELS_REAL
+    elif lesion_type in ("glioma", "stroke") and "lesion_levels" in effects:
+        lo, hi = ALL_LEVELS
 
     level = min(hi, lo + int(rng_geo.random() * (hi - lo + 1)))
     fov = scan["fov"] if "fov" in effects else float(FOV_MM)
-    geo = draw_geometry(rng_geo, level, size, FOV_MM / fov)
-    src = slab(level, size, scan["thickness"]) if "thickness" in effects else source_slice(level, size)
     t = load_templates()
     mm = pixel_mm(size)
-    u = (geo.map_x - t["mid_col"] * size / FOV_MM) * mm             # atlas mm, + towards the image right
-    v = (geo.map_y - t["ac_row"] * size / FOV_MM) * mm              # atlas mm, + posterior
 
-    def tissue_from(map_x, map_y) -> dict:
+    def tissue_from(src, map_x, map_y) -> dict:
         w = warp(src["stack"], map_x, map_y)
         gm, wm = w[..., 0], w[..., 1]
         out = {"gm": gm, "wm": wm, "csf": np.clip(w[..., 2] - gm - wm, 0, 1), "brain": w[..., 2] > 0.5,
@@ -172,9 +170,16 @@ def generate_slice(seed: int, modalities=("flair",), size: int = 128, healthy: b
             out["d_vent"] = warp(src["d_vent"], map_x, map_y)
         return out
 
-    tissue = tissue_from(geo.map_x, geo.map_y)
-    lesion = None
-    if not healthy:
+    def place(at: int, rng_g):
+        """The slice at template level ``at`` (its geometry from ``rng_g``) and, when a lesion type is set, the
+        lesion placed on it (None when the level has no room for it)."""
+        geo = draw_geometry(rng_g, at, size, FOV_MM / fov)
+        src = slab(at, size, scan["thickness"]) if "thickness" in effects else source_slice(at, size)
+        u = (geo.map_x - t["mid_col"] * size / FOV_MM) * mm             # atlas mm, + towards the image right
+        v = (geo.map_y - t["ac_row"] * size / FOV_MM) * mm              # atlas mm, + posterior
+        tissue = tissue_from(src, geo.map_x, geo.map_y)
+        if lesion_type is None:
+            return geo, src, tissue, u, v, None
         min_px = max(4, int(round(MIN_LESION_PX * (size / 128.0) ** 2)))
         for attempt in range(40):
             f = scale_f * (1.0 + 0.15 * (attempt // 8))
@@ -185,12 +190,25 @@ def generate_slice(seed: int, modalities=("flair",), size: int = 128, healthy: b
             else:
                 les = (wmh_fazekas if "lesions" in effects else wmh)(rng_les, src, geo, size, f, tissue)
             if les is not None and int(les.mask.sum()) >= min_px:
-                lesion = les
-                break
-        if lesion is None:  # pragma: no cover - a level without room for the lesion
-            raise RuntimeError(f"SynthBrain could not place a {lesion_type} lesion for seed {seed}")
+                return geo, src, tissue, u, v, les
+        return geo, src, tissue, u, v, None
+
+    # A level without room for the lesion (rare: e.g. Fazekas caps on a small brain in a wide field of view) moves
+    # towards the middle of the lesion's levels, with a fresh geometry, up to three times. The healthy counterpart
+    # of a typed lesion makes the same placements (and drops the lesion), so the pair keeps one level and geometry.
+    geo, src, tissue, u, v, lesion = place(level, rng_geo)
+    for retry in range(1, 4):
+        if lesion_type is None or lesion is not None:
+            break
+        level = int(round(level + ((lo + hi) / 2.0 - level) * retry / 3.0))
+        geo, src, tissue, u, v, lesion = place(level, np.random.default_rng([seed, 1, retry]))
+    if lesion_type is not None and lesion is None:  # pragma: no cover - no level in the range had room
+        raise RuntimeError(f"SynthBrain could not place a {lesion_type} lesion for seed {seed}")
+    if healthy:
+        lesion = None
+    if lesion is not None:
         if lesion.map_x is not None:
-            tissue = tissue_from(lesion.map_x, lesion.map_y)
+            tissue = tissue_from(src, lesion.map_x, lesion.map_y)
             for k in lesion.alphas:
                 lesion.alphas[k] = lesion.alphas[k] * tissue["brain"]
             lesion.mask &= tissue["brain"]

@@ -11,6 +11,10 @@ it: :mod:`diffuse_core.evaluation.realism`) or the kept ones (:data:`SCANNER`) t
   of its largest section (template levels 21-144, MNI z -51 to +72): the skull-base slices of cerebellum, brainstem
   and inferior temporal lobes and the vertex, which a healthy model that never saw them flags (shared/DOMAIN.md);
   wins over ``levels`` when both are given;
+* ``lesion_levels`` (not in "scanner"): gliomas and strokes also drawn over every level where the brain covers at
+  least a fifth of its largest section (template levels 21-144: temporal-lobe and cerebellar gliomas, posterior-
+  circulation strokes), so that a model trained with ``all_levels`` cannot learn "a skull-base slice is healthy";
+  white-matter hyperintensities stay periventricular;
 * ``fov``: the field of view 220-280 mm instead of the fixed 220 (clinical FOVs of 220-260 mm, BraTS 240 mm, and
   the ICBM152 brain is larger than most adults'): the brain smaller in the frame, the pixel ``fov / size`` mm;
 * ``thickness``: a slice 1-6 mm thick: the tissue maps averaged over the slab (partial volume through-plane, as in a
@@ -32,7 +36,7 @@ it: :mod:`diffuse_core.evaluation.realism`) or the kept ones (:data:`SCANNER`) t
 * ``edge``: a real skull strip: it keeps 0-3 mm of the dark subarachnoid CSF around the brain (as BraTS's masks
   do), its edge ragged by up to 1.5 px, sometimes a bright rim of dura left on it.
 
-On CT channels only the slice's effects act (levels, all_levels, fov, thickness, edge, lesions); contrast, caps, bias,
+On CT channels only the slice's effects act (levels, all_levels, lesion_levels, fov, thickness, edge, lesions); contrast, caps, bias,
 resolution, noise and head are MRI's. Draws come from the sample's own streams ([seed, 4] for the slice, [seed, 5, modality] per channel), never from the
 default generator's, so ``realism="default"`` stays byte-identical and a healthy counterpart stays paired (same
 effects, pixel-identical away from the lesion).
@@ -48,8 +52,8 @@ import numpy as np
 from diffuse_core.data.synthbrain.anatomy import source_slice
 from diffuse_core.data.synthbrain.fields import smooth_noise
 
-EFFECTS = ("levels", "all_levels", "fov", "thickness", "contrast", "caps", "bias", "resolution", "noise", "edge", "lesions",
-           "head")
+EFFECTS = ("levels", "all_levels", "lesion_levels", "fov", "thickness", "contrast", "caps", "bias", "resolution", "noise",
+           "edge", "lesions", "head")
 # realism="scanner": the effects that narrowed the measured domain gap (realism AUROC against real BraTS tumour-free
 # slices, CNN or histogram, docs/research/2026-12-06-synthbrain-realism.md): alone, or "noise" on top of the others
 # (neutral alone, it narrowed both beside the acquisition's resolution), and the lesion shapes. Skull-stripped, as
