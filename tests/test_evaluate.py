@@ -409,3 +409,50 @@ def test_an_interrupted_evaluation_resumes_at_the_first_unfinished_method(models
     said.clear()
     run_evaluation(den, sal, s, tmp_path, progress=said.append)
     assert not any(t.startswith("resuming") for t in said)
+
+
+def test_shares_of_an_evaluation_add_up_to_the_whole_run(models, tmp_path):
+    """``--workers``: each share (``part``) computes its round-robin share of the methods and sweeps and keeps it;
+    the run that writes the results then computes nothing and gives what one process alone gives."""
+    den, sal = models
+    kw = dict(n_val=4, n_test=4, seeds=(0,), steps=2, k=200, sweep_k=(200,), sweep_percentiles=(90.0,),
+              sweep_steps=(), precision="fp32", methods=("dif-fuse", "dif-fuse-percentile", "flair-threshold"),
+              command="pytest", name="evaluation_quick")
+    alone = run_evaluation(den, sal, EvalSettings(**kw), tmp_path / "alone")
+    said = []
+    for i in range(2):
+        out = run_evaluation(den, sal, EvalSettings(**kw, part=(i, 2)), tmp_path / "shared", progress=said.append)
+        assert out["kept"] == [["dif-fuse", "flair-threshold"], ["_sweeps", "dif-fuse-percentile"]][i]
+    assert not (tmp_path / "shared" / "results" / "evaluation_quick.json").exists()     # a share writes no results
+    said.clear()
+    whole = run_evaluation(den, sal, EvalSettings(**kw), tmp_path / "shared", progress=said.append)
+    assert not any(t.startswith(("method ", "sweep")) for t in said), said
+    for m in kw["methods"]:
+        assert whole["methods"][m]["dice"] == pytest.approx(alone["methods"][m]["dice"], abs=1e-9), m
+    assert whole["sweeps"] == alone["sweeps"]
+    assert not (tmp_path / "shared" / "results" / ".evaluation_quick_parts").exists()   # cleared once written
+
+
+def test_evaluate_workers_run_shares_in_their_own_processes(tmp_path, monkeypatch):
+    """The CLI's ``--workers N`` starts N copies of the same command with ``--part i/N`` and stops with one line
+    when a share fails, keeping what finished."""
+    import subprocess
+
+    from diffuse_core.cli import evaluation as cli_eval
+
+    started = []
+
+    class Proc:
+        def __init__(self, cmd):
+            self.cmd = cmd
+            started.append(cmd)
+
+        def wait(self):
+            return 1 if self.cmd[-1] == "1/2" else 0
+
+    monkeypatch.setattr(subprocess, "Popen", Proc)
+    args = type("A", (), {"workers": 2, "threads": 1, "argv": ["evaluate", "--quick"]})()
+    with pytest.raises(cli_eval.UserError, match=r"share\(s\) 1/2 \(exit 1\) failed"):
+        cli_eval._run_shares(args)
+    assert [c[-1] for c in started] == ["0/2", "1/2"]
+    assert all(c[c.index("--quick") - 1] == "evaluate" and "--workers" in c for c in started)

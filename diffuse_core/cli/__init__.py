@@ -296,6 +296,7 @@ _SUBCOMMANDS = [_add_run, _add_synth, _add_train, add_evaluate, _add_app, _add_m
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)      # as given (evaluate --workers starts copies)
     try:
         return args.func(args)
     except (UserError, ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError,

@@ -3,6 +3,7 @@ what the model cards take from it (``--write-cards``)."""
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -27,6 +28,11 @@ def add_evaluate(sub) -> None:
                         "other methods use the first (all of them with --every-seed)")
     p.add_argument("--every-seed", action="store_true", help="every method runs with every seed (the full run)")
     p.add_argument("--threads", type=positive_int, default=None, help="CPU threads (default: torch's choice)")
+    p.add_argument("--workers", type=positive_int, default=1,
+                   help="processes sharing the methods and sweeps (each with --threads threads, default the cores "
+                        "shared out); their results are kept and the run resumes from them, so the same command "
+                        "continues after an interruption")
+    p.add_argument("--part", default=None, metavar="I/N", help=argparse.SUPPRESS)
     p.add_argument("--k", type=int, default=None, help="noise level (default: the model card's, as in the app)")
     p.add_argument("--steps", type=positive_int, default=None,
                    help="sampling steps over [0, K] (default: the model card's, as in the app)")
@@ -100,6 +106,19 @@ def cmd_evaluate(args) -> int:
         s.sweep_k, s.sweep_steps = (), ()
     if args.write_cards and args.quick:
         raise UserError("--write-cards needs a full run: drop --quick (quick numbers must not go into model cards)")
+    if args.part:
+        s.part = _share(args.part)
+        run_evaluation(denoiser, sal, s, args.docs, progress=lambda t: print(f"[{args.part}] {t}", file=sys.stderr))
+        return 0
+    if args.workers > 1 and not (args.sweeps_only or args.samples_only):
+        import os
+        import time
+
+        from diffuse_core.evaluation.report import _cpu_seconds
+
+        s.extra.update(t_start=time.perf_counter(), cpu_start=_cpu_seconds(),
+                       load_at_start=os.getloadavg()[0] if hasattr(os, "getloadavg") else None)
+        _run_shares(args)
     if args.sweeps_only:
         return _sweeps_only(args, denoiser, sal, s)
     if args.samples_only:
@@ -114,6 +133,40 @@ def cmd_evaluate(args) -> int:
     if args.write_cards:
         _write_cards(args, denoiser, sal, result)
     return 0
+
+
+def _share(text: str) -> tuple[int, int]:
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise UserError(f"--part {text}: expected I/N, e.g. 0/2") from None
+    if not 0 <= i < n:
+        raise UserError(f"--part {text}: I must lie in 0..N-1")
+    return i, n
+
+
+def _run_shares(args) -> None:
+    """``--workers N``: N copies of this command, each computing one share of the methods and sweeps (``--part
+    i/N``) and keeping it beside the run; the run itself then finds them all kept and writes the results."""
+    import os
+    import subprocess
+
+    n = int(args.workers)
+    threads = args.threads or max(1, (os.cpu_count() or 1) // n)
+    base = [sys.executable, "-c", "import sys; from diffuse_core.cli import main; sys.exit(main())", *args.argv,
+            "--workers", "1", "--threads", str(threads)]
+    print(f"evaluate: {n} workers, {threads} thread(s) each", file=sys.stderr)
+    procs = [subprocess.Popen([*base, "--part", f"{i}/{n}"]) for i in range(n)]
+    try:
+        codes = [p.wait() for p in procs]
+    except KeyboardInterrupt:
+        for p in procs:
+            p.terminate()
+        raise
+    failed = [f"{i}/{n} (exit {c})" for i, c in enumerate(codes) if c != 0]
+    if failed:
+        raise UserError(f"evaluation share(s) {', '.join(failed)} failed; what finished is kept: run the same command "
+                        "again to resume")
 
 
 def _write_cards(args, denoiser, sal, result: dict) -> None:

@@ -59,6 +59,7 @@ class EvalSettings:
     png_figures: bool = True      # PNG copies of the figures (kaleido drives a local Chromium; off for --quick)
     name: str = "evaluation"      # the results file docs/results/NAME.json and its region of results.md
     synth_grid: bool = True       # the SynthBrain picture grid (NAME_grid.png): test slices x the main methods
+    part: tuple[int, int] | None = None   # (i, n): compute the i-th of n shares of the work, keep it, write nothing
     extra: dict = field(default_factory=dict)
 
 
@@ -127,12 +128,14 @@ minutes on one CPU core (measured: docs/results/evaluation_quick.json)."""
 
 
 def _fingerprint(denoiser, s: EvalSettings, saliency_models=None) -> str:
-    """What a saved method result depends on: the settings (not the command line), the denoiser's card and the
-    saliency models' weights (a retrained classifier changes every region)."""
+    """What a saved method result depends on: the settings (not the command line, nor which other methods run: a
+    method's own seeds are checked with its result), the denoiser's card and the saliency models' weights (a
+    retrained classifier changes every region)."""
     import hashlib
     import json
 
-    keep = {k: v for k, v in s.__dict__.items() if k not in ("command", "extra", "png_figures", "synth_grid")}
+    keep = {k: v for k, v in s.__dict__.items() if k not in ("command", "extra", "png_figures", "synth_grid",
+                                                              "methods", "all_seed_methods", "part")}
     text = json.dumps(json_safe({"settings": keep, "card": denoiser.card or {}}), sort_keys=True, default=str)
     h = hashlib.sha256(text.encode())
     for name in ("autoencoder", "classifier"):
@@ -152,7 +155,8 @@ class _Parts:
     def __init__(self, folder: Path, fingerprint: str):
         self.folder, self.fingerprint = folder, fingerprint
 
-    def load(self, method: str):
+    def load(self, method: str, seeds=None):
+        """The kept (summary, rows, grid) of ``method`` (run with ``seeds``, when given), or None."""
         import json
 
         path = self.folder / f"{method}.json"
@@ -161,18 +165,23 @@ class _Parts:
         doc = json.loads(path.read_text())
         if doc.get("fingerprint") != self.fingerprint:
             return None
+        if seeds is not None and doc.get("seeds") != [int(x) for x in seeds]:
+            return None
         arrays = self.folder / f"{method}.npz"
         grid = dict(np.load(arrays)) if arrays.is_file() else None
         return doc["summary"], doc["rows"], grid
 
-    def save(self, method: str, summary: dict, rows: list, grid: dict | None) -> None:
+    def save(self, method: str, summary: dict, rows: list, grid: dict | None, seeds=None) -> None:
         import json
 
         self.folder.mkdir(parents=True, exist_ok=True)
         if grid is not None:
             np.savez_compressed(self.folder / f"{method}.npz", **grid)
-        tmp = self.folder / f"{method}.json.tmp"
-        tmp.write_text(json.dumps(json_safe({"fingerprint": self.fingerprint, "summary": summary, "rows": rows})))
+        tmp = self.folder / f"{method}.json.tmp{os.getpid()}"
+        doc = {"fingerprint": self.fingerprint, "summary": summary, "rows": rows}
+        if seeds is not None:
+            doc["seeds"] = [int(x) for x in seeds]
+        tmp.write_text(json.dumps(json_safe(doc)))
         os.replace(tmp, self.folder / f"{method}.json")
 
     def clear(self) -> None:
@@ -203,9 +212,10 @@ def run_evaluation(denoiser, saliency_models, settings: EvalSettings, docs_dir: 
     s = settings
     size, chans = denoiser.config.resolution, denoiser.config.channels
     mods = ("flair",) if chans == 1 else ("flair", "t1", "t1c", "t2")
-    t_start = time.perf_counter()
-    load_at_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    cpu_start = _cpu_seconds()
+    # a run whose shares were computed by worker processes first (evaluate --workers) counts from their start
+    t_start = s.extra.get("t_start", time.perf_counter())
+    load_at_start = s.extra.get("load_at_start", os.getloadavg()[0] if hasattr(os, "getloadavg") else None)
+    cpu_start = s.extra.get("cpu_start", _cpu_seconds())
     card = denoiser.card or {}
     card_threshold = card.get("anomaly_threshold")
     parts = _Parts(docs / "results" / f".{s.name}_parts", _fingerprint(denoiser, s, saliency_models))
@@ -219,8 +229,18 @@ def run_evaluation(denoiser, saliency_models, settings: EvalSettings, docs_dir: 
     def from_card(method: str) -> bool:         # the app's run at the card's threshold: no validation pass
         return REGISTRY[method].assembly and card_threshold is not None
 
-    kept = {m: parts.load(m) for m in s.methods}
+    def seeds_of(method: str) -> tuple[int, ...]:
+        return s.seeds if method in s.all_seed_methods else s.seeds[:1]
+
+    want_sweeps = bool(s.sweep_k or s.sweep_steps) and bool({"dif-fuse", "dif-fuse-percentile"} & set(s.methods))
+    kept = {m: parts.load(m, seeds_of(m)) for m in s.methods}
     todo = [m for m in s.methods if kept[m] is None]
+    mine = None
+    if s.part is not None:                  # one share of the jobs (methods, then the sweeps), round robin
+        i, n = s.part
+        jobs = list(s.methods) + (["_sweeps"] if want_sweeps else [])
+        mine = {job for j, job in enumerate(jobs) if j % n == i}
+        todo = [m for m in todo if m in mine]
     if len(todo) < len(s.methods):
         _emit(progress, f"resuming: {', '.join(m for m in s.methods if kept[m] is not None)} kept from "
                         f"{parts.folder}")
@@ -249,6 +269,8 @@ def run_evaluation(denoiser, saliency_models, settings: EvalSettings, docs_dir: 
     grid_rows = np.where(dis)[0][:GRID_ROWS]
     for method in s.methods:
         spec = REGISTRY[method]
+        if kept[method] is None and method not in todo:                   # another share's job
+            continue
         if kept[method] is not None:
             m_summary, m_rows, grid = kept[method]
             summary[method], rows = m_summary, rows + m_rows
@@ -270,7 +292,7 @@ def run_evaluation(denoiser, saliency_models, settings: EvalSettings, docs_dir: 
             grid = spec.threshold_grid
             thr = 0.5 if method == "acat" else (choose_threshold(ano_val, val_d.lesions, grid=grid) if grid
                                                 else choose_threshold(ano_val, val_d.lesions))
-        seeds = s.seeds if method in s.all_seed_methods else s.seeds[:1]
+        seeds = seeds_of(method)
         per_seed_dice, per_seed_iou, per_seed_id, per_seed_kid = [], [], [], []
         per_slice_dice = np.zeros((len(seeds), len(test)))
         first_ano, m_rows, verdicts, shares = None, [], [], []
@@ -347,10 +369,20 @@ def run_evaluation(denoiser, saliency_models, settings: EvalSettings, docs_dir: 
         rows += m_rows
         grid = grid_outputs.get(method)
         parts.save(method, m_summary, m_rows, None if grid is None else
-                   {"counterfactuals": grid[0], "anomalies": grid[1]})
+                   {"counterfactuals": grid[0], "anomalies": grid[1]}, seeds=seeds)
 
-    sweeps = (run_validation_sweeps(denoiser, _with_acat(val, saliency_models), s, progress)
-              if (s.sweep_k or s.sweep_steps) and {"dif-fuse", "dif-fuse-percentile"} & set(s.methods) else {})
+    sweeps = {}
+    if want_sweeps and (mine is None or "_sweeps" in mine):
+        kept_sweeps = parts.load("_sweeps")
+        if kept_sweeps is not None:
+            sweeps = kept_sweeps[0]
+        else:
+            sweeps = run_validation_sweeps(denoiser, _with_acat(val, saliency_models), s, progress)
+            parts.save("_sweeps", sweeps, [], None)
+    if s.part is not None:                  # a share: its jobs are kept for the run that writes the results
+        done = sorted(m for m in (mine or ()) if m == "_sweeps" or parts.load(m, seeds_of(m)) is not None)
+        _emit(progress, f"share {s.part[0] + 1} of {s.part[1]}: kept {', '.join(done) or 'nothing'} in {parts.folder}")
+        return {"part": list(s.part), "kept": done, "folder": str(parts.folder)}
 
     real = {}
     if s.brats_dir and Path(s.brats_dir).is_dir():
@@ -400,11 +432,12 @@ def _small_png(path: Path) -> Path:
 
 
 def _cpu_seconds() -> float:
-    """User and system CPU seconds of this process so far (its threads together)."""
+    """User and system CPU seconds of this process so far (its threads together), and of the worker processes it
+    has waited for (evaluate --workers)."""
     import resource
 
-    use = resource.getrusage(resource.RUSAGE_SELF)
-    return use.ru_utime + use.ru_stime
+    use, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return use.ru_utime + use.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def _with_acat(val, saliency_models):
