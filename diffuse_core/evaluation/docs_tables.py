@@ -341,7 +341,7 @@ def render_real_data(root: Path) -> str:
 
 EVALUATION_COMMANDS = {
     "evaluation_quick": "diffuse-studio evaluate --quick --threads 2",
-    "evaluation": "nohup diffuse-studio evaluate --every-seed --threads 2 > evaluate.log 2>&1 &",
+    "evaluation": "nohup diffuse-studio evaluate --every-seed --workers 2 --threads 1 > evaluate.log 2>&1 &",
 }
 
 
