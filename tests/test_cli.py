@@ -146,3 +146,29 @@ def test_run_without_settings_uses_the_model_cards_like_the_app(tmp_path, slice_
     assert main(["run", str(slice_png / "slice.png"), "--mask-from", str(slice_png / "mask.png"), "--model",
                  str(folder), "--device", "cpu", "--steps", "2", "--out", str(out)]) == 0
     assert json.loads((out / "result.json").read_text())["network_calls"] == 4
+
+
+def test_evaluate_saliency_only_writes_the_retrained_pairs_cards(tmp_path, capsys):
+    """After retraining the classifier: ``evaluate --saliency-only --write-cards`` measures it on held-out slices and
+    writes its quality (for exactly these weights) into its card and ACAT's into the autoencoder's, nothing else."""
+    import shutil
+
+    from diffuse_core.evaluation.cards import weights_digest
+    from diffuse_core.models.registry import default_model_dir
+
+    pair = tmp_path / "pair"
+    for name in ("autoencoder", "classifier"):
+        shutil.copytree(default_model_dir(name), pair / name, ignore=shutil.ignore_patterns("checkpoint.pt", "log.csv"))
+        card = json.loads((pair / name / "model_card.json").read_text())
+        card.pop("quality", None)
+        (pair / name / "model_card.json").write_text(json.dumps(card))
+    assert main(["evaluate", "--saliency-only", "--saliency-models", str(pair), "--n-cards", "8"]) == 2
+    assert "add --write-cards" in capsys.readouterr().err
+    assert main(["evaluate", "--saliency-only", "--write-cards", "--saliency-models", str(pair), "--n-cards", "8",
+                 "--device", "cpu"]) == 0
+    clf = json.loads((pair / "classifier" / "model_card.json").read_text())["quality"]
+    ae = json.loads((pair / "autoencoder" / "model_card.json").read_text())["quality"]
+    assert clf["n"] == 8 and 0.0 <= clf["auroc"] <= 1.0 and clf["measured_for"]["n"] == 8
+    assert clf["measured_for"]["weights_sha256"]["classifier"] == weights_digest(pair / "classifier")
+    assert ae["measured_for"] == clf["measured_for"] and set(ae["saliency"]) == {"acat", "gradcam", "gradient"}
+    assert f"AUROC {clf['auroc']:.3f}" in capsys.readouterr().out

@@ -57,6 +57,9 @@ def add_evaluate(sub) -> None:
     p.add_argument("--sweeps-only", action="store_true",
                    help="only the validation sweeps (K x percentile, steps) and the app defaults they recommend; with "
                         "--write-cards, store just recommended_settings in the DDPM card")
+    p.add_argument("--saliency-only", action="store_true",
+                   help="only measure the classifier and the saliency methods on held-out slices; with --write-cards "
+                        "store them in the classifier and autoencoder cards (after retraining either)")
     p.add_argument("--samples-only", action="store_true",
                    help="only draw the DDPM's samples from pure noise (DDPM and DDIM grids in --docs, judged against "
                         "held-out slices); with --write-cards, store just that block in the DDPM card")
@@ -121,6 +124,11 @@ def cmd_evaluate(args) -> int:
         _run_shares(args)
     if args.sweeps_only:
         return _sweeps_only(args, denoiser, sal, s)
+    if args.saliency_only:
+        if not args.write_cards:
+            raise UserError("--saliency-only measures for the cards: add --write-cards")
+        _write_saliency_cards(args, sal, always=True)
+        return 0
     if args.samples_only:
         from diffuse_core.models.registry import default_model_dir
 
@@ -172,26 +180,10 @@ def _run_shares(args) -> None:
 def _write_cards(args, denoiser, sal, result: dict) -> None:
     """Measured quality into the three model cards (see :mod:`diffuse_core.evaluation.cards`)."""
     from diffuse_core.models.registry import default_model_dir
-    from diffuse_core.evaluation.cards import measure_saliency_models, recommended_settings, stamp, update_card, weights_digest
+    from diffuse_core.evaluation.cards import recommended_settings, stamp, update_card
 
     ddpm_dir = Path(args.model) if args.model else default_model_dir("ddpm")
-    sal_root = Path(args.saliency_models) if args.saliency_models else None
-    ae_dir = sal_root / "autoencoder" if sal_root else default_model_dir("autoencoder")
-    clf_dir = sal_root / "classifier" if sal_root else default_model_dir("classifier")
-    # The classifier/ACAT numbers depend only on those two models: measured again only when their weights, the
-    # number of slices or the percentile changed since the cards were written (retraining the DDPM alone is common).
-    measured_for = {"weights_sha256": {"classifier": weights_digest(clf_dir), "autoencoder": weights_digest(ae_dir)},
-                    "n": args.n_cards, "percentile": args.percentile}
-    if all(_card_quality(d).get("measured_for") == measured_for for d in (clf_dir, ae_dir)):
-        print("classifier and saliency cards already hold numbers for these weights; kept", file=sys.stderr)
-    else:
-        print("measuring the classifier and the saliency methods on held-out slices", file=sys.stderr)
-        q = measure_saliency_models(sal, n=args.n_cards, percentile=args.percentile)
-        update_card(clf_dir, {"quality": {"measured_on": stamp(), "measured_for": measured_for, "data": q["data"],
-                                          **q["classifier"]}}, by="evaluate", device=args.device)
-        update_card(ae_dir, {"quality": {"measured_on": stamp(), "measured_for": measured_for, "data": q["data"],
-                                         "saliency": {m: q[m] for m in ("acat", "gradcam", "gradient")}}},
-                    by="evaluate", device=args.device)
+    clf_dir, ae_dir = _write_saliency_cards(args, sal)
     samples = _write_sample_quality(args, denoiser, ddpm_dir)
     ours = result["methods"].get("dif-fuse")
     quality = {"measured_on": stamp(), "samples_from_noise": samples, "evaluation": f"{args.docs}/results.md"}
@@ -239,6 +231,37 @@ def _sweeps_only(args, denoiser, sal, s) -> int:
                     by="evaluate", device=args.device)
         print(f"wrote recommended_settings into the {ddpm_dir} model card")
     return 0
+
+
+def _write_saliency_cards(args, sal, always: bool = False) -> tuple[Path, Path]:
+    """The classifier's and the saliency methods' quality on held-out SynthBrain slices into their cards (measured
+    again only when their weights, the number of slices or the percentile changed, unless ``always``); returns the
+    (classifier, autoencoder) folders."""
+    from diffuse_core.evaluation.cards import measure_saliency_models, stamp, update_card, weights_digest
+    from diffuse_core.models.registry import default_model_dir
+
+    sal_root = Path(args.saliency_models) if args.saliency_models else None
+    ae_dir = sal_root / "autoencoder" if sal_root else default_model_dir("autoencoder")
+    clf_dir = sal_root / "classifier" if sal_root else default_model_dir("classifier")
+    # The classifier/ACAT numbers depend only on those two models: measured again only when their weights, the
+    # number of slices or the percentile changed since the cards were written (retraining the DDPM alone is common).
+    measured_for = {"weights_sha256": {"classifier": weights_digest(clf_dir), "autoencoder": weights_digest(ae_dir)},
+                    "n": args.n_cards, "percentile": args.percentile}
+    if not always and all(_card_quality(d).get("measured_for") == measured_for for d in (clf_dir, ae_dir)):
+        print("classifier and saliency cards already hold numbers for these weights; kept", file=sys.stderr)
+        return clf_dir, ae_dir
+    print("measuring the classifier and the saliency methods on held-out slices", file=sys.stderr)
+    q = measure_saliency_models(sal, n=args.n_cards, percentile=args.percentile)
+    c = q["classifier"]
+    print(f"classifier: accuracy {c['accuracy']:.3f}, AUROC {c['auroc']:.3f} on {args.n_cards} held-out slices; ACAT "
+          f"share of the lesion in its {args.percentile:g}th-percentile mask {q['acat']['lesion_share']:.3f}")
+    update_card(clf_dir, {"quality": {"measured_on": stamp(), "measured_for": measured_for, "data": q["data"],
+                                      **q["classifier"]}}, by="evaluate", device=args.device)
+    update_card(ae_dir, {"quality": {"measured_on": stamp(), "measured_for": measured_for, "data": q["data"],
+                                     "saliency": {m: q[m] for m in ("acat", "gradcam", "gradient")}}},
+                by="evaluate", device=args.device)
+    print(f"wrote quality into the {clf_dir} and {ae_dir} model cards")
+    return clf_dir, ae_dir
 
 
 def _write_sample_quality(args, denoiser, ddpm_dir: Path) -> dict:
