@@ -241,7 +241,7 @@ def run_evaluation(denoiser, saliency_models, settings: EvalSettings, docs_dir: 
         jobs = list(s.methods) + (["_sweeps"] if want_sweeps else [])
         mine = {job for j, job in enumerate(jobs) if j % n == i}
         todo = [m for m in todo if m in mine]
-    if len(todo) < len(s.methods):
+    if any(v is not None for v in kept.values()):
         _emit(progress, f"resuming: {', '.join(m for m in s.methods if kept[m] is not None)} kept from "
                         f"{parts.folder}")
     sources = {REGISTRY[m].mask_source for m in todo} & set(SALIENCY_SOURCES)
