@@ -130,3 +130,38 @@ def test_the_panels_card_says_what_was_measured_and_never_calls_zero_to_zero_hal
     assert "nothing to halve" in card_markdown(zero, "mine") and "at least halved" not in card_markdown(zero, "m")
     worse = {**rec, "halved": False}
     assert "not halved" in card_markdown(worse, "mine")
+
+
+def test_a_verdict_calibrated_on_the_users_scans_is_listed_and_used(env):
+    """``diffuse-studio calibrate-verdict --out <data folder>/models/NAME`` is offered beside adapted models, labelled
+    by what it measured, and a run with it gives its verdict in words that say where the threshold came from."""
+    from PIL import Image
+
+    from diffuse_core.data.synthbrain import generate_slice, sample_seed
+    from diffuse_core.studio import adapt_jobs
+    from diffuse_core.studio.library import load_library_case
+    from diffuse_core.studio.runs import run_case
+
+    scans = env / "my_scans"
+    scans.mkdir()
+    for i in range(8):
+        img = generate_slice(sample_seed("val", 0, i), ("flair",), R, healthy=True).image[0]
+        Image.fromarray(np.where(img > -1, 30 + 110 * (img + 1), 0).astype(np.uint8)).save(scans / f"n{i}.png")
+    out = env / "data" / "models" / "my-scanner"
+    from diffuse_core.cli import main
+
+    assert main(["calibrate-verdict", "--data", str(scans), "--out", str(out), "--device", "cpu"]) == 0
+    rec = json.loads((out / "verdict_calibration.json").read_text())
+    assert rec["chosen_on"]["normal_slices"] == 5 and rec["held_out"]["normal_slices"] == 3
+    assert "SynthBrain" in rec["sensitivity_measured_on"]["source"]     # no labelled lesion slice of the user's
+    listed = adapt_jobs.adapted_models()
+    assert [m.name for m in listed] == ["my-scanner"]
+    assert listed[0].label.startswith("Verdict calibrated: my-scanner") and "from 5 of your normal" in listed[0].label
+    lc = load_library_case("teaching/default/case16_flair_healthy")
+    *_, result = run_case(lc, "acat", k=20, steps=2, seed=0, model_dir=adapt_jobs.adapted_model_dir("my-scanner"))
+    verdict = result.get("verdict")
+    if rec["verdict_used"]:
+        assert verdict is not None and verdict["threshold"] == pytest.approx(rec["threshold"], abs=1e-4)
+        assert verdict["chosen_on"] == "5 normal slices of your scans"
+    else:
+        assert verdict is None

@@ -94,3 +94,23 @@ def test_a_verdict_that_misses_most_validation_lesions_is_withheld():
     at_bar = {**card, "calibration": {"verdict": {"sensitivity_on_validation": MIN_SENSITIVITY}}}
     assert verdict_of(flat, brain, at_bar) is not None
     assert "no calibrated threshold" in withheld_because({})
+
+
+def test_a_threshold_chosen_on_the_users_scans_says_so_in_every_sentence():
+    """A card from ``diffuse-studio calibrate-verdict`` names what its threshold was chosen on; the engine's sentence
+    and the app's line say it instead of "healthy validation slices"."""
+    from diffuse_core.studio.scoring import verdict_line
+
+    brain = np.ones((32, 32), np.uint8)
+    amap = np.zeros((32, 32), np.float32)
+    amap[10:14, 10:14] = 0.9
+    card = {"verdict": {"percentile": 99.5, "threshold": 0.5, "false_abnormal_rate": 0.05,
+                        "chosen_on": "40 normal slices of your scans"},
+            "calibration": {"verdict": {"sensitivity_on_validation": 0.9, "diseased": 10}}}
+    v = verdict_of(amap, brain, card)
+    assert v.abnormal and v.chosen_on == "40 normal slices of your scans"
+    assert "95 % of 40 normal slices of your scans stay under" in v.sentence()
+    assert "95 % of 40 normal slices of your scans stay under" in verdict_line(v.to_dict(), "mri")
+    plain = verdict_of(np.zeros((32, 32), np.float32), brain, {"verdict": {"threshold": 0.5}})
+    assert "healthy validation slices" in plain.sentence() and "healthy validation slices" in verdict_line(
+        plain.to_dict(), "mri")

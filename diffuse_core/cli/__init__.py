@@ -284,10 +284,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _more_subcommands() -> list:
-    from diffuse_core.cli.real_scans import add_adapt, add_real_data
+    from diffuse_core.cli.real_scans import add_adapt, add_calibrate_verdict, add_real_data
     from diffuse_core.cli.volumes import add_batch
 
-    return [add_adapt, add_real_data, add_batch]
+    return [add_adapt, add_calibrate_verdict, add_real_data, add_batch]
 
 
 _SUBCOMMANDS = [_add_run, _add_synth, _add_train, add_evaluate, _add_app, _add_models]

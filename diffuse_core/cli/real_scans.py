@@ -1,10 +1,55 @@
-"""``diffuse-studio adapt`` and ``diffuse-studio real-data``: the healthy model on a user's real scans."""
+"""``diffuse-studio adapt``, ``calibrate-verdict`` and ``real-data``: the healthy model on a user's real scans."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from diffuse_core.cli.common import UserError, positive_int
+
+
+# ------------------------------------------------------------------------------------------- calibrate-verdict
+def add_calibrate_verdict(sub) -> None:
+    p = sub.add_parser("calibrate-verdict", help="choose the normal/abnormal verdict's threshold on your own scans",
+                       description="Choose the slice verdict's threshold on the normal slices of a folder of YOUR scans "
+                                   "(image files with an index.csv 'healthy' column, plain image files taken as normal, "
+                                   "or BraTS-layout cases), holding whole cases out to measure it (false-abnormal rate "
+                                   "on their normal slices; sensitivity on their labelled lesion slices, else on "
+                                   "SynthBrain validation lesions), and write a new model folder whose card holds it. "
+                                   "Use it with run --model OUT, or put OUT under the app's data folder's models/.")
+    p.add_argument("--data", required=True, metavar="DIR", help="the folder of your slices (normal ones at least)")
+    p.add_argument("--out", required=True, metavar="DIR", help="a new folder for the calibrated model")
+    p.add_argument("--model", default=None, metavar="DIR",
+                   help="the MRI model to calibrate (default: the installed one; an adapted model works too)")
+    p.add_argument("--holdout", type=float, default=0.34, help="share of cases (or files) held out (default 0.34)")
+    p.add_argument("--false-abnormal", type=float, default=0.05,
+                   help="the share of normal slices the threshold may call abnormal (default 0.05)")
+    p.add_argument("--per-group", type=positive_int, default=8,
+                   help="at most this many normal (and lesion) slices per case or file, evenly spaced (default 8)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.set_defaults(func=cmd_calibrate_verdict)
+
+
+def cmd_calibrate_verdict(args) -> int:
+    from diffuse_core.core.verdict import MIN_SENSITIVITY
+    from diffuse_core.evaluation.scanner_verdict import calibrate_on_scans
+    from diffuse_core.models.device import pick_device
+
+    rec = calibrate_on_scans(args.data, args.out, args.model, holdout=args.holdout,
+                             false_abnormal=args.false_abnormal, per_group=args.per_group,
+                             device=pick_device(args.device),
+                             on_progress=lambda stage, f: print(f"calibrate-verdict: {stage}", file=sys.stderr))
+    before = rec["base_false_abnormal_rate_held_out"]
+    was = "" if before is None else f" (the model's own threshold {rec['base_threshold']:.3f}: {100 * before:.0f} %)"
+    print(f"verdict threshold {rec['threshold']:.3f} chosen on {rec['chosen_on']['normal_slices']} normal slices; "
+          f"held-out cases: {100 * rec['false_abnormal_rate_held_out']:.0f} % of "
+          f"{rec['held_out']['normal_slices']} normal slices called abnormal{was}, "
+          f"{100 * rec['sensitivity']:.0f} % of {rec['sensitivity_measured_on']['n']} lesion slices called abnormal "
+          f"({rec['sensitivity_measured_on']['source']}); written {args.out}")
+    if not rec["verdict_used"]:
+        print(f"note: under the {100 * MIN_SENSITIVITY:.0f} % sensitivity a verdict needs, so the app withholds it "
+              f"for this model", file=sys.stderr)
+    return 0
 
 
 # ------------------------------------------------------------------------------------------------------- adapt

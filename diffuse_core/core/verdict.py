@@ -24,6 +24,7 @@ class Verdict:
     score: float               # the slice's peak anomaly
     threshold: float           # above it: abnormal
     false_abnormal_rate: float  # the share of healthy validation slices the threshold calls abnormal
+    chosen_on: str = "healthy validation slices"   # what the threshold was chosen on (a user's scans: its card says)
 
     @property
     def abnormal(self) -> bool:
@@ -36,9 +37,9 @@ class Verdict:
         """One line for a reader."""
         if self.abnormal:
             return (f"Looks abnormal: peak anomaly {self.score:.2f}, above the {self.threshold:.2f} that "
-                    f"{100 * (1 - self.false_abnormal_rate):.0f} % of healthy validation slices stay under.")
+                    f"{100 * (1 - self.false_abnormal_rate):.0f} % of {self.chosen_on} stay under.")
         return (f"Looks normal: peak anomaly {self.score:.2f}, under the {self.threshold:.2f} that "
-                f"{100 * (1 - self.false_abnormal_rate):.0f} % of healthy validation slices stay under; no region "
+                f"{100 * (1 - self.false_abnormal_rate):.0f} % of {self.chosen_on} stay under; no region "
                 f"is flagged.")
 
 
@@ -76,4 +77,4 @@ def verdict_of(anomaly, brain_mask, card: dict | None) -> Verdict | None:
     score = slice_score(anomaly, brain_mask, float(v.get("percentile", 99.5)))
     thr = float(v["threshold"])
     return Verdict("abnormal" if score > thr else "normal", round(score, 4), round(thr, 4),
-                   float(v.get("false_abnormal_rate", 0.05)))
+                   float(v.get("false_abnormal_rate", 0.05)), str(v.get("chosen_on") or "healthy validation slices"))

@@ -66,6 +66,8 @@ WRITERS: dict[str, dict] = {
               "fields": {"adaptation", "anomaly_kernel", "anomaly_threshold", "recommended_settings",
                          "input_normalisation", "tissue_scale", "intensity_reference", "mask_rule", "score",
                          "verdict"}},
+    "calibrate-verdict": {"code": "diffuse_core.evaluation.scanner_verdict:calibrate_on_scans",
+                          "fields": {"verdict", "calibration", "verdict_calibration"}},
 }
 
 #: Fields whose sub-keys are the fields (several commands write into them).
@@ -75,7 +77,8 @@ SHARED = ("quality",)
 COMMANDS = {"train": "diffuse-studio train", "evaluate": "diffuse-studio evaluate --write-cards",
             "calibrate": "python -m diffuse_core.evaluation.calibrate --write-card",
             "ct-check": "python -m diffuse_core.evaluation.ct_check --write-card",
-            "adapt": "diffuse-studio adapt", "intensity-reference": "python -m diffuse_core.train.data"}
+            "adapt": "diffuse-studio adapt", "intensity-reference": "python -m diffuse_core.train.data",
+            "calibrate-verdict": "diffuse-studio calibrate-verdict"}
 
 #: A ``training.steps`` at or above this was the "no step limit" placeholder of a time-boxed run (session, adapt).
 NO_STEP_LIMIT = 10**6

@@ -50,20 +50,28 @@ class AdaptedModel:
     @property
     def label(self) -> str:
         r = self.record
+        if "false_abnormal_rate_held_out" in r:             # diffuse-studio calibrate-verdict's record
+            return (f"Verdict calibrated: {self.name} (threshold {r['threshold']:.2f} from "
+                    f"{(r.get('chosen_on') or {}).get('normal_slices', '?')} of your normal slices; held-out normal "
+                    f"slices called abnormal {100 * r['false_abnormal_rate_held_out']:.0f} %)")
         b, a = (r.get("false_flags_before") or {}).get("mean"), (r.get("false_flags_after") or {}).get("mean")
         flags = f"; normal brain flagged {100 * b:.1f} % -> {100 * a:.1f} %" if None not in (b, a) else ""
         return f"Adapted: {self.name} ({r.get('trained_on', '?')} normal slices{flags})"
 
 
 def adapted_models() -> list[AdaptedModel]:
-    """The finished adapted models under :func:`adapted_root` (a folder with weights and ``adaptation.json``), newest
-    first."""
+    """The finished adapted models under :func:`adapted_root` (a folder with weights and ``adaptation.json``, or
+    ``verdict_calibration.json`` from ``diffuse-studio calibrate-verdict``), newest first."""
+    from diffuse_core.evaluation.scanner_verdict import RECORD_FILE
+
     root = adapted_root()
     if not root.is_dir():
         return []
     found = []
     for folder in root.iterdir():
         rec = folder / "adaptation.json"
+        if not rec.is_file():
+            rec = folder / RECORD_FILE
         if folder.is_dir() and (folder / "model.safetensors").is_file() and rec.is_file():
             try:
                 found.append(AdaptedModel(folder.name, folder, json.loads(rec.read_text())))

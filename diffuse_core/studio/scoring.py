@@ -74,12 +74,13 @@ def verdict_line(verdict: dict | None, modality: str | None = None) -> str:
     (no run), else :func:`no_verdict_line` (the app says so rather than keep silent)."""
     if not verdict:
         return "" if modality is None else no_verdict_line(modality)
+    on = verdict.get("chosen_on") or "healthy validation slices"     # a threshold chosen on the user's scans says so
     if verdict["abnormal"]:
         return (f"**Looks abnormal** — peak anomaly {verdict['score']:.2f}, above the {verdict['threshold']:.2f} "
-                f"that {100 * (1 - verdict['false_abnormal_rate']):.0f} % of healthy validation slices stay under. "
+                f"that {100 * (1 - verdict['false_abnormal_rate']):.0f} % of {on} stay under. "
                 f"The overlay shows where.")
     return (f"**Looks normal** — peak anomaly {verdict['score']:.2f}, under the {verdict['threshold']:.2f} that "
-            f"{100 * (1 - verdict['false_abnormal_rate']):.0f} % of healthy validation slices stay under, so no "
+            f"{100 * (1 - verdict['false_abnormal_rate']):.0f} % of {on} stay under, so no "
             f"region is flagged. (A teaching tool's call, not a diagnosis.)")
 
 
