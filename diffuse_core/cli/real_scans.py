@@ -26,6 +26,8 @@ def add_calibrate_verdict(sub) -> None:
                    help="the share of normal slices the threshold may call abnormal (default 0.05)")
     p.add_argument("--per-group", type=positive_int, default=8,
                    help="at most this many normal (and lesion) slices per case or file, evenly spaced (default 8)")
+    p.add_argument("--record", default=None, metavar="FILE",
+                   help="also write the record (JSON) here, e.g. docs/results/verdict_on_scans.json for the docs")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.set_defaults(func=cmd_calibrate_verdict)
 
@@ -39,6 +41,14 @@ def cmd_calibrate_verdict(args) -> int:
                              false_abnormal=args.false_abnormal, per_group=args.per_group,
                              device=pick_device(args.device),
                              on_progress=lambda stage, f: print(f"calibrate-verdict: {stage}", file=sys.stderr))
+    if args.record:
+        import json
+
+        from diffuse_core.evaluation.report import command_line
+
+        rec["command"] = command_line() or rec["command"]
+        Path(args.record).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.record).write_text(json.dumps(rec, indent=1) + "\n")
     before = rec["base_false_abnormal_rate_held_out"]
     was = "" if before is None else f" (the model's own threshold {rec['base_threshold']:.3f}: {100 * before:.0f} %)"
     print(f"verdict threshold {rec['threshold']:.3f} chosen on {rec['chosen_on']['normal_slices']} normal slices; "

@@ -339,6 +339,23 @@ def render_real_data(root: Path) -> str:
                 f"`diffuse-studio real-data --brats DIR --write-docs`.*\n")
 
 
+def render_verdict_on_scans(root: Path) -> str:
+    """The demonstration of ``diffuse-studio calibrate-verdict`` on BraTS (docs/training.md) from its record."""
+    path = root / RESULTS_DIR / "verdict_on_scans.json"
+    if not path.is_file():
+        return ("*Not measured yet: `diffuse-studio calibrate-verdict --data ../shared/real_cases/brats2015 --out "
+                "runs/verdict_brats --record docs/results/verdict_on_scans.json`.*\n")
+    doc = json.loads(path.read_text())
+    doc["_chosen"] = ", ".join(g.split("_")[2] if g.count("_") >= 2 else g for g in doc["chosen_on"]["groups"])
+    doc["_held"] = ", ".join(g.split("_")[2] if g.count("_") >= 2 else g for g in doc["held_out"]["groups"])
+    return fill("*Threshold {threshold:f3} chosen on {chosen_on/normal_slices} tumour-free slices of cases {_chosen}; "
+                "on the held-out cases {_held}: {false_abnormal_rate_held_out:pct} of their "
+                "{held_out/normal_slices} tumour-free slices called abnormal (the shipped SynthBrain threshold "
+                "{base_threshold:f3}: {base_false_abnormal_rate_held_out:pct}), {sensitivity:pct} of their "
+                "{held_out/lesion_slices} tumour slices called abnormal. Made by `{command}` ({date}, commit "
+                "{commit:sha}, {hardware}, {seconds:f0} s).*\n", doc)
+
+
 EVALUATION_COMMANDS = {
     "evaluation_quick": "diffuse-studio evaluate --quick --threads 2",
     "evaluation": "nohup diffuse-studio evaluate --every-seed --workers 2 --threads 1 > evaluate.log 2>&1 &",
@@ -359,7 +376,7 @@ def render_evaluation(root: Path, name: str = "evaluation") -> str:
 
 
 GENERATORS = {"models": render_models, "model_sources": render_sources, "training": render_training,
-              "hero": render_hero, "real_data": render_real_data,
+              "hero": render_hero, "real_data": render_real_data, "verdict_on_scans": render_verdict_on_scans,
               "evaluation": render_evaluation, "evaluation_quick": lambda root: render_evaluation(root, "evaluation_quick")}
 
 
