@@ -112,5 +112,5 @@ def test_a_threshold_chosen_on_the_users_scans_says_so_in_every_sentence():
     assert "95 % of 40 normal slices of your scans stay under" in v.sentence()
     assert "95 % of 40 normal slices of your scans stay under" in verdict_line(v.to_dict(), "mri")
     plain = verdict_of(np.zeros((32, 32), np.float32), brain, {"verdict": {"threshold": 0.5}})
-    assert "healthy validation slices" in plain.sentence() and "healthy validation slices" in verdict_line(
+    assert "healthy SynthBrain validation slices" in plain.sentence() and "SynthBrain" in verdict_line(
         plain.to_dict(), "mri")

@@ -24,7 +24,7 @@ class Verdict:
     score: float               # the slice's peak anomaly
     threshold: float           # above it: abnormal
     false_abnormal_rate: float  # the share of healthy validation slices the threshold calls abnormal
-    chosen_on: str = "healthy validation slices"   # what the threshold was chosen on (a user's scans: its card says)
+    chosen_on: str = "healthy SynthBrain validation slices"   # or a user's scans (calibrate-verdict)
 
     @property
     def abnormal(self) -> bool:
@@ -77,4 +77,4 @@ def verdict_of(anomaly, brain_mask, card: dict | None) -> Verdict | None:
     score = slice_score(anomaly, brain_mask, float(v.get("percentile", 99.5)))
     thr = float(v["threshold"])
     return Verdict("abnormal" if score > thr else "normal", round(score, 4), round(thr, 4),
-                   float(v.get("false_abnormal_rate", 0.05)), str(v.get("chosen_on") or "healthy validation slices"))
+                   float(v.get("false_abnormal_rate", 0.05)), str(v.get("chosen_on") or Verdict.chosen_on))

@@ -74,7 +74,7 @@ def verdict_line(verdict: dict | None, modality: str | None = None) -> str:
     (no run), else :func:`no_verdict_line` (the app says so rather than keep silent)."""
     if not verdict:
         return "" if modality is None else no_verdict_line(modality)
-    on = verdict.get("chosen_on") or "healthy validation slices"     # a threshold chosen on the user's scans says so
+    on = verdict.get("chosen_on") or "healthy SynthBrain validation slices"     # or a user's scans (calibrate-verdict)
     if verdict["abnormal"]:
         return (f"**Looks abnormal** — peak anomaly {verdict['score']:.2f}, above the {verdict['threshold']:.2f} "
                 f"that {100 * (1 - verdict['false_abnormal_rate']):.0f} % of {on} stay under. "
