@@ -159,9 +159,15 @@ def test_a_verdict_calibrated_on_the_users_scans_is_listed_and_used(env):
     assert listed[0].label.startswith("Verdict calibrated: my-scanner") and "from 5 of your normal" in listed[0].label
     lc = load_library_case("teaching/default/case16_flair_healthy")
     *_, result = run_case(lc, "acat", k=20, steps=2, seed=0, model_dir=adapt_jobs.adapted_model_dir("my-scanner"))
-    verdict = result.get("verdict")
+    from diffuse_core.studio.scoring import result_summary, verdict_line
+
+    summary = result_summary(lc, result)
+    verdict = summary["verdict"]
     if rec["verdict_used"]:
         assert verdict is not None and verdict["threshold"] == pytest.approx(rec["threshold"], abs=1e-4)
         assert verdict["chosen_on"] == "5 normal slices of your scans"
-    else:
-        assert verdict is None
+        assert "of 5 normal slices of your scans stay under" in verdict_line(verdict, "mri")
+    else:                           # withheld for this model's own reason, not the installed model's (which has none)
+        assert verdict is None and "of the validation lesions abnormal" in summary["verdict_withheld"]
+        line = verdict_line(None, "mri", summary["verdict_withheld"])
+        assert "No verdict" in line and summary["verdict_withheld"] in line

@@ -59,7 +59,19 @@ def result_summary(lc, item: dict) -> dict:
             "mask_from": item["settings"]["mask_from"], "model_version": item["model_version"],
             "notes": list(lc.notes), "mask_rule": item["settings"].get("mask_rule", "percentile"),
             "verdict": None if item.get("verdict") is None else item["verdict"].to_dict(),
+            "verdict_withheld": _withheld(item),
             "timings": {k: round(float(v), 4) for k, v in (item.get("timings") or r.timings).items()}}
+
+
+def _withheld(item: dict) -> str | None:
+    """Why the run's own model card gives no verdict (None when it gave one, or when the run does not say which card
+    it used)."""
+    from diffuse_core.core.verdict import withheld_because
+
+    outcome = item.get("outcome")
+    if item.get("verdict") is not None or outcome is None:
+        return None
+    return withheld_because(getattr(outcome, "card", None) or {})
 
 
 def looks_normal(summary: dict) -> bool:
@@ -69,11 +81,12 @@ def looks_normal(summary: dict) -> bool:
     return (not v["abnormal"]) if v else looks_healthy(summary["flagged_fraction_of_brain"])
 
 
-def verdict_line(verdict: dict | None, modality: str | None = None) -> str:
+def verdict_line(verdict: dict | None, modality: str | None = None, withheld: str | None = None) -> str:
     """The verdict as one line of markdown for the app. Without a calibrated verdict: "" when ``modality`` is None
-    (no run), else :func:`no_verdict_line` (the app says so rather than keep silent)."""
+    (no run), else :func:`no_verdict_line` (the app says so rather than keep silent; ``withheld``: why the run's own
+    model card gives none, where the run said)."""
     if not verdict:
-        return "" if modality is None else no_verdict_line(modality)
+        return "" if modality is None else no_verdict_line(modality, withheld)
     on = verdict.get("chosen_on") or "healthy SynthBrain validation slices"     # or a user's scans (calibrate-verdict)
     if verdict["abnormal"]:
         return (f"**Looks abnormal** — peak anomaly {verdict['score']:.2f}, above the {verdict['threshold']:.2f} "
@@ -84,17 +97,19 @@ def verdict_line(verdict: dict | None, modality: str | None = None) -> str:
             f"region is flagged. (A teaching tool's call, not a diagnosis.)")
 
 
-def no_verdict_line(modality: str | None) -> str:
+def no_verdict_line(modality: str | None, why: str | None = None) -> str:
     """What the app says of a run whose model card gives no verdict (none calibrated, or one that would miss most
-    lesions: :func:`diffuse_core.core.verdict.withheld_because`): no call, and why."""
+    lesions: :func:`diffuse_core.core.verdict.withheld_because`): no call, and why (``why``: the run's own card's
+    reason; else the installed model's for the modality)."""
     from diffuse_core.core.verdict import withheld_because
     from diffuse_core.studio.model_store import MODELS
 
     ct = str(modality or "").lower() == "ct"
-    try:
-        why = withheld_because(MODELS.ddpm_info("ct" if ct else None).get("card") or {})
-    except (OSError, ValueError):
-        why = None
+    if why is None:
+        try:
+            why = withheld_because(MODELS.ddpm_info("ct" if ct else None).get("card") or {})
+        except (OSError, ValueError):
+            why = None
     why = why or "no calibrated threshold: its model card has none"
     return (f"**No verdict for {'CT' if ct else 'this model'}** ({why}), so no normal / abnormal call is made. Read "
             f"the anomaly map yourself.")

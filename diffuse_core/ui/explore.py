@@ -226,7 +226,8 @@ def _run_loaded(lc, source, gallery_key, files, slice_index, channel, window, ma
 def verdict_view(state):
     """The verdict line above the results; after a run whose model card has no calibrated verdict (a model not
     calibrated yet), the line says there is none (hidden only before any run)."""
-    line = verdict_line(state.get("verdict"), state.get("modality") or "") if state else ""
+    line = verdict_line(state.get("verdict"), state.get("modality") or "", state.get("verdict_withheld")) if state \
+        else ""
     return gr.update(value=line, visible=bool(line))
 
 
@@ -240,7 +241,7 @@ def explore_outputs(lc: LoadedCase, item: dict, opacity: float) -> list:
         d.anomaly = np.zeros_like(d.anomaly)    # a slice called normal shows no red
     state = {**result_record(lc, item, summary), "key": lc.key, "saliency": r.saliency,
              "threshold": item["threshold"], "display": d, "modality_label": modality_label(lc),
-             "verdict": summary.get("verdict")}
+             "verdict": summary.get("verdict"), "verdict_withheld": summary.get("verdict_withheld")}
     values = {
         "live_noisy": gr.skip(), "live_clean": with_outlines(grey_rgb(r.counterfactual[0]), r.mask),
         "progress": progress_html(1, 1, f"Done in {r.seconds:.1f} s ({r.network_calls} network calls"
