@@ -117,9 +117,9 @@ def cmd_evaluate(args) -> int:
         import os
         import time
 
-        from diffuse_core.evaluation.report import _cpu_seconds
+        from diffuse_core.evaluation.report import cpu_seconds
 
-        s.extra.update(t_start=time.perf_counter(), cpu_start=_cpu_seconds(),
+        s.extra.update(t_start=time.perf_counter(), cpu_start=cpu_seconds(),
                        load_at_start=os.getloadavg()[0] if hasattr(os, "getloadavg") else None)
         _run_shares(args)
     if args.sweeps_only:

@@ -215,7 +215,7 @@ def run_evaluation(denoiser, saliency_models, settings: EvalSettings, docs_dir: 
     # a run whose shares were computed by worker processes first (evaluate --workers) counts from their start
     t_start = s.extra.get("t_start", time.perf_counter())
     load_at_start = s.extra.get("load_at_start", os.getloadavg()[0] if hasattr(os, "getloadavg") else None)
-    cpu_start = s.extra.get("cpu_start", _cpu_seconds())
+    cpu_start = s.extra.get("cpu_start", cpu_seconds())
     card = denoiser.card or {}
     card_threshold = card.get("anomaly_threshold")
     parts = _Parts(docs / "results" / f".{s.name}_parts", _fingerprint(denoiser, s, saliency_models))
@@ -417,7 +417,7 @@ def run_evaluation(denoiser, saliency_models, settings: EvalSettings, docs_dir: 
     if s.brats_dir and (docs / "brats_grid.png").exists() and real:
         result["brats_grid"] = "brats_grid.png"
     result["wall_seconds"] = round(time.perf_counter() - t_start, 1)
-    result["cpu_seconds"] = round(_cpu_seconds() - cpu_start, 1)     # this process's CPU time: the cost on a quiet CPU
+    result["cpu_seconds"] = round(cpu_seconds() - cpu_start, 1)     # this process's CPU time: the cost on a quiet CPU
     result = write_results(docs, result)
     parts.clear()
     return result
@@ -431,7 +431,7 @@ def _small_png(path: Path) -> Path:
     return path
 
 
-def _cpu_seconds() -> float:
+def cpu_seconds() -> float:
     """User and system CPU seconds of this process so far (its threads together), and of the worker processes it
     has waited for (evaluate --workers)."""
     import resource
