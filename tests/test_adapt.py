@@ -8,8 +8,8 @@ from PIL import Image
 
 from diffuse_core.cli import main
 from diffuse_core.data.synthbrain import generate_slice, sample_seed
-from diffuse_core.models.denoiser import DenoiserConfig, new_denoiser, save_denoiser
 from diffuse_core.evaluation.adapt import AdaptCancelled, adapt, split_groups
+from tiny_app import tiny_flair_ddpm
 
 
 @pytest.fixture(scope="module")
@@ -23,15 +23,7 @@ def normal_folder(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def base_model(tmp_path_factory):
-    cfg = DenoiserConfig(channels=1, resolution=128, block_channels=(8, 16), attention_levels=(False, True),
-                         norm_num_groups=4, attention_head_dim=8)
-    folder = tmp_path_factory.mktemp("base")
-    save_denoiser(new_denoiser(cfg, seed=0), folder, card={
-        "anomaly_threshold": 0.15, "input_normalisation": "tissue", "score": "signed",
-        "mask_rule": {"kind": "weighted", "level": 0.2, "max_share": 0.5},
-        "recommended_settings": {"k": 100, "percentile": 90.0, "steps": 2},
-        "data": {"generator": "SynthBrain", "modalities": ["flair"]}})
-    return folder
+    return tiny_flair_ddpm(tmp_path_factory.mktemp("base"))
 
 
 def test_whole_groups_are_held_out():

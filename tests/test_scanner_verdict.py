@@ -12,7 +12,7 @@ from diffuse_core.core.verdict import verdict_of, withheld_because
 from diffuse_core.data.synthbrain import generate_slice, sample_seed
 from diffuse_core.evaluation.scanner_verdict import RECORD_FILE, calibrate_on_scans, spaced
 from diffuse_core.models.checkpoint import read_config
-from diffuse_core.models.denoiser import DenoiserConfig, new_denoiser, save_denoiser
+from tiny_app import tiny_flair_ddpm
 
 
 def _png(img, path):
@@ -38,16 +38,8 @@ def scans(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def base_model(tmp_path_factory):
-    cfg = DenoiserConfig(channels=1, resolution=128, block_channels=(8, 16), attention_levels=(False, True),
-                         norm_num_groups=4, attention_head_dim=8)
-    folder = tmp_path_factory.mktemp("base")
-    save_denoiser(new_denoiser(cfg, seed=0), folder, card={
-        "anomaly_threshold": 0.15, "input_normalisation": "tissue", "score": "signed",
-        "mask_rule": {"kind": "weighted", "level": 0.2, "max_share": 0.5},
-        "recommended_settings": {"k": 100, "percentile": 90.0, "steps": 2},
-        "verdict": {"percentile": 99.5, "threshold": 0.01, "false_abnormal_rate": 0.05},
-        "data": {"generator": "SynthBrain", "modalities": ["flair"]}})
-    return folder
+    return tiny_flair_ddpm(tmp_path_factory.mktemp("base"),
+                           verdict={"percentile": 99.5, "threshold": 0.01, "false_abnormal_rate": 0.05})
 
 
 def _digest(folder):

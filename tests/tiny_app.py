@@ -48,3 +48,18 @@ def app_env(monkeypatch, tmp_path: Path, assets: Path, teaching_root: Path = TEA
     monkeypatch.setenv("DIFFUSE_CURATED_ROOT", str(tmp_path / "curated"))
     monkeypatch.setenv("DIFFUSE_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("DIFFUSE_DEVICE", "cpu")
+
+
+def tiny_flair_ddpm(folder: Path, **card) -> Path:
+    """A tiny untrained 128 x 128 FLAIR DDPM in ``folder`` whose card holds the app's settings (a 2-step walk from K
+    100, the tissue scale, the weighted mask, the signed score) and ``card``'s entries."""
+    from diffuse_core.models.denoiser import DenoiserConfig, new_denoiser, save_denoiser
+
+    cfg = DenoiserConfig(channels=1, resolution=128, block_channels=(8, 16), attention_levels=(False, True),
+                         norm_num_groups=4, attention_head_dim=8)
+    save_denoiser(new_denoiser(cfg, seed=0), folder, card={
+        "anomaly_threshold": 0.15, "input_normalisation": "tissue", "score": "signed",
+        "mask_rule": {"kind": "weighted", "level": 0.2, "max_share": 0.5},
+        "recommended_settings": {"k": 100, "percentile": 90.0, "steps": 2},
+        "data": {"generator": "SynthBrain", "modalities": ["flair"]}, **card})
+    return folder

@@ -53,6 +53,16 @@ def split_groups(groups, holdout: float = 0.2, seed: int = 0) -> tuple[np.ndarra
     return np.isin(g, out), out
 
 
+def check_new_model_folder(base: Path, out: Path, what: str) -> None:
+    """A ValueError unless ``out`` is a new folder for a model made from ``base`` (never the base model's own folder,
+    never one that already holds a model: an educator's models are never overwritten)."""
+    if out.resolve() == base.resolve():
+        raise ValueError(f"--out {out} is the base model's folder: write the {what} model to a new folder")
+    if (out / "model.safetensors").exists():
+        raise ValueError(f"{out} already holds a model: choose a new folder (an educator's models are never "
+                         f"overwritten)")
+
+
 def false_flags(denoiser, saliency_models, images: np.ndarray, seed: int = 0, batch_size: int = 8,
                 device="cpu") -> np.ndarray:
     """The share of each normal slice's brain that Dif-fuse flags at the model card's settings, through the one
@@ -88,11 +98,7 @@ def adapt(data_dir, out_dir, base_dir=None, minutes: float = DEFAULT_MINUTES, ho
         raise ValueError(f"--minutes must be positive, got {minutes}")
     base = Path(base_dir) if base_dir else Path(model_dir_for("ddpm", None))
     out = Path(out_dir)
-    if out.resolve() == base.resolve():
-        raise ValueError(f"--out {out} is the base model's folder: write the adapted model to a new folder")
-    if (out / "model.safetensors").exists():
-        raise ValueError(f"{out} already holds a model: choose a new folder (an educator's models are never "
-                         f"overwritten)")
+    check_new_model_folder(base, out, "adapted")
 
     def tell(stage: str, fraction: float) -> None:
         if on_progress is not None and on_progress(stage, fraction):

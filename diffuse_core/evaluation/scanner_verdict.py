@@ -71,7 +71,7 @@ def calibrate_on_scans(data_dir, out_dir, base_dir=None, holdout: float = DEFAUL
     model folder ``out_dir``; returns the record (see the module docstring)."""
     from diffuse_core.core.verdict import MIN_SENSITIVITY
     from diffuse_core.data.slice_folder import load_slice_folder
-    from diffuse_core.evaluation.adapt import split_groups
+    from diffuse_core.evaluation.adapt import check_new_model_folder, split_groups
     from diffuse_core.evaluation.provenance import commit_id, hardware_summary
     from diffuse_core.models.checkpoint import atomic_write_json, read_config, update_card
     from diffuse_core.models.registry import model_dir_for
@@ -90,11 +90,7 @@ def calibrate_on_scans(data_dir, out_dir, base_dir=None, holdout: float = DEFAUL
         raise ValueError(f"--per-group must be at least 1, got {per_group}")
     base = Path(base_dir) if base_dir else Path(model_dir_for("ddpm", None))
     out = Path(out_dir)
-    if out.resolve() == base.resolve():
-        raise ValueError(f"--out {out} is the base model's folder: write the calibrated model to a new folder")
-    if (out / "model.safetensors").exists():
-        raise ValueError(f"{out} already holds a model: choose a new folder (an educator's models are never "
-                         f"overwritten)")
+    check_new_model_folder(base, out, "calibrated")
     if not Path(data_dir).is_dir():
         raise NotADirectoryError(f"--data {data_dir}: not a folder of slices")
     t0 = time.perf_counter()
