@@ -164,6 +164,46 @@ def test_recommended_settings_move_off_the_paper_setting_only_on_paired_evidence
     assert recommended_settings(old) is None
 
 
+def test_a_calibrated_k_survives_evaluate_and_the_sweeps_advice_is_kept_beside_it():
+    from diffuse_core.evaluation.cards import CALIBRATED_K, merged_recommendation
+
+    swept = {"k": 500, "percentile": 85.0, "steps": 10, "validation_dice": 0.6, "rule": "r"}
+    assert merged_recommendation(None, swept) == swept                  # nothing chosen before: the sweeps decide
+    assert merged_recommendation({"k": 250, "steps": 50}, None) is None  # an unconfirmed old choice is cleared
+    calibrated = {"k": 700, "steps": 25, "percentile": 90.0, "k_chosen_by": "calibrate (old wording)"}
+    out = merged_recommendation(calibrated, swept)
+    assert (out["k"], out["steps"], out["percentile"]) == (700, 25, 85.0)   # K and steps stay; percentile from sweeps
+    assert out["sweeps_recommend"] == {"k": 500, "steps": 10, "percentile": 85.0}
+    assert out["k_chosen_by"] == CALIBRATED_K
+    kept = merged_recommendation(calibrated, None)                     # no paired evidence: the card's choice stays
+    assert (kept["k"], kept["steps"], kept["percentile"]) == (700, 25, 90.0) and "sweeps_recommend" not in kept
+
+
+def test_the_full_evaluations_sweep_grid_holds_the_apps_own_setting(monkeypatch, tmp_path):
+    """The K x percentile sweep compares every cell with the setting the app runs (the card's K 700 lies off the
+    paper's grid 250/500/750): without it the sweeps had no home cell and their advice was dropped."""
+    from diffuse_core.cli import main
+    from diffuse_core.evaluation import report
+
+    seen = {}
+
+    def fake_run(denoiser, sal, s, docs, progress=None):
+        seen["s"] = s
+        raise SystemExit(0)
+
+    monkeypatch.setattr(report, "run_evaluation", fake_run)
+    monkeypatch.setattr("diffuse_core.run.models.load_default_models", lambda *a, **k: (_CardOnly(), None))
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--device", "cpu", "--docs", str(tmp_path)])
+    s = seen["s"]
+    assert s.k == 700 and 700 in s.sweep_k and {250, 500, 750} <= set(s.sweep_k)
+    assert float(s.percentile) in s.sweep_percentiles
+
+
+class _CardOnly:
+    card = {"recommended_settings": {"k": 700, "steps": 25, "percentile": 90.0}}
+
+
 @pytest.mark.slow
 def test_sweeps_only_writes_just_the_recommended_settings(models, tmp_path):
     from diffuse_core.models import checkpoint as saliency_models

@@ -102,6 +102,9 @@ def cmd_evaluate(args) -> int:
                      precision=args.precision, batch_size=args.batch_size, command=command_line())
     if args.every_seed:
         s.all_seed_methods = methods
+    if not args.sweeps_only:         # the grid holds the run's own (the app's) setting: every cell is compared with it
+        s.sweep_k = tuple(sorted({*s.sweep_k, int(s.k)}))
+        s.sweep_percentiles = tuple(sorted({*s.sweep_percentiles, float(s.percentile)}))
     if args.quick:                   # the stated subset (QUICK_SIZES, QUICK_METHODS): no sweeps, its own results file
         s.name, s.sweep_k, s.sweep_steps, s.brats_per_case, s.brats_healthy_per_case = "evaluation_quick", (), (), 1, 1
         s.png_figures = False
@@ -180,7 +183,7 @@ def _run_shares(args) -> None:
 def _write_cards(args, denoiser, sal, result: dict) -> None:
     """Measured quality into the three model cards (see :mod:`diffuse_core.evaluation.cards`)."""
     from diffuse_core.models.registry import default_model_dir
-    from diffuse_core.evaluation.cards import recommended_settings, stamp, update_card
+    from diffuse_core.evaluation.cards import merged_recommendation, recommended_settings, stamp, update_card
 
     ddpm_dir = Path(args.model) if args.model else default_model_dir("ddpm")
     clf_dir, ae_dir = _write_saliency_cards(args, sal)
@@ -197,7 +200,7 @@ def _write_cards(args, denoiser, sal, result: dict) -> None:
                                "n_test_healthy": result["n_test_healthy"], "seeds": list(s["seeds"])}
     updates = {"quality": quality}
     # None clears an older recommendation that these sweeps could not confirm (the app then uses the paper's settings)
-    updates["recommended_settings"] = recommended_settings(result)
+    updates["recommended_settings"] = merged_recommendation(_card_recommendation(ddpm_dir), recommended_settings(result))
     if ours:
         updates["anomaly_threshold"] = ours["threshold"]
     update_card(ddpm_dir, updates, by="evaluate", device=args.device)
@@ -209,7 +212,7 @@ def _sweeps_only(args, denoiser, sal, s) -> int:
     import json
 
     from diffuse_core.models.registry import default_model_dir
-    from diffuse_core.evaluation.cards import recommended_settings, update_card
+    from diffuse_core.evaluation.cards import merged_recommendation, recommended_settings, update_card
     from diffuse_core.evaluation.report import run_validation_sweeps, validation_set
 
     if s.k not in s.sweep_k or float(s.percentile) not in s.sweep_percentiles:
@@ -226,11 +229,18 @@ def _sweeps_only(args, denoiser, sal, s) -> int:
     print("recommended: " + (json.dumps(rec) if rec else "none (the sweeps do not hold the evaluation's K and percentile)"))
     if args.write_cards and rec:
         ddpm_dir = Path(args.model) if args.model else default_model_dir("ddpm")
+        rec = merged_recommendation(_card_recommendation(ddpm_dir), rec)
         update_card(ddpm_dir, {"recommended_settings": {**rec, "command": s.command,
                                                         "n_validation_diseased": int(val.diseased.sum())}},
                     by="evaluate", device=args.device)
         print(f"wrote recommended_settings into the {ddpm_dir} model card")
     return 0
+
+
+def _card_recommendation(model_dir: Path) -> dict:
+    from diffuse_core.models.checkpoint import read_config
+
+    return (read_config(model_dir).get("card") or {}).get("recommended_settings") or {}
 
 
 def _write_saliency_cards(args, sal, always: bool = False) -> tuple[Path, Path]:

@@ -237,7 +237,9 @@ def write_card(model_dir, record: dict) -> dict:
 
     rec = dict((read_config(model_dir).get("card") or {}).get("recommended_settings") or {})
     if rec.get("k") != s["k"] or rec.get("steps") != s["steps"]:
-        rec.update(k=s["k"], steps=s["steps"], k_chosen_by="diffuse_core.evaluation.calibrate (see calibration.k_choice)")
+        from diffuse_core.evaluation.cards import CALIBRATED_K
+
+        rec.update(k=s["k"], steps=s["steps"], k_chosen_by=CALIBRATED_K)
         entries["recommended_settings"] = rec
     return update_card(model_dir, entries, by="calibrate", command=record.get("command"),
                        hardware=record.get("hardware"))

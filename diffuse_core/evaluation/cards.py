@@ -225,6 +225,27 @@ def recommended_settings(result: dict, tolerance: float = 0.01, z: float = 2.0) 
                     f"{tolerance} Dice of the best"}
 
 
+CALIBRATED_K = ("the K and steps given to diffuse_core.evaluation.calibrate (see written_by.calibration.command), "
+                "chosen for the card's mask rule")
+
+
+def merged_recommendation(previous: dict | None, swept: dict | None) -> dict | None:
+    """What ``evaluate --write-cards`` stores as ``recommended_settings``: the sweeps' recommendation
+    (:func:`recommended_settings`), except that a K and steps chosen by ``calibrate`` for the card's mask rule (marked
+    ``k_chosen_by``) stay: the sweeps walk the paper's percentile mask, not the rule the app runs. The sweeps' own
+    choice is then kept beside them as ``sweeps_recommend``. Without a calibrated K, no sweep evidence (None) clears
+    an older recommendation (the app then uses the paper's settings)."""
+    previous = previous or {}
+    if not previous.get("k_chosen_by"):
+        return swept
+    kept = {"k": previous.get("k"), "steps": previous.get("steps"), "k_chosen_by": CALIBRATED_K}
+    if swept is None:
+        return {**{k: v for k, v in previous.items() if k != "sweeps_recommend"}, **kept}
+    out = {**swept, **kept}
+    out["sweeps_recommend"] = {"k": swept["k"], "steps": swept["steps"], "percentile": swept["percentile"]}
+    return out
+
+
 def stamp() -> str:
     """Today's date (UTC) for a card's ``measured_on``."""
     return _dt.datetime.now(_dt.timezone.utc).date().isoformat()
