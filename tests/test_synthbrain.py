@@ -227,6 +227,32 @@ def test_render_grid_and_to_uint8(tmp_path):
     assert im.size == (2 * 64 + 2, 2 * 64 + 2) and im.mode == "RGB"
 
 
+def test_synth_grid_shows_each_lesion_beside_its_healthy_counterpart(tmp_path):
+    """`synth --grid`: pairs of tiles, the left with its lesion outlined, the right the same slice without it."""
+    from PIL import Image
+
+    from diffuse_core.cli import main
+
+    assert main(["synth", "--n", "2", "--size", "64", "--out", str(tmp_path / "s"), "--grid",
+                 str(tmp_path / "grid.png")]) == 0
+    im = np.asarray(Image.open(tmp_path / "grid.png").convert("RGB")).astype(int)
+    assert im.shape == (3 * 64 + 2 * 2, 4 * 64 + 3 * 2, 3)                       # 6 pairs, 4 tiles a row
+    for i in range(3):                                                       # the three pairs of the first two rows
+        r, c = divmod(2 * i, 4)
+        y, x = r * 66, c * 66
+        sick, well = im[y + 14:y + 64, x:x + 64], im[y + 14:y + 64, x + 66:x + 130]  # below the captions
+        s = sb.generate_slice(sb.sample_seed("test", 0, i), size=64, healthy=False)
+        h = sb.generate_slice(s.seed, size=64, healthy=True, lesion_type=s.lesion_type)
+        assert s.lesion_mask.any() and not h.lesion_mask.any()
+        def outline(tile):                                                   # red-orange: no grey pixel is
+            return (tile[..., 0] > 200) & (tile[..., 1] < 100) & (tile[..., 2] < 100)
+
+        assert outline(sick).any() and not outline(well).any()
+        assert np.array_equal(well[..., 0], sb.to_uint8(h.image[0])[14:])        # the healthy tile is that slice
+    with pytest.raises(ValueError, match="n_pairs"):
+        sb.pairs_grid("test", tmp_path / "x.png", n_pairs=0)
+
+
 @pytest.mark.parametrize("size", [64, 96])
 def test_spacing_is_the_field_of_view_over_the_pixel_count(size):
     s = sb.generate_slice(7, ("flair",), size=size)

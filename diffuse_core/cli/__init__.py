@@ -106,6 +106,9 @@ def _add_synth(sub) -> None:
     p.add_argument("--size", type=int, default=128, help="image side in pixels (128 default, 256 supported)")
     p.add_argument("--healthy-fraction", type=float, default=0.5)
     p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--grid", default=None, metavar="PNG",
+                   help="also draw a picture of the split: its first slices drawn with a lesion (outlined), each beside "
+                        "its healthy counterpart (docs/synthbrain_grid.png is made this way)")
     p.set_defaults(func=_cmd_synth)
 
 
@@ -115,6 +118,10 @@ def _cmd_synth(args) -> int:
     index = write_split(args.out, preset=args.preset, n=args.n, seed=args.seed, split=args.split, size=args.size,
                         healthy_fraction=args.healthy_fraction)
     print(f"wrote {args.n} slices and {index}")
+    if args.grid:
+        from diffuse_core.data.synthbrain import pairs_grid
+
+        print(f"wrote {pairs_grid(args.split, args.grid, preset=args.preset, seed=args.seed, size=args.size)}")
     return 0
 
 

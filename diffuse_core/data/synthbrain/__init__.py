@@ -32,15 +32,15 @@ from diffuse_core.data.synthbrain.anatomy import FOV_MM, LEVEL_RANGE, load_templ
 from diffuse_core.data.synthbrain.dataset import (MAX_SIZE, MIN_SIZE, SEED_SPLITS, SPLITS, SYNTHBRAIN_VERSION,
                                                   SynthBrainDataset, SynthSlice, generate_slice, sample_seed,
                                                   seed_split)
-from diffuse_core.data.synthbrain.files import (INDEX_COLUMNS, read_nifti_slice, render_grid, save_case, to_uint8,
-                                                write_split)
+from diffuse_core.data.synthbrain.files import (INDEX_COLUMNS, pairs_grid, read_nifti_slice, render_grid, save_case,
+                                                to_uint8, write_split)
 from diffuse_core.data.synthbrain.lesions import (LESION_LEVELS, LESION_MEDIUM_MAX_PX, LESION_SMALL_MAX_PX,
                                                   LESION_TYPES, MIN_LESION_PX)
 from diffuse_core.data.synthbrain.render import CT_WINDOW, MODALITIES, MRI4, PRESETS, preset_modalities
 from diffuse_core.data.synthbrain.scanner import EFFECTS, REALISMS, SCANNER, check_realism
 
 __all__ = ["SYNTHBRAIN_VERSION", "MODALITIES", "LESION_TYPES", "SPLITS", "SEED_SPLITS", "PRESETS", "SynthSlice",
-           "sample_seed", "generate_slice", "SynthBrainDataset", "write_split", "render_grid", "to_uint8",
+           "sample_seed", "generate_slice", "SynthBrainDataset", "write_split", "render_grid", "pairs_grid", "to_uint8",
            "load_templates", "preset_modalities", "read_nifti_slice", "save_case", "seed_split", "FOV_MM",
            "pixel_mm", "INDEX_COLUMNS", "MRI4", "CT_WINDOW", "LEVEL_RANGE", "LESION_LEVELS", "MIN_SIZE", "MAX_SIZE",
            "MIN_LESION_PX", "LESION_SMALL_MAX_PX", "LESION_MEDIUM_MAX_PX", "EFFECTS", "REALISMS", "SCANNER",

@@ -86,6 +86,25 @@ def render_grid(slices: list[SynthSlice], path, ncols: int = 6, labels: bool = T
     return path
 
 
+def pairs_grid(split: str, path, preset: str = "flair", seed: int = 0, n_pairs: int = 6, size: int = 128,
+               ncols: int = 4) -> Path:
+    """PNG of ``n_pairs`` SynthBrain slices of a split (the seeds of its indices 0, 1, ..., as ``write_split`` uses
+    them, each drawn with a lesion), each beside its healthy counterpart (same seed: same level, anatomy and noise, no lesion), the lesion outlined: what the
+    generator draws, as ``diffuse-studio synth --grid`` shows it. Returns the path."""
+    if isinstance(n_pairs, bool) or not isinstance(n_pairs, (int, np.integer)) or n_pairs < 1:
+        raise ValueError(f"n_pairs must be a positive integer, got {n_pairs!r}")
+    mods, size = preset_modalities(preset), check_size(size)
+    tiles: list[SynthSlice] = []
+    outlines: list[bool] = []
+    i = 0
+    while len(tiles) < 2 * n_pairs:
+        s = generate_slice(sample_seed(split, int(seed), i), mods, size, healthy=False)
+        tiles += [s, generate_slice(s.seed, mods, size, healthy=True, lesion_type=s.lesion_type)]
+        outlines += [True, False]
+        i += 1
+    return render_grid(tiles, path, ncols=ncols, outline=outlines)
+
+
 # ----------------------------------------------------------------------------------------------------------- NIfTI
 def read_nifti_slice(path) -> np.ndarray:
     """Read a slice written by :func:`save_case` back in display orientation: (H, W) or (C, H, W).
