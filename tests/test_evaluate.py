@@ -496,3 +496,5 @@ def test_evaluate_workers_run_shares_in_their_own_processes(tmp_path, monkeypatc
         cli_eval._run_shares(args)
     assert [c[-1] for c in started] == ["0/2", "1/2"]
     assert all(c[c.index("--quick") - 1] == "evaluate" and "--workers" in c for c in started)
+    Proc.wait = lambda self: 0
+    assert cli_eval._run_shares(args) == 2          # the rest of the run then gets both workers' threads

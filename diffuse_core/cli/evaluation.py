@@ -41,6 +41,10 @@ def add_evaluate(sub) -> None:
     p.add_argument("--methods", default=None, help="comma-separated subset of the methods (default: all)")
     p.add_argument("--no-sweeps", action="store_true", help="skip the K x percentile and steps sweeps")
     p.add_argument("--brats", default=None, metavar="DIR", help="folder of BraTS-layout cases for a real-data check")
+    p.add_argument("--brats-per-case", type=positive_int, default=None,
+                   help="tumour slices per BraTS case (default 4; --quick: 1)")
+    p.add_argument("--brats-healthy-per-case", type=positive_int, default=None,
+                   help="tumour-free slices per BraTS case (default 2; --quick: 1)")
     p.add_argument("--docs", default="docs", metavar="DIR", help="where results.md and the figures go")
     p.add_argument("--model", default=None, metavar="DIR")
     p.add_argument("--saliency-models", default=None, metavar="DIR")
@@ -108,6 +112,10 @@ def cmd_evaluate(args) -> int:
     if args.quick:                   # the stated subset (QUICK_SIZES, QUICK_METHODS): no sweeps, its own results file
         s.name, s.sweep_k, s.sweep_steps, s.brats_per_case, s.brats_healthy_per_case = "evaluation_quick", (), (), 1, 1
         s.png_figures = False
+    if args.brats_per_case:
+        s.brats_per_case = args.brats_per_case
+    if args.brats_healthy_per_case:
+        s.brats_healthy_per_case = args.brats_healthy_per_case
     if args.no_sweeps:
         s.sweep_k, s.sweep_steps = (), ()
     if args.write_cards and args.quick:
@@ -124,7 +132,10 @@ def cmd_evaluate(args) -> int:
 
         s.extra.update(t_start=time.perf_counter(), cpu_start=cpu_seconds(),
                        load_at_start=os.getloadavg()[0] if hasattr(os, "getloadavg") else None)
-        _run_shares(args)
+        import torch
+
+        # what is left (the real-data pass, the pictures, the cards) runs here alone: on every worker's threads
+        torch.set_num_threads(_run_shares(args))
     if args.sweeps_only:
         return _sweeps_only(args, denoiser, sal, s)
     if args.saliency_only:
@@ -156,9 +167,10 @@ def _share(text: str) -> tuple[int, int]:
     return i, n
 
 
-def _run_shares(args) -> None:
+def _run_shares(args) -> int:
     """``--workers N``: N copies of this command, each computing one share of the methods and sweeps (``--part
-    i/N``) and keeping it beside the run; the run itself then finds them all kept and writes the results."""
+    i/N``) and keeping it beside the run; the run itself then finds them all kept and writes the results. Returns the
+    threads the workers used together."""
     import os
     import subprocess
 
@@ -178,6 +190,7 @@ def _run_shares(args) -> None:
     if failed:
         raise UserError(f"evaluation share(s) {', '.join(failed)} failed; what finished is kept: run the same command "
                         "again to resume")
+    return n * threads
 
 
 def _write_cards(args, denoiser, sal, result: dict) -> None:
