@@ -167,3 +167,28 @@ def test_the_evaluation_regions_are_made_from_their_results_files_alone(tmp_path
     docs_tables.regenerate(root)
     full = (root / "docs" / "results.md").read_text().split("<!-- generated:evaluation -->")[1]
     assert full.lstrip().startswith("*Not run on the shipped weights yet")
+
+
+def test_the_full_evaluation_replaces_the_hand_assembled_synthbrain_rows_and_the_quick_one(tmp_path):
+    """Once docs/results/evaluation.json exists, the shipped-models table reads its SynthBrain Dice and healthy change
+    from it (not from the card's history block, which no command writes any more), and the quick run's row goes."""
+    root = _copy(tmp_path)
+    path = root / "docs" / "results" / "evaluation.json"
+    path.unlink(missing_ok=True)
+    before = {r["id"]: r for r in docs_tables.model_rows(root)[0]}
+    assert "history" in before["flair.synthbrain_test_dice"]["sources"][0]["key"]
+    assert "flair.synthbrain_app_defaults" in before
+    dif = {"dice": 0.61234, "identity_change": 0.0712, "seeds": [0, 1, 2]}
+    path.write_text(json.dumps({
+        "date": "2031-02-03", "commit": "fedcba9876543210", "hardware": {"device": "cpu"},
+        "command": "diffuse-studio evaluate --workers 2", "n_test_diseased": 36, "n_test_healthy": 12,
+        "model": {"k": 700, "steps": 25, "anomaly_threshold": 0.32},
+        "methods": {"dif-fuse": dif, "flair-threshold": {"dice": 0.6, "threshold": 2.0}}}))
+    rows, sources = docs_tables.model_rows(root)
+    after = {r["id"]: r for r in rows}
+    assert "flair.synthbrain_app_defaults" not in after
+    dice, change = after["flair.synthbrain_test_dice"], after["flair.healthy_change"]
+    assert dice["value"] == "0.612" and dice["baseline"].startswith("0.600 (FLAIR threshold, z > 2.00)")
+    assert "36 diseased slices, seeds 0, 1, 2, K 700, 25 steps, threshold 0.32" in dice["on"]
+    assert change["value"] == "0.071" and "12 healthy SynthBrain test slices" in change["on"]
+    assert {s["file"] for s in dice["sources"] + change["sources"]} == {"docs/results/evaluation.json"}
