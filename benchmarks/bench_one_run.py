@@ -13,7 +13,9 @@ no more than the CLI's plus the streaming of its frames.
 from __future__ import annotations
 
 import argparse
+import datetime as _dt
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -68,7 +70,7 @@ def main(argv=None) -> int:
 
     import torch
 
-    from diffuse_core.evaluation.provenance import commit_id
+    from diffuse_core.evaluation.provenance import commit_id, hardware_summary
     from diffuse_core.run.assembly import run_one
     from diffuse_core.run.files import run_file
     from diffuse_core.run.models import load_run_models
@@ -78,6 +80,7 @@ def main(argv=None) -> int:
     from diffuse_core.studio.saliency_cache import SALIENCY_CACHE
     from diffuse_core.studio.uploads import load_upload_case
 
+    load_at_start = round(os.getloadavg()[0], 2)
     tmp = Path(tempfile.mkdtemp(prefix="bench_one_run_"))
     path = slice_file(tmp)
     models = load_run_models("mri", device="cpu")
@@ -112,7 +115,12 @@ def main(argv=None) -> int:
     out = {"k": settings.k, "steps": settings.steps, "repeats": args.repeats, "unet_call_s": call,
            "seconds": rows, "in_unet_calls": {n: s / call for n, s in rows.items()},
            "app_over_cli": rows["app"] / rows["cli"], "cpu": cpu_model(), "torch_threads": torch.get_num_threads(),
-           "commit": commit_id(), "note": "cli includes reading the file and writing the results; app includes "
+           "commit": commit_id(), "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+           "command": "python benchmarks/bench_one_run.py " + " ".join(sys.argv[1:]),
+           "hardware": {"summary": hardware_summary("cpu"), "torch": torch.__version__,
+                        "torch_threads": torch.get_num_threads(), "load_average_at_start": load_at_start,
+                        "load_average_at_end": round(os.getloadavg()[0], 2)},
+           "note": "cli includes reading the file and writing the results; app includes "
                                           "the step frames it streams and starts with no saliency map kept; "
                                           "app_rerun is the same slice again with another seed (saliency map and "
                                           "inversion kept); none includes loading the models"}

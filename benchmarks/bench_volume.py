@@ -26,6 +26,7 @@ time. No timing here is asserted by a test; the hardware is stated in the result
 from __future__ import annotations
 
 import argparse
+import datetime as _dt
 import json
 import os
 import platform
@@ -201,6 +202,10 @@ def main(argv=None) -> int:
                                                                                           a.device)
     res["hardware"] = {**hw, "load_average_at_end": list(os.getloadavg())}
     res["command"] = "python benchmarks/bench_volume.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    from diffuse_core.evaluation.provenance import commit_id
+
+    res["date"] = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    res["commit"] = commit_id()
     out = RESULTS / f"volume_{a.what}.json"
     out.write_text(json.dumps(res, indent=2) + "\n")
     print(json.dumps(res, indent=2))

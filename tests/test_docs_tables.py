@@ -17,6 +17,7 @@ def _copy(tmp_path: Path) -> Path:
     root = tmp_path / "repo"
     (root / "docs").mkdir(parents=True)
     shutil.copy(ROOT / "README.md", root / "README.md")
+    shutil.copytree(ROOT / "benchmarks" / "results", root / "benchmarks" / "results")
     shutil.copytree(ROOT / "docs", root / "docs", dirs_exist_ok=True,
                     ignore=shutil.ignore_patterns("*.png", "*.html", "*.csv"))
     for config in (ROOT / "assets").rglob("config.json"):
@@ -192,3 +193,27 @@ def test_the_full_evaluation_replaces_the_hand_assembled_synthbrain_rows_and_the
     assert "36 diseased slices, seeds 0, 1, 2, K 700, 25 steps, threshold 0.32" in dice["on"]
     assert change["value"] == "0.071" and "12 healthy SynthBrain test slices" in change["on"]
     assert {s["file"] for s in dice["sources"] + change["sources"]} == {"docs/results/evaluation.json"}
+
+
+def test_the_benchmark_page_is_made_from_the_benchmark_scripts_results(tmp_path):
+    """docs/benchmarks.md's figures come from benchmarks/results/*.json: a new measurement shows up there with its
+    date, commit and command, and a figure typed over by hand is caught as stale."""
+    root = _copy(tmp_path)
+    assert docs_tables.regenerate(root, write=False) == []
+    path = root / "benchmarks" / "results" / "one_run.json"
+    doc = json.loads(path.read_text())
+    doc.update(date="2031-02-03 10:00 UTC", commit="abc1234", command="python benchmarks/bench_one_run.py --repeats 3",
+               app_over_cli=1.5)
+    doc["seconds"]["app"] = 9.87
+    path.write_text(json.dumps(doc))
+    assert docs_tables.regenerate(root) == ["docs/benchmarks.md:bench_one_run"]
+    page = (root / "docs" / "benchmarks.md").read_text()
+    assert "Measured 2031-02-03 10:00 UTC at commit `abc1234`" in page and "`python benchmarks/bench_one_run.py" in page
+    assert "| 9.87 |" in page and "**1.50x** the CLI's" in page
+    tp = json.loads((root / "benchmarks" / "results" / "volume_throughput.json").read_text())
+    tp["speedup_batched_vs_one_slice_cli"] = 3.2
+    (root / "benchmarks" / "results" / "volume_throughput.json").write_text(json.dumps(tp))
+    docs_tables.regenerate(root)
+    assert "issue 34's 3x is reached" in (root / "docs" / "benchmarks.md").read_text()
+    (root / "docs" / "benchmarks.md").write_text(page.replace("| 9.87 |", "| 1.00 |"))
+    assert "docs/benchmarks.md:bench_one_run" in docs_tables.regenerate(root, write=False)   # typed over: caught

@@ -385,9 +385,18 @@ def render_evaluation(root: Path, name: str = "evaluation") -> str:
     return markdown(json.loads(path.read_text()))
 
 
+def _bench(name: str, root: Path) -> str:
+    """docs/benchmarks.md's regions, from the benchmark scripts' results files (:mod:`.benchmark_report`)."""
+    from diffuse_core.evaluation import benchmark_report
+
+    return getattr(benchmark_report, name)(root)
+
+
 GENERATORS = {"models": render_models, "model_sources": render_sources, "training": render_training,
               "hero": render_hero, "real_data": render_real_data, "verdict_on_scans": render_verdict_on_scans,
-              "evaluation": render_evaluation, "evaluation_quick": lambda root: render_evaluation(root, "evaluation_quick")}
+              "evaluation": render_evaluation, "evaluation_quick": lambda root: render_evaluation(root, "evaluation_quick"),
+              "bench_one_run": lambda root: _bench("render_one_run", root),
+              "bench_volume": lambda root: _bench("render_volume", root)}
 
 
 def _regions_of(text: str, path: str) -> list[str]:
