@@ -15,7 +15,7 @@ def add_evaluate(sub) -> None:
                        description="Run every method on SynthBrain validation/test slices (and optionally real BraTS "
                                    "cases) and write results.md, results_per_slice.csv and Plotly figures into --docs.")
     p.add_argument("--quick", action="store_true",
-                   help="the stated subset on the shipped weights, about 15 minutes on one CPU core: the app's "
+                   help="the stated subset on the shipped weights, within 30 minutes on 2 CPU cores: the app's "
                         "Dif-fuse, its paper-mask and oracle-mask runs, ACAT alone and the FLAIR threshold on 48 test "
                         "slices (a quarter healthy), 16 validation slices, seed 0, no sweeps; written to "
                         "docs/results/evaluation_quick.json and its region of results.md (sizes, seeds and methods "

@@ -123,8 +123,8 @@ def run_validation_sweeps(denoiser, val, s: EvalSettings, progress: Callable[[st
 QUICK_METHODS = ("dif-fuse", "dif-fuse-percentile", "dif-fuse-oracle", "acat", "flair-threshold")
 QUICK_SIZES = {"n_val": 16, "n_test": 48, "seeds": (0,)}
 """``diffuse-studio evaluate --quick``: the app's Dif-fuse beside the FLAIR threshold and three informative peers
-(the paper's percentile mask, the oracle mask, ACAT alone) on 36 + 12 test slices, one seed, no sweeps: about 15
-minutes on one CPU core (measured: docs/results/evaluation_quick.json)."""
+(the paper's percentile mask, the oracle mask, ACAT alone) on 36 + 12 test slices, one seed, no sweeps: within 30
+minutes on 2 CPU cores (how long it took is recorded in docs/results/evaluation_quick.json)."""
 
 
 def _fingerprint(denoiser, s: EvalSettings, saliency_models=None) -> str:
