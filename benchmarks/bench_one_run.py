@@ -116,7 +116,7 @@ def main(argv=None) -> int:
            "seconds": rows, "in_unet_calls": {n: s / call for n, s in rows.items()},
            "app_over_cli": rows["app"] / rows["cli"], "cpu": cpu_model(), "torch_threads": torch.get_num_threads(),
            "commit": commit_id(), "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-           "command": "python benchmarks/bench_one_run.py " + " ".join(sys.argv[1:]),
+           "command": "python benchmarks/bench_one_run.py " + " ".join(argv if argv is not None else sys.argv[1:]),
            "hardware": {"summary": hardware_summary("cpu"), "torch": torch.__version__,
                         "torch_threads": torch.get_num_threads(), "load_average_at_start": load_at_start,
                         "load_average_at_end": round(os.getloadavg()[0], 2)},

@@ -170,13 +170,16 @@ def test_a_calibrated_k_survives_evaluate_and_the_sweeps_advice_is_kept_beside_i
     swept = {"k": 500, "percentile": 85.0, "steps": 10, "validation_dice": 0.6, "rule": "r"}
     assert merged_recommendation(None, swept) == swept                  # nothing chosen before: the sweeps decide
     assert merged_recommendation({"k": 250, "steps": 50}, None) is None  # an unconfirmed old choice is cleared
-    calibrated = {"k": 700, "steps": 25, "percentile": 90.0, "k_chosen_by": "calibrate (old wording)"}
+    calibrated = {"k": 700, "steps": 25, "percentile": 90.0, "k_chosen_by": "calibrate (old wording)",
+                  "sweeps_recommend": {"k": 250}}
     out = merged_recommendation(calibrated, swept)
-    assert (out["k"], out["steps"], out["percentile"]) == (700, 25, 85.0)   # K and steps stay; percentile from sweeps
-    assert out["sweeps_recommend"] == {"k": 500, "steps": 10, "percentile": 85.0}
-    assert out["k_chosen_by"] == CALIBRATED_K
+    assert (out["k"], out["steps"], out["percentile"]) == (700, 25, 90.0)   # the card's setting stays whole
+    assert out["sweeps_recommend"] == swept                              # the sweeps' Dice stays with their cell
+    assert "validation_dice" not in out and "rule" not in out and out["k_chosen_by"] == CALIBRATED_K
     kept = merged_recommendation(calibrated, None)                     # no paired evidence: the card's choice stays
     assert (kept["k"], kept["steps"], kept["percentile"]) == (700, 25, 90.0) and "sweeps_recommend" not in kept
+    partial = merged_recommendation({"k": 700, "k_chosen_by": "calibrate"}, swept)   # what it lacks, the sweeps give
+    assert (partial["k"], partial["steps"], partial["percentile"]) == (700, 10, 85.0)
 
 
 def test_the_full_evaluations_sweep_grid_holds_the_apps_own_setting(monkeypatch, tmp_path):
@@ -196,8 +199,10 @@ def test_the_full_evaluations_sweep_grid_holds_the_apps_own_setting(monkeypatch,
     with pytest.raises(SystemExit):
         main(["evaluate", "--device", "cpu", "--docs", str(tmp_path)])
     s = seen["s"]
-    assert s.k == 700 and 700 in s.sweep_k and {250, 500, 750} <= set(s.sweep_k)
-    assert float(s.percentile) in s.sweep_percentiles
+    assert s.k == 700 and s.sweep_k == (250, 500, 700, 750) and s.sweep_percentiles == (80.0, 85.0, 90.0, 95.0)
+    with pytest.raises(SystemExit):                                      # the quick run has no sweeps at all
+        main(["evaluate", "--quick", "--device", "cpu", "--docs", str(tmp_path)])
+    assert seen["s"].sweep_k == () and seen["s"].sweep_steps == ()
 
 
 class _CardOnly:
@@ -217,14 +222,12 @@ def test_sweeps_only_writes_just_the_recommended_settings(models, tmp_path):
     saliency_models.save(sal.classifier, tmp_path / "sal" / "classifier")
     assert main(["evaluate", "--sweeps-only", "--write-cards", "--n-val", "4", "--k", "200", "--steps", "2",
                  "--precision", "fp32", "--device", "cpu", "--model", str(tmp_path / "ddpm"),
-                 "--saliency-models", str(tmp_path / "sal")]) == 2          # K=200 is not on the sweep's grid
-    assert main(["evaluate", "--sweeps-only", "--write-cards", "--n-val", "4", "--k", "250", "--steps", "2",
-                 "--precision", "fp32", "--device", "cpu", "--model", str(tmp_path / "ddpm"),
-                 "--saliency-models", str(tmp_path / "sal")]) == 0
+                 "--saliency-models", str(tmp_path / "sal")]) == 0          # K=200 joins the grid as its home cell
     card = load_denoiser(tmp_path / "ddpm").card
     assert card["quality"] == {"dif_fuse": {"dice": 0.5}}
     rec = card["recommended_settings"]
-    assert rec["k"] in (250, 500, 750) and rec["n_validation_diseased"] == 3 and "command" in rec
+    assert rec["k"] in (200, 250, 500, 750) and rec["n_validation_diseased"] == 3 and "command" in rec
+    assert rec["rule"].startswith("K = 200, 90th percentile unless")
 
 
 def test_sample_judging_counts_grain_and_grey_backgrounds_against_real_slices():
@@ -497,4 +500,4 @@ def test_evaluate_workers_run_shares_in_their_own_processes(tmp_path, monkeypatc
     assert [c[-1] for c in started] == ["0/2", "1/2"]
     assert all(c[c.index("--quick") - 1] == "evaluate" and "--workers" in c for c in started)
     Proc.wait = lambda self: 0
-    assert cli_eval._run_shares(args) == 2          # the rest of the run then gets both workers' threads
+    assert cli_eval._run_shares(args) == min(2, __import__("os").cpu_count() or 1)   # the rest: both workers' threads

@@ -107,8 +107,8 @@ def _add_synth(sub) -> None:
     p.add_argument("--healthy-fraction", type=float, default=0.5)
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--grid", default=None, metavar="PNG",
-                   help="also draw a picture of the split: its first slices drawn with a lesion (outlined), each beside "
-                        "its healthy counterpart (docs/synthbrain_grid.png is made this way)")
+                   help="also draw a picture: the first 6 seeds of the split drawn with a lesion (outlined), each "
+                        "beside its healthy counterpart (docs/synthbrain_grid.png is made this way)")
     p.set_defaults(func=_cmd_synth)
 
 

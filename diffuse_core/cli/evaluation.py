@@ -106,9 +106,9 @@ def cmd_evaluate(args) -> int:
                      precision=args.precision, batch_size=args.batch_size, command=command_line())
     if args.every_seed:
         s.all_seed_methods = methods
-    if not args.sweeps_only:         # the grid holds the run's own (the app's) setting: every cell is compared with it
-        s.sweep_k = tuple(sorted({*s.sweep_k, int(s.k)}))
-        s.sweep_percentiles = tuple(sorted({*s.sweep_percentiles, float(s.percentile)}))
+    # the sweep's grid holds the run's own (the app's) setting: every cell is compared with it
+    s.sweep_k = tuple(sorted({*s.sweep_k, int(s.k)}))
+    s.sweep_percentiles = tuple(sorted({*s.sweep_percentiles, float(s.percentile)}))
     if args.quick:                   # the stated subset (QUICK_SIZES, QUICK_METHODS): no sweeps, its own results file
         s.name, s.sweep_k, s.sweep_steps, s.brats_per_case, s.brats_healthy_per_case = "evaluation_quick", (), (), 1, 1
         s.png_figures = False
@@ -190,7 +190,7 @@ def _run_shares(args) -> int:
     if failed:
         raise UserError(f"evaluation share(s) {', '.join(failed)} failed; what finished is kept: run the same command "
                         "again to resume")
-    return n * threads
+    return min(n * threads, os.cpu_count() or 1)
 
 
 def _write_cards(args, denoiser, sal, result: dict) -> None:
@@ -228,10 +228,6 @@ def _sweeps_only(args, denoiser, sal, s) -> int:
     from diffuse_core.evaluation.cards import merged_recommendation, recommended_settings, update_card
     from diffuse_core.evaluation.report import run_validation_sweeps, validation_set
 
-    if s.k not in s.sweep_k or float(s.percentile) not in s.sweep_percentiles:
-        raise UserError(f"--k {s.k} and --percentile {s.percentile:g} must be on the sweep's grid (K "
-                        f"{', '.join(map(str, s.sweep_k))}; percentiles {', '.join(f'{p:g}' for p in s.sweep_percentiles)})"
-                        ": the sweep compares every cell with that setting")
     val = validation_set(denoiser, sal, s, progress=lambda t: print(t, file=sys.stderr))
     sweeps = run_validation_sweeps(denoiser, val, s, progress=lambda t: print(t, file=sys.stderr))
     for k, row in zip(s.sweep_k, sweeps.get("k_percentile", [])):

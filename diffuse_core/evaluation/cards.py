@@ -231,19 +231,23 @@ CALIBRATED_K = ("the K and steps given to diffuse_core.evaluation.calibrate (see
 
 def merged_recommendation(previous: dict | None, swept: dict | None) -> dict | None:
     """What ``evaluate --write-cards`` stores as ``recommended_settings``: the sweeps' recommendation
-    (:func:`recommended_settings`), except that a K and steps chosen by ``calibrate`` for the card's mask rule (marked
-    ``k_chosen_by``) stay: the sweeps walk the paper's percentile mask, not the rule the app runs. The sweeps' own
-    choice is then kept beside them as ``sweeps_recommend``. Without a calibrated K, no sweep evidence (None) clears
-    an older recommendation (the app then uses the paper's settings)."""
+    (:func:`recommended_settings`), except where ``calibrate`` chose K and steps for the card's mask rule (marked
+    ``k_chosen_by``): the sweeps walk the paper's percentile mask, not the rule the app runs, so the card's K, steps
+    and percentile stay as they are and the sweeps' whole recommendation (its settings, validation Dice, best cell and
+    rule, all about the cell it names) is stored beside them as ``sweeps_recommend``. Without a calibrated K, no sweep
+    evidence (None) clears an older recommendation (the app then uses the paper's settings)."""
     previous = previous or {}
     if not previous.get("k_chosen_by"):
         return swept
-    kept = {"k": previous.get("k"), "steps": previous.get("steps"), "k_chosen_by": CALIBRATED_K}
-    if swept is None:
-        return {**{k: v for k, v in previous.items() if k != "sweeps_recommend"}, **kept}
-    out = {**swept, **kept}
-    out["sweeps_recommend"] = {"k": swept["k"], "steps": swept["steps"], "percentile": swept["percentile"]}
-    return out
+    swept = swept or {}
+    kept = {key: value for key, value in previous.items() if key != "sweeps_recommend"}
+    for key in ("k", "steps", "percentile"):           # a calibrated block lacking one takes the sweeps' value
+        if kept.get(key) is None and swept.get(key) is not None:
+            kept[key] = swept[key]
+    kept["k_chosen_by"] = CALIBRATED_K
+    if swept:
+        kept["sweeps_recommend"] = dict(swept)
+    return kept
 
 
 def stamp() -> str:

@@ -93,6 +93,8 @@ def pairs_grid(split: str, path, preset: str = "flair", seed: int = 0, n_pairs: 
     generator draws, as ``diffuse-studio synth --grid`` shows it. Returns the path."""
     if isinstance(n_pairs, bool) or not isinstance(n_pairs, (int, np.integer)) or n_pairs < 1:
         raise ValueError(f"n_pairs must be a positive integer, got {n_pairs!r}")
+    if ncols < 2 or ncols % 2:
+        raise ValueError(f"ncols must be even (a pair per two columns), got {ncols}")
     mods, size = preset_modalities(preset), check_size(size)
     tiles: list[SynthSlice] = []
     outlines: list[bool] = []
