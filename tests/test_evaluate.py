@@ -171,13 +171,14 @@ def test_a_calibrated_k_survives_evaluate_and_the_sweeps_advice_is_kept_beside_i
     assert merged_recommendation(None, swept) == swept                  # nothing chosen before: the sweeps decide
     assert merged_recommendation({"k": 250, "steps": 50}, None) is None  # an unconfirmed old choice is cleared
     calibrated = {"k": 700, "steps": 25, "percentile": 90.0, "k_chosen_by": "calibrate (old wording)",
-                  "sweeps_recommend": {"k": 250}}
+                  "sweeps_recommend": {"k": 250}, "validation_dice": 0.59, "rule": "K = 500 unless ..."}
     out = merged_recommendation(calibrated, swept)
     assert (out["k"], out["steps"], out["percentile"]) == (700, 25, 90.0)   # the card's setting stays whole
     assert out["sweeps_recommend"] == swept                              # the sweeps' Dice stays with their cell
     assert "validation_dice" not in out and "rule" not in out and out["k_chosen_by"] == CALIBRATED_K
     kept = merged_recommendation(calibrated, None)                     # no paired evidence: the card's choice stays
     assert (kept["k"], kept["steps"], kept["percentile"]) == (700, 25, 90.0) and "sweeps_recommend" not in kept
+    assert "validation_dice" not in kept and "rule" not in kept          # an older sweep's figures go
     partial = merged_recommendation({"k": 700, "k_chosen_by": "calibrate"}, swept)   # what it lacks, the sweeps give
     assert (partial["k"], partial["steps"], partial["percentile"]) == (700, 10, 85.0)
 
@@ -501,3 +502,25 @@ def test_evaluate_workers_run_shares_in_their_own_processes(tmp_path, monkeypatc
     assert all(c[c.index("--quick") - 1] == "evaluate" and "--workers" in c for c in started)
     Proc.wait = lambda self: 0
     assert cli_eval._run_shares(args) == min(2, __import__("os").cpu_count() or 1)   # the rest: both workers' threads
+
+
+def test_kept_method_results_do_not_depend_on_the_real_data_pass_settings():
+    """The BraTS pass runs after the kept method results and is never kept itself: a run resumed with other (or no)
+    --brats settings reuses them; any setting the methods do depend on starts afresh."""
+    from diffuse_core.evaluation.report import EvalSettings, _fingerprint
+
+    class Card:
+        card = {"anomaly_threshold": 0.3}
+
+    base = _fingerprint(Card(), EvalSettings())
+    assert _fingerprint(Card(), EvalSettings(brats_dir="cases", brats_per_case=2, brats_healthy_per_case=1)) == base
+    assert _fingerprint(Card(), EvalSettings(n_test=48)) != base and _fingerprint(Card(), EvalSettings(k=700)) != base
+
+
+def test_the_page_says_when_its_minutes_leave_out_results_kept_from_earlier_starts():
+    from diffuse_core.evaluation.results_page import _earlier_starts
+
+    assert _earlier_starts({"kept_from_earlier_starts": [], "methods": {"a": 1}}) == ""      # one uninterrupted start
+    line = _earlier_starts({"kept_from_earlier_starts": ["a", "_sweeps"], "methods": {"a": 1, "b": 2}})
+    assert "resumed 1 of 2 methods and the sweeps kept from earlier starts" in line
+    assert "earlier starts are not counted" in _earlier_starts({"methods": {}})              # files written before

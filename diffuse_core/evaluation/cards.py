@@ -240,7 +240,8 @@ def merged_recommendation(previous: dict | None, swept: dict | None) -> dict | N
     if not previous.get("k_chosen_by"):
         return swept
     swept = swept or {}
-    kept = {key: value for key, value in previous.items() if key != "sweeps_recommend"}
+    # the setting itself; an older sweep's Dice, best cell and rule described another home cell: not kept
+    kept = {key: previous[key] for key in ("k", "steps", "percentile", "solver") if key in previous}
     for key in ("k", "steps", "percentile"):           # a calibrated block lacking one takes the sweeps' value
         if kept.get(key) is None and swept.get(key) is not None:
             kept[key] = swept[key]

@@ -129,13 +129,14 @@ minutes on 2 CPU cores (how long it took is recorded in docs/results/evaluation_
 
 def _fingerprint(denoiser, s: EvalSettings, saliency_models=None) -> str:
     """What a saved method result depends on: the settings (not the command line, nor which other methods run: a
-    method's own seeds are checked with its result), the denoiser's card and the saliency models' weights (a
-    retrained classifier changes every region)."""
+    method's own seeds are checked with its result, nor the real-data pass, which runs after the kept results and is
+    never kept), the denoiser's card and the saliency models' weights (a retrained classifier changes every region)."""
     import hashlib
     import json
 
     keep = {k: v for k, v in s.__dict__.items() if k not in ("command", "extra", "png_figures", "synth_grid",
-                                                              "methods", "all_seed_methods", "part")}
+                                                              "methods", "all_seed_methods", "part", "brats_dir",
+                                                              "brats_per_case", "brats_healthy_per_case")}
     text = json.dumps(json_safe({"settings": keep, "card": denoiser.card or {}}), sort_keys=True, default=str)
     h = hashlib.sha256(text.encode())
     for name in ("autoencoder", "classifier"):
@@ -234,6 +235,11 @@ def run_evaluation(denoiser, saliency_models, settings: EvalSettings, docs_dir: 
 
     want_sweeps = bool(s.sweep_k or s.sweep_steps) and bool({"dif-fuse", "dif-fuse-percentile"} & set(s.methods))
     kept = {m: parts.load(m, seeds_of(m)) for m in s.methods}
+    # kept before this start (the wall clock's start; --workers' shares count from theirs): not in this run's minutes
+    started_at = time.time() - (time.perf_counter() - t_start)
+    from_earlier = [m for m in [*s.methods, "_sweeps"]
+                    if (parts.folder / f"{m}.json").is_file() and (parts.folder / f"{m}.json").stat().st_mtime < started_at
+                    and (m == "_sweeps" or kept.get(m) is not None)]
     todo = [m for m in s.methods if kept[m] is None]
     mine = None
     if s.part is not None:                  # one share of the jobs (methods, then the sweeps), round robin
@@ -417,6 +423,7 @@ def run_evaluation(denoiser, saliency_models, settings: EvalSettings, docs_dir: 
     if s.brats_dir and (docs / "brats_grid.png").exists() and real:
         result["brats_grid"] = "brats_grid.png"
     result["wall_seconds"] = round(time.perf_counter() - t_start, 1)
+    result["kept_from_earlier_starts"] = from_earlier      # computed by an interrupted earlier start of the same run
     result["cpu_seconds"] = round(cpu_seconds() - cpu_start, 1)     # this process's CPU time: the cost on a quiet CPU
     result = write_results(docs, result)
     parts.clear()

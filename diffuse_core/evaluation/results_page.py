@@ -91,6 +91,19 @@ def write_region(page: Path, name: str, body: str) -> None:
     os.replace(tmp, page)
 
 
+def _earlier_starts(doc: dict) -> str:
+    """What the minutes leave out: results kept from earlier starts of a resumed run (recorded since 2026-12-07; an
+    older file says only that its time is that of the start that wrote it)."""
+    earlier = doc.get("kept_from_earlier_starts")
+    if earlier is None:
+        return " in the start of the command that wrote it; a resumed run's earlier starts are not counted"
+    if not earlier:
+        return ""
+    n = len([m for m in earlier if m != "_sweeps"])
+    return (f" in the start that wrote it, which resumed {n} of {len(doc['methods'])} methods"
+            + (" and the sweeps" if "_sweeps" in earlier else "") + " kept from earlier starts, not counted here")
+
+
 def write_csv(path: Path, rows: list[dict]) -> None:
     if not rows:
         return
@@ -218,7 +231,7 @@ def _opening(doc: dict) -> list[str]:
         f"thread(s)" + (f" (load average {load:g} at the start)" if load is not None else "") +
         f", by `{doc['command']}` ({doc['wall_seconds'] / 60:.1f} min"
         + (f" wall, {doc['cpu_seconds'] / 60:.1f} min CPU" if doc.get("cpu_seconds") is not None else "")
-        + f"). Denoiser: {m['steps_done']} training steps, "
+        + _earlier_starts(doc) + f"). Denoiser: {m['steps_done']} training steps, "
         f"intensity `{m['input_normalisation']}`.",
         "",
         f"Subset: SynthBrain {doc['n_test_diseased']} diseased + {doc['n_test_healthy']} healthy test slices; the "
