@@ -325,10 +325,22 @@ def render_training(root: Path) -> str:
     return "\n".join(out) + "\n"
 
 
+def _mask_words(settings: dict) -> str:
+    """The redrawn region of a run's record: the paper's percentile or the card's rule."""
+    rule = settings.get("mask_rule") or {}
+    if settings.get("percentile") is not None:
+        return f"{float(settings['percentile']):g}th percentile mask"
+    if rule.get("kind") == "weighted":
+        return (f"mask: saliency weighted by P(diseased) >= {rule['level']:g} x its maximum, at most "
+                f"{100 * float(rule['max_share']):g} % of the brain")
+    return f"mask rule {rule.get('kind', 'of the card')}"
+
+
 def render_hero(root: Path) -> str:
     doc = json.loads((root / RESULTS_DIR / "hero_figure.json").read_text())
+    doc = {**doc, "_mask": _mask_words(doc["settings"])}
     return fill("*{case/id} ({case/lesion_type}, {case/difficulty}) from `teaching_sets/default`, through `{model}` at "
-                "K {settings/k}, {settings/steps} steps, {settings/percentile:int}th percentile, seed {settings/seed}: "
+                "K {settings/k}, {settings/steps} steps, {_mask}, seed {settings/seed}: "
                 "Dice {result/dice:f3} against the expert outline; the run took {result/seconds:f1} s on "
                 "{hardware/summary}. Made by `{command}` ({measured_on}, commit {commit:sha}).*\n", doc)
 
