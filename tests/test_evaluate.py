@@ -432,7 +432,9 @@ def test_an_interrupted_evaluation_resumes_at_the_first_unfinished_method(models
     den, sal = models
     s = EvalSettings(n_val=4, n_test=4, seeds=(0,), steps=2, k=200, sweep_k=(), sweep_steps=(), precision="fp32",
                      methods=("dif-fuse", "flair-threshold"), command="pytest", name="evaluation_quick")
-    monkeypatch.setattr(report._Parts, "clear", lambda self: None)        # as if the run had stopped before the end
+    from diffuse_core.evaluation.kept_results import KeptResults
+
+    monkeypatch.setattr(KeptResults, "clear", lambda self: None)        # as if the run had stopped before the end
     first = run_evaluation(den, sal, s, tmp_path)
     said = []
     again = run_evaluation(den, sal, s, tmp_path, progress=said.append)
@@ -507,7 +509,8 @@ def test_evaluate_workers_run_shares_in_their_own_processes(tmp_path, monkeypatc
 def test_kept_method_results_do_not_depend_on_the_real_data_pass_settings():
     """The BraTS pass runs after the kept method results and is never kept itself: a run resumed with other (or no)
     --brats settings reuses them; any setting the methods do depend on starts afresh."""
-    from diffuse_core.evaluation.report import EvalSettings, _fingerprint
+    from diffuse_core.evaluation.kept_results import results_key as _fingerprint
+    from diffuse_core.evaluation.report import EvalSettings
 
     class Card:
         card = {"anomaly_threshold": 0.3}

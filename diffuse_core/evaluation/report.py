@@ -30,6 +30,7 @@ from diffuse_core.evaluation.protocol import (THRESHOLD_GRID, bootstrap_ci, brat
 from diffuse_core.evaluation.methods import METHODS, REGISTRY
 from diffuse_core.evaluation.picture import GRID_METHODS, real_data_grid
 from diffuse_core.evaluation.results_page import card_targets, json_safe, write_csv, write_figures, write_results
+from diffuse_core.evaluation.kept_results import KeptResults, results_key
 
 log = logging.getLogger(__name__)
 
@@ -127,70 +128,6 @@ QUICK_SIZES = {"n_val": 16, "n_test": 48, "seeds": (0,)}
 minutes on 2 CPU cores (how long it took is recorded in docs/results/evaluation_quick.json)."""
 
 
-def _fingerprint(denoiser, s: EvalSettings, saliency_models=None) -> str:
-    """What a saved method result depends on: the settings (not the command line, nor which other methods run: a
-    method's own seeds are checked with its result, nor the real-data pass, which runs after the kept results and is
-    never kept), the denoiser's card and the saliency models' weights (a retrained classifier changes every region)."""
-    import hashlib
-    import json
-
-    keep = {k: v for k, v in s.__dict__.items() if k not in ("command", "extra", "png_figures", "synth_grid",
-                                                              "methods", "all_seed_methods", "part", "brats_dir",
-                                                              "brats_per_case", "brats_healthy_per_case")}
-    text = json.dumps(json_safe({"settings": keep, "card": denoiser.card or {}}), sort_keys=True, default=str)
-    h = hashlib.sha256(text.encode())
-    for name in ("autoencoder", "classifier"):
-        model = getattr(saliency_models, name, None)
-        if model is not None:
-            for key, tensor in sorted(model.state_dict().items()):
-                h.update(key.encode())
-                h.update(tensor.detach().float().cpu().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
-class _Parts:
-    """Each finished method's numbers (and its grid pictures) kept on disk while an evaluation runs, so the same
-    command started again after an interruption resumes at the first unfinished method; removed once the run is
-    written. Kept per fingerprint: other settings or other weights start afresh."""
-
-    def __init__(self, folder: Path, fingerprint: str):
-        self.folder, self.fingerprint = folder, fingerprint
-
-    def load(self, method: str, seeds=None):
-        """The kept (summary, rows, grid) of ``method`` (run with ``seeds``, when given), or None."""
-        import json
-
-        path = self.folder / f"{method}.json"
-        if not path.is_file():
-            return None
-        doc = json.loads(path.read_text())
-        if doc.get("fingerprint") != self.fingerprint:
-            return None
-        if seeds is not None and doc.get("seeds") != [int(x) for x in seeds]:
-            return None
-        arrays = self.folder / f"{method}.npz"
-        grid = dict(np.load(arrays)) if arrays.is_file() else None
-        return doc["summary"], doc["rows"], grid
-
-    def save(self, method: str, summary: dict, rows: list, grid: dict | None, seeds=None) -> None:
-        import json
-
-        self.folder.mkdir(parents=True, exist_ok=True)
-        if grid is not None:
-            np.savez_compressed(self.folder / f"{method}.npz", **grid)
-        tmp = self.folder / f"{method}.json.tmp{os.getpid()}"
-        doc = {"fingerprint": self.fingerprint, "summary": summary, "rows": rows}
-        if seeds is not None:
-            doc["seeds"] = [int(x) for x in seeds]
-        tmp.write_text(json.dumps(json_safe(doc)))
-        os.replace(tmp, self.folder / f"{method}.json")
-
-    def clear(self) -> None:
-        import shutil
-
-        shutil.rmtree(self.folder, ignore_errors=True)
-
-
 GRID_ROWS = 6      # diseased test slices in the SynthBrain picture grid
 
 
@@ -219,7 +156,7 @@ def run_evaluation(denoiser, saliency_models, settings: EvalSettings, docs_dir: 
     cpu_start = s.extra.get("cpu_start", cpu_seconds())
     card = denoiser.card or {}
     card_threshold = card.get("anomaly_threshold")
-    parts = _Parts(docs / "results" / f".{s.name}_parts", _fingerprint(denoiser, s, saliency_models))
+    parts = KeptResults(docs / "results" / f".{s.name}_parts", results_key(denoiser, s, saliency_models))
 
     _emit(progress, "generating SynthBrain validation and test slices")
     val = model_scale(denoiser, synthbrain_set("val", s.n_val, size=size, modalities=mods, healthy_fraction=0.25))
