@@ -213,7 +213,8 @@ def _write_cards(args, denoiser, sal, result: dict) -> None:
                                "n_test_healthy": result["n_test_healthy"], "seeds": list(s["seeds"])}
     updates = {"quality": quality}
     # None clears an older recommendation that these sweeps could not confirm (the app then uses the paper's settings)
-    updates["recommended_settings"] = merged_recommendation(_card_recommendation(ddpm_dir), recommended_settings(result))
+    updates["recommended_settings"] = merged_recommendation(_card_block(ddpm_dir, "recommended_settings"),
+                                                            recommended_settings(result))
     if ours:
         updates["anomaly_threshold"] = ours["threshold"]
     update_card(ddpm_dir, updates, by="evaluate", device=args.device)
@@ -238,18 +239,12 @@ def _sweeps_only(args, denoiser, sal, s) -> int:
     print("recommended: " + (json.dumps(rec) if rec else "none (the sweeps do not hold the evaluation's K and percentile)"))
     if args.write_cards and rec:
         ddpm_dir = Path(args.model) if args.model else default_model_dir("ddpm")
-        rec = merged_recommendation(_card_recommendation(ddpm_dir), rec)
+        rec = merged_recommendation(_card_block(ddpm_dir, "recommended_settings"), rec)
         update_card(ddpm_dir, {"recommended_settings": {**rec, "command": s.command,
                                                         "n_validation_diseased": int(val.diseased.sum())}},
                     by="evaluate", device=args.device)
         print(f"wrote recommended_settings into the {ddpm_dir} model card")
     return 0
-
-
-def _card_recommendation(model_dir: Path) -> dict:
-    from diffuse_core.models.checkpoint import read_config
-
-    return (read_config(model_dir).get("card") or {}).get("recommended_settings") or {}
 
 
 def _write_saliency_cards(args, sal, always: bool = False) -> tuple[Path, Path]:
@@ -266,7 +261,7 @@ def _write_saliency_cards(args, sal, always: bool = False) -> tuple[Path, Path]:
     # number of slices or the percentile changed since the cards were written (retraining the DDPM alone is common).
     measured_for = {"weights_sha256": {"classifier": weights_digest(clf_dir), "autoencoder": weights_digest(ae_dir)},
                     "n": args.n_cards, "percentile": args.percentile}
-    if not always and all(_card_quality(d).get("measured_for") == measured_for for d in (clf_dir, ae_dir)):
+    if not always and all(_card_block(d, "quality").get("measured_for") == measured_for for d in (clf_dir, ae_dir)):
         print("classifier and saliency cards already hold numbers for these weights; kept", file=sys.stderr)
         return clf_dir, ae_dir
     print("measuring the classifier and the saliency methods on held-out slices", file=sys.stderr)
@@ -294,20 +289,18 @@ def _write_sample_quality(args, denoiser, ddpm_dir: Path) -> dict:
         print(f"{q['sampler']}: {q['clean']}/{q['n']} clean, {q['grainy']} grainy, {q['grey_background']} grey "
               f"background -> {q['png']}")
     if args.samples_only and args.write_cards:
-        quality = dict(_card_quality(ddpm_dir))
+        quality = dict(_card_block(ddpm_dir, "quality"))
         quality["samples_from_noise"] = {"measured_on": stamp(), **samples}
         update_card(ddpm_dir, {"quality": quality}, by="evaluate", device=args.device)
         print(f"wrote the samples from noise into the {ddpm_dir} model card")
     return samples
 
 
-def _card_quality(model_dir: Path) -> dict:
+def _card_block(model_dir: Path, key: str) -> dict:
+    """One block of a model folder's card (``quality``, ``recommended_settings``), {} where it has none."""
     from diffuse_core.models.checkpoint import read_config
 
     try:
-        return read_config(model_dir).get("card", {}).get("quality", {}) or {}
+        return read_config(model_dir).get("card", {}).get(key, {}) or {}
     except (OSError, ValueError):
         return {}
-
-
-# --------------------------------------------------------------------------------------------------------- app
