@@ -155,9 +155,10 @@ def _add_train(sub) -> None:
                    help="DDPM: stop after M minutes of training in this invocation and save "
                         "the weights; a cosine learning rate follows the box")
     p.add_argument("--normalise", choices=["absolute", "percentile", "tissue"], default="absolute",
-                   help="DDPM on SynthBrain: train on the slices as rendered (absolute scale), stretched as the "
+                   help="SynthBrain slices: train on them as rendered (absolute scale), stretched as the "
                         "app once prepared a real MRI (brain 1st-99th percentile to [-1, 1]) or on the tissue scale (air -1, "
-                        "tissue peak -0.2; the same preparation run and the app give a real MRI); saved in the card")
+                        "tissue peak -0.2; the same preparation run and the app give a real MRI, and so the ACAT "
+                        "models' input with a tissue-scale DDPM); saved in the card")
     p.add_argument("--prediction", choices=["epsilon", "v_prediction"], default=None,
                    help="DDPM: what the UNet predicts, the noise (the paper's) or v (accurate at high noise); saved "
                         "with the weights, so every sampler reads it (default: the --init-from model's, else epsilon)")

@@ -36,7 +36,7 @@ class TrainCommand:
     resume: bool = True                         # continue from out/checkpoint.pt where there is one
     init_from: str | Path | None = None         # without a checkpoint: start from these saved weights
     threads: int | None = None                  # CPU threads (None: torch's choice)
-    normalise: str = "absolute"                 # DDPM's SynthBrain slices: as rendered, or "percentile" (the app's)
+    normalise: str = "absolute"                 # SynthBrain slices: as rendered, "percentile" or "tissue" (the app's)
     prediction: str | None = None               # DDPM output: epsilon (the paper's) or v_prediction; None: the
                                                 # --init-from model's, else epsilon
     min_snr_gamma: float | None = None          # DDPM: min-SNR loss weighting (None: plain L_simple)
@@ -60,8 +60,8 @@ class TrainCommand:
         check_realism(self.realism)                # a ValueError naming the known effects
         if self.realism != "default" and self.data:
             raise ValueError("--realism applies to SynthBrain training slices, not to --data")
-        if self.normalise != "absolute" and (self.model != "ddpm" or self.data):
-            raise ValueError("--normalise applies to the DDPM's SynthBrain slices only")
+        if self.normalise != "absolute" and self.data:
+            raise ValueError("--normalise applies to SynthBrain training slices, not to --data")
         from diffuse_core.core.schedule import PREDICTION_TYPES
 
         if self.prediction is not None and self.prediction not in PREDICTION_TYPES:
@@ -94,7 +94,8 @@ def train_model(cmd: TrainCommand) -> Path:
     fn = train_saliency.train_autoencoder if cmd.model == "autoencoder" else train_saliency.train_classifier
     kwargs = {"seed": cmd.seed, "size": cmd.size, "modalities": cmd.modalities, "resume": cmd.resume,
               "checkpoint_every": cmd.checkpoint_every, "progress": True, "init_from": cmd.init_from,
-              "pool_size": cmd.pool or train_saliency.DEFAULT_POOL, "realism": cmd.realism}
+              "pool_size": cmd.pool or train_saliency.DEFAULT_POOL, "realism": cmd.realism,
+              "normalise": cmd.normalise}
     for name in ("steps", "batch_size", "lr"):
         if getattr(cmd, name):
             kwargs[name] = getattr(cmd, name)

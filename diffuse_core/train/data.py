@@ -144,19 +144,24 @@ def as_arrays(data) -> dict:
 
 
 def labelled_training_data(data, pool_size: int, seed: int, size: int, modalities,
-                           realism="default") -> tuple[dict, dict]:
+                           realism="default", normalise: str = "absolute") -> tuple[dict, dict]:
     """Arrays (:func:`as_arrays`) and the card's ``data`` block for the ACAT trainers: ``data`` as given, or, where it
-    is None, ``pool_size`` SynthBrain train slices (healthy and diseased) of the generator's ``realism``."""
+    is None, ``pool_size`` SynthBrain train slices (healthy and diseased) of the generator's ``realism``, scaled by
+    ``normalise`` (:func:`normalise_slices`: "tissue" is the scale the app gives a real MRI, and so the classifier
+    and autoencoder see in use when the DDPM's card says "tissue")."""
     if data is None:
         from diffuse_core.data.synthbrain import SYNTHBRAIN_VERSION
 
         arrays = as_arrays(synthbrain_pool(pool_size, "train", seed, size, tuple(modalities), healthy=None,
                                            realism=realism))
+        if normalise != "absolute":
+            arrays["images"] = normalise_slices(arrays["images"], normalise).astype(np.float32)
         seeds = arrays.get("seeds")
         card = {"generator": "SynthBrain", "version": SYNTHBRAIN_VERSION, "split": "train", "base_seed": seed,
                 "n_slices": int(pool_size), "size": size, "modalities": list(modalities),
                 "seed_range": [int(np.min(seeds)), int(np.max(seeds))] if seeds is not None and len(seeds) else None,
-                "diseased_fraction": float(np.mean(arrays["labels"] > 0)), "realism": realism_name(realism)}
+                "diseased_fraction": float(np.mean(arrays["labels"] > 0)), "realism": realism_name(realism),
+                "input_normalisation": normalise}
         return arrays, card
     arrays = as_arrays(data)
     card = {"source": str(data.get("source", "caller")) if isinstance(data, dict) else "caller",

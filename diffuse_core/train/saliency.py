@@ -52,15 +52,16 @@ def train_autoencoder(out_dir, steps: int = AE_DEFAULTS["steps"], batch_size: in
                       seed: int = 0, size: int = 128, modalities=("flair",), data=None, resume: bool = True,
                       checkpoint_every: int = 100, progress: bool = True, device="cpu",
                       config: AutoencoderConfig | None = None, pool_size: int = DEFAULT_POOL,
-                      init_from: str | Path | None = None, realism="default") -> Path:
+                      init_from: str | Path | None = None, realism="default", normalise: str = "absolute") -> Path:
     """Train ACAT's autoencoder on all slices (L1 + MSE reconstruction loss); return ``out_dir``.
 
     ``data``: None (SynthBrain train split, ``pool_size`` slices generated once) or a dict of arrays /
     (images, labels) / Dataset of dicts (see :func:`diffuse_core.train.data.as_arrays`). Re-running with
     ``resume=True`` continues from ``out_dir/checkpoint.pt``; ``steps`` is the total, so a larger value trains further.
-    ``init_from``: without a checkpoint, start from a saved autoencoder's weights and step count.
+    ``init_from``: without a checkpoint, start from a saved autoencoder's weights and step count. ``normalise``:
+    the SynthBrain slices' scale (:func:`diffuse_core.train.data.normalise_slices`), recorded in the card's data.
     """
-    arrays, data_card = labelled_training_data(data, pool_size, seed, size, modalities, realism)
+    arrays, data_card = labelled_training_data(data, pool_size, seed, size, modalities, realism, normalise)
     images = torch.as_tensor(arrays["images"]).to(torch.float16)
     n, c, h, w = images.shape
     config = config or AutoencoderConfig(channels=c, resolution=h)
@@ -88,10 +89,10 @@ def train_classifier(out_dir, steps: int = CLF_DEFAULTS["steps"], batch_size: in
                      seed: int = 0, size: int = 128, modalities=("flair",), data=None, resume: bool = True,
                      checkpoint_every: int = 100, progress: bool = True, device="cpu",
                      config: ClassifierConfig | None = None, pool_size: int = DEFAULT_POOL,
-                     init_from: str | Path | None = None, realism="default") -> Path:
+                     init_from: str | Path | None = None, realism="default", normalise: str = "absolute") -> Path:
     """Train the healthy (0) / diseased (1) classifier on balanced batches with left-right flips; return
     ``out_dir``. Same data, resume and ``init_from`` rules as :func:`train_autoencoder`."""
-    arrays, data_card = labelled_training_data(data, pool_size, seed, size, modalities, realism)
+    arrays, data_card = labelled_training_data(data, pool_size, seed, size, modalities, realism, normalise)
     if arrays.get("labels") is None:
         raise ValueError("the classifier needs labels (0 healthy, 1 diseased) with the images")
     images = torch.as_tensor(arrays["images"]).to(torch.float16)
