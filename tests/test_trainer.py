@@ -218,3 +218,17 @@ def test_percentile_stretch_puts_synthbrain_on_the_apps_scale():
                                                                                images)
     with pytest.raises(ValueError, match="normalisation"):
         normalise_slices(images, "zscore")
+
+
+def test_acat_training_slices_take_the_tissue_scale_and_the_card_says_so():
+    from diffuse_core.train.commands import TrainCommand
+    from diffuse_core.train.data import labelled_training_data, normalise_slices
+
+    raw, card_raw = labelled_training_data(None, 4, 0, 64, ("flair",))
+    scaled, card = labelled_training_data(None, 4, 0, 64, ("flair",), normalise="tissue")
+    assert card_raw["input_normalisation"] == "absolute" and card["input_normalisation"] == "tissue"
+    np.testing.assert_allclose(scaled["images"], normalise_slices(raw["images"].astype(np.float32), "tissue"), atol=1e-6)
+    assert np.array_equal(scaled["labels"], raw["labels"])
+    assert TrainCommand(model="classifier", normalise="tissue").normalise == "tissue"     # allowed for ACAT models now
+    with pytest.raises(ValueError, match="not to --data"):
+        TrainCommand(model="classifier", normalise="tissue", data="somewhere")
