@@ -171,3 +171,70 @@ def test_a_verdict_calibrated_on_the_users_scans_is_listed_and_used(env):
         assert verdict is None and "of the validation lesions abnormal" in summary["verdict_withheld"]
         line = verdict_line(None, "mri", summary["verdict_withheld"])
         assert "No verdict" in line and summary["verdict_withheld"] in line
+
+
+def curated_normals(n: int, name: str = "my-normals") -> str:
+    """A curated set of ``n`` normal SynthBrain slices saved the way Curate saves them; its adapt source value."""
+    from diffuse_core.data import curation
+    from diffuse_core.data.curated_case import CuratedCase
+    from diffuse_core.data.synthbrain import generate_slice, sample_seed
+
+    for i in range(n):
+        s = generate_slice(sample_seed("val", 0, 100 + i), ("flair",), R, healthy=True)
+        zero = np.zeros((R, R), np.float32)
+        curation.save_case(name, CuratedCase(case_id=f"normal{i}", image=s.image, counterfactual=s.image,
+                                             anomaly=zero, mask=zero.astype(np.uint8), settings={}, healthy=True,
+                                             brain_mask=s.brain_mask, modality="mri"))
+    return f"curated/{name}"
+
+
+def test_the_verdict_calibrated_from_the_app_is_written_listed_and_shown(env):
+    """The panel's "Calibrate the verdict" runs calibrate-verdict on a set's normal slices in the background: no
+    training, a model folder with the verdict's record, listed for Explore, and the card shown in words."""
+    from diffuse_core.studio import adapt_jobs
+    from diffuse_core.ui.adapt_panel import stage_text, verdict_markdown
+
+    source = curated_normals(8)
+    job = adapt_jobs.start_adapt(source, minutes="not used", kind="verdict")
+    assert job.kind == "verdict" and "Calibrating the verdict on 8 normal slices" in stage_text(job)
+    wait(job)
+    assert job.error is None and job.record is not None, job.error
+    rec = json.loads((job.out / "verdict_calibration.json").read_text())
+    assert rec["chosen_on"]["normal_slices"] == 5 and rec["held_out"]["normal_slices"] == 3
+    assert not (job.out / "adaptation.json").exists()                  # nothing was trained
+    assert [m.name for m in adapt_jobs.adapted_models()] == [job.name] and "verdict" in job.name
+    text = verdict_markdown(job.record, job.name)
+    assert f"chosen on 5 normal slices" in text and "3 slices of 3 held-out case(s)" in text
+    assert ("The app uses it" in text) == bool(rec["verdict_used"])
+
+
+def test_the_verdict_needs_enough_normal_slices_and_a_known_task(env):
+    from diffuse_core.studio import adapt_jobs
+
+    with pytest.raises(ValueError, match="calibrating the verdict needs at least 5"):
+        adapt_jobs.start_adapt("teaching/default", kind="verdict")          # 5 normal slices: 3 to choose on
+    with pytest.raises(ValueError, match="unknown adaptation"):
+        adapt_jobs.start_adapt("teaching/default", kind="retrain")
+    assert adapt_jobs.adapted_models() == []
+
+
+def test_a_stopped_verdict_calibration_writes_nothing(env, tmp_path):
+    from diffuse_core.evaluation.adapt import AdaptCancelled
+    from diffuse_core.evaluation.scanner_verdict import calibrate_on_scans
+    from diffuse_core.studio import adapt_jobs
+
+    slices = adapt_jobs.normal_slices(curated_normals(8, "stop-me"))
+    data = tmp_path / "scans"
+    data.mkdir()
+    (data / "index.csv").write_text("image,healthy,case\n" + "".join(f"{p},1,{c}\n" for c, p in slices))
+    stages = []
+
+    def stop_when_scoring(stage, fraction):
+        stages.append(stage)
+        return stage == "scoring the slices"
+
+    out = tmp_path / "data" / "models" / "stopped"
+    with pytest.raises(AdaptCancelled):
+        calibrate_on_scans(data, out, on_progress=stop_when_scoring)
+    assert stages[-1] == "scoring the slices" and not (out / "verdict_calibration.json").exists()
+    assert not (out / "model.safetensors").exists()

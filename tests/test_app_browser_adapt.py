@@ -78,3 +78,34 @@ def test_cancel_stops_the_adaptation_and_writes_no_model(server, tmp_path):
         page.get_by_role("tab", name="Explore").click()
         page.locator("#df-model input").click()
         assert page.locator("ul[role=listbox] li", has_text="Adapted:").count() == 0
+
+
+def test_the_verdict_is_calibrated_on_an_educators_normal_slices_and_offered_in_explore(server, tmp_path):
+    """The other task of the panel: no training, the verdict's threshold chosen on a curated set's normal slices, its
+    card in words, and the calibrated model offered in Explore."""
+    from playwright.sync_api import sync_playwright
+
+    from test_adapt_app import curated_normals
+
+    curated_normals(8, "ward-normals")
+    with sync_playwright() as p:
+        browser, page = open_app(p, server)
+        try:
+            page.get_by_role("tab", name="Curate").click()
+            page.locator("#df-adapt").click()
+            page.locator("#df-adapt-source input").click()
+            page.locator("ul[role=listbox] li", has_text="ward-normals (8 normal slices").first.click()
+            page.locator("#df-adapt-kind").get_by_text("Calibrate the verdict").click()
+            page.locator("#df-adapt-start").click()
+            wait_text(page, "df-adapt-progress", "Calibrating the verdict on 8", 30_000)
+            wait_text(page, "df-adapt-result", "Verdict calibrated", 240_000)
+            card = page.inner_text("#df-adapt-result")
+            assert "chosen on 5 normal slices" in card and "held-out case(s)" in card, card
+            models = list((tmp_path / "data" / "models").iterdir())
+            assert len(models) == 1 and (models[0] / "verdict_calibration.json").is_file()
+            assert not (models[0] / "adaptation.json").exists()
+            page.get_by_role("tab", name="Explore").click()
+            page.locator("#df-model input").click()
+            assert page.locator("ul[role=listbox] li", has_text="Verdict calibrated:").count() == 1
+        finally:
+            browser.close()

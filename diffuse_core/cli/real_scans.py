@@ -37,10 +37,16 @@ def cmd_calibrate_verdict(args) -> int:
     from diffuse_core.evaluation.scanner_verdict import calibrate_on_scans
     from diffuse_core.models.device import pick_device
 
+    said = []
+
+    def say(stage: str, fraction: float) -> None:          # each stage once (it is told each scored batch)
+        if not said or said[-1] != stage:
+            said.append(stage)
+            print(f"calibrate-verdict: {stage}", file=sys.stderr)
+
     rec = calibrate_on_scans(args.data, args.out, args.model, holdout=args.holdout,
                              false_abnormal=args.false_abnormal, per_group=args.per_group,
-                             device=pick_device(args.device),
-                             on_progress=lambda stage, f: print(f"calibrate-verdict: {stage}", file=sys.stderr))
+                             device=pick_device(args.device), on_progress=say)
     if args.record:
         import json
 

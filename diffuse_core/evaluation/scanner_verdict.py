@@ -66,12 +66,14 @@ def peak_scores(denoiser, saliency_models, images: np.ndarray, seed: int = 0, ba
 def calibrate_on_scans(data_dir, out_dir, base_dir=None, holdout: float = DEFAULT_HOLDOUT,
                        false_abnormal: float = 0.05, per_group: int = DEFAULT_PER_GROUP, seed: int = 0,
                        device="cpu", batch_size: int = 8,
-                       on_progress: Callable[[str, float], None] | None = None) -> dict:
+                       on_progress: Callable[[str, float], bool | None] | None = None) -> dict:
     """Choose the verdict threshold on ``data_dir``'s normal slices, measure it on held-out groups and write the
-    model folder ``out_dir``; returns the record (see the module docstring)."""
+    model folder ``out_dir``; returns the record (see the module docstring). ``on_progress(stage, fraction)`` is
+    told each stage and each scored batch; where it returns True the calibration stops
+    (:class:`~diffuse_core.evaluation.adapt.AdaptCancelled`) and writes nothing."""
     from diffuse_core.core.verdict import MIN_SENSITIVITY
     from diffuse_core.data.slice_folder import load_slice_folder
-    from diffuse_core.evaluation.adapt import check_new_model_folder, split_groups
+    from diffuse_core.evaluation.adapt import AdaptCancelled, check_new_model_folder, split_groups
     from diffuse_core.evaluation.provenance import commit_id, hardware_summary
     from diffuse_core.models.checkpoint import atomic_write_json, read_config, update_card
     from diffuse_core.models.registry import model_dir_for
@@ -79,8 +81,16 @@ def calibrate_on_scans(data_dir, out_dir, base_dir=None, holdout: float = DEFAUL
     from diffuse_core.run.models import load_default_models
 
     def tell(stage: str, fraction: float) -> None:
-        if on_progress is not None:
-            on_progress(stage, fraction)
+        if on_progress is not None and on_progress(stage, fraction) is True:
+            raise AdaptCancelled("stopped: no model was written")
+
+    def scored(images_, stage: str, start: float, end: float) -> np.ndarray:
+        """Peaks of ``images_`` a batch at a time, telling the progress between ``start`` and ``end``."""
+        out = []
+        for i in range(0, len(images_), batch_size):
+            tell(stage, start + (end - start) * i / max(1, len(images_)))
+            out.append(peak_scores(den, sal, images_[i:i + batch_size], seed=seed, batch_size=batch_size))
+        return np.concatenate(out) if out else np.zeros(0)
 
     if not 0.0 < false_abnormal < 0.5:
         raise ValueError(f"--false-abnormal must lie between 0 and 0.5, got {false_abnormal}")
@@ -120,7 +130,7 @@ def calibrate_on_scans(data_dir, out_dir, base_dir=None, holdout: float = DEFAUL
 
     tell("scoring the slices", 0.05)
     den, sal = load_default_models(base, None, device, True)
-    peaks = peak_scores(den, sal, images, seed=seed, batch_size=batch_size)
+    peaks = scored(images, "scoring the slices", 0.05, 0.7)
     threshold = float(np.quantile(peaks[choose], 1.0 - false_abnormal))
     fa_held = float((peaks[held & ~labels] > threshold).mean())
     lesion_held = held & labels
@@ -134,7 +144,7 @@ def calibrate_on_scans(data_dir, out_dir, base_dir=None, holdout: float = DEFAUL
         val = model_scale(den, synthbrain_set("val", 32, size=den.config.resolution, healthy_fraction=0.25,
                                               modalities=("flair",)))
         sick = val.images[val.diseased]
-        sensitivity = float((peak_scores(den, sal, sick, seed=seed, batch_size=batch_size) > threshold).mean())
+        sensitivity = float((scored(sick, "scoring SynthBrain validation lesions", 0.7, 0.95) > threshold).mean())
         sens_source = {"source": "SynthBrain validation lesions (DIR has no labelled lesion slice held out)",
                        "n": int(len(sick))}
     record = {
@@ -181,5 +191,6 @@ def calibrate_on_scans(data_dir, out_dir, base_dir=None, holdout: float = DEFAUL
     for f in partial.iterdir():
         shutil.move(str(f), out / f.name)
     shutil.rmtree(partial, ignore_errors=True)
-    tell("done", 1.0)
+    if on_progress is not None:
+        on_progress("done", 1.0)                # written: too late to stop
     return record

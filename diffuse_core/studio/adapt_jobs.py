@@ -7,7 +7,10 @@ what it needs around it, without gradio:
   normal MRI slices);
 - :func:`start_adapt`: one adaptation at a time, in a background thread, with its stage, progress and a cancel
   (:class:`AdaptJob`); the new model goes to ``<data dir>/models/<name>`` with its card (data, held-out slices,
-  steps, time, false flags before and after), and a cancelled or failed one leaves no finished-looking folder;
+  steps, time, false flags before and after), and a cancelled or failed one leaves no finished-looking folder.
+  ``kind="verdict"`` trains nothing: it calibrates the normal/abnormal verdict on the set's normal slices
+  (:func:`diffuse_core.evaluation.scanner_verdict.calibrate_on_scans`, also ``diffuse-studio calibrate-verdict``),
+  the quick fix when real normal slices of a scanner are called abnormal;
 - :func:`adapted_models` / :func:`adapted_model_dir`: the finished adapted models, which Explore offers beside the
   installed one (by name; a name never becomes a path outside that folder).
 """
@@ -29,6 +32,9 @@ from diffuse_core.studio.model_store import model_device
 
 MODELS_FOLDER = "models"          # under the app's data folder (curation.data_dir)
 MINUTES_RANGE = (0.01, 240.0)     # the budget a user may set (the engine's default: 20 minutes)
+KINDS = ("fine-tune", "verdict")
+VERDICT_HOLDOUT = 0.34            # calibrate-verdict's default: a third of the cases choose nothing
+MIN_VERDICT_SLICES = 5            # normal slices outside them that the threshold is chosen on (the engine's floor)  # fine-tune the DDPM (adapt), or calibrate the verdict only (calibrate-verdict)
 MAX_BATCH = 8                     # fine-tuning batch (fewer on a set with fewer training slices)
 N_MEASURE = 24                    # held-out slices measured before and after (fewer where fewer are held out)
 
@@ -143,6 +149,7 @@ class AdaptJob:
     out: Path
     minutes: float
     n_slices: int
+    kind: str = "fine-tune"
     stage: str = "starting"
     fraction: float = 0.0
     started: float = field(default_factory=time.monotonic)
@@ -187,22 +194,33 @@ def check_minutes(minutes) -> float:
     return m
 
 
-def start_adapt(source: str, minutes=20.0, base_dir=None, n_measure: int = N_MEASURE, seed: int = 0) -> AdaptJob:
+def start_adapt(source: str, minutes=20.0, base_dir=None, n_measure: int = N_MEASURE, seed: int = 0,
+                kind: str = "fine-tune") -> AdaptJob:
     """Start adapting the installed MRI model (or ``base_dir``) to the normal slices of ``source`` (``<kind>/<set>``)
-    for ``minutes`` in a background thread; returns the job at once. ValueError (nothing started) for a bad budget,
-    an unknown set, fewer than 2 normal slices, or while another adaptation runs."""
+    in a background thread: ``kind`` "fine-tune" trains for ``minutes``; "verdict" calibrates the verdict only
+    (``minutes`` unused). Returns the job at once. ValueError (nothing started) for an unknown kind, a bad budget, an
+    unknown set, too few normal slices, or while another adaptation runs."""
     from diffuse_core.evaluation.adapt import split_groups
 
-    minutes = check_minutes(minutes)
+    if kind not in KINDS:
+        raise ValueError(f"unknown adaptation {kind!r}: choose one of {', '.join(KINDS)}")
+    minutes = check_minutes(minutes) if kind == "fine-tune" else 0.0
     slices = normal_slices(source)
     if len(slices) < 2:
         raise ValueError(f"{source.split('/', 1)[-1]} has {len(slices)} normal MRI slice(s): adapting needs at least "
                          f"2 (one to train on, one held out to measure), better 100 or more")
     held, _ = split_groups([cid for cid, _ in slices])
+    if kind == "verdict":
+        held, _ = split_groups([cid for cid, _ in slices], VERDICT_HOLDOUT, seed)
+        if int((~held).sum()) < MIN_VERDICT_SLICES:
+            raise ValueError(f"{source.split('/', 1)[-1]} has {len(slices)} normal MRI slice(s): calibrating the "
+                             f"verdict needs at least {MIN_VERDICT_SLICES} to choose the threshold on besides the "
+                             f"held-out third (better 30 or more, from several cases)")
     n_train = int((~held).sum())
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    name = curation.slug(f"{source.split('/', 1)[-1]}-{stamp}")
-    job = AdaptJob(name=name, source=source, out=adapted_root() / name, minutes=minutes, n_slices=len(slices))
+    name = curation.slug(f"{source.split('/', 1)[-1]}-{'verdict-' if kind == 'verdict' else ''}{stamp}")
+    job = AdaptJob(name=name, source=source, out=adapted_root() / name, minutes=minutes, n_slices=len(slices),
+                   kind=kind)
     with _LOCK:
         if _CURRENT and _CURRENT[0].running:
             raise ValueError(f"an adaptation is already running ({_CURRENT[0].name}): wait for it or cancel it")
@@ -214,6 +232,7 @@ def start_adapt(source: str, minutes=20.0, base_dir=None, n_measure: int = N_MEA
 
 def _run(job: AdaptJob, slices, base_dir, batch_size: int, n_measure: int, seed: int) -> None:
     from diffuse_core.evaluation.adapt import AdaptCancelled, adapt
+    from diffuse_core.evaluation.scanner_verdict import calibrate_on_scans
 
     def progress(stage: str, fraction: float) -> bool:
         job.stage, job.fraction = stage, float(fraction)
@@ -226,8 +245,12 @@ def _run(job: AdaptJob, slices, base_dir, batch_size: int, n_measure: int, seed:
             w.writerow(["image", "healthy", "case"])
             w.writerows([[str(path), 1, cid] for cid, path in slices])
         job.out.parent.mkdir(parents=True, exist_ok=True)
-        job.record = adapt(data, job.out, base_dir, minutes=job.minutes, n_measure=n_measure, batch_size=batch_size,
-                           seed=seed, device=model_device(), on_progress=progress)
+        if job.kind == "verdict":
+            job.record = calibrate_on_scans(data, job.out, base_dir, holdout=VERDICT_HOLDOUT, seed=seed,
+                                            device=model_device(), on_progress=progress)
+        else:
+            job.record = adapt(data, job.out, base_dir, minutes=job.minutes, n_measure=n_measure,
+                               batch_size=batch_size, seed=seed, device=model_device(), on_progress=progress)
         job.stage, job.fraction = "done", 1.0
     except AdaptCancelled:
         job.cancelled = True

@@ -22,6 +22,8 @@ from diffuse_core.ui.progress import progress_html
 
 INSTALLED = ("Installed healthy model", "")      # Explore's model choice: "" = the installed model
 POLL_SECONDS = 0.5
+TASKS = [("Fine-tune the model on them (the time budget)", "fine-tune"),
+         ("Calibrate the verdict on them only (no training, minutes)", "verdict")]
 
 
 def adapt_panel() -> SimpleNamespace:
@@ -29,17 +31,21 @@ def adapt_panel() -> SimpleNamespace:
     a = SimpleNamespace()
     with gr.Accordion("Adapt the healthy model to your scanner (your normal slices)", open=False,
                       elem_id="df-adapt"):
-        gr.Markdown("Fine-tune the installed healthy model on the **normal** MRI slices of a set (yours, saved "
-                    "above, or a teaching set), on this machine, within the time you give it. Whole cases are held "
-                    "out: the share of their normal brain flagged is measured before and after, and written in the "
-                    "new model's card. The new model is then offered in **Explore** (\"Healthy model\"). Aim for 100 "
-                    "normal slices or more; the installed model is never changed.", elem_classes="df-hint")
+        gr.Markdown("Two ways to fit the installed healthy model to the **normal** MRI slices of a set (yours, saved "
+                    "above, or a teaching set), on this machine. **Fine-tune** (the time you give it): the model learns "
+                    "your scanner's normal brain. **Calibrate the verdict** (minutes, no training): the normal/abnormal "
+                    "threshold is chosen on your normal slices, where the shipped one, chosen on synthetic slices, "
+                    "calls many real normal slices abnormal. Whole cases are held out and measured, and the "
+                    "figures go into the new model's card; it is then offered in **Explore** (\"Healthy model\"). Aim "
+                    "for 30 normal slices or more to calibrate, 100 or more to fine-tune; the installed model is "
+                    "never changed.", elem_classes="df-hint")
+        a.kind = gr.Radio(TASKS, value=TASKS[0][1], label="What to do", elem_id="df-adapt-kind")
         with gr.Row():
             a.source = gr.Dropdown(adapt_jobs.adapt_sources(), label="Normal slices from", elem_id="df-adapt-source",
                                    scale=3)
             a.minutes = gr.Number(DEFAULT_MINUTES, label="Time budget (minutes)", minimum=adapt_jobs.MINUTES_RANGE[0],
                                   maximum=adapt_jobs.MINUTES_RANGE[1], elem_id="df-adapt-minutes", scale=1,
-                                  info="fine-tuning; the two measurements come on top")
+                                  info="fine-tuning only; the two measurements come on top")
         with gr.Row():
             a.start = gr.Button("Adapt the model", variant="primary", elem_id="df-adapt-start")
             a.cancel = gr.Button("■ Cancel", variant="stop", elem_id="df-adapt-cancel")
@@ -49,9 +55,33 @@ def adapt_panel() -> SimpleNamespace:
 
 
 def stage_text(job: adapt_jobs.AdaptJob) -> str:
-    """The progress line of a running job: its stage and time against the budget."""
-    return (f"Adapting on {job.n_slices} normal slices of {html.escape(job.source.split('/', 1)[-1])}: "
-            f"{job.stage} · {job.elapsed / 60:.1f} min (budget {job.minutes:g} min + measurements)")
+    """The progress line of a running job: its stage and time (against the budget when it fine-tunes)."""
+    where = f"{job.n_slices} normal slices of {html.escape(job.source.split('/', 1)[-1])}"
+    if job.kind == "verdict":
+        return f"Calibrating the verdict on {where}: {job.stage} · {job.elapsed / 60:.1f} min"
+    return (f"Adapting on {where}: {job.stage} · {job.elapsed / 60:.1f} min (budget {job.minutes:g} min + "
+            f"measurements)")
+
+
+def verdict_markdown(rec: dict, name: str) -> str:
+    """A verdict calibrated on the user's slices, in the panel: where the threshold was chosen, what it does on the
+    held-out cases beside the installed one's, and whether the app will use it."""
+    held, chosen = rec["held_out"], rec["chosen_on"]
+    base = rec.get("base_false_abnormal_rate_held_out")
+    before = "" if base is None else (f"; with the installed threshold ({rec['base_threshold']:.2f}) "
+                                      f"**{100 * base:.0f} %**")
+    used = ("The app uses it with this model." if rec.get("verdict_used") else
+            "⚠ It calls too few lesions abnormal, so the app withholds the verdict with this model and the map is read "
+            "on its own.")
+    return (f"**Verdict calibrated: `{html.escape(name)}`** — now offered in Explore (\"Healthy model\").\n\n"
+            f"| The new model's card | |\n|---|---|\n"
+            f"| Threshold | peak anomaly **{rec['threshold']:.2f}**, chosen on {chosen['normal_slices']} normal slices "
+            f"({100 * (1 - rec['false_abnormal_rate_chosen']):.0f} % of them stay under it) |\n"
+            f"| Held-out normal slices called abnormal | {held['normal_slices']} slices of {len(held['groups'])} "
+            f"held-out case(s): **{100 * rec['false_abnormal_rate_held_out']:.0f} %**{before} |\n"
+            f"| Lesions called abnormal | {100 * rec['sensitivity']:.0f} % of "
+            f"{html.escape(rec['sensitivity_measured_on']['source'])} ({rec['sensitivity_measured_on']['n']}) |\n"
+            f"| Time | {rec['seconds'] / 60:.1f} min, {html.escape(str(rec.get('hardware', '')))} |\n\n{used}")
 
 
 def card_markdown(rec: dict, name: str) -> str:
@@ -75,8 +105,9 @@ def card_markdown(rec: dict, name: str) -> str:
 def _end(job: adapt_jobs.AdaptJob):
     """(progress, result) of a finished job."""
     if job.record is not None:
+        card = verdict_markdown if job.kind == "verdict" else card_markdown
         return (progress_html(1, 1, f"Done in {job.elapsed / 60:.1f} min: the adapted model is saved."),
-                card_markdown(job.record, job.name))
+                card(job.record, job.name))
     if job.cancelled:
         return progress_html(0, 1, "Stopped: no model was written.", "error"), ""
     return (progress_html(0, 1, f"Adaptation failed: {html.escape(job.error or 'unknown error')}", "error"),
@@ -84,12 +115,13 @@ def _end(job: adapt_jobs.AdaptJob):
 
 
 @user_errors
-def adapt_run(source, minutes):
-    """The Adapt button: start the adaptation, then stream (progress, result) until it ends (finished, stopped or
-    failed). The adaptation itself runs in a background thread (:func:`diffuse_core.studio.adapt_jobs.start_adapt`)."""
+def adapt_run(source, minutes, kind="fine-tune"):
+    """The Adapt button: start the adaptation (``kind``: "verdict" or "fine-tune"), then stream (progress, result)
+    until it ends (finished, stopped or failed). The adaptation itself runs in a background thread
+    (:func:`diffuse_core.studio.adapt_jobs.start_adapt`)."""
     if not source:
         raise ValueError("choose the set of normal slices to adapt the model to")
-    job = adapt_jobs.start_adapt(source, minutes)
+    job = adapt_jobs.start_adapt(source, minutes, kind=kind or "fine-tune")
     yield progress_html(0, 1, stage_text(job)), ""
     yield from follow(job)
 
@@ -132,7 +164,7 @@ def wire_adapt(demo: gr.Blocks, a: SimpleNamespace, model_choice, light: dict) -
     """The panel's events; ``model_choice``: Explore's "Healthy model" dropdown, refreshed when an adaptation ends
     and on page load. The progress stream takes no model-run slot (the fine-tuning is in its own thread)."""
     poll = dict(concurrency_limit=None, api_visibility="undocumented", show_progress="hidden")
-    run = a.start.click(adapt_run, [a.source, a.minutes], [a.progress, a.result], **poll)
+    run = a.start.click(adapt_run, [a.source, a.minutes, a.kind], [a.progress, a.result], **poll)
     run.then(model_choices, model_choice, model_choice, **light)
     a.cancel.click(adapt_cancel, None, None, **light)
     a.source.focus(lambda: gr.update(choices=adapt_jobs.adapt_sources()), None, a.source, **light)
