@@ -101,6 +101,8 @@ def test_the_verdict_is_calibrated_on_an_educators_normal_slices_and_offered_in_
             wait_text(page, "df-adapt-result", "Verdict calibrated", 240_000)
             card = page.inner_text("#df-adapt-result")
             assert "chosen on 5 normal slices" in card and "held-out case(s)" in card, card
+            page.locator("#df-adapt").scroll_into_view_if_needed()
+            page.screenshot(path=str(tmp_path / "verdict_done.png"), full_page=True)
             models = list((tmp_path / "data" / "models").iterdir())
             assert len(models) == 1 and (models[0] / "verdict_calibration.json").is_file()
             assert not (models[0] / "adaptation.json").exists()

@@ -136,7 +136,7 @@ def calibrate_on_scans(data_dir, out_dir, base_dir=None, holdout: float = DEFAUL
     lesion_held = held & labels
     if lesion_held.any():
         sensitivity = float((peaks[lesion_held] > threshold).mean())
-        sens_source = {"source": "the held-out groups' labelled lesion slices", "n": int(lesion_held.sum())}
+        sens_source = {"source": "labelled lesion slices of the held-out cases", "n": int(lesion_held.sum())}
     else:
         tell("scoring SynthBrain validation lesions", 0.7)
         from diffuse_core.evaluation.protocol import model_scale, synthbrain_set
@@ -145,7 +145,7 @@ def calibrate_on_scans(data_dir, out_dir, base_dir=None, holdout: float = DEFAUL
                                               modalities=("flair",)))
         sick = val.images[val.diseased]
         sensitivity = float((scored(sick, "scoring SynthBrain validation lesions", 0.7, 0.95) > threshold).mean())
-        sens_source = {"source": "SynthBrain validation lesions (DIR has no labelled lesion slice held out)",
+        sens_source = {"source": "SynthBrain validation lesions (the data has no labelled lesion slice held out)",
                        "n": int(len(sick))}
     record = {
         "base_model": str(base), "data": str(data_dir), "seed": seed, "holdout": holdout, "per_group": per_group,

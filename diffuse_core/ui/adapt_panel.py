@@ -79,8 +79,8 @@ def verdict_markdown(rec: dict, name: str) -> str:
             f"({100 * (1 - rec['false_abnormal_rate_chosen']):.0f} % of them stay under it) |\n"
             f"| Held-out normal slices called abnormal | {held['normal_slices']} slices of {len(held['groups'])} "
             f"held-out case(s): **{100 * rec['false_abnormal_rate_held_out']:.0f} %**{before} |\n"
-            f"| Lesions called abnormal | {100 * rec['sensitivity']:.0f} % of "
-            f"{html.escape(rec['sensitivity_measured_on']['source'])} ({rec['sensitivity_measured_on']['n']}) |\n"
+            f"| Lesions called abnormal | {100 * rec['sensitivity']:.0f} % of {rec['sensitivity_measured_on']['n']} "
+            f"{html.escape(rec['sensitivity_measured_on']['source'])} |\n"
             f"| Time | {rec['seconds'] / 60:.1f} min, {html.escape(str(rec.get('hardware', '')))} |\n\n{used}")
 
 
@@ -105,8 +105,8 @@ def card_markdown(rec: dict, name: str) -> str:
 def _end(job: adapt_jobs.AdaptJob):
     """(progress, result) of a finished job."""
     if job.record is not None:
-        card = verdict_markdown if job.kind == "verdict" else card_markdown
-        return (progress_html(1, 1, f"Done in {job.elapsed / 60:.1f} min: the adapted model is saved."),
+        card, what = ((verdict_markdown, "calibrated") if job.kind == "verdict" else (card_markdown, "adapted"))
+        return (progress_html(1, 1, f"Done in {job.elapsed / 60:.1f} min: the {what} model is saved."),
                 card(job.record, job.name))
     if job.cancelled:
         return progress_html(0, 1, "Stopped: no model was written.", "error"), ""
