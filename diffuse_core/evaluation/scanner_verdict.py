@@ -32,6 +32,7 @@ import numpy as np
 
 DEFAULT_HOLDOUT = 0.34
 DEFAULT_PER_GROUP = 8
+MIN_NORMAL_SLICES = 5             # normal slices outside the held-out groups that a threshold is chosen on, at least
 RECORD_FILE = "verdict_calibration.json"
 
 
@@ -122,9 +123,9 @@ def calibrate_on_scans(data_dir, out_dir, base_dir=None, holdout: float = DEFAUL
     images, labels, groups = data["images"][keep], labels[keep], groups[keep]
     held, held_names = split_groups(groups, holdout, seed)
     choose = ~held & ~labels
-    if choose.sum() < 5:
+    if choose.sum() < MIN_NORMAL_SLICES:
         raise ValueError(f"{data_dir}: only {int(choose.sum())} normal slices outside the held-out groups to choose "
-                         f"the threshold on: need at least 5 (more cases, or a smaller --holdout)")
+                         f"the threshold on: need at least {MIN_NORMAL_SLICES} (more cases, or a smaller --holdout)")
     if not (held & ~labels).any():
         raise ValueError(f"{data_dir}: the held-out groups have no normal slice to measure the threshold on")
 

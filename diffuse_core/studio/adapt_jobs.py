@@ -32,9 +32,7 @@ from diffuse_core.studio.model_store import model_device
 
 MODELS_FOLDER = "models"          # under the app's data folder (curation.data_dir)
 MINUTES_RANGE = (0.01, 240.0)     # the budget a user may set (the engine's default: 20 minutes)
-KINDS = ("fine-tune", "verdict")
-VERDICT_HOLDOUT = 0.34            # calibrate-verdict's default: a third of the cases choose nothing
-MIN_VERDICT_SLICES = 5            # normal slices outside them that the threshold is chosen on (the engine's floor)  # fine-tune the DDPM (adapt), or calibrate the verdict only (calibrate-verdict)
+KINDS = ("fine-tune", "verdict")  # fine-tune the DDPM (adapt), or calibrate the verdict only (calibrate-verdict)
 MAX_BATCH = 8                     # fine-tuning batch (fewer on a set with fewer training slices)
 N_MEASURE = 24                    # held-out slices measured before and after (fewer where fewer are held out)
 
@@ -201,6 +199,7 @@ def start_adapt(source: str, minutes=20.0, base_dir=None, n_measure: int = N_MEA
     (``minutes`` unused). Returns the job at once. ValueError (nothing started) for an unknown kind, a bad budget, an
     unknown set, too few normal slices, or while another adaptation runs."""
     from diffuse_core.evaluation.adapt import split_groups
+    from diffuse_core.evaluation.scanner_verdict import DEFAULT_HOLDOUT, MIN_NORMAL_SLICES
 
     if kind not in KINDS:
         raise ValueError(f"unknown adaptation {kind!r}: choose one of {', '.join(KINDS)}")
@@ -211,10 +210,10 @@ def start_adapt(source: str, minutes=20.0, base_dir=None, n_measure: int = N_MEA
                          f"2 (one to train on, one held out to measure), better 100 or more")
     held, _ = split_groups([cid for cid, _ in slices])
     if kind == "verdict":
-        held, _ = split_groups([cid for cid, _ in slices], VERDICT_HOLDOUT, seed)
-        if int((~held).sum()) < MIN_VERDICT_SLICES:
+        held, _ = split_groups([cid for cid, _ in slices], DEFAULT_HOLDOUT, seed)
+        if int((~held).sum()) < MIN_NORMAL_SLICES:
             raise ValueError(f"{source.split('/', 1)[-1]} has {len(slices)} normal MRI slice(s): calibrating the "
-                             f"verdict needs at least {MIN_VERDICT_SLICES} to choose the threshold on besides the "
+                             f"verdict needs at least {MIN_NORMAL_SLICES} to choose the threshold on besides the "
                              f"held-out third (better 30 or more, from several cases)")
     n_train = int((~held).sum())
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -232,7 +231,7 @@ def start_adapt(source: str, minutes=20.0, base_dir=None, n_measure: int = N_MEA
 
 def _run(job: AdaptJob, slices, base_dir, batch_size: int, n_measure: int, seed: int) -> None:
     from diffuse_core.evaluation.adapt import AdaptCancelled, adapt
-    from diffuse_core.evaluation.scanner_verdict import calibrate_on_scans
+    from diffuse_core.evaluation.scanner_verdict import DEFAULT_HOLDOUT, calibrate_on_scans
 
     def progress(stage: str, fraction: float) -> bool:
         job.stage, job.fraction = stage, float(fraction)
@@ -246,7 +245,7 @@ def _run(job: AdaptJob, slices, base_dir, batch_size: int, n_measure: int, seed:
             w.writerows([[str(path), 1, cid] for cid, path in slices])
         job.out.parent.mkdir(parents=True, exist_ok=True)
         if job.kind == "verdict":
-            job.record = calibrate_on_scans(data, job.out, base_dir, holdout=VERDICT_HOLDOUT, seed=seed,
+            job.record = calibrate_on_scans(data, job.out, base_dir, holdout=DEFAULT_HOLDOUT, seed=seed,
                                             device=model_device(), on_progress=progress)
         else:
             job.record = adapt(data, job.out, base_dir, minutes=job.minutes, n_measure=n_measure,
