@@ -144,8 +144,9 @@ def test_cli_trains_on_percentile_stretched_synthbrain_and_says_so(tmp_path, mon
     assert ref[50] > 0.0 and ref[75] > ref[50]
 
 
-def test_percentile_normalisation_is_for_the_ddpm_on_synthbrain_only(tmp_path, capsys):
-    assert main(["train", "classifier", "--out", str(tmp_path / "c"), "--normalise", "percentile"]) == 2
+def test_normalisation_is_for_synthbrain_slices_only(tmp_path, capsys):
+    assert main(["train", "classifier", "--out", str(tmp_path / "c"), "--normalise", "percentile",
+                 "--data", str(tmp_path)]) == 2
     assert "--normalise" in capsys.readouterr().err
     with pytest.raises(SystemExit):                                          # argparse: not one of the choices
         main(["train", "ddpm", "--out", str(tmp_path / "d"), "--normalise", "zscore"])
