@@ -92,7 +92,8 @@ def calibrate(model_dir=None, rule: dict | None = None, score: str = "signed", n
                                                    realism=realism, modalities=mods))
     _, anos, masks = run_set(denoiser, sal, val, rule, seed, batch_size, k, steps)
     sick = val.diseased
-    thr = choose_threshold(anos[sick], val.lesions[sick])
+    grid = threshold_grid(modality)
+    thr = choose_threshold(anos[sick], val.lesions[sick], grid)
     val_dice = float(np.mean([dice(a > thr, l) for a, l in zip(anos[sick], val.lesions[sick])]))
     h_cfs, h_anos, h_masks = run_set(denoiser, sal, healthy, rule, seed, batch_size, k, steps)
     flagged = np.array([(a[b.astype(bool)] > thr).mean() for a, b in zip(h_anos, healthy.brains)])
@@ -106,7 +107,7 @@ def calibrate(model_dir=None, rule: dict | None = None, score: str = "signed", n
                  int((~sick).sum()), "synthbrain_val_healthy": int(len(healthy)), "seed": seed,
                  "synthbrain_realism": realism, "modality": modality},
         "settings": {**settings, "k": None, "steps": None},
-        "anomaly_threshold": thr, "validation_dice": val_dice,
+        "anomaly_threshold": thr, "threshold_grid": grid_text(grid), "validation_dice": val_dice,
         "healthy_flagged": {"mean": float(flagged.mean()), "max": float(flagged.max())},
         "healthy_change": identity_change(healthy.images, h_cfs, healthy.brains),
         "redrawn_share": {"diseased": float(np.mean([m[b.astype(bool)].mean() for m, b in
@@ -136,7 +137,7 @@ def calibrate_verdict(model_dir=None, n_val: int = 32, n_healthy: int = 32, n_he
     validation slices (base seed 2). The record also holds the Dice of the card's anomaly threshold on the diseased
     slices beside the best of the threshold grid there (a check, not a choice: the card's threshold is kept)."""
     from diffuse_core.core.metrics import dice
-    from diffuse_core.evaluation.protocol import THRESHOLD_GRID, choose_threshold, model_scale, synthbrain_set
+    from diffuse_core.evaluation.protocol import choose_threshold, model_scale, synthbrain_set
     from diffuse_core.evaluation.provenance import commit_id, hardware_summary
     from diffuse_core.run.models import load_default_models
     from diffuse_core.core.redraw import score_of
@@ -165,7 +166,7 @@ def calibrate_verdict(model_dir=None, n_val: int = 32, n_healthy: int = 32, n_he
     val = sets["val"]
     sick = val.diseased
     heldout = np.concatenate([peaks["val"][~sick]] + ([peaks["heldout"]] if n_heldout else []))
-    grid = THRESHOLD_GRID if modality != "ct" else _ct_grid()
+    grid = threshold_grid(modality)
     best = choose_threshold(anos["val"][sick], val.lesions[sick], grid)
 
     def mean_dice(t):
@@ -201,14 +202,21 @@ def calibrate_verdict(model_dir=None, n_val: int = 32, n_healthy: int = 32, n_he
                                                  "max": float(flagged["healthy"].max())},
         "anomaly_threshold_check": {"card": thr, "validation_dice_at_card": mean_dice(thr), "grid_best": best,
                                     "validation_dice_at_grid_best": mean_dice(best),
-                                    "grid": f"{grid[0]:g}..{grid[-1]:g} step {grid[1] - grid[0]:g}"},
+                                    "grid": grid_text(grid)},
     }
 
 
-def _ct_grid():
+def threshold_grid(modality: str):
+    """The anomaly thresholds tried on validation for a model of ``modality``: the CT grid (finer and lower: an early
+    infarct is only a few HU darker than its tissue) for CT, the evaluation's grid otherwise."""
     from diffuse_core.evaluation.ct_check import CT_THRESHOLD_GRID
+    from diffuse_core.evaluation.protocol import THRESHOLD_GRID
 
-    return CT_THRESHOLD_GRID
+    return CT_THRESHOLD_GRID if str(modality).lower() == "ct" else THRESHOLD_GRID
+
+
+def grid_text(grid) -> str:
+    return f"{grid[0]:g}..{grid[-1]:g} step {grid[1] - grid[0]:g}"
 
 
 def write_verdict(model_dir, record: dict) -> dict:
