@@ -80,3 +80,35 @@ def test_merge_takes_earlier_candidates_only_from_the_same_slices():
     other = {**earlier, "slices": {"val": 8}}
     with pytest.raises(ValueError, match="other slices"):
         ct_check.merge(base, other)
+
+
+@pytest.mark.slow
+def test_a_candidate_run_as_the_app_runs_it_uses_and_writes_its_own_rule_and_score(tmp_path):
+    """``--as-app``: the one assembly at the candidate's card settings (here with a mask rule and score given for the
+    measurement), recorded with the candidate and written into its card with the threshold."""
+    tiny = DenoiserConfig(channels=1, resolution=128, block_channels=(8, 16), attention_levels=(False, True),
+                          norm_num_groups=4, attention_head_dim=8)
+    save_denoiser(new_denoiser(tiny, seed=0), tmp_path / "ddpm",
+                  card={"data": {"modalities": ["ct"]}, "recommended_settings": {"k": 200, "steps": 2}})
+    assets = tmp_path / "acat"
+    for kind in ("autoencoder", "classifier"):
+        shutil.copytree(Path(__file__).resolve().parents[1] / "assets" / "ct" / kind, assets / kind)
+    rule = {"kind": "weighted", "level": 0.2, "max_share": 0.5}
+    out = ct_check.compare({"tiny": (tmp_path / "ddpm", assets)}, n_val=1, n_test=1, n_healthy=1, as_app=True,
+                           card_settings={"tiny": {"mask_rule": rule, "score": "signed"}})
+    c = out["candidates"]["tiny"]
+    assert c["settings"]["as_app"] and c["settings"]["k"] == 200 and c["settings"]["steps"] == 2
+    assert c["settings"]["mask_rule"]["kind"] == "weighted" and c["settings"]["score"] == "signed"
+    assert 0.0 <= c["test_dice"] <= 1.0 and 0.0 <= c["healthy_flagged_share"] <= 1.0
+    ct_check.write_cards(out, "tiny", "the test", {"device": "cpu"}, n_saliency=4)
+    card = json.loads((tmp_path / "ddpm" / "model_card.json").read_text())
+    assert card["mask_rule"]["kind"] == "weighted" and card["score"] == "signed"
+    assert card["anomaly_threshold"] == c["threshold_from_val"] and "as the app runs it" in \
+        card["recommended_settings"]["rule"]
+
+
+def test_card_entries_need_the_app_run():
+    with pytest.raises(SystemExit):
+        ct_check.main(["b=assets/ct/ddpm", "--out", "x.json", "--card", 'b={"score": "signed"}'])
+    with pytest.raises(SystemExit):
+        ct_check.main(["b=assets/ct/ddpm", "--out", "x.json", "--as-app", "--card", 'c={"score": "signed"}'])

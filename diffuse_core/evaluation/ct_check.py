@@ -29,8 +29,10 @@ from pathlib import Path
 import numpy as np
 
 from diffuse_core.evaluation.baselines import ZSCORE_GRID, hypodensity_maps
+from diffuse_core.core.redraw import mask_rule_of, score_of
+from diffuse_core.evaluation.baselines import oracle_masks
 from diffuse_core.evaluation.protocol import (EvalSet, choose_threshold, compute_saliency_maps, identity_change,
-                                              masks_at, run_on_set, scores, synthbrain_set)
+                                              masks_at, run_assembly_on_set, run_on_set, scores, synthbrain_set)
 
 
 # anomaly thresholds tried on validation: finer and lower than the MRI grid (protocol.THRESHOLD_GRID starts at 0.02),
@@ -66,10 +68,16 @@ def _lesion_in_mask(masks: np.ndarray, lesions: np.ndarray) -> float:
 
 def compare(candidates: dict[str, tuple[Path, Path]], n_val: int = 16, n_test: int = 24, n_healthy: int = 8,
             settings: dict | None = None, batch_size: int = 16, device: str = "cpu", teaching: str = "default",
-            seed: int = 0, keep: dict | None = None) -> dict:
+            seed: int = 0, keep: dict | None = None, as_app: bool = False,
+            card_settings: dict[str, dict] | None = None) -> dict:
     """Measure every candidate (name -> (ddpm folder, saliency folder)) and the CT threshold on the same slices.
     ``keep`` (a dict) receives the teaching set (``"data"``) and, per method, its (counterfactuals, anomaly maps,
-    threshold) there, for :func:`diffuse_core.evaluation.picture.real_data_grid`."""
+    threshold) there, for :func:`diffuse_core.evaluation.picture.real_data_grid`.
+
+    ``as_app``: each candidate runs as the app runs it, through the one assembly of a run at its own card's settings
+    (K, steps, mask rule, score; :func:`~diffuse_core.evaluation.protocol.run_assembly_on_set`) instead of the
+    paper's percentile mask at ``settings``; ``card_settings`` (name -> card entries, e.g. ``mask_rule``, ``score``)
+    replace those entries of a candidate's card for the measurement (nothing is written)."""
     from diffuse_core.run.settings import default_settings
     from diffuse_core.models.denoiser import load_denoiser
     from diffuse_core.saliency.dispatch import load_saliency_models
@@ -104,13 +112,19 @@ def compare(candidates: dict[str, tuple[Path, Path]], n_val: int = 16, n_test: i
     for name, (ddpm_dir, sal_dir) in candidates.items():
         t0 = time.perf_counter()
         den = load_denoiser(ddpm_dir, device=device)
-        s = dict(settings)
+        den.card = {**(den.card or {}), **((card_settings or {}).get(name) or {})}
+        s = default_settings(den) if as_app else dict(settings)
         k, steps, pct = int(s["k"]), int(s["steps"]), float(s["percentile"])
         sal = load_saliency_models(Path(sal_dir) / "autoencoder", Path(sal_dir) / "classifier", device)
         sets = {"val": val.subset(np.arange(len(val))), "test": test.subset(np.arange(len(test))),
                 "healthy": healthy.subset(np.arange(len(healthy))), "teaching": teach.subset(np.arange(len(teach)))}
         res, cfs, masks = {}, {}, {}
         for key, d in sets.items():            # subsets: each candidate's own saliency maps
+            if as_app:
+                ran = run_assembly_on_set(den, sal, d, seed=seed, batch_size=batch_size)
+                cfs[key], res[key] = ran["counterfactuals"], ran["anomalies"]
+                masks[key] = {"acat": ran["masks"], "oracle": oracle_masks(d.lesions, d.brains)}
+                continue
             compute_saliency_maps(d, sal, sources=("acat",))
             masks[key] = masks_at(d, pct)
             cfs[key], res[key], _, _ = run_on_set("dif-fuse", den, d, masks[key], k, steps, seed, batch_size)
@@ -122,8 +136,9 @@ def compare(candidates: dict[str, tuple[Path, Path]], n_val: int = 16, n_test: i
         t_dice = scores(res["teaching"], teach.lesions, thr)[0]
         t_flag = _flagged(res["teaching"], teach.brains, thr)
         out["candidates"][name] = {
-            "ddpm": str(ddpm_dir), "saliency": str(sal_dir), "settings": {"k": k, "steps": steps, "percentile": pct,
-                                                                          "seed": seed},
+            "ddpm": str(ddpm_dir), "saliency": str(sal_dir), "settings": {
+                "k": k, "steps": steps, "percentile": pct, "seed": seed,
+                **({"as_app": True, "mask_rule": mask_rule_of(den.card), "score": score_of(den.card)} if as_app else {})},
             "threshold_from_val": thr,
             "val_dice": float(scores(res["val"], val.lesions, thr)[0].mean()),
             "test_dice": float(scores(res["test"], test.lesions, thr)[0].mean()),
@@ -148,10 +163,12 @@ def write_cards(result: dict, name: str, command: str, hardware, n_saliency: int
 
     c = result["candidates"][name]
     s = c["settings"]
-    update_card(c["ddpm"], anomaly_threshold=c["threshold_from_val"],
+    own = {"mask_rule": s["mask_rule"], "score": s["score"]} if s.get("as_app") else {}
+    rule = ("the card's own K and steps, its mask rule and score as measured (run as the app runs it)" if own else
+            "the MRI model's recommended settings (the app's defaults)")
+    update_card(c["ddpm"], anomaly_threshold=c["threshold_from_val"], **own,
                 recommended_settings={"k": s["k"], "percentile": s["percentile"], "steps": s["steps"],
-                                      "rule": "the MRI model's recommended settings (the app's defaults); the "
-                                              "threshold chosen on SynthBrain CT validation strokes"},
+                                      "rule": f"{rule}; the threshold chosen on SynthBrain CT validation strokes"},
                 ct_check={"measured_on": stamp(), "hardware": hardware, "command": command, "shipped": name,
                           **result}, by="ct-check", command=command, hardware=hardware)
     sal = Path(c["saliency"])
@@ -226,12 +243,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--write-card", default=None, metavar="NAME",
                    help="write the result into candidate NAME's model cards (DDPM, autoencoder, classifier)")
     p.add_argument("--hardware", default=None, help="what ran it, for the card (default: the CPU's name)")
+    p.add_argument("--as-app", action="store_true",
+                   help="run each candidate as the app does: the one assembly at its own card's settings (K, steps, "
+                        "mask rule, score) instead of the paper's percentile mask at the MRI card's K and steps")
+    p.add_argument("--card", action="append", default=[], metavar="NAME=JSON",
+                   help="with --as-app: card entries to measure candidate NAME with, e.g. "
+                        "'b={\"mask_rule\": {\"kind\": \"weighted\", \"level\": 0.2, \"max_share\": 0.5}, "
+                        "\"score\": \"signed\"}' (nothing is written; repeatable)")
     a = p.parse_args(argv)
+    overrides = {}
+    for spec in a.card:
+        name, _, text = spec.partition("=")
+        if not text or name not in dict(_candidate(c) for c in a.candidates):
+            p.error(f"--card {spec!r}: NAME=JSON for one of the candidates")
+        overrides[name] = json.loads(text)
+    if overrides and not a.as_app:
+        p.error("--card needs --as-app (the paper's run has no mask rule or score to set)")
     from diffuse_core.models.device import pick_device
 
     keep = {}
     res = compare(dict(_candidate(c) for c in a.candidates), n_val=a.n_val, n_test=a.n_test,
-                  n_healthy=a.n_healthy, batch_size=a.batch_size, device=pick_device(a.device), keep=keep)
+                  n_healthy=a.n_healthy, batch_size=a.batch_size, device=pick_device(a.device), keep=keep,
+                  as_app=a.as_app, card_settings=overrides)
     if a.picture:
         from diffuse_core.evaluation.picture import real_data_grid
 
