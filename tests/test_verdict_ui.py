@@ -20,9 +20,9 @@ from diffuse_core.ui import explore  # noqa: E402
 CARD = {"verdict": {"percentile": 99.5, "threshold": 0.3, "false_abnormal_rate": 0.05}}
 
 
-def _flat_run(card):
+def _flat_run(card, level: float = 0.05):
     brain = np.ones((32, 32), np.uint8)
-    v = verdict_of(np.full((32, 32), 0.05, np.float32), brain, card)
+    v = verdict_of(np.full((32, 32), level, np.float32), brain, card)
     return None if v is None else v.to_dict()
 
 
@@ -56,7 +56,9 @@ def test_the_shipped_ct_models_verdict_is_calibrated_but_withheld_for_missing_mo
     assert f"{100 * sens:.0f} %" in withheld_because(card)
     usable = {**card, "calibration": {**rec, "verdict": {**rec["verdict"], "sensitivity_on_validation":
                                                           MIN_SENSITIVITY}}}
-    assert "Looks normal" in verdict_line(_flat_run(usable), "ct")     # a flat low map: normal
+    low = v["threshold"] / 2
+    assert "Looks normal" in verdict_line(_flat_run(usable, low), "ct")       # a flat map under the threshold: normal
+    assert "Looks abnormal" in verdict_line(_flat_run(usable, 2 * v["threshold"]), "ct")
 
 
 def _record(verdict_abnormal: bool | None):
