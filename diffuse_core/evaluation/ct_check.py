@@ -13,6 +13,9 @@ For each candidate, at the app's settings (the MRI card's K, percentile, steps; 
 The CT threshold (hypodensity z-score in the brain, :func:`~diffuse_core.evaluation.baselines.hypodensity_maps`),
 its threshold chosen on the same validation slices, is measured beside them: the simplest honest baseline.
 
+With ``--as-app`` each candidate instead runs as the app runs it: the one assembly of a run at its own card's K,
+steps, mask rule and score (``--card NAME=JSON`` sets card entries for the measurement, e.g. another mask rule).
+
 ``python -m diffuse_core.evaluation.ct_check --out ct_check.json NAME=DDPM_DIR:SALIENCY_DIR ...``; with
 ``--write-card NAME`` the measured threshold, the settings and the comparison go into that candidate's cards (the
 DDPM's ``anomaly_threshold``, ``recommended_settings`` and ``ct_check``; the ACAT pair's ``quality`` on CT).
@@ -28,9 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from diffuse_core.evaluation.baselines import ZSCORE_GRID, hypodensity_maps
 from diffuse_core.core.redraw import mask_rule_of, score_of
-from diffuse_core.evaluation.baselines import oracle_masks
+from diffuse_core.evaluation.baselines import ZSCORE_GRID, hypodensity_maps, oracle_masks
 from diffuse_core.evaluation.protocol import (EvalSet, choose_threshold, compute_saliency_maps, identity_change,
                                               masks_at, run_assembly_on_set, run_on_set, scores, synthbrain_set)
 
