@@ -84,6 +84,8 @@ def test_init_from_starts_at_the_saved_weights_and_step_count(tmp_path):
     train_autoencoder(tmp_path / "fresh", steps=4, **kw)
     b = load_autoencoder(tmp_path / "b")
     assert b.card["training"]["steps_done"] == 4 and not same(b.state_dict(), saved)
+    assert b.card["init_from"].startswith(f"{tmp_path / 'a'} (3 steps)")         # where its first 3 steps came from
+    assert "init_from" not in load_autoencoder(tmp_path / "fresh").card
     assert not same(b.state_dict(), load_autoencoder(tmp_path / "fresh").state_dict())
     with pytest.raises(ValueError, match="but a classifier was expected"):
         train_classifier(tmp_path / "c", steps=4, batch_size=4, data=toy(), progress=False, config=CLF_CFG,

@@ -43,6 +43,16 @@ def _card(description: dict, r: TrainingRecord) -> dict:
                          "loss_curve": r.loss_curve}}
 
 
+def started_from(init_from, kind: str) -> dict:
+    """The card's ``init_from`` where a run started from saved weights: their folder and the steps they had."""
+    if init_from is None:
+        return {}
+    from diffuse_core.models.checkpoint import read_config, steps_done
+
+    steps, _ = steps_done(read_config(init_from, kind).get("card") or {})
+    return {"init_from": f"{init_from} ({steps:,} steps); the step count continues from there"}
+
+
 def _run(task: TrainTask, settings: TrainSettings, out_dir, resume: bool, progress: bool, device,
          init_from) -> Path:
     return Trainer(task, settings, out_dir, device=device, progress=progress).fit(resume=resume, init_from=init_from)
@@ -77,7 +87,8 @@ def train_autoencoder(out_dir, steps: int = AE_DEFAULTS["steps"], batch_size: in
         return F.l1_loss(rec, x) + F.mse_loss(rec, x)
 
     description = {"model": "ACAT autoencoder (spatial latent)", "latent_shape": list(config.latent_shape),
-                   "loss": "L1 + MSE", "augmentation": "left-right flip", "data": data_card}
+                   "loss": "L1 + MSE", "augmentation": "left-right flip", "data": data_card,
+                   **started_from(init_from, "autoencoder")}
     task = TrainTask(kind="autoencoder", model=new_autoencoder(config, seed=seed),
                      architecture={"config": config.to_dict()}, make_batch=make_batch, loss=loss,
                      card=lambda r: _card(description, r))
@@ -117,7 +128,7 @@ def train_classifier(out_dir, steps: int = CLF_DEFAULTS["steps"], batch_size: in
         return F.cross_entropy(model(x).float(), y)
 
     description = {"model": "ACAT classifier (healthy 0 / diseased 1)", "loss": "cross-entropy, balanced batches",
-                   "augmentation": "left-right flip", "data": data_card}
+                   "augmentation": "left-right flip", "data": data_card, **started_from(init_from, "classifier")}
     task = TrainTask(kind="classifier", model=new_classifier(config, seed=seed),
                      architecture={"config": config.to_dict()}, make_batch=make_batch, loss=loss,
                      card=lambda r: _card(description, r))
