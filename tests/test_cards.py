@@ -127,3 +127,22 @@ def test_update_card_refuses_what_its_writer_does_not_measure_and_names_the_fix(
     with pytest.raises(ValueError, match="train may not write card field"):
         save(new_autoencoder(AutoencoderConfig(resolution=16, widths=(4, 8), latent_channels=2)), tmp_path / "b",
              card={"model": "x", "status": "typed by hand"}, by="train")
+
+
+def test_a_command_line_reads_as_typed(monkeypatch):
+    """A card's command is what a user would type: the console script by name (not the interpreter and the
+    script's absolute path in a virtual environment), ``python -m module`` and ``python script.py`` as run."""
+    import sys
+
+    from diffuse_core.models.card import command_line
+
+    script = "/home/u/.venv/bin/diffuse-studio"
+    monkeypatch.setattr(sys, "orig_argv", ["/home/u/.venv/bin/python3", script, "train", "ddpm", "--out", "a b"])
+    monkeypatch.setattr(sys, "argv", [script, "train", "ddpm", "--out", "a b"])
+    assert command_line() == "diffuse-studio train ddpm --out 'a b'"
+    monkeypatch.setattr(sys, "orig_argv", ["/usr/bin/python3", "-m", "diffuse_core.evaluation.calibrate", "--k", "7"])
+    monkeypatch.setattr(sys, "argv", ["/src/diffuse_core/evaluation/calibrate.py", "--k", "7"])
+    assert command_line() == "python3 -m diffuse_core.evaluation.calibrate --k 7"
+    monkeypatch.setattr(sys, "orig_argv", ["python", "benchmarks/bench_train_step.py", "--threads", "1"])
+    monkeypatch.setattr(sys, "argv", ["benchmarks/bench_train_step.py", "--threads", "1"])
+    assert command_line() == "python benchmarks/bench_train_step.py --threads 1"

@@ -114,3 +114,12 @@ def test_a_threshold_chosen_on_the_users_scans_says_so_in_every_sentence():
     plain = verdict_of(np.zeros((32, 32), np.float32), brain, {"verdict": {"threshold": 0.5}})
     assert "healthy SynthBrain validation slices" in plain.sentence() and "SynthBrain" in verdict_line(
         plain.to_dict(), "mri")
+
+
+def test_a_ct_sized_threshold_reads_with_its_digits():
+    """The CT verdict's threshold (about 0.012) must not read as 0.01, nor a healthy CT peak of 0 as 0.00."""
+    from diffuse_core.core.verdict import Verdict, anomaly_number
+
+    assert anomaly_number(0.2104) == "0.21" and anomaly_number(0.0116) == "0.012" and anomaly_number(0.0) == "0"
+    line = Verdict("normal", 0.0, 0.0116, 0.05).sentence()
+    assert "peak anomaly 0, under the 0.012" in line

@@ -36,11 +36,20 @@ class Verdict:
     def sentence(self) -> str:
         """One line for a reader."""
         if self.abnormal:
-            return (f"Looks abnormal: peak anomaly {self.score:.2f}, above the {self.threshold:.2f} that "
+            return (f"Looks abnormal: peak anomaly {anomaly_number(self.score)}, above the "
+                    f"{anomaly_number(self.threshold)} that "
                     f"{100 * (1 - self.false_abnormal_rate):.0f} % of {self.chosen_on} stay under.")
-        return (f"Looks normal: peak anomaly {self.score:.2f}, under the {self.threshold:.2f} that "
+        return (f"Looks normal: peak anomaly {anomaly_number(self.score)}, under the "
+                f"{anomaly_number(self.threshold)} that "
                 f"{100 * (1 - self.false_abnormal_rate):.0f} % of {self.chosen_on} stay under; no region "
                 f"is flagged.")
+
+
+def anomaly_number(x: float) -> str:
+    """A peak anomaly or threshold for a reader: two decimals (FLAIR's 0.21), two significant digits under 0.1 (CT's
+    0.012, which two decimals would show as 0.01; a healthy CT slice's 0)."""
+    x = float(x)
+    return f"{x:.2f}" if abs(x) >= 0.1 else f"{x:.2g}"
 
 
 def slice_score(anomaly, brain_mask, percentile: float = 99.5) -> float:

@@ -156,6 +156,8 @@ def hardware_summary(device) -> str:
 def command_line() -> str:
     """This process's command line as typed (``diffuse-studio evaluate ...``, ``python -m module ...``)."""
     argv = list(getattr(sys, "orig_argv", None) or sys.argv)
+    if len(argv) > 1 and sys.argv and argv[1] == sys.argv[0] and not argv[1].endswith(".py"):
+        argv = argv[1:]             # a console script (diffuse-studio ...): as typed, without the interpreter
     if argv:
         argv[0] = Path(argv[0]).name
     return shlex.join(argv)

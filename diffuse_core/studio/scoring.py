@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from diffuse_core.core.verdict import anomaly_number
 from diffuse_core.studio.settings import DEFAULTS
 
 
@@ -89,10 +90,12 @@ def verdict_line(verdict: dict | None, modality: str | None = None, withheld: st
         return "" if modality is None else no_verdict_line(modality, withheld)
     on = verdict.get("chosen_on") or "healthy SynthBrain validation slices"     # or a user's scans (calibrate-verdict)
     if verdict["abnormal"]:
-        return (f"**Looks abnormal** — peak anomaly {verdict['score']:.2f}, above the {verdict['threshold']:.2f} "
+        return (f"**Looks abnormal** — peak anomaly {anomaly_number(verdict['score'])}, above the "
+                f"{anomaly_number(verdict['threshold'])} "
                 f"that {100 * (1 - verdict['false_abnormal_rate']):.0f} % of {on} stay under. "
                 f"The overlay shows where.")
-    return (f"**Looks normal** — peak anomaly {verdict['score']:.2f}, under the {verdict['threshold']:.2f} that "
+    return (f"**Looks normal** — peak anomaly {anomaly_number(verdict['score'])}, under the "
+            f"{anomaly_number(verdict['threshold'])} that "
             f"{100 * (1 - verdict['false_abnormal_rate']):.0f} % of {on} stay under, so no "
             f"region is flagged. (A teaching tool's call, not a diagnosis.)")
 
