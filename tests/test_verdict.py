@@ -123,3 +123,13 @@ def test_a_ct_sized_threshold_reads_with_its_digits():
     assert anomaly_number(0.2104) == "0.21" and anomaly_number(0.0116) == "0.012" and anomaly_number(0.0) == "0"
     line = Verdict("normal", 0.0, 0.0116, 0.05).sentence()
     assert "peak anomaly 0, under the 0.012" in line
+
+
+def test_a_ct_verdict_says_it_was_set_on_ct_slices():
+    from diffuse_core.core.verdict import verdict_of
+
+    brain = np.ones((8, 8), np.uint8)
+    ct = {"verdict": {"threshold": 0.01}, "calibration": {"data": {"modality": "ct"}}}
+    assert "healthy SynthBrain CT validation slices" in verdict_of(np.zeros((8, 8)), brain, ct).sentence()
+    flair = {"verdict": {"threshold": 0.01}}
+    assert "healthy SynthBrain validation slices" in verdict_of(np.zeros((8, 8)), brain, flair).sentence()

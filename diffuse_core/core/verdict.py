@@ -86,4 +86,10 @@ def verdict_of(anomaly, brain_mask, card: dict | None) -> Verdict | None:
     score = slice_score(anomaly, brain_mask, float(v.get("percentile", 99.5)))
     thr = float(v["threshold"])
     return Verdict("abnormal" if score > thr else "normal", round(score, 4), round(thr, 4),
-                   float(v.get("false_abnormal_rate", 0.05)), str(v.get("chosen_on") or Verdict.chosen_on))
+                   float(v.get("false_abnormal_rate", 0.05)), str(v.get("chosen_on") or _synthbrain_slices(card)))
+
+
+def _synthbrain_slices(card: dict) -> str:
+    """What a verdict calibrated by ``calibrate`` was chosen on, naming CT where its record says CT."""
+    modality = (((card.get("calibration") or {}).get("data") or {}).get("modality") or "").lower()
+    return "healthy SynthBrain CT validation slices" if modality == "ct" else Verdict.chosen_on
