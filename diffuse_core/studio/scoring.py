@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from diffuse_core.core.verdict import anomaly_number
+from diffuse_core.core.verdict import Verdict, anomaly_number
 from diffuse_core.studio.settings import DEFAULTS
 
 
@@ -88,7 +88,7 @@ def verdict_line(verdict: dict | None, modality: str | None = None, withheld: st
     model card gives none, where the run said)."""
     if not verdict:
         return "" if modality is None else no_verdict_line(modality, withheld)
-    on = verdict.get("chosen_on") or "healthy SynthBrain validation slices"     # or a user's scans (calibrate-verdict)
+    on = verdict.get("chosen_on") or Verdict.chosen_on      # or a user's scans (calibrate-verdict)
     if verdict["abnormal"]:
         return (f"**Looks abnormal** — peak anomaly {anomaly_number(verdict['score'])}, above the "
                 f"{anomaly_number(verdict['threshold'])} "
