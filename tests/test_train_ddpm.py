@@ -86,6 +86,9 @@ def test_init_from_continues_from_saved_weights(tmp_path):
     card_b = load_denoiser(tmp_path / "b").card
     assert card_b["anomaly_kernel"] == 3 and "anomaly_threshold" not in card_b
     assert "anomaly_kernel" not in load_denoiser(tmp_path / "fresh").card
+    # the card says where the first 3 steps came from (a fresh run has no such line)
+    assert card_b["init_from"].startswith(f"{tmp_path / 'a'} (3 steps)")
+    assert "init_from" not in load_denoiser(tmp_path / "fresh").card
     # another modality warm-started from these weights keeps nothing (its kernel is measured on its own data)
     cfg.steps = 4
     train_ddpm(tmp_path / "ct", _pool(), cfg, progress=False, init_from=tmp_path / "a",

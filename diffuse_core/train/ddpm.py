@@ -26,7 +26,7 @@ from torch.utils.data import Dataset
 from diffuse_core.core.schedule import ScheduleConfig
 from diffuse_core.models.denoiser import KIND, DenoiserConfig, new_denoiser
 from diffuse_core.train.data import random_flips, scanner_augment
-from diffuse_core.train.trainer import Trainer, TrainingRecord, TrainSettings, TrainTask
+from diffuse_core.train.trainer import Trainer, TrainingRecord, TrainSettings, TrainTask, started_from
 
 
 @dataclass
@@ -222,7 +222,7 @@ def train_ddpm(out_dir: str | Path, data: Dataset, config: DDPMTrainConfig | Non
     ``device`` None lets accelerate choose (the GPU where there is one; every GPU under ``accelerate launch``).
     """
     cfg = config or DDPMTrainConfig()
-    card = {**inherited_card(init_from, card), **(card or {})}
+    card = {**inherited_card(init_from, card), **started_from(init_from, KIND), **(card or {})}
     trainer = Trainer(ddpm_task(data, cfg, card), cfg.settings(), out_dir, device=device, progress=progress,
                       on_checkpoint=on_checkpoint, on_step=on_step)
     return trainer.fit(resume=resume, init_from=init_from)

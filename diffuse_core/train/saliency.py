@@ -20,7 +20,7 @@ from torch.nn import functional as F
 from diffuse_core.models.autoencoder import AutoencoderConfig, new_autoencoder
 from diffuse_core.models.classifier import ClassifierConfig, new_classifier
 from diffuse_core.train.data import labelled_training_data, random_flips
-from diffuse_core.train.trainer import Trainer, TrainingRecord, TrainSettings, TrainTask
+from diffuse_core.train.trainer import Trainer, TrainingRecord, TrainSettings, TrainTask, started_from
 
 DEFAULT_POOL = 4000
 AE_DEFAULTS = {"steps": 1000, "lr": 2e-3, "weight_decay": 0.0}
@@ -41,16 +41,6 @@ def _card(description: dict, r: TrainingRecord) -> dict:
                          "seed": s.seed, "precision": "bfloat16" if r.precision == "bf16" else "float32",
                          "final_loss_ema": None if r.loss_ema is None else round(r.loss_ema, 6),
                          "loss_curve": r.loss_curve}}
-
-
-def started_from(init_from, kind: str) -> dict:
-    """The card's ``init_from`` where a run started from saved weights: their folder and the steps they had."""
-    if init_from is None:
-        return {}
-    from diffuse_core.models.checkpoint import read_config, steps_done
-
-    steps, _ = steps_done(read_config(init_from, kind).get("card") or {})
-    return {"init_from": f"{init_from} ({steps:,} steps); the step count continues from there"}
 
 
 def _run(task: TrainTask, settings: TrainSettings, out_dir, resume: bool, progress: bool, device,

@@ -364,3 +364,13 @@ class _StopOnSignal:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous = {}
+
+
+def started_from(init_from, kind: str) -> dict:
+    """The card's ``init_from`` where a run started from saved weights: their folder and the steps they had."""
+    if init_from is None:
+        return {}
+    from diffuse_core.models.checkpoint import read_config, steps_done
+
+    steps, _ = steps_done(read_config(init_from, kind).get("card") or {})
+    return {"init_from": f"{init_from} ({steps:,} steps); the step count continues from there"}
