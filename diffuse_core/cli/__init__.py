@@ -127,11 +127,12 @@ def _cmd_synth(args) -> int:
 
 # ------------------------------------------------------------------------------------------------------- train
 def _add_train(sub) -> None:
-    p = sub.add_parser("train", help="train the healthy DDPM, the ACAT autoencoder or the classifier",
+    p = sub.add_parser("train", help="train the healthy DDPM, the ACAT autoencoder or the classifier, or the slice-level "
+                                     "estimator",
                        description="Train one model with a progress bar and periodic checkpoints; re-running the same "
                                    "command resumes from --out/checkpoint.pt. Multi-GPU: accelerate launch -m "
                                    "diffuse_core train ddpm ...")
-    p.add_argument("model", choices=["ddpm", "autoencoder", "classifier"])
+    p.add_argument("model", choices=["ddpm", "autoencoder", "classifier", "level"])
     p.add_argument("--out", default=None, metavar="DIR", help="run folder (default: assets/<model>)")
     p.add_argument("--steps", type=_positive_int, default=None, help="total optimiser steps")
     p.add_argument("--batch-size", type=_positive_int, default=None)

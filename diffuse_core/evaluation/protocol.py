@@ -228,14 +228,16 @@ def run_assembly_on_set(denoiser, saliency_models, data: EvalSet, k: int | None 
     at the model card's settings (mask rule, score, anomaly threshold, verdict), K ``k``, ``steps`` steps (None: the
     card's), sampler seed ``seed``; ``mask_rule`` redraws by another rule than the card's. Returns counterfactuals (N, C, H, W), anomalies (N, H, W), the redrawn masks and the ACAT
     saliency maps it drew them from (N, H, W), the card's threshold, each slice's verdict (True: abnormal; None
-    where the card has no verdict), network calls and seconds per slice (saliency included: the app's cost)."""
+    where the card has no verdict or the slice lies outside the denoiser's trained levels), each slice's estimated
+    level and why its call was withheld (None: not withheld, or no level estimator), network calls and seconds per slice (saliency included: the app's cost)."""
     import time
 
     from diffuse_core.run.assembly import run_stack, slices_of
-    from diffuse_core.run.models import RunModels
+    from diffuse_core.run.models import RunModels, level_estimator_for
     from diffuse_core.run.settings import settings_for
 
-    models = RunModels(denoiser=denoiser, saliency=saliency_models, folder="evaluated model")
+    models = RunModels(denoiser=denoiser, saliency=saliency_models, folder="evaluated model",
+                       level=level_estimator_for(denoiser.card, getattr(denoiser, "device", "cpu")))
     settings = settings_for(denoiser.card, k=k, steps=steps, seed=seed, precision=precision, mask_rule=mask_rule)
     start = time.perf_counter()
     out = dict(run_stack(slices_of(data.images, data.brains), models, settings, "acat", batch_size=batch_size))
@@ -248,6 +250,7 @@ def run_assembly_on_set(denoiser, saliency_models, data: EvalSet, k: int | None 
             "saliency": np.stack([np.asarray(r.saliency, np.float32) for r in results]),
             "threshold": outcomes[0].threshold if outcomes else float("nan"),
             "abnormal": [None if o.verdict is None else bool(o.verdict.abnormal) for o in outcomes],
+            "levels": [o.level for o in outcomes], "withheld": [o.withheld for o in outcomes],
             "rule": outcomes[0].rule if outcomes else None,
             "calls_per_slice": float(results[0].network_calls) if results else 0.0, "seconds_per_slice": seconds}
 

@@ -92,11 +92,13 @@ def _auroc(labels, scores) -> float:
     return float(roc_auc_score(labels, scores)) if 0 < labels.sum() < len(labels) else float("nan")
 
 
-def verdicts(maps, zmaps, brains, tumour, groups, card: dict, false_abnormal: float = 0.05) -> dict:
+def verdicts(maps, zmaps, brains, tumour, groups, card: dict, false_abnormal: float = 0.05, withheld=None) -> dict:
     """Slice verdicts (tumour slice -> abnormal, tumour-free -> normal) of Dif-fuse (peak anomaly; at the card's
     threshold, chosen on healthy SynthBrain validation, and at a threshold chosen on the other cases' tumour-free
     slices for ``false_abnormal``) and of the FLAIR threshold (peak z-score, the same leave-one-case-out choice):
-    AUROC, sensitivity and specificity with case-level intervals."""
+    AUROC, sensitivity and specificity with case-level intervals. ``withheld`` (bool per slice): the slices a run
+    makes no call on (outside the denoiser's trained levels, :mod:`diffuse_core.models.level`); the card's verdict
+    is then also given as the app makes it, on the slices it calls."""
     from diffuse_core.core.verdict import slice_score
 
     pct = float(((card or {}).get("verdict") or {}).get("percentile", 99.5))
@@ -127,6 +129,20 @@ def verdicts(maps, zmaps, brains, tumour, groups, card: dict, false_abnormal: fl
     if isinstance(v, dict) and v.get("threshold") is not None:
         out["card"] = {"threshold": float(v["threshold"]), "false_abnormal_rate_on_synthbrain":
                        float(v.get("false_abnormal_rate", 0.05)), **rates(s_df > float(v["threshold"]))}
+        if withheld is not None and np.any(withheld):
+            keep = ~np.asarray(withheld, bool)
+            calls = s_df[keep] > float(v["threshold"])
+            t, g = tumour[keep], groups[keep]
+            sens, spec = calls[t].astype(float), (~calls[~t]).astype(float)
+            out["card_level_checked"] = {
+                "what": "the card's verdict as the app makes it: no call on slices outside the denoiser's trained "
+                        "levels; sensitivity and specificity over the slices called",
+                "withheld": {"tumour": int((~keep & tumour).sum()), "tumour_free": int((~keep & ~tumour).sum())},
+                "sensitivity": float(sens.mean()) if sens.size else None,
+                "sensitivity_ci95_cases": list(case_bootstrap(sens, g[t])) if sens.size else None,
+                "specificity": float(spec.mean()) if spec.size else None,
+                "specificity_ci95_cases": list(case_bootstrap(spec, g[~t])) if spec.size else None,
+                "false_abnormal_calls": int((~calls[~t]).size - (~calls[~t]).sum())}
     return out
 
 
@@ -179,7 +195,8 @@ def measure(brats_dir, model_dir=None, saliency_dir=None, device="cpu", per_case
     change_free = np.array([np.abs(x[0] - c[0])[b].mean() for x, c, b in zip(data.images[free], cfs[free],
                                                                              brains[free])])
 
-    verdict_block = verdicts(maps, z, data.brains, tum, groups, denoiser.card)
+    withheld = np.array([w is not None for w in run["withheld"]], bool)
+    verdict_block = verdicts(maps, z, data.brains, tum, groups, denoiser.card, withheld=withheld)
 
     def summary(values, groups_):
         lo, hi = case_bootstrap(values, groups_)
@@ -219,6 +236,9 @@ def measure(brats_dir, model_dir=None, saliency_dir=None, device="cpu", per_case
 
     for i in range(len(data)):
         res["per_slice"][i]["peak_anomaly"] = round(slice_score(maps[i], data.brains[i]), 4)
+        if run["levels"][i] is not None:
+            res["per_slice"][i]["level"] = round(float(run["levels"][i]), 1)
+            res["per_slice"][i]["call_withheld"] = bool(withheld[i])
     ti, fi = np.where(tum)[0], np.where(free)[0]
     for j, i in enumerate(ti):
         res["per_slice"][i].update(dice=round(float(dice_df[j]), 4), dice_threshold=round(float(dice_z[j]), 4),

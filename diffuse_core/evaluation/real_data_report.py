@@ -84,6 +84,11 @@ def markdown(res: dict, grid_name: str | None = None) -> str:
             lines.append(f"| the app's ({c['threshold']:.3g}, chosen on healthy SynthBrain validation for "
                          f"{100 * c['false_abnormal_rate_on_synthbrain']:.0f} % false abnormal) | "
                          f"{_rate(c, 'sensitivity')} | {_rate(c, 'specificity')} | | |")
+        if v.get("card_level_checked"):
+            c, w = v["card_level_checked"], v["card_level_checked"]["withheld"]
+            lines.append(f"| the app's, as the app calls (no call on {w['tumour_free']} tumour-free and {w['tumour']} "
+                         f"tumour slices outside the healthy model's trained levels) | {_rate(c, 'sensitivity')} | "
+                         f"{_rate(c, 'specificity')} | | |")
     if grid_name:
         lines += ["", f"Every reported slice (input with the expert outline in green, counterfactual, Dif-fuse's "
                       f"anomaly mask in red, the threshold's in blue): [{grid_name}]({grid_name})."]

@@ -68,6 +68,7 @@ WRITERS: dict[str, dict] = {
                          "verdict"}},
     "calibrate-verdict": {"code": "diffuse_core.evaluation.scanner_verdict:calibrate_on_scans",
                           "fields": {"verdict", "calibration", "verdict_calibration"}},
+    "level-check": {"code": "diffuse_core.train.level:measure_levels", "fields": {"quality.levels"}},
 }
 
 #: Fields whose sub-keys are the fields (several commands write into them).
@@ -78,7 +79,7 @@ COMMANDS = {"train": "diffuse-studio train", "evaluate": "diffuse-studio evaluat
             "calibrate": "python -m diffuse_core.evaluation.calibrate --write-card",
             "ct-check": "python -m diffuse_core.evaluation.ct_check --write-card",
             "adapt": "diffuse-studio adapt", "intensity-reference": "python -m diffuse_core.train.data",
-            "calibrate-verdict": "diffuse-studio calibrate-verdict"}
+            "calibrate-verdict": "diffuse-studio calibrate-verdict", "level-check": "diffuse-studio train level"}
 
 #: A ``training.steps`` at or above this was the "no step limit" placeholder of a time-boxed run (session, adapt).
 NO_STEP_LIMIT = 10**6

@@ -30,12 +30,14 @@ from safetensors.torch import load_file, save_file
 from diffuse_core.models.autoencoder import Autoencoder, AutoencoderConfig
 from diffuse_core.models.card import SCHEMA, check_fields, fields_of, migrate, provenance
 from diffuse_core.models.classifier import Classifier, ClassifierConfig
+from diffuse_core.models.level import LevelEstimator
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 CARD_NAME = "model_card.json"       # the card, beside the weights (inside config.json in older folders)
-KINDS = {"autoencoder": (Autoencoder, AutoencoderConfig), "classifier": (Classifier, ClassifierConfig)}
-ARCHITECTURE_KEY = {"ddpm": "unet", "autoencoder": "config", "classifier": "config"}
+KINDS = {"autoencoder": (Autoencoder, AutoencoderConfig), "classifier": (Classifier, ClassifierConfig),
+         "level": (LevelEstimator, ClassifierConfig)}
+ARCHITECTURE_KEY = {"ddpm": "unet", "autoencoder": "config", "classifier": "config", "level": "config"}
 
 
 # --------------------------------------------------------------------------------------------- atomic writes
@@ -220,9 +222,11 @@ def steps_done(card: dict) -> tuple[int, float]:
 def _kind_of(model) -> str:
     if isinstance(model, Autoencoder):
         return "autoencoder"
+    if isinstance(model, LevelEstimator):          # before Classifier: it is one, with one output
+        return "level"
     if isinstance(model, Classifier):
         return "classifier"
-    raise TypeError(f"can only save an Autoencoder or a Classifier, got {type(model).__name__}")
+    raise TypeError(f"can only save an Autoencoder, a Classifier or a LevelEstimator, got {type(model).__name__}")
 
 
 def save(model: Autoencoder | Classifier, folder: str | Path, card: dict | None = None, by: str | None = None) -> Path:
@@ -246,7 +250,8 @@ def load(folder: str | Path, expected_kind: str | None = None, device: torch.dev
     meta = read_config(folder, expected_kind)
     kind = meta["kind"]
     if kind not in KINDS:
-        raise ValueError(f"{folder} holds a {kind}, not an autoencoder or classifier; {retrain_hint(expected_kind)}")
+        raise ValueError(f"{folder} holds a {kind}, not an autoencoder, classifier or level estimator; "
+                         f"{retrain_hint(expected_kind)}")
     model_cls, config_cls = KINDS[kind]
     try:
         config = config_cls(**meta["config"])
@@ -265,3 +270,7 @@ def load_autoencoder(folder: str | Path, device: torch.device | str = "cpu") -> 
 
 def load_classifier(folder: str | Path, device: torch.device | str = "cpu") -> Classifier:
     return load(folder, "classifier", device)
+
+
+def load_level_estimator(folder: str | Path, device: torch.device | str = "cpu") -> LevelEstimator:
+    return load(folder, "level", device)

@@ -1,4 +1,4 @@
-"""Where the shipped weights live: ``assets/{ddpm,autoencoder,classifier}`` beside the package (the MRI/FLAIR
+"""Where the shipped weights live: ``assets/{ddpm,autoencoder,classifier,level}`` beside the package (the MRI/FLAIR
 models) and ``assets/ct/{ddpm,autoencoder,classifier}`` (the CT models, where installed).
 
 ``DIFFUSE_ASSETS`` overrides the folder (e.g. a Space that mounts weights elsewhere). :func:`installed_models` lists
@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-MODEL_KINDS = ("ddpm", "autoencoder", "classifier")
+MODEL_KINDS = ("ddpm", "autoencoder", "classifier", "level")   # level: models.level, the slice-level estimator
 MODALITY_SUBFOLDERS = {"mri": "", "ct": "ct"}     # a case's modality -> its models' folder under the assets
 
 

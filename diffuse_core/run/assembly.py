@@ -65,6 +65,8 @@ class RunOutcome:
     card: dict = field(default_factory=dict)   # the denoiser's model card
     timings: dict = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    level: float | None = None         # the slice's estimated template level (models.level), None where not estimated
+    withheld: str | None = None        # why this slice gets no verdict although the card has one (its level)
 
     @property
     def mask_share(self) -> float:
@@ -77,7 +79,8 @@ class RunOutcome:
         return {"percentile": self.settings.percentile if self.rule.get("kind") == "percentile" else None,
                 "mask_rule": self.rule, "mask_share": self.mask_share, "score": self.card.get("score") or "abs",
                 "threshold": self.threshold, "verdict": None if self.verdict is None else self.verdict.to_dict(),
-                "model": self.model, "model_version": self.model_version,
+                "verdict_withheld": self.withheld,
+                "level": None if self.level is None else round(float(self.level), 1), "model": self.model, "model_version": self.model_version,
                 "model_steps": (self.card.get("training") or {}).get("steps_done"),
                 "model_grid": int(np.asarray(self.result.image).shape[-1])}
 
@@ -126,15 +129,29 @@ def _regions(chunk: list, models: RunModels, settings: RunSettings, mask_from) -
     return [(redrawn_mask(m, b, rule, p).astype(np.uint8), m) for m, b, p in zip(maps, brains, ps)]
 
 
-def _outcome(result, models: RunModels, settings: RunSettings, timings: dict, notes=()) -> RunOutcome:
-    """3. The threshold and the verdict of a walked slice."""
+def slice_verdict(result, card: dict, level_model=None) -> tuple[object | None, float | None, str | None]:
+    """The verdict of a walked slice under a model card, its estimated level and why its call was withheld:
+    (Verdict or None, level or None, reason or None). No verdict where the card has none
+    (:func:`diffuse_core.core.verdict.verdict_of`) or where the slice lies outside the levels the denoiser learned
+    (``level_model``, :mod:`diffuse_core.models.level`; None: not checked)."""
     from diffuse_core.core.verdict import verdict_of
+    from diffuse_core.models.level import outside_trained_levels
+
+    level = None if level_model is None else float(level_model.levels(result.image)[0])
+    verdict = verdict_of(result.anomaly, result.brain_mask, card)
+    withheld = outside_trained_levels(level, card) if verdict is not None else None
+    return (None if withheld else verdict), level, withheld
+
+
+def _outcome(result, models: RunModels, settings: RunSettings, timings: dict, notes=()) -> RunOutcome:
+    """3. The threshold and the verdict of a walked slice (:func:`slice_verdict`)."""
     from diffuse_core.run.card import anomaly_threshold_of
 
     threshold = anomaly_threshold_of(models.denoiser) if settings.threshold is None else float(settings.threshold)
+    verdict, level, withheld = slice_verdict(result, models.card, models.level)
     return RunOutcome(result=result, settings=settings, rule=mask_rule(settings, models.card), threshold=threshold,
-                      verdict=verdict_of(result.anomaly, result.brain_mask, models.card), model=models.folder,
-                      model_version=models.version, card=models.card, timings=timings, notes=tuple(models.notes) + tuple(notes))
+                      verdict=verdict, model=models.folder, model_version=models.version, card=models.card,
+                      timings=timings, notes=tuple(models.notes) + tuple(notes), level=level, withheld=withheld)
 
 
 def _frame(item, prev: np.ndarray, inside: np.ndarray, outside: np.ndarray) -> tuple[dict, np.ndarray]:

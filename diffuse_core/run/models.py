@@ -24,6 +24,7 @@ class RunModels:
     saliency: object | None
     folder: str
     notes: tuple[str, ...] = ()
+    level: object | None = None        # the slice-level estimator (models.level) where it reads this denoiser's input
 
     @property
     def card(self) -> dict:
@@ -93,7 +94,26 @@ def load_run_models(modality: str | None, *, model_dir=None, saliency_dir=None, 
         from diffuse_core.saliency.dispatch import load_saliency_models
 
         saliency = load_saliency_models(*saliency_model_dirs(saliency_dir, modality), device)
-    return RunModels(denoiser=denoiser, saliency=saliency, folder=_shown_folder(folder), notes=notes)
+    return RunModels(denoiser=denoiser, saliency=saliency, folder=_shown_folder(folder), notes=notes,
+                     level=level_estimator_for(getattr(denoiser, "card", None), device))
+
+
+def level_estimator_for(denoiser_card: dict | None, device="cpu", check: bool = True):
+    """The installed slice-level estimator (``assets/level``) where it reads the slices this denoiser is given
+    (:func:`diffuse_core.models.level.usable_with`; ``check`` False skips that), else None: no level check (a CT
+    model, a model trained on a folder of real slices, no estimator installed)."""
+    from diffuse_core.models.checkpoint import load_level_estimator
+    from diffuse_core.models.level import usable_with
+    from diffuse_core.models.registry import default_model_dir, is_installed
+
+    folder = default_model_dir("level")
+    if not is_installed(folder):
+        return None
+    try:
+        estimator = load_level_estimator(folder, device)
+    except (OSError, ValueError):
+        return None
+    return estimator if not check or usable_with(estimator.card, denoiser_card) else None
 
 
 def _shown_folder(folder: Path) -> str:

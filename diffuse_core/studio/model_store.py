@@ -176,9 +176,30 @@ class ModelStore:
         from diffuse_core.run.models import RunModels, denoiser_dir
 
         notes = () if os.environ.get("DIFFUSE_MODEL_DIR") else denoiser_dir(modality)[1]
-        return RunModels(denoiser=self.denoiser(device, modality, model_dir),
-                         saliency=self.saliency(device, modality) if need_saliency else None,
-                         folder=str(model_dir or self.ddpm_dir(modality)), notes=notes)
+        denoiser = self.denoiser(device, modality, model_dir)
+        return RunModels(denoiser=denoiser, saliency=self.saliency(device, modality) if need_saliency else None,
+                         folder=str(model_dir or self.ddpm_dir(modality)), notes=notes,
+                         level=self.level(device, denoiser.card))
+
+    def level(self, device, denoiser_card: dict | None):
+        """The slice-level estimator for runs of a denoiser with this card (cached until its weights change), or
+        None (:func:`diffuse_core.run.models.level_estimator_for`)."""
+        from diffuse_core.models.level import usable_with
+        from diffuse_core.models.registry import default_model_dir
+        from diffuse_core.run.models import level_estimator_for
+
+        folder = default_model_dir("level")
+        stamp = _stamp(folder)
+        if stamp is None:
+            return None
+        key = ("level", str(folder), str(device))
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is None or hit[0] != stamp:
+                hit = (stamp, level_estimator_for(None, device, check=False))
+                self._cache[key] = hit
+        estimator = hit[1]
+        return estimator if estimator is not None and usable_with(estimator.card, denoiser_card) else None
 
     def saliency(self, device, modality: str | None = None):
         """The ACAT models for a case of ``modality`` on ``device`` (cached until their weights change), or

@@ -72,7 +72,7 @@ def _withheld(item: dict) -> str | None:
     outcome = item.get("outcome")
     if item.get("verdict") is not None or outcome is None:
         return None
-    return withheld_because(getattr(outcome, "card", None) or {})
+    return getattr(outcome, "withheld", None) or withheld_because(getattr(outcome, "card", None) or {})
 
 
 def looks_normal(summary: dict) -> bool:
@@ -105,8 +105,12 @@ def no_verdict_line(modality: str | None, why: str | None = None) -> str:
     lesions: :func:`diffuse_core.core.verdict.withheld_because`): no call, and why (``why``: the run's own card's
     reason; else the installed model's for the modality)."""
     from diffuse_core.core.verdict import withheld_because
+    from diffuse_core.models.level import is_slice_reason
     from diffuse_core.studio.model_store import MODELS
 
+    if is_slice_reason(why):
+        return (f"**No normal / abnormal call for this slice**: {why}. Read the anomaly map with care: red here may "
+                f"be normal anatomy.")
     ct = str(modality or "").lower() == "ct"
     if why is None:
         try:

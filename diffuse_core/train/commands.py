@@ -21,7 +21,7 @@ DDPM_POOL = 6000        # SynthBrain slices held in memory for the DDPM (healthy
 class TrainCommand:
     """One ``diffuse-studio train MODEL`` request. None means "the model's default"."""
 
-    model: str                                  # ddpm | autoencoder | classifier
+    model: str                                  # ddpm | autoencoder | classifier | level
     out: str | Path | None = None               # run folder (default: the shipped assets/<model>)
     steps: int | None = None                    # total optimiser steps
     batch_size: int | None = None
@@ -89,6 +89,8 @@ def train_model(cmd: TrainCommand) -> Path:
         torch.set_num_threads(cmd.threads)
     if cmd.model == "ddpm":
         return _train_ddpm(cmd)
+    if cmd.model == "level":
+        return _train_level(cmd)
     from diffuse_core.train import saliency as train_saliency
 
     fn = train_saliency.train_autoencoder if cmd.model == "autoencoder" else train_saliency.train_classifier
@@ -104,6 +106,20 @@ def train_model(cmd: TrainCommand) -> Path:
 
         kwargs["data"] = load_slice_folder(cmd.data, size=cmd.size, modalities=cmd.modalities, healthy_only=False)
     return Path(fn(cmd.out_dir, **kwargs))
+
+
+def _train_level(cmd: TrainCommand) -> Path:
+    """The slice-level estimator: SynthBrain slices of every level on the scale ``--normalise`` names (the shipped
+    FLAIR denoiser's, "tissue", is what a run gives it)."""
+    from diffuse_core.train.level import train_level
+
+    if cmd.data:
+        raise ValueError("the level estimator learns levels SynthBrain knows; --data (a folder of slices) has none")
+    if cmd.realism != "default":
+        raise ValueError("the level estimator trains on every level with scanner effects; it takes no --realism")
+    return train_level(cmd.out_dir, steps=cmd.steps, batch_size=cmd.batch_size, lr=cmd.lr, seed=cmd.seed,
+                       size=cmd.size, modalities=cmd.modalities, pool_size=cmd.pool, normalise=cmd.normalise,
+                       checkpoint_every=cmd.checkpoint_every, resume=cmd.resume, init_from=cmd.init_from)
 
 
 def _train_ddpm(cmd: TrainCommand) -> Path:

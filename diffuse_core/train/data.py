@@ -23,21 +23,22 @@ def cache_dir() -> Path:
     return root
 
 
-def make_one(task: tuple) -> tuple[np.ndarray, int, np.ndarray]:
+def make_one(task: tuple) -> tuple[np.ndarray, int, np.ndarray, int]:
     """One SynthBrain slice for a pool: task = (seed, modalities, size, healthy[, realism]) -> (image f16, label,
-    lesion mask)."""
+    lesion mask, template level)."""
     from diffuse_core.data.synthbrain import generate_slice
 
     seed, modalities, size, healthy = task[:4]
     realism = task[4] if len(task) > 4 else "default"
     s = generate_slice(seed, modalities=modalities, size=size, healthy=healthy, realism=realism)
-    return s.image.astype(np.float16), int(s.lesion_type != "none"), s.lesion_mask.astype(np.uint8)
+    return s.image.astype(np.float16), int(s.lesion_type != "none"), s.lesion_mask.astype(np.uint8), int(s.level)
 
 
 def synthbrain_pool(n: int, split: str = "train", base_seed: int = 0, size: int = 128,
                     modalities: tuple[str, ...] = ("flair",), healthy: bool | None = True,
                     workers: int | None = None, realism="default") -> dict[str, np.ndarray]:
-    """``n`` SynthBrain slices as arrays: images (N, C, H, W) float16, labels (N,), lesion masks (N, H, W), seeds.
+    """``n`` SynthBrain slices as arrays: images (N, C, H, W) float16, labels (N,), lesion masks (N, H, W), seeds,
+    template levels (N,).
 
     ``healthy``: True healthy slices only, None SynthBrain's own mix of healthy and diseased. ``realism``: the
     generator's (:func:`diffuse_core.data.synthbrain.generate_slice`; "scanner" for scanner effects and lesion shapes).
@@ -52,14 +53,16 @@ def synthbrain_pool(n: int, split: str = "train", base_seed: int = 0, size: int 
     path = cache_dir() / f"pool_{hashlib.sha1(key.encode()).hexdigest()[:16]}.npz"
     if path.exists():
         with np.load(path) as z:
-            return {k: z[k] for k in z.files}
+            if "levels" in z.files:              # pools cached before levels were kept are made again
+                return {k: z[k] for k in z.files}
     seeds = [sample_seed(split, base_seed, i) for i in range(n)]
     tasks = [(s, tuple(modalities), size, healthy, realism) for s in seeds]
     workers = workers or max(1, min(4, os.cpu_count() or 1))
     with ProcessPoolExecutor(workers) as ex:
         results = list(ex.map(make_one, tasks, chunksize=64))
     pool = {"images": np.stack([r[0] for r in results]), "labels": np.array([r[1] for r in results], np.int64),
-            "masks": np.stack([r[2] for r in results]), "seeds": np.array(seeds, np.int64)}
+            "masks": np.stack([r[2] for r in results]), "seeds": np.array(seeds, np.int64),
+            "levels": np.array([r[3] for r in results], np.int64)}
     tmp = path.with_name(path.stem + f".tmp{os.getpid()}.npz")
     np.savez(tmp, **pool)
     os.replace(tmp, path)

@@ -62,13 +62,13 @@ def _marker(rgb: np.ndarray, point_px, color=USER_COLOR) -> np.ndarray:
 def _view(key: str):
     """The case's picture (panel pixels), its Display and LoadedCase (the reveal result is cached: instant); the
     Display carries the slice verdict (``d.verdict``) and, for a slice called normal, no anomaly to show."""
-    from diffuse_core.core.verdict import verdict_of
+    from diffuse_core.run.assembly import slice_verdict
 
     lc = load_library_case(key)
     result = result_for_case(lc)
     d = display_result(lc.case, result)
     card = (MODELS.ddpm_info(lc.case.modality).get("card") or {})
-    v = verdict_of(result.anomaly, result.brain_mask, card)
+    v, _, _ = slice_verdict(result, card, MODELS.level("cpu", card))
     d.verdict = None if v is None else v.to_dict()
     if v is not None and not v.abnormal:
         d.anomaly = np.zeros_like(d.anomaly)       # a slice called normal shows no anomaly spots
