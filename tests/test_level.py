@@ -87,6 +87,10 @@ def test_slice_verdict_withholds_the_call_below_the_trained_levels():
     assert v.abnormal and level == pytest.approx(90.0, abs=1e-3) and why is None
     v, level, why = slice_verdict(result, FLAIR_CARD, _estimator_at(30.0))
     assert v is None and is_slice_reason(why)
+    near = _estimator_at(LEVEL_RANGE[0] - 3)
+    assert slice_verdict(result, FLAIR_CARD, near)[2] is not None             # 3 below, margin 0: withheld
+    near.card["level_margin"] = 4
+    assert slice_verdict(result, FLAIR_CARD, near)[0].abnormal                 # within the estimator's margin: called
     line = verdict_line(None, "mri", why)
     assert "No normal / abnormal call for this slice" in line and "below the levels" in line
     assert "No verdict for this model" not in line
@@ -102,7 +106,11 @@ def test_training_writes_a_loadable_estimator_with_its_measured_error(tmp_path, 
                       checkpoint_every=3, progress=False, measure=False)
     res = measure_levels(out, n_val=8, write=True)
     est = load_level_estimator(out)
-    assert est.card["quality"]["levels"] == res and res["n"] == 8 and res["mean_abs_error_levels"] >= 0
+    assert est.card["quality"]["levels"] == res and res["test"]["n"] == 8 and res["test"]["mean_abs_error_levels"] >= 0
+    assert est.card["level_margin"] == res["margin"] == res["test"]["margin"]    # chosen on validation, read on test
+    by = res["validation"]["by_margin"]
+    assert by[str(res["margin"])]["inside_called_outside"] <= 0.01 or res["margin"] == 10
+    assert all(by[str(m)]["inside_called_outside"] > 0.01 for m in range(res["margin"]))   # the smallest that fits
     assert "all_levels" in est.card["data"]["realism"]
     assert est.card["training"]["steps_done"] == 6
     more = train_level(tmp_path / "more", steps=8, batch_size=4, pool_size=12, size=64, normalise="tissue",
@@ -115,7 +123,7 @@ SHIPPED = default_model_dir("level")
 
 @pytest.mark.skipif(not is_installed(SHIPPED), reason="no level estimator installed")
 def test_the_shipped_estimator_meets_its_rule_on_synthbrain_validation():
-    q = load_level_estimator(SHIPPED).card["quality"]["levels"]
+    q = load_level_estimator(SHIPPED).card["quality"]["levels"]["test"]        # at the margin chosen on validation
     assert q["n"] >= 400 and q["inside_called_outside"] <= 0.03 and q["outside_caught"] >= 0.8
 
 

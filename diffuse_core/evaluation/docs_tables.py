@@ -91,6 +91,12 @@ CARD_FIGURES: list[dict] = [
     {"id": "ct.classifier", "card": "assets/ct/classifier", "figure": "CT classifier accuracy / AUROC",
      "value": "{quality/accuracy} / {quality/auroc}", "baseline": "",
      "on": "{quality/n} SynthBrain CT test slices", "source": "quality"},
+    {"id": "flair.level", "card": "assets/level", "figure": "slice level error (levels, 1 mm): mean / 90th percentile",
+     "value": "{quality/levels/mean_abs_error_levels} / {quality/levels/p90_abs_error_levels}",
+     "baseline": "",
+     "on": "{quality/levels/n} SynthBrain FLAIR validation slices of every level; in-range slices put outside "
+           "{quality/levels/inside_called_outside:pct}, outside slices caught {quality/levels/outside_caught:pct}",
+     "source": "quality/levels", "command": "diffuse-studio train level --normalise tissue"},
 ]
 
 #: Figures of results files in ``docs/results/`` that have their own layout, read as :data:`CARD_FIGURES` reads the

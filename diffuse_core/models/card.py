@@ -68,7 +68,7 @@ WRITERS: dict[str, dict] = {
                          "verdict"}},
     "calibrate-verdict": {"code": "diffuse_core.evaluation.scanner_verdict:calibrate_on_scans",
                           "fields": {"verdict", "calibration", "verdict_calibration"}},
-    "level-check": {"code": "diffuse_core.train.level:measure_levels", "fields": {"quality.levels"}},
+    "level-check": {"code": "diffuse_core.train.level:measure_levels", "fields": {"quality.levels", "level_margin"}},
 }
 
 #: Fields whose sub-keys are the fields (several commands write into them).

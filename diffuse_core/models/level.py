@@ -58,16 +58,17 @@ def new_level_estimator(config: ClassifierConfig | None = None, seed: int = 0) -
 
 
 def trained_levels(card: dict | None) -> tuple[int, int] | None:
-    """The template levels (lowest, highest) a SynthBrain-trained model saw, from its card's data realism; None where
-    its card does not say (a model trained on a folder of real slices, an older card)."""
+    """The template levels (lowest, highest) a SynthBrain-trained model saw, from its card's data realism (none
+    recorded: the default, as every card written before realism existed); None for a model trained on anything else
+    (a folder of real slices)."""
     from diffuse_core.data.synthbrain import check_realism
     from diffuse_core.data.synthbrain.anatomy import LEVEL_RANGE
     from diffuse_core.data.synthbrain.scanner import ALL_LEVELS, SCANNER_LEVELS
 
     data = (card or {}).get("data") or {}
-    if data.get("generator") != "SynthBrain" or "realism" not in data:
+    if data.get("generator") != "SynthBrain":
         return None
-    effects = check_realism(data["realism"])
+    effects = check_realism(data.get("realism", "default"))     # a card from before realism existed: the default
     if "all_levels" in effects:
         return ALL_LEVELS
     return SCANNER_LEVELS if "levels" in effects else LEVEL_RANGE

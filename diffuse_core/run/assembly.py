@@ -133,13 +133,14 @@ def slice_verdict(result, card: dict, level_model=None) -> tuple[object | None, 
     """The verdict of a walked slice under a model card, its estimated level and why its call was withheld:
     (Verdict or None, level or None, reason or None). No verdict where the card has none
     (:func:`diffuse_core.core.verdict.verdict_of`) or where the slice lies outside the levels the denoiser learned
-    (``level_model``, :mod:`diffuse_core.models.level`; None: not checked)."""
+    (``level_model``, :mod:`diffuse_core.models.level`, with the margin its card holds; None: not checked)."""
     from diffuse_core.core.verdict import verdict_of
     from diffuse_core.models.level import outside_trained_levels
 
     level = None if level_model is None else float(level_model.levels(result.image)[0])
     verdict = verdict_of(result.anomaly, result.brain_mask, card)
-    withheld = outside_trained_levels(level, card) if verdict is not None else None
+    margin = float((getattr(level_model, "card", None) or {}).get("level_margin", 0))
+    withheld = outside_trained_levels(level, card, margin) if verdict is not None else None
     return (None if withheld else verdict), level, withheld
 
 

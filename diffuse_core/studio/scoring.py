@@ -61,7 +61,14 @@ def result_summary(lc, item: dict) -> dict:
             "notes": list(lc.notes), "mask_rule": item["settings"].get("mask_rule", "percentile"),
             "verdict": None if item.get("verdict") is None else item["verdict"].to_dict(),
             "verdict_withheld": _withheld(item),
+            "level": _level(item),
             "timings": {k: round(float(v), 4) for k, v in (item.get("timings") or r.timings).items()}}
+
+
+def _level(item: dict) -> float | None:
+    """The slice's estimated template level (diffuse_core.models.level), None where the run did not estimate it."""
+    level = getattr(item.get("outcome"), "level", None)
+    return None if level is None else round(float(level), 1)
 
 
 def _withheld(item: dict) -> str | None:
