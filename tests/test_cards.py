@@ -26,10 +26,10 @@ def _leaves(node) -> Counter:
     return Counter([json.dumps(node)])
 
 
-def test_the_shipped_models_are_six():
+def test_the_shipped_models_are_seven():
     assert [p.relative_to(ROOT).as_posix() for p in SHIPPED] == [
         "assets/autoencoder", "assets/classifier", "assets/ct/autoencoder", "assets/ct/classifier", "assets/ct/ddpm",
-        "assets/ddpm"]
+        "assets/ddpm", "assets/level"]
 
 
 @pytest.mark.parametrize("folder", SHIPPED, ids=lambda p: p.relative_to(ROOT).as_posix())

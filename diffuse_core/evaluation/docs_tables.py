@@ -91,11 +91,12 @@ CARD_FIGURES: list[dict] = [
     {"id": "ct.classifier", "card": "assets/ct/classifier", "figure": "CT classifier accuracy / AUROC",
      "value": "{quality/accuracy} / {quality/auroc}", "baseline": "",
      "on": "{quality/n} SynthBrain CT test slices", "source": "quality"},
-    {"id": "flair.level", "card": "assets/level", "figure": "slice level error (levels, 1 mm): mean / 90th percentile",
-     "value": "{quality/levels/mean_abs_error_levels} / {quality/levels/p90_abs_error_levels}",
+    {"id": "flair.level", "card": "assets/level", "figure": "slice level error, mean / 90th pct (1 mm levels)",
+     "value": "{quality/levels/test/mean_abs_error_levels:f1} / {quality/levels/test/p90_abs_error_levels:f1}",
      "baseline": "",
-     "on": "{quality/levels/n} SynthBrain FLAIR validation slices of every level; in-range slices put outside "
-           "{quality/levels/inside_called_outside:pct}, outside slices caught {quality/levels/outside_caught:pct}",
+     "on": "{quality/levels/test/n} SynthBrain test slices; margin {level_margin}: "
+           "{quality/levels/test/outside_caught:pct} of outside slices caught, "
+           "{quality/levels/test/inside_called_outside:pct} of inside ones lost",
      "source": "quality/levels", "command": "diffuse-studio train level --normalise tissue"},
 ]
 
@@ -135,7 +136,7 @@ RESULT_FIGURES: list[dict] = [
 
 MODEL_NAMES = {"assets/ddpm": "FLAIR DDPM", "assets/ct/ddpm": "CT DDPM", "assets/classifier": "FLAIR ACAT",
                "assets/autoencoder": "FLAIR ACAT", "assets/ct/classifier": "CT ACAT",
-               "assets/ct/autoencoder": "CT ACAT"}
+               "assets/ct/autoencoder": "CT ACAT", "assets/level": "FLAIR level check"}
 
 
 class RegionError(ValueError):
