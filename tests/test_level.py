@@ -11,8 +11,8 @@ from diffuse_core.data.synthbrain.anatomy import LEVEL_RANGE
 from diffuse_core.data.synthbrain.scanner import SCANNER_LEVELS
 from diffuse_core.models.checkpoint import load, load_level_estimator, save
 from diffuse_core.models.classifier import ClassifierConfig
-from diffuse_core.models.level import (LEVEL_CENTRE, LEVEL_SPAN, is_slice_reason, new_level_estimator,
-                                       outside_trained_levels, trained_levels, usable_with)
+from diffuse_core.models.level import LEVEL_CENTRE, LEVEL_SPAN, new_level_estimator
+from diffuse_core.run.level_check import is_slice_reason, outside_trained_levels, trained_levels, usable_with
 from diffuse_core.models.registry import default_model_dir, is_installed
 from diffuse_core.run.assembly import slice_verdict
 from diffuse_core.studio.scoring import verdict_line

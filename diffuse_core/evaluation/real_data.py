@@ -97,7 +97,7 @@ def verdicts(maps, zmaps, brains, tumour, groups, card: dict, false_abnormal: fl
     threshold, chosen on healthy SynthBrain validation, and at a threshold chosen on the other cases' tumour-free
     slices for ``false_abnormal``) and of the FLAIR threshold (peak z-score, the same leave-one-case-out choice):
     AUROC, sensitivity and specificity with case-level intervals. ``withheld`` (bool per slice): the slices a run
-    makes no call on (outside the denoiser's trained levels, :mod:`diffuse_core.models.level`); the card's verdict
+    makes no call on (outside the denoiser's trained levels, :mod:`diffuse_core.run.level_check`); the card's verdict
     is then also given as the app makes it, on the slices it calls."""
     from diffuse_core.core.verdict import slice_score
 

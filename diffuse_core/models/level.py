@@ -5,7 +5,7 @@ A healthy DDPM trained on SynthBrain has seen only the template levels its gener
 base). On a slice from below them (temporal poles, cerebellum, orbits' neighbourhood) its counterfactual redraws
 normal anatomy it never learned, and a verdict there calls normal brain abnormal. So a run estimates the slice's level
 and, where it lies outside the levels the denoiser was trained on, makes no normal / abnormal call
-(:func:`outside_trained_levels`).
+(:mod:`diffuse_core.run.level_check`).
 
 The estimator is the classifier's small CNN with one output, regressing the ICBM152 template level (z index, 1 mm;
 MNI z = level - ``z0``) scaled as ``(level - LEVEL_CENTRE) / LEVEL_SPAN``. It is trained on SynthBrain slices of every
@@ -55,53 +55,3 @@ class LevelEstimator(Classifier):
 def new_level_estimator(config: ClassifierConfig | None = None, seed: int = 0) -> LevelEstimator:
     """A freshly initialised level estimator (weights fixed by ``seed``, global RNG untouched), in eval mode."""
     return build_seeded(lambda: LevelEstimator(config), seed)
-
-
-def trained_levels(card: dict | None) -> tuple[int, int] | None:
-    """The template levels (lowest, highest) a SynthBrain-trained model saw, from its card's data realism (none
-    recorded: the default, as every card written before realism existed); None for a model trained on anything else
-    (a folder of real slices)."""
-    from diffuse_core.data.synthbrain import check_realism
-    from diffuse_core.data.synthbrain.anatomy import LEVEL_RANGE
-    from diffuse_core.data.synthbrain.scanner import ALL_LEVELS, SCANNER_LEVELS
-
-    data = (card or {}).get("data") or {}
-    if data.get("generator") != "SynthBrain":
-        return None
-    effects = check_realism(data.get("realism", "default"))     # a card from before realism existed: the default
-    if "all_levels" in effects:
-        return ALL_LEVELS
-    return SCANNER_LEVELS if "levels" in effects else LEVEL_RANGE
-
-
-def usable_with(level_card: dict | None, denoiser_card: dict | None) -> bool:
-    """Whether a level estimator (its card) reads the slices a denoiser (its card) is given: the same modalities and
-    the same input scale, and a denoiser whose trained levels are known."""
-    lc, dc = level_card or {}, denoiser_card or {}
-    same_modalities = ((lc.get("data") or {}).get("modalities") == (dc.get("data") or {}).get("modalities"))
-    same_scale = (lc.get("data") or {}).get("input_normalisation") == dc.get("input_normalisation", "absolute")
-    return same_modalities and same_scale and trained_levels(dc) is not None
-
-
-SLICE_REASON = "this slice lies"     # how every reason of :func:`outside_trained_levels` begins
-
-
-def is_slice_reason(why: str | None) -> bool:
-    """Whether a reason for withholding a verdict is about the slice's level (not about the model card)."""
-    return bool(why) and str(why).startswith(SLICE_REASON)
-
-
-def outside_trained_levels(level: float | None, denoiser_card: dict | None, margin: float = 0.0) -> str | None:
-    """Why a slice of estimated template ``level`` gets no normal / abnormal call under this denoiser (one phrase),
-    or None where the level lies within the levels it learned (widened by ``margin`` on each side) or is unknown."""
-    levels = trained_levels(denoiser_card)
-    if level is None or levels is None:
-        return None
-    lo, hi = levels
-    if lo - margin <= level <= hi + margin:
-        return None
-    where = "below" if level < lo else "above"
-    part = "towards the skull base" if level < lo else "towards the vertex"
-    return (f"{SLICE_REASON} {where} the levels the healthy model learned ({part}; estimated "
-            f"{abs(level - (lo if level < lo else hi)):.0f} mm {where} them), where its counterfactual redraws "
-            f"anatomy it never saw")

@@ -133,9 +133,10 @@ def slice_verdict(result, card: dict, level_model=None) -> tuple[object | None, 
     """The verdict of a walked slice under a model card, its estimated level and why its call was withheld:
     (Verdict or None, level or None, reason or None). No verdict where the card has none
     (:func:`diffuse_core.core.verdict.verdict_of`) or where the slice lies outside the levels the denoiser learned
-    (``level_model``, :mod:`diffuse_core.models.level`, with the margin its card holds; None: not checked)."""
+    (``level_model``, :mod:`diffuse_core.run.level_check`, with the margin the estimator's card holds; None: not
+    checked)."""
     from diffuse_core.core.verdict import verdict_of
-    from diffuse_core.models.level import outside_trained_levels
+    from diffuse_core.run.level_check import outside_trained_levels
 
     level = None if level_model is None else float(level_model.levels(result.image)[0])
     verdict = verdict_of(result.anomaly, result.brain_mask, card)

@@ -100,10 +100,10 @@ def load_run_models(modality: str | None, *, model_dir=None, saliency_dir=None, 
 
 def level_estimator_for(denoiser_card: dict | None, device="cpu", check: bool = True):
     """The installed slice-level estimator (``assets/level``) where it reads the slices this denoiser is given
-    (:func:`diffuse_core.models.level.usable_with`; ``check`` False skips that), else None: no level check (a CT
+    (:func:`diffuse_core.run.level_check.usable_with`; ``check`` False skips that), else None: no level check (a CT
     model, a model trained on a folder of real slices, no estimator installed)."""
     from diffuse_core.models.checkpoint import load_level_estimator
-    from diffuse_core.models.level import usable_with
+    from diffuse_core.run.level_check import usable_with
     from diffuse_core.models.registry import default_model_dir, is_installed
 
     folder = default_model_dir("level")

@@ -184,7 +184,7 @@ class ModelStore:
     def level(self, device, denoiser_card: dict | None):
         """The slice-level estimator for runs of a denoiser with this card (cached until its weights change), or
         None (:func:`diffuse_core.run.models.level_estimator_for`)."""
-        from diffuse_core.models.level import usable_with
+        from diffuse_core.run.level_check import usable_with
         from diffuse_core.models.registry import default_model_dir
         from diffuse_core.run.models import level_estimator_for
 

@@ -112,7 +112,7 @@ def no_verdict_line(modality: str | None, why: str | None = None) -> str:
     lesions: :func:`diffuse_core.core.verdict.withheld_because`): no call, and why (``why``: the run's own card's
     reason; else the installed model's for the modality)."""
     from diffuse_core.core.verdict import withheld_because
-    from diffuse_core.models.level import is_slice_reason
+    from diffuse_core.run.level_check import is_slice_reason
     from diffuse_core.studio.model_store import MODELS
 
     if is_slice_reason(why):

@@ -124,9 +124,9 @@ def measure_levels(folder: str | Path, n_val: int = VALIDATION_SLICES, seed: int
     validation slices, the smallest margin (:data:`MARGINS`) that puts at most :data:`MAX_INSIDE_OUTSIDE` of the
     slices inside the trained levels outside them; then, at that margin, the figures on ``n_val`` test slices (not
     used to choose). ``write`` puts them in the card (``quality.levels``) and the margin as ``level_margin``, the
-    setting a run reads (:func:`diffuse_core.models.level.outside_trained_levels`)."""
+    setting a run reads (:func:`diffuse_core.run.level_check.outside_trained_levels`)."""
     from diffuse_core.data.synthbrain.anatomy import LEVEL_RANGE
-    from diffuse_core.evaluation.provenance import commit_id, hardware_summary
+    from diffuse_core.models.card import commit_id, hardware_summary
     from diffuse_core.models.checkpoint import load_level_estimator, update_card
 
     est = load_level_estimator(folder)
