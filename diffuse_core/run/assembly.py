@@ -80,7 +80,8 @@ class RunOutcome:
                 "mask_rule": self.rule, "mask_share": self.mask_share, "score": self.card.get("score") or "abs",
                 "threshold": self.threshold, "verdict": None if self.verdict is None else self.verdict.to_dict(),
                 "verdict_withheld": self.withheld,
-                "level": None if self.level is None else round(float(self.level), 1), "model": self.model, "model_version": self.model_version,
+                "level": None if self.level is None else round(float(self.level), 1), "model": self.model,
+                "model_version": self.model_version,
                 "model_steps": (self.card.get("training") or {}).get("steps_done"),
                 "model_grid": int(np.asarray(self.result.image).shape[-1])}
 

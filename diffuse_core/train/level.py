@@ -75,7 +75,8 @@ def train_level(out_dir: str | Path, steps: int | None = None, batch_size: int |
                              "final_loss_ema": None if r.loss_ema is None else round(r.loss_ema, 6),
                              "loss_curve": r.loss_curve}}
 
-    task = TrainTask(kind="level", model=new_level_estimator(config, seed=seed), architecture={"config": config.to_dict()},
+    task = TrainTask(kind="level", model=new_level_estimator(config, seed=seed),
+                     architecture={"config": config.to_dict()},
                      make_batch=make_batch, loss=loss, card=card)
     settings = TrainSettings(steps=steps, batch_size=batch_size, lr=lr or LEVEL_DEFAULTS["lr"],
                              weight_decay=LEVEL_DEFAULTS["weight_decay"], lr_schedule="cosine", warmup_steps=50,
