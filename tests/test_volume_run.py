@@ -29,11 +29,12 @@ class Killed(Exception):
 class ArithmeticEngine(VolumeEngine):
     """A stand-in for the models with the engine's interface; ``fail_on`` (a call number) raises :class:`Killed`."""
 
-    def __init__(self, fail_on: int | None = None):
+    def __init__(self, fail_on: int | None = None, outside: set[int] = frozenset()):
         super().__init__(models=None, run_settings=None, mask_from="none", device="cpu",
                          settings={"k": 1, "steps": 1, "threshold": 0.2, "kind": "arithmetic"}, mri_reference=None)
         self.calls: list[list[int]] = []
         self.fail_on = fail_on
+        self.outside = set(outside)       # slices it reports outside the levels the model learned
 
     size = 64
     channels = 1
@@ -53,7 +54,9 @@ class ArithmeticEngine(VolumeEngine):
                                                         saliency=None))
             out.append(SliceResult(z=case.slice_index, counterfactual=full.counterfactual[0], image=full.image[0],
                                    anomaly=full.anomaly, redrawn=full.mask, brain=full.brain,
-                                   flagged=binarize(full.anomaly, 0.2), peak=float(full.anomaly.max())))
+                                   flagged=binarize(full.anomaly, 0.2), peak=float(full.anomaly.max()),
+                                   outside=("this slice lies below the levels the healthy model learned"
+                                            if case.slice_index in self.outside else None)))
         return out
 
 
@@ -104,7 +107,7 @@ def test_the_outputs_lie_on_the_input_grid_and_unprocessed_slices_keep_the_input
     assert np.array_equal(cf[:, :, [0, 1, 4, 5, 6, 7]], data[:, :, [0, 1, 4, 5, 6, 7]])
     assert not np.array_equal(cf[:, :, 2], data[:, :, 2])          # the blob was dimmed
     rows = (tmp_path / "o" / "slices.csv").read_text().splitlines()
-    assert rows[0] == "z,processed,flagged_px,flagged_mm2,peak" and len(rows) == 9
+    assert rows[0] == "z,processed,flagged_px,flagged_mm2,peak,outside_levels" and len(rows) == 9
     assert summary["anomaly_volume_ml"] > 0 and set(summary["top_slices"]) <= {2, 3}
 
 
@@ -247,3 +250,26 @@ def test_a_batched_slice_equals_the_one_slice_path_where_no_noise_reaches(tmp_pa
     inside = a.redrawn > 0
     assert np.abs(reseeded.counterfactual - b.counterfactual)[inside].max() > 1e-3
 
+
+def test_slices_outside_the_learned_levels_are_marked_and_ranked_after_the_others(tmp_path):
+    """A slice the level check places outside the levels the model learned (its map may mark normal anatomy): marked
+    in slices.csv and volume.json, never the worst slice or a top slice while others are flagged, and last in the
+    scroller's "most abnormal" order."""
+    import csv
+
+    from diffuse_core.volumes.read import read_volume
+    from diffuse_core.volumes.store import VolumeResults
+
+    src = write_nifti(tmp_path / "v.nii.gz")
+    plain = run_volume(src, tmp_path / "plain", ArithmeticEngine(), batch_size=2)
+    worst_plain = plain["top_slices"][0]
+    summary = run_volume(src, tmp_path / "o", ArithmeticEngine(outside={worst_plain}), batch_size=2)
+    with open(tmp_path / "o" / "slices.csv") as f:
+        marked = [int(r["z"]) for r in csv.DictReader(f) if r["outside_levels"] == "True"]
+    assert marked == [worst_plain] and summary["outside_levels"] == [worst_plain]
+    assert worst_plain not in summary["top_slices"] and summary["top_slices"]
+    store = VolumeResults(read_volume(src), ArithmeticEngine(outside={worst_plain}), batch_size=2)
+    for _ in store.compute():
+        pass
+    assert store.outside()[worst_plain] and sum(store.outside()) == 1
+    assert store.worst(len(store.brain))[-1] == worst_plain and store.worst(1) != [worst_plain]

@@ -177,3 +177,15 @@ def test_a_refused_volume_clears_the_tab_and_says_why(studio, tmp_path):
 
     Image.fromarray(np.zeros((40, 40), np.uint8)).save(png)
     assert "not a volume" in view_of(opened([str(png)]), "slice_info")
+
+
+def test_the_curve_marks_slices_outside_the_learned_levels_and_never_calls_them_most_abnormal():
+    from diffuse_core.ui.volume_pictures import score_curve
+
+    scores = [None, 900.0, 300.0, 200.0, None]
+    fig = score_curve(scores, [1, 2, 3, 4], 2, [1, 2], 3, [False, True, False, False, False])
+    traces = {t.name: t for t in fig.data}
+    assert list(traces["outside the levels the model learned"].x) == [1]
+    assert list(traces["most abnormal"].x) == [2]                 # slice 1 is outside: not marked most abnormal
+    plain = {t.name: t for t in score_curve(scores, [1, 2, 3, 4], 2, [1, 2], 3).data}
+    assert "outside the levels the model learned" not in plain and list(plain["most abnormal"].x) == [1, 2]

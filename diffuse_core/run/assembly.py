@@ -66,7 +66,7 @@ class RunOutcome:
     timings: dict = field(default_factory=dict)
     notes: tuple[str, ...] = ()
     level: float | None = None         # the slice's estimated template level (models.level), None where not estimated
-    withheld: str | None = None        # why this slice gets no verdict although the card has one (its level)
+    withheld: str | None = None        # why this slice gets no call: it lies outside the levels the model learned
 
     @property
     def mask_share(self) -> float:
@@ -131,8 +131,8 @@ def _regions(chunk: list, models: RunModels, settings: RunSettings, mask_from) -
 
 
 def slice_verdict(result, card: dict, level_model=None) -> tuple[object | None, float | None, str | None]:
-    """The verdict of a walked slice under a model card, its estimated level and why its call was withheld:
-    (Verdict or None, level or None, reason or None). No verdict where the card has none
+    """The verdict of a walked slice under a model card, its estimated level and, where the slice lies outside the
+    levels the denoiser learned, why no call is made: (Verdict or None, level or None, reason or None). No verdict where the card has none
     (:func:`diffuse_core.core.verdict.verdict_of`) or where the slice lies outside the levels the denoiser learned
     (``level_model``, :mod:`diffuse_core.run.level_check`, with the margin the estimator's card holds; None: not
     checked)."""
@@ -142,8 +142,8 @@ def slice_verdict(result, card: dict, level_model=None) -> tuple[object | None, 
     level = None if level_model is None else float(level_model.levels(result.image)[0])
     verdict = verdict_of(result.anomaly, result.brain_mask, card)
     margin = float((getattr(level_model, "card", None) or {}).get("level_margin", 0))
-    withheld = outside_trained_levels(level, card, margin) if verdict is not None else None
-    return (None if withheld else verdict), level, withheld
+    outside = outside_trained_levels(level, card, margin)
+    return (None if outside else verdict), level, outside
 
 
 def _outcome(result, models: RunModels, settings: RunSettings, timings: dict, notes=()) -> RunOutcome:

@@ -48,8 +48,11 @@ def _slice_info(s, z: int) -> str:
         return f"{where} · computing…"
     area = s.store.scores()[z] or 0.0
     verdict = "**flagged**" if area > 0 else "nothing flagged"
-    return (f"{where} · {verdict}: {area:.0f} mm² above the threshold, peak anomaly {r.peak:.3f} "
+    line = (f"{where} · {verdict}: {area:.0f} mm² above the threshold, peak anomaly {r.peak:.3f} "
             f"(threshold {threshold_of(s):.3f})")
+    if r.outside is not None:
+        line += f" · **outside the levels the model learned**: {r.outside}; red here may be normal anatomy"
+    return line
 
 
 def progress_line(s) -> str:
@@ -94,7 +97,8 @@ def view(s, z: int, opacity: float, reformat_of: str, row: float | None = None, 
         coronal, sagittal = reformats(stack, done, z, ri, ci, s.window, v.spacing, float(v.slice_step), anomaly, thr,
                                       opacity)
     info = _slice_info(s, z) + ("" if ok else f"\n\n{html.escape(why)}")
-    curve = score_curve(s.store.scores(), s.store.brain, z, s.store.worst(3), s.store.progress[0])
+    curve = score_curve(s.store.scores(), s.store.brain, z, s.store.worst(3), s.store.progress[0],
+                        s.store.outside())
     return [info, *panels, coronal, sagittal, curve, progress_line(s)]
 
 
@@ -166,7 +170,9 @@ def jump_to_worst(z, request: Optional[gr.Request] = None):
     s = VOLUMES.get(key_of(request))
     if s is None:
         return gr.skip()
-    worst = [w for w in s.store.worst(WORST_COUNT) if (s.store.scores()[w] or 0) > 0] or s.store.worst(1)
+    scores, outside = s.store.scores(), s.store.outside()
+    worst = ([w for w in s.store.worst(WORST_COUNT) if (scores[w] or 0) > 0 and not outside[w]]
+             or s.store.worst(1))                       # slices the model learned first; outside ones last
     if not worst:
         gr.Info("No slice computed yet: the curve fills in as slices finish.")
         return gr.skip()

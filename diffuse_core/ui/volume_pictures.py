@@ -106,10 +106,12 @@ def reformats(stack: np.ndarray, done: np.ndarray, z: int, row: int, col: int, w
     return views[0], views[1]
 
 
-def score_curve(scores: list, brain: list[int], z: int, worst: list[int], total_done: int):
+def score_curve(scores: list, brain: list[int], z: int, worst: list[int], total_done: int,
+                outside: list[bool] | None = None):
     """The Plotly curve of the anomaly score (flagged area in mm^2) per slice: computed slices as a line, brain
-    slices still computing as grey ticks at zero, the slice in view as a vertical line, the worst slices marked;
-    a click on a point jumps there (the tab's script)."""
+    slices still computing as grey ticks at zero, slices outside the levels the model learned (``outside``) as grey
+    crosses, the slice in view as a vertical line, the worst slices marked; a click on a point jumps there (the
+    tab's script)."""
     import plotly.graph_objects as go
 
     fig = go.Figure()
@@ -122,7 +124,14 @@ def score_curve(scores: list, brain: list[int], z: int, worst: list[int], total_
         fig.add_trace(go.Scatter(x=pending, y=[0] * len(pending), mode="markers", name="computing",
                                  marker={"color": "#9ca3af", "symbol": "line-ns-open", "size": 10},
                                  hovertemplate="slice %{x}: computing<extra>click to view</extra>"))
-    top = [w for w in worst if scores[w]]
+    far = [i for i in xs if outside and outside[i]]
+    if far:
+        fig.add_trace(go.Scatter(x=far, y=[scores[i] for i in far], mode="markers",
+                                 name="outside the levels the model learned",
+                                 marker={"color": "#6b7280", "size": 11, "symbol": "x"},
+                                 hovertemplate="slice %{x}: %{y:.0f} mm²<extra>outside the levels the model learned: "
+                                               "red here may be normal anatomy</extra>"))
+    top = [w for w in worst if scores[w] and not (outside and outside[w])]
     if top:
         fig.add_trace(go.Scatter(x=top, y=[scores[w] for w in top], mode="markers+text", name="most abnormal",
                                  marker={"color": "#dc2626", "size": 12, "symbol": "diamond"},

@@ -38,6 +38,7 @@ class SliceResult:
     flagged: np.ndarray               # uint8: anomaly above the threshold
     peak: float                       # the slice's largest anomaly value
     truth: np.ndarray | None = None   # uint8 ground truth at full size, where the input had one
+    outside: str | None = None        # why the slice lies outside the levels the model learned (run.level_check)
 
 
 @dataclass
@@ -85,7 +86,7 @@ class VolumeEngine:
             out.append(SliceResult(z=case.slice_index, counterfactual=full.counterfactual[0], image=full.image[0],
                                    anomaly=full.anomaly, redrawn=full.mask, brain=full.brain,
                                    flagged=binarize(full.anomaly, o.threshold), peak=float(full.anomaly.max()),
-                                   truth=case.truth_at_input_size))
+                                   truth=case.truth_at_input_size, outside=o.withheld))
         return out
 
 

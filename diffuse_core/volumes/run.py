@@ -101,6 +101,7 @@ def _save_batch(path: Path, volume: Volume, results: list[SliceResult]) -> None:
         arrays[f"flagged_{r.z}"] = r.flagged.astype(np.uint8)
         arrays[f"redrawn_{r.z}"] = r.redrawn.astype(np.uint8)
         arrays[f"peak_{r.z}"] = np.float32(r.peak)
+        arrays[f"outside_{r.z}"] = np.uint8(r.outside is not None)
     buf = BytesIO()
     np.savez_compressed(buf, **arrays)
     atomic_write_bytes(path, buf.getvalue())
@@ -114,6 +115,15 @@ def _assemble(volume: Volume, done: dict[int, Path], key: str, dtype) -> np.ndar
             for name in z.files:
                 if name.startswith(key + "_"):
                     out[int(name.split("_")[1])] = z[name]
+    return out
+
+
+def _outside(done: dict[int, Path]) -> set[int]:
+    """The slices the batch files mark as outside the levels the model learned (none in files from before the mark)."""
+    out = set()
+    for path in sorted(set(done.values())):
+        with np.load(path) as z:
+            out |= {int(name.split("_")[1]) for name in z.files if name.startswith("outside_") and int(z[name])}
     return out
 
 
@@ -216,19 +226,21 @@ def _write_outputs(volume: Volume, out: Path, done: dict[int, Path], todo: list[
         write_segmentation(out / "anomaly_seg.dcm", volume.grid, flagged, version=__version__)
         outputs.append("anomaly_seg.dcm")
         yield VolumeProgress("write", 4, steps)
-    rows = slice_rows(volume, flagged, anomaly, set(todo))
+    rows = slice_rows(volume, flagged, anomaly, set(todo), _outside(done))
     del anomaly
     write_slices_csv(out / "slices.csv", rows)
-    worst = max(rows, key=lambda r: (r["flagged_mm2"], r["peak"]))
+    worst = max(rows, key=lambda r: (not r["outside_levels"], r["flagged_mm2"], r["peak"]))
     write_worst_png(out / "worst_slice.png", volume, done, worst["z"])
     outputs += ["slices.csv", "worst_slice.png"]
     voxel_ml = volume.spacing[0] * volume.spacing[1] * (volume.slice_step or 1.0) / 1000.0
-    top = sorted((r for r in rows if r["processed"]), key=lambda r: (-r["flagged_mm2"], -r["peak"]))[:5]
+    top = sorted((r for r in rows if r["processed"] and not r["outside_levels"]),
+                 key=lambda r: (-r["flagged_mm2"], -r["peak"]))[:5]
     summary = {"input": str(volume.source), "kind": volume.kind, "num_slices": volume.num_slices,
                "shape_zhw": list(volume.shape), "spacing_mm": list(volume.spacing), "slice_step_mm": volume.slice_step,
                "modality": volume_modality_hint(volume), "slices_processed": len(todo),
                "anomaly_volume_ml": round(float(flagged.sum()) * voxel_ml, 3),
                "top_slices": [r["z"] for r in top if r["flagged_mm2"] > 0],
+               "outside_levels": [r["z"] for r in rows if r["outside_levels"]],
                "settings": engine.settings, "seed": fingerprint["seed"], "batch_size": fingerprint["batch_size"],
                "outputs": outputs, "fingerprint": fingerprint}
     yield VolumeProgress("write", steps, steps)

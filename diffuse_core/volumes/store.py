@@ -15,6 +15,7 @@ How the UI calls it (plain Python, no gradio here; one store per uploaded volume
     store.get(z)                   # SliceResult at the input's size, or None while pending / without brain
     store.scores()                 # per slice: flagged area in mm^2 (None: not computed yet or no brain)
     store.worst(3)                 # the computed slices with the largest scores, for "jump to the worst slice"
+    store.outside()                # per slice: computed and outside the levels the model learned
     store.progress                 # (done, total) over the brain slices
 
 The batches are :mod:`.run`'s (``batch_size`` consecutive brain slices, noise seeded with ``seed`` plus the batch's
@@ -67,11 +68,19 @@ class VolumeResults:
         return [None if z not in done else round(float(done[z].flagged.sum()) * px_mm2, 2)
                 for z in range(self.volume.num_slices)]
 
+    def outside(self) -> list[bool]:
+        """Per slice of the volume, whether it was computed and lies outside the levels the model learned (its map
+        there may mark normal anatomy: :mod:`diffuse_core.run.level_check`)."""
+        with self._lock:
+            done = dict(self._results)
+        return [z in done and done[z].outside is not None for z in range(self.volume.num_slices)]
+
     def worst(self, n: int = 3) -> list[int]:
-        """The ``n`` computed slices with the largest scores (ties: the larger peak first)."""
+        """The ``n`` computed slices with the largest scores (ties: the larger peak first), slices inside the levels
+        the model learned before those outside them."""
         with self._lock:
             done = list(self._results.values())
-        done.sort(key=lambda r: (-int(r.flagged.sum()), -r.peak))
+        done.sort(key=lambda r: (r.outside is not None, -int(r.flagged.sum()), -r.peak))
         return [r.z for r in done[:n]]
 
     @property

@@ -30,17 +30,20 @@ def slice_scores(flagged: np.ndarray, anomaly: np.ndarray, spacing: tuple[float,
              "peak": round(float(peak[z]), 5)} for z in range(len(flagged))]
 
 
-def slice_rows(volume, flagged: np.ndarray, anomaly: np.ndarray, processed: set[int]) -> list[dict]:
-    """:func:`slice_scores` of a volume run, with whether each slice was processed (a brain slice in range)."""
+def slice_rows(volume, flagged: np.ndarray, anomaly: np.ndarray, processed: set[int],
+               outside: set[int] = frozenset()) -> list[dict]:
+    """:func:`slice_scores` of a volume run, with whether each slice was processed (a brain slice in range) and
+    whether it lies outside the levels the model learned (``outside``: its map may mark normal anatomy)."""
     rows = slice_scores(flagged, anomaly, volume.spacing)
     for r in rows:
         r["processed"] = r["z"] in processed
+        r["outside_levels"] = r["z"] in outside
     return rows
 
 
 def write_slices_csv(path: Path, rows: list[dict]) -> Path:
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=["z", "processed", "flagged_px", "flagged_mm2", "peak"])
+    w = csv.DictWriter(buf, fieldnames=["z", "processed", "flagged_px", "flagged_mm2", "peak", "outside_levels"])
     w.writeheader()
     for r in rows:
         w.writerow({k: r[k] for k in w.fieldnames})
