@@ -57,3 +57,9 @@ def open_app(p, server: str, width: int = 1440, height: int = 900, ready: str | 
 def wait_text(page, elem_id: str, text: str, timeout: int) -> None:
     """Wait until the element ``#elem_id`` shows ``text``."""
     page.wait_for_function(f"document.querySelector('#{elem_id}').innerText.includes({text!r})", timeout=timeout)
+
+
+def upload_in_explore(page, path) -> None:
+    """Explore: switch the case source to Upload and give it the file at ``path``."""
+    page.locator("#df-source label:has-text('Upload')").click()
+    page.locator("#df-upload input[type=file]").set_input_files(str(path))

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from browser import BROWSER_MARKS, app_server, open_app
+from browser import BROWSER_MARKS, app_server, open_app, upload_in_explore
 from tiny_app import ROOT, app_env, one_torch_thread, tiny_models
 
 R = 64
@@ -551,8 +551,7 @@ def test_a_bad_file_gets_one_message_with_its_name_as_given(server, tmp_path):
                     if (n.nodeType === 1) n.querySelectorAll && [n, ...n.querySelectorAll('*')].forEach(e => {
                         if (e.matches('.toast-body')) window.__toasts.push(e.innerText); }); })))
                   .observe(document.body, {childList: true, subtree: true}); }""")
-            page.locator("#df-source label:has-text('Upload')").click()
-            page.locator("#df-upload input[type=file]").set_input_files(str(bad))
+            upload_in_explore(page, bad)
             page.wait_for_function("window.__toasts.length >= 1", timeout=30_000)
             page.wait_for_timeout(1_500)
             page.locator("#df-run").click()

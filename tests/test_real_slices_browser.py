@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from browser import BROWSER_MARKS, app_server, open_app  # noqa: E402
+from browser import BROWSER_MARKS, app_server, open_app, upload_in_explore  # noqa: E402
 
 BRATS = Path(__file__).resolve().parents[2] / "shared" / "real_cases" / "brats2015"
 pytestmark = BROWSER_MARKS + [pytest.mark.skipif(not (BRATS.is_dir() and any(BRATS.glob("brats_*"))),
@@ -52,8 +52,7 @@ def test_a_real_slice_reads_as_the_app_should(server, tmp_path, kind):
     with sync_playwright() as p:
         browser, page = open_app(p, server)
         try:
-            page.locator("#df-source label:has-text('Upload')").click()
-            page.locator("#df-upload input[type=file]").set_input_files(str(upload))
+            upload_in_explore(page, upload)
             page.wait_for_function("!document.querySelector('#df-run').disabled", timeout=60_000)
             page.wait_for_timeout(1_500)
             page.locator("#df-run").click()

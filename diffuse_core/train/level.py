@@ -26,7 +26,7 @@ from torch.nn import functional as F
 from diffuse_core.models.classifier import ClassifierConfig
 from diffuse_core.models.level import LEVEL_CENTRE, LEVEL_SPAN, TRAINING_REALISM, new_level_estimator
 from diffuse_core.train.data import normalise_slices, random_flips, synthbrain_card, synthbrain_pool
-from diffuse_core.train.trainer import Trainer, TrainingRecord, TrainSettings, TrainTask, started_from
+from diffuse_core.train.trainer import Trainer, TrainSettings, TrainTask, small_model_card, started_from
 
 LEVEL_DEFAULTS = {"steps": 1500, "lr": 1e-3, "weight_decay": 1e-4, "pool": 3000, "batch_size": 32}
 VALIDATION_SLICES = 400
@@ -66,18 +66,9 @@ def train_level(out_dir: str | Path, steps: int | None = None, batch_size: int |
                    "loss": "smooth L1 on (level - 80) / 40", "augmentation": "left-right flip", "data": data,
                    **started_from(init_from, "level")}
 
-    def card(r: TrainingRecord) -> dict:
-        s = r.settings
-        return {**description, "parameters": r.parameters,
-                "training": {"steps": s.steps, "steps_done": r.steps_done, "batch_size": s.batch_size, "lr": s.lr,
-                             "weight_decay": s.weight_decay, "wall_seconds": r.wall_seconds, "hardware": r.hardware,
-                             "seed": s.seed, "precision": "bfloat16" if r.precision == "bf16" else "float32",
-                             "final_loss_ema": None if r.loss_ema is None else round(r.loss_ema, 6),
-                             "loss_curve": r.loss_curve}}
-
     task = TrainTask(kind="level", model=new_level_estimator(config, seed=seed),
                      architecture={"config": config.to_dict()},
-                     make_batch=make_batch, loss=loss, card=card)
+                     make_batch=make_batch, loss=loss, card=lambda r: small_model_card(description, r))
     settings = TrainSettings(steps=steps, batch_size=batch_size, lr=lr or LEVEL_DEFAULTS["lr"],
                              weight_decay=LEVEL_DEFAULTS["weight_decay"], lr_schedule="cosine", warmup_steps=50,
                              seed=seed, checkpoint_every=checkpoint_every)

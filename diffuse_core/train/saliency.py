@@ -20,7 +20,7 @@ from torch.nn import functional as F
 from diffuse_core.models.autoencoder import AutoencoderConfig, new_autoencoder
 from diffuse_core.models.classifier import ClassifierConfig, new_classifier
 from diffuse_core.train.data import labelled_training_data, random_flips
-from diffuse_core.train.trainer import Trainer, TrainingRecord, TrainSettings, TrainTask, started_from
+from diffuse_core.train.trainer import Trainer, TrainSettings, TrainTask, small_model_card, started_from
 
 DEFAULT_POOL = 4000
 AE_DEFAULTS = {"steps": 1000, "lr": 2e-3, "weight_decay": 0.0}
@@ -30,17 +30,6 @@ CLF_DEFAULTS = {"steps": 1500, "lr": 1e-3, "weight_decay": 1e-4}
 def _settings(defaults: dict, steps: int, batch_size: int, lr: float, seed: int, checkpoint_every: int) -> TrainSettings:
     return TrainSettings(steps=steps, batch_size=batch_size, lr=lr, weight_decay=defaults["weight_decay"],
                          lr_schedule="cosine", warmup_steps=50, seed=seed, checkpoint_every=checkpoint_every)
-
-
-def _card(description: dict, r: TrainingRecord) -> dict:
-    """The ACAT models' card: the description, then the run's facts under ``training`` (as the DDPM's card)."""
-    s = r.settings
-    return {**description, "parameters": r.parameters,
-            "training": {"steps": s.steps, "steps_done": r.steps_done, "batch_size": s.batch_size, "lr": s.lr,
-                         "weight_decay": s.weight_decay, "wall_seconds": r.wall_seconds, "hardware": r.hardware,
-                         "seed": s.seed, "precision": "bfloat16" if r.precision == "bf16" else "float32",
-                         "final_loss_ema": None if r.loss_ema is None else round(r.loss_ema, 6),
-                         "loss_curve": r.loss_curve}}
 
 
 def _run(task: TrainTask, settings: TrainSettings, out_dir, resume: bool, progress: bool, device,
@@ -81,7 +70,7 @@ def train_autoencoder(out_dir, steps: int = AE_DEFAULTS["steps"], batch_size: in
                    **started_from(init_from, "autoencoder")}
     task = TrainTask(kind="autoencoder", model=new_autoencoder(config, seed=seed),
                      architecture={"config": config.to_dict()}, make_batch=make_batch, loss=loss,
-                     card=lambda r: _card(description, r))
+                     card=lambda r: small_model_card(description, r))
     return _run(task, _settings(AE_DEFAULTS, steps, batch_size, lr, seed, checkpoint_every), out_dir, resume,
                 progress, device, init_from)
 
@@ -121,6 +110,6 @@ def train_classifier(out_dir, steps: int = CLF_DEFAULTS["steps"], batch_size: in
                    "augmentation": "left-right flip", "data": data_card, **started_from(init_from, "classifier")}
     task = TrainTask(kind="classifier", model=new_classifier(config, seed=seed),
                      architecture={"config": config.to_dict()}, make_batch=make_batch, loss=loss,
-                     card=lambda r: _card(description, r))
+                     card=lambda r: small_model_card(description, r))
     return _run(task, _settings(CLF_DEFAULTS, steps, batch_size, lr, seed, checkpoint_every), out_dir, resume,
                 progress, device, init_from)

@@ -374,3 +374,15 @@ def started_from(init_from, kind: str) -> dict:
 
     steps, _ = steps_done(read_config(init_from, kind).get("card") or {})
     return {"init_from": f"{init_from} ({steps:,} steps); the step count continues from there"}
+
+
+def small_model_card(description: dict, r: TrainingRecord) -> dict:
+    """The card of a small model (the ACAT pair, the level estimator): the description, then the run's facts under
+    ``training`` (as the DDPM's card)."""
+    s = r.settings
+    return {**description, "parameters": r.parameters,
+            "training": {"steps": s.steps, "steps_done": r.steps_done, "batch_size": s.batch_size, "lr": s.lr,
+                         "weight_decay": s.weight_decay, "wall_seconds": r.wall_seconds, "hardware": r.hardware,
+                         "seed": s.seed, "precision": "bfloat16" if r.precision == "bf16" else "float32",
+                         "final_loss_ema": None if r.loss_ema is None else round(r.loss_ema, 6),
+                         "loss_curve": r.loss_curve}}
