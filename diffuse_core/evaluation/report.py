@@ -303,11 +303,13 @@ def run_evaluation(denoiser, saliency_models, settings: EvalSettings, docs_dir: 
             share = np.mean(shares, axis=0)
             m_summary["redrawn_share"] = {"diseased": float(share[dis].mean()) if dis.any() else float("nan"),
                                           "healthy": float(share[~dis].mean()) if (~dis).any() else float("nan")}
-        if verdicts and all(v is not None for v in verdicts[0]):
-            calls_ab = np.array(verdicts, dtype=bool)                     # seeds x slices: True = abnormal
+        if verdicts and any(v is not None for v in verdicts[0]):
+            # seeds x slices: 1 abnormal, 0 normal, nan no call (outside the levels the model learned)
+            calls = np.array([[np.nan if v is None else float(v) for v in row] for row in verdicts])
             m_summary["verdict"] = {"threshold": float((card.get("verdict") or {}).get("threshold")),
-                                    "sensitivity": float(calls_ab[:, dis].mean()) if dis.any() else float("nan"),
-                                    "specificity": float((~calls_ab[:, ~dis]).mean()) if (~dis).any() else float("nan")}
+                                    "sensitivity": float(np.nanmean(calls[:, dis])) if dis.any() else float("nan"),
+                                    "specificity": float(np.nanmean(1.0 - calls[:, ~dis])) if (~dis).any()
+                                    else float("nan"), "no_call": int(np.isnan(calls[0]).sum())}
         summary[method] = m_summary
         rows += m_rows
         grid = grid_outputs.get(method)
