@@ -148,3 +148,12 @@ def test_on_real_brats_the_estimate_follows_the_slice_order():
         images = [prepare_slice(case.slice(z)[0], size=128, modality="mri", brain_mask=case.slice(z)[2],
                                 mri_reference=ref).image for z in zs]
         assert spearmanr(zs, est.levels(np.stack(images)))[0] > 0.6, case_dir.name
+
+
+def test_each_modality_has_its_own_estimator_folder():
+    from diffuse_core.run.level_check import level_folder
+
+    ct = {"data": {"generator": "SynthBrain", "modalities": ["ct"]}}
+    assert level_folder(FLAIR_CARD) == default_model_dir("level")
+    assert level_folder(ct) == default_model_dir("level", "ct")
+    assert level_folder(None) == default_model_dir("level")

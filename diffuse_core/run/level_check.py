@@ -3,6 +3,8 @@ why a slice outside those levels gets no normal / abnormal call (the estimator: 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 def trained_levels(card: dict | None) -> tuple[int, int] | None:
     """The template levels (lowest, highest) a SynthBrain-trained model saw, from its card's data realism (none
     recorded: the default, as every card written before realism existed); None for a model trained on anything else
@@ -51,3 +53,12 @@ def outside_trained_levels(level: float | None, denoiser_card: dict | None, marg
     return (f"{SLICE_REASON} {where} the levels the healthy model learned ({part}; estimated "
             f"{abs(level - (lo if level < lo else hi)):.0f} mm {where} them), where its counterfactual redraws "
             f"anatomy it never saw")
+
+
+def level_folder(denoiser_card: dict | None) -> Path:
+    """Where the level estimator for a denoiser's slices is installed: ``assets/ct/level`` for a CT model,
+    ``assets/level`` for the MRI ones."""
+    from diffuse_core.models.registry import default_model_dir
+
+    modalities = list(((denoiser_card or {}).get("data") or {}).get("modalities") or [])
+    return default_model_dir("level", "ct" if modalities == ["ct"] else "mri")

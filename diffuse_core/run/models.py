@@ -99,14 +99,15 @@ def load_run_models(modality: str | None, *, model_dir=None, saliency_dir=None, 
 
 
 def level_estimator_for(denoiser_card: dict | None, device="cpu", check: bool = True):
-    """The installed slice-level estimator (``assets/level``) where it reads the slices this denoiser is given
-    (:func:`diffuse_core.run.level_check.usable_with`; ``check`` False skips that), else None: no level check (a CT
-    model, a model trained on a folder of real slices, no estimator installed)."""
+    """The installed slice-level estimator for this denoiser's modality (``assets/level``, ``assets/ct/level``:
+    :func:`diffuse_core.run.level_check.level_folder`) where it reads the slices the denoiser is given
+    (:func:`diffuse_core.run.level_check.usable_with`; ``check`` False skips that), else None: no level check (a model
+    trained on a folder of real slices, no estimator installed)."""
     from diffuse_core.models.checkpoint import load_level_estimator
-    from diffuse_core.run.level_check import usable_with
-    from diffuse_core.models.registry import default_model_dir, is_installed
+    from diffuse_core.models.registry import is_installed
+    from diffuse_core.run.level_check import level_folder, usable_with
 
-    folder = default_model_dir("level")
+    folder = level_folder(denoiser_card)
     if not is_installed(folder):
         return None
     try:

@@ -184,11 +184,10 @@ class ModelStore:
     def level(self, device, denoiser_card: dict | None):
         """The slice-level estimator for runs of a denoiser with this card (cached until its weights change), or
         None (:func:`diffuse_core.run.models.level_estimator_for`)."""
-        from diffuse_core.run.level_check import usable_with
-        from diffuse_core.models.registry import default_model_dir
+        from diffuse_core.run.level_check import level_folder, usable_with
         from diffuse_core.run.models import level_estimator_for
 
-        folder = default_model_dir("level")
+        folder = level_folder(denoiser_card)
         stamp = _stamp(folder)
         if stamp is None:
             return None
@@ -196,7 +195,7 @@ class ModelStore:
         with self._lock:
             hit = self._cache.get(key)
             if hit is None or hit[0] != stamp:
-                hit = (stamp, level_estimator_for(None, device, check=False))
+                hit = (stamp, level_estimator_for(denoiser_card, device, check=False))
                 self._cache[key] = hit
         estimator = hit[1]
         return estimator if estimator is not None and usable_with(estimator.card, denoiser_card) else None
