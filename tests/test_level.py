@@ -157,3 +157,13 @@ def test_each_modality_has_its_own_estimator_folder():
     assert level_folder(FLAIR_CARD) == default_model_dir("level")
     assert level_folder(ct) == default_model_dir("level", "ct")
     assert level_folder(None) == default_model_dir("level")
+
+
+@pytest.mark.skipif(not is_installed(SHIPPED), reason="no level estimator installed")
+def test_the_status_line_says_the_level_check_is_on(monkeypatch):
+    pytest.importorskip("gradio")
+    monkeypatch.delenv("DIFFUSE_ASSETS", raising=False)
+    monkeypatch.delenv("DIFFUSE_MODEL_DIR", raising=False)
+    from diffuse_core.ui import layout
+
+    assert "Level check" in layout.status_markdown()

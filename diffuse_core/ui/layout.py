@@ -37,6 +37,8 @@ def status_markdown() -> str:
     else:
         parts.append(f"⚠ **No healthy diffusion model** — {d['reason']}. You can browse cases, but not run.")
     parts.append("✓ ACAT saliency models installed." if a["available"] else f"⚠ {a['reason']}")
+    if d["available"] and MODELS.level("cpu", d.get("card")) is not None:
+        parts.append("✓ Level check: no call on slices from levels the model never learned.")
     device = "GPU" if model_device().type == "cuda" else "CPU"
     parts.append(f"Running on the {device}.")
     return " &nbsp;·&nbsp; ".join(parts)
