@@ -35,7 +35,8 @@ def explore_controls(prefix: str) -> dict:
                             "(MRI or CT) until you move it")
     c["percentile"] = gr.Slider(*PERCENTILE_RANGE, value=DEFAULTS["percentile"], step=1, label="Saliency percentile",
                                 elem_id=f"{prefix}-percentile",
-                                info="the mask is the saliency above this percentile (paper: 90)")
+                                info="for the paper's region (Mask from: \"the paper's percentile region\"): the "
+                                     "saliency above this percentile (paper: 90); the default region fits the lesion")
     c["steps"] = gr.Slider(*STEPS_RANGE, value=DEFAULTS["steps"], step=1, label="Sampling steps",
                            elem_id=f"{prefix}-steps", info="fewer = faster, more = finer")
     c["seed"] = gr.Number(value=DEFAULTS["seed"], precision=0, label="Seed", minimum=0, elem_id=f"{prefix}-seed")
