@@ -131,11 +131,10 @@ def _regions(chunk: list, models: RunModels, settings: RunSettings, mask_from) -
 
 
 def slice_verdict(result, card: dict, level_model=None) -> tuple[object | None, float | None, str | None]:
-    """The verdict of a walked slice under a model card, its estimated level and, where the slice lies outside the
-    levels the denoiser learned, why no call is made: (Verdict or None, level or None, reason or None). No verdict where the card has none
-    (:func:`diffuse_core.core.verdict.verdict_of`) or where the slice lies outside the levels the denoiser learned
-    (``level_model``, :mod:`diffuse_core.run.level_check`, with the margin the estimator's card holds; None: not
-    checked)."""
+    """(Verdict or None, estimated level or None, reason or None) of a walked slice under a model card: no verdict
+    where the card has none (:func:`diffuse_core.core.verdict.verdict_of`), nor where ``level_model`` places the
+    slice outside the levels the denoiser learned (:mod:`diffuse_core.run.level_check`, with the margin the
+    estimator's card holds; the reason says so). ``level_model`` None: the level is not checked."""
     from diffuse_core.core.verdict import verdict_of
     from diffuse_core.run.level_check import outside_trained_levels
 

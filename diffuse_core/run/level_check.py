@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+
 def trained_levels(card: dict | None) -> tuple[int, int] | None:
     """The template levels (lowest, highest) a SynthBrain-trained model saw, from its card's data realism (none
     recorded: the default, as every card written before realism existed); None for a model trained on anything else

@@ -72,8 +72,8 @@ def _level(item: dict) -> float | None:
 
 
 def _withheld(item: dict) -> str | None:
-    """Why the run's own model card gives no verdict (None when it gave one, or when the run does not say which card
-    it used)."""
+    """Why the run made no call: the slice lies outside the levels its model learned, or its own model card gives no
+    verdict (None when it made one, or when the run does not say which card it used)."""
     from diffuse_core.core.verdict import withheld_because
 
     outcome = item.get("outcome")
