@@ -8,7 +8,7 @@ from PIL import Image
 
 from diffuse_core.cli import main
 from diffuse_core.data.synthbrain import generate_slice, sample_seed
-from diffuse_core.evaluation.adapt import AdaptCancelled, adapt, split_groups
+from diffuse_core.evaluation.adapt import AdaptCancelled, adapt, held_out_lesions, split_groups
 from tiny_app import tiny_flair_ddpm
 
 
@@ -32,6 +32,20 @@ def test_whole_groups_are_held_out():
     assert len(names) == 1 and set(g[held]) == set(names) and not set(g[~held]) & set(names)
     held, names = split_groups(np.array(["one"] * 10))
     assert names == [] and held.sum() == 2
+
+
+def test_the_lesion_check_takes_labelled_lesion_slices_of_held_out_cases_only():
+    masks = np.zeros((6, 32, 32), np.uint8)
+    masks[1, :8, :8] = 1                      # held-out case a, a lesion of 6 % of the slice: measured
+    masks[2, :2, :2] = 1                      # held-out case a, 0.4 %: too small to measure a Dice on
+    masks[4, :8, :8] = 1                      # case b, trained on: never measured
+    data = {"images": np.arange(6, dtype=np.float32).reshape(6, 1, 1, 1), "masks": masks,
+            "labels": np.array([0, 1, 1, 0, 1, 0]), "groups": np.array(["a", "a", "a", "b", "b", "b"])}
+    images, chosen = held_out_lesions(data, ["a"], 5, np.random.default_rng(0))
+    assert images[:, 0, 0, 0].tolist() == [1.0] and chosen.shape == (1, 32, 32)
+    assert held_out_lesions(data, ["b"], 5, np.random.default_rng(0))[0][:, 0, 0, 0].tolist() == [4.0]
+    assert held_out_lesions(data, [], 5, np.random.default_rng(0)) == (None, None)
+    assert held_out_lesions({**data, "labels": np.zeros(6, int)}, ["a"], 5, np.random.default_rng(0)) == (None, None)
 
 
 @pytest.mark.slow
@@ -70,3 +84,31 @@ def test_the_cli_refuses_to_overwrite_a_model_in_one_line(normal_folder, base_mo
                  "--device", "cpu"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "base model's folder" in err
+
+
+@pytest.mark.slow
+def test_the_cli_checks_held_out_lesions_and_takes_a_learning_rate(base_model, tmp_path, capsys):
+    """A set with labelled lesions (index.csv with masks): the adapted model's card and the CLI's last line carry the
+    held-out lesion Dice before and after, and ``--lr`` reaches the fine-tune and its recorded command."""
+    d = tmp_path / "set"
+    d.mkdir()
+    rows = ["image,healthy,mask,case"]
+    for i in range(12):
+        s = generate_slice(sample_seed("val", 0, i), ("flair",), 128, healthy=i % 3 != 0)
+        Image.fromarray(np.where(s.image[0] > -1, 30 + 110 * (s.image[0] + 1), 0).astype(np.uint8)).save(d / f"s{i}.png")
+        mask = ""
+        if i % 3 == 0:                                  # the lesion's mask, at least 16 x 16 (>= 1 % of the slice)
+            m = s.lesion_mask > 0
+            m[56:72, 56:72] = True
+            Image.fromarray(m.astype(np.uint8) * 255).save(d / f"m{i}.png")
+            mask = f"m{i}.png"
+        rows.append(f"s{i}.png,{int(i % 3 != 0)},{mask},case{i % 4}")
+    (d / "index.csv").write_text("\n".join(rows) + "\n")
+    assert main(["adapt", "--data", str(d), "--out", str(tmp_path / "a"), "--model", str(base_model), "--minutes",
+                 "0.05", "--holdout", "0.25", "--measure", "2", "--batch-size", "4", "--lr", "1e-4",
+                 "--device", "cpu"]) == 0
+    rec = json.loads((tmp_path / "a" / "adaptation.json").read_text())
+    assert rec["lr"] == 1e-4 and rec["command"].endswith("--lr 0.0001") and rec["trained_on"] == 6
+    assert rec["lesion_dice_before"]["n"] == rec["lesion_dice_after"]["n"] == 1
+    assert 0.0 <= rec["lesion_dice_after"]["mean"] <= 1.0
+    assert "lesion Dice on 1 held-out lesion slices" in capsys.readouterr().out

@@ -130,6 +130,12 @@ def test_the_panels_card_says_what_was_measured_and_never_calls_zero_to_zero_hal
     assert "nothing to halve" in card_markdown(zero, "mine") and "at least halved" not in card_markdown(zero, "m")
     worse = {**rec, "halved": False}
     assert "not halved" in card_markdown(worse, "mine")
+    assert "not measured: no labelled lesion slices" in md
+    found = {**rec, "lesion_dice_before": {"mean": 0.71, "n": 6}, "lesion_dice_after": {"mean": 0.69, "n": 6}}
+    assert "Dice before **0.71**, after **0.69** on 6 slices" in card_markdown(found, "m")
+    assert "with care" not in card_markdown(found, "m")
+    blind = {**found, "lesion_dice_after": {"mean": 0.40, "n": 6}}
+    assert "redraws lesions too" in card_markdown(blind, "m")
 
 
 def test_a_verdict_calibrated_on_the_users_scans_is_listed_and_used(env):

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from diffuse_core.cli.common import UserError, positive_int
+from diffuse_core.evaluation.adapt import DEFAULT_LR as DEFAULT_ADAPT_LR
 
 
 # ------------------------------------------------------------------------------------------- calibrate-verdict
@@ -84,6 +85,8 @@ def add_adapt(sub) -> None:
     p.add_argument("--holdout", type=float, default=0.2, help="share of cases (or files) held out (default 0.2)")
     p.add_argument("--measure", type=positive_int, default=24, help="held-out slices measured (default 24)")
     p.add_argument("--batch-size", type=positive_int, default=8)
+    p.add_argument("--lr", type=float, default=None, metavar="RATE",
+                   help=f"peak learning rate (cosine over the budget; default {DEFAULT_ADAPT_LR:g})")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.set_defaults(func=cmd_adapt)
 
@@ -107,7 +110,7 @@ def cmd_adapt(args) -> int:
     try:
         rec = adapt(args.data, args.out, args.model, minutes=args.minutes, holdout=args.holdout,
                     n_measure=args.measure, batch_size=args.batch_size, device=pick_device(args.device),
-                    on_progress=progress)
+                    on_progress=progress, **({} if args.lr is None else {"lr": args.lr}))
     except AdaptCancelled as err:
         raise UserError(str(err)) from None
     finally:
@@ -116,8 +119,16 @@ def cmd_adapt(args) -> int:
     b, a = rec["false_flags_before"]["mean"], rec["false_flags_after"]["mean"]
     print(f"adapted model saved in {args.out}: {rec['steps']} steps on {rec['trained_on']} slices in "
           f"{rec['seconds'] / 60:.1f} min; normal brain flagged on {rec['measured_on']} held-out slices "
-          f"{100 * b:.1f} % -> {100 * a:.1f} %")
+          f"{100 * b:.1f} % -> {100 * a:.1f} %" + lesion_dice_line(rec))
     return 0
+
+
+def lesion_dice_line(rec: dict) -> str:
+    """"; lesion Dice on N held-out lesion slices B -> A", or a reminder that nothing checked the lesions."""
+    b, a = rec.get("lesion_dice_before"), rec.get("lesion_dice_after")
+    if not b or not a:
+        return "; no labelled lesion slices were held out: check it still finds lesions before you trust it"
+    return f"; lesion Dice on {b['n']} held-out lesion slices {b['mean']:.2f} -> {a['mean']:.2f}"
 
 
 # ------------------------------------------------------------------------------------------------------ real-data

@@ -8,11 +8,13 @@ healthy set) does, on the CPU or a GPU:
    ``run`` and the app will;
 2. keep whole groups (cases, or files) apart: ``holdout`` of them (at least one) are never trained on;
 3. measure the false flags before: Dif-fuse at the base model's settings (ACAT mask by its rule, its score and
-   threshold) on up to ``n_measure`` held-out slices, the share of their brain flagged;
+   threshold) on up to ``n_measure`` held-out slices, the share of their brain flagged; and, where the held-out
+   cases have labelled lesion slices (BraTS layout, or an ``index.csv`` with masks), the lesion Dice on up to half as
+   many of them, so that a model adapted into redrawing lesions too shows it;
 4. fine-tune the base DDPM on the rest for ``minutes`` (cosine learning rate over the box, EMA, flips), with a
    progress callback that can stop it;
 5. measure again on the same held-out slices with the same seed, and write the new model folder with its card: the
-   data, the held-out groups, steps, time, hardware, and the false flags before and after.
+   data, the held-out groups, steps, time, hardware, and the false flags (and lesion Dice) before and after.
 
 The new folder holds everything ``run --model`` and the app need (the base card's settings, the new weights). A run
 stopped early is written to ``out/.partial`` and never looks like a finished model.
@@ -29,6 +31,7 @@ import numpy as np
 
 DEFAULT_MINUTES = 20.0
 DEFAULT_LR = 2e-5
+MIN_LESION_SHARE = 0.01          # a held-out lesion slice is measured when its lesion covers >= 1 % of the slice
 KEPT_CARD_KEYS = ("anomaly_kernel", "anomaly_threshold", "recommended_settings", "input_normalisation",
                   "tissue_scale", "intensity_reference", "mask_rule", "score", "verdict")
 
@@ -63,21 +66,36 @@ def check_new_model_folder(base: Path, out: Path, what: str) -> None:
                          f"overwritten)")
 
 
-def false_flags(denoiser, saliency_models, images: np.ndarray, seed: int = 0, batch_size: int = 8,
-                device="cpu") -> np.ndarray:
-    """The share of each normal slice's brain that Dif-fuse flags at the model card's settings, through the one
-    assembly of a run (:func:`diffuse_core.run.assembly.run_stack`, as the app and ``run`` make it)."""
+def held_out_measures(denoiser, saliency_models, normals: np.ndarray, lesions: np.ndarray | None = None,
+                      lesion_masks: np.ndarray | None = None, seed: int = 0, batch_size: int = 8,
+                      device="cpu") -> tuple[np.ndarray, np.ndarray]:
+    """Dif-fuse at the model card's settings, through the one assembly of a run
+    (:func:`diffuse_core.run.assembly.run_stack`, as the app and ``run`` make it), on held-out slices: the share of
+    each normal slice's brain flagged, and each lesion slice's Dice (flagged brain vs its lesion mask)."""
     from diffuse_core.core.brain import brain_masks
+    from diffuse_core.core.metrics import dice
     from diffuse_core.run.assembly import run_stack, slices_of
     from diffuse_core.run.models import RunModels
     from diffuse_core.run.settings import settings_for
 
-    imgs = np.asarray(images, np.float32)
+    n = len(normals)
+    parts = [np.asarray(normals, np.float32)] + ([np.asarray(lesions, np.float32)] if lesions is not None else [])
+    imgs = np.concatenate(parts)
     models = RunModels(denoiser=denoiser, saliency=saliency_models, folder="adapted model")
     settings = settings_for(denoiser.card or {}, seed=seed)
     out = dict(run_stack(slices_of(imgs, brain_masks(imgs)), models, settings, "acat", batch_size=batch_size))
-    return np.array([float((out[i].result.anomaly[out[i].result.brain_mask.astype(bool)] > out[i].threshold).mean())
-                     for i in range(len(imgs))])
+
+    brains = [out[i].result.brain_mask.astype(bool) for i in range(len(imgs))]
+    flagged = [(out[i].result.anomaly > out[i].threshold) & brains[i] for i in range(len(imgs))]
+    flags = np.array([float(flagged[i][brains[i]].mean()) for i in range(n)])
+    dices = np.array([dice(flagged[i], np.asarray(lesion_masks[i - n], bool) & brains[i]) for i in range(n, len(imgs))])
+    return flags, dices
+
+
+def false_flags(denoiser, saliency_models, images: np.ndarray, seed: int = 0, batch_size: int = 8,
+                device="cpu") -> np.ndarray:
+    """The share of each normal slice's brain that Dif-fuse flags at the model card's settings."""
+    return held_out_measures(denoiser, saliency_models, images, seed=seed, batch_size=batch_size, device=device)[0]
 
 
 def adapt(data_dir, out_dir, base_dir=None, minutes: float = DEFAULT_MINUTES, holdout: float = 0.2,
@@ -111,9 +129,12 @@ def adapt(data_dir, out_dir, base_dir=None, minutes: float = DEFAULT_MINUTES, ho
     base_cfg = read_config(base, "ddpm")
     base_card = base_cfg.get("card") or {}
     size = int(base_cfg["unet"]["resolution"])
-    data = load_slice_folder(data_dir, size=size, healthy_only=True, max_slices=max_slices,
+    data = load_slice_folder(data_dir, size=size, healthy_only=False, max_slices=max_slices,
                              mri_reference=mri_reference_for(base_card, "auto"))
-    images, groups = data["images"], data["groups"]
+    normal = data["labels"] == 0
+    if not normal.any():
+        raise ValueError(f"--data {data_dir}: no usable slices (no healthy ones)")
+    images, groups = data["images"][normal], data["groups"][normal]
     held, held_names = split_groups(groups, holdout, seed)
     train_images = images[~held]
     if len(train_images) < batch_size:
@@ -122,10 +143,11 @@ def adapt(data_dir, out_dir, base_dir=None, minutes: float = DEFAULT_MINUTES, ho
     rng = np.random.default_rng(seed)
     measure_idx = np.sort(rng.choice(np.where(held)[0], min(n_measure, int(held.sum())), replace=False))
     measure_images = images[measure_idx]
+    lesions, lesion_masks = held_out_lesions(data, held_names, max(1, n_measure // 2), rng)
 
     tell("false flags before", 0.02)
     den, sal = load_default_models(base, None, device, True)
-    before = false_flags(den, sal, measure_images, seed=seed, device=device)
+    before, dice_before = held_out_measures(den, sal, measure_images, lesions, lesion_masks, seed=seed, device=device)
     del den
 
     partial = out / ".partial"
@@ -152,7 +174,7 @@ def adapt(data_dir, out_dir, base_dir=None, minutes: float = DEFAULT_MINUTES, ho
     for key in KEPT_CARD_KEYS:                   # the base model's settings: the ones false flags are measured with
         if key in base_card:
             new.card[key] = base_card[key]
-    after = false_flags(new, sal, measure_images, seed=seed, device=device)
+    after, dice_after = held_out_measures(new, sal, measure_images, lesions, lesion_masks, seed=seed, device=device)
     steps_trained = int((read_config(partial, "ddpm").get("card") or {}).get("training", {}).get("steps_done", 0)
                         - (base_card.get("training") or {}).get("steps_done", 0))
     from diffuse_core.evaluation.provenance import hardware_summary
@@ -166,7 +188,10 @@ def adapt(data_dir, out_dir, base_dir=None, minutes: float = DEFAULT_MINUTES, ho
         "false_flags_before": {"mean": float(before.mean()), "max": float(before.max())},
         "false_flags_after": {"mean": float(after.mean()), "max": float(after.max())},
         "halved": bool(after.mean() <= 0.5 * before.mean()),
-        "command": f"diffuse-studio adapt --data {data_dir} --out {out} --minutes {minutes:g}",
+        "lesion_dice_before": None if lesions is None else {"mean": float(dice_before.mean()), "n": len(dice_before)},
+        "lesion_dice_after": None if lesions is None else {"mean": float(dice_after.mean()), "n": len(dice_after)},
+        "command": f"diffuse-studio adapt --data {data_dir} --out {out} --minutes {minutes:g}"
+                   + ("" if lr == DEFAULT_LR else f" --lr {lr:g}"),
     }
     record["status"] = "adapted to a user's normal slices (diffuse-studio adapt); measured only on their held-out slices"
     update_card(partial, {**{k: base_card[k] for k in KEPT_CARD_KEYS if k in base_card}, "adaptation": record},
@@ -181,6 +206,17 @@ def adapt(data_dir, out_dir, base_dir=None, minutes: float = DEFAULT_MINUTES, ho
     atomic_write_json(out / "adaptation.json", record)
     tell("done", 1.0)
     return record
+
+
+def held_out_lesions(data: dict, held_names: list[str], n: int, rng) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Up to ``n`` labelled lesion slices of the held-out groups (lesion >= 1 % of the slice), or (None, None)."""
+    masks = data["masks"]
+    ok = ((data["labels"] == 1) & np.isin(data["groups"], held_names)
+          & (masks.reshape(len(masks), -1).mean(axis=1) >= MIN_LESION_SHARE))
+    if not held_names or not ok.any():
+        return None, None
+    idx = np.sort(rng.choice(np.where(ok)[0], min(n, int(ok.sum())), replace=False))
+    return data["images"][idx], masks[idx]
 
 
 def _schedule_of(cfg: dict):

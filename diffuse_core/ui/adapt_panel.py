@@ -99,7 +99,19 @@ def card_markdown(rec: dict, name: str) -> str:
             f"| Training | {rec['steps']} steps (batch {rec['batch_size']}) in {rec['seconds'] / 60:.1f} min, "
             f"{html.escape(str(rec.get('hardware', '')))} |\n"
             f"| Normal brain flagged, held-out slices | before **{100 * b['mean']:.1f} %** (max {100 * b['max']:.1f} "
-            f"%), after **{100 * a['mean']:.1f} %** (max {100 * a['max']:.1f} %): {verdict} |")
+            f"%), after **{100 * a['mean']:.1f} %** (max {100 * a['max']:.1f} %): {verdict} |\n"
+            f"| Lesions found, held-out lesion slices | {lesion_row(rec)} |")
+
+
+def lesion_row(rec: dict) -> str:
+    """The held-out lesion Dice before and after, or why there is none (a model that stops flagging normal brain
+    should still flag lesions)."""
+    b, a = rec.get("lesion_dice_before"), rec.get("lesion_dice_after")
+    if not b or not a:
+        return "not measured: no labelled lesion slices were held out; check that it still finds lesions"
+    change = a["mean"] - b["mean"]
+    note = " (it redraws lesions too: use it with care)" if change < -0.05 else ""
+    return f"Dice before **{b['mean']:.2f}**, after **{a['mean']:.2f}** on {b['n']} slices{note}"
 
 
 def _end(job: adapt_jobs.AdaptJob):
