@@ -87,7 +87,7 @@ def test_the_cli_refuses_to_overwrite_a_model_in_one_line(normal_folder, base_mo
 
 
 @pytest.mark.slow
-def test_the_cli_checks_held_out_lesions_and_takes_a_learning_rate(base_model, tmp_path, capsys):
+def test_the_cli_checks_held_out_lesions_and_takes_a_learning_rate(tmp_path, capsys):
     """A set with labelled lesions (index.csv with masks): the adapted model's card and the CLI's last line carry the
     held-out lesion Dice before and after, and ``--lr`` reaches the fine-tune and its recorded command."""
     d = tmp_path / "set"
@@ -104,11 +104,15 @@ def test_the_cli_checks_held_out_lesions_and_takes_a_learning_rate(base_model, t
             mask = f"m{i}.png"
         rows.append(f"s{i}.png,{int(i % 3 != 0)},{mask},case{i % 4}")
     (d / "index.csv").write_text("\n".join(rows) + "\n")
-    assert main(["adapt", "--data", str(d), "--out", str(tmp_path / "a"), "--model", str(base_model), "--minutes",
+    base = tiny_flair_ddpm(tmp_path / "base", verdict={"percentile": 99.5, "threshold": 0.2, "false_abnormal_rate": 0.05})
+    assert main(["adapt", "--data", str(d), "--out", str(tmp_path / "a"), "--model", str(base), "--minutes",
                  "0.05", "--holdout", "0.25", "--measure", "2", "--batch-size", "4", "--lr", "1e-4",
                  "--device", "cpu"]) == 0
     rec = json.loads((tmp_path / "a" / "adaptation.json").read_text())
     assert rec["lr"] == 1e-4 and rec["command"].endswith("--lr 0.0001") and rec["trained_on"] == 6
     assert rec["lesion_dice_before"]["n"] == rec["lesion_dice_after"]["n"] == 1
     assert 0.0 <= rec["lesion_dice_after"]["mean"] <= 1.0
-    assert "lesion Dice on 1 held-out lesion slices" in capsys.readouterr().out
+    calls = rec["normal_called_abnormal_after"]                           # the base's card holds a verdict
+    assert calls["measured"] == 2 and 0 <= calls["abnormal"] <= calls["called"] <= 2
+    line = capsys.readouterr().out
+    assert "lesion Dice on 1 held-out lesion slices" in line and f"-> {calls['abnormal']} of" in line

@@ -130,7 +130,11 @@ def test_the_panels_card_says_what_was_measured_and_never_calls_zero_to_zero_hal
     assert "nothing to halve" in card_markdown(zero, "mine") and "at least halved" not in card_markdown(zero, "m")
     worse = {**rec, "halved": False}
     assert "not halved" in card_markdown(worse, "mine")
-    assert "not measured: no labelled lesion slices" in md
+    assert "not measured: no labelled lesion slices" in md and "no verdict on this model's card" in md
+    calls = {**rec, "normal_called_abnormal_before": {"measured": 24, "called": 20, "abnormal": 9},
+             "normal_called_abnormal_after": {"measured": 24, "called": 20, "abnormal": 3}}
+    assert ("before **9 of 20** called, after **3 of 20** (4 of 24 get no call: outside the levels learned)"
+            in card_markdown(calls, "m"))
     found = {**rec, "lesion_dice_before": {"mean": 0.71, "n": 6}, "lesion_dice_after": {"mean": 0.69, "n": 6}}
     assert "Dice before **0.71**, after **0.69** on 6 slices" in card_markdown(found, "m")
     assert "with care" not in card_markdown(found, "m")

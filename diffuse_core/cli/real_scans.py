@@ -119,8 +119,16 @@ def cmd_adapt(args) -> int:
     b, a = rec["false_flags_before"]["mean"], rec["false_flags_after"]["mean"]
     print(f"adapted model saved in {args.out}: {rec['steps']} steps on {rec['trained_on']} slices in "
           f"{rec['seconds'] / 60:.1f} min; normal brain flagged on {rec['measured_on']} held-out slices "
-          f"{100 * b:.1f} % -> {100 * a:.1f} %" + lesion_dice_line(rec))
+          f"{100 * b:.1f} % -> {100 * a:.1f} %" + calls_line(rec) + lesion_dice_line(rec))
     return 0
+
+
+def calls_line(rec: dict) -> str:
+    """"; called abnormal B of N -> A of N" on the held-out normal slices (the app's verdict), or nothing."""
+    b, a = rec.get("normal_called_abnormal_before"), rec.get("normal_called_abnormal_after")
+    if not b or not a:
+        return ""
+    return f", called abnormal {b['abnormal']} of {b['called']} -> {a['abnormal']} of {a['called']}"
 
 
 def lesion_dice_line(rec: dict) -> str:

@@ -68,14 +68,15 @@ def check_new_model_folder(base: Path, out: Path, what: str) -> None:
 
 def held_out_measures(denoiser, saliency_models, normals: np.ndarray, lesions: np.ndarray | None = None,
                       lesion_masks: np.ndarray | None = None, seed: int = 0, batch_size: int = 8,
-                      device="cpu") -> tuple[np.ndarray, np.ndarray]:
+                      device="cpu") -> tuple[np.ndarray, np.ndarray, dict | None]:
     """Dif-fuse at the model card's settings, through the one assembly of a run
-    (:func:`diffuse_core.run.assembly.run_stack`, as the app and ``run`` make it), on held-out slices: the share of
-    each normal slice's brain flagged, and each lesion slice's Dice (flagged brain vs its lesion mask)."""
+    (:func:`diffuse_core.run.assembly.run_stack`, as the app and ``run`` make it, the level check included), on
+    held-out slices: the share of each normal slice's brain flagged, each lesion slice's Dice (flagged brain vs its
+    lesion mask), and the slice verdicts on the normal slices (None where the card holds no verdict)."""
     from diffuse_core.core.brain import brain_masks
     from diffuse_core.core.metrics import dice
     from diffuse_core.run.assembly import run_stack, slices_of
-    from diffuse_core.run.models import RunModels
+    from diffuse_core.run.models import RunModels, level_estimator_for
     from diffuse_core.run.settings import settings_for
 
     n = len(normals)
@@ -89,13 +90,10 @@ def held_out_measures(denoiser, saliency_models, normals: np.ndarray, lesions: n
     flagged = [(out[i].result.anomaly > out[i].threshold) & brains[i] for i in range(len(imgs))]
     flags = np.array([float(flagged[i][brains[i]].mean()) for i in range(n)])
     dices = np.array([dice(flagged[i], np.asarray(lesion_masks[i - n], bool) & brains[i]) for i in range(n, len(imgs))])
-    return flags, dices
-
-
-def false_flags(denoiser, saliency_models, images: np.ndarray, seed: int = 0, batch_size: int = 8,
-                device="cpu") -> np.ndarray:
-    """The share of each normal slice's brain that Dif-fuse flags at the model card's settings."""
-    return held_out_measures(denoiser, saliency_models, images, seed=seed, batch_size=batch_size, device=device)[0]
+    if not (denoiser.card or {}).get("verdict"):
+        return flags, dices, None
+    called = [out[i].verdict for i in range(n) if out[i].verdict is not None]
+    return flags, dices, {"measured": n, "called": len(called), "abnormal": sum(bool(v.abnormal) for v in called)}
 
 
 def adapt(data_dir, out_dir, base_dir=None, minutes: float = DEFAULT_MINUTES, holdout: float = 0.2,
@@ -147,7 +145,7 @@ def adapt(data_dir, out_dir, base_dir=None, minutes: float = DEFAULT_MINUTES, ho
 
     tell("false flags before", 0.02)
     den, sal = load_default_models(base, None, device, True)
-    before, dice_before = held_out_measures(den, sal, measure_images, lesions, lesion_masks, seed=seed, device=device)
+    before, dice_before, calls_before = held_out_measures(den, sal, measure_images, lesions, lesion_masks, seed=seed, device=device)
     del den
 
     partial = out / ".partial"
@@ -174,7 +172,7 @@ def adapt(data_dir, out_dir, base_dir=None, minutes: float = DEFAULT_MINUTES, ho
     for key in KEPT_CARD_KEYS:                   # the base model's settings: the ones false flags are measured with
         if key in base_card:
             new.card[key] = base_card[key]
-    after, dice_after = held_out_measures(new, sal, measure_images, lesions, lesion_masks, seed=seed, device=device)
+    after, dice_after, calls_after = held_out_measures(new, sal, measure_images, lesions, lesion_masks, seed=seed, device=device)
     steps_trained = int((read_config(partial, "ddpm").get("card") or {}).get("training", {}).get("steps_done", 0)
                         - (base_card.get("training") or {}).get("steps_done", 0))
     from diffuse_core.evaluation.provenance import hardware_summary
@@ -190,6 +188,7 @@ def adapt(data_dir, out_dir, base_dir=None, minutes: float = DEFAULT_MINUTES, ho
         "halved": bool(after.mean() <= 0.5 * before.mean()),
         "lesion_dice_before": None if lesions is None else {"mean": float(dice_before.mean()), "n": len(dice_before)},
         "lesion_dice_after": None if lesions is None else {"mean": float(dice_after.mean()), "n": len(dice_after)},
+        "normal_called_abnormal_before": calls_before, "normal_called_abnormal_after": calls_after,
         "command": f"diffuse-studio adapt --data {data_dir} --out {out} --minutes {minutes:g}"
                    + ("" if lr == DEFAULT_LR else f" --lr {lr:g}"),
     }

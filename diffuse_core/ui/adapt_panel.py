@@ -100,7 +100,18 @@ def card_markdown(rec: dict, name: str) -> str:
             f"{html.escape(str(rec.get('hardware', '')))} |\n"
             f"| Normal brain flagged, held-out slices | before **{100 * b['mean']:.1f} %** (max {100 * b['max']:.1f} "
             f"%), after **{100 * a['mean']:.1f} %** (max {100 * a['max']:.1f} %): {verdict} |\n"
+            f"| Held-out normal slices called abnormal | {calls_row(rec)} |\n"
             f"| Lesions found, held-out lesion slices | {lesion_row(rec)} |")
+
+
+def calls_row(rec: dict) -> str:
+    """The slice verdict on the held-out normal slices before and after (the app's call, level check included)."""
+    b, a = rec.get("normal_called_abnormal_before"), rec.get("normal_called_abnormal_after")
+    if not b or not a:
+        return "no verdict on this model's card"
+    return (f"before **{b['abnormal']} of {b['called']}** called, after **{a['abnormal']} of {a['called']}**"
+            + ("" if a["called"] == a["measured"] else
+               f" ({a['measured'] - a['called']} of {a['measured']} get no call: outside the levels learned)"))
 
 
 def lesion_row(rec: dict) -> str:
