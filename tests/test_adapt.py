@@ -95,7 +95,8 @@ def test_the_cli_checks_held_out_lesions_and_takes_a_learning_rate(tmp_path, cap
     rows = ["image,healthy,mask,case"]
     for i in range(12):
         s = generate_slice(sample_seed("val", 0, i), ("flair",), 128, healthy=i % 3 != 0)
-        Image.fromarray(np.where(s.image[0] > -1, 30 + 110 * (s.image[0] + 1), 0).astype(np.uint8)).save(d / f"s{i}.png")
+        grey = np.where(s.image[0] > -1, 30 + 110 * (s.image[0] + 1), 0).astype(np.uint8)
+        Image.fromarray(grey).save(d / f"s{i}.png")
         mask = ""
         if i % 3 == 0:                                  # the lesion's mask, at least 16 x 16 (>= 1 % of the slice)
             m = s.lesion_mask > 0
@@ -104,7 +105,8 @@ def test_the_cli_checks_held_out_lesions_and_takes_a_learning_rate(tmp_path, cap
             mask = f"m{i}.png"
         rows.append(f"s{i}.png,{int(i % 3 != 0)},{mask},case{i % 4}")
     (d / "index.csv").write_text("\n".join(rows) + "\n")
-    base = tiny_flair_ddpm(tmp_path / "base", verdict={"percentile": 99.5, "threshold": 0.2, "false_abnormal_rate": 0.05})
+    verdict = {"percentile": 99.5, "threshold": 0.2, "false_abnormal_rate": 0.05}
+    base = tiny_flair_ddpm(tmp_path / "base", verdict=verdict)
     assert main(["adapt", "--data", str(d), "--out", str(tmp_path / "a"), "--model", str(base), "--minutes",
                  "0.05", "--holdout", "0.25", "--measure", "2", "--batch-size", "4", "--lr", "1e-4",
                  "--device", "cpu"]) == 0

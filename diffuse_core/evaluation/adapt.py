@@ -82,7 +82,8 @@ def held_out_measures(denoiser, saliency_models, normals: np.ndarray, lesions: n
     n = len(normals)
     parts = [np.asarray(normals, np.float32)] + ([np.asarray(lesions, np.float32)] if lesions is not None else [])
     imgs = np.concatenate(parts)
-    models = RunModels(denoiser=denoiser, saliency=saliency_models, folder="adapted model")
+    models = RunModels(denoiser=denoiser, saliency=saliency_models, folder="adapted model",
+                       level=level_estimator_for(denoiser.card, device))
     settings = settings_for(denoiser.card or {}, seed=seed)
     out = dict(run_stack(slices_of(imgs, brain_masks(imgs)), models, settings, "acat", batch_size=batch_size))
 
@@ -145,7 +146,8 @@ def adapt(data_dir, out_dir, base_dir=None, minutes: float = DEFAULT_MINUTES, ho
 
     tell("false flags before", 0.02)
     den, sal = load_default_models(base, None, device, True)
-    before, dice_before, calls_before = held_out_measures(den, sal, measure_images, lesions, lesion_masks, seed=seed, device=device)
+    before, dice_before, calls_before = held_out_measures(den, sal, measure_images, lesions, lesion_masks, seed=seed,
+                                                          device=device)
     del den
 
     partial = out / ".partial"
@@ -172,7 +174,8 @@ def adapt(data_dir, out_dir, base_dir=None, minutes: float = DEFAULT_MINUTES, ho
     for key in KEPT_CARD_KEYS:                   # the base model's settings: the ones false flags are measured with
         if key in base_card:
             new.card[key] = base_card[key]
-    after, dice_after, calls_after = held_out_measures(new, sal, measure_images, lesions, lesion_masks, seed=seed, device=device)
+    after, dice_after, calls_after = held_out_measures(new, sal, measure_images, lesions, lesion_masks, seed=seed,
+                                                       device=device)
     steps_trained = int((read_config(partial, "ddpm").get("card") or {}).get("training", {}).get("steps_done", 0)
                         - (base_card.get("training") or {}).get("steps_done", 0))
     from diffuse_core.evaluation.provenance import hardware_summary
