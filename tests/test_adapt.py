@@ -9,6 +9,7 @@ from PIL import Image
 from diffuse_core.cli import main
 from diffuse_core.data.synthbrain import generate_slice, sample_seed
 from diffuse_core.evaluation.adapt import AdaptCancelled, adapt, held_out_lesions, split_groups
+from diffuse_core.evaluation.docs_tables import render_adapt_on_scans
 from tiny_app import tiny_flair_ddpm
 
 
@@ -107,10 +108,14 @@ def test_the_cli_checks_held_out_lesions_and_takes_a_learning_rate(tmp_path, cap
     (d / "index.csv").write_text("\n".join(rows) + "\n")
     verdict = {"percentile": 99.5, "threshold": 0.2, "false_abnormal_rate": 0.05}
     base = tiny_flair_ddpm(tmp_path / "base", verdict=verdict)
+    record = tmp_path / "docs" / "results" / "adapt_on_scans.json"
     assert main(["adapt", "--data", str(d), "--out", str(tmp_path / "a"), "--model", str(base), "--minutes",
                  "0.05", "--holdout", "0.25", "--measure", "2", "--batch-size", "4", "--lr", "1e-4",
-                 "--device", "cpu"]) == 0
+                 "--record", str(record), "--device", "cpu"]) == 0
     rec = json.loads((tmp_path / "a" / "adaptation.json").read_text())
+    line = render_adapt_on_scans(tmp_path)                 # the docs' sentence, from the record --record wrote
+    assert json.loads(record.read_text())["steps"] == rec["steps"] and "Made by `" in line
+    assert f"{rec['steps']} steps (batch 4, peak rate 0.0001)" in line and "tumour Dice on 1 of" in line
     assert rec["lr"] == 1e-4 and rec["command"].endswith("--lr 0.0001") and rec["trained_on"] == 6
     assert rec["lesion_dice_before"]["n"] == rec["lesion_dice_after"]["n"] == 1
     assert 0.0 <= rec["lesion_dice_after"]["mean"] <= 1.0

@@ -49,13 +49,7 @@ def cmd_calibrate_verdict(args) -> int:
                              false_abnormal=args.false_abnormal, per_group=args.per_group,
                              device=pick_device(args.device), on_progress=say)
     if args.record:
-        import json
-
-        from diffuse_core.evaluation.report import command_line
-
-        rec["command"] = command_line() or rec["command"]
-        Path(args.record).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.record).write_text(json.dumps(rec, indent=1) + "\n")
+        write_record(rec, args.record)
     before = rec["base_false_abnormal_rate_held_out"]
     was = "" if before is None else f" (the model's own threshold {rec['base_threshold']:.3f}: {100 * before:.0f} %)"
     print(f"verdict threshold {rec['threshold']:.3f} chosen on {rec['chosen_on']['normal_slices']} normal slices; "
@@ -67,6 +61,17 @@ def cmd_calibrate_verdict(args) -> int:
         print(f"note: under the {100 * MIN_SENSITIVITY:.0f} % sensitivity a verdict needs, so the app withholds it "
               f"for this model", file=sys.stderr)
     return 0
+
+
+def write_record(rec: dict, path) -> None:
+    """A command's record (JSON) where ``--record`` says, with the command line as typed (the docs quote it)."""
+    import json
+
+    from diffuse_core.evaluation.report import command_line
+
+    rec["command"] = command_line() or rec["command"]
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(rec, indent=1) + "\n")
 
 
 # ------------------------------------------------------------------------------------------------------- adapt
@@ -87,6 +92,8 @@ def add_adapt(sub) -> None:
     p.add_argument("--batch-size", type=positive_int, default=8)
     p.add_argument("--lr", type=float, default=None, metavar="RATE",
                    help=f"peak learning rate (cosine over the budget; default {DEFAULT_ADAPT_LR:g})")
+    p.add_argument("--record", default=None, metavar="FILE",
+                   help="also write the record (JSON) here, e.g. docs/results/adapt_on_scans.json for the docs")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.set_defaults(func=cmd_adapt)
 
@@ -116,6 +123,8 @@ def cmd_adapt(args) -> int:
     finally:
         for bar in bars:
             bar.close()
+    if args.record:
+        write_record(rec, args.record)
     b, a = rec["false_flags_before"]["mean"], rec["false_flags_after"]["mean"]
     print(f"adapted model saved in {args.out}: {rec['steps']} steps on {rec['trained_on']} slices in "
           f"{rec['seconds'] / 60:.1f} min; normal brain flagged on {rec['measured_on']} held-out slices "

@@ -178,7 +178,7 @@ def adapt(data_dir, out_dir, base_dir=None, minutes: float = DEFAULT_MINUTES, ho
                                                        device=device)
     steps_trained = int((read_config(partial, "ddpm").get("card") or {}).get("training", {}).get("steps_done", 0)
                         - (base_card.get("training") or {}).get("steps_done", 0))
-    from diffuse_core.evaluation.provenance import hardware_summary
+    from diffuse_core.evaluation.provenance import commit_id, hardware_summary
 
     record = {
         "base_model": str(base), "data": str(data_dir), "normal_slices": int(len(images)),
@@ -186,6 +186,7 @@ def adapt(data_dir, out_dir, base_dir=None, minutes: float = DEFAULT_MINUTES, ho
         "measured_on": int(len(measure_idx)), "minutes_budget": float(minutes),
         "steps": steps_trained, "batch_size": batch_size, "lr": lr, "seed": seed,
         "seconds": round(time.perf_counter() - t0, 1), "hardware": hardware_summary(device),
+        "date": time.strftime("%Y-%m-%d", time.gmtime()), "commit": commit_id(),
         "false_flags_before": {"mean": float(before.mean()), "max": float(before.max())},
         "false_flags_after": {"mean": float(after.mean()), "max": float(after.max())},
         "halved": bool(after.mean() <= 0.5 * before.mean()),
