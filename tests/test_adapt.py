@@ -13,6 +13,16 @@ from diffuse_core.evaluation.docs_tables import render_adapt_on_scans
 from tiny_app import tiny_flair_ddpm
 
 
+@pytest.fixture(autouse=True)
+def small_classifier_stage(monkeypatch):
+    """The classifier stage as adapt runs it, on a few steps and SynthBrain slices (its recipe is measured in
+    docs/research/2026-12-08-adapt-learning-rate.md, not here)."""
+    from diffuse_core.train.saliency import ADAPT_CLF
+
+    monkeypatch.setitem(ADAPT_CLF, "steps", 3)
+    monkeypatch.setitem(ADAPT_CLF, "synthbrain", 16)
+
+
 @pytest.fixture(scope="module")
 def normal_folder(tmp_path_factory):
     d = tmp_path_factory.mktemp("normal")
@@ -64,6 +74,15 @@ def test_adapt_writes_a_model_with_its_card_and_the_app_settings_of_its_base(nor
     assert card["input_normalisation"] == "tissue" and card["score"] == "signed"        # the base's settings
     assert card["anomaly_threshold"] == 0.15
     assert card["written_by"]["adaptation"]["command"] == rec["command"]          # the command that measured it
+    assert rec["classifier"]["steps"] == 3 and rec["classifier"]["per_slice"] == 4
+    for part in ("autoencoder", "classifier"):                  # the adapted ACAT pair travels with the model
+        assert (out / "saliency" / part / "model.safetensors").is_file()
+        assert not (out / "saliency" / part / "checkpoint.pt").exists()
+    from diffuse_core.run.models import saliency_model_dirs
+
+    assert saliency_model_dirs(None, None, out) == (out / "saliency" / "autoencoder", out / "saliency" / "classifier")
+    clf_card = json.loads((out / "saliency" / "classifier" / "model_card.json").read_text())
+    assert clf_card["training"]["steps_done"] == 1500 + 3 and "pasted in" in clf_card["data"]["source"]
     fractions = [f for _, f in stages]
     assert fractions == sorted(fractions) and stages[-1] == ("done", 1.0)
     assert any(s == "fine-tuning" for s, _ in stages)

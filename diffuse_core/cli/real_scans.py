@@ -7,6 +7,7 @@ from pathlib import Path
 
 from diffuse_core.cli.common import UserError, positive_int
 from diffuse_core.evaluation.adapt import DEFAULT_LR as DEFAULT_ADAPT_LR
+from diffuse_core.train.saliency import ADAPT_CLF
 
 
 # ------------------------------------------------------------------------------------------- calibrate-verdict
@@ -92,6 +93,9 @@ def add_adapt(sub) -> None:
     p.add_argument("--batch-size", type=positive_int, default=8)
     p.add_argument("--lr", type=float, default=None, metavar="RATE",
                    help=f"peak learning rate (cosine over the budget; default {DEFAULT_ADAPT_LR:g})")
+    p.add_argument("--classifier-steps", type=int, default=None, metavar="N",
+                   help=f"steps adapting the ACAT classifier first (default {ADAPT_CLF['steps']}; 0 keeps the "
+                        f"installed one)")
     p.add_argument("--record", default=None, metavar="FILE",
                    help="also write the record (JSON) here, e.g. docs/results/adapt_on_scans.json for the docs")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
@@ -117,7 +121,8 @@ def cmd_adapt(args) -> int:
     try:
         rec = adapt(args.data, args.out, args.model, minutes=args.minutes, holdout=args.holdout,
                     n_measure=args.measure, batch_size=args.batch_size, device=pick_device(args.device),
-                    on_progress=progress, **({} if args.lr is None else {"lr": args.lr}))
+                    on_progress=progress, **({} if args.lr is None else {"lr": args.lr}),
+                    classifier=None if args.classifier_steps is None else {"steps": args.classifier_steps})
     except AdaptCancelled as err:
         raise UserError(str(err)) from None
     finally:

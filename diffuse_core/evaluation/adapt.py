@@ -11,13 +11,19 @@ healthy set) does, on the CPU or a GPU:
    threshold) on up to ``n_measure`` held-out slices, the share of their brain flagged; and, where the held-out
    cases have labelled lesion slices (BraTS layout, or an ``index.csv`` with masks), the lesion Dice on up to half as
    many of them, so that a model adapted into redrawing lesions too shows it;
-4. fine-tune the base DDPM on the rest for ``minutes`` (cosine learning rate over the box, EMA, flips), with a
-   progress callback that can stop it;
+4. adapt the ACAT classifier to the scanner (:func:`diffuse_core.train.saliency.adapt_classifier`: the rest's
+   normal slices as healthy, the same slices with SynthBrain lesions pasted in as diseased, SynthBrain slices of both
+   kinds; a few hundred steps): trained on SynthBrain alone it calls many real normal slices diseased (the skull base
+   above all), and the redrawn region it makes is what the walk then changes. Then fine-tune the base DDPM on the
+   same normal slices for the rest of ``minutes`` (cosine learning rate over the box, EMA, flips), with a progress
+   callback that can stop it;
 5. measure again on the same held-out slices with the same seed, and write the new model folder with its card: the
    data, the held-out groups, steps, time, hardware, and the false flags (and lesion Dice) before and after.
 
-The new folder holds everything ``run --model`` and the app need (the base card's settings, the new weights). A run
-stopped early is written to ``out/.partial`` and never looks like a finished model.
+The new folder holds everything ``run --model`` and the app need (the base card's settings, the new weights, and
+``saliency/`` with the adapted classifier beside the base's autoencoder, which every loader takes with the model:
+:func:`diffuse_core.run.models.saliency_model_dirs`). A run stopped early is written to ``out/.partial`` and never
+looks like a finished model.
 """
 
 from __future__ import annotations
@@ -99,12 +105,15 @@ def held_out_measures(denoiser, saliency_models, normals: np.ndarray, lesions: n
 
 def adapt(data_dir, out_dir, base_dir=None, minutes: float = DEFAULT_MINUTES, holdout: float = 0.2,
           n_measure: int = 24, batch_size: int = 8, lr: float = DEFAULT_LR, seed: int = 0, device="cpu",
-          on_progress: Callable[[str, float], bool | None] | None = None, max_slices: int | None = None) -> dict:
+          on_progress: Callable[[str, float], bool | None] | None = None, max_slices: int | None = None,
+          classifier: dict | None = None) -> dict:
     """Fine-tune ``base_dir`` (default: the installed MRI DDPM) on ``data_dir``'s normal slices for ``minutes``;
     write the model to ``out_dir`` and return its card's ``adaptation`` record. ``on_progress(stage, fraction)``
-    is called through the run; a true return stops it (:class:`AdaptCancelled`, nothing finished written)."""
+    is called through the run; a true return stops it (:class:`AdaptCancelled`, nothing finished written).
+    ``classifier``: the classifier stage's settings (:data:`diffuse_core.train.saliency.ADAPT_CLF`'s keys)."""
     from diffuse_core.run.card import mri_reference_for
-    from diffuse_core.run.models import load_default_models
+    from diffuse_core.run.models import SALIENCY_BESIDE, load_default_models, saliency_model_dirs
+    from diffuse_core.train.saliency import ADAPT_CLF
     from diffuse_core.data.slice_folder import load_slice_folder
     from diffuse_core.models.checkpoint import atomic_write_json, read_config, update_card
     from diffuse_core.models.denoiser import load_denoiser
@@ -153,14 +162,25 @@ def adapt(data_dir, out_dir, base_dir=None, minutes: float = DEFAULT_MINUTES, ho
     partial = out / ".partial"
     if partial.exists():
         shutil.rmtree(partial)
+    clf_settings = {**ADAPT_CLF, **(classifier or {})}
+    base_ae, base_clf = saliency_model_dirs(None, None, base)
+    sal_dir = partial / SALIENCY_BESIDE
+    t_clf = time.perf_counter()
+    if clf_settings["steps"] > 0:
+        sal_new = _adapted_classifier(sal_dir, train_images, base_ae, base_clf, clf_settings, base_card, seed, device,
+                                      tell)
+    else:                                                  # --classifier-steps 0: the base's ACAT pair stays
+        sal_new = sal
+    clf_seconds = time.perf_counter() - t_clf
+    left = max(30.0, 60.0 * float(minutes) - clf_seconds)         # the classifier's time comes out of the budget
     cfg = DDPMTrainConfig(steps=None, batch_size=batch_size, lr=lr, seed=seed, checkpoint_every=10**9,
-                          lr_schedule="cosine", warmup_steps=10, max_seconds=60.0 * float(minutes),
+                          lr_schedule="cosine", warmup_steps=10, max_seconds=left,
                           schedule=_schedule_of(base_cfg), unet=_unet_of(base_cfg))
     card = {"data": {"source": "folder", "path": str(data_dir), "slices": int(len(train_images))}}
 
     def on_step(step: int, used: float) -> bool:
         try:
-            tell("fine-tuning", 0.1 + 0.75 * used)
+            tell("fine-tuning", 0.12 + 0.73 * used)
         except AdaptCancelled:
             return True
         return False
@@ -174,8 +194,8 @@ def adapt(data_dir, out_dir, base_dir=None, minutes: float = DEFAULT_MINUTES, ho
     for key in KEPT_CARD_KEYS:                   # the base model's settings: the ones false flags are measured with
         if key in base_card:
             new.card[key] = base_card[key]
-    after, dice_after, calls_after = held_out_measures(new, sal, measure_images, lesions, lesion_masks, seed=seed,
-                                                       device=device)
+    after, dice_after, calls_after = held_out_measures(new, sal_new, measure_images, lesions, lesion_masks,
+                                                       seed=seed, device=device)
     steps_trained = int((read_config(partial, "ddpm").get("card") or {}).get("training", {}).get("steps_done", 0)
                         - (base_card.get("training") or {}).get("steps_done", 0))
     from diffuse_core.evaluation.provenance import commit_id, hardware_summary
@@ -185,6 +205,8 @@ def adapt(data_dir, out_dir, base_dir=None, minutes: float = DEFAULT_MINUTES, ho
         "trained_on": int(len(train_images)), "held_out": int(held.sum()), "held_out_groups": held_names,
         "measured_on": int(len(measure_idx)), "minutes_budget": float(minutes),
         "steps": steps_trained, "batch_size": batch_size, "lr": lr, "seed": seed,
+        "classifier": None if clf_settings["steps"] <= 0 else {**clf_settings, "seconds": round(clf_seconds, 1),
+                                                                "base": str(base_clf)},
         "seconds": round(time.perf_counter() - t0, 1), "hardware": hardware_summary(device),
         "date": time.strftime("%Y-%m-%d", time.gmtime()), "commit": commit_id(),
         "false_flags_before": {"mean": float(before.mean()), "max": float(before.max())},
@@ -209,6 +231,32 @@ def adapt(data_dir, out_dir, base_dir=None, minutes: float = DEFAULT_MINUTES, ho
     atomic_write_json(out / "adaptation.json", record)
     tell("done", 1.0)
     return record
+
+
+def _adapted_classifier(sal_dir: Path, normals, base_ae, base_clf, settings: dict, base_card: dict, seed: int,
+                        device, tell):
+    """The classifier stage of :func:`adapt`: ``sal_dir``/classifier adapted, the base's autoencoder copied beside it
+    (an ACAT pair for the new model folder); returns the pair loaded."""
+    from diffuse_core.saliency.dispatch import load_saliency_models
+    from diffuse_core.train.saliency import adapt_classifier
+
+    tell("adapting the classifier", 0.08)
+
+    def on_step(step: int, used: float) -> bool:
+        try:
+            tell("adapting the classifier", 0.08 + 0.04 * used)
+        except AdaptCancelled:
+            return True
+        return False
+
+    adapt_classifier(sal_dir / "classifier", normals, base_clf, steps=settings["steps"], lr=settings["lr"],
+                     per_slice=settings["per_slice"], synthbrain=settings["synthbrain"],
+                     normalisation=base_card.get("input_normalisation", "tissue"), scale=base_card.get("tissue_scale"),
+                     seed=seed, device=device, on_step=on_step)
+    tell("adapting the classifier", 0.12)
+    (sal_dir / "classifier" / "checkpoint.pt").unlink(missing_ok=True)
+    shutil.copytree(base_ae, sal_dir / "autoencoder", ignore=shutil.ignore_patterns("checkpoint.pt"))
+    return load_saliency_models(sal_dir / "autoencoder", sal_dir / "classifier", device)
 
 
 def held_out_lesions(data: dict, held_names: list[str], n: int, rng) -> tuple[np.ndarray | None, np.ndarray | None]:

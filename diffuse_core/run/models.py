@@ -35,14 +35,21 @@ class RunModels:
         return str(self.card.get("_version", self.folder))
 
 
-def saliency_model_dirs(saliency_dir=None, modality: str | None = None) -> tuple[Path, Path]:
+SALIENCY_BESIDE = "saliency"      # a denoiser folder's own ACAT pair (an adapted model's): saliency/{autoencoder,classifier}
+
+
+def saliency_model_dirs(saliency_dir=None, modality: str | None = None, model_dir=None) -> tuple[Path, Path]:
     """(autoencoder, classifier) folders: ``saliency_dir/autoencoder`` and ``saliency_dir/classifier`` when given,
-    else the shipped assets for ``modality`` (the CT pair for CT where installed, else the MRI pair; ACAT needs a
-    matched pair, both of the modality or neither)."""
-    from diffuse_core.models.registry import default_model_dir, model_dir_for
+    else the pair the denoiser folder ``model_dir`` carries (``model_dir/saliency/``: a model adapted to a scanner
+    brings the classifier adapted with it), else the shipped assets for ``modality`` (the CT pair for CT where
+    installed, else the MRI pair; ACAT needs a matched pair, both of the modality or neither)."""
+    from diffuse_core.models.registry import default_model_dir, is_installed, model_dir_for
 
     if saliency_dir:
         return Path(saliency_dir) / "autoencoder", Path(saliency_dir) / "classifier"
+    beside = Path(model_dir) / SALIENCY_BESIDE if model_dir else None
+    if beside is not None and is_installed(beside / "autoencoder") and is_installed(beside / "classifier"):
+        return beside / "autoencoder", beside / "classifier"
     ae, clf = model_dir_for("autoencoder", modality), model_dir_for("classifier", modality)
     if ae.parent != clf.parent:
         ae, clf = default_model_dir("autoencoder"), default_model_dir("classifier")
@@ -93,7 +100,7 @@ def load_run_models(modality: str | None, *, model_dir=None, saliency_dir=None, 
     if need_saliency:
         from diffuse_core.saliency.dispatch import load_saliency_models
 
-        saliency = load_saliency_models(*saliency_model_dirs(saliency_dir, modality), device)
+        saliency = load_saliency_models(*saliency_model_dirs(saliency_dir, modality, folder), device)
     return RunModels(denoiser=denoiser, saliency=saliency, folder=_shown_folder(folder), notes=notes,
                      level=level_estimator_for(getattr(denoiser, "card", None), device))
 

@@ -67,11 +67,14 @@ class ModelStore:
         override = os.environ.get("DIFFUSE_MODEL_DIR")
         return Path(override) if override else model_dir_for("ddpm", modality)
 
-    @staticmethod
-    def saliency_dirs(modality: str | None = None) -> tuple[Path, Path]:
+    @classmethod
+    def saliency_dirs(cls, modality: str | None = None, model_dir=None) -> tuple[Path, Path]:
+        """``$DIFFUSE_SALIENCY_DIR``'s pair, else the pair the denoiser folder carries (an adapted model's), else the
+        installed one (:func:`diffuse_core.run.models.saliency_model_dirs`)."""
         from diffuse_core.run.models import saliency_model_dirs
 
-        return saliency_model_dirs(os.environ.get("DIFFUSE_SALIENCY_DIR"), modality)
+        return saliency_model_dirs(os.environ.get("DIFFUSE_SALIENCY_DIR"), modality,
+                                   model_dir or cls.ddpm_dir(modality))
 
     def ddpm_info(self, modality: str | None = None) -> dict:
         """{"available", "folder", "resolution", "channels", "steps_done", "modalities", "recommended"} or, when
@@ -102,9 +105,9 @@ class ModelStore:
         info["available"] = True
         return info
 
-    def acat_info(self, modality: str | None = None) -> dict:
+    def acat_info(self, modality: str | None = None, model_dir=None) -> dict:
         """{"available", "folders"} and, when unavailable, "reason"."""
-        ae, clf = self.saliency_dirs(modality)
+        ae, clf = self.saliency_dirs(modality, model_dir)
         missing = [str(p) for p in (ae, clf) if _stamp(p) is None]
         if missing:
             return {"available": False, "folders": [str(ae), str(clf)],
@@ -177,7 +180,8 @@ class ModelStore:
 
         notes = () if os.environ.get("DIFFUSE_MODEL_DIR") else denoiser_dir(modality)[1]
         denoiser = self.denoiser(device, modality, model_dir)
-        return RunModels(denoiser=denoiser, saliency=self.saliency(device, modality) if need_saliency else None,
+        return RunModels(denoiser=denoiser,
+                         saliency=self.saliency(device, modality, model_dir) if need_saliency else None,
                          folder=str(model_dir or self.ddpm_dir(modality)), notes=notes,
                          level=self.level(device, denoiser.card))
 
@@ -200,15 +204,15 @@ class ModelStore:
         estimator = hit[1]
         return estimator if estimator is not None and usable_with(estimator.card, denoiser_card) else None
 
-    def saliency(self, device, modality: str | None = None):
-        """The ACAT models for a case of ``modality`` on ``device`` (cached until their weights change), or
-        ModelUnavailable with the reason."""
+    def saliency(self, device, modality: str | None = None, model_dir=None):
+        """The ACAT models for a case of ``modality`` on ``device`` (the pair ``model_dir``, an adapted denoiser's
+        folder, carries where it has one; cached until their weights change), or ModelUnavailable with the reason."""
         from diffuse_core.saliency.dispatch import load_saliency_models
 
-        ae, clf = self.saliency_dirs(modality)
+        ae, clf = self.saliency_dirs(modality, model_dir)
         stamps = (_stamp(ae), _stamp(clf))
         if None in stamps:
-            raise ModelUnavailable(self.acat_info(modality)["reason"])
+            raise ModelUnavailable(self.acat_info(modality, model_dir)["reason"])
         key = ("acat", str(ae), str(clf), str(device))
         with self._lock:
             hit = self._cache.get(key)

@@ -33,8 +33,9 @@ def _settings(defaults: dict, steps: int, batch_size: int, lr: float, seed: int,
 
 
 def _run(task: TrainTask, settings: TrainSettings, out_dir, resume: bool, progress: bool, device,
-         init_from) -> Path:
-    return Trainer(task, settings, out_dir, device=device, progress=progress).fit(resume=resume, init_from=init_from)
+         init_from, on_step=None) -> Path:
+    return Trainer(task, settings, out_dir, device=device, progress=progress,
+                   on_step=on_step).fit(resume=resume, init_from=init_from)
 
 
 def train_autoencoder(out_dir, steps: int = AE_DEFAULTS["steps"], batch_size: int = 32, lr: float = AE_DEFAULTS["lr"],
@@ -79,9 +80,11 @@ def train_classifier(out_dir, steps: int = CLF_DEFAULTS["steps"], batch_size: in
                      seed: int = 0, size: int = 128, modalities=("flair",), data=None, resume: bool = True,
                      checkpoint_every: int = 100, progress: bool = True, device="cpu",
                      config: ClassifierConfig | None = None, pool_size: int = DEFAULT_POOL,
-                     init_from: str | Path | None = None, realism="default", normalise: str = "absolute") -> Path:
+                     init_from: str | Path | None = None, realism="default", normalise: str = "absolute",
+                     on_step=None) -> Path:
     """Train the healthy (0) / diseased (1) classifier on balanced batches with left-right flips; return
-    ``out_dir``. Same data, resume and ``init_from`` rules as :func:`train_autoencoder`."""
+    ``out_dir``. Same data, resume and ``init_from`` rules as :func:`train_autoencoder`; ``on_step(step, share)``
+    after each step (a true return stops it there)."""
     arrays, data_card = labelled_training_data(data, pool_size, seed, size, modalities, realism, normalise)
     if arrays.get("labels") is None:
         raise ValueError("the classifier needs labels (0 healthy, 1 diseased) with the images")
@@ -112,4 +115,38 @@ def train_classifier(out_dir, steps: int = CLF_DEFAULTS["steps"], batch_size: in
                      architecture={"config": config.to_dict()}, make_batch=make_batch, loss=loss,
                      card=lambda r: small_model_card(description, r))
     return _run(task, _settings(CLF_DEFAULTS, steps, batch_size, lr, seed, checkpoint_every), out_dir, resume,
-                progress, device, init_from)
+                progress, device, init_from, on_step)
+
+
+ADAPT_CLF = {"steps": 600, "lr": 3e-4, "per_slice": 4, "synthbrain": 2000}
+
+
+def adapt_classifier(out_dir, normals: np.ndarray, base_dir, steps: int = ADAPT_CLF["steps"],
+                     lr: float = ADAPT_CLF["lr"], per_slice: int = ADAPT_CLF["per_slice"],
+                     synthbrain: int = ADAPT_CLF["synthbrain"], normalisation: str = "tissue",
+                     scale: dict | None = None, seed: int = 0, device="cpu", on_step=None) -> Path:
+    """The ACAT classifier ``base_dir`` fine-tuned to a scanner: ``normals`` (a user's real normal slices, on the
+    model's scale) as healthy, the same slices with SynthBrain lesions pasted in
+    (:func:`diffuse_core.train.pasted_lesions.paste_lesions`, ``per_slice`` each) as diseased, and ``synthbrain``
+    SynthBrain training slices of both kinds (put on the same scale) so that it keeps what it knew. The real normal
+    slices are repeated until they are half of the healthy side. ``steps`` more steps from the base's at ``lr``
+    (balanced batches, cosine); returns ``out_dir`` (a loadable classifier folder)."""
+    from diffuse_core.models.card import read_card
+    from diffuse_core.train.data import as_arrays, normalise_slices, synthbrain_pool
+    from diffuse_core.train.pasted_lesions import paste_lesions
+
+    real = np.asarray(normals, np.float32)
+    pasted, _ = paste_lesions(real, per_slice, seed, normalisation, scale)
+    pool = as_arrays(synthbrain_pool(synthbrain, "train", seed, real.shape[-1], ("flair",), healthy=None))
+    syn = normalise_slices(pool["images"].astype(np.float32), normalisation, scale).astype(np.float32)
+    syn_labels = (pool["labels"] > 0).astype(np.int64)
+    repeats = max(1, int(round((syn_labels == 0).sum() / len(real))))
+    images = np.concatenate([syn, pasted] + [real] * repeats)
+    labels = np.concatenate([syn_labels, np.ones(len(pasted), np.int64), np.zeros(len(real) * repeats, np.int64)])
+    done = int((read_card(base_dir).get("training") or {}).get("steps_done") or 0)
+    data = {"images": images, "labels": labels,
+            "source": f"{len(real)} of the user's normal slices (x{repeats}), {len(pasted)} with SynthBrain lesions "
+                      f"pasted in, {synthbrain} SynthBrain training slices ({normalisation} scale)"}
+    return train_classifier(out_dir, steps=done + steps, lr=lr, seed=seed, size=real.shape[-1], data=data,
+                            resume=False, checkpoint_every=10**9, progress=False, device=device, init_from=base_dir,
+                            on_step=on_step)

@@ -98,6 +98,8 @@ def card_markdown(rec: dict, name: str) -> str:
             f"out (whole cases), {rec['measured_on']} measured |\n"
             f"| Training | {rec['steps']} steps (batch {rec['batch_size']}) in {rec['seconds'] / 60:.1f} min, "
             f"{html.escape(str(rec.get('hardware', '')))} |\n"
+            + (f"| Classifier (the redrawn region) | adapted first: {rec['classifier']['steps']} steps on your normal "
+               f"slices and the same with SynthBrain lesions pasted in |\n" if rec.get("classifier") else "") +
             f"| Normal brain flagged, held-out slices | before **{100 * b['mean']:.1f} %** (max {100 * b['max']:.1f} "
             f"%), after **{100 * a['mean']:.1f} %** (max {100 * a['max']:.1f} %): {verdict} |\n"
             f"| Held-out normal slices called abnormal | {calls_row(rec)} |\n"
