@@ -9,7 +9,7 @@ from PIL import Image
 from diffuse_core.cli import main
 from diffuse_core.data.synthbrain import generate_slice, sample_seed
 from diffuse_core.evaluation.adapt import AdaptCancelled, adapt, held_out_lesions, split_groups
-from diffuse_core.evaluation.docs_tables import render_adapt_on_scans
+from diffuse_core.evaluation.scans_sentences import render_adapt_on_scans
 from tiny_app import tiny_flair_ddpm
 
 
@@ -134,7 +134,7 @@ def test_the_cli_checks_held_out_lesions_and_takes_a_learning_rate(tmp_path, cap
     rec = json.loads((tmp_path / "a" / "adaptation.json").read_text())
     line = render_adapt_on_scans(tmp_path)                 # the docs' sentence, from the record --record wrote
     assert json.loads(record.read_text())["steps"] == rec["steps"] and "Made by `" in line
-    assert f"{rec['steps']} steps (batch 4, peak rate 0.0001)" in line and "tumour Dice on 1 of" in line
+    assert f"{rec['steps']} DDPM steps (batch 4, peak rate 0.0001)" in line and "tumour Dice on 1 of" in line
     assert rec["lr"] == 1e-4 and rec["command"].endswith("--lr 0.0001") and rec["trained_on"] == 6
     assert rec["lesion_dice_before"]["n"] == rec["lesion_dice_after"]["n"] == 1
     assert 0.0 <= rec["lesion_dice_after"]["mean"] <= 1.0
@@ -142,3 +142,25 @@ def test_the_cli_checks_held_out_lesions_and_takes_a_learning_rate(tmp_path, cap
     assert calls["measured"] == 2 and 0 <= calls["abnormal"] <= calls["called"] <= 2
     line = capsys.readouterr().out
     assert "lesion Dice on 1 held-out lesion slices" in line and f"-> {calls['abnormal']} of" in line
+
+
+def test_a_model_folder_with_its_own_acat_pair_brings_it_everywhere(tmp_path, monkeypatch):
+    """run --model, volume runs, the app's runs and its mask preview take an adapted folder's saliency/ pair; a
+    folder without one (the installed model) keeps the installed pair; DIFFUSE_SALIENCY_DIR still wins."""
+    from diffuse_core.run.models import saliency_model_dirs
+    from diffuse_core.studio.model_store import MODELS
+
+    installed = saliency_model_dirs()
+    model = tmp_path / "adapted"
+    assert saliency_model_dirs(None, None, model) == installed
+    for part in ("autoencoder", "classifier"):
+        (model / "saliency" / part).mkdir(parents=True)
+        (model / "saliency" / part / "config.json").write_text("{}")
+    assert saliency_model_dirs(None, None, model) == installed             # weights missing: not a pair
+    for part in ("autoencoder", "classifier"):
+        (model / "saliency" / part / "model.safetensors").write_bytes(b"")
+    beside = (model / "saliency" / "autoencoder", model / "saliency" / "classifier")
+    assert saliency_model_dirs(None, None, model) == beside
+    assert MODELS.saliency_dirs(None, model) == beside and MODELS.saliency_dirs(None) == installed
+    monkeypatch.setenv("DIFFUSE_SALIENCY_DIR", str(tmp_path / "mine"))
+    assert MODELS.saliency_dirs(None, model) == (tmp_path / "mine" / "autoencoder", tmp_path / "mine" / "classifier")

@@ -368,52 +368,6 @@ def render_real_data(root: Path) -> str:
                 f"`diffuse-studio real-data --brats DIR --write-docs`.*\n")
 
 
-def _cases(groups) -> str:
-    """BraTS case folder names as their patient ids (brats_2013_pat0004_1 -> pat0004)."""
-    return ", ".join(g.split("_")[2] if g.count("_") >= 2 else g for g in groups)
-
-
-def render_verdict_on_scans(root: Path) -> str:
-    """The demonstration of ``diffuse-studio calibrate-verdict`` on BraTS (docs/training.md) from its record."""
-    path = root / RESULTS_DIR / "verdict_on_scans.json"
-    if not path.is_file():
-        return ("*Not measured yet: `diffuse-studio calibrate-verdict --data ../shared/real_cases/brats2015 --out "
-                "runs/verdict_brats --record docs/results/verdict_on_scans.json`.*\n")
-    doc = json.loads(path.read_text())
-    doc["_chosen"] = _cases(doc["chosen_on"]["groups"])
-    doc["_held"] = _cases(doc["held_out"]["groups"])
-    return fill("*Threshold {threshold:f3} chosen on {chosen_on/normal_slices} tumour-free slices of cases {_chosen}; "
-                "on the held-out cases {_held}: {false_abnormal_rate_held_out:pct} of their "
-                "{held_out/normal_slices} tumour-free slices called abnormal (the shipped SynthBrain threshold "
-                "{base_threshold:f3}: {base_false_abnormal_rate_held_out:pct}), {sensitivity:pct} of their "
-                "{held_out/lesion_slices} tumour slices called abnormal. Made by `{command}` ({date}, commit "
-                "{commit:sha}, {hardware}, {seconds:f0} s).*\n", doc)
-
-
-def render_adapt_on_scans(root: Path) -> str:
-    """The demonstration of ``diffuse-studio adapt`` on BraTS (docs/training.md) from its record."""
-    path = root / RESULTS_DIR / "adapt_on_scans.json"
-    if not path.is_file():
-        return ("*Not measured yet: `diffuse-studio adapt --data ../shared/real_cases/brats2015 --out runs/adapt_brats "
-                "--holdout 0.34 --record docs/results/adapt_on_scans.json`.*\n")
-    doc = json.loads(path.read_text())
-    doc["_held"] = _cases(doc["held_out_groups"])
-    doc["_halved"] = "halved" if doc["halved"] else "not halved"
-    doc["_lr"], doc["_minutes"] = f"{doc['lr']:g}", f"{doc['minutes_budget']:g}"
-    b, a = doc.get("normal_called_abnormal_before"), doc.get("normal_called_abnormal_after")
-    calls = ("" if not b or not a else
-             f"; called abnormal {b['abnormal']} of {b['called']} called -> {a['abnormal']} of {a['called']}")
-    lb, la = doc.get("lesion_dice_before"), doc.get("lesion_dice_after")
-    lesions = ("" if not lb or not la else
-               f"; tumour Dice on {lb['n']} of their tumour slices {lb['mean']:.3f} -> {la['mean']:.3f}")
-    return fill("*{steps} steps (batch {batch_size}, peak rate {_lr}) in a {_minutes}-minute budget on "
-                "{trained_on} tumour-free slices of the other cases; on {measured_on} tumour-free slices of the "
-                "held-out cases {_held}: normal brain flagged {false_flags_before/mean:pct} -> "
-                "{false_flags_after/mean:pct} ({_halved}; max {false_flags_before/max:pct} -> "
-                "{false_flags_after/max:pct})" + calls + lesions + ". Made by `{command}` ({date}, commit {commit:sha}, "
-                "{hardware}, {seconds:f0} s in all).*\n", doc)
-
-
 EVALUATION_COMMANDS = {
     "evaluation_quick": "diffuse-studio evaluate --quick --threads 2",
     "evaluation": "nohup diffuse-studio evaluate --every-seed --workers 2 --threads 1 > evaluate.log 2>&1 &",
@@ -433,6 +387,13 @@ def render_evaluation(root: Path, name: str = "evaluation") -> str:
     return markdown(json.loads(path.read_text()))
 
 
+def _scans(name: str, root: Path) -> str:
+    """docs/training.md's demonstrations on real scans (:mod:`.scans_sentences`)."""
+    from diffuse_core.evaluation import scans_sentences
+
+    return getattr(scans_sentences, name)(root)
+
+
 def _bench(name: str, root: Path) -> str:
     """docs/benchmarks.md's regions, from the benchmark scripts' results files (:mod:`.benchmark_report`)."""
     from diffuse_core.evaluation import benchmark_report
@@ -441,8 +402,8 @@ def _bench(name: str, root: Path) -> str:
 
 
 GENERATORS = {"models": render_models, "model_sources": render_sources, "training": render_training,
-              "hero": render_hero, "real_data": render_real_data, "verdict_on_scans": render_verdict_on_scans,
-              "adapt_on_scans": render_adapt_on_scans,
+              "hero": render_hero, "real_data": render_real_data, "verdict_on_scans": lambda root: _scans("render_verdict_on_scans", root),
+              "adapt_on_scans": lambda root: _scans("render_adapt_on_scans", root),
               "evaluation": render_evaluation, "evaluation_quick": lambda root: render_evaluation(root, "evaluation_quick"),
               "bench_one_run": lambda root: _bench("render_one_run", root),
               "bench_volume": lambda root: _bench("render_volume", root)}

@@ -60,9 +60,11 @@ class SaliencyCache:
 SALIENCY_CACHE = SaliencyCache()
 
 
-def mask_preview(lc, method: str, percentile: float, mask_rule: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+def mask_preview(lc, method: str, percentile: float, mask_rule: str | None = None,
+                 model_dir=None) -> tuple[np.ndarray, np.ndarray]:
     """(mask, saliency) of a library or uploaded case at ``percentile`` (the paper's rule) or by the model card's rule
-    (``mask_rule`` "card", the default), as the run would make them."""
+    (``mask_rule`` "card", the default), as the run would make them; ``model_dir``: an adapted model's folder (its
+    card and its own ACAT pair), else the installed model."""
     from diffuse_core.run.region import redrawn_region
     from diffuse_core.run.settings import mask_rule as rule_of
     from diffuse_core.run.settings import settings_for
@@ -72,9 +74,9 @@ def mask_preview(lc, method: str, percentile: float, mask_rule: str | None = Non
     check_percentile(percentile)
     MODELS.require_acat()
     device = model_device()
-    models = MODELS.saliency(device, lc.case.modality)
+    models = MODELS.saliency(device, lc.case.modality, model_dir)
     saliency = SALIENCY_CACHE.saliency(lc.case, method, models)
-    card = MODELS.denoiser(device, lc.case.modality).card
+    card = MODELS.denoiser(device, lc.case.modality, model_dir).card
     settings = settings_for(card, k=DEFAULTS["k"], steps=DEFAULTS["steps"], percentile=percentile,
                             rule=mask_rule or DEFAULTS["mask_rule"])
     return redrawn_region(lc.case, saliency, rule_of(settings, card), models), saliency

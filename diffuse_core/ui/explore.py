@@ -59,9 +59,11 @@ def preview_case(source, gallery_key, files, slice_index, channel, window, gt_fi
     return rgb, info, canvas, canvas
 
 
-def preview_mask(source, gallery_key, files, slice_index, channel, window, gt_file, mask_from, percentile):
-    """Percentile slider moved (or mask source changed) -> the preview with the mask that a run would use, before
-    any run: the saliency map is computed once per slice and kept (:mod:`diffuse_core.studio.saliency_cache`).
+def preview_mask(source, gallery_key, files, slice_index, channel, window, gt_file, mask_from, percentile,
+                 model=None):
+    """Percentile slider moved (or mask source or healthy model changed) -> the preview with the mask that a run
+    would use, before any run: the saliency map is computed once per slice and kept
+    (:mod:`diffuse_core.studio.saliency_cache`); an adapted model's own classifier makes its mask.
     -> (preview picture, progress line)."""
     from diffuse_core.studio.saliency_cache import mask_preview
     from diffuse_core.studio.settings import SALIENCY_METHODS, split_mask_source
@@ -71,7 +73,8 @@ def preview_mask(source, gallery_key, files, slice_index, channel, window, gt_fi
         return gr.skip(), gr.skip()
     try:
         lc = load_selected(source, gallery_key, files, slice_index, channel, window, gt_file)
-        mask, _ = mask_preview(lc, method, percentile, rule)
+        model_dir = adapted_model_dir(model) if lc.case.modality != "ct" else None
+        mask, _ = mask_preview(lc, method, percentile, rule, model_dir)
     except USER_ERRORS:
         return gr.skip(), gr.skip()             # nothing selected yet, or no ACAT: the run says why
     rgb = with_outlines(grey_rgb(lc.case.image[0]), mask, lc.case.ground_truth)

@@ -248,10 +248,10 @@ def wire_explore(e: SimpleNamespace, page: SimpleNamespace, quiz_editor, cur: Si
                     for comp in (e.slice_slider, e.channel, e.window, e.gt_file)]
     e.show_case, e.preview_outputs = show_case, preview_outputs      # the Volume tab hands a slice to Explore
 
-    preview_mask_ins = case_inputs + [e.mask_from, ctl["percentile"]]
+    preview_mask_ins = case_inputs + [e.mask_from, ctl["percentile"], e.model]
     # one listener for both triggers, so previews run one after another and the last setting's preview is the one
     # left on screen (two listeners ran side by side and a slower, older preview could land last)
-    gr.on([ctl["percentile"].change, e.mask_from.input], explore.preview_mask, preview_mask_ins,
+    gr.on([ctl["percentile"].change, e.mask_from.input, e.model.input], explore.preview_mask, preview_mask_ins,
           [e.preview, e.progress], trigger_mode="always_last", **light)
     explore_inputs = case_inputs + [e.mask_from, e.mask_file, e.mask_draw, ctl["k"], ctl["percentile"],
                                     ctl["steps"], ctl["seed"], e.opacity, page.refused_upload, e.model]
