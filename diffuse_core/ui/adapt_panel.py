@@ -1,5 +1,5 @@
-"""The Curate tab's "Adapt the healthy model" panel: fine-tune the installed healthy model on an educator's own
-normal slices (a curated or teaching set) within a time budget, with a progress bar and a cancel, then use the new
+"""The Curate tab's "Adapt the healthy model" panel: adapt the installed healthy model (its classifier, then the
+DDPM) to an educator's own normal slices (a curated or teaching set) within a time budget, with a progress bar and a cancel, then use the new
 model in Explore (issue 31, item 5). The work is :mod:`diffuse_core.studio.adapt_jobs` (the engine:
 :func:`diffuse_core.evaluation.adapt.adapt`, also ``diffuse-studio adapt``).
 
@@ -32,8 +32,9 @@ def adapt_panel() -> SimpleNamespace:
     with gr.Accordion("Adapt the healthy model to your scanner (your normal slices)", open=False,
                       elem_id="df-adapt"):
         gr.Markdown("Two ways to fit the installed healthy model to the **normal** MRI slices of a set (yours, saved "
-                    "above, or a teaching set), on this machine. **Fine-tune** (the time you give it): the model learns "
-                    "your scanner's normal brain. **Calibrate the verdict** (minutes, no training): the normal/abnormal "
+                    "above, or a teaching set), on this machine. **Fine-tune** (the time you give it): first the "
+                    "classifier that sizes the redrawn region learns that your scanner's normal slices are normal "
+                    "(and that they are not once a lesion is pasted in), then the model trains on them. **Calibrate the verdict** (minutes, no training): the normal/abnormal "
                     "threshold is chosen on your normal slices, where the shipped one, chosen on synthetic slices, "
                     "calls many real normal slices abnormal. Whole cases are held out and measured, and the "
                     "figures go into the new model's card; it is then offered in **Explore** (\"Healthy model\"). Aim "
