@@ -30,7 +30,12 @@ def tiny_assets(assets: Path) -> Path:
 
 @contextmanager
 def adapt_env(tmp_path, monkeypatch):
-    """The app's environment on tiny models (:func:`tiny_assets`) and the project's teaching sets, on one thread."""
+    """The app's environment on tiny models (:func:`tiny_assets`) and the project's teaching sets, on one thread;
+    adapt's classifier stage on a few steps and SynthBrain slices."""
+    from diffuse_core.train.saliency import ADAPT_CLF
+
+    monkeypatch.setitem(ADAPT_CLF, "steps", 3)
+    monkeypatch.setitem(ADAPT_CLF, "synthbrain", 16)
     with one_torch_thread():
         app_env(monkeypatch, tmp_path, tiny_assets(tmp_path / "assets"))
         yield

@@ -102,3 +102,20 @@ def test_the_cli_says_what_is_wrong_in_one_line(scans, base_model, tmp_path, cap
                  str(base_model), "--holdout", "0.95"]) == 2
     assert "normal slices outside the held-out groups" in capsys.readouterr().err
     assert not (tmp_path / "o" / "model.safetensors").exists()
+
+
+@pytest.mark.slow
+def test_a_verdict_calibrated_on_an_adapted_model_keeps_its_classifier(scans, tmp_path):
+    """The threshold is chosen with the adapted model's own ACAT pair (saliency/), so the new folder carries it."""
+    import shutil
+
+    from diffuse_core.run.models import saliency_model_dirs
+
+    base = tiny_flair_ddpm(tmp_path / "adapted", verdict={"percentile": 99.5, "threshold": 0.01,
+                                                          "false_abnormal_rate": 0.05})
+    for part, folder in zip(("autoencoder", "classifier"), saliency_model_dirs()):
+        shutil.copytree(folder, base / "saliency" / part, ignore=shutil.ignore_patterns("checkpoint.pt", "log.csv"))
+    out = tmp_path / "mine"
+    calibrate_on_scans(scans, out, base, holdout=0.34, per_group=2)
+    assert saliency_model_dirs(None, None, out) == (out / "saliency" / "autoencoder", out / "saliency" / "classifier")
+    assert _digest(out / "saliency" / "classifier") == _digest(base / "saliency" / "classifier")

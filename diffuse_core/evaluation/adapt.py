@@ -120,8 +120,8 @@ def adapt(data_dir, out_dir, base_dir=None, minutes: float = DEFAULT_MINUTES, ho
     from diffuse_core.models.registry import model_dir_for
     from diffuse_core.train.ddpm import DDPMTrainConfig, TensorPool, train_ddpm
 
-    if not minutes or minutes <= 0:
-        raise ValueError(f"--minutes must be positive, got {minutes}")
+    if minutes is None or minutes < 0:
+        raise ValueError(f"--minutes must be 0 (no DDPM fine-tune) or positive, got {minutes}")
     base = Path(base_dir) if base_dir else Path(model_dir_for("ddpm", None))
     out = Path(out_dir)
     check_new_model_folder(base, out, "adapted")
@@ -172,7 +172,7 @@ def adapt(data_dir, out_dir, base_dir=None, minutes: float = DEFAULT_MINUTES, ho
     else:                                                  # --classifier-steps 0: the base's ACAT pair stays
         sal_new = sal
     clf_seconds = time.perf_counter() - t_clf
-    left = max(30.0, 60.0 * float(minutes) - clf_seconds)         # the classifier's time comes out of the budget
+    left = max(30.0, 60.0 * float(minutes) - clf_seconds)   # the classifier's time comes out of the DDPM's budget
     cfg = DDPMTrainConfig(steps=None, batch_size=batch_size, lr=lr, seed=seed, checkpoint_every=10**9,
                           lr_schedule="cosine", warmup_steps=10, max_seconds=left,
                           schedule=_schedule_of(base_cfg), unet=_unet_of(base_cfg))
@@ -185,8 +185,14 @@ def adapt(data_dir, out_dir, base_dir=None, minutes: float = DEFAULT_MINUTES, ho
             return True
         return False
 
-    train_ddpm(partial, TensorPool(train_images), cfg, resume=False, progress=False, card=card, init_from=base,
-               device=device, on_step=on_step)
+    if minutes > 0:
+        train_ddpm(partial, TensorPool(train_images), cfg, resume=False, progress=False, card=card, init_from=base,
+                   device=device, on_step=on_step)
+    else:                                                  # the classifier alone: the base DDPM as it is
+        partial.mkdir(parents=True, exist_ok=True)
+        for f in base.iterdir():
+            if f.is_file() and f.name not in ("checkpoint.pt", "log.csv", "adaptation.json"):
+                shutil.copy2(f, partial / f.name)
     if on_progress is not None and on_progress("fine-tuning", 0.85):
         raise AdaptCancelled(f"adaptation stopped by the user; the unfinished weights stay in {partial}")
     tell("false flags after", 0.86)

@@ -77,6 +77,7 @@ def calibrate_on_scans(data_dir, out_dir, base_dir=None, holdout: float = DEFAUL
     from diffuse_core.evaluation.adapt import AdaptCancelled, check_new_model_folder, split_groups
     from diffuse_core.evaluation.provenance import commit_id, hardware_summary
     from diffuse_core.models.checkpoint import atomic_write_json, read_config, update_card
+    from diffuse_core.run.models import SALIENCY_BESIDE
     from diffuse_core.models.registry import model_dir_for
     from diffuse_core.run.card import mri_reference_for
     from diffuse_core.run.models import load_default_models
@@ -177,6 +178,9 @@ def calibrate_on_scans(data_dir, out_dir, base_dir=None, holdout: float = DEFAUL
     for f in base.iterdir():
         if f.is_file() and f.name not in ("checkpoint.pt", "log.csv", RECORD_FILE, "adaptation.json"):
             shutil.copy2(f, partial / f.name)
+    if (base / SALIENCY_BESIDE).is_dir():          # an adapted model's classifier: the one the threshold was chosen with
+        shutil.copytree(base / SALIENCY_BESIDE, partial / SALIENCY_BESIDE,
+                        ignore=shutil.ignore_patterns("checkpoint.pt", "log.csv"))
     n_chosen = int(choose.sum())
     calibration = dict(base_card.get("calibration") or {})
     calibration["verdict"] = {"sensitivity_on_validation": sensitivity, "diseased": sens_source["n"],

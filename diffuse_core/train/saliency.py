@@ -143,10 +143,13 @@ def adapt_classifier(out_dir, normals: np.ndarray, base_dir, steps: int = ADAPT_
     repeats = max(1, int(round((syn_labels == 0).sum() / len(real))))
     images = np.concatenate([syn, pasted] + [real] * repeats)
     labels = np.concatenate([syn_labels, np.ones(len(pasted), np.int64), np.zeros(len(real) * repeats, np.int64)])
+    from diffuse_core.models.checkpoint import read_config
+
     done = int((read_card(base_dir).get("training") or {}).get("steps_done") or 0)
+    config = ClassifierConfig(**read_config(base_dir, "classifier")["config"])       # the base's own architecture
     data = {"images": images, "labels": labels,
             "source": f"{len(real)} of the user's normal slices (x{repeats}), {len(pasted)} with SynthBrain lesions "
                       f"pasted in, {synthbrain} SynthBrain training slices ({normalisation} scale)"}
     return train_classifier(out_dir, steps=done + steps, lr=lr, seed=seed, size=real.shape[-1], data=data,
                             resume=False, checkpoint_every=10**9, progress=False, device=device, init_from=base_dir,
-                            on_step=on_step)
+                            config=config, on_step=on_step)
