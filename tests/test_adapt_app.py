@@ -111,7 +111,7 @@ def test_cancel_stops_the_training_and_leaves_no_model(env):
 def test_what_is_refused_before_anything_starts(env):
     from diffuse_core.studio import adapt_jobs
 
-    for bad in (0, -1, "x", 10_000):
+    for bad in (-1, "x", 10_000):
         with pytest.raises(ValueError, match="time budget"):
             adapt_jobs.start_adapt("teaching/default", minutes=bad)
     with pytest.raises(ValueError, match="unknown set"):

@@ -35,7 +35,7 @@ from typing import Callable
 
 import numpy as np
 
-DEFAULT_MINUTES = 20.0
+DEFAULT_MINUTES = 0.0          # the DDPM fine-tune's budget: none by default (it made the model keep tumours)
 DEFAULT_LR = 2e-5
 MIN_LESION_SHARE = 0.01          # a held-out lesion slice is measured when its lesion covers >= 1 % of the slice
 KEPT_CARD_KEYS = ("anomaly_kernel", "anomaly_threshold", "recommended_settings", "input_normalisation",
@@ -107,8 +107,9 @@ def adapt(data_dir, out_dir, base_dir=None, minutes: float = DEFAULT_MINUTES, ho
           n_measure: int = 24, batch_size: int = 8, lr: float = DEFAULT_LR, seed: int = 0, device="cpu",
           on_progress: Callable[[str, float], bool | None] | None = None, max_slices: int | None = None,
           classifier: dict | None = None) -> dict:
-    """Fine-tune ``base_dir`` (default: the installed MRI DDPM) on ``data_dir``'s normal slices for ``minutes``;
-    write the model to ``out_dir`` and return its card's ``adaptation`` record. ``on_progress(stage, fraction)``
+    """Adapt ``base_dir`` (default: the installed MRI DDPM) to ``data_dir``'s normal slices: its ACAT classifier, then
+    (``minutes`` > 0) the DDPM fine-tuned for ``minutes``; write the model to ``out_dir`` and return its card's
+    ``adaptation`` record. ``on_progress(stage, fraction)``
     is called through the run; a true return stops it (:class:`AdaptCancelled`, nothing finished written).
     ``classifier``: the classifier stage's settings (:data:`diffuse_core.train.saliency.ADAPT_CLF`'s keys)."""
     from diffuse_core.run.card import mri_reference_for

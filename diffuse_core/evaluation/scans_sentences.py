@@ -4,14 +4,15 @@ the record its command wrote with ``--record`` (``docs/results/verdict_on_scans.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 RESULTS = Path("docs") / "results"
 
 
 def _cases(groups) -> str:
-    """BraTS case folder names as their patient ids (brats_2013_pat0004_1 -> pat0004)."""
-    return ", ".join(g.split("_")[2] if g.count("_") >= 2 else g for g in groups)
+    """BraTS case folder names as their patient ids (brats_2013_pat0004_1 -> pat0004), other names as they are."""
+    return ", ".join(m.group(0) if (m := re.search(r"pat\d+", g)) else g for g in groups)
 
 
 def _pct(value) -> str:
@@ -55,8 +56,9 @@ def render_adapt_on_scans(root: Path) -> str:
     lb, la = d.get("lesion_dice_before"), d.get("lesion_dice_after")
     lesions = ("" if not lb or not la else
                f"; tumour Dice on {lb['n']} of their tumour slices {lb['mean']:.3f} -> {la['mean']:.3f}")
-    return (f"*On {d['trained_on']} tumour-free slices of the other cases, {stage}{d['steps']} DDPM steps (batch "
-            f"{d['batch_size']}, peak rate {d['lr']:g}) in a {d['minutes_budget']:g}-minute budget; on "
+    ddpm = (f"{d['steps']} DDPM steps (batch {d['batch_size']}, peak rate {d['lr']:g}) in a "
+            f"{d['minutes_budget']:g}-minute budget" if d["steps"] else "the DDPM kept as it was")
+    return (f"*On {d['trained_on']} tumour-free slices of the other cases, {stage}{ddpm}; on "
             f"{d['measured_on']} tumour-free slices of the held-out cases {_cases(d['held_out_groups'])}: normal brain "
             f"flagged {_pct(before['mean'])} -> {_pct(after['mean'])} ({'halved' if d['halved'] else 'not halved'}; "
             f"max {_pct(before['max'])} -> {_pct(after['max'])}){calls}{lesions}. " + _made_by(d, " in all"))

@@ -31,7 +31,7 @@ from diffuse_core.studio.library import teaching_root
 from diffuse_core.studio.model_store import model_device
 
 MODELS_FOLDER = "models"          # under the app's data folder (curation.data_dir)
-MINUTES_RANGE = (0.01, 240.0)     # the budget a user may set (the engine's default: 20 minutes)
+MINUTES_RANGE = (0.0, 240.0)      # the DDPM fine-tune's budget a user may set (0, the default: the classifier alone)
 KINDS = ("fine-tune", "verdict")  # fine-tune the DDPM (adapt), or calibrate the verdict only (calibrate-verdict)
 MAX_BATCH = 8                     # fine-tuning batch (fewer on a set with fewer training slices)
 N_MEASURE = 24                    # held-out slices measured before and after (fewer where fewer are held out)
@@ -187,16 +187,16 @@ def check_minutes(minutes) -> float:
     except (TypeError, ValueError):
         m = float("nan")
     if not MINUTES_RANGE[0] <= m <= MINUTES_RANGE[1]:
-        raise ValueError(f"the time budget must be between {MINUTES_RANGE[0]:g} and {MINUTES_RANGE[1]:g} minutes, "
-                         f"got {minutes!r}")
+        raise ValueError(f"the time budget must be between {MINUTES_RANGE[0]:g} (the classifier alone) and "
+                         f"{MINUTES_RANGE[1]:g} minutes, got {minutes!r}")
     return m
 
 
-def start_adapt(source: str, minutes=20.0, base_dir=None, n_measure: int = N_MEASURE, seed: int = 0,
+def start_adapt(source: str, minutes=0.0, base_dir=None, n_measure: int = N_MEASURE, seed: int = 0,
                 kind: str = "fine-tune") -> AdaptJob:
     """Start adapting the installed MRI model (or ``base_dir``) to the normal slices of ``source`` (``<kind>/<set>``)
-    in a background thread: ``kind`` "fine-tune" trains for ``minutes``; "verdict" calibrates the verdict only
-    (``minutes`` unused). Returns the job at once. ValueError (nothing started) for an unknown kind, a bad budget, an
+    in a background thread: ``kind`` "fine-tune" adapts the classifier, then fine-tunes the DDPM for ``minutes``
+    (0: none); "verdict" calibrates the verdict only (``minutes`` unused). Returns the job at once. ValueError (nothing started) for an unknown kind, a bad budget, an
     unknown set, too few normal slices, or while another adaptation runs."""
     from diffuse_core.evaluation.adapt import split_groups
     from diffuse_core.evaluation.scanner_verdict import DEFAULT_HOLDOUT, MIN_NORMAL_SLICES

@@ -1,6 +1,6 @@
-"""The Curate tab's "Adapt the healthy model" panel: adapt the installed healthy model (its classifier, then the
-DDPM) to an educator's own normal slices (a curated or teaching set) within a time budget, with a progress bar and a cancel, then use the new
-model in Explore (issue 31, item 5). The work is :mod:`diffuse_core.studio.adapt_jobs` (the engine:
+"""The Curate tab's "Adapt the healthy model" panel: adapt the installed healthy model (its classifier, and the DDPM
+within a time budget where one is given) to an educator's own normal slices (a curated or teaching set), with a
+progress bar and a cancel, then use the new model in Explore (issue 31, item 5). The work is :mod:`diffuse_core.studio.adapt_jobs` (the engine:
 :func:`diffuse_core.evaluation.adapt.adapt`, also ``diffuse-studio adapt``).
 
 :func:`adapt_panel` builds the components (inside the Curate tab), :func:`wire_adapt` their events. The adaptation
@@ -22,7 +22,7 @@ from diffuse_core.ui.progress import progress_html
 
 INSTALLED = ("Installed healthy model", "")      # Explore's model choice: "" = the installed model
 POLL_SECONDS = 0.5
-TASKS = [("Fine-tune the model on them (the time budget)", "fine-tune"),
+TASKS = [("Adapt the model to them (a few minutes; the DDPM budget optional)", "fine-tune"),
          ("Calibrate the verdict on them only (no training, minutes)", "verdict")]
 
 
@@ -32,9 +32,10 @@ def adapt_panel() -> SimpleNamespace:
     with gr.Accordion("Adapt the healthy model to your scanner (your normal slices)", open=False,
                       elem_id="df-adapt"):
         gr.Markdown("Two ways to fit the installed healthy model to the **normal** MRI slices of a set (yours, saved "
-                    "above, or a teaching set), on this machine. **Fine-tune** (the time you give it): first the "
-                    "classifier that sizes the redrawn region learns that your scanner's normal slices are normal "
-                    "(and that they are not once a lesion is pasted in), then the model trains on them. **Calibrate the verdict** (minutes, no training): the normal/abnormal "
+                    "above, or a teaching set), on this machine. **Adapt** (a few minutes): the classifier that sizes the "
+                    "redrawn region learns that your scanner's normal slices are normal (and that they are not once a "
+                    "lesion is pasted in); a DDPM budget above 0 also fine-tunes the model on them, which on real "
+                    "scans made it keep tumours, so it is off by default. **Calibrate the verdict** (minutes, no training): the normal/abnormal "
                     "threshold is chosen on your normal slices, where the shipped one, chosen on synthetic slices, "
                     "calls many real normal slices abnormal. Whole cases are held out and measured, and the "
                     "figures go into the new model's card; it is then offered in **Explore** (\"Healthy model\"). Aim "
@@ -44,9 +45,10 @@ def adapt_panel() -> SimpleNamespace:
         with gr.Row():
             a.source = gr.Dropdown(adapt_jobs.adapt_sources(), label="Normal slices from", elem_id="df-adapt-source",
                                    scale=3)
-            a.minutes = gr.Number(DEFAULT_MINUTES, label="Time budget (minutes)", minimum=adapt_jobs.MINUTES_RANGE[0],
-                                  maximum=adapt_jobs.MINUTES_RANGE[1], elem_id="df-adapt-minutes", scale=1,
-                                  info="fine-tuning only; the two measurements come on top")
+            a.minutes = gr.Number(DEFAULT_MINUTES, label="DDPM fine-tune (minutes)",
+                                  minimum=adapt_jobs.MINUTES_RANGE[0], maximum=adapt_jobs.MINUTES_RANGE[1],
+                                  elem_id="df-adapt-minutes", scale=1,
+                                  info="0: the classifier alone (recommended); the measurements come on top")
         with gr.Row():
             a.start = gr.Button("Adapt the model", variant="primary", elem_id="df-adapt-start")
             a.cancel = gr.Button("■ Cancel", variant="stop", elem_id="df-adapt-cancel")
@@ -60,8 +62,8 @@ def stage_text(job: adapt_jobs.AdaptJob) -> str:
     where = f"{job.n_slices} normal slices of {html.escape(job.source.split('/', 1)[-1])}"
     if job.kind == "verdict":
         return f"Calibrating the verdict on {where}: {job.stage} · {job.elapsed / 60:.1f} min"
-    return (f"Adapting on {where}: {job.stage} · {job.elapsed / 60:.1f} min (budget {job.minutes:g} min + "
-            f"measurements)")
+    budget = f"DDPM budget {job.minutes:g} min" if job.minutes else "the classifier alone"
+    return f"Adapting on {where}: {job.stage} · {job.elapsed / 60:.1f} min ({budget} + measurements)"
 
 
 def verdict_markdown(rec: dict, name: str) -> str:
@@ -91,14 +93,13 @@ def card_markdown(rec: dict, name: str) -> str:
     if b["mean"] <= 0:
         verdict = "none were flagged before: nothing to halve"
     else:
-        verdict = ("at least halved" if rec.get("halved") else "not halved: more normal slices or a longer budget "
-                   "may help")
+        verdict = "at least halved" if rec.get("halved") else "not halved: more normal slices may help"
     return (f"**Adapted model `{html.escape(name)}`** — now offered in Explore (\"Healthy model\").\n\n"
             f"| The new model's card | |\n|---|---|\n"
             f"| Data | {rec['normal_slices']} normal slices: {rec['trained_on']} trained on, {rec['held_out']} held "
             f"out (whole cases), {rec['measured_on']} measured |\n"
-            f"| Training | {rec['steps']} steps (batch {rec['batch_size']}) in {rec['seconds'] / 60:.1f} min, "
-            f"{html.escape(str(rec.get('hardware', '')))} |\n"
+            f"| DDPM fine-tune | {rec['steps']} steps (batch {rec['batch_size']}); {rec['seconds'] / 60:.1f} min in "
+            f"all, {html.escape(str(rec.get('hardware', '')))} |\n"
             + (f"| Classifier (the redrawn region) | adapted first: {rec['classifier']['steps']} steps on your normal "
                f"slices and the same with SynthBrain lesions pasted in |\n" if rec.get("classifier") else "") +
             f"| Normal brain flagged, held-out slices | before **{100 * b['mean']:.1f} %** (max {100 * b['max']:.1f} "
