@@ -116,6 +116,6 @@ def test_a_verdict_calibrated_on_an_adapted_model_keeps_its_classifier(scans, tm
     for part, folder in zip(("autoencoder", "classifier"), saliency_model_dirs()):
         shutil.copytree(folder, base / "saliency" / part, ignore=shutil.ignore_patterns("checkpoint.pt", "log.csv"))
     out = tmp_path / "mine"
-    calibrate_on_scans(scans, out, base, holdout=0.34, per_group=2)
+    calibrate_on_scans(scans, out, base, holdout=0.34, per_group=8)
     assert saliency_model_dirs(None, None, out) == (out / "saliency" / "autoencoder", out / "saliency" / "classifier")
     assert _digest(out / "saliency" / "classifier") == _digest(base / "saliency" / "classifier")
