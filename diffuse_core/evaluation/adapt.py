@@ -179,16 +179,9 @@ def adapt(data_dir, out_dir, base_dir=None, minutes: float = DEFAULT_MINUTES, ho
                           schedule=_schedule_of(base_cfg), unet=_unet_of(base_cfg))
     card = {"data": {"source": "folder", "path": str(data_dir), "slices": int(len(train_images))}}
 
-    def on_step(step: int, used: float) -> bool:
-        try:
-            tell("fine-tuning", 0.12 + 0.73 * used)
-        except AdaptCancelled:
-            return True
-        return False
-
     if minutes > 0:
         train_ddpm(partial, TensorPool(train_images), cfg, resume=False, progress=False, card=card, init_from=base,
-                   device=device, on_step=on_step)
+                   device=device, on_step=_stepper(tell, "fine-tuning", 0.12, 0.73))
     else:                                                  # the classifier alone: the base DDPM as it is
         partial.mkdir(parents=True, exist_ok=True)
         for f in base.iterdir():
@@ -240,6 +233,19 @@ def adapt(data_dir, out_dir, base_dir=None, minutes: float = DEFAULT_MINUTES, ho
     return record
 
 
+def _stepper(tell, stage: str, start: float, span: float):
+    """A trainer's ``on_step``: the progress ``start + span * share used`` told as ``stage``; True (stop) once the
+    user cancels."""
+    def on_step(step: int, used: float) -> bool:
+        try:
+            tell(stage, start + span * used)
+        except AdaptCancelled:
+            return True
+        return False
+
+    return on_step
+
+
 def _adapted_classifier(sal_dir: Path, normals, base_ae, base_clf, settings: dict, base_card: dict, seed: int,
                         device, tell):
     """The classifier stage of :func:`adapt`: ``sal_dir``/classifier adapted, the base's autoencoder copied beside it
@@ -248,18 +254,10 @@ def _adapted_classifier(sal_dir: Path, normals, base_ae, base_clf, settings: dic
     from diffuse_core.train.saliency import adapt_classifier
 
     tell("adapting the classifier", 0.08)
-
-    def on_step(step: int, used: float) -> bool:
-        try:
-            tell("adapting the classifier", 0.08 + 0.04 * used)
-        except AdaptCancelled:
-            return True
-        return False
-
     adapt_classifier(sal_dir / "classifier", normals, base_clf, steps=settings["steps"], lr=settings["lr"],
                      per_slice=settings["per_slice"], synthbrain=settings["synthbrain"],
                      normalisation=base_card.get("input_normalisation", "tissue"), scale=base_card.get("tissue_scale"),
-                     seed=seed, device=device, on_step=on_step)
+                     seed=seed, device=device, on_step=_stepper(tell, "adapting the classifier", 0.08, 0.04))
     tell("adapting the classifier", 0.12)
     (sal_dir / "classifier" / "checkpoint.pt").unlink(missing_ok=True)
     shutil.copytree(base_ae, sal_dir / "autoencoder", ignore=shutil.ignore_patterns("checkpoint.pt"))
