@@ -39,7 +39,7 @@ def adapt_panel() -> SimpleNamespace:
                     "threshold is chosen on your normal slices, where the shipped one, chosen on synthetic slices, "
                     "calls many real normal slices abnormal. Whole cases are held out and measured, and the "
                     "figures go into the new model's card; it is then offered in **Explore** (\"Healthy model\"). Aim "
-                    "for 30 normal slices or more to calibrate, 100 or more to fine-tune; the installed model is "
+                    "for 30 normal slices or more to calibrate, 100 or more to adapt; the installed model is "
                     "never changed.", elem_classes="df-hint")
         a.kind = gr.Radio(TASKS, value=TASKS[0][1], label="What to do", elem_id="df-adapt-kind")
         with gr.Row():
