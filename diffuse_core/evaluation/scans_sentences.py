@@ -48,8 +48,8 @@ def render_adapt_on_scans(root: Path) -> str:
     d = json.loads(path.read_text())
     before, after = d["false_flags_before"], d["false_flags_after"]
     clf = d.get("classifier")
-    stage = ("" if not clf else f"the classifier adapted first ({clf['steps']} steps, {clf['per_slice']} pasted lesions "
-                                f"per slice, {float(clf['seconds']):.0f} s), then ")
+    stage = ("" if not clf else f"the classifier adapted first ({clf['steps']} steps, {clf['per_slice']} pasted "
+                                f"lesions per slice, {float(clf['seconds']):.0f} s), then ")
     b, a = d.get("normal_called_abnormal_before"), d.get("normal_called_abnormal_after")
     calls = ("" if not b or not a else
              f"; called abnormal {b['abnormal']} of {b['called']} called -> {a['abnormal']} of {a['called']}")

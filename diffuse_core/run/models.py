@@ -35,7 +35,8 @@ class RunModels:
         return str(self.card.get("_version", self.folder))
 
 
-SALIENCY_BESIDE = "saliency"      # a denoiser folder's own ACAT pair (an adapted model's): saliency/{autoencoder,classifier}
+SALIENCY_BESIDE = "saliency"      # a denoiser folder's own ACAT pair (an adapted model's): saliency/{autoencoder,
+                                  # classifier}
 
 
 def saliency_model_dirs(saliency_dir=None, modality: str | None = None, model_dir=None) -> tuple[Path, Path]:

@@ -34,7 +34,8 @@ def lesion_difference(seed: int, modalities=("flair",), size: int = 128, normali
 
 
 def paste_lesions(normals: np.ndarray, per_slice: int = 4, seed: int = 0, normalisation: str = "tissue",
-                  scale: dict | None = None, modalities=("flair",), max_tries: int = 50) -> tuple[np.ndarray, np.ndarray]:
+                  scale: dict | None = None, modalities=("flair",),
+                  max_tries: int = 50) -> tuple[np.ndarray, np.ndarray]:
     """(images (M, C, H, W), lesion masks (M, H, W)): about ``per_slice`` pasted lesions for each real normal slice of
     ``normals`` (N, C, H, W), already on the model's scale (``normalisation``, ``scale``: the card's). Lesions are
     drawn from SynthBrain's train split (seeds of ``SEED_BASE``), each onto a randomly chosen slice whose brain holds

@@ -132,6 +132,7 @@ def adapt_classifier(out_dir, normals: np.ndarray, base_dir, steps: int = ADAPT_
     slices are repeated until they are half of the healthy side. ``steps`` more steps from the base's at ``lr``
     (balanced batches, cosine); returns ``out_dir`` (a loadable classifier folder)."""
     from diffuse_core.models.card import read_card
+    from diffuse_core.models.checkpoint import read_config
     from diffuse_core.train.data import as_arrays, normalise_slices, synthbrain_pool
     from diffuse_core.train.pasted_lesions import paste_lesions
 
@@ -143,8 +144,6 @@ def adapt_classifier(out_dir, normals: np.ndarray, base_dir, steps: int = ADAPT_
     repeats = max(1, int(round((syn_labels == 0).sum() / len(real))))
     images = np.concatenate([syn, pasted] + [real] * repeats)
     labels = np.concatenate([syn_labels, np.ones(len(pasted), np.int64), np.zeros(len(real) * repeats, np.int64)])
-    from diffuse_core.models.checkpoint import read_config
-
     done = int((read_card(base_dir).get("training") or {}).get("steps_done") or 0)
     config = ClassifierConfig(**read_config(base_dir, "classifier")["config"])       # the base's own architecture
     data = {"images": images, "labels": labels,
