@@ -45,6 +45,16 @@ def test_whole_groups_are_held_out():
     assert names == [] and held.sum() == 2
 
 
+def test_cases_held_out_by_name():
+    g = np.array(["brats_2013_pat0001_1", "brats_2013_pat0002_1", "brats_2013_pat0003_1"] * 2)
+    held, names = split_groups(g, named=["pat0002", "pat0003"])
+    assert names == ["brats_2013_pat0002_1", "brats_2013_pat0003_1"] and held.tolist() == [False, True, True] * 2
+    with pytest.raises(ValueError, match="no case named pat0009"):
+        split_groups(g, named=["pat0009"])
+    with pytest.raises(ValueError, match="every case"):
+        split_groups(g, named=["pat000"])
+
+
 def test_the_lesion_check_takes_labelled_lesion_slices_of_held_out_cases_only():
     masks = np.zeros((6, 32, 32), np.uint8)
     masks[1, :8, :8] = 1                      # held-out case a, a lesion of 6 % of the slice: measured
@@ -164,3 +174,12 @@ def test_a_model_folder_with_its_own_acat_pair_brings_it_everywhere(tmp_path, mo
     assert MODELS.saliency_dirs(None, model) == beside and MODELS.saliency_dirs(None) == installed
     monkeypatch.setenv("DIFFUSE_SALIENCY_DIR", str(tmp_path / "mine"))
     assert MODELS.saliency_dirs(None, model) == (tmp_path / "mine" / "autoencoder", tmp_path / "mine" / "classifier")
+
+
+def test_the_cli_names_a_missing_held_out_case_in_one_line(normal_folder, base_model, tmp_path, capsys):
+    assert main(["adapt", "--data", str(normal_folder), "--out", str(tmp_path / "a"), "--model", str(base_model),
+                 "--holdout-cases", "n03,nope", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip()                 # the progress bar had started: the error is its own line
+    errors = [line for line in err.splitlines() if "error" in line]
+    assert len(errors) == 1 and err.splitlines()[-1] == errors[0] and "no case named nope" in errors[0]
+    assert not (tmp_path / "a").exists()

@@ -93,6 +93,8 @@ def add_adapt(sub) -> None:
                    help="also fine-tune the DDPM for this many minutes (default 0: the classifier alone; measured on "
                         "real scans, a DDPM fine-tune made the model keep tumours); the measurements come on top")
     p.add_argument("--holdout", type=float, default=0.2, help="share of cases (or files) held out (default 0.2)")
+    p.add_argument("--holdout-cases", default=None, metavar="A,B",
+                   help="hold out the cases (or files) whose names contain these, instead (e.g. pat0002,pat0003)")
     p.add_argument("--measure", type=positive_int, default=24, help="held-out slices measured (default 24)")
     p.add_argument("--batch-size", type=positive_int, default=8)
     p.add_argument("--lr", type=float, default=None, metavar="RATE",
@@ -126,7 +128,9 @@ def cmd_adapt(args) -> int:
         rec = adapt(args.data, args.out, args.model, minutes=args.minutes, holdout=args.holdout,
                     n_measure=args.measure, batch_size=args.batch_size, device=pick_device(args.device),
                     on_progress=progress, **({} if args.lr is None else {"lr": args.lr}),
-                    classifier=None if args.classifier_steps is None else {"steps": args.classifier_steps})
+                    classifier=None if args.classifier_steps is None else {"steps": args.classifier_steps},
+                    holdout_cases=[c.strip() for c in args.holdout_cases.split(",") if c.strip()]
+                    if args.holdout_cases else None)
     except AdaptCancelled as err:
         raise UserError(str(err)) from None
     finally:

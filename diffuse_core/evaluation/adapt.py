@@ -46,11 +46,21 @@ class AdaptCancelled(RuntimeError):
     """The user stopped the adaptation; nothing was written as a finished model."""
 
 
-def split_groups(groups, holdout: float = 0.2, seed: int = 0) -> tuple[np.ndarray, list[str]]:
+def split_groups(groups, holdout: float = 0.2, seed: int = 0,
+                 named: list[str] | None = None) -> tuple[np.ndarray, list[str]]:
     """A boolean "held out" per slice: whole groups, ``holdout`` of them rounded, at least one (none when there is
-    only one group: then every fifth slice is held out instead). Returns (held, held-out group names)."""
+    only one group: then every fifth slice is held out instead); ``named``: the groups whose names contain one of
+    these (e.g. "pat0002") instead, each matching at least one group and not all of them. Returns (held, held-out
+    group names)."""
     g = np.asarray(groups).astype(str)
     names = sorted(set(g.tolist()))
+    if named:
+        out = sorted(n for n in names if any(str(k) in n for k in named))
+        missing = [k for k in named if not any(str(k) in n for n in names)]
+        if missing or len(out) == len(names):
+            raise ValueError(f"--holdout-cases {','.join(map(str, named))}: "
+                             + (f"no case named {', '.join(missing)}" if missing else "that holds out every case"))
+        return np.isin(g, out), out
     if len(names) < 2:
         held = np.zeros(len(g), bool)
         held[::5] = True
@@ -106,12 +116,13 @@ def held_out_measures(denoiser, saliency_models, normals: np.ndarray, lesions: n
 def adapt(data_dir, out_dir, base_dir=None, minutes: float = DEFAULT_MINUTES, holdout: float = 0.2,
           n_measure: int = 24, batch_size: int = 8, lr: float = DEFAULT_LR, seed: int = 0, device="cpu",
           on_progress: Callable[[str, float], bool | None] | None = None, max_slices: int | None = None,
-          classifier: dict | None = None) -> dict:
+          classifier: dict | None = None, holdout_cases: list[str] | None = None) -> dict:
     """Adapt ``base_dir`` (default: the installed MRI DDPM) to ``data_dir``'s normal slices: its ACAT classifier, then
     (``minutes`` > 0) the DDPM fine-tuned for ``minutes``; write the model to ``out_dir`` and return its card's
     ``adaptation`` record. ``on_progress(stage, fraction)``
     is called through the run; a true return stops it (:class:`AdaptCancelled`, nothing finished written).
-    ``classifier``: the classifier stage's settings (:data:`diffuse_core.train.saliency.ADAPT_CLF`'s keys)."""
+    ``classifier``: the classifier stage's settings (:data:`diffuse_core.train.saliency.ADAPT_CLF`'s keys);
+    ``holdout_cases``: the cases to hold out by name (:func:`split_groups`), instead of ``holdout`` of them drawn."""
     from diffuse_core.run.card import mri_reference_for
     from diffuse_core.run.models import SALIENCY_BESIDE, load_default_models, saliency_model_dirs
     from diffuse_core.train.saliency import ADAPT_CLF
@@ -144,7 +155,7 @@ def adapt(data_dir, out_dir, base_dir=None, minutes: float = DEFAULT_MINUTES, ho
     if not normal.any():
         raise ValueError(f"--data {data_dir}: no usable slices (no healthy ones)")
     images, groups = data["images"][normal], data["groups"][normal]
-    held, held_names = split_groups(groups, holdout, seed)
+    held, held_names = split_groups(groups, holdout, seed, holdout_cases)
     train_images = images[~held]
     if len(train_images) < batch_size:
         raise ValueError(f"{data_dir}: only {len(train_images)} normal slices left to train on after holding "
