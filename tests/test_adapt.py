@@ -83,6 +83,10 @@ def test_adapt_writes_a_model_with_its_card_and_the_app_settings_of_its_base(nor
         assert 0.0 <= rec[f"false_flags_{key}"]["mean"] <= rec[f"false_flags_{key}"]["max"] <= 1.0
     assert card["input_normalisation"] == "tissue" and card["score"] == "signed"        # the base's settings
     assert card["anomaly_threshold"] == 0.15
+    from diffuse_core.run.level_check import trained_levels
+
+    base_card = json.loads((base_model / "model_card.json").read_text())
+    assert card["data"]["source"] == "folder" and trained_levels(card) == trained_levels(base_card) is not None
     assert card["written_by"]["adaptation"]["command"] == rec["command"]          # the command that measured it
     assert rec["classifier"]["steps"] == 3 and rec["classifier"]["per_slice"] == 4
     for part in ("autoencoder", "classifier"):                  # the adapted ACAT pair travels with the model

@@ -41,6 +41,8 @@ def test_the_trained_levels_come_from_the_card():
     assert trained_levels(scanner) == SCANNER_LEVELS
     assert trained_levels({"data": {"source": "folder", "path": "x"}}) is None        # real slices: unknown
     assert trained_levels({}) is None
+    adapted = {"data": {"source": "folder", "path": "x", "fine_tuned_from": scanner["data"]}}
+    assert trained_levels(adapted) == SCANNER_LEVELS          # adapt's fine-tune keeps its base's levels learned
 
 
 def test_a_slice_outside_the_trained_levels_gets_no_call_and_says_why():
@@ -63,6 +65,8 @@ def test_the_estimator_is_used_only_on_the_input_it_was_trained_on():
     assert not usable_with(level_card, {**FLAIR_CARD, "input_normalisation": "absolute"})
     assert not usable_with(level_card, {"data": {"source": "folder", "modalities": ["flair"]},
                                         "input_normalisation": "tissue"})
+    adapted = {"data": {"source": "folder", "fine_tuned_from": FLAIR_CARD["data"]}, "input_normalisation": "tissue"}
+    assert usable_with(level_card, adapted)                  # a base fine-tuned by adapt keeps the level check
 
 
 def test_save_load_round_trip_keeps_the_kind_and_the_estimate(tmp_path):

@@ -234,3 +234,44 @@ def test_acat_training_slices_take_the_tissue_scale_and_the_card_says_so():
     assert TrainCommand(model="classifier", normalise="tissue").normalise == "tissue"     # allowed for ACAT models now
     with pytest.raises(ValueError, match="not to --data"):
         TrainCommand(model="classifier", normalise="tissue", data="somewhere")
+
+
+def test_paired_batches_keep_each_pair_together_and_flip_it_alike():
+    from diffuse_core.train.saliency import paired_batch
+
+    g = torch.Generator().manual_seed(0)
+    healthy = torch.rand(6, 1, 8, 8)
+    diseased = healthy.clone()
+    diseased[:, :, :3, :2] += 1.0                   # a "lesion" in the top-left corner
+    images = torch.cat([healthy, diseased]).half()
+    labels = torch.tensor([0] * 6 + [1] * 6)
+    pairs = torch.stack([torch.arange(6), 6 + torch.arange(6)], dim=1)
+    x, y = paired_batch(images, labels, pairs, 16, g)
+    assert x.shape == (32, 1, 8, 8) and y.tolist() == [0] * 16 + [1] * 16
+    flipped = 0
+    for h, d in zip(x[:16], x[16:]):
+        diff = (d - h).abs()[0] > 0.5
+        left, right = torch.zeros(8, 8, dtype=torch.bool), torch.zeros(8, 8, dtype=torch.bool)
+        left[:3, :2], right[:3, 6:] = True, True
+        assert torch.equal(diff, left) or torch.equal(diff, right)     # the lesion alone, flipped with its pair
+        flipped += torch.equal(diff, right)
+    assert 0 < flipped < 16
+
+
+def test_paired_pool_holds_each_diseased_slice_beside_its_healthy_counterpart():
+    from diffuse_core.train.data import paired_training_data
+
+    arrays, card = paired_training_data(8, 0, 64, ("flair",))
+    assert arrays["labels"].tolist() == [0] * 4 + [1] * 4 and arrays["pairs"].tolist() == [[i, 4 + i] for i in range(4)]
+    for h, d in arrays["pairs"]:
+        changed = np.abs(arrays["images"][d].astype(np.float32) - arrays["images"][h].astype(np.float32)) > 0.02
+        assert 0 < changed.mean() < 0.15           # the lesion (and a glioma's mass effect), not another slice
+    assert "healthy counterpart" in card["pairing"]
+    with pytest.raises(ValueError, match="paired batches"):
+        train_classifier("unused", steps=1, data=toy(), paired=True)
+    from diffuse_core.train.commands import TrainCommand
+
+    assert TrainCommand(model="classifier", paired=True).paired
+    for wrong in ({"model": "ddpm"}, {"model": "autoencoder"}, {"model": "classifier", "data": "somewhere"}):
+        with pytest.raises(ValueError, match="--paired applies to the classifier"):
+            TrainCommand(paired=True, **wrong)

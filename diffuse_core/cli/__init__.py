@@ -174,6 +174,9 @@ def _add_train(sub) -> None:
     p.add_argument("--augment", action="store_true",
                    help="DDPM: scanner augmentation of the healthy slices (contrast, bias field, noise, blur; "
                         "how the shipped FLAIR model's v-prediction stage was trained)")
+    p.add_argument("--paired", action="store_true",
+                   help="classifier: batches of SynthBrain diseased slices each beside its own healthy counterpart "
+                        "(same level, anatomy and scanner), so that only the lesion tells them apart")
     p.set_defaults(func=_cmd_train)
 
 
@@ -193,7 +196,7 @@ def _cmd_train(args) -> int:
                        resume=not args.no_resume, init_from=args.init_from, threads=args.threads,
                        normalise=args.normalise, prediction=args.prediction, min_snr_gamma=args.min_snr,
                        lr_schedule=args.lr_schedule, augment=args.augment, max_minutes=args.max_minutes,
-                       realism=args.realism)
+                       realism=args.realism, paired=args.paired)
     out = train_model(cmd)
     print(f"model saved in {out}")
     return 0

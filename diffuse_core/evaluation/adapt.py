@@ -188,7 +188,8 @@ def adapt(data_dir, out_dir, base_dir=None, minutes: float = DEFAULT_MINUTES, ho
     cfg = DDPMTrainConfig(steps=None, batch_size=batch_size, lr=lr, seed=seed, checkpoint_every=10**9,
                           lr_schedule="cosine", warmup_steps=10, max_seconds=left,
                           schedule=_schedule_of(base_cfg), unet=_unet_of(base_cfg))
-    card = {"data": {"source": "folder", "path": str(data_dir), "slices": int(len(train_images))}}
+    card = {"data": {"source": "folder", "path": str(data_dir), "slices": int(len(train_images)),
+                     "fine_tuned_from": base_card.get("data")}}       # the base's levels stay learned (level check)
 
     if minutes > 0:
         train_ddpm(partial, TensorPool(train_images), cfg, resume=False, progress=False, card=card, init_from=base,

@@ -14,8 +14,8 @@ def trained_levels(card: dict | None) -> tuple[int, int] | None:
     from diffuse_core.data.synthbrain.anatomy import LEVEL_RANGE
     from diffuse_core.data.synthbrain.scanner import ALL_LEVELS, SCANNER_LEVELS
 
-    data = (card or {}).get("data") or {}
-    if data.get("generator") != "SynthBrain":
+    data = synthbrain_data(card)
+    if data is None:
         return None
     effects = check_realism(data.get("realism", "default"))     # a card from before realism existed: the default
     if "all_levels" in effects:
@@ -23,11 +23,22 @@ def trained_levels(card: dict | None) -> tuple[int, int] | None:
     return SCANNER_LEVELS if "levels" in effects else LEVEL_RANGE
 
 
+def synthbrain_data(card: dict | None) -> dict | None:
+    """The SynthBrain ``data`` block a model learned from: its card's own, or, for a model fine-tuned on a folder of
+    a user's slices (``diffuse-studio adapt``), its base's (kept under ``fine_tuned_from``: the base's levels and
+    modalities are still what it learned); None for a model trained on real slices alone."""
+    data = (card or {}).get("data") or {}
+    if data.get("generator") == "SynthBrain":
+        return data
+    base = data.get("fine_tuned_from") or {}
+    return base if base.get("generator") == "SynthBrain" else None
+
+
 def usable_with(level_card: dict | None, denoiser_card: dict | None) -> bool:
     """Whether a level estimator (its card) reads the slices a denoiser (its card) is given: the same modalities and
     the same input scale, and a denoiser whose trained levels are known."""
     lc, dc = level_card or {}, denoiser_card or {}
-    same_modalities = ((lc.get("data") or {}).get("modalities") == (dc.get("data") or {}).get("modalities"))
+    same_modalities = ((lc.get("data") or {}).get("modalities") == (synthbrain_data(dc) or {}).get("modalities"))
     same_scale = (lc.get("data") or {}).get("input_normalisation") == dc.get("input_normalisation", "absolute")
     return same_modalities and same_scale and trained_levels(dc) is not None
 

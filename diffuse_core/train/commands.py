@@ -44,6 +44,7 @@ class TrainCommand:
     augment: bool = False                       # DDPM: scanner augmentation (the shipped FLAIR model's 2nd stage)
     max_minutes: float | None = None            # DDPM: a time box; the weights are exported when it ends
     realism: str = "default"                    # SynthBrain's realism ("scanner": scanner effects, lesion shapes)
+    paired: bool = False                        # classifier: each diseased slice beside its healthy counterpart
 
     def __post_init__(self):
         if self.model not in MODEL_KINDS:
@@ -73,6 +74,9 @@ class TrainCommand:
             raise ValueError(f"--min-snr must be positive (Hang et al. use 5), got {self.min_snr_gamma}")
         if self.lr_schedule not in ("constant", "cosine"):
             raise ValueError(f"unknown --lr-schedule {self.lr_schedule!r}: choose constant or cosine")
+        if self.paired and (self.model != "classifier" or self.data):
+            raise ValueError("--paired applies to the classifier on SynthBrain (healthy counterparts), not to "
+                             f"{'--data' if self.data else 'the ' + self.model}")
         if self.channels is not None and self.model != "ddpm":
             raise ValueError("--channels sets the DDPM's UNet widths; the autoencoder and classifier have fixed ones")
 
@@ -98,6 +102,8 @@ def train_model(cmd: TrainCommand) -> Path:
               "checkpoint_every": cmd.checkpoint_every, "progress": True, "init_from": cmd.init_from,
               "pool_size": cmd.pool or train_saliency.DEFAULT_POOL, "realism": cmd.realism,
               "normalise": cmd.normalise}
+    if cmd.paired:
+        kwargs["paired"] = True
     for name in ("steps", "batch_size", "lr"):
         if getattr(cmd, name):
             kwargs[name] = getattr(cmd, name)

@@ -30,7 +30,11 @@ def make_one(task: tuple) -> tuple[np.ndarray, int, np.ndarray, int]:
 
     seed, modalities, size, healthy = task[:4]
     realism = task[4] if len(task) > 4 else "default"
-    s = generate_slice(seed, modalities=modalities, size=size, healthy=healthy, realism=realism)
+    if healthy == "counterpart":                 # the healthy counterpart of this seed's diseased slice
+        kind = generate_slice(seed, modalities=modalities, size=size, healthy=False, realism=realism).lesion_type
+        s = generate_slice(seed, modalities=modalities, size=size, healthy=True, lesion_type=kind, realism=realism)
+    else:
+        s = generate_slice(seed, modalities=modalities, size=size, healthy=healthy, realism=realism)
     return s.image.astype(np.float16), int(s.lesion_type != "none"), s.lesion_mask.astype(np.uint8), int(s.level)
 
 
@@ -40,7 +44,9 @@ def synthbrain_pool(n: int, split: str = "train", base_seed: int = 0, size: int 
     """``n`` SynthBrain slices as arrays: images (N, C, H, W) float16, labels (N,), lesion masks (N, H, W), seeds,
     template levels (N,).
 
-    ``healthy``: True healthy slices only, None SynthBrain's own mix of healthy and diseased. ``realism``: the
+    ``healthy``: True healthy slices only, None SynthBrain's own mix of healthy and diseased, False diseased only,
+    "counterpart" the healthy counterpart of each seed's diseased slice (same level, anatomy, scanner and noise;
+    labelled 0). ``realism``: the
     generator's (:func:`diffuse_core.data.synthbrain.generate_slice`; "scanner" for scanner effects and lesion shapes).
     """
     from diffuse_core.data.synthbrain import SYNTHBRAIN_VERSION, check_realism, sample_seed
@@ -171,6 +177,34 @@ def labelled_training_data(data, pool_size: int, seed: int, size: int, modalitie
             "n_slices": int(len(arrays["images"]))}
     if "labels" in arrays:
         card["diseased_fraction"] = float(np.mean(arrays["labels"] > 0))
+    return arrays, card
+
+
+def paired_training_data(pool_size: int, seed: int, size: int, modalities, realism="default",
+                         normalise: str = "absolute") -> tuple[dict, dict]:
+    """SynthBrain train slices in pairs, for the classifier's paired batches: ``pool_size // 2`` diseased slices
+    and, at the same seeds, their healthy counterparts (same level, anatomy, scanner and noise; pixel-identical away
+    from the lesion). Arrays as :func:`labelled_training_data` returns them, healthy first, plus ``pairs`` (P, 2):
+    the healthy and the diseased index of each pair; and the card's ``data`` block."""
+    from diffuse_core.data.synthbrain import SYNTHBRAIN_VERSION
+
+    n = max(1, int(pool_size) // 2)
+    healthy = as_arrays(synthbrain_pool(n, "train", seed, size, tuple(modalities), healthy="counterpart",
+                                        realism=realism))
+    diseased = as_arrays(synthbrain_pool(n, "train", seed, size, tuple(modalities), healthy=False, realism=realism))
+    if not np.array_equal(healthy.get("seeds"), diseased.get("seeds")):          # pragma: no cover - same seed list
+        raise RuntimeError("the healthy and diseased pools were drawn at different seeds")
+    images = np.concatenate([healthy["images"], diseased["images"]])
+    if normalise != "absolute":
+        images = normalise_slices(images, normalise).astype(np.float32)
+    arrays = {"images": images, "labels": np.concatenate([np.zeros(n, np.int64), np.ones(n, np.int64)]),
+              "pairs": np.stack([np.arange(n), n + np.arange(n)], axis=1)}
+    seeds = healthy["seeds"]
+    card = {"generator": "SynthBrain", "version": SYNTHBRAIN_VERSION, "split": "train", "base_seed": seed,
+            "n_slices": 2 * n, "size": size, "modalities": list(modalities),
+            "seed_range": [int(np.min(seeds)), int(np.max(seeds))], "diseased_fraction": 0.5,
+            "realism": realism_name(realism), "input_normalisation": normalise,
+            "pairing": f"{n} diseased slices, each with its healthy counterpart (same seed)"}
     return arrays, card
 
 

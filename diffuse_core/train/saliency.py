@@ -1,7 +1,9 @@
 """Training ACAT's two models: their batches and losses; :class:`~diffuse_core.train.trainer.Trainer` does the rest.
 
 * autoencoder: all slices (healthy and diseased), loss L1 + MSE of the reconstruction, random left-right flips.
-* classifier: balanced batches (half healthy, half diseased), cross-entropy, random left-right flips.
+* classifier: balanced batches (half healthy, half diseased), cross-entropy, random left-right flips; ``paired``:
+  each diseased slice of a batch comes with its own healthy counterpart, so that nothing but the lesion tells the
+  two halves apart (no level, anatomy, scanner or scale cue to learn instead).
 
 Both: an in-memory pool of slices (SynthBrain's train split generated once, by default), AdamW with a 50-step warm-up
 and a cosine decay, no EMA; the run folder holds ``checkpoint.pt`` (a re-run resumes), ``log.csv`` and the weights as
@@ -19,7 +21,7 @@ from torch.nn import functional as F
 
 from diffuse_core.models.autoencoder import AutoencoderConfig, new_autoencoder
 from diffuse_core.models.classifier import ClassifierConfig, new_classifier
-from diffuse_core.train.data import labelled_training_data, random_flips
+from diffuse_core.train.data import labelled_training_data, paired_training_data, random_flips
 from diffuse_core.train.trainer import Trainer, TrainSettings, TrainTask, small_model_card, started_from
 
 DEFAULT_POOL = 4000
@@ -76,16 +78,33 @@ def train_autoencoder(out_dir, steps: int = AE_DEFAULTS["steps"], batch_size: in
                 progress, device, init_from)
 
 
+def paired_batch(images: torch.Tensor, labels: torch.Tensor, pairs: torch.Tensor, n_pairs: int,
+                 gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n_pairs`` pairs drawn from ``pairs`` (P, 2: healthy and diseased index), their first slices then their
+    second ones, each pair flipped left-right alike: (2 n_pairs, C, H, W) float and the labels."""
+    chosen = pairs[torch.randint(0, len(pairs), (n_pairs,), generator=gen)]
+    c = images.shape[1]
+    x = random_flips(torch.cat([images[chosen[:, 0]], images[chosen[:, 1]]], dim=1).float(), gen)
+    return torch.cat([x[:, :c], x[:, c:]]), torch.cat([labels[chosen[:, 0]], labels[chosen[:, 1]]])
+
+
 def train_classifier(out_dir, steps: int = CLF_DEFAULTS["steps"], batch_size: int = 32, lr: float = CLF_DEFAULTS["lr"],
                      seed: int = 0, size: int = 128, modalities=("flair",), data=None, resume: bool = True,
                      checkpoint_every: int = 100, progress: bool = True, device="cpu",
                      config: ClassifierConfig | None = None, pool_size: int = DEFAULT_POOL,
                      init_from: str | Path | None = None, realism="default", normalise: str = "absolute",
-                     on_step=None) -> Path:
+                     on_step=None, paired: bool = False) -> Path:
     """Train the healthy (0) / diseased (1) classifier on balanced batches with left-right flips; return
     ``out_dir``. Same data, resume and ``init_from`` rules as :func:`train_autoencoder`; ``on_step(step, share)``
-    after each step (a true return stops it there)."""
-    arrays, data_card = labelled_training_data(data, pool_size, seed, size, modalities, realism, normalise)
+    after each step (a true return stops it there). ``paired``: SynthBrain slices in pairs
+    (:func:`~diffuse_core.train.data.paired_training_data`, ``pool_size`` slices in all), each batch half diseased
+    slices and half their own healthy counterparts, flipped together."""
+    if paired:
+        if data is not None:
+            raise ValueError("paired batches are made from SynthBrain's healthy counterparts, not from given data")
+        arrays, data_card = paired_training_data(pool_size, seed, size, modalities, realism, normalise)
+    else:
+        arrays, data_card = labelled_training_data(data, pool_size, seed, size, modalities, realism, normalise)
     if arrays.get("labels") is None:
         raise ValueError("the classifier needs labels (0 healthy, 1 diseased) with the images")
     images = torch.as_tensor(arrays["images"]).to(torch.float16)
@@ -99,7 +118,11 @@ def train_classifier(out_dir, steps: int = CLF_DEFAULTS["steps"], batch_size: in
         raise ValueError(f"data has {c} channels, the classifier config {config.channels}")
     half = batch_size // 2
 
+    pairs = torch.as_tensor(arrays["pairs"]) if paired else None
+
     def make_batch(gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        if pairs is not None:
+            return paired_batch(images, labels, pairs, half, gen)
         ip = pos[torch.randint(0, len(pos), (batch_size - half,), generator=gen)]
         ineg = neg[torch.randint(0, len(neg), (half,), generator=gen)]
         idx = torch.cat([ineg, ip])
@@ -109,7 +132,9 @@ def train_classifier(out_dir, steps: int = CLF_DEFAULTS["steps"], batch_size: in
         x, y = batch
         return F.cross_entropy(model(x).float(), y)
 
-    description = {"model": "ACAT classifier (healthy 0 / diseased 1)", "loss": "cross-entropy, balanced batches",
+    batches = "cross-entropy, paired batches (each diseased slice beside its healthy counterpart)" if paired else \
+        "cross-entropy, balanced batches"
+    description = {"model": "ACAT classifier (healthy 0 / diseased 1)", "loss": batches,
                    "augmentation": "left-right flip", "data": data_card, **started_from(init_from, "classifier")}
     task = TrainTask(kind="classifier", model=new_classifier(config, seed=seed),
                      architecture={"config": config.to_dict()}, make_batch=make_batch, loss=loss,

@@ -6,9 +6,10 @@ available as :attr:`SynthSlice.spacing` and written into every NIfTI header. Eve
 seed; lesions are ``glioma``, ``stroke`` or ``wmh``; contrasts ``flair``, ``t1``, ``t2``, ``t1c`` and ``ct``.
 
 Images are float32 (C, H, W) in [-1, 1] inside the brain and exactly -1 outside it (skull-stripped).
-``generate_slice(seed, healthy=True)`` is the *paired healthy counterpart* of ``generate_slice(seed, healthy=False,
-...)``: same anatomy, same noise, pixel-identical away from the lesion. That gives a ground-truth healthy
-counterfactual for every diseased sample.
+``generate_slice(seed, healthy=True, lesion_type=T)`` is the *paired healthy counterpart* of
+``generate_slice(seed, healthy=False, lesion_type=T)``: same level, anatomy and noise, pixel-identical away from the
+lesion. That gives a ground-truth healthy counterfactual for every diseased sample (without a lesion type the healthy
+slice draws its own level).
 
 Display convention: row 0 is anterior, the image's right is the patient's left (radiological), as
 :func:`diffuse_core.io.image.load_image` shows slices.

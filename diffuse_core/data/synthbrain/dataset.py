@@ -3,8 +3,9 @@
 Every sample is drawn from its integer seed: a random axial level within the brain (levels where the brain covers a
 decent area, as BraTS drops its top and bottom slices), the random warp of :mod:`.anatomy`, optionally a lesion
 (:mod:`.lesions`) and the requested contrasts (:mod:`.render`). Random streams are split so that
-``generate_slice(seed, healthy=True)`` is the *paired healthy counterpart* of ``generate_slice(seed, healthy=False,
-...)``: same anatomy, same noise, pixel-identical away from the lesion (and, for a glioma, its mass effect).
+``generate_slice(seed, healthy=True, lesion_type=T)`` is the *paired healthy counterpart* of
+``generate_slice(seed, healthy=False, lesion_type=T)``: same level, anatomy and noise, pixel-identical away from the
+lesion (and, for a glioma, its mass effect). Without a lesion type the healthy slice draws its own level.
 """
 
 from __future__ import annotations
