@@ -22,7 +22,7 @@ from diffuse_core.data.synthbrain.lesions import (LESION_LEVELS, LESION_TYPES, M
                                                   describe, glioma, size_class, stroke, wmh, wmh_fazekas)
 from diffuse_core.data.synthbrain.render import MODALITIES, check_modalities, render
 from diffuse_core.data.synthbrain.scanner import (ALL_LEVELS, SCANNER_LEVELS, check_realism, draw_channel, draw_slice,
-                                                  head_layers, slab, strip_edge)
+                                                  head_layers, slab, strip_edge, strip_residue)
 
 try:  # torch is a project dependency; keep the generator importable without it
     import torch
@@ -221,6 +221,11 @@ def generate_slice(seed: int, modalities=("flair",), size: int = 128, healthy: b
     if "edge" in effects:
         tissue["brain"], tissue["rim"], kept_csf = strip_edge(tissue["brain"], scan, size, fov)
         tissue["csf"] = np.where(kept_csf, np.float32(1.0), tissue["csf"])
+    if "residue" in effects and "ct" not in mods:                   # what the strip left at the skull base (MRI)
+        residue = strip_residue(tissue["brain"], scan, size, fov, level - t["z0"])
+        if residue is not None:
+            tissue["residue"] = residue
+            tissue["brain"] = tissue["brain"] | (residue["map"] > 0.5)
     if "head" in effects:
         tissue["head"] = head_layers(tissue["brain"], scan, size, fov)
     if skull and "ct" in mods:

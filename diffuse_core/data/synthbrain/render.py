@@ -99,6 +99,9 @@ def render(mod: str, rng: np.random.Generator, tissue: dict, lesion: Lesion | No
         base = base + head["csf"] * csf_v + head["bone"] * scanner.BONE + head["scalp"] * scanner.FAT[mod]
     if "edge" in fx and "rim" in tissue and not ct:
         base = base * (1.0 + tissue["rim"] * (1.0 if mod in ("flair", "t2") else -0.5))   # dura, CSF left
+    residue = tissue.get("residue") if "residue" in fx and not ct else None
+    if residue is not None:                                         # orbital fat and soft tissue, bone or air voids
+        base = base * (1 - residue["map"]) + residue["map"] * scanner.FAT[mod] * residue["gain"]
     img = base
     if lesion is not None:
         a = lesion.alphas

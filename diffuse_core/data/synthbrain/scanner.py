@@ -35,6 +35,11 @@ it: :mod:`diffuse_core.evaluation.realism`) or the kept ones (:data:`SCANNER`) t
   (fat, bright on FLAIR and T1) 3-7 mm around the brain on MRI channels; ``brain_mask`` stays the brain;
 * ``edge``: a real skull strip: it keeps 0-3 mm of the dark subarachnoid CSF around the brain (as BraTS's masks
   do), its edge ragged by up to 1.5 px, sometimes a bright rim of dura left on it.
+* ``residue`` (not in "scanner"): what a skull strip leaves at the skull base (shared/DOMAIN.md: partial volume at
+  the skull base, orbits, sinuses): on MRI slices below MNI z = 0 (surely below z = -12, then less often up to
+  z = +8) one to four irregular blobs 8-24 mm across, attached to the brain's edge in front (orbits, gyrus recti)
+  or at the temporal poles, kept inside the brain mask: orbital fat and soft tissue, bright on FLAIR and T1 (0.8-1.7
+  times scalp fat), some with dark voids of bone or air. Healthy variation that must not be flagged.
 
 On CT channels only the slice's effects act (levels, all_levels, lesion_levels, fov, thickness, edge, lesions); contrast, caps, bias,
 resolution, noise and head are MRI's. Draws come from the sample's own streams ([seed, 4] for the slice, [seed, 5, modality] per channel), never from the
@@ -53,7 +58,7 @@ from diffuse_core.data.synthbrain.anatomy import source_slice
 from diffuse_core.data.synthbrain.fields import smooth_noise
 
 EFFECTS = ("levels", "all_levels", "lesion_levels", "fov", "thickness", "contrast", "caps", "bias", "resolution", "noise",
-           "edge", "lesions", "head")
+           "edge", "lesions", "head", "residue")
 # realism="scanner": the effects that narrowed the measured domain gap (realism AUROC against real BraTS tumour-free
 # slices, CNN or histogram, docs/research/2026-12-06-synthbrain-realism.md): alone, or "noise" on top of the others
 # (neutral alone, it narrowed both beside the acquisition's resolution), and the lesion shapes. Skull-stripped, as
@@ -111,7 +116,50 @@ def draw_slice(rng: np.random.Generator) -> dict:
             "fov": float(math.exp(rng.uniform(math.log(FOV_RANGE[0]), math.log(FOV_RANGE[1])))),
             "csf_mm": float(rng.uniform(1.0, 3.0)), "bone_mm": float(rng.uniform(3.0, 7.0)),
             "scalp_mm": float(rng.uniform(3.0, 7.0)), "head_cells": int(rng.integers(4, 9)),
-            "head_seed": int(rng.integers(0, 2 ** 31)), "strip_csf_mm": float(rng.uniform(0.0, 3.0))}
+            "head_seed": int(rng.integers(0, 2 ** 31)), "strip_csf_mm": float(rng.uniform(0.0, 3.0)),
+            "residue_u": float(rng.random()), "residue_n": int(rng.integers(1, 5)),
+            "residue_seed": int(rng.integers(0, 2 ** 31))}
+
+
+RESIDUE_SURE, RESIDUE_TOP = -12.0, 8.0     # MNI z (mm): skull-strip residue on every slice below the first, none above
+#                                            the second, and less often in between
+
+
+def strip_residue(brain: np.ndarray, draw: dict, size: int, fov_mm: float, mni_z: float) -> dict | None:
+    """Skull-strip residue at the skull base (effect ``residue``): ``map``, a soft map (H, W) in [0, 1] of the blobs a
+    strip left attached to ``brain`` (bool) in front and at the temporal poles, and ``gain``, their intensity in units
+    of scalp fat (0.8-1.7, 0.1 in voids of bone or air); None where the slice (at ``mni_z`` mm) lies too high, the
+    draw says none or no blob found an edge. Row 0 is anterior."""
+    chance = float(np.clip((RESIDUE_TOP - mni_z) / (RESIDUE_TOP - RESIDUE_SURE), 0.0, 1.0))
+    if draw["residue_u"] >= chance or not brain.any():
+        return None
+    out = np.zeros((size, size), np.float32)
+    rng = np.random.default_rng(draw["residue_seed"])
+    mm = size / fov_mm                                              # pixels per mm
+    ys, xs = np.nonzero(brain)
+    cy, cx = ys.mean(), xs.mean()
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    for _ in range(draw["residue_n"]):
+        side = 1.0 if rng.random() < 0.5 else -1.0
+        front = rng.random() < 0.5                                  # orbits / gyrus recti, else a temporal pole
+        angle = side * (rng.uniform(0.0, 0.6) if front else rng.uniform(0.7, 1.3))   # radians from anterior
+        dy, dx = -math.cos(angle), math.sin(angle)
+        t = np.arange(0, size, 0.5)
+        py, px = np.clip(cy + dy * t, 0, size - 1).astype(int), np.clip(cx + dx * t, 0, size - 1).astype(int)
+        on = np.nonzero(brain[py, px])[0]
+        if not len(on):
+            continue
+        reach = t[on[-1]] + rng.uniform(0.0, 2.0) * mm              # the edge, then up to 2 mm beyond it
+        by, bx = cy + dy * reach, cx + dx * reach
+        radius = rng.uniform(4.0, 12.0) * mm
+        wobble = np.exp(0.3 * smooth_noise(rng, size, max(4, size // 12)))      # an irregular outline
+        d = np.sqrt((yy - by) ** 2 + ((xx - bx) * rng.uniform(0.5, 2.0)) ** 2) / (radius * wobble)
+        out = np.maximum(out, np.clip(1.5 - d, 0.0, 1.0))
+    if not out.any():
+        return None
+    gain = np.clip(1.25 + 0.45 * smooth_noise(rng, size, 12), 0.8, 1.7)
+    gain = np.where(smooth_noise(rng, size, 10) > 0.75, 0.1, gain).astype(np.float32)
+    return {"map": out, "gain": gain}
 
 
 def strip_edge(brain: np.ndarray, draw: dict, size: int, fov_mm: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
