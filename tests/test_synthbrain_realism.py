@@ -24,7 +24,7 @@ def test_default_realism_is_the_generator_as_before_and_unknown_effects_raise():
         sb.generate_slice(1, realism="mirror")
 
 
-@pytest.mark.parametrize("effect", [e for e in sb.EFFECTS if e not in ("lesions", "lesion_levels")])
+@pytest.mark.parametrize("effect", [e for e in sb.EFFECTS if e not in ("lesions", "lesion_levels", "residue")])
 def test_each_effect_changes_a_healthy_slice_deterministically_within_range(effect):
     seed = sb.sample_seed("test", 0, 5)
     base = sb.generate_slice(seed, healthy=True)
@@ -161,3 +161,41 @@ def test_a_level_without_room_for_the_lesion_moves_and_keeps_its_healthy_pair():
     away = sick.lesion_mask == 0
     far = cv2.erode(away.astype(np.uint8), np.ones((21, 21), np.uint8)).astype(bool)     # past the PSF (6 px)
     assert np.abs(sick.image - well.image)[:, far].max() < 1e-5
+
+
+def test_skull_strip_residue_sits_at_the_skull_base_edge_inside_the_mask_and_keeps_pairs_paired():
+    from diffuse_core.data.synthbrain.anatomy import load_templates
+
+    z0 = load_templates()["z0"]
+    low = high = 0
+    for i in range(60):
+        seed = sb.sample_seed("test", 0, i)
+        plain = sb.generate_slice(seed, healthy=True, realism="all_levels")
+        res = sb.generate_slice(seed, healthy=True, realism="all_levels,residue")
+        assert plain.level == res.level
+        changed = plain.image[0] != res.image[0]
+        if plain.level - z0 > 8:                                  # above MNI z = +8: never
+            assert _same(plain, res)
+            high += 1
+        elif plain.level - z0 < -12 and changed.any():            # below z = -12: always (where a blob found an edge)
+            low += 1
+            assert (res.brain_mask >= plain.brain_mask).all()     # the strip kept it: the mask grows, never shrinks
+            assert (res.image[0][res.brain_mask == 0] == -1).all()
+            near = cv2.dilate(plain.brain_mask, np.ones((3, 3), np.uint8), iterations=2) > 0
+            n, parts = cv2.connectedComponents((changed & (plain.brain_mask == 0)).astype(np.uint8))
+            assert all((near & (parts == k) ).any() for k in range(1, n))   # every blob attached to the brain's edge
+            ys = np.nonzero(changed)[0]
+            assert ys.mean() < np.nonzero(plain.brain_mask)[0].mean() + 5     # in front or at the temporal poles
+    assert low >= 3 and high >= 3
+    for i in range(40):                                           # a low diseased slice and its counterpart
+        seed = sb.sample_seed("test", 0, 100 + i)
+        d = sb.generate_slice(seed, lesion_type="stroke", realism="residue")
+        if d.level - z0 < -12:
+            h = sb.generate_slice(seed, lesion_type="stroke", healthy=True, realism="residue")
+            plain = sb.generate_slice(seed, lesion_type="stroke", healthy=True)
+            assert not np.array_equal(h.image, plain.image)        # the residue is there, in both
+            far = cv2.dilate(d.lesion_mask, np.ones((3, 3), np.uint8), iterations=4) == 0
+            assert np.array_equal(d.image[0][far], h.image[0][far])
+            break
+    else:
+        pytest.fail("no low stroke slice among the seeds tried")

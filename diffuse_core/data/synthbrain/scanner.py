@@ -152,8 +152,8 @@ def strip_residue(brain: np.ndarray, draw: dict, size: int, fov_mm: float, mni_z
         reach = t[on[-1]] + rng.uniform(0.0, 2.0) * mm              # the edge, then up to 2 mm beyond it
         by, bx = cy + dy * reach, cx + dx * reach
         radius = rng.uniform(4.0, 12.0) * mm
-        wobble = np.exp(0.3 * smooth_noise(rng, size, max(4, size // 12)))      # an irregular outline
-        d = np.sqrt((yy - by) ** 2 + ((xx - bx) * rng.uniform(0.5, 2.0)) ** 2) / (radius * wobble)
+        wobble = np.exp(0.25 * np.clip(smooth_noise(rng, size, max(4, size // 12)), -2, 2))   # irregular outline
+        d = np.sqrt((yy - by) ** 2 + ((xx - bx) * rng.uniform(0.6, 1.6)) ** 2) / (radius * wobble)
         out = np.maximum(out, np.clip(1.5 - d, 0.0, 1.0))
     if not out.any():
         return None
