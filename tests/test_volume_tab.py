@@ -189,3 +189,39 @@ def test_the_curve_marks_slices_outside_the_learned_levels_and_never_calls_them_
     assert list(traces["most abnormal"].x) == [2]                 # slice 1 is outside: not marked most abnormal
     plain = {t.name: t for t in score_curve(scores, [1, 2, 3, 4], 2, [1, 2], 3).data}
     assert "outside the levels the model learned" not in plain and list(plain["most abnormal"].x) == [1, 2]
+
+
+def test_a_volume_runs_with_the_adapted_model_chosen_and_its_own_acat_pair(studio, tmp_path, monkeypatch):
+    """The tab's "Healthy model" choice: an adapted model (a folder under the app's data folder, its ACAT pair beside
+    it) is the one the volume's engine loads; the installed one otherwise; a name that is gone says so in one line."""
+    import json
+    import shutil
+
+    from diffuse_core.studio import adapt_jobs
+
+    monkeypatch.setenv("DIFFUSE_DATA_DIR", str(tmp_path / "data"))
+    adapted = adapt_jobs.adapted_root() / "my_scanner"
+    shutil.copytree(studio / "assets" / "ddpm", adapted)
+    import torch
+
+    from diffuse_core.models.checkpoint import save
+    from diffuse_core.models.classifier import ClassifierConfig, new_classifier
+
+    shutil.copytree(studio / "assets" / "autoencoder", adapted / "saliency" / "autoencoder")
+    own = new_classifier(ClassifierConfig(resolution=R, widths=(8, 16)), seed=7)      # not the installed weights
+    save(own, adapted / "saliency" / "classifier")
+    card = json.loads((adapted / "model_card.json").read_text())
+    (adapted / "model_card.json").write_text(json.dumps({**card, "anomaly_threshold": 0.33}))
+    (adapted / "adaptation.json").write_text(json.dumps({"trained_on": 3}))
+    path = synth_volume(tmp_path / "vol.nii.gz")
+    s = FAST
+    volume.open_upload([str(path)], s["k"], s["steps"], s["seed"], 0.6, "input", "my_scanner")
+    engine = session().store.engine
+    assert engine.settings["threshold"] == 0.33                     # the adapted card's, not the installed 0.05
+    first = lambda model: next(model.parameters()).detach().cpu()            # noqa: E731
+    assert torch.equal(first(engine.models.saliency.classifier), first(own))   # the adapted model's own ACAT pair
+    volume_session.VOLUMES.close("local")
+    volume.open_upload([str(path)], s["k"], s["steps"], s["seed"], 0.6, "input", "")
+    assert session().store.engine.settings["threshold"] == 0.05
+    out = volume.open_upload([str(path)], s["k"], s["steps"], s["seed"], 0.6, "input", "gone")
+    assert "No adapted model &#x27;gone&#x27;" in view_of(out, "slice_info") and session() is None

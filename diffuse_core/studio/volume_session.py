@@ -41,17 +41,23 @@ _ENGINES: dict = {}
 _ENGINES_LOCK = threading.Lock()
 
 
-def engine_for(modality: str, k: int | None = None, steps: int | None = None):
+def engine_for(modality: str, k: int | None = None, steps: int | None = None, model_dir=None):
     """The :class:`~diffuse_core.volumes.compute.VolumeEngine` of a case of ``modality`` ("mri" / "ct") at ``k`` and
-    ``steps`` (None: the model card's), on the app's device; kept while the model folder's weights are unchanged."""
+    ``steps`` (None: the model card's), on the app's device; kept while the model folder's weights are unchanged.
+    ``model_dir``: an MRI model adapted to a scanner (``diffuse-studio adapt``; its own ACAT pair with it) instead of
+    the installed one; a CT volume always gets the CT model."""
     from diffuse_core.volumes.compute import load_engine
 
-    folder = MODELS.ddpm_dir(modality)
-    info = MODELS.ddpm_info(modality)
-    if not info["available"]:
-        raise ModelUnavailable(info["reason"])
-    if not MODELS.acat_info(modality)["available"]:
-        raise ModelUnavailable(MODELS.acat_info(modality)["reason"] + " (the Volume tab needs ACAT for every slice)")
+    if model_dir is not None and modality != "ct":
+        folder = Path(model_dir)
+    else:
+        folder = MODELS.ddpm_dir(modality)
+        info = MODELS.ddpm_info(modality)
+        if not info["available"]:
+            raise ModelUnavailable(info["reason"])
+    acat = MODELS.acat_info(modality, folder)
+    if not acat["available"]:
+        raise ModelUnavailable(acat["reason"] + " (the Volume tab needs ACAT for every slice)")
     stamp = tuple((f.stat().st_mtime_ns, f.stat().st_size) for f in sorted(folder.iterdir()) if f.is_file())
     key = (str(folder), modality, k, steps, str(model_device()), stamp)
     with _ENGINES_LOCK:
@@ -282,16 +288,17 @@ def _read_upload(files):
 
 
 def open_volume(key, files, *, k: int | None = None, steps: int | None = None, seed: int = 0,
-                batch_size: int | None = None, start: bool = True) -> VolumeSession:
+                batch_size: int | None = None, start: bool = True, model_dir=None) -> VolumeSession:
     """Read the upload, make its result store and (``start``) start computing, the middle brain slice first; the
-    session replaces ``key``'s previous volume. One-line ``ValueError`` for what cannot be read."""
+    session replaces ``key``'s previous volume. One-line ``ValueError`` for what cannot be read. ``model_dir``: an
+    adapted MRI model (:func:`engine_for`)."""
     from diffuse_core.volumes.prepare import volume_modality_hint
     from diffuse_core.volumes.store import VolumeResults
     from diffuse_core.volumes.throughput import cuda_free_bytes, batch_size_for_memory
 
     volume, explore_files, scratch = _read_upload(files)
     modality = volume_modality_hint(volume)
-    engine = engine_for(modality, k, steps)
+    engine = engine_for(modality, k, steps, model_dir)
     if batch_size is None:
         free = cuda_free_bytes(engine.device)
         batch_size = CPU_VOLUME_BATCH if free is None else batch_size_for_memory(free, engine.size, engine.channels)

@@ -180,20 +180,22 @@ def adapt_cancel():
 
 
 def model_choices(current=None):
-    """Explore's "Healthy model" choices: the installed model and every finished adapted model (newest first);
+    """A "Healthy model" dropdown's choices (Explore's, the Volume tab's): the installed model and every finished adapted model (newest first);
     the current choice is kept while it exists."""
     choices = [INSTALLED] + [(m.label, m.name) for m in adapt_jobs.adapted_models()]
     values = [v for _, v in choices]
     return gr.update(choices=choices, value=current if current in values else "")
 
 
-def wire_adapt(demo: gr.Blocks, a: SimpleNamespace, model_choice, light: dict) -> None:
-    """The panel's events; ``model_choice``: Explore's "Healthy model" dropdown, refreshed when an adaptation ends
-    and on page load. The progress stream takes no model-run slot (the fine-tuning is in its own thread)."""
+def wire_adapt(demo: gr.Blocks, a: SimpleNamespace, model_choices_of: list, light: dict) -> None:
+    """The panel's events; ``model_choices_of``: the "Healthy model" dropdowns (Explore's, the Volume tab's),
+    refreshed when an adaptation ends and on page load. The progress stream takes no model-run slot (the
+    fine-tuning is in its own thread)."""
     poll = dict(concurrency_limit=None, api_visibility="undocumented", show_progress="hidden")
     run = a.start.click(adapt_run, [a.source, a.minutes, a.kind], [a.progress, a.result], **poll)
-    run.then(model_choices, model_choice, model_choice, **light)
+    for choice in model_choices_of:
+        run.then(model_choices, choice, choice, **light)
+        demo.load(model_choices, choice, choice, **light)
     a.cancel.click(adapt_cancel, None, None, **light)
     a.source.focus(lambda: gr.update(choices=adapt_jobs.adapt_sources()), None, a.source, **light)
-    demo.load(model_choices, model_choice, model_choice, **light)
     demo.load(adapt_resume, None, [a.progress, a.result], **poll)

@@ -100,7 +100,7 @@ def build_demo(title: str = "Dif-fuse Studio") -> gr.Blocks:
         wire_quiz(demo, quiz, page, ex.case_inputs)
         wire_healthy(check, page, ex.case_inputs, ex.ctl)
         wire_curate(cur, page.review_items, page.review_index, page.light, page.heavy)
-        wire_adapt(demo, cur.adapt, ex.model, page.light)
+        wire_adapt(demo, cur.adapt, [ex.model, vol.model], page.light)
         wire_volume(demo, vol, tabs, ex, page.light, page.heavy)
         add_api(page.heavy)
         demo.unload(close_session)          # a closed tab cancels its requests still computing (an upload's decode)

@@ -12,6 +12,7 @@ from typing import Optional
 
 import gradio as gr
 
+from diffuse_core.studio.adapt_jobs import adapted_model_dir
 from diffuse_core.studio.model_store import k_shown_for
 from diffuse_core.studio.session import session_id
 from diffuse_core.studio.settings import DEFAULTS
@@ -114,10 +115,11 @@ def replace_upload(files, previous):
     return (gr.skip() if keep == upload_paths(files) else keep), keep
 
 
-def open_upload(files, k, steps, seed, opacity, reformat_of, request: Optional[gr.Request] = None):
+def open_upload(files, k, steps, seed, opacity, reformat_of, model="", request: Optional[gr.Request] = None):
     """Files uploaded (or Recompute pressed) -> the volume opened and computing, the middle brain slice in view:
     (slice slider, timer, download files, *view). A file that is not a volume, or a volume refused (sizes,
-    mixed series, 4-D, too large...), clears the tab and says why in one line."""
+    mixed series, 4-D, too large...), clears the tab and says why in one line. ``model``: the "Healthy model"
+    choice ("" the installed one, else an adapted model's name; MRI volumes only)."""
     key = key_of(request)
     if not files:
         VOLUMES.close(key)
@@ -125,7 +127,7 @@ def open_upload(files, k, steps, seed, opacity, reformat_of, request: Optional[g
     k_arg = None if k in (None, "") or int(k) == int(DEFAULTS["k"]) else int(k)         # None: the card's K
     steps_arg = None if steps in (None, "") or int(steps) == int(DEFAULTS["steps"]) else int(steps)
     try:
-        s = open_volume(key, files, k=k_arg, steps=steps_arg, seed=int(seed or 0))
+        s = open_volume(key, files, k=k_arg, steps=steps_arg, seed=int(seed or 0), model_dir=adapted_model_dir(model))
     except USER_ERRORS as err:
         VOLUMES.close(key)                               # nothing of the previous volume stays on screen
         msg = capitalised(short_message(str(err)))

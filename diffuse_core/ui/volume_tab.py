@@ -17,6 +17,7 @@ import gradio as gr
 
 from diffuse_core.studio.settings import DEFAULTS, K_RANGE, STEPS_RANGE
 from diffuse_core.ui import volume
+from diffuse_core.ui.adapt_panel import INSTALLED
 from diffuse_core.ui.progress import progress_html
 
 TICK_SECONDS = 1.0            # how often the page asks for newly computed slices while the volume computes
@@ -65,6 +66,9 @@ def volume_tab(img_kw: dict) -> SimpleNamespace:
                                         elem_id="df-vol-steps")
                     v.seed = gr.Number(value=DEFAULTS["seed"], precision=0, minimum=0, label="Seed",
                                        elem_id="df-vol-seed")
+                    v.model = gr.Dropdown([INSTALLED], value="", label="Healthy model", elem_id="df-vol-model",
+                                          info="the installed model, or one adapted to your scanner (Curate tab); "
+                                               "MRI volumes")
                     v.recompute = gr.Button("Recompute with these settings", size="sm", elem_id="df-vol-recompute")
                 v.progress = gr.HTML(progress_html(0, 1, "No volume."), elem_id="df-vol-progress")
                 with gr.Row():
@@ -113,7 +117,7 @@ def wire_volume(demo: gr.Blocks, v: SimpleNamespace, tabs: gr.Tabs, ex: SimpleNa
     (``ex.show_case``/``ex.preview_outputs``: its preview of a chosen case)."""
     heavy = {**heavy, "api_visibility": "undocumented"}      # the page's events, not part of the HTTP API
     view_outs = [getattr(v, name) for name in volume.VIEW_OUTPUTS]
-    open_ins = [v.files, v.k, v.steps, v.seed, v.opacity, v.reformat_of]
+    open_ins = [v.files, v.k, v.steps, v.seed, v.opacity, v.reformat_of, v.model]
     open_outs = [v.slice, v.timer, v.download, *view_outs]
     # a new upload replaces the box's earlier files (unless it adds files of the same DICOM series), then opens
     v.files.upload(volume.replace_upload, [v.files, v.last_upload], [v.files, v.last_upload], **light).then(
