@@ -66,6 +66,11 @@ def test_adapt_finishes_shows_its_card_and_explore_runs_the_adapted_model(server
         page.wait_for_function("document.body.innerText.includes('Model: adapted')", timeout=120_000)
         assert models[0].name in page.inner_text("body")
 
+        page.get_by_role("tab", name="Volume").click()                            # and in the Volume tab's settings
+        page.locator("#df-vol-settings").click()
+        page.locator("#df-vol-model input").click()
+        assert page.locator("ul[role=listbox] li", has_text="Adapted:").count() == 1
+
 
 def test_cancel_stops_the_adaptation_and_writes_no_model(server, tmp_path):
     with _adapting(server, 5) as page:
