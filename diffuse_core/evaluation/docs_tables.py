@@ -394,6 +394,13 @@ def _scans(name: str, root: Path) -> str:
     return getattr(scans_sentences, name)(root)
 
 
+def _targets(root: Path) -> str:
+    """docs/results.md's table of the real-scans issue's targets (:mod:`.scans_targets`)."""
+    from diffuse_core.evaluation.scans_targets import render_real_scans_targets
+
+    return render_real_scans_targets(root)
+
+
 def _bench(name: str, root: Path) -> str:
     """docs/benchmarks.md's regions, from the benchmark scripts' results files (:mod:`.benchmark_report`)."""
     from diffuse_core.evaluation import benchmark_report
@@ -404,6 +411,7 @@ def _bench(name: str, root: Path) -> str:
 GENERATORS = {"models": render_models, "model_sources": render_sources, "training": render_training,
               "hero": render_hero, "real_data": render_real_data, "verdict_on_scans": lambda root: _scans("render_verdict_on_scans", root),
               "adapt_on_scans": lambda root: _scans("render_adapt_on_scans", root),
+              "real_scans_targets": _targets,
               "evaluation": render_evaluation, "evaluation_quick": lambda root: render_evaluation(root, "evaluation_quick"),
               "bench_one_run": lambda root: _bench("render_one_run", root),
               "bench_volume": lambda root: _bench("render_volume", root)}
