@@ -325,7 +325,9 @@ def render_training(root: Path) -> str:
         hw = _hardware(tr.get("hardware"))
         wall = "not recorded" if seconds is None else f"{float(seconds) / 3600:.1f} h"
         command = ((card.get("written_by") or {}).get("training") or {}).get("command")
-        cmd = f"`{str(command).split('  #')[0].strip()}`" if command else "not recorded in the card"
+        # as typed: a card written before command_line() dropped the interpreter keeps "python3 /.../diffuse-studio"
+        typed = re.sub(r"^python3? \S*/diffuse-studio ", "diffuse-studio ", str(command).split('  #')[0].strip())
+        cmd = f"`{typed}`" if command else "not recorded in the card"
         out.append("| " + " | ".join(_cell(c) for c in (f"`{folder}`", _fmt(steps, "int") if steps is not None else "",
                                                            wall, _fmt(batch, None) if batch else "", hw,
                                                            cmd)) + " |")
