@@ -159,19 +159,11 @@ def labelled_training_data(data, pool_size: int, seed: int, size: int, modalitie
     ``normalise`` (:func:`normalise_slices`: "tissue" is the scale the app gives a real MRI, and so the classifier
     and autoencoder see in use when the DDPM's card says "tissue")."""
     if data is None:
-        from diffuse_core.data.synthbrain import SYNTHBRAIN_VERSION
-
         arrays = as_arrays(synthbrain_pool(pool_size, "train", seed, size, tuple(modalities), healthy=None,
                                            realism=realism))
         if normalise != "absolute":
             arrays["images"] = normalise_slices(arrays["images"], normalise).astype(np.float32)
-        seeds = arrays.get("seeds")
-        card = {"generator": "SynthBrain", "version": SYNTHBRAIN_VERSION, "split": "train", "base_seed": seed,
-                "n_slices": int(pool_size), "size": size, "modalities": list(modalities),
-                "seed_range": [int(np.min(seeds)), int(np.max(seeds))] if seeds is not None and len(seeds) else None,
-                "diseased_fraction": float(np.mean(arrays["labels"] > 0)), "realism": realism_name(realism),
-                "input_normalisation": normalise}
-        return arrays, card
+        return arrays, _train_pool_card(arrays, seed, size, modalities, realism, normalise)
     arrays = as_arrays(data)
     card = {"source": str(data.get("source", "caller")) if isinstance(data, dict) else "caller",
             "n_slices": int(len(arrays["images"]))}
@@ -186,8 +178,6 @@ def paired_training_data(pool_size: int, seed: int, size: int, modalities, reali
     and, at the same seeds, their healthy counterparts (same level, anatomy, scanner and noise; pixel-identical away
     from the lesion). Arrays as :func:`labelled_training_data` returns them, healthy first, plus ``pairs`` (P, 2):
     the healthy and the diseased index of each pair; and the card's ``data`` block."""
-    from diffuse_core.data.synthbrain import SYNTHBRAIN_VERSION
-
     n = max(1, int(pool_size) // 2)
     healthy = as_arrays(synthbrain_pool(n, "train", seed, size, tuple(modalities), healthy="counterpart",
                                         realism=realism))
@@ -199,13 +189,20 @@ def paired_training_data(pool_size: int, seed: int, size: int, modalities, reali
         images = normalise_slices(images, normalise).astype(np.float32)
     arrays = {"images": images, "labels": np.concatenate([np.zeros(n, np.int64), np.ones(n, np.int64)]),
               "pairs": np.stack([np.arange(n), n + np.arange(n)], axis=1)}
-    seeds = healthy["seeds"]
-    card = {"generator": "SynthBrain", "version": SYNTHBRAIN_VERSION, "split": "train", "base_seed": seed,
-            "n_slices": 2 * n, "size": size, "modalities": list(modalities),
-            "seed_range": [int(np.min(seeds)), int(np.max(seeds))], "diseased_fraction": 0.5,
-            "realism": realism_name(realism), "input_normalisation": normalise,
-            "pairing": f"{n} diseased slices, each with its healthy counterpart (same seed)"}
-    return arrays, card
+    card = _train_pool_card({**arrays, "seeds": healthy["seeds"]}, seed, size, modalities, realism, normalise)
+    return arrays, {**card, "pairing": f"{n} diseased slices, each with its healthy counterpart (same seed)"}
+
+
+def _train_pool_card(arrays: dict, seed: int, size: int, modalities, realism, normalise: str) -> dict:
+    """The card's ``data`` block of a SynthBrain train pool held as ``arrays`` (images, labels, seeds)."""
+    from diffuse_core.data.synthbrain import SYNTHBRAIN_VERSION
+
+    seeds = arrays.get("seeds")
+    return {"generator": "SynthBrain", "version": SYNTHBRAIN_VERSION, "split": "train", "base_seed": seed,
+            "n_slices": int(len(arrays["images"])), "size": size, "modalities": list(modalities),
+            "seed_range": [int(np.min(seeds)), int(np.max(seeds))] if seeds is not None and len(seeds) else None,
+            "diseased_fraction": float(np.mean(arrays["labels"] > 0)), "realism": realism_name(realism),
+            "input_normalisation": normalise}
 
 
 # -------------------------------------------------------------------------------------------- augmentation
