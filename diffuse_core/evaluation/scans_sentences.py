@@ -24,13 +24,22 @@ def _made_by(doc: dict, what: str = "") -> str:
             f"{float(doc['seconds']):.0f} s{what}).*\n")
 
 
+def _record(root: Path, name: str) -> dict | None:
+    """The record ``docs/results/<name>.json`` a command wrote with ``--record``, or None where it has not run."""
+    path = root / RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _not_measured(command: str) -> str:
+    return f"*Not measured yet: `{command}`.*\n"
+
+
 def render_verdict_on_scans(root: Path) -> str:
     """The demonstration of ``diffuse-studio calibrate-verdict`` on BraTS (docs/training.md) from its record."""
-    path = root / RESULTS / "verdict_on_scans.json"
-    if not path.is_file():
-        return ("*Not measured yet: `diffuse-studio calibrate-verdict --data ../shared/real_cases/brats2015 --out "
-                "runs/verdict_brats --record docs/results/verdict_on_scans.json`.*\n")
-    d = json.loads(path.read_text())
+    d = _record(root, "verdict_on_scans")
+    if d is None:
+        return _not_measured("diffuse-studio calibrate-verdict --data ../shared/real_cases/brats2015 --out "
+                             "runs/verdict_brats --record docs/results/verdict_on_scans.json")
     return (f"*Threshold {d['threshold']:.3f} chosen on {d['chosen_on']['normal_slices']} tumour-free slices of cases "
             f"{_cases(d['chosen_on']['groups'])}; on the held-out cases {_cases(d['held_out']['groups'])}: "
             f"{_pct(d['false_abnormal_rate_held_out'])} of their {d['held_out']['normal_slices']} tumour-free slices "
@@ -41,11 +50,10 @@ def render_verdict_on_scans(root: Path) -> str:
 
 def render_adapt_on_scans(root: Path) -> str:
     """The demonstration of ``diffuse-studio adapt`` on BraTS (docs/training.md) from its record."""
-    path = root / RESULTS / "adapt_on_scans.json"
-    if not path.is_file():
-        return ("*Not measured yet: `diffuse-studio adapt --data ../shared/real_cases/brats2015 --out runs/adapt_brats "
-                "--holdout 0.34 --record docs/results/adapt_on_scans.json`.*\n")
-    d = json.loads(path.read_text())
+    d = _record(root, "adapt_on_scans")
+    if d is None:
+        return _not_measured("diffuse-studio adapt --data ../shared/real_cases/brats2015 --out runs/adapt_brats "
+                             "--holdout-cases pat0002,pat0003 --record docs/results/adapt_on_scans.json")
     before, after = d["false_flags_before"], d["false_flags_after"]
     clf = d.get("classifier")
     stage = ("" if not clf else f"the classifier adapted first ({clf['steps']} steps, {clf['per_slice']} pasted "
